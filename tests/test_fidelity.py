@@ -30,8 +30,17 @@ PIANO_BAR = _bar(
 
 def test_identical_bars_score_perfectly():
     row = fm.bar_metrics(PIANO_BAR, PIANO_BAR)
-    for key in ("inst_f1", "chord_f1", "time_sig_acc", "pitch_oa", "velocity_oa", "duration_oa",
-                "note_density_oa", "chroma_sim", "groove_sim"):
+    for key in (
+        "inst_f1",
+        "chord_f1",
+        "time_sig_acc",
+        "pitch_oa",
+        "velocity_oa",
+        "duration_oa",
+        "note_density_oa",
+        "chroma_sim",
+        "groove_sim",
+    ):
         assert row[key] == pytest.approx(1.0), key
     assert row["note_density_abs_err"] == 0.0
 
@@ -103,18 +112,45 @@ def test_segment_counts_missing_bars_as_empty():
 
 
 def test_description_parsing_helpers():
-    desc = ["<bos>", "Bar_1", "Time Signature_3/4", "Chord_C:maj", "Chord_G:dom7", "Bar_2",
-            "Time Signature_6/8", "<eos>"]
+    desc = [
+        "<bos>",
+        "Bar_1",
+        "Time Signature_3/4",
+        "Chord_C:maj",
+        "Chord_G:dom7",
+        "Bar_2",
+        "Time Signature_6/8",
+        "<eos>",
+    ]
     assert fm.chords_by_bar(desc) == [("C:maj", "G:dom7"), ()]
     assert fm.time_signatures_by_bar(desc) == [(3, 4), (6, 8)]
 
 
 DESCRIPTION = [
-    "Bar_1", "Time Signature_4/4", "Note Density_2", "Mean Velocity_20", "Mean Pitch_15", "Mean Duration_32",
-    "Instrument_Acoustic Grand Piano", "Instrument_drum", "Chord_A:min",
-    "Bar_2", "Time Signature_3/4", "Note Density_1", "Mean Velocity_10", "Mean Pitch_18", "Mean Duration_32",
-    "Instrument_Violin", "Chord_F:maj7", "Chord_G:maj",
-    "Bar_3", "Time Signature_4/4", "Note Density_0", "Mean Velocity_10", "Mean Pitch_18", "Mean Duration_32",
+    "Bar_1",
+    "Time Signature_4/4",
+    "Note Density_2",
+    "Mean Velocity_20",
+    "Mean Pitch_15",
+    "Mean Duration_32",
+    "Instrument_Acoustic Grand Piano",
+    "Instrument_drum",
+    "Chord_A:min",
+    "Bar_2",
+    "Time Signature_3/4",
+    "Note Density_1",
+    "Mean Velocity_10",
+    "Mean Pitch_18",
+    "Mean Duration_32",
+    "Instrument_Violin",
+    "Chord_F:maj7",
+    "Chord_G:maj",
+    "Bar_3",
+    "Time Signature_4/4",
+    "Note Density_0",
+    "Mean Velocity_10",
+    "Mean Pitch_18",
+    "Mean Duration_32",
 ]
 
 

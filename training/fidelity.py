@@ -273,9 +273,7 @@ def segment_metrics(reference: Sequence[BarFacts], sample: Sequence[BarFacts]) -
     """Per-bar metrics averaged over the reference's bars; a missing sample bar counts as empty."""
     if not reference:
         raise ValueError("reference segment has no bars")
-    rows = [
-        bar_metrics(ref, sample[i] if i < len(sample) else EMPTY_BAR) for i, ref in enumerate(reference)
-    ]
+    rows = [bar_metrics(ref, sample[i] if i < len(sample) else EMPTY_BAR) for i, ref in enumerate(reference)]
     out = {key: nanmean(row[key] for row in rows) for key in rows[0]}
     mean_density = float(np.mean([note_density(b) for b in reference]))
     sq_err = float(np.mean([row["note_density_abs_err"] ** 2 for row in rows]))
