@@ -1,0 +1,355 @@
+"""The OSC address space: one table, the single source of truth.
+
+Every address the daemon understands (``direction="in"``) and every feedback address it sends
+(``direction="out"``) is an :class:`OscAddress` in :data:`ADDRESSES`. The OSC server validates
+against it, ``docs/osc.md`` is rendered from it (:func:`render_markdown`) and the controller
+patches (Max, Pd, TouchOSC, Open Stage Control) are generated from it.
+
+Validation policy (also rendered into ``docs/osc.md``):
+
+* numbers outside a range are **clamped** to the range for continuous controls (faders, tempo,
+  time signature) and the sender gets an ``/e2m/error`` saying so; the clamped value is applied;
+* NaN and infinities, wrong types, unknown names, missing arguments and unknown addresses are
+  **rejected**: nothing changes and ``/e2m/error`` says what and why;
+* extra arguments are ignored (with an ``/e2m/error`` note), so a controller that appends an
+  id still works.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from e2m_live.features import (
+    FEATURE_ORDER,
+    KEY_NAMES,
+    MOODS,
+    RANGES,
+    EmotionFeatures,
+    FeatureError,
+    parse_key,
+    parse_mode,
+)
+
+PREFIX = "/e2m"
+_DEFAULTS = EmotionFeatures()
+
+Control = Literal["fader", "xy", "button", "toggle", "menu", "number", "multi", "text", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class Argument:
+    """One OSC argument: accepted type tags, range or choices, default and unit."""
+
+    name: str
+    types: str  # OSC type tags accepted, e.g. "f", "is" (first one is the canonical type)
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    default: Any = None
+    unit: str = ""
+    out_of_range: Literal["clamp", "reject"] = "clamp"
+
+    def describe(self) -> str:
+        parts = []
+        if self.low is not None and self.high is not None:
+            parts.append(f"{self.low:g}..{self.high:g}")
+        if self.choices:
+            parts.append(" | ".join(self.choices))
+        if self.unit:
+            parts.append(self.unit)
+        return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class OscAddress:
+    """One entry of the address table."""
+
+    address: str
+    arguments: tuple[Argument, ...]
+    label: str
+    effect: str
+    direction: Literal["in", "out"] = "in"
+    control: Control = "fader"
+    optional_arguments: bool = False  # transport buttons: bare message or one flag
+    group: str = "feature"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def type_tags(self) -> str:
+        """Canonical OSC type tag string, e.g. ``"ff"``."""
+        return "".join(a.types[0] for a in self.arguments)
+
+
+def _unit(name: str) -> Argument:
+    low, high = RANGES[name]
+    return Argument(name, "fi", low, high, default=getattr(_DEFAULTS, name))
+
+
+_FADER_EFFECT = {
+    "energy": "intensity: note density, drums, velocity",
+    "valence": "positivity: register and harmony brightness",
+    "danceability": "groove: drum pattern regularity and syncopation",
+    "acousticness": "acoustic vs electric instruments",
+    "instrumentalness": "lead voice (0) vs purely instrumental (1)",
+}
+
+_FLAG = Argument("flag", "iTF", 0, 1, default=1, out_of_range="clamp")
+
+ADDRESSES: tuple[OscAddress, ...] = (
+    *(
+        OscAddress(f"{PREFIX}/{name}", (_unit(name),), name.capitalize(),
+                   f"set {name} ({_FADER_EFFECT[name]}); new material from the next ready bar")
+        for name in ("energy", "valence", "danceability", "acousticness", "instrumentalness")
+    ),
+    OscAddress(f"{PREFIX}/loudness", (Argument("loudness", "fi", -60.0, 0.0, default=_DEFAULTS.loudness,
+                                               unit="dB"),),
+               "Loudness", "set loudness (note velocities); new material from the next ready bar"),
+    OscAddress(f"{PREFIX}/key", (Argument("key", "is", 0, 11, choices=KEY_NAMES, default=_DEFAULTS.key,
+                                          out_of_range="reject"),),
+               "Key", "set the key (pitch class 0 = C, or a name such as F# or Bb)", control="menu"),
+    OscAddress(f"{PREFIX}/mode", (Argument("mode", "is", 0, 1, choices=("minor", "major"),
+                                           default=_DEFAULTS.mode, out_of_range="reject"),),
+               "Mode", "set the mode: 0 minor, 1 major", control="toggle"),
+    OscAddress(f"{PREFIX}/time_signature", (Argument("time_signature", "i", 3, 7,
+                                                     default=_DEFAULTS.time_signature, unit="beats/bar"),),
+               "Beats per bar", "set beats per bar (x/4); new material from the next ready bar",
+               control="number"),
+    OscAddress(f"{PREFIX}/tempo", (Argument("tempo", "fi", *RANGES["tempo"], default=_DEFAULTS.tempo,
+                                            unit="BPM"),),
+               "Tempo", "set the tempo; applies at the next bar line", control="number"),
+    OscAddress(f"{PREFIX}/features", tuple(
+        Argument(n, "is" if n in ("key", "mode") else ("i" if n == "time_signature" else "fi"),
+                 *RANGES[n], default=getattr(_DEFAULTS, n),
+                 out_of_range="reject" if n in ("key", "mode") else "clamp")
+        for n in FEATURE_ORDER),
+               "All features", f"set all ten features at once, in the order {', '.join(FEATURE_ORDER)}",
+               control="multi"),
+    OscAddress(f"{PREFIX}/mood", (Argument("mood", "s", choices=tuple(MOODS), default="happy",
+                                           out_of_range="reject"),),
+               "Mood", "apply a mood preset (all ten features)", control="menu"),
+    OscAddress(f"{PREFIX}/xy", (Argument("valence", "fi", 0.0, 1.0, default=_DEFAULTS.valence),
+                                Argument("energy", "fi", 0.0, 1.0, default=_DEFAULTS.energy)),
+               "Valence / energy pad", "set valence (x) and energy (y) from an XY pad", control="xy"),
+    OscAddress(f"{PREFIX}/play", (_FLAG,), "Play",
+               "start playing (a flag of 0 is ignored, so button releases do nothing)",
+               control="button", optional_arguments=True, group="transport"),
+    OscAddress(f"{PREFIX}/stop", (_FLAG,), "Stop", "stop at once; every sounding note is released",
+               control="button", optional_arguments=True, group="transport"),
+    OscAddress(f"{PREFIX}/panic", (_FLAG,), "Panic",
+               "stop; release every note, then All Notes Off (CC 123) and All Sound Off (CC 120) "
+               "on all 16 channels",
+               control="button", optional_arguments=True, group="transport"),
+    OscAddress(f"{PREFIX}/regenerate", (_FLAG,), "Regenerate",
+               "new 12-bar section under the same features (new seed), from the next ready bar",
+               control="button", optional_arguments=True, group="transport"),
+    OscAddress(f"{PREFIX}/loop", (Argument("loop", "iTF", 0, 1, default=0),), "Loop",
+               "1: repeat the current 12 bars; 0: endless (fresh sections under the same features)",
+               control="toggle", group="transport"),
+    OscAddress(f"{PREFIX}/status", (), "Status", "reply with the full state (all /e2m/state/* messages)",
+               control="button", group="transport"),
+    # ---- feedback (daemon -> controller) ----
+    OscAddress(f"{PREFIX}/state/bar", (Argument("bar", "i", 0, None), Argument("bar_in_section", "i", 0, 11)),
+               "Bar", "the bar just started: running count, and its index in its 12-bar section",
+               direction="out", control="number", group="state"),
+    OscAddress(f"{PREFIX}/state/playing", (Argument("playing", "i", 0, 1),), "Playing",
+               "1 while playing, 0 when stopped", direction="out", control="toggle", group="state"),
+    OscAddress(f"{PREFIX}/state/loop", (Argument("loop", "i", 0, 1),), "Loop", "1 in loop mode",
+               direction="out", control="toggle", group="state"),
+    OscAddress(f"{PREFIX}/state/features", tuple(
+        Argument(n, "i" if n in ("key", "mode", "time_signature") else "f", *RANGES[n])
+        for n in FEATURE_ORDER),
+               "Features in force", "the ten features in force, in the order of /e2m/features",
+               direction="out", control="multi", group="state"),
+    *(
+        OscAddress(f"{PREFIX}/state/{name}", (Argument(name, "i" if name in ("key", "mode", "time_signature")
+                                                       else "f", *RANGES[name]),),
+                   name, f"{name} in force (lets a controller's {name} widget follow other controllers)",
+                   direction="out", control="fader", group="state")
+        for name in FEATURE_ORDER
+    ),
+    OscAddress(f"{PREFIX}/state/plan", (Argument("plan", "s"),), "Plan",
+               "the section being played: generator, section number, bars ready, chords",
+               direction="out", control="text", group="state"),
+    OscAddress(f"{PREFIX}/state/lag", (Argument("lag_bars", "i", 0, None), Argument("lag_ms", "f", 0, None)),
+               "Generation lag", "bars played as repeats because the next bar was late, and how late the "
+               "latest bar was in ms (0 0 when generation keeps up)",
+               direction="out", control="number", group="state"),
+    OscAddress(f"{PREFIX}/error", (Argument("address", "s"), Argument("message", "s")), "Error",
+               "a message was rejected or clamped: the address and why", direction="out",
+               control="text", group="state"),
+)
+
+BY_ADDRESS: dict[str, OscAddress] = {a.address: a for a in ADDRESSES}
+INPUTS: dict[str, OscAddress] = {a.address: a for a in ADDRESSES if a.direction == "in"}
+
+
+class OscRejected(ValueError):
+    """A message is rejected: nothing changes. ``str()`` says why."""
+
+
+@dataclass(slots=True)
+class Command:
+    """A validated message: what to do, and notes (clamped values, ignored arguments)."""
+
+    kind: Literal["features", "mood", "transport", "loop", "status"]
+    changes: dict[str, Any] = field(default_factory=dict)  # features: field -> value
+    action: str = ""  # transport: play | stop | panic | regenerate; mood: the name
+    flag: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+def _number(arg: Argument, value: Any, notes: list[str]) -> float:
+    """Validate one numeric value; clamp or reject as the argument says."""
+    if isinstance(value, bool):
+        value = int(value)
+    if not isinstance(value, int | float):
+        raise OscRejected(f"{arg.name} must be a number ({arg.describe()}), got {_show(value)}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise OscRejected(f"{arg.name} must be finite, got {number}")
+    low = -math.inf if arg.low is None else arg.low
+    high = math.inf if arg.high is None else arg.high
+    if not low <= number <= high:
+        if arg.out_of_range == "reject":
+            raise OscRejected(f"{arg.name} must be in {arg.describe()}, got {number:g}")
+        clamped = min(max(number, low), high)
+        notes.append(f"{arg.name} {number:g} is outside {arg.describe()}: clamped to {clamped:g}")
+        number = clamped
+    return number
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _feature_value(arg: Argument, value: Any, notes: list[str]) -> int | float:
+    name = arg.name
+    try:
+        if name == "key":
+            if isinstance(value, str):
+                return parse_key(value)
+            number = _number(arg, value, notes)
+            if number != round(number):
+                raise OscRejected(f"key must be an integer 0..11 or a name such as F#, got {number:g}")
+            return int(number)
+        if name == "mode":
+            if isinstance(value, str):
+                return parse_mode(value)
+            return round(_number(arg, value, notes))
+    except FeatureError as error:
+        raise OscRejected(str(error)) from None
+    number = _number(arg, value, notes)
+    if name == "time_signature":
+        return round(number)
+    return number
+
+
+def parse_message(address: str, args: Sequence[Any]) -> Command:
+    """Validate one incoming message against the table; raises :class:`OscRejected`."""
+    entry = INPUTS.get(address)
+    if entry is None:
+        if address in BY_ADDRESS:
+            raise OscRejected(f"{address} is a feedback address (sent by the daemon), not a control")
+        raise OscRejected(f"unknown address {_show(address)}; see /e2m/status or docs/osc.md")
+    notes: list[str] = []
+    expected = len(entry.arguments)
+    if len(args) > expected:
+        notes.append(f"ignored {len(args) - expected} extra argument(s)")
+        args = list(args)[:expected]
+    if len(args) < expected and not (entry.optional_arguments and not args):
+        raise OscRejected(
+            f"{address} takes {expected} argument(s) ({entry.type_tags}), got {len(args)}"
+        )
+    name = address[len(PREFIX) + 1:]
+    if entry.group == "transport":
+        if name == "status":
+            return Command("status", notes=notes)
+        flag = True
+        if args:
+            flag = bool(round(_number(entry.arguments[0], args[0], notes)))
+        if name == "loop":
+            return Command("loop", flag=flag, notes=notes)
+        return Command("transport", action=name, flag=flag, notes=notes)
+    if name == "mood":
+        mood = args[0]
+        if not isinstance(mood, str) or mood.strip().lower() not in MOODS:
+            raise OscRejected(f"mood must be one of {', '.join(MOODS)}, got {_show(mood)}")
+        return Command("mood", action=mood.strip().lower(), notes=notes)
+    changes = {arg.name: _feature_value(arg, value, notes)
+               for arg, value in zip(entry.arguments, args, strict=True)}
+    return Command("features", changes=changes, notes=notes)
+
+
+# ---- documentation -------------------------------------------------------------------------------
+
+_POLICY = """\
+Validation: numbers outside a range are **clamped** for continuous controls (marked *clamp*) and
+the clamped value is applied; `key`, `mode` and `mood` outside their choices are **rejected**
+(marked *reject*). NaN, infinities, wrong types, missing arguments, unknown addresses and
+malformed packets are rejected: nothing changes. Either way the sender gets
+`/e2m/error <address> <why>`. Extra arguments are ignored (and reported). Integers are accepted
+where floats are expected and vice versa (integer fields are rounded). Transport messages take
+no argument or one flag; a flag of 0 (a button's release) does nothing.
+"""
+
+
+def _argument_cell(arg: Argument, with_policy: bool) -> str:
+    text = f"`{arg.name}` ({'/'.join(arg.types)})"
+    desc = arg.describe()
+    if desc:
+        text += f" {desc}"
+    if with_policy and (arg.low is not None or arg.choices):
+        text += f" *{arg.out_of_range}*"
+    return text
+
+
+def render_markdown() -> str:
+    """``docs/osc.md``: the address table as Markdown (tests check the file is up to date)."""
+    lines = [
+        "# OSC address space",
+        "",
+        "<!-- Generated from e2m_live/live/addresses.py by "
+        "`python -m e2m_live.live.addresses > docs/osc.md`; do not edit. -->",
+        "",
+        "The daemon listens on UDP and TCP (OSC 1.0 length-prefixed or OSC 1.1 SLIP framing, detected per",
+        "connection), on 127.0.0.1 by default. Replies go to the sender (UDP: to its address and port;",
+        "TCP: on the same connection) and, if configured, to the feedback host:port.",
+        "",
+        _POLICY,
+        "## Controls (to the daemon)",
+        "",
+        "| address | arguments | default | label | effect |",
+        "|---|---|---|---|---|",
+    ]
+    for entry in ADDRESSES:
+        if entry.direction != "in":
+            continue
+        args = ", ".join(_argument_cell(a, True) for a in entry.arguments) or "none"
+        if entry.optional_arguments:
+            args = f"none, or {args}"
+        default = ", ".join(str(a.default) for a in entry.arguments if a.default is not None) or "-"
+        lines.append(f"| `{entry.address}` | {args} | {default} | {entry.label} | {entry.effect} |")
+    lines += [
+        "",
+        "## Feedback (from the daemon)",
+        "",
+        "Sent on every bar line (`bar`, `lag`), on every change (`playing`, `loop`, `features`, `plan`) and",
+        "in full in reply to `/e2m/status`.",
+        "",
+        "| address | arguments | label | meaning |",
+        "|---|---|---|---|",
+    ]
+    for entry in ADDRESSES:
+        if entry.direction != "out":
+            continue
+        args = ", ".join(_argument_cell(a, False) for a in entry.arguments)
+        lines.append(f"| `{entry.address}` | {args} | {entry.label} | {entry.effect} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render_markdown(), end="")

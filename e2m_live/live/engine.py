@@ -1,0 +1,375 @@
+"""The generation engine: a worker process that makes bars, and the bar source the player reads.
+
+* Generation runs in its own process (niced), so the player thread never waits for the model or
+  for a GIL the model holds. A crashed worker is restarted and its request resubmitted.
+* Control changes are coalesced (latest wins) and debounced: a request goes out ``debounce``
+  seconds after the last change, or ``max_debounce`` after the first of a burst (a fader being
+  dragged still produces new material).
+* A change requests a new section primed with the bar being played; it starts at the first bar
+  line after its first bar is ready. In endless mode the next section (same features, primed
+  with the section's last bar) is requested as soon as the current one is complete; in loop
+  mode the current 12 bars repeat.
+* If a bar is late the player holds (repeats) material, and the lag is reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import multiprocessing as mp
+import os
+import queue
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from e2m_live.features import EmotionFeatures
+from e2m_live.live.generation import SECTION_BARS, create_generator
+from e2m_live.live.player import BarStarted, PlannedBar
+from e2m_live.music import Bar
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Request:
+    """One section to generate."""
+
+    section: int
+    features: EmotionFeatures
+    prime: Bar | None
+    seed: int
+
+
+@dataclass(slots=True)
+class Section:
+    """A requested section and the bars received so far."""
+
+    id: int
+    features: EmotionFeatures
+    seed: int
+    immediate: bool  # a change: starts as soon as its first bar is ready
+    changed_at: float  # when the control change that caused it arrived
+    requested_at: float = 0.0
+    bars: list[Bar] = field(default_factory=list)
+    complete: bool = False
+    first_ready_at: float | None = None
+    started_at: float | None = None  # bar line of its first bar
+    failed: str | None = None
+
+
+def _worker_main(name: str, options: dict[str, Any], requests: mp.Queue, results: mp.Queue,
+                 niceness: int) -> None:
+    """The worker process: latest request wins, bars are sent as soon as each is ready."""
+    with contextlib.suppress(OSError):
+        os.nice(niceness)
+    generator = create_generator(name, **options)
+    results.put(("ready", os.getpid()))
+
+    def latest(block: bool) -> Request | None:
+        item = requests.get() if block else requests.get_nowait()
+        while True:
+            try:
+                item = requests.get_nowait()
+            except queue.Empty:
+                return item
+            if item is None:
+                return None
+
+    request = latest(block=True)
+    while request is not None:
+        newer: Request | str | None = "none"
+        try:
+            for bar in generator.generate(request.features, prime=request.prime, seed=request.seed):
+                results.put(("bar", request.section, bar))
+                try:
+                    newer = latest(block=False)
+                except queue.Empty:
+                    continue
+                break
+            else:
+                results.put(("done", request.section))
+        except Exception as error:  # a generator bug must not kill the daemon's music
+            results.put(("error", request.section, f"{type(error).__name__}: {error}"))
+        request = latest(block=True) if newer == "none" else newer  # type: ignore[assignment]
+
+
+class Engine:
+    """Owns the worker process and the sections; :meth:`next_bar` feeds the player."""
+
+    def __init__(self, generator: str = "rules", generator_options: dict[str, Any] | None = None,
+                 features: EmotionFeatures | None = None, *, loop: bool = False, seed: int | None = None,
+                 debounce: float = 0.03, max_debounce: float = 0.25, niceness: int = 10) -> None:
+        self.generator = generator
+        self.generator_options = dict(generator_options or {})
+        self.features = features or EmotionFeatures()
+        self.loop = loop
+        self.debounce = debounce
+        self.max_debounce = max_debounce
+        self.niceness = niceness
+        self.restarts = 0
+        self.errors: list[str] = []
+        self.sections: list[Section] = []  # history (bounded), for feedback and benchmarks
+        self._rng = random.Random(seed)
+        self._ids = itertools.count(1)
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._dirty_first: float | None = None
+        self._dirty_last: float | None = None
+        self._dirty_immediate = False
+        self._playing: Section | None = None
+        self._index = -1
+        self._pending: Section | None = None  # the newest requested section not yet playing
+        self._last_given: Bar | None = None
+        self._waiting_since: float | None = None
+        self._inflight: Request | None = None
+        self._ctx = mp.get_context("spawn")
+        self._process: mp.process.BaseProcess | None = None
+        self._requests: mp.Queue | None = None
+        self._results: mp.Queue | None = None
+        self._ready = threading.Event()
+        self._quit = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="e2m-engine", daemon=True)
+        self.worker_pid: int | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------------------
+    def start(self, wait: float = 10.0) -> None:
+        """Start the worker and request the first section."""
+        self._spawn()
+        self._thread.start()
+        with self._lock:
+            self._mark_dirty(immediate=True, now=time.monotonic(), at_once=True)
+        if wait and not self._ready.wait(wait):
+            log.warning("generation worker not ready after %.1f s", wait)
+
+    def close(self) -> None:
+        self._quit.set()
+        with self._changed:
+            self._changed.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(2)
+        if self._requests is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._requests.put(None)
+        if self._process is not None:
+            self._process.join(1)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join(1)
+
+    def _spawn(self) -> None:
+        self._requests = self._ctx.Queue()
+        self._results = self._ctx.Queue()
+        self._ready.clear()
+        self._process = self._ctx.Process(
+            target=_worker_main, name="e2m-generator", daemon=True,
+            args=(self.generator, self.generator_options, self._requests, self._results, self.niceness))
+        self._process.start()
+        self.worker_pid = self._process.pid
+
+    # ---- controls (any thread) ---------------------------------------------------------------------
+    def set_features(self, features: EmotionFeatures) -> None:
+        """New features (latest wins). A tempo-only change applies at the next bar line without
+        new material; anything else requests a new section after the debounce."""
+        with self._lock:
+            old, self.features = self.features, features
+            if old.replace(tempo=features.tempo) != features:
+                self._mark_dirty(immediate=True, now=time.monotonic())
+
+    def regenerate(self) -> None:
+        """A fresh section under the same features (new seed)."""
+        with self._lock:
+            self._mark_dirty(immediate=True, now=time.monotonic(), at_once=True)
+
+    def set_loop(self, loop: bool) -> None:
+        with self._lock:
+            self.loop = loop
+            self._maybe_continue()
+
+    @property
+    def tempo(self) -> float:
+        return float(self.features.tempo)
+
+    def _mark_dirty(self, immediate: bool, now: float, at_once: bool = False) -> None:
+        if self._dirty_first is None:
+            self._dirty_first = now
+        self._dirty_last = now
+        self._dirty_immediate = self._dirty_immediate or immediate
+        if at_once:
+            self._dirty_first = now - self.max_debounce
+        self._changed.notify_all()
+
+    # ---- the player's side (never blocks for long) -------------------------------------------------
+    def next_bar(self) -> PlannedBar | None:
+        with self._lock:
+            now = time.monotonic()
+            planned = self._choose(now)
+            if planned is None or planned.repeat:
+                if self._waiting_since is None:
+                    self._waiting_since = now
+                if planned is None:
+                    return None
+            else:
+                planned.lag_ms = 0.0 if self._waiting_since is None else (now - self._waiting_since) * 1000
+                self._waiting_since = None
+            self._last_given = planned.bar
+            self._maybe_continue()
+            return planned
+
+    def _choose(self, now: float) -> PlannedBar | None:
+        pending = self._pending
+        if pending is not None and pending.immediate and pending.bars:
+            return self._switch_to(pending, continues=False)
+        section = self._playing
+        if section is None:
+            return None
+        following = self._index + 1
+        if following < SECTION_BARS and not (section.complete and following >= len(section.bars)):
+            if following < len(section.bars):
+                self._index = following
+                return self._planned(section, continues=True)
+            return None  # late: the player holds the bar it has
+        # The section is over (or ended early).
+        if not self.loop and pending is not None and pending.bars:
+            return self._switch_to(pending, continues=True)
+        self._index = 0  # loop mode, or the next section is late: repeat this one
+        planned = self._planned(section, continues=False)
+        planned.repeat = not self.loop
+        return planned
+
+    def _switch_to(self, section: Section, continues: bool) -> PlannedBar:
+        self._playing, self._pending, self._index = section, None, 0
+        return self._planned(section, continues)
+
+    def _planned(self, section: Section, continues: bool) -> PlannedBar:
+        bar = section.bars[self._index]
+        state = "complete" if section.complete else f"{len(section.bars)}/{SECTION_BARS} ready"
+        plan = (f"section {section.id} ({self.generator}, {section.features.key_name}, "
+                f"{section.features.time_signature}/4, energy {section.features.energy:.2f}, "
+                f"valence {section.features.valence:.2f}): bar {self._index + 1}/{SECTION_BARS}, {state}"
+                f"{', loop' if self.loop else ''}")
+        return PlannedBar(bar, section.id, continues=continues, plan=plan)
+
+    def _maybe_continue(self) -> None:
+        """Endless mode: request the next section once the current one is complete."""
+        section = self._playing
+        if (not self.loop and section is not None and section.complete and self._pending is None
+                and self._dirty_first is None):
+            self._mark_dirty(immediate=False, now=time.monotonic(), at_once=True)
+
+    def bar_started(self, info: BarStarted) -> None:
+        """Player callback: records when each section's first bar was heard."""
+        with self._lock:
+            for section in reversed(self.sections[-4:]):
+                if section.id == info.section and section.started_at is None:
+                    section.started_at = info.time
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            section = self._playing
+            return {
+                "generator": self.generator,
+                "section": section.id if section else None,
+                "bars_ready": len(section.bars) if section else 0,
+                "pending": self._pending.id if self._pending else None,
+                "loop": self.loop,
+                "worker_alive": bool(self._process and self._process.is_alive()),
+                "restarts": self.restarts,
+            }
+
+    # ---- the engine thread -------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._quit.is_set():
+            self._send_request_if_due()
+            try:
+                item = self._results.get(timeout=0.005) if self._results else None
+            except queue.Empty:
+                item = None
+            except (OSError, EOFError, ValueError):
+                item = None
+            if item is not None:
+                self._receive(item)
+            elif self._process is not None and not self._process.is_alive() and not self._quit.is_set():
+                self._restart()
+
+    def _send_request_if_due(self) -> None:
+        with self._lock:
+            if self._dirty_first is None or not self._ready.is_set():
+                return
+            now = time.monotonic()
+            if now - self._dirty_last < self.debounce and now - self._dirty_first < self.max_debounce:
+                return
+            immediate = self._dirty_immediate
+            section = Section(next(self._ids), self.features, self._rng.randrange(2**31), immediate,
+                              changed_at=self._dirty_last, requested_at=now)
+            if immediate or self._playing is None:
+                prime = self._last_given
+                section.immediate = True
+            else:
+                prime = self._playing.bars[-1] if self._playing.bars else self._last_given
+            self._dirty_first = self._dirty_last = None
+            self._dirty_immediate = False
+            self._pending = section
+            self.sections = [*self.sections[-31:], section]
+            self._inflight = Request(section.id, section.features, prime, section.seed)
+            request = self._inflight
+        try:
+            self._requests.put(request)
+        except (OSError, ValueError) as error:
+            log.error("cannot send a request to the generation worker: %s", error)
+
+    def _receive(self, item: tuple) -> None:
+        kind = item[0]
+        if kind == "ready":
+            self.worker_pid = item[1]
+            self._ready.set()
+            return
+        with self._lock:
+            section = next((s for s in (self._pending, self._playing) if s and s.id == item[1]), None)
+            if section is None:
+                return  # superseded
+            if kind == "bar":
+                bar = item[2]
+                bar.index = len(section.bars)
+                if section.first_ready_at is None:
+                    section.first_ready_at = time.monotonic()
+                section.bars.append(bar)
+            elif kind == "done":
+                section.complete = True
+                if not section.bars:
+                    section.failed = "generator yielded no bars"
+                self._inflight = None
+                self._maybe_continue()
+            elif kind == "error":
+                log.error("generation failed for section %d: %s", section.id, item[2])
+                self.errors = [*self.errors[-9:], item[2]]
+                section.failed = item[2]
+                section.complete = True
+                self._inflight = None
+            if section.complete and not section.bars and section is self._pending:
+                self._pending = None  # nothing to play from it: keep the current material
+
+    def _restart(self) -> None:
+        code = self._process.exitcode if self._process else None
+        log.error("generation worker died (exit code %s); restarting it", code)
+        self.restarts += 1
+        self.errors = [*self.errors[-9:], f"worker died (exit code {code}), restarted"]
+        for q in (self._requests, self._results):
+            if q is not None:
+                q.close()
+                q.cancel_join_thread()
+        self._spawn()
+        with self._lock:
+            request, self._inflight = self._inflight, None
+            if request is None:
+                return
+            if self._pending is not None and self._pending.id == request.section:
+                self._pending.bars.clear()  # the new worker makes the whole section again
+                self._inflight = request
+                self._requests.put(request)
+            elif self._playing is not None and self._playing.id == request.section:
+                self._playing.complete = True  # play the bars we have, then a fresh section
+                self._maybe_continue()

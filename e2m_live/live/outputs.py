@@ -1,0 +1,392 @@
+"""Outputs: where the player's MIDI messages go. Any number at once.
+
+* :class:`MidiPortOutput`: a MIDI port through python-rtmidi: a virtual port (ALSA, CoreMIDI,
+  JACK) or an existing port by name. Windows has no virtual ports.
+* :class:`FluidSynthOutput`: audio through FluidSynth (pyfluidsynth), any audio driver, or none
+  (then :meth:`FluidSynthOutput.render` pulls samples: tests, offline use).
+* :class:`MidiFileRecorder`: a ``.mid`` of the whole performance.
+* :class:`CaptureOutput`: keeps messages in memory (tests, benchmarks).
+
+Messages are raw MIDI byte lists (``[0x90 | channel, pitch, velocity]``); ``when`` is the
+message's deadline on the monotonic clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+Message = Sequence[int]
+
+NOTE_OFF, NOTE_ON, CONTROL_CHANGE, PROGRAM_CHANGE = 0x80, 0x90, 0xB0, 0xC0
+ALL_SOUND_OFF, RESET_CONTROLLERS, ALL_NOTES_OFF = 120, 121, 123
+
+SOUNDFONT_CANDIDATES = (
+    Path("/usr/share/sounds/sf2/default-GM.sf2"),
+    Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"),
+    Path("/usr/share/soundfonts/default.sf2"),
+)
+
+
+class OutputError(RuntimeError):
+    """An output cannot be opened; the message says why and what to do."""
+
+
+class Output(ABC):
+    """One destination for MIDI messages."""
+
+    name: str = "output"
+
+    @abstractmethod
+    def send(self, message: Message, when: float) -> None:
+        """Send one message now (``when`` is its deadline, for recorders)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the destination."""
+
+    def describe(self) -> str:
+        return self.name
+
+
+# ---- MIDI ports -----------------------------------------------------------------------------------
+
+def _rtmidi():
+    import rtmidi
+
+    return rtmidi
+
+
+def midi_api_names() -> dict[str, int]:
+    """Our API names -> rtmidi API constants."""
+    rtmidi = _rtmidi()
+    return {
+        "alsa": rtmidi.API_LINUX_ALSA,
+        "jack": rtmidi.API_UNIX_JACK,
+        "coremidi": rtmidi.API_MACOSX_CORE,
+        "winmm": rtmidi.API_WINDOWS_MM,
+    }
+
+
+def compiled_midi_apis() -> list[str]:
+    """Names of the MIDI APIs this python-rtmidi build supports."""
+    compiled = set(_rtmidi().get_compiled_api())
+    return [name for name, api in midi_api_names().items() if api in compiled]
+
+
+def default_midi_api() -> str:
+    if sys.platform == "darwin":
+        return "coremidi"
+    if sys.platform.startswith("win"):
+        return "winmm"
+    return "alsa"
+
+
+def jack_server_running() -> bool:
+    """True if a JACK server answers (without starting one)."""
+    os.environ.setdefault("JACK_NO_START_SERVER", "1")
+    rtmidi = _rtmidi()
+    if rtmidi.API_UNIX_JACK not in rtmidi.get_compiled_api():
+        return False
+    try:
+        probe = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="e2m-live-probe")
+    except Exception:
+        return False
+    probe.delete()
+    return True
+
+
+def list_midi_ports(api: str) -> list[str]:
+    """Output ports of ``api`` (empty if the API is unusable here)."""
+    os.environ.setdefault("JACK_NO_START_SERVER", "1")
+    rtmidi = _rtmidi()
+    try:
+        out = rtmidi.MidiOut(midi_api_names()[api], name="e2m-live-list")
+    except Exception:
+        return []
+    try:
+        return list(out.get_ports())
+    finally:
+        out.delete()
+
+
+def _api_problem(api: str) -> str:
+    if api == "alsa" and not Path("/dev/snd/seq").exists():
+        return "no ALSA sequencer here (/dev/snd/seq is missing: no sound hardware or snd-seq module)"
+    if api == "jack":
+        return "no JACK server is running (start one, e.g. `jackd -d dummy` or with QjackCtl)"
+    return f"the {api} MIDI API failed to initialise"
+
+
+class MidiPortOutput(Output):
+    """A MIDI output port via python-rtmidi: virtual (``port=None``) or an existing port."""
+
+    def __init__(self, api: str = "auto", port: str | None = None, client_name: str = "e2m-live",
+                 port_name: str = "out") -> None:
+        os.environ.setdefault("JACK_NO_START_SERVER", "1")
+        rtmidi = _rtmidi()
+        api = default_midi_api() if api == "auto" else api
+        names = midi_api_names()
+        if api not in names:
+            raise OutputError(f"unknown MIDI API {api!r}; choose one of {', '.join(names)}")
+        if api not in compiled_midi_apis():
+            raise OutputError(f"this python-rtmidi build has no {api} support "
+                              f"(it has: {', '.join(compiled_midi_apis()) or 'none'})")
+        try:
+            self._out = rtmidi.MidiOut(names[api], name=client_name)
+        except Exception as error:
+            raise OutputError(f"cannot open {api} MIDI: {_api_problem(api)} ({error})") from None
+        self.api = api
+        self._lock = threading.Lock()
+        if port is None:
+            if api == "winmm":
+                ports = self._out.get_ports()
+                self._out.delete()
+                raise OutputError(
+                    "Windows has no virtual MIDI ports: create one with loopMIDI and pass "
+                    f"--midi-port NAME; ports now: {', '.join(ports) or 'none'}")
+            self._out.open_virtual_port(port_name)
+            self.name = f"{api} virtual port '{client_name}:{port_name}'"
+        else:
+            ports = list(self._out.get_ports())
+            index = _match_port(port, ports)
+            if index is None:
+                self._out.delete()
+                raise OutputError(f"no {api} MIDI port matches {port!r}; ports: {', '.join(ports) or 'none'}")
+            self._out.open_port(index, port_name)
+            self.name = f"{api} port '{ports[index]}'"
+
+    def send(self, message: Message, when: float) -> None:
+        with self._lock:
+            self._out.send_message(message)
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._out.close_port()
+            finally:
+                self._out.delete()
+
+
+def _match_port(wanted: str, ports: list[str]) -> int | None:
+    for i, name in enumerate(ports):
+        if name == wanted:
+            return i
+    lowered = wanted.lower()
+    for i, name in enumerate(ports):
+        if lowered in name.lower():
+            return i
+    return None
+
+
+def open_default_midi(api: str = "auto", port: str | None = None, client_name: str = "e2m-live"
+                      ) -> tuple[MidiPortOutput | None, str | None]:
+    """Open the configured MIDI output, degrading gracefully.
+
+    With ``api="auto"`` on Linux: ALSA first, then JACK if a server runs. Returns
+    ``(output, None)`` or ``(None, message)`` saying why there is no MIDI output and what to do.
+    """
+    tried = []
+    candidates = [api] if api != "auto" else [default_midi_api()]
+    if api == "auto" and candidates[0] == "alsa":
+        candidates.append("jack")
+    for name in candidates:
+        try:
+            return MidiPortOutput(name, port, client_name), None
+        except OutputError as error:
+            tried.append(str(error))
+    hint = ("use --midi-api jack with a running JACK server, --fluidsynth for audio, "
+            "or --no-midi; see `e2m-live ports` and `e2m-live doctor`")
+    return None, "no MIDI output: " + "; ".join(tried) + f". Playing on without MIDI ({hint})."
+
+
+# ---- FluidSynth ----------------------------------------------------------------------------------
+
+def find_soundfont(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The soundfont to use: ``explicit``, the system GM soundfont, or pretty_midi's TimGM6mb."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        return path if path.is_file() else None
+    for candidate in SOUNDFONT_CANDIDATES:
+        if candidate.is_file():
+            return candidate
+    try:
+        import pretty_midi
+
+        bundled = Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
+        if bundled.is_file():
+            return bundled
+    except ImportError:
+        pass
+    return None
+
+
+FLUIDSYNTH_DRIVERS = ("pulseaudio", "pipewire", "alsa", "jack", "coreaudio", "dsound", "wasapi", "oss",
+                      "sdl2", "portaudio", "file")
+
+
+class FluidSynthOutput(Output):
+    """Plays through FluidSynth. ``driver=None``: no audio device, pull audio with :meth:`render`."""
+
+    def __init__(self, soundfont: str | os.PathLike | None = None, driver: str | None = None,
+                 sample_rate: int = 48000, gain: float = 0.4, file_name: str | None = None) -> None:
+        try:
+            import fluidsynth
+        except ImportError as error:  # pragma: no cover - dependency of the package
+            raise OutputError(f"pyfluidsynth/libfluidsynth not available: {error}") from None
+        font = find_soundfont(soundfont)
+        if font is None:
+            where = soundfont or ", ".join(str(p) for p in SOUNDFONT_CANDIDATES)
+            raise OutputError(f"no soundfont found ({where}); install fluid-soundfont-gm or pass --soundfont")
+        self._lock = threading.Lock()
+        self.sample_rate = sample_rate
+        self._synth = fluidsynth.Synth(gain=gain, samplerate=float(sample_rate))
+        if driver == "file" and file_name:
+            self._synth.setting("audio.file.name", str(file_name))
+        if driver:
+            try:
+                self._synth.start(driver=driver)
+            except Exception as error:
+                self._synth.delete()
+                raise OutputError(f"FluidSynth audio driver {driver!r} failed: {error}") from None
+        self._font_id = self._synth.sfload(str(font))
+        if self._font_id < 0:
+            self._synth.delete()
+            raise OutputError(f"FluidSynth cannot load soundfont {font}")
+        for channel in range(16):
+            self._synth.program_select(channel, self._font_id, 128 if channel == 9 else 0, 0)
+        self.soundfont = font
+        self.name = f"FluidSynth ({driver or 'no audio driver'}, {font.name})"
+
+    def send(self, message: Message, when: float) -> None:
+        status, channel = message[0] & 0xF0, message[0] & 0x0F
+        with self._lock:
+            if status == NOTE_ON and message[2] > 0:
+                self._synth.noteon(channel, message[1], message[2])
+            elif status in (NOTE_ON, NOTE_OFF):
+                self._synth.noteoff(channel, message[1])
+            elif status == CONTROL_CHANGE:
+                self._synth.cc(channel, message[1], message[2])
+            elif status == PROGRAM_CHANGE:
+                self._synth.program_select(channel, self._font_id, 128 if channel == 9 else 0, message[1])
+
+    def render(self, frames: int):
+        """Pull ``frames`` stereo frames (int16, interleaved) when no audio driver runs."""
+        with self._lock:
+            return self._synth.get_samples(frames)
+
+    def close(self) -> None:
+        with self._lock:
+            self._synth.delete()
+
+
+# ---- recording -----------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class TimedMessage:
+    when: float  # deadline (monotonic seconds)
+    message: tuple[int, ...]
+    sent: float = 0.0  # monotonic time at send
+
+
+class CaptureOutput(Output):
+    """Keeps every message with its deadline and actual send time (tests, benchmarks)."""
+
+    def __init__(self, name: str = "capture") -> None:
+        import time
+
+        self._now = time.monotonic
+        self.name = name
+        self.messages: list[TimedMessage] = []
+
+    def send(self, message: Message, when: float) -> None:
+        self.messages.append(TimedMessage(when, tuple(message), self._now()))
+
+
+class MidiFileRecorder(Output):
+    """Records the performance to a type-1 ``.mid`` (written on :meth:`close` and :meth:`flush`).
+
+    Times are stored at 120 BPM, ``ticks_per_beat`` resolution, relative to the first message:
+    one tick is ``0.5 / ticks_per_beat`` seconds.
+    """
+
+    def __init__(self, path: str | os.PathLike, ticks_per_beat: int = 960) -> None:
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise OutputError(f"cannot record to {self.path}: folder {self.path.parent} does not exist")
+        self.ticks_per_beat = ticks_per_beat
+        self._messages: list[tuple[float, tuple[int, ...]]] = []
+        self._lock = threading.Lock()
+        self.name = f"recorder {self.path}"
+
+    def send(self, message: Message, when: float) -> None:
+        with self._lock:
+            self._messages.append((when, tuple(message)))
+
+    def flush(self) -> None:
+        import mido
+
+        with self._lock:
+            messages = list(self._messages)
+        midi = mido.MidiFile(type=1, ticks_per_beat=self.ticks_per_beat)
+        track = mido.MidiTrack()
+        midi.tracks.append(track)
+        track.append(mido.MetaMessage("set_tempo", tempo=500000, time=0))
+        origin = messages[0][0] if messages else 0.0
+        last_tick = 0
+        for when, message in messages:
+            tick = max(last_tick, round((when - origin) * 2 * self.ticks_per_beat))
+            track.append(mido.Message.from_bytes(list(message), time=tick - last_tick))
+            last_tick = tick
+        track.append(mido.MetaMessage("end_of_track", time=0))
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        midi.save(str(tmp))
+        os.replace(tmp, self.path)
+
+    def close(self) -> None:
+        self.flush()
+
+
+# ---- fan-out --------------------------------------------------------------------------------------
+
+class OutputSet:
+    """Sends every message to every output; an output that fails is dropped, the rest go on."""
+
+    def __init__(self, outputs: Iterable[Output] = ()) -> None:
+        self.outputs: list[Output] = list(outputs)
+        self.lost: list[tuple[str, str]] = []
+
+    def add(self, output: Output) -> None:
+        self.outputs.append(output)
+
+    def send(self, message: Message, when: float) -> list[Output]:
+        """Send to all; returns the outputs lost on this message (already removed)."""
+        lost = []
+        for output in self.outputs:
+            try:
+                output.send(message, when)
+            except Exception as error:
+                log.error("output %s failed (%s); dropping it", output.describe(), error)
+                self.lost.append((output.describe(), str(error)))
+                lost.append(output)
+        for output in lost:
+            self.outputs.remove(output)
+        return lost
+
+    def close(self) -> None:
+        for output in self.outputs:
+            try:
+                output.close()
+            except Exception as error:
+                log.warning("closing %s failed: %s", output.describe(), error)
+        self.outputs = []
+
+    def describe(self) -> list[str]:
+        return [o.describe() for o in self.outputs]

@@ -1,0 +1,344 @@
+"""The player thread: bars in, MIDI messages out at absolute deadlines.
+
+All MIDI goes out from this one thread, so open-note bookkeeping needs no locks. Other threads
+talk to it through :meth:`Player.play`, :meth:`Player.stop`, :meth:`Player.panic` and
+:meth:`Player.shutdown` (queued, the thread wakes at once).
+
+Guarantees:
+
+* deadlines come from one :class:`~e2m_live.live.clock.Clock`; each event's time is computed
+  from its beat when it is due, never by adding up sleeps;
+* material and tempo change only at bar lines; a bar is fetched from the source
+  ``prepare_ahead`` seconds before its bar line;
+* if the source has no bar ready, the last bar is played again (the lag is counted and
+  reported): no silence;
+* every note-on gets its note-off: at its end, or at the bar line when the material switches,
+  or on stop, panic, output loss and shutdown (then CC 123 and CC 120 on all 16 channels).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from e2m_live.live.channels import ChannelMap
+from e2m_live.live.clock import Clock
+from e2m_live.live.outputs import (
+    ALL_NOTES_OFF,
+    ALL_SOUND_OFF,
+    CONTROL_CHANGE,
+    NOTE_OFF,
+    NOTE_ON,
+    PROGRAM_CHANGE,
+    OutputSet,
+)
+from e2m_live.music import DRUM_CHANNEL, Bar
+
+log = logging.getLogger(__name__)
+
+# Event kinds, in the order they go out when they share a beat.
+_CUT, _OFF, _PROGRAM, _ON = 0, 1, 2, 3
+_MIN_DURATION = 1e-3  # quarters; a zero-length note still gets a note-off after its note-on
+
+
+@dataclass(slots=True)
+class PlannedBar:
+    """A bar from the source. ``continues``: it directly follows the previous bar of the same
+    section, so notes may ring over the bar line; otherwise sounding notes are cut there."""
+
+    bar: Bar
+    section: int = 0
+    continues: bool = False
+    lag_ms: float = 0.0  # how long the player held material waiting for it
+    plan: str = ""
+    repeat: bool = False  # material played again because the next bar was late
+
+
+class BarSource(Protocol):
+    def next_bar(self) -> PlannedBar | None:
+        """The bar to play next, or None if none is ready (never blocks)."""
+        ...
+
+
+@dataclass(slots=True)
+class BarStarted:
+    """Feedback for one bar line."""
+
+    number: int  # running count since play
+    index: int  # position within its section
+    section: int
+    repeated: bool
+    late_bars: int  # bars repeated so far because material was late
+    lag_ms: float
+    tempo: float
+    time: float  # monotonic time of the bar line
+    plan: str = ""
+
+
+@dataclass(order=True, slots=True)
+class _Event:
+    beat: float
+    kind: int
+    seq: int
+    message: tuple[int, ...] = field(compare=False, default=())
+    token: int = field(compare=False, default=0)
+
+
+class Player:
+    """Plays bars from ``source`` to ``outputs`` on ``clock``."""
+
+    def __init__(self, clock: Clock, outputs: OutputSet, source: BarSource, *,
+                 tempo: Callable[[], float] | float = 120.0,
+                 on_bar: Callable[[BarStarted], None] | None = None,
+                 on_state: Callable[[bool], None] | None = None,
+                 prepare_ahead: float = 0.015, start_delay: float = 0.05,
+                 record_timing: bool = False, realtime: bool = True) -> None:
+        self.clock = clock
+        self.outputs = outputs
+        self.source = source
+        self._tempo = tempo if callable(tempo) else (lambda: float(tempo))
+        self.on_bar = on_bar
+        self.on_state = on_state
+        self.prepare_ahead = prepare_ahead
+        self.start_delay = start_delay
+        self.realtime = realtime
+        #: (deadline, actual send time) of every message, when ``record_timing``.
+        self.timing: list[tuple[float, float]] | None = [] if record_timing else None
+        self.playing = False
+        self.late_bars = 0
+        self.bar_number = -1
+        self._commands: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._heap: list[_Event] = []
+        self._seq = itertools.count()
+        self._tokens = itertools.count(1)
+        self._open: dict[tuple[int, int], int] = {}  # (channel, pitch) -> token of the note sounding
+        self._channels = ChannelMap()
+        self._next_bar_beat = 0.0
+        self._last: PlannedBar | None = None
+        self._bar_tempo = 120.0
+        self._thread = threading.Thread(target=self._run, name="e2m-player", daemon=True)
+        self._stopped = threading.Event()
+
+    # ---- control (any thread) ---------------------------------------------------------------------
+    def start_thread(self) -> None:
+        self._thread.start()
+
+    def play(self) -> None:
+        self._command("play")
+
+    def stop(self) -> None:
+        self._command("stop")
+
+    def panic(self) -> None:
+        self._command("panic")
+
+    def shutdown(self, timeout: float = 2.0) -> None:
+        """Release every note, send CC 123 + CC 120 on all channels, stop the thread."""
+        if self._thread.is_alive():
+            self._command("quit")
+            self._thread.join(timeout)
+        if self._thread.is_alive() or not self._stopped.is_set():
+            self._last_word()  # thread stuck or never started: do it from here
+
+    @property
+    def open_notes(self) -> int:
+        return len(self._open)
+
+    def _command(self, name: str) -> None:
+        self._commands.put(name)
+        self._wake.set()
+
+    # ---- the thread --------------------------------------------------------------------------------
+    def _run(self) -> None:
+        if self.realtime:
+            _try_realtime_priority()
+        try:
+            while True:
+                if not self._handle_commands():
+                    break
+                if not self.playing:
+                    self._wake.wait(0.1)
+                    continue
+                self._step()
+        except Exception:
+            log.exception("player thread failed; releasing all notes")
+        finally:
+            self._last_word()
+
+    def _handle_commands(self) -> bool:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                self._wake.clear()
+                if not self._commands.empty():
+                    continue
+                return True
+            if command == "play" and not self.playing:
+                self._start_playing()
+            elif command == "stop":
+                self._stop_playing(panic=False)
+            elif command == "panic":
+                self._stop_playing(panic=True)
+            elif command == "quit":
+                return False
+
+    def _start_playing(self) -> None:
+        self.clock.start(self.clock.now() + self.start_delay)
+        self._next_bar_beat = 0.0
+        self._heap.clear()
+        self._last = None
+        self.bar_number = -1
+        self.playing = True
+        if self.on_state:
+            self.on_state(True)
+
+    def _stop_playing(self, panic: bool) -> None:
+        now = self.clock.now()
+        self._release_all(now)
+        self._heap.clear()
+        if panic:
+            self._controllers_off(now)
+        was_playing, self.playing = self.playing, False
+        if was_playing and self.on_state:
+            self.on_state(False)
+
+    def _step(self) -> None:
+        clock = self.clock
+        prepare_at = clock.time_of(self._next_bar_beat) - self.prepare_ahead
+        next_event = clock.time_of(self._heap[0].beat) if self._heap else float("inf")
+        if prepare_at <= next_event:
+            if clock.sleep_until(prepare_at, self._wake):
+                self._prepare_bar()
+            return
+        if clock.sleep_until(next_event, self._wake):
+            self._send_due()
+
+    def _send_due(self) -> None:
+        """Send every event whose deadline has come (they share the wake-up)."""
+        clock = self.clock
+        now = clock.now()
+        while self._heap:
+            deadline = clock.time_of(self._heap[0].beat)
+            if deadline > now + 0.0002:
+                return
+            self._dispatch(heapq.heappop(self._heap), deadline)
+
+    def _dispatch(self, event: _Event, deadline: float) -> None:
+        if event.kind == _CUT:
+            self._release_all(deadline)
+            return
+        message = event.message
+        key = (message[0] & 0x0F, message[1])
+        if event.kind == _OFF:
+            if self._open.get(key) != event.token:
+                return  # superseded by a later note-on of the same key, or already released
+            del self._open[key]
+        elif event.kind == _ON:
+            if key in self._open:
+                self._send((NOTE_OFF | key[0], key[1], 0), deadline)  # retrigger: close the old one
+            self._open[key] = event.token
+        self._send(message, deadline)
+
+    def _send(self, message: tuple[int, ...], deadline: float) -> None:
+        self.outputs.send(message, deadline)
+        if self.timing is not None:
+            self.timing.append((deadline, time.monotonic()))
+
+    def _prepare_bar(self) -> bool:
+        """Fetch the next bar and schedule it; returns False if interrupted."""
+        planned = self.source.next_bar()
+        repeated = False
+        if planned is None:
+            if self._last is None:
+                # Nothing generated yet: wait for the first bar (only possible right after play).
+                self._wake.wait(0.005)
+                if self.clock.now() > self.clock.time_of(self._next_bar_beat):
+                    self.clock.start(self.clock.now() + self.prepare_ahead + 0.005)
+                    self._next_bar_beat = 0.0
+                return False
+            planned = PlannedBar(self._last.bar, self._last.section, continues=False,
+                                 lag_ms=self._last.lag_ms, plan=self._last.plan)
+            repeated = True
+        repeated = repeated or planned.repeat
+        if repeated:
+            self.late_bars += 1
+        self._schedule(planned)
+        self.bar_number += 1
+        self._last = planned
+        if self.on_bar:
+            self.on_bar(BarStarted(
+                number=self.bar_number, index=planned.bar.index, section=planned.section, repeated=repeated,
+                late_bars=self.late_bars, lag_ms=planned.lag_ms, tempo=self._bar_tempo,
+                time=self.clock.time_of(self._next_bar_beat - planned.bar.quarters), plan=planned.plan))
+        return True
+
+    def _schedule(self, planned: PlannedBar) -> None:
+        bar = planned.bar
+        start = self._next_bar_beat
+        tempo = float(self._tempo())
+        if not self.clock.follows_external_tempo:
+            self.clock.set_tempo(tempo, start)
+        self._bar_tempo = tempo
+        push = self._push
+        if not planned.continues and self._open:
+            push(_Event(start, _CUT, next(self._seq)))
+        melodic = sorted({n.program for n in bar.notes if not n.is_drum})
+        busy = {channel for channel, _ in self._open} if planned.continues else set()
+        mapping, changes = self._channels.assign(melodic, busy, self.bar_number + 1)
+        for channel, program in changes:
+            push(_Event(start, _PROGRAM, next(self._seq), (PROGRAM_CHANGE | channel, program & 0x7F)))
+        length = bar.quarters
+        for note in bar.notes:
+            if not 0 <= note.pitch <= 127 or note.start >= length or note.start < 0:
+                continue
+            channel = DRUM_CHANNEL if note.is_drum else mapping[note.program]
+            velocity = min(127, max(1, int(note.velocity)))
+            token = next(self._tokens)
+            on_beat = start + note.start
+            off_beat = on_beat + max(_MIN_DURATION, note.duration)
+            push(_Event(on_beat, _ON, next(self._seq), (NOTE_ON | channel, note.pitch, velocity), token))
+            push(_Event(off_beat, _OFF, next(self._seq), (NOTE_OFF | channel, note.pitch, 0), token))
+        self._next_bar_beat = start + length
+
+    def _push(self, event: _Event) -> None:
+        heapq.heappush(self._heap, event)
+
+    def _release_all(self, when: float) -> None:
+        for channel, pitch in list(self._open):
+            self._send((NOTE_OFF | channel, pitch, 0), when)
+        self._open.clear()
+
+    def _controllers_off(self, when: float) -> None:
+        for channel in range(16):
+            self._send((CONTROL_CHANGE | channel, ALL_NOTES_OFF, 0), when)
+            self._send((CONTROL_CHANGE | channel, ALL_SOUND_OFF, 0), when)
+        self._channels.reset()  # program changes are sent again after a panic
+
+    def _last_word(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        now = time.monotonic()
+        self._release_all(now)
+        self._heap.clear()
+        self._controllers_off(now)
+        self.playing = False
+
+
+def _try_realtime_priority() -> None:
+    """Best effort: SCHED_FIFO for the player thread, so generation never preempts it."""
+    try:
+        os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO, os.sched_param(20))
+        log.debug("player thread runs SCHED_FIFO")
+    except (AttributeError, OSError, PermissionError):
+        log.debug("no realtime priority for the player thread (not permitted)")
