@@ -1,0 +1,291 @@
+"""The dataset builder and reader on a small subset of the shared corpora (written into tmp_path)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+import pytest
+
+from training.build_dataset import BuildConfig, assign_splits, build, main
+from training.corpora import scan_corpora, scan_emopia
+from training.dataset import (
+    DatasetError,
+    TransposeError,
+    load_split,
+    mean_pitch_bin,
+    read_manifest,
+    transpose,
+    transpose_ids,
+    transpositions,
+)
+
+
+def _extract():
+    """The extraction module (written by another helper; the build tests skip without it)."""
+    return pytest.importorskip("e2m_live.description.extract")
+
+
+BEATLES_SONG = "01_-_Please_Please_Me/01_-_I_Saw_Her_Standing_There"
+POP909_SONGS = ("001", "002")
+NOTTINGHAM_TUNES = ("ashover1", "ashover2")
+
+
+@pytest.fixture(scope="module")
+def small_root(datasets_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A datasets root of links to a few real files per corpus, plus one corrupt MIDI file."""
+    root = tmp_path_factory.mktemp("datasets")
+    beatles = root / "lakh-clean-beatles" / "01_-_Please_Please_Me"
+    beatles.mkdir(parents=True)
+    for version in (0, 1):
+        name = f"{BEATLES_SONG}.v{version}.mid"
+        (root / "lakh-clean-beatles" / name).symlink_to(datasets_dir / "lakh-clean-beatles" / name)
+    (root / "pop909").mkdir()
+    for song in POP909_SONGS:
+        (root / "pop909" / song).symlink_to(datasets_dir / "pop909" / song)
+    (root / "emopia").mkdir()
+    clips = sorted((datasets_dir / "emopia").glob("Q1_*.mid"))[:3]
+    for clip in clips:
+        (root / "emopia" / clip.name).symlink_to(clip)
+    (root / "nottingham").mkdir()
+    for tune in NOTTINGHAM_TUNES:
+        (root / "nottingham" / f"{tune}.mid").symlink_to(datasets_dir / "nottingham" / f"{tune}.mid")
+    (root / "nottingham" / "corrupt.mid").write_bytes(b"MThd this is not a MIDI file")
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(small_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, BuildConfig]:
+    _extract()
+    out = tmp_path_factory.mktemp("dataset")
+    config = BuildConfig(
+        datasets_root=str(small_root),
+        corpora=("lakh-clean-beatles", "pop909", "emopia", "nottingham"),
+        stride=6,
+        chunk_size=3,
+        val_fraction=0.3,
+        test_fraction=0.0,
+    )
+    manifest = build(config, out, workers=2, progress=False)
+    return out, manifest, config
+
+
+# --- splits ---------------------------------------------------------------------------------------
+
+
+def test_splits_keep_versions_of_a_song_together(datasets_dir):
+    pieces = scan_corpora(datasets_dir, ["lakh-clean-beatles", "emopia"])
+    splits = assign_splits(pieces, seed=0, val_fraction=0.1, test_fraction=0.05)
+    for corpus, corpus_pieces in pieces.items():
+        by_song: dict[str, set[str]] = {}
+        for piece in corpus_pieces:
+            by_song.setdefault(piece.song_id, set()).add(splits[corpus][piece.song_id])
+        assert all(len(s) == 1 for s in by_song.values())
+        counts = Counter(splits[corpus].values())
+        n_songs = len(by_song)
+        assert counts["val"] == round(0.1 * n_songs) and counts["test"] == round(0.05 * n_songs)
+    # several Beatles files are versions of one song, and several EMOPIA clips share an id
+    beatles_songs = Counter(p.song_id for p in pieces["lakh-clean-beatles"])
+    assert beatles_songs["i_saw_her_standing_there"] == 6
+    assert max(Counter(p.song_id for p in pieces["emopia"]).values()) > 1
+    again = assign_splits(pieces, seed=0, val_fraction=0.1, test_fraction=0.05)
+    other = assign_splits(pieces, seed=1, val_fraction=0.1, test_fraction=0.05)
+    assert again == splits and other != splits
+
+
+def test_emopia_ids_with_underscores(tmp_path):
+    for name in ("Q2_ab_cd_0.mid", "Q3_ab_cd_1.mid", "Q1_xyz_2.mid"):
+        (tmp_path / name).write_bytes(b"")
+    pieces = scan_emopia(tmp_path)
+    assert {p.path.name: p.song_id for p in pieces} == {
+        "Q1_xyz_2.mid": "xyz",
+        "Q2_ab_cd_0.mid": "ab_cd",
+        "Q3_ab_cd_1.mid": "ab_cd",
+    }
+    assert {p.path.name: p.emotion for p in pieces}["Q2_ab_cd_0.mid"] == (-1.0, 1.0)
+
+
+# --- the build ------------------------------------------------------------------------------------
+
+
+def test_manifest_counts_match_the_shards(built):
+    out, manifest, _ = built
+    total_segments = 0
+    for split in ("train", "val", "test"):
+        segments = load_split(out, split)
+        assert len(segments) == manifest["totals"][split].get("segments", 0)
+        total_segments += len(segments)
+        for corpus, info in manifest["corpora"].items():
+            in_split = set(segments.song_ids[segments.corpora == corpus])
+            assert len(in_split) == info["splits"][split].get("songs", 0)
+    assert total_segments > 0
+    assert manifest["corpora"]["nottingham"]["skipped"], "the corrupt file must be counted as skipped"
+    reasons = manifest["corpora"]["nottingham"]["skipped"]
+    assert sum(reasons.values()) == 1 and any("unreadable" in r or "extraction" in r for r in reasons)
+    assert manifest["corpora"]["pop909"]["licence"] == "MIT"
+    for corpus in ("lakh-clean-beatles", "pop909", "emopia", "nottingham"):
+        assert sum(s.get("segments", 0) for s in manifest["corpora"][corpus]["splits"].values()) > 0, corpus
+
+
+def test_no_song_in_two_splits(built):
+    out, _, _ = built
+    seen: dict[tuple[str, str], str] = {}
+    for split in ("train", "val", "test"):
+        segments = load_split(out, split)
+        for corpus, song in zip(segments.corpora, segments.song_ids, strict=True):
+            assert seen.setdefault((corpus, song), split) == split
+
+
+def test_segments_are_aligned_bars_with_features(built):
+    out, _, config = built
+    segments = load_split(out, "train")
+    for segment in segments:
+        desc_bars, remi_bars = segment.description_bars(), segment.remi_bars()
+        assert len(desc_bars) == len(remi_bars) == config.segment_bars == segment.n_bars
+        assert [b[0] for b in desc_bars] == [b[0] for b in remi_bars]
+        assert all(b[0].startswith("Bar_") for b in desc_bars)
+        assert "<unk>" not in segment.description_tokens() and "<unk>" not in segment.remi_tokens()
+        assert segment.features.shape == (10,) and np.all(np.isfinite(segment.features))
+        assert segment.features_source == "estimated"
+        np.testing.assert_array_equal(segment.features, segment.estimated_features)
+        assert 0 <= segment.features[6] <= 11
+    emopia = [s for s in segments if s.corpus == "emopia"] + [
+        s for s in load_split(out, "val") if s.corpus == "emopia"
+    ]
+    assert emopia and all(tuple(s.emotion) == (1.0, 1.0) for s in emopia)
+    beatles = [s for s in segments if s.corpus == "lakh-clean-beatles"]
+    assert all(np.isnan(s.emotion).all() for s in beatles)
+    # stride: consecutive segments of one file start `stride` bars apart
+    starts = [s.start_bar for s in segments if s.file == segments[0].file]
+    assert starts == list(range(0, config.stride * len(starts), config.stride))
+
+
+def test_segments_equal_a_fresh_extraction(built):
+    """The stored tokens are the extraction's tokens of those bars (POP909 with its beat annotation)."""
+    from training.corpora import read_pop909_downbeats
+
+    out, _, config = built
+    segments = [s for split in ("train", "val") for s in load_split(out, split) if s.corpus == "pop909"]
+    segment = segments[1]
+    beats = Path(segment.file).parent / "beat_midi.txt"
+    extraction = _extract().extract(segment.file, downbeats=read_pop909_downbeats(beats))
+    bars = extraction.description_bars()[segment.start_bar : segment.start_bar + config.segment_bars]
+    assert segment.description_bars() == bars
+    remi = extraction.remi_bars()[segment.start_bar : segment.start_bar + config.segment_bars]
+    assert segment.remi_bars() == remi
+
+
+def test_resume_redoes_nothing_and_config_change_is_refused(built):
+    out, manifest, config = built
+    shards = sorted(out.glob("*/*.npz"))
+    stamps = [p.stat().st_mtime_ns for p in shards]
+    again = build(config, out, workers=1, progress=False)
+    assert [p.stat().st_mtime_ns for p in shards] == stamps
+    assert again["totals"] == manifest["totals"]
+    # a half-written chunk (no shard) is redone
+    shards[0].unlink()
+    build(config, out, workers=1, progress=False)
+    assert shards[0].is_file()
+    assert read_manifest(out)["totals"] == manifest["totals"]
+    with pytest.raises(ValueError, match="another configuration"):
+        build(BuildConfig(**{**config.__dict__, "stride": 3}), out, workers=1, progress=False)
+
+
+def test_cli_reports_and_rejects_bad_arguments(small_root, tmp_path, capsys):
+    code = main(
+        [
+            "--datasets",
+            str(small_root),
+            "--corpora",
+            "nottingham",
+            "--out",
+            str(tmp_path / "d"),
+            "--workers",
+            "1",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    report = capsys.readouterr().out
+    assert "nottingham" in report and "build time" in report
+    assert (
+        json.loads((tmp_path / "d" / "manifest.json").read_text())["corpora"]["nottingham"]["files_found"]
+        == 3
+    )
+    assert main(["--datasets", str(tmp_path / "missing"), "--out", str(tmp_path / "e")]) == 2
+    assert main(["--datasets", str(small_root), "--corpora", "nope", "--out", str(tmp_path / "f")]) == 2
+    with pytest.raises(DatasetError):
+        load_split(tmp_path / "e", "train")
+
+
+# --- transposition --------------------------------------------------------------------------------
+
+
+def _transposed_midi(path: str, k: int) -> pretty_midi.PrettyMIDI:
+    midi = _extract().load_midi(path)
+    for inst in midi.instruments:
+        if not inst.is_drum:
+            for note in inst.notes:
+                note.pitch += k
+    return midi
+
+
+@pytest.mark.parametrize("k", [-5, 2, 6])
+def test_token_transposition_equals_reextracting_a_transposed_midi(built, k):
+    """On a few files: transposing tokens == extracting the transposed MIDI (chords, pitches, mean pitch)."""
+    from training.dataset import _desc_vocab, _remi_vocab
+
+    out, _, _ = built
+    segments = [s for split in ("train", "val") for s in load_split(out, split)]
+    files = {}
+    for s in segments:
+        if s.corpus in ("lakh-clean-beatles", "emopia", "nottingham"):
+            files.setdefault(s.corpus, s.file)
+    assert len(files) == 3
+    checked = 0
+    for path in files.values():
+        original = _extract().extract(path)
+        desc = np.asarray(_desc_vocab().encode(original.description), np.int16)
+        remi = np.asarray(_remi_vocab().encode(original.remi), np.int16)
+        try:
+            new_desc, new_remi = transpose_ids(desc, remi, k)
+        except TransposeError:
+            continue
+        again = _extract().extract(_transposed_midi(path, k))
+        assert _desc_vocab().decode(new_desc) == again.description, path
+        assert _remi_vocab().decode(new_remi) == again.remi, path
+        checked += 1
+    assert checked >= 2
+
+
+def test_transpose_segment_shifts_key_and_keeps_drums(built):
+    out, _, _ = built
+    segment = next(s for s in load_split(out, "train") if s.corpus == "lakh-clean-beatles")
+    up = transpose(segment, 3)
+    assert up.transposition == 3
+    assert up.features[6] == (segment.features[6] + 3) % 12
+    np.testing.assert_array_equal(np.delete(up.features, 6), np.delete(segment.features, 6))
+    before = [t for t in segment.remi_tokens() if t.startswith("Pitch_drum_")]
+    after = [t for t in up.remi_tokens() if t.startswith("Pitch_drum_")]
+    assert before == after
+    pitches = [int(t[6:]) for t in segment.remi_tokens() if t.startswith("Pitch_") and "drum" not in t]
+    shifted = [int(t[6:]) for t in up.remi_tokens() if t.startswith("Pitch_") and "drum" not in t]
+    assert shifted == [p + 3 for p in pitches]
+    assert transpose(up, -3).description_tokens() == segment.description_tokens()
+    assert len(list(transpositions(segment))) >= 10
+
+
+def test_mean_pitch_bin_and_range_errors():
+    assert mean_pitch_bin([]) == 0
+    assert mean_pitch_bin([60, 64, 67]) == int(np.argmin(np.abs(np.linspace(0, 128, 33) - 191 / 3)))
+    from training.dataset import _desc_vocab, _remi_vocab
+
+    remi = np.asarray(
+        _remi_vocab().encode(["Bar_1", "Position_0", "Instrument_Acoustic Grand Piano", "Pitch_126"])
+    )
+    desc = np.asarray(_desc_vocab().encode(["Bar_1", "Mean Pitch_31"]))
+    with pytest.raises(TransposeError):
+        transpose_ids(desc, remi, 2)

@@ -1,0 +1,643 @@
+"""Build the training set: corpora -> 12-bar segments of description + REMI+ tokens + features.
+
+``python -m training.build_dataset`` scans the corpus folders of the shared datasets (or those
+named with ``--corpora``, plus a Spotify-matched table from ``training.match_spotify``), extracts
+each MIDI file once (POP909 bars from its ``beat_midi.txt``), cuts segments of ``--segment-bars``
+bars every ``--stride`` bars, estimates the ten features of every segment (Spotify's are used where
+the song was matched, with a flag), and writes ``.npz`` shards per split plus ``manifest.json``.
+
+Splits are drawn per corpus over songs, never files, with a seeded permutation. The work is cut
+into fixed chunks of files; a chunk whose shard exists is not redone, so an interrupted build
+resumes where it stopped. Unreadable files are skipped and counted with their reason. The format
+is read by :mod:`training.dataset`; see ``docs/dataset.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from e2m_live.description.vocab import BAR_KEY, MAX_BARS, DescriptionVocab, RemiVocab
+from training.corpora import CORPORA, CorpusError, Piece, licence_of, read_pop909_downbeats, scan_corpora
+from training.dataset import MANIFEST, SHARD_FORMAT, SPLITS
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO / "data" / "dataset"
+CONFIG_FILE = "build_config.json"
+SPLITS_FILE = "splits.json"
+N_FEATURES = 10
+
+
+def default_datasets_root() -> Path:
+    """``$E2M_SHARED/datasets``, else ``../shared/datasets`` beside the repository."""
+    shared = Path(os.environ.get("E2M_SHARED", REPO.parent / "shared"))
+    return shared / "datasets"
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything that decides the content of the shards (its hash guards resuming)."""
+
+    datasets_root: str
+    corpora: tuple[str, ...]
+    spotify_table: str | None = None
+    segment_bars: int = 12
+    stride: int = 4
+    seed: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.05
+    chunk_size: int = 16
+    limit_per_corpus: int | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "format": SHARD_FORMAT,
+            "datasets_root": self.datasets_root,
+            "corpora": list(self.corpora),
+            "spotify_table": self.spotify_table,
+            "segment_bars": self.segment_bars,
+            "stride": self.stride,
+            "seed": self.seed,
+            "val_fraction": self.val_fraction,
+            "test_fraction": self.test_fraction,
+            "chunk_size": self.chunk_size,
+            "limit_per_corpus": self.limit_per_corpus,
+        }
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --- splits -------------------------------------------------------------------------------------
+
+
+def assign_splits(
+    pieces: dict[str, list[Piece]], *, seed: int, val_fraction: float, test_fraction: float
+) -> dict[str, dict[str, str]]:
+    """corpus -> song id -> split. Per corpus: a seeded permutation of the sorted song ids; the first
+    ``val_fraction`` of songs go to val, the next ``test_fraction`` to test, the rest to train."""
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError("val and test fractions must be in [0, 1) and sum to less than 1")
+    assignment: dict[str, dict[str, str]] = {}
+    for corpus, corpus_pieces in sorted(pieces.items()):
+        songs = sorted({p.song_id for p in corpus_pieces})
+        # A stable per-corpus seed, so adding a corpus does not reshuffle the others.
+        corpus_seed = int.from_bytes(hashlib.sha256(f"{seed}:{corpus}".encode()).digest()[:8], "little")
+        order = np.random.default_rng(corpus_seed).permutation(len(songs))
+        n_val = round(val_fraction * len(songs))
+        n_test = round(test_fraction * len(songs))
+        split_of = {}
+        for rank, index in enumerate(order):
+            split_of[songs[index]] = "val" if rank < n_val else "test" if rank < n_val + n_test else "train"
+        assignment[corpus] = split_of
+    return assignment
+
+
+# --- one piece ----------------------------------------------------------------------------------
+
+
+class SkipPiece(Exception):
+    """The piece cannot be used; the message is the reason counted in the manifest."""
+
+
+@dataclass
+class PieceResult:
+    remi_bars: list[np.ndarray]
+    desc_bars: list[np.ndarray]
+    seg_starts: list[int]
+    seg_features: list[np.ndarray]
+    seg_estimated: list[np.ndarray]
+    seg_source: list[int]
+    unknown_tokens: int = 0
+    segments_failed: int = 0
+
+
+def _bar_number(token: str) -> int:
+    return int(token.partition("_")[2])
+
+
+def _first_note_time(midi: object) -> float:
+    starts = [note.start for inst in midi.instruments for note in inst.notes]  # type: ignore[attr-defined]
+    return min(starts) if starts else 0.0
+
+
+def bar_start_times(
+    midi: object, downbeats: Sequence[float] | None, bar_numbers: Sequence[int]
+) -> np.ndarray:
+    """Start time in seconds of each extracted bar, plus the end of the last one.
+
+    FIGARO's extraction drops the empty bars before the first note and numbers the rest from
+    ``Bar_1``; ``Bar_n`` is therefore the downbeat ``n - 1`` after the bar holding the first note.
+    """
+    grid = np.asarray(downbeats if downbeats is not None else midi.get_downbeats(), dtype=float)  # type: ignore[attr-defined]
+    end_time = float(midi.get_end_time())  # type: ignore[attr-defined]
+    if len(grid) == 0:
+        grid = np.array([0.0])
+    first = max(0, int(np.searchsorted(grid, _first_note_time(midi), side="right")) - 1)
+    if len(bar_numbers) and grid[-1] < end_time:
+        # extend a regular grid past the last annotated downbeat if notes go on
+        step = float(np.median(np.diff(grid))) if len(grid) > 1 else max(end_time - grid[0], 1.0)
+        extra = np.arange(grid[-1] + step, end_time + step, step)
+        grid = np.concatenate([grid, extra])
+    idx = np.asarray([first + n - 1 for n in bar_numbers] + [first + bar_numbers[-1]], dtype=int)
+    idx = np.clip(idx, 0, len(grid) - 1)
+    times = grid[idx]
+    times[-1] = max(times[-1], times[-2] if len(times) > 1 else times[-1])
+    return times
+
+
+def process_piece(piece: Piece, *, segment_bars: int, stride: int) -> PieceResult:
+    """Extract one file and cut it into segments; raises :class:`SkipPiece` with a reason."""
+    from e2m_live.description.extract import MidiError, extract, load_midi
+
+    from e2m_live.analysis import estimate_features
+
+    try:
+        midi = load_midi(piece.path)
+    except (MidiError, OSError, ValueError, EOFError, KeyError, IndexError) as exc:
+        raise SkipPiece(f"unreadable MIDI: {type(exc).__name__}") from exc
+    downbeats = None
+    if piece.beats_file is not None:
+        try:
+            downbeats = read_pop909_downbeats(piece.beats_file)
+        except CorpusError as exc:
+            raise SkipPiece("bad beat annotation") from exc
+    try:
+        extraction = extract(midi, downbeats=downbeats)
+    except (MidiError, ValueError, IndexError, ZeroDivisionError) as exc:
+        raise SkipPiece(f"extraction failed: {type(exc).__name__}") from exc
+    remi_bars = extraction.remi_bars()
+    desc_bars = extraction.description_bars()
+    if len(remi_bars) != len(desc_bars):
+        raise SkipPiece("REMI and description bar counts differ")
+    # Bar tokens above Bar_511 are not in FIGARO's vocabularies: keep the first 511 bars.
+    n_bars = min(len(desc_bars), MAX_BARS - 1)
+    remi_bars, desc_bars = remi_bars[:n_bars], desc_bars[:n_bars]
+    if n_bars < segment_bars:
+        raise SkipPiece(f"shorter than {segment_bars} bars")
+
+    remi_vocab, desc_vocab = _vocabs()
+    remi_ids = [np.asarray(remi_vocab.encode(bar), dtype=np.int16) for bar in remi_bars]
+    desc_ids = [np.asarray(desc_vocab.encode(bar), dtype=np.int16) for bar in desc_bars]
+    unknown = sum(int(np.count_nonzero(b == remi_vocab.unk_id)) for b in remi_ids) + sum(
+        int(np.count_nonzero(b == desc_vocab.unk_id)) for b in desc_ids
+    )
+
+    numbers = [
+        _bar_number(bar[0]) if bar and bar[0].startswith(BAR_KEY + "_") else i + 1
+        for i, bar in enumerate(desc_bars)
+    ]
+    times = bar_start_times(midi, downbeats, numbers)
+    result = PieceResult(remi_ids, desc_ids, [], [], [], [], unknown_tokens=unknown)
+    spotify = np.asarray(piece.spotify, dtype=np.float32) if piece.spotify is not None else None
+    for start in range(0, n_bars - segment_bars + 1, stride):
+        t0, t1 = float(times[start]), float(times[start + segment_bars])
+        try:
+            estimated = estimate_features(midi, start=t0, end=t1 if t1 > t0 else None)
+            est = np.asarray([estimated.to_dict()[name] for name in _feature_order()], dtype=np.float32)
+        except (ValueError, ZeroDivisionError, IndexError, FloatingPointError):
+            result.segments_failed += 1
+            continue
+        result.seg_starts.append(start)
+        result.seg_estimated.append(est)
+        result.seg_features.append(spotify if spotify is not None else est)
+        result.seg_source.append(1 if spotify is not None else 0)
+    if not result.seg_starts:
+        raise SkipPiece("no segment could be labelled")
+    return result
+
+
+_VOCABS: tuple[RemiVocab, DescriptionVocab] | None = None
+
+
+def _vocabs() -> tuple[RemiVocab, DescriptionVocab]:
+    global _VOCABS
+    if _VOCABS is None:
+        _VOCABS = (RemiVocab(), DescriptionVocab())
+    return _VOCABS
+
+
+def _feature_order() -> tuple[str, ...]:
+    from e2m_live.features import FEATURE_ORDER
+
+    return FEATURE_ORDER
+
+
+# --- one chunk = one shard ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Chunk:
+    split: str
+    index: int
+    pieces: tuple[Piece, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.split}/{self.index:05d}"
+
+
+@dataclass
+class ChunkStats:
+    """Counts of one chunk, per corpus (summed into the manifest)."""
+
+    per_corpus: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    skipped: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    songs: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "per_corpus": {c: dict(v) for c, v in self.per_corpus.items()},
+            "skipped": {c: dict(v) for c, v in self.skipped.items()},
+            "songs": {c: sorted(v) for c, v in self.songs.items()},
+            "seconds": self.seconds,
+        }
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    raise _Timeout
+
+
+def _with_timeout(seconds: float, func, *args, **kwargs):  # type: ignore[no-untyped-def]
+    """Run ``func`` with a wall-clock limit (SIGALRM; main thread of a process only)."""
+    if seconds <= 0 or not hasattr(signal, "setitimer"):
+        return func(*args, **kwargs)
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return func(*args, **kwargs)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def build_chunk(chunk: Chunk, out_dir: Path, config: BuildConfig, timeout_s: float) -> dict[str, object]:
+    """Process the pieces of one chunk and write its shard and stats atomically."""
+    began = time.perf_counter()
+    stats = ChunkStats()
+    remi, desc, remi_off, desc_off, piece_bars = [], [], [0], [0], [0]
+    song, corpus, file, emotion = [], [], [], []
+    seg_piece, seg_start, feats, est, source = [], [], [], [], []
+    for piece in chunk.pieces:
+        counts = stats.per_corpus[piece.corpus]
+        counts["files"] += 1
+        try:
+            result = _with_timeout(
+                timeout_s, process_piece, piece, segment_bars=config.segment_bars, stride=config.stride
+            )
+        except SkipPiece as exc:
+            stats.skipped[piece.corpus][str(exc)] += 1
+            log.info("skip %s: %s", piece.path, exc)
+            continue
+        except _Timeout:
+            stats.skipped[piece.corpus][f"timeout after {timeout_s:g} s"] += 1
+            log.warning("skip %s: timeout", piece.path)
+            continue
+        except Exception as exc:  # an unforeseen failure in one file must not end the build
+            stats.skipped[piece.corpus][f"error: {type(exc).__name__}"] += 1
+            log.warning("skip %s: %s\n%s", piece.path, exc, traceback.format_exc(limit=3))
+            continue
+        index = len(song)
+        song.append(piece.song_id)
+        corpus.append(piece.corpus)
+        file.append(str(piece.path))
+        emotion.append(piece.emotion if piece.emotion is not None else (math.nan, math.nan))
+        for bar in result.remi_bars:
+            remi.append(bar)
+            remi_off.append(remi_off[-1] + len(bar))
+        for bar in result.desc_bars:
+            desc.append(bar)
+            desc_off.append(desc_off[-1] + len(bar))
+        piece_bars.append(piece_bars[-1] + len(result.remi_bars))
+        seg_piece.extend([index] * len(result.seg_starts))
+        seg_start.extend(result.seg_starts)
+        feats.extend(result.seg_features)
+        est.extend(result.seg_estimated)
+        source.extend(result.seg_source)
+
+        stats.songs[piece.corpus].add(piece.song_id)
+        counts["files_used"] += 1
+        counts["bars"] += len(result.remi_bars)
+        counts["remi_tokens"] += remi_off[-1] - remi_off[-1 - len(result.remi_bars)]
+        counts["description_tokens"] += desc_off[-1] - desc_off[-1 - len(result.desc_bars)]
+        counts["segments"] += len(result.seg_starts)
+        counts["segments_spotify"] += sum(result.seg_source)
+        counts["segments_unlabelled"] += result.segments_failed
+        counts["unknown_tokens"] += result.unknown_tokens
+        lengths_r = np.diff(remi_off[-1 - len(result.remi_bars) :])
+        lengths_d = np.diff(desc_off[-1 - len(result.desc_bars) :])
+        window = config.segment_bars
+        for s in result.seg_starts:
+            counts["segment_remi_tokens"] += int(lengths_r[s : s + window].sum())
+            counts["segment_description_tokens"] += int(lengths_d[s : s + window].sum())
+
+    arrays = {
+        "remi_ids": np.concatenate(remi) if remi else np.zeros(0, np.int16),
+        "remi_bar_offsets": np.asarray(remi_off, np.int64),
+        "desc_ids": np.concatenate(desc) if desc else np.zeros(0, np.int16),
+        "desc_bar_offsets": np.asarray(desc_off, np.int64),
+        "piece_bar_offsets": np.asarray(piece_bars, np.int64),
+        "piece_song_id": np.asarray(song, dtype=str),
+        "piece_corpus": np.asarray(corpus, dtype=str),
+        "piece_file": np.asarray(file, dtype=str),
+        "piece_emotion": np.asarray(emotion, np.float32).reshape(-1, 2),
+        "seg_piece": np.asarray(seg_piece, np.int32),
+        "seg_start_bar": np.asarray(seg_start, np.int32),
+        "seg_features": np.asarray(feats, np.float32).reshape(-1, N_FEATURES),
+        "seg_features_estimated": np.asarray(est, np.float32).reshape(-1, N_FEATURES),
+        "seg_features_source": np.asarray(source, np.uint8),
+    }
+    stats.seconds = time.perf_counter() - began
+    shard = out_dir / f"{chunk.name}.npz"
+    shard.parent.mkdir(parents=True, exist_ok=True)
+    tmp = shard.with_name(shard.stem + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    stats_path = shard.with_suffix(".json")
+    stats_tmp = stats_path.with_suffix(".json.tmp")
+    stats_tmp.write_text(json.dumps(stats.to_dict()))
+    # stats first, shard last: a shard's presence means the chunk is complete
+    os.replace(stats_tmp, stats_path)
+    os.replace(tmp, shard)
+    return {"chunk": chunk.name, "files": len(chunk.pieces), "seconds": stats.seconds}
+
+
+def _build_chunk_star(args: tuple[Chunk, Path, BuildConfig, float]) -> dict[str, object]:
+    return build_chunk(*args)
+
+
+def _init_worker() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+
+
+# --- the build ----------------------------------------------------------------------------------
+
+
+def make_chunks(
+    pieces: dict[str, list[Piece]], splits: dict[str, dict[str, str]], chunk_size: int
+) -> list[Chunk]:
+    """Fixed chunks per split (sorted by corpus and path), so a resumed build cuts the same chunks."""
+    by_split: dict[str, list[Piece]] = defaultdict(list)
+    for corpus, corpus_pieces in sorted(pieces.items()):
+        for piece in sorted(corpus_pieces, key=lambda p: str(p.path)):
+            by_split[splits[corpus][piece.song_id]].append(piece)
+    chunks = []
+    for split in SPLITS:
+        members = by_split.get(split, [])
+        for index in range(0, len(members), chunk_size):
+            chunks.append(Chunk(split, index // chunk_size, tuple(members[index : index + chunk_size])))
+    return chunks
+
+
+def _prepare_out_dir(out: Path, config: BuildConfig, overwrite: bool) -> None:
+    config_path = out / CONFIG_FILE
+    if config_path.is_file():
+        stored = json.loads(config_path.read_text())
+        if stored.get("digest") != config.digest():
+            if not overwrite:
+                raise ValueError(
+                    f"{out} holds a build with another configuration; use --overwrite or another --out"
+                )
+            for split in SPLITS:
+                shutil.rmtree(out / split, ignore_errors=True)
+            (out / MANIFEST).unlink(missing_ok=True)
+    elif overwrite:
+        for split in SPLITS:
+            shutil.rmtree(out / split, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(json.dumps({"digest": config.digest(), **config.to_dict()}, indent=2))
+
+
+def summarise(out: Path, config: BuildConfig, pieces: dict[str, list[Piece]], seconds: float) -> dict:
+    """Sum the per-chunk stats into the manifest."""
+    per: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    skipped: dict[str, Counter] = defaultdict(Counter)
+    songs: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    cpu_seconds = 0.0
+    shards = 0
+    for split in SPLITS:
+        for stats_path in sorted((out / split).glob("*.json")):
+            if not stats_path.with_suffix(".npz").is_file():
+                continue
+            shards += 1
+            stats = json.loads(stats_path.read_text())
+            cpu_seconds += stats["seconds"]
+            for corpus, counts in stats["per_corpus"].items():
+                per[corpus][split].update(counts)
+            for corpus, reasons in stats["skipped"].items():
+                skipped[corpus].update(reasons)
+            for corpus, ids in stats["songs"].items():
+                songs[corpus][split].update(ids)
+    corpora = {}
+    totals: dict[str, Counter] = defaultdict(Counter)
+    for corpus in sorted(pieces):
+        splits = {}
+        for split in SPLITS:
+            counts = Counter(per[corpus][split])
+            counts["songs"] = len(songs[corpus][split])
+            splits[split] = dict(counts)
+            totals[split].update(counts)
+        corpora[corpus] = {
+            "licence": licence_of(corpus),
+            "files_found": len(pieces[corpus]),
+            "songs_found": len({p.song_id for p in pieces[corpus]}),
+            "splits": splits,
+            "skipped": dict(skipped[corpus]),
+        }
+    return {
+        "format": SHARD_FORMAT,
+        "config": config.to_dict(),
+        "feature_order": list(_feature_order()),
+        "feature_sources": ["estimated", "spotify"],
+        "corpora": corpora,
+        "totals": {split: dict(totals[split]) for split in SPLITS},
+        "shards": shards,
+        "chunk_seconds": round(cpu_seconds, 1),
+        "build_seconds": round(seconds, 1),
+    }
+
+
+def build(
+    config: BuildConfig,
+    out: Path,
+    *,
+    workers: int = 2,
+    overwrite: bool = False,
+    timeout_s: float = 300.0,
+    progress: bool = True,
+) -> dict:
+    """Build (or resume) the dataset in ``out``; returns the manifest."""
+    began = time.perf_counter()
+    out = Path(out)
+    pieces = scan_corpora(
+        Path(config.datasets_root),
+        list(config.corpora),
+        Path(config.spotify_table) if config.spotify_table else None,
+    )
+    if config.limit_per_corpus is not None:
+        pieces = {c: p[: config.limit_per_corpus] for c, p in pieces.items()}
+    splits = assign_splits(
+        pieces, seed=config.seed, val_fraction=config.val_fraction, test_fraction=config.test_fraction
+    )
+    _prepare_out_dir(out, config, overwrite)
+    (out / SPLITS_FILE).write_text(
+        json.dumps(
+            {c: {s: sorted(k for k, v in m.items() if v == s) for s in SPLITS} for c, m in splits.items()},
+            indent=1,
+        )
+    )
+    chunks = make_chunks(pieces, splits, config.chunk_size)
+    todo = [c for c in chunks if not (out / f"{c.name}.npz").is_file()]
+    log.info("%d chunks, %d to do (%d files)", len(chunks), len(todo), sum(len(c.pieces) for c in todo))
+    _run_chunks(todo, out, config, workers, timeout_s, progress)
+    manifest = summarise(out, config, pieces, time.perf_counter() - began)
+    previous = out / MANIFEST
+    if previous.is_file():  # a resumed build: report the time of all runs
+        old = json.loads(previous.read_text())
+        if old.get("config") == manifest["config"] and todo:
+            manifest["build_seconds"] = round(manifest["build_seconds"] + old.get("build_seconds", 0.0), 1)
+        elif old.get("config") == manifest["config"]:
+            manifest["build_seconds"] = old.get("build_seconds", manifest["build_seconds"])
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def _run_chunks(
+    todo: Sequence[Chunk], out: Path, config: BuildConfig, workers: int, timeout_s: float, progress: bool
+) -> None:
+    from tqdm import tqdm
+
+    bar = tqdm(total=sum(len(c.pieces) for c in todo), unit="file", disable=not progress, smoothing=0.05)
+    jobs = [(c, out, config, timeout_s) for c in todo]
+    try:
+        if workers <= 1:
+            for job in jobs:
+                bar.update(int(_build_chunk_star(job)["files"]))
+        else:
+            context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+            with context.Pool(workers, initializer=_init_worker, maxtasksperchild=50) as pool:
+                for done in pool.imap_unordered(_build_chunk_star, jobs):
+                    bar.update(int(done["files"]))
+    finally:
+        bar.close()
+
+
+# --- report and command line ----------------------------------------------------------------------
+
+
+def format_report(manifest: dict) -> str:
+    """A plain table of songs, files, segments and tokens per corpus and split."""
+    lines = [
+        f"{'corpus':<20} {'split':<5} {'songs':>6} {'files':>6} {'segments':>9} {'bars':>8} "
+        f"{'REMI tok':>10} {'desc tok':>9} {'skipped':>7}"
+    ]
+    for corpus, info in manifest["corpora"].items():
+        for split, c in info["splits"].items():
+            lines.append(
+                f"{corpus:<20} {split:<5} {c.get('songs', 0):>6} {c.get('files_used', 0):>6} "
+                f"{c.get('segments', 0):>9} {c.get('bars', 0):>8} {c.get('remi_tokens', 0):>10} "
+                f"{c.get('description_tokens', 0):>9} {c.get('files', 0) - c.get('files_used', 0):>7}"
+            )
+        if info["skipped"]:
+            lines.append(f"{'':<20} skipped: {info['skipped']}")
+    for split, c in manifest["totals"].items():
+        lines.append(
+            f"{'total':<20} {split:<5} {c.get('songs', 0):>6} {c.get('files_used', 0):>6} "
+            f"{c.get('segments', 0):>9} {c.get('bars', 0):>8} {c.get('remi_tokens', 0):>10} "
+            f"{c.get('description_tokens', 0):>9} {c.get('files', 0) - c.get('files_used', 0):>7}"
+        )
+    lines.append(f"build time {manifest['build_seconds']} s (chunk work {manifest['chunk_seconds']} s)")
+    return "\n".join(lines)
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.build_dataset", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--datasets", type=Path, default=None, help="datasets root (default: shared/datasets)"
+    )
+    parser.add_argument("--corpora", nargs="+", default=None, help="corpus names (default: all present)")
+    parser.add_argument("--spotify-table", type=Path, default=None, help="table from training.match_spotify")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--segment-bars", type=int, default=12)
+    parser.add_argument("--stride", type=int, default=4, help="bars between segment starts")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val", type=float, default=0.1, help="fraction of songs in val")
+    parser.add_argument("--test", type=float, default=0.05, help="fraction of songs in test")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--chunk-size", type=int, default=16, help="files per shard")
+    parser.add_argument("--limit-per-corpus", type=int, default=None, help="first N files of each corpus")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per file")
+    parser.add_argument("--overwrite", action="store_true", help="discard a build of another configuration")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    if args.segment_bars < 1 or args.stride < 1 or args.chunk_size < 1:
+        print("error: --segment-bars, --stride and --chunk-size must be positive", file=sys.stderr)
+        return 2
+    datasets = args.datasets or default_datasets_root()
+    if not datasets.is_dir():
+        print(f"error: datasets root not found: {datasets}", file=sys.stderr)
+        return 2
+    config = BuildConfig(
+        datasets_root=str(datasets.resolve()),
+        corpora=tuple(args.corpora) if args.corpora else _present_corpora(datasets),
+        spotify_table=str(args.spotify_table.resolve()) if args.spotify_table else None,
+        segment_bars=args.segment_bars,
+        stride=args.stride,
+        seed=args.seed,
+        val_fraction=args.val,
+        test_fraction=args.test,
+        chunk_size=args.chunk_size,
+        limit_per_corpus=args.limit_per_corpus,
+    )
+    try:
+        manifest = build(
+            config,
+            args.out,
+            workers=args.workers,
+            overwrite=args.overwrite,
+            timeout_s=args.timeout,
+            progress=not args.no_progress,
+        )
+    except (CorpusError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_report(manifest))
+    print(f"wrote {args.out / MANIFEST}")
+    return 0
+
+
+def _present_corpora(datasets: Path) -> tuple[str, ...]:
+    return tuple(name for name, corpus in CORPORA.items() if (datasets / corpus.folder).is_dir())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
