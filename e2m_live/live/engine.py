@@ -21,12 +21,13 @@ import multiprocessing as mp
 import os
 import queue
 import random
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from e2m_live.features import EmotionFeatures
+from e2m_live.features import KEY_NAMES, EmotionFeatures
 from e2m_live.live.generation import SECTION_BARS, create_generator
 from e2m_live.live.player import BarStarted, PlannedBar
 from e2m_live.music import Bar
@@ -64,6 +65,8 @@ class Section:
 def _worker_main(name: str, options: dict[str, Any], requests: mp.Queue, results: mp.Queue,
                  niceness: int) -> None:
     """The worker process: latest request wins, bars are sent as soon as each is ready."""
+    # Ctrl-C reaches the whole process group; the daemon decides when the worker ends.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(niceness)
     generator = create_generator(name, **options)
@@ -95,6 +98,10 @@ def _worker_main(name: str, options: dict[str, Any], requests: mp.Queue, results
         except Exception as error:  # a generator bug must not kill the daemon's music
             results.put(("error", request.section, f"{type(error).__name__}: {error}"))
         request = latest(block=True) if newer == "none" else newer  # type: ignore[assignment]
+
+
+def _key_text(features: EmotionFeatures) -> str:
+    return f"{KEY_NAMES[features.key]} {'major' if features.mode else 'minor'}"
 
 
 class Engine:
@@ -247,7 +254,7 @@ class Engine:
     def _planned(self, section: Section, continues: bool) -> PlannedBar:
         bar = section.bars[self._index]
         state = "complete" if section.complete else f"{len(section.bars)}/{SECTION_BARS} ready"
-        plan = (f"section {section.id} ({self.generator}, {section.features.key_name}, "
+        plan = (f"section {section.id} ({self.generator}, {_key_text(section.features)}, "
                 f"{section.features.time_signature}/4, energy {section.features.energy:.2f}, "
                 f"valence {section.features.valence:.2f}): bar {self._index + 1}/{SECTION_BARS}, {state}"
                 f"{', loop' if self.loop else ''}")

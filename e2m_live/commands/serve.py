@@ -1,0 +1,49 @@
+"""`e2m-live serve`: the resident live daemon (OSC in; MIDI port, FluidSynth, .mid recorder out)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from e2m_live.cli import UsageError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from e2m_live.live.config import add_config_arguments
+
+    add_config_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from e2m_live.live.config import ConfigError, config_from_args
+    from e2m_live.live.daemon import Daemon
+    from e2m_live.live.generation import GeneratorUnavailable
+
+    # Small switch interval: a Python thread holding the GIL delays the player by at most this.
+    sys.setswitchinterval(0.0005)
+    try:
+        config = config_from_args(args)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    daemon = Daemon(config)
+    try:
+        daemon.start()
+    except (GeneratorUnavailable, OSError) as error:
+        daemon.shutdown()
+        raise UsageError(f"cannot start: {error}") from None
+    try:
+        daemon.wait(stop)
+    finally:
+        daemon.shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        print("e2m-live serve: stopped, all notes released", flush=True)
+    return 0

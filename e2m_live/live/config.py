@@ -1,0 +1,175 @@
+"""The daemon's configuration: one dataclass, the same keys in TOML and on the command line.
+
+A TOML file (``e2m-live serve --config live.toml``) sets any key at top level (``udp_port =
+9000``) and the starting features in a ``[features]`` table; a command-line flag
+(``--udp-port 9000``) overrides the file. See ``examples/*.toml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from e2m_live.features import MOODS, EmotionFeatures, FeatureError
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the key."""
+
+
+def _opt(help_text: str, **extra: Any) -> Any:
+    return {"help": help_text, **extra}
+
+
+@dataclass(slots=True)
+class LiveConfig:
+    """Every setting of ``e2m-live serve``."""
+
+    host: str = field(default="127.0.0.1", metadata=_opt("address the OSC servers bind to"))
+    udp_port: int = field(default=9000, metadata=_opt("OSC UDP port (0: any free port, -1: off)"))
+    tcp_port: int = field(default=9001, metadata=_opt(
+        "OSC TCP port, OSC 1.0 or 1.1 framing (0: any, -1: off)"))
+    allow: list[str] = field(default_factory=list, metadata=_opt(
+        "client addresses or networks allowed when bound wider than loopback (repeatable); "
+        "default: loopback only", list=True))
+    feedback: list[str] = field(default_factory=list, metadata=_opt(
+        "also send feedback to HOST:PORT over UDP (repeatable)", list=True))
+    midi: bool = field(default=True, metadata=_opt("play to a MIDI port"))
+    midi_api: str = field(default="auto", metadata=_opt(
+        "MIDI API: auto, alsa, jack, coremidi, winmm", choices=("auto", "alsa", "jack", "coremidi", "winmm")))
+    midi_port: str = field(default="", metadata=_opt("an existing MIDI port (name or part of it); "
+                                                      "default: a virtual port"))
+    midi_name: str = field(default="e2m-live", metadata=_opt("MIDI client name of the virtual port"))
+    fluidsynth: bool = field(default=False, metadata=_opt("play audio through FluidSynth"))
+    audio_driver: str = field(default="", metadata=_opt(
+        "FluidSynth audio driver (pulseaudio, pipewire, alsa, jack, coreaudio, wasapi, file, ...); "
+        "default: FluidSynth's own default"))
+    soundfont: str = field(default="", metadata=_opt("soundfont (.sf2); default: found automatically"))
+    gain: float = field(default=0.4, metadata=_opt("FluidSynth gain"))
+    record: str = field(default="", metadata=_opt("record the performance to this .mid file"))
+    generator: str = field(default="model", metadata=_opt(
+        "generator: model (planner + FIGARO; falls back to rules if the models are missing) or rules"))
+    mode: str = field(default="endless", metadata=_opt(
+        "endless: fresh 12-bar sections under the same features; loop: repeat the current 12 bars",
+        choices=("endless", "loop")))
+    mood: str = field(default="", metadata=_opt(f"starting mood preset ({', '.join(MOODS)})"))
+    tempo: float = field(default=0.0, metadata=_opt("starting tempo in BPM (default: from the features)"))
+    seed: int = field(default=-1, metadata=_opt("random seed (-1: random)"))
+    autoplay: bool = field(default=False, metadata=_opt(
+        "start playing at once (otherwise wait for /e2m/play)"))
+    debounce_ms: float = field(default=30.0, metadata=_opt("wait this long after the last control change"))
+    features: dict[str, Any] = field(default_factory=dict, metadata=_opt(
+        "starting features ([features] table in TOML)", cli=False))
+
+    def starting_features(self) -> EmotionFeatures:
+        """The features in force at startup: mood preset, then [features], then --tempo."""
+        try:
+            base = MOODS[self.mood] if self.mood else EmotionFeatures()
+            if self.features:
+                base = base.replace(**self.features)
+            if self.tempo:
+                base = base.replace(tempo=self.tempo)
+        except FeatureError as error:
+            raise ConfigError(f"features: {error}") from None
+        return base
+
+    def validate(self) -> None:
+        if self.mood and self.mood not in MOODS:
+            raise ConfigError(f"mood: unknown preset {self.mood!r}; choose one of {', '.join(MOODS)}")
+        for name in ("udp_port", "tcp_port"):
+            port = getattr(self, name)
+            if not -1 <= port <= 65535:
+                raise ConfigError(f"{name}: {port} is not a port number (0..65535, or -1 for off)")
+        for target in self.feedback:
+            parse_host_port(target)
+        if self.mode not in ("endless", "loop"):
+            raise ConfigError(f"mode: {self.mode!r} is not 'endless' or 'loop'")
+        if self.debounce_ms < 0:
+            raise ConfigError("debounce_ms must be >= 0")
+        self.starting_features()
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"feedback: {text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a config file; unknown keys and wrong types raise :class:`ConfigError`."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except OSError as error:
+        raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config {path}: {error}") from None
+    return data
+
+
+def _check_type(name: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, list):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    elif isinstance(default, dict):
+        ok = isinstance(value, dict)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise ConfigError(f"{name}: expected {type(default).__name__}, got {value!r}")
+    return value
+
+
+def build_config(file_values: dict[str, Any] | None = None,
+                 overrides: dict[str, Any] | None = None) -> LiveConfig:
+    """Defaults < file < command line; every value type-checked."""
+    config = LiveConfig()
+    known = {f.name: f for f in dataclasses.fields(LiveConfig)}
+    for source in (file_values or {}, overrides or {}):
+        for name, value in source.items():
+            if name not in known:
+                raise ConfigError(f"unknown setting {name!r}; settings are {', '.join(known)}")
+            if value is None:
+                continue
+            setattr(config, name, _check_type(name, value, getattr(config, name)))
+    config.validate()
+    return config
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`LiveConfig` field (``--udp-port``, ``--no-midi``, ...)."""
+    parser.add_argument("--config", metavar="TOML", help="read settings from a TOML file (flags override it)")
+    defaults = LiveConfig()
+    for f in dataclasses.fields(LiveConfig):
+        meta = dict(f.metadata)
+        if meta.get("cli") is False:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        help_text = f"{meta['help']} (default: {default!r})" if default not in ("", [], 0.0, -1) \
+            else meta["help"]
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=help_text)
+        elif meta.get("list"):
+            parser.add_argument(flag, dest=f.name, action="append", default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, type=type(default), default=None, help=help_text,
+                                choices=meta.get("choices"))
+
+
+def config_from_args(args: argparse.Namespace) -> LiveConfig:
+    file_values = load_toml(args.config) if getattr(args, "config", None) else {}
+    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(LiveConfig)
+                 if dict(f.metadata).get("cli") is not False}
+    return build_config(file_values, overrides)

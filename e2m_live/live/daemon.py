@@ -1,0 +1,239 @@
+"""The live daemon: OSC server + engine + player + outputs, wired together.
+
+``Daemon(config).start()`` opens the outputs (degrading gracefully when one is unavailable),
+starts the generation worker, the player thread and the OSC servers, and prints where it listens
+and what it plays to. :meth:`Daemon.shutdown` releases every note and closes everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from e2m_live.features import FEATURE_ORDER, MOODS, EmotionFeatures, FeatureError
+from e2m_live.live.addresses import OscRejected, parse_message
+from e2m_live.live.clock import InternalClock
+from e2m_live.live.config import LiveConfig, parse_host_port
+from e2m_live.live.engine import Engine
+from e2m_live.live.generation import resolve_generator
+from e2m_live.live.osc import ERROR_ADDRESS, OscServer, Reply
+from e2m_live.live.outputs import (
+    FluidSynthOutput,
+    MidiFileRecorder,
+    OutputError,
+    OutputSet,
+    open_default_midi,
+)
+from e2m_live.live.player import BarStarted, Player
+
+log = logging.getLogger(__name__)
+
+_INT_FIELDS = ("key", "mode", "time_signature")
+
+
+@dataclass(slots=True)
+class StartupReport:
+    """What the daemon found at startup (printed, and useful to tests)."""
+
+    listening: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    generator: str = ""
+
+
+class Daemon:
+    """The resident live engine."""
+
+    def __init__(self, config: LiveConfig, *, out: TextIO | None = None,
+                 generator_options: dict | None = None, record_timing: bool = False) -> None:
+        self.config = config
+        self.out = out or sys.stdout
+        self.report = StartupReport()
+        self.outputs = OutputSet()
+        self._generator_options = generator_options or {}
+        self._record_timing = record_timing
+        self._feedback: queue.SimpleQueue[list[Reply] | None] = queue.SimpleQueue()
+        self._last_bar: BarStarted | None = None
+        self._last_plan = ""
+        self.engine: Engine | None = None
+        self.player: Player | None = None
+        self.osc: OscServer | None = None
+        self._feedback_thread = threading.Thread(target=self._feedback_loop, name="e2m-feedback", daemon=True)
+        self._closed = False
+
+    # ---- startup ----------------------------------------------------------------------------------
+    def start(self) -> StartupReport:
+        config = self.config
+        features = config.starting_features()
+        name, warning = resolve_generator(config.generator)
+        if warning:
+            self._warn(warning)
+        self.report.generator = name
+        self._open_outputs()
+        self.engine = Engine(name, self._generator_options, features, loop=config.mode == "loop",
+                             seed=None if config.seed < 0 else config.seed,
+                             debounce=config.debounce_ms / 1000)
+        self.engine.start(wait=0)
+        self.player = Player(InternalClock(features.tempo), self.outputs, self.engine,
+                             tempo=lambda: self.engine.tempo, on_bar=self._on_bar, on_state=self._on_state,
+                             record_timing=self._record_timing)
+        self.player.start_thread()
+        self.osc = OscServer(self.handle, host=config.host,
+                             udp_port=None if config.udp_port < 0 else config.udp_port,
+                             tcp_port=None if config.tcp_port < 0 else config.tcp_port,
+                             allow=config.allow, feedback=[parse_host_port(t) for t in config.feedback])
+        self.osc.start()
+        self._feedback_thread.start()
+        if self.osc.udp_port is not None:
+            self.report.listening.append(f"OSC udp {config.host}:{self.osc.udp_port}")
+        if self.osc.tcp_port is not None:
+            self.report.listening.append(
+                f"OSC tcp {config.host}:{self.osc.tcp_port} (OSC 1.0 or 1.1 framing)")
+        if config.host not in ("127.0.0.1", "::1", "localhost"):
+            allowed = ", ".join(config.allow) or "loopback only"
+            self._warn(f"OSC bound to {config.host}; clients allowed: {allowed}")
+        if config.autoplay:
+            self.player.play()
+        self._print_summary()
+        return self.report
+
+    def _open_outputs(self) -> None:
+        config = self.config
+        if config.midi:
+            midi, problem = open_default_midi(config.midi_api, config.midi_port or None, config.midi_name)
+            if midi is not None:
+                self.outputs.add(midi)
+            else:
+                self._warn(problem or "no MIDI output")
+        if config.fluidsynth:
+            try:
+                self.outputs.add(FluidSynthOutput(config.soundfont or None, config.audio_driver or None,
+                                                  gain=config.gain))
+            except OutputError as error:
+                self._warn(f"no FluidSynth audio: {error}")
+        if config.record:
+            try:
+                self.outputs.add(MidiFileRecorder(config.record))
+            except OutputError as error:
+                self._warn(str(error))
+        self.report.outputs = self.outputs.describe()
+        if not self.outputs.outputs:
+            self._warn("no output is open: the daemon runs and answers OSC, but nothing is heard")
+
+    def _warn(self, text: str) -> None:
+        self.report.warnings.append(text)
+        log.warning("%s", text)
+
+    def _print_summary(self) -> None:
+        lines = ["e2m-live serve"]
+        lines += [f"  listening: {item}" for item in self.report.listening]
+        lines += [f"  playing to: {item}" for item in self.report.outputs] or ["  playing to: nothing"]
+        lines.append(f"  generator: {self.report.generator}, mode: {self.config.mode}")
+        lines += [f"  warning: {w}" for w in self.report.warnings]
+        lines.append("  ready" + ("" if self.config.autoplay else " (send /e2m/play to start)"))
+        print("\n".join(lines), file=self.out, flush=True)
+
+    # ---- OSC ----------------------------------------------------------------------------------------
+    def handle(self, address: str, args: list[Any]) -> list[Reply]:
+        """Apply one OSC message; returns the replies for its sender."""
+        try:
+            command = parse_message(address, args)
+        except OscRejected as error:
+            return [(ERROR_ADDRESS, [address[:100], str(error)])]
+        replies: list[Reply] = [(ERROR_ADDRESS, [address, note]) for note in command.notes]
+        engine, player = self.engine, self.player
+        assert engine is not None and player is not None
+        if command.kind == "features" or command.kind == "mood":
+            try:
+                if command.kind == "mood":
+                    features = MOODS[command.action]
+                else:
+                    features = engine.features.replace(**command.changes)
+            except FeatureError as error:
+                return [*replies, (ERROR_ADDRESS, [address, str(error)])]
+            engine.set_features(features)
+            self._feedback.put(self._feature_messages(features))
+        elif command.kind == "transport" and command.flag:
+            {"play": player.play, "stop": player.stop, "panic": player.panic,
+             "regenerate": engine.regenerate}[command.action]()
+        elif command.kind == "loop":
+            engine.set_loop(command.flag)
+            self._feedback.put([("/e2m/state/loop", [int(command.flag)])])
+        elif command.kind == "status":
+            replies += self.state_messages()
+        return replies
+
+    @staticmethod
+    def _feature_messages(features: EmotionFeatures) -> list[Reply]:
+        values = [int(getattr(features, n)) if n in _INT_FIELDS else float(getattr(features, n))
+                  for n in FEATURE_ORDER]
+        return [("/e2m/state/features", values),
+                *((f"/e2m/state/{n}", [v]) for n, v in zip(FEATURE_ORDER, values, strict=True))]
+
+    def state_messages(self) -> list[Reply]:
+        """The full state, as sent in reply to ``/e2m/status``."""
+        engine, player = self.engine, self.player
+        assert engine is not None and player is not None
+        bar = self._last_bar
+        messages: list[Reply] = [
+            ("/e2m/state/playing", [int(player.playing)]),
+            ("/e2m/state/loop", [int(engine.loop)]),
+            ("/e2m/state/bar", [bar.number if bar else 0, bar.index if bar else 0]),
+            ("/e2m/state/lag", [player.late_bars, float(bar.lag_ms) if bar else 0.0]),
+            ("/e2m/state/plan", [self._last_plan or "nothing played yet"]),
+            *self._feature_messages(engine.features),
+        ]
+        return messages
+
+    # ---- feedback (its own thread: the player never touches the network) ------------------------
+    def _on_bar(self, info: BarStarted) -> None:
+        self._last_bar = info
+        if self.engine is not None:
+            self.engine.bar_started(info)
+        messages: list[Reply] = [("/e2m/state/bar", [info.number, info.index]),
+                                 ("/e2m/state/lag", [info.late_bars, float(info.lag_ms)])]
+        if info.plan != self._last_plan:
+            self._last_plan = info.plan
+            messages.append(("/e2m/state/plan", [info.plan]))
+        if info.repeated:
+            log.info("bar %d: next bar not ready, repeating material (%d late so far)", info.number,
+                     info.late_bars)
+        self._feedback.put(messages)
+
+    def _on_state(self, playing: bool) -> None:
+        self._feedback.put([("/e2m/state/playing", [int(playing)])])
+
+    def _feedback_loop(self) -> None:
+        while True:
+            messages = self._feedback.get()
+            if messages is None:
+                return
+            if self.osc is not None:
+                try:
+                    self.osc.broadcast(messages)
+                except Exception:
+                    log.exception("feedback failed")
+
+    # ---- shutdown -------------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Release every note (then CC 123/120 everywhere), close outputs, worker and servers."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.player is not None:
+            self.player.shutdown()
+        self.outputs.close()
+        if self.osc is not None:
+            self._feedback.put(None)
+            self.osc.close()
+        if self.engine is not None:
+            self.engine.close()
+
+    def wait(self, stop: threading.Event) -> None:
+        """Block until ``stop`` is set (signals set it)."""
+        while not stop.wait(0.5):
+            pass
