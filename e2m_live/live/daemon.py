@@ -96,6 +96,8 @@ class Daemon:
         if config.host not in ("127.0.0.1", "::1", "localhost"):
             allowed = ", ".join(config.allow) or "loopback only"
             self._warn(f"OSC bound to {config.host}; clients allowed: {allowed}")
+        if not self.engine.wait_first_bar(8.0):
+            self._warn("the generator has not produced a bar yet; playback starts when it does")
         if config.autoplay:
             self.player.play()
         self._print_summary()

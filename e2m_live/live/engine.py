@@ -152,6 +152,16 @@ class Engine:
         if wait and not self._ready.wait(wait):
             log.warning("generation worker not ready after %.1f s", wait)
 
+    def wait_first_bar(self, timeout: float) -> bool:
+        """Block until the first section has a bar ready (startup); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if (self._pending and self._pending.bars) or self._playing is not None:
+                    return True
+            time.sleep(0.01)
+        return False
+
     def close(self) -> None:
         self._quit.set()
         with self._changed:

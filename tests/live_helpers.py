@@ -1,0 +1,250 @@
+"""Real components for the live tests: a private JACK server, a JACK MIDI recorder client, the
+daemon as a subprocess, and an OSC client. Import the fixtures into test modules."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from e2m_live.live.osc import encode_message
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def jack_available() -> bool:
+    if shutil.which("jackd") is None:
+        return False
+    try:
+        import rtmidi
+    except ImportError:
+        return False
+    return rtmidi.API_UNIX_JACK in rtmidi.get_compiled_api()
+
+
+@contextlib.contextmanager
+def jack_server(name: str | None = None) -> Iterator[str]:
+    """A private dummy-driver JACK server (own name via JACK_DEFAULT_SERVER), torn down after."""
+    name = name or f"e2mtest{os.getpid()}"
+    env = {**os.environ, "JACK_NO_START_SERVER": "1"}
+    log = open(f"/tmp/jackd-{name}.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", "256"],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    old = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
+    os.environ["JACK_DEFAULT_SERVER"] = name
+    os.environ["JACK_NO_START_SERVER"] = "1"
+    try:
+        import rtmidi
+
+        deadline = time.monotonic() + 10
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"jackd exited: {Path(log.name).read_text()[-500:]}")
+            try:
+                probe = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="e2m-probe")
+                probe.delete()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("jackd did not come up in 10 s") from None
+                time.sleep(0.1)
+        yield name
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def jack() -> Iterator[str]:
+    if not jack_available():
+        pytest.skip("jackd or python-rtmidi JACK support missing")
+    with jack_server() as name:
+        yield name
+
+
+@dataclass
+class Received:
+    """One MIDI message at the recorder: arrival (monotonic) and JACK time (seconds)."""
+
+    arrival: float
+    jack_time: float
+    message: list[int]
+
+
+class JackMidiRecorder:
+    """A second JACK client that connects to the daemon's port and records what arrives."""
+
+    def __init__(self, client_name: str = "e2m-test-recorder") -> None:
+        import rtmidi
+
+        self._rtmidi = rtmidi
+        self.midi_in = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=client_name)
+        self.midi_in.ignore_types(True, True, True)
+        self.received: list[Received] = []
+        self._jack_clock = 0.0
+        self._lock = threading.Lock()
+        self.midi_in.set_callback(self._on_message)
+
+    def _on_message(self, event, _data=None) -> None:
+        message, delta = event
+        now = time.monotonic()
+        with self._lock:
+            self._jack_clock += delta
+            self.received.append(Received(now, self._jack_clock, list(message)))
+
+    def connect(self, port_part: str, timeout: float = 5.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ports = self.midi_in.get_ports()
+            for index, name in enumerate(ports):
+                if port_part in name:
+                    self.midi_in.open_port(index, "in")
+                    return name
+            time.sleep(0.05)
+        raise AssertionError(f"no JACK MIDI port containing {port_part!r}: {self.midi_in.get_ports()}")
+
+    def snapshot(self) -> list[Received]:
+        with self._lock:
+            return list(self.received)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.received.clear()
+
+    def note_ons(self, since: float = 0.0, until: float = float("inf")) -> list[Received]:
+        return [r for r in self.snapshot() if r.message[0] & 0xF0 == 0x90 and r.message[2] > 0
+                and since <= r.arrival < until]
+
+    def open_notes(self) -> set[tuple[int, int]]:
+        """(channel, pitch) with a note-on and no note-off yet (CC 123/120 are not counted)."""
+        sounding: set[tuple[int, int]] = set()
+        for r in self.snapshot():
+            status, data = r.message[0] & 0xF0, r.message
+            if len(data) < 3:
+                continue
+            key = (data[0] & 0x0F, data[1])
+            if status == 0x90 and data[2] > 0:
+                sounding.add(key)
+            elif status in (0x80, 0x90):
+                sounding.discard(key)
+        return sounding
+
+    def close(self) -> None:
+        self.midi_in.cancel_callback()
+        self.midi_in.close_port()
+        self.midi_in.delete()
+
+
+@dataclass
+class DaemonProcess:
+    """``e2m-live serve`` as a subprocess, with its OSC ports parsed from its startup output."""
+
+    proc: subprocess.Popen
+    udp_port: int
+    tcp_port: int
+    midi_name: str
+    startup: list[str] = field(default_factory=list)
+    started_in: float = 0.0
+
+    def send(self, address: str, *args) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(encode_message(address, list(args)), ("127.0.0.1", self.udp_port))
+
+    def send_raw(self, sock: socket.socket, data: bytes) -> None:
+        sock.sendto(data, ("127.0.0.1", self.udp_port))
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def terminate(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("daemon did not exit after the signal") from None
+
+
+def start_daemon(*extra: str, midi_name: str | None = None, timeout: float = 15.0) -> DaemonProcess:
+    """Start ``e2m-live serve`` on free ports with a JACK virtual output; wait until ready."""
+    midi_name = midi_name or f"e2m-live-test-{os.getpid()}-{time.monotonic_ns() % 100000}"
+    command = [sys.executable, "-m", "e2m_live.cli", "serve", "--generator", "rules", "--midi-api", "jack",
+               "--midi-name", midi_name, "--udp-port", "0", "--tcp-port", "0", *extra]
+    started = time.monotonic()
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: list[str] = []
+    udp = tcp = None
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip())
+        if match := re.search(r"OSC udp [\d.]+:(\d+)", line):
+            udp = int(match.group(1))
+        if match := re.search(r"OSC tcp [\d.]+:(\d+)", line):
+            tcp = int(match.group(1))
+        if line.strip().startswith("ready"):
+            break
+    else:
+        proc.kill()
+        raise AssertionError("daemon not ready in time:\n" + "\n".join(lines))
+    if udp is None or tcp is None:
+        proc.kill()
+        raise AssertionError("daemon did not report its ports:\n" + "\n".join(lines))
+    # Keep draining its output so it never blocks on a full pipe.
+    threading.Thread(target=_drain, args=(proc, lines), daemon=True).start()
+    return DaemonProcess(proc, udp, tcp, midi_name, lines, time.monotonic() - started)
+
+
+def _drain(proc: subprocess.Popen, lines: list[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line.rstrip())
+
+
+def osc_request(port: int, address: str, *args, wait: float = 1.0) -> list[tuple[str, list]]:
+    """Send one message over UDP and collect the replies that arrive within ``wait`` seconds."""
+    from pythonosc.osc_message import OscMessage
+
+    replies = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.2)
+        sock.sendto(encode_message(address, list(args)), ("127.0.0.1", port))
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                if replies:
+                    break
+                continue
+            message = OscMessage(data)
+            replies.append((message.address, list(message.params)))
+    return replies
