@@ -103,14 +103,14 @@ def jack_server_running() -> bool:
     return True
 
 
-def list_midi_ports(api: str) -> list[str]:
-    """Output ports of ``api`` (empty if the API is unusable here)."""
+def list_midi_ports(api: str) -> list[str] | None:
+    """Output ports of ``api``, or None if the API is unusable here."""
     os.environ.setdefault("JACK_NO_START_SERVER", "1")
     rtmidi = _rtmidi()
     try:
         out = rtmidi.MidiOut(midi_api_names()[api], name="e2m-live-list")
     except Exception:
-        return []
+        return None
     try:
         return list(out.get_ports())
     finally:
