@@ -224,8 +224,8 @@ def test_cli_reports_and_rejects_bad_arguments(small_root, tmp_path, capsys):
 # --- transposition --------------------------------------------------------------------------------
 
 
-def _transposed_midi(path: str, k: int) -> pretty_midi.PrettyMIDI:
-    midi = _extract().load_midi(path)
+def _transposed_midi(source: str | pretty_midi.PrettyMIDI, k: int) -> pretty_midi.PrettyMIDI:
+    midi = _extract().load_midi(source)
     for inst in midi.instruments:
         if not inst.is_drum:
             for note in inst.notes:
@@ -233,32 +233,100 @@ def _transposed_midi(path: str, k: int) -> pretty_midi.PrettyMIDI:
     return midi
 
 
+def _ids(tokens: list[str], vocab) -> np.ndarray:
+    return np.asarray(vocab.encode(tokens), np.int16)
+
+
+def _clear_chord_midi() -> pretty_midi.PrettyMIDI:
+    """Root-position triads (one clear best chord per bar), a melody and drums, 4/4 at 120 BPM."""
+    midi = pretty_midi.PrettyMIDI(initial_tempo=120.0)
+    midi.time_signature_changes.append(pretty_midi.TimeSignature(4, 4, 0.0))
+    piano = pretty_midi.Instrument(program=0)
+    lead = pretty_midi.Instrument(program=73)
+    drums = pretty_midi.Instrument(program=0, is_drum=True)
+    triads = [(60, 64, 67), (57, 60, 64), (53, 57, 60), (55, 59, 62)] * 3  # C, Am, F, G
+    for bar, chord in enumerate(triads):
+        start = bar * 2.0
+        for pitch in chord:
+            piano.notes.append(pretty_midi.Note(70, pitch, start, start + 1.9))
+        for beat in range(4):
+            t = start + beat * 0.5
+            lead.notes.append(pretty_midi.Note(90, chord[beat % 3] + 12, t, t + 0.4))
+            drums.notes.append(pretty_midi.Note(100, 36 if beat % 2 == 0 else 38, t, t + 0.1))
+    midi.instruments.extend([piano, lead, drums])
+    return midi
+
+
+@pytest.mark.parametrize("k", [-5, -1, 3, 6])
+def test_token_transposition_equals_reextraction_where_chords_are_clear(k):
+    """Every token (pitches, chord roots, Mean Pitch counting drums) equals extracting the transposed MIDI."""
+    from training.dataset import _desc_vocab, _remi_vocab
+
+    original = _extract().extract(_clear_chord_midi())
+    assert any(t.startswith("Chord_C:maj") for t in original.description)
+    new_desc, new_remi = transpose_ids(
+        _ids(original.description, _desc_vocab()), _ids(original.remi, _remi_vocab()), k
+    )
+    again = _extract().extract(_transposed_midi(_clear_chord_midi(), k))
+    assert _desc_vocab().decode(new_desc) == again.description
+    assert _remi_vocab().decode(new_remi) == again.remi
+
+
+def _without_chords(tokens: list[str]) -> list[str]:
+    """Drop chord events (and, in REMI+, the Position token that introduces each)."""
+    out: list[str] = []
+    for tok in tokens:
+        if tok.startswith("Chord_"):
+            if out and out[-1].startswith("Position_"):
+                out.pop()
+            continue
+        out.append(tok)
+    return out
+
+
 @pytest.mark.parametrize("k", [-5, 2, 6])
-def test_token_transposition_equals_reextracting_a_transposed_midi(built, k):
-    """On a few files: transposing tokens == extracting the transposed MIDI (chords, pitches, mean pitch)."""
+def test_token_transposition_matches_reextraction_on_corpus_files(built, k):
+    """On real files every non-chord token equals re-extraction exactly. Chords agree in most bars only:
+    FIGARO's recogniser breaks score ties by pitch-class order (C first), which transposition does not
+    preserve, so re-extraction may pick another of equally scored chords (see docs/dataset.md)."""
     from training.dataset import _desc_vocab, _remi_vocab
 
     out, _, _ = built
-    segments = [s for split in ("train", "val") for s in load_split(out, split)]
     files = {}
-    for s in segments:
+    for s in (s for split in ("train", "val") for s in load_split(out, split)):
         if s.corpus in ("lakh-clean-beatles", "emopia", "nottingham"):
             files.setdefault(s.corpus, s.file)
     assert len(files) == 3
-    checked = 0
+    checked = bars = same_chords = 0
     for path in files.values():
         original = _extract().extract(path)
-        desc = np.asarray(_desc_vocab().encode(original.description), np.int16)
-        remi = np.asarray(_remi_vocab().encode(original.remi), np.int16)
         try:
-            new_desc, new_remi = transpose_ids(desc, remi, k)
+            new_desc, new_remi = transpose_ids(
+                _ids(original.description, _desc_vocab()), _ids(original.remi, _remi_vocab()), k
+            )
         except TransposeError:
             continue
         again = _extract().extract(_transposed_midi(path, k))
-        assert _desc_vocab().decode(new_desc) == again.description, path
-        assert _remi_vocab().decode(new_remi) == again.remi, path
+        ours_desc, ours_remi = _desc_vocab().decode(new_desc), _remi_vocab().decode(new_remi)
+        assert _without_chords(ours_desc) == _without_chords(again.description), path
+        assert _without_chords(ours_remi) == _without_chords(again.remi), path
+        ours_bars = [[t for t in b if t.startswith("Chord_")] for b in _split_token_bars(ours_desc)]
+        their_bars = [[t for t in b if t.startswith("Chord_")] for b in again.description_bars()]
+        bars += len(ours_bars)
+        same_chords += sum(a == b for a, b in zip(ours_bars, their_bars, strict=True))
         checked += 1
     assert checked >= 2
+    assert same_chords / bars > 0.6
+
+
+def _split_token_bars(tokens: list[str]) -> list[list[str]]:
+    bars: list[list[str]] = []
+    for tok in tokens:
+        if tok.startswith("Bar_"):
+            bars.append([tok])
+        elif bars:
+            bars[-1].append(tok)
+    return bars
 
 
 def test_transpose_segment_shifts_key_and_keeps_drums(built):

@@ -125,6 +125,7 @@ class PieceResult:
     seg_starts: list[int]
     seg_features: list[np.ndarray]
     seg_estimated: list[np.ndarray]
+    seg_descriptors: list[np.ndarray]
     seg_source: list[int]
     unknown_tokens: int = 0
     segments_failed: int = 0
@@ -166,9 +167,8 @@ def bar_start_times(
 
 def process_piece(piece: Piece, *, segment_bars: int, stride: int) -> PieceResult:
     """Extract one file and cut it into segments; raises :class:`SkipPiece` with a reason."""
+    from e2m_live.analysis import DESCRIPTOR_NAMES, describe_segment
     from e2m_live.description.extract import MidiError, extract, load_midi
-
-    from e2m_live.analysis import estimate_features
 
     try:
         midi = load_midi(piece.path)
@@ -206,23 +206,52 @@ def process_piece(piece: Piece, *, segment_bars: int, stride: int) -> PieceResul
         for i, bar in enumerate(desc_bars)
     ]
     times = bar_start_times(midi, downbeats, numbers)
-    result = PieceResult(remi_ids, desc_ids, [], [], [], [], unknown_tokens=unknown)
+    result = PieceResult(remi_ids, desc_ids, [], [], [], [], [], unknown_tokens=unknown)
     spotify = np.asarray(piece.spotify, dtype=np.float32) if piece.spotify is not None else None
     for start in range(0, n_bars - segment_bars + 1, stride):
         t0, t1 = float(times[start]), float(times[start + segment_bars])
         try:
-            estimated = estimate_features(midi, start=t0, end=t1 if t1 > t0 else None)
-            est = np.asarray([estimated.to_dict()[name] for name in _feature_order()], dtype=np.float32)
+            raw = describe_segment(midi, start=t0, end=t1 if t1 > t0 else None)
+            descriptors = np.asarray([raw[name] for name in DESCRIPTOR_NAMES], dtype=np.float32)
         except (ValueError, ZeroDivisionError, IndexError, FloatingPointError):
             result.segments_failed += 1
             continue
+        estimated = features_from_descriptors(descriptors)
         result.seg_starts.append(start)
-        result.seg_estimated.append(est)
-        result.seg_features.append(spotify if spotify is not None else est)
+        result.seg_descriptors.append(descriptors)
+        result.seg_estimated.append(estimated)
+        result.seg_features.append(spotify if spotify is not None else estimated)
         result.seg_source.append(1 if spotify is not None else 0)
     if not result.seg_starts:
         raise SkipPiece("no segment could be labelled")
     return result
+
+
+_CALIBRATION: list[object] = []
+
+
+def calibration_available() -> bool:
+    """Whether the feature calibration of ``e2m_live.analysis`` loads (looked up once per process)."""
+    if not _CALIBRATION:
+        from e2m_live.analysis import load_calibration
+
+        try:
+            _CALIBRATION.append(load_calibration())
+        except (OSError, ValueError, KeyError):
+            _CALIBRATION.append(None)
+    return _CALIBRATION[0] is not None
+
+
+def features_from_descriptors(descriptors: np.ndarray) -> np.ndarray:
+    """The ten estimated features (FEATURE_ORDER) of one descriptor row; NaN without a calibration
+    (the reader fills them in later from the stored descriptors, see ``training.dataset``)."""
+    if not calibration_available():
+        return np.full(N_FEATURES, np.nan, np.float32)
+    from e2m_live.analysis import DESCRIPTOR_NAMES
+    from e2m_live.analysis import features_from_descriptors as calibrated
+
+    features = calibrated(dict(zip(DESCRIPTOR_NAMES, descriptors.tolist(), strict=True)))
+    return np.asarray([features.to_dict()[name] for name in _feature_order()], dtype=np.float32)
 
 
 _VOCABS: tuple[RemiVocab, DescriptionVocab] | None = None
@@ -233,6 +262,12 @@ def _vocabs() -> tuple[RemiVocab, DescriptionVocab]:
     if _VOCABS is None:
         _VOCABS = (RemiVocab(), DescriptionVocab())
     return _VOCABS
+
+
+def _descriptor_names() -> tuple[str, ...]:
+    from e2m_live.analysis import DESCRIPTOR_NAMES
+
+    return DESCRIPTOR_NAMES
 
 
 def _feature_order() -> tuple[str, ...]:
@@ -300,7 +335,7 @@ def build_chunk(chunk: Chunk, out_dir: Path, config: BuildConfig, timeout_s: flo
     stats = ChunkStats()
     remi, desc, remi_off, desc_off, piece_bars = [], [], [0], [0], [0]
     song, corpus, file, emotion = [], [], [], []
-    seg_piece, seg_start, feats, est, source = [], [], [], [], []
+    seg_piece, seg_start, feats, est, source, descs = [], [], [], [], [], []
     for piece in chunk.pieces:
         counts = stats.per_corpus[piece.corpus]
         counts["files"] += 1
@@ -318,7 +353,8 @@ def build_chunk(chunk: Chunk, out_dir: Path, config: BuildConfig, timeout_s: flo
             continue
         except Exception as exc:  # an unforeseen failure in one file must not end the build
             stats.skipped[piece.corpus][f"error: {type(exc).__name__}"] += 1
-            log.warning("skip %s: %s\n%s", piece.path, exc, traceback.format_exc(limit=3))
+            log.warning("skip %s: %s: %s", piece.path, type(exc).__name__, exc)
+            log.debug("%s", traceback.format_exc())
             continue
         index = len(song)
         song.append(piece.song_id)
@@ -336,6 +372,7 @@ def build_chunk(chunk: Chunk, out_dir: Path, config: BuildConfig, timeout_s: flo
         seg_start.extend(result.seg_starts)
         feats.extend(result.seg_features)
         est.extend(result.seg_estimated)
+        descs.extend(result.seg_descriptors)
         source.extend(result.seg_source)
 
         stats.songs[piece.corpus].add(piece.song_id)
@@ -369,6 +406,7 @@ def build_chunk(chunk: Chunk, out_dir: Path, config: BuildConfig, timeout_s: flo
         "seg_features": np.asarray(feats, np.float32).reshape(-1, N_FEATURES),
         "seg_features_estimated": np.asarray(est, np.float32).reshape(-1, N_FEATURES),
         "seg_features_source": np.asarray(source, np.uint8),
+        "seg_descriptors": np.asarray(descs, np.float32).reshape(-1, len(_descriptor_names())),
     }
     stats.seconds = time.perf_counter() - began
     shard = out_dir / f"{chunk.name}.npz"
@@ -413,20 +451,18 @@ def make_chunks(
 
 
 def _prepare_out_dir(out: Path, config: BuildConfig, overwrite: bool) -> None:
+    """Resume a build of the same configuration; refuse another one unless ``overwrite``."""
     config_path = out / CONFIG_FILE
-    if config_path.is_file():
+    if config_path.is_file() and not overwrite:
         stored = json.loads(config_path.read_text())
         if stored.get("digest") != config.digest():
-            if not overwrite:
-                raise ValueError(
-                    f"{out} holds a build with another configuration; use --overwrite or another --out"
-                )
-            for split in SPLITS:
-                shutil.rmtree(out / split, ignore_errors=True)
-            (out / MANIFEST).unlink(missing_ok=True)
-    elif overwrite:
+            raise ValueError(
+                f"{out} holds a build with another configuration; use --overwrite or another --out"
+            )
+    if overwrite:
         for split in SPLITS:
             shutil.rmtree(out / split, ignore_errors=True)
+        (out / MANIFEST).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     config_path.write_text(json.dumps({"digest": config.digest(), **config.to_dict()}, indent=2))
 
@@ -471,6 +507,8 @@ def summarise(out: Path, config: BuildConfig, pieces: dict[str, list[Piece]], se
         "format": SHARD_FORMAT,
         "config": config.to_dict(),
         "feature_order": list(_feature_order()),
+        "descriptor_names": list(_descriptor_names()),
+        "features_calibrated": calibration_available(),
         "feature_sources": ["estimated", "spotify"],
         "corpora": corpora,
         "totals": {split: dict(totals[split]) for split in SPLITS},
@@ -511,6 +549,8 @@ def build(
     )
     chunks = make_chunks(pieces, splits, config.chunk_size)
     todo = [c for c in chunks if not (out / f"{c.name}.npz").is_file()]
+    if todo:
+        preflight()
     log.info("%d chunks, %d to do (%d files)", len(chunks), len(todo), sum(len(c.pieces) for c in todo))
     _run_chunks(todo, out, config, workers, timeout_s, progress)
     manifest = summarise(out, config, pieces, time.perf_counter() - began)
@@ -523,6 +563,26 @@ def build(
             manifest["build_seconds"] = old.get("build_seconds", manifest["build_seconds"])
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def preflight() -> None:
+    """Extract and label a tiny generated piece in this process, so that a broken installation (missing
+    calibration file, import error) stops the build at once instead of skipping every file."""
+    import pretty_midi
+
+    from e2m_live.analysis import describe_segment
+    from e2m_live.description.extract import extract
+
+    midi = pretty_midi.PrettyMIDI(initial_tempo=120.0)
+    midi.time_signature_changes.append(pretty_midi.TimeSignature(4, 4, 0.0))
+    piano = pretty_midi.Instrument(program=0)
+    for i in range(16):
+        piano.notes.append(pretty_midi.Note(80, 60 + (i % 5), i * 0.5, i * 0.5 + 0.4))
+    midi.instruments.append(piano)
+    extraction = extract(midi)
+    if not extraction.description_bars():
+        raise RuntimeError("preflight: extraction returned no bars for a generated piece")
+    describe_segment(midi, start=0.0, end=4.0)
 
 
 def _run_chunks(
@@ -543,6 +603,33 @@ def _run_chunks(
                     bar.update(int(done["files"]))
     finally:
         bar.close()
+
+
+def relabel(out: Path) -> int:
+    """Recompute every estimated feature from the stored descriptors with the current calibration
+    (after ``training.calibrate_features`` changed it); returns the number of segments."""
+    from training.dataset import FEATURE_SOURCES, estimate_from_descriptors
+
+    out = Path(out)
+    manifest_path = out / MANIFEST
+    if not manifest_path.is_file():
+        raise ValueError(f"no dataset in {out}")
+    total = 0
+    for shard in sorted(out.glob("*/*.npz")):
+        with np.load(shard, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        estimated = estimate_from_descriptors(arrays["seg_descriptors"])
+        use = arrays["seg_features_source"] == FEATURE_SOURCES.index("estimated")
+        arrays["seg_features"][use] = estimated[use]
+        arrays["seg_features_estimated"] = estimated
+        tmp = shard.with_name(shard.stem + ".tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, shard)
+        total += len(estimated)
+    manifest = json.loads(manifest_path.read_text())
+    manifest["features_calibrated"] = True
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    return total
 
 
 # --- report and command line ----------------------------------------------------------------------
@@ -592,13 +679,24 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--chunk-size", type=int, default=16, help="files per shard")
     parser.add_argument("--limit-per-corpus", type=int, default=None, help="first N files of each corpus")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per file")
-    parser.add_argument("--overwrite", action="store_true", help="discard a build of another configuration")
+    parser.add_argument("--overwrite", action="store_true", help="discard any build already in --out")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--relabel", action="store_true", help="only recompute estimated features of the dataset in --out"
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(list(argv) if argv is not None else None)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
+    if args.relabel:
+        try:
+            count = relabel(args.out)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"relabelled {count} segments in {args.out}")
+        return 0
     if args.segment_bars < 1 or args.stride < 1 or args.chunk_size < 1:
         print("error: --segment-bars, --stride and --chunk-size must be positive", file=sys.stderr)
         return 2
@@ -629,6 +727,9 @@ def main(argv: Iterable[str] | None = None) -> int:
         )
     except (CorpusError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (ImportError, OSError, RuntimeError) as exc:  # from the preflight: the installation is broken
+        print(f"error: cannot extract or label music here: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     print(format_report(manifest))
     print(f"wrote {args.out / MANIFEST}")

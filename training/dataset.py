@@ -61,7 +61,9 @@ class Segment:
     ``features`` are in ``e2m_live.features.FEATURE_ORDER`` and Spotify's units (not normalised);
     ``features_source`` is ``"spotify"`` or ``"estimated"``; ``estimated_features`` are always the
     ones estimated from the MIDI (equal to ``features`` unless Spotify matched). ``emotion`` is the
-    corpus' own (valence, arousal) label in -1..1, NaN where the corpus has none. Bar tokens keep
+    corpus' own (valence, arousal) label in -1..1, NaN where the corpus has none. ``descriptors`` are
+    the raw ``e2m_live.analysis.describe_segment`` values (``DESCRIPTOR_NAMES`` order) the estimate
+    was computed from. Bar tokens keep
     the bar number in the file (``Bar_1`` is its first bar), as FIGARO's extraction writes them.
     """
 
@@ -75,6 +77,7 @@ class Segment:
     file: str
     start_bar: int
     emotion: np.ndarray
+    descriptors: np.ndarray | None = None
     transposition: int = 0
 
     def description_tokens(self) -> list[str]:
@@ -283,7 +286,7 @@ class SegmentList(Sequence[Segment]):
     def __init__(self, shards: Sequence[Path], corpora: Sequence[str] | None = None) -> None:
         remi, desc, remi_off, desc_off, piece_bars = [], [], [], [], []
         song, corpus, file, emotion = [], [], [], []
-        seg_piece, seg_start, feats, est, source = [], [], [], [], []
+        seg_piece, seg_start, feats, est, source, descs = [], [], [], [], [], []
         n_tok_r = n_tok_d = n_bars = n_pieces = 0
         for shard in shards:
             with np.load(shard, allow_pickle=False) as z:
@@ -301,6 +304,7 @@ class SegmentList(Sequence[Segment]):
                 feats.append(z["seg_features"])
                 est.append(z["seg_features_estimated"])
                 source.append(z["seg_features_source"])
+                descs.append(z["seg_descriptors"])
                 n_tok_r += len(z["remi_ids"])
                 n_tok_d += len(z["desc_ids"])
                 n_bars += len(z["remi_bar_offsets"]) - 1
@@ -327,7 +331,10 @@ class SegmentList(Sequence[Segment]):
         self.features: np.ndarray = cat(feats, np.float32, (0, 10))[keep]
         self.estimated_features: np.ndarray = cat(est, np.float32, (0, 10))[keep]
         self._source = cat(source, np.uint8)[keep]
+        n_desc = descs[0].shape[1] if descs else 0
+        self.descriptors: np.ndarray = cat(descs, np.float32, (0, n_desc))[keep]
         self.segment_bars = 0
+        _fill_missing_estimates(self.estimated_features, self.features, self._source, self.descriptors)
 
     @property
     def features_source(self) -> np.ndarray:
@@ -369,7 +376,41 @@ class SegmentList(Sequence[Segment]):
             file=str(self._file[piece]),
             start_bar=int(self._seg_start[index]),
             emotion=self._emotion[piece],
+            descriptors=self.descriptors[index],
         )
+
+
+def estimate_from_descriptors(descriptors: np.ndarray) -> np.ndarray:
+    """Estimated features (rows in ``FEATURE_ORDER``) from descriptor rows, with the current calibration."""
+    from e2m_live.analysis import DESCRIPTOR_NAMES, features_from_descriptors, load_calibration
+    from e2m_live.features import FEATURE_ORDER
+
+    try:
+        calibration = load_calibration()
+    except (OSError, ValueError, KeyError) as exc:
+        raise DatasetError(
+            "features were not calibrated when the dataset was built and no calibration is available "
+            f"now ({exc}); run `python -m training.calibrate_features`"
+        ) from exc
+    out = np.empty((len(descriptors), len(FEATURE_ORDER)), np.float32)
+    for i, row in enumerate(descriptors):
+        features = features_from_descriptors(
+            dict(zip(DESCRIPTOR_NAMES, row.tolist(), strict=True)), calibration
+        )
+        out[i] = [features.to_dict()[name] for name in FEATURE_ORDER]
+    return out
+
+
+def _fill_missing_estimates(
+    estimated: np.ndarray, features: np.ndarray, source: np.ndarray, descriptors: np.ndarray
+) -> None:
+    """Estimate in place the rows stored as NaN (built before a calibration existed)."""
+    missing = np.flatnonzero(np.isnan(estimated).any(axis=1))
+    if len(missing) == 0:
+        return
+    estimated[missing] = estimate_from_descriptors(descriptors[missing])
+    use = missing[source[missing] == FEATURE_SOURCES.index("estimated")]
+    features[use] = estimated[use]
 
 
 def load_split(root: Path, split: str, *, corpora: Sequence[str] | None = None) -> SegmentList:
