@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -33,6 +34,7 @@ import numpy as np
 import pretty_midi
 
 from e2m_live.description import chords as chord_recognition
+from e2m_live.description import midi_reader
 from e2m_live.description.vocab import (
     BAR_KEY,
     CHORD_KEY,
@@ -73,28 +75,42 @@ class MidiError(ValueError):
 
 
 def load_midi(source: str | os.PathLike | bytes | pretty_midi.PrettyMIDI) -> pretty_midi.PrettyMIDI:
-    """Read MIDI from a path, raw bytes or an existing PrettyMIDI; raise :class:`MidiError` if unreadable."""
+    """Read MIDI from a path, raw bytes or an existing PrettyMIDI; raise :class:`MidiError` if unreadable.
+
+    Well-formed files go through our fast reader (:mod:`.midi_reader`), anything else through
+    pretty_midi's own; both give the same PrettyMIDI.
+    """
     if isinstance(source, pretty_midi.PrettyMIDI):
         return source
+    where = ""
     try:
         if isinstance(source, bytes | bytearray | memoryview):
-            if not len(source):
+            data = bytes(source)
+            if not data:
                 raise MidiError("empty MIDI data")
-            return pretty_midi.PrettyMIDI(io.BytesIO(bytes(source)))
-        path = os.fspath(source)
-        if not os.path.exists(path):
-            raise MidiError(f"{path}: no such file")
-        if os.path.isdir(path):
-            raise MidiError(f"{path}: is a directory, not a MIDI file")
-        if os.path.getsize(path) == 0:
-            raise MidiError(f"{path}: empty file")
-        return pretty_midi.PrettyMIDI(path)
+        else:
+            path = os.fspath(source)
+            where = f"{path}: "
+            if not os.path.exists(path):
+                raise MidiError(f"{path}: no such file")
+            if os.path.isdir(path):
+                raise MidiError(f"{path}: is a directory, not a MIDI file")
+            with open(path, "rb") as fh:
+                data = fh.read()
+            if not data:
+                raise MidiError(f"{path}: empty file")
+        with warnings.catch_warnings():
+            # pretty_midi warns about meta events outside track 0; they are read all the same.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            pm = midi_reader.read(data)
+            if pm is None:
+                pm = pretty_midi.PrettyMIDI(io.BytesIO(data))
+        return pm
     except MidiError:
         raise
     except TypeError as exc:
         raise MidiError(f"cannot read MIDI from {type(source).__name__}") from exc
     except Exception as exc:  # mido/pretty_midi raise many types (OSError, EOFError, KeyError, ...)
-        where = "" if isinstance(source, bytes | bytearray | memoryview) else f"{os.fspath(source)}: "
         raise MidiError(f"{where}not a readable MIDI file ({type(exc).__name__}: {exc})") from exc
 
 
