@@ -1,0 +1,102 @@
+"""The generation engine with its real worker process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from e2m_live.features import EmotionFeatures
+from e2m_live.live.engine import Engine
+from e2m_live.live.generation import SECTION_BARS
+
+
+def _wait(predicate, timeout=8.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.fixture
+def engine():
+    e = Engine("rules", features=EmotionFeatures(energy=0.2), debounce=0.01, max_debounce=0.05, seed=1)
+    e.start()
+    assert e.wait_first_bar(8)
+    yield e
+    e.close()
+
+
+def _take(engine, count):
+    return [engine.next_bar() for _ in range(count)]
+
+
+def test_sections_play_in_order_and_endless_mode_continues(engine):
+    _wait(lambda: engine.status()["bars_ready"] == SECTION_BARS or engine._pending.complete)
+    bars = _take(engine, SECTION_BARS)
+    assert [p.bar.index for p in bars] == list(range(SECTION_BARS))
+    assert all(p.continues for p in bars[1:])
+    assert _wait(lambda: engine._pending is not None and engine._pending.complete)
+    following = engine.next_bar()
+    assert following.section != bars[0].section and following.bar.index == 0
+    assert following.continues and not following.repeat  # the next section joins seamlessly
+
+
+def test_change_is_coalesced_and_lands_on_the_next_bar_once_ready(engine):
+    engine.next_bar()
+    sections_before = len(engine.sections)
+    for energy in (0.3, 0.5, 0.7, 0.9):  # a fader drag: latest wins
+        engine.set_features(engine.features.replace(energy=energy))
+    assert _wait(lambda: engine._pending is not None and engine._pending.bars and
+                 engine._pending.features.energy == 0.9)
+    assert len(engine.sections) - sections_before <= 2
+    planned = engine.next_bar()
+    assert planned.bar.index == 0 and not planned.continues
+    assert engine.sections[-1].features.energy == 0.9
+
+
+def test_tempo_only_change_needs_no_new_material(engine):
+    engine.next_bar()
+    changes = [s for s in engine.sections if s.immediate]
+    engine.set_features(engine.features.replace(tempo=150))
+    time.sleep(0.2)
+    assert engine.tempo == 150
+    assert [s for s in engine.sections if s.immediate] == changes  # endless continuations aside
+
+
+def test_loop_mode_repeats_the_same_twelve_bars(engine):
+    engine.set_loop(True)
+    _wait(lambda: engine._pending is None or engine._pending.complete)
+    first = _take(engine, SECTION_BARS)
+    second = _take(engine, SECTION_BARS)
+    assert [p.bar.notes for p in first] == [p.bar.notes for p in second]
+    assert not any(p.repeat for p in second)
+
+
+def test_crashed_worker_is_restarted_and_music_goes_on(engine):
+    pid = engine.worker_pid
+    os.kill(pid, signal.SIGKILL)
+    assert _wait(lambda: engine.restarts == 1 and engine.worker_pid != pid and engine._ready.is_set())
+    engine.regenerate()
+    assert _wait(lambda: engine._pending is not None and engine._pending.bars)
+    assert engine.next_bar().section == engine.sections[-1].id
+    assert "restarted" in engine.errors[-1]
+
+
+def test_slow_generator_makes_the_player_hold_material():
+    engine = Engine("rules", {"seconds_per_bar": 0.3}, EmotionFeatures(), debounce=0.01)
+    engine.start()
+    try:
+        assert engine.wait_first_bar(8)
+        first = engine.next_bar()
+        assert first is not None
+        assert engine.next_bar() is None  # bar 2 is still being made: the player repeats bar 1
+        assert _wait(lambda: engine.status()["bars_ready"] >= 2, 3)
+        second = engine.next_bar()
+        assert second.bar.index == 1 and second.lag_ms > 0
+    finally:
+        engine.close()
