@@ -1,0 +1,83 @@
+"""Fast step-by-step inference of the class LSTMs in NumPy.
+
+Planning runs one token at a time, where PyTorch's per-call overhead dominates a model this small.
+:class:`LSTMStepper` copies a trained model's weights into NumPy once and folds the parts of the
+input that do not change during a plan: the embedding of every input id times the first layer's
+input weights becomes one lookup table, and the features' contribution is computed once per plan.
+``tests/test_planner_model.py`` checks it against the PyTorch forward pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from e2m_live.planner.model import OrderedClassLSTM, StreamLSTM
+
+StepState = list[tuple[np.ndarray, np.ndarray]]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)
+
+
+class LSTMStepper:
+    """NumPy copy of an :class:`OrderedClassLSTM` or :class:`StreamLSTM` for sampling."""
+
+    def __init__(self, model: OrderedClassLSTM | StreamLSTM) -> None:
+        cfg = model.config
+        self.plan_bars = cfg.plan_bars
+        self.hidden = cfg.hidden
+        self.n_layers = cfg.layers
+        lstm = model.lstm
+
+        def weight(name: str) -> np.ndarray:
+            return getattr(lstm, name).detach().cpu().numpy().astype(np.float32)
+
+        with torch.no_grad():
+            w_ih0 = weight("weight_ih_l0")  # [4H, F + E + 1]
+            n_features = cfg.n_features
+            emb = model.embed.weight.detach().cpu().numpy().astype(np.float32)  # [V, E]
+            self.w_features = w_ih0[:, :n_features].T.copy()  # [F, 4H]
+            self.token_table = emb @ w_ih0[:, n_features : n_features + cfg.embedding].T  # [V, 4H]
+            self.w_position = w_ih0[:, -1].copy()  # [4H]
+            self.bias0 = weight("bias_ih_l0") + weight("bias_hh_l0")
+            self.w_hh = [weight(f"weight_hh_l{k}").T.copy() for k in range(cfg.layers)]
+            self.w_ih = [None] + [weight(f"weight_ih_l{k}").T.copy() for k in range(1, cfg.layers)]
+            self.biases = [self.bias0] + [
+                weight(f"bias_ih_l{k}") + weight(f"bias_hh_l{k}") for k in range(1, cfg.layers)
+            ]
+            self.w_out = model.head.weight.detach().cpu().numpy().astype(np.float32).T.copy()  # [H, C]
+            self.b_out = model.head.bias.detach().cpu().numpy().astype(np.float32)
+            mask = getattr(model, "feature_mask", None)
+            self.feature_mask = (
+                None if mask is None else mask.detach().cpu().numpy().astype(np.float32)
+            )
+
+    def start(self, features: np.ndarray) -> tuple[np.ndarray, StepState]:
+        """Per-plan constant ``[B, 4H]`` (features times weights, plus biases) and a zero state."""
+        feats = features if self.feature_mask is None else features * self.feature_mask
+        constant = feats.astype(np.float32) @ self.w_features + self.bias0
+        batch = features.shape[0]
+        zeros = np.zeros((batch, self.hidden), dtype=np.float32)
+        return constant, [(zeros, zeros) for _ in range(self.n_layers)]
+
+    def step(
+        self, constant: np.ndarray, previous: np.ndarray, bar: np.ndarray | int, state: StepState
+    ) -> tuple[np.ndarray, StepState]:
+        """Logits ``[B, C]`` for input ids ``previous`` ``[B]`` at bar ``bar`` and the new state."""
+        # Plans longer than the training segments wrap the position (a new phrase every plan_bars).
+        position = (np.asarray(bar) % self.plan_bars).astype(np.float32) / self.plan_bars
+        x_gates = constant + self.token_table[previous] + np.multiply.outer(position, self.w_position)
+        hidden = self.hidden
+        new_state: StepState = []
+        layer_input = x_gates
+        for k in range(self.n_layers):
+            h, c = state[k]
+            gates = (x_gates if k == 0 else layer_input @ self.w_ih[k] + self.biases[k]) + h @ self.w_hh[k]
+            act = _sigmoid(gates)  # gate order i, f, g, o; g is recomputed with tanh below
+            c = act[:, hidden : 2 * hidden] * c + act[:, :hidden] * np.tanh(gates[:, 2 * hidden : 3 * hidden])
+            h = act[:, 3 * hidden :] * np.tanh(c)
+            new_state.append((h, c))
+            layer_input = h
+        return layer_input @ self.w_out + self.b_out, new_state

@@ -1,0 +1,203 @@
+"""Batched sampling of the five class LSTMs into per-bar plans.
+
+The four ordered models each sample one bin per bar. The stream model samples instruments and
+chords under hard masks that keep every bar well formed: instruments strictly in canonical order
+(so no duplicates), at least one and at most :data:`MAX_INSTRUMENTS_PER_BAR`, then
+``END_INSTRUMENTS``, then one to :data:`MAX_CHORDS_PER_BAR` chords, then ``END_BAR``. Many plans
+are sampled at once (one row each), so a grid of features or thousands of seeds cost little more
+than one plan. All randomness comes from one ``numpy.random.Generator``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from e2m_live.planner.classes import (
+    MAX_CHORDS_PER_BAR,
+    MAX_INSTRUMENTS_PER_BAR,
+    ORDERED_CLASSES,
+    STREAM_VOCAB,
+)
+from e2m_live.planner.inference import LSTMStepper
+from e2m_live.planner.steering import SteeringBias
+
+
+@dataclass(frozen=True, slots=True)
+class BarPlan:
+    """What the models chose for one bar: the four bins, instruments, chords (in the plan's key)."""
+
+    note_density: int
+    mean_velocity: int
+    mean_pitch: int
+    mean_duration: int
+    instruments: tuple[str, ...]
+    chords: tuple[str, ...]
+
+
+def draw(
+    logits: np.ndarray, temperature: float, rng: np.random.Generator, allowed: np.ndarray | None = None
+) -> np.ndarray:
+    """One draw per row of ``logits`` ``[B, C]`` among the ``allowed`` entries (``temperature`` 0:
+    the most likely allowed entry). Never returns a disallowed index."""
+    if allowed is not None:
+        logits = np.where(allowed, logits, -np.inf)
+    if temperature <= 0:
+        return logits.argmax(axis=1)
+    scaled = logits / temperature
+    scaled = scaled - scaled.max(axis=1, keepdims=True)
+    weights = np.exp(scaled)  # exactly 0 where disallowed
+    cumulative = np.cumsum(weights, axis=1)
+    threshold = rng.random(len(logits)) * cumulative[:, -1]
+    # First index whose cumulative weight exceeds the threshold: a zero-weight entry never does.
+    return (cumulative <= threshold[:, None]).sum(axis=1).clip(max=logits.shape[1] - 1)
+
+
+def sample_ordered(
+    model: LSTMStepper,
+    features: np.ndarray,
+    bars: int,
+    rng: np.random.Generator,
+    temperature: float,
+    bias: np.ndarray | None = None,
+) -> np.ndarray:
+    """Bins ``[B, bars]`` of one ordered class, bar by bar; ``bias`` ``[B, C]`` is added to the
+    temperature-scaled logits."""
+    batch = features.shape[0]
+    constant, state = model.start(features)
+    n_classes = model.b_out.shape[0]
+    previous = np.full(batch, n_classes, dtype=np.int64)  # the start id
+    out = np.empty((batch, bars), dtype=np.int64)
+    for bar in range(bars):
+        logits, state = model.step(constant, previous, bar, state)
+        logits = _scaled(logits, temperature, bias)
+        previous = draw(logits, 1.0 if temperature > 0 else 0.0, rng)
+        out[:, bar] = previous
+    return out
+
+
+def _scaled(logits: np.ndarray, temperature: float, bias: np.ndarray | None) -> np.ndarray:
+    if temperature > 0:
+        logits = logits / temperature
+    if bias is not None:
+        logits = logits + bias
+    return logits
+
+
+_V = STREAM_VOCAB
+
+
+def _mask_tables() -> tuple[np.ndarray, np.ndarray, int]:
+    """Allowed-token rows for the instrument phase (indexed by last instrument id + 1, plus one
+    row for a full bar) and for the chord phase (indexed by the number of chords so far)."""
+    ids = np.arange(_V.size)
+    is_instrument = (ids >= _V.FIRST_INSTRUMENT) & (ids < _V.first_chord)
+    instrument_rows = np.zeros((_V.size + 2, _V.size), dtype=bool)
+    instrument_rows[0] = is_instrument  # no instrument yet: at least one must come
+    for last in range(_V.size):
+        instrument_rows[last + 1] = is_instrument & (ids > last)
+        instrument_rows[last + 1, _V.END_INSTRUMENTS] = True
+    full_row = _V.size + 1
+    instrument_rows[full_row, _V.END_INSTRUMENTS] = True
+    chord_rows = np.zeros((MAX_CHORDS_PER_BAR + 1, _V.size), dtype=bool)
+    chord_rows[:MAX_CHORDS_PER_BAR, _V.first_chord :] = True
+    chord_rows[1:, _V.END_BAR] = True
+    return instrument_rows, chord_rows, full_row
+
+
+_INSTRUMENT_ROWS, _CHORD_ROWS, _FULL_ROW = _mask_tables()
+_IS_INSTRUMENT = _INSTRUMENT_ROWS[0]
+_IS_CHORD = _CHORD_ROWS[0]
+_ONLY_PAD = np.arange(_V.size) == _V.PAD
+
+
+def sample_stream(
+    model: LSTMStepper,
+    features: np.ndarray,
+    bars: int,
+    rng: np.random.Generator,
+    temperature: float,
+    bias: np.ndarray | None = None,
+) -> list[list[list[int]]]:
+    """Stream tokens per plan and bar, end markers excluded: ``[B][bars][tokens]``."""
+    batch = features.shape[0]
+    constant, state = model.start(features)
+    previous = np.full(batch, _V.START, dtype=np.int64)
+    bar = np.zeros(batch, dtype=np.int64)
+    in_chords = np.zeros(batch, dtype=bool)
+    last_instrument = np.full(batch, -1, dtype=np.int64)
+    n_instruments = np.zeros(batch, dtype=np.int64)
+    n_chords = np.zeros(batch, dtype=np.int64)
+    done = np.zeros(batch, dtype=bool)
+    plans: list[list[list[int]]] = [[[] for _ in range(bars)] for _ in range(batch)]
+    sample_temperature = 1.0 if temperature > 0 else 0.0
+    max_steps = bars * (MAX_INSTRUMENTS_PER_BAR + MAX_CHORDS_PER_BAR + 2)
+    for _ in range(max_steps):
+        logits, state = model.step(constant, previous, np.minimum(bar, bars - 1), state)
+        logits = _scaled(logits, temperature, bias)
+        # What may follow in each row's bar (the grammar of one bar of the stream).
+        instrument_row = np.where(n_instruments >= MAX_INSTRUMENTS_PER_BAR, _FULL_ROW, last_instrument + 1)
+        allowed = np.where(in_chords[:, None], _CHORD_ROWS[n_chords], _INSTRUMENT_ROWS[instrument_row])
+        if done.any():
+            allowed[done] = _ONLY_PAD
+        token = draw(logits, sample_temperature, rng, allowed)
+
+        instrument = _IS_INSTRUMENT[token]
+        chord = _IS_CHORD[token]
+        for row in np.flatnonzero(instrument | chord):
+            plans[row][bar[row]].append(int(token[row]))
+        end_bar = token == _V.END_BAR
+        last_instrument = np.where(instrument, token, np.where(end_bar, -1, last_instrument))
+        n_instruments = np.where(end_bar, 0, n_instruments + instrument)
+        n_chords = np.where(end_bar, 0, n_chords + chord)
+        in_chords = (in_chords | (token == _V.END_INSTRUMENTS)) & ~end_bar
+        bar = bar + end_bar
+        done = bar >= bars
+        previous = token
+        if done.all():
+            break
+    if not done.all():  # cannot happen: the masks end every bar within its token budget
+        raise RuntimeError("stream sampler did not finish every bar")
+    return plans
+
+
+def sample_plans(
+    ordered: Mapping[str, LSTMStepper],
+    stream: LSTMStepper,
+    features: np.ndarray,
+    keys: list[int],
+    bars: int,
+    rng: np.random.Generator,
+    temperature: float,
+    steering: SteeringBias | None = None,
+) -> list[list[BarPlan]]:
+    """Sample ``B`` plans of ``bars`` bars for the normalised features ``[B, n_features]``;
+    ``keys[b]`` is the pitch class the relative chords of plan ``b`` are transposed to."""
+    features = np.asarray(features, dtype=np.float32)
+    bins: dict[str, list[list[int]]] = {}
+    for name in ORDERED_CLASSES:
+        model = ordered[name]
+        n_classes = model.b_out.shape[0]
+        bias = steering.ordered(name, features, n_classes) if steering else None
+        bins[name] = sample_ordered(model, features, bars, rng, temperature, bias).tolist()
+    stream_bias = steering.stream(features) if steering else None
+    streams = sample_stream(stream, features, bars, rng, temperature, stream_bias)
+    plans: list[list[BarPlan]] = []
+    for row, key in enumerate(keys):
+        bar_plans = []
+        for bar in range(bars):
+            instruments, chords = STREAM_VOCAB.decode_bar(streams[row][bar], key)
+            bar_plans.append(
+                BarPlan(
+                    note_density=bins["note_density"][row][bar],
+                    mean_velocity=bins["mean_velocity"][row][bar],
+                    mean_pitch=bins["mean_pitch"][row][bar],
+                    mean_duration=bins["mean_duration"][row][bar],
+                    instruments=instruments,
+                    chords=chords,
+                )
+            )
+        plans.append(bar_plans)
+    return plans

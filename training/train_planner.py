@@ -1,0 +1,461 @@
+"""Train the planner's five class LSTMs on the dataset (CPU).
+
+    python -m training.train_planner [--data data/dataset] [--out models/planner] [--epochs 30]
+
+Ordered classes (note density, mean velocity, mean pitch, mean duration) are trained with soft
+labels: a Gaussian over the neighbouring bins (``--sigma`` bins wide) replaces the one-hot target.
+The instruments + chords stream is trained with plain next-token cross-entropy. Every
+``--eval-every`` epochs the held-out songs (split ``val``) are scored: accuracy of the most likely
+bin / token, and for the ordered classes the KL divergence from the soft label to the predicted
+distribution. Curves go to ``loss_curves.png`` and ``metric_curves.png``, the history to
+``training_history.json``, the weights and ``config.json`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import platform
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from e2m_live.planner.classes import ORDERED_CLASS_SIZES, ORDERED_CLASSES, STREAM_VOCAB
+from e2m_live.planner.examples import Batch, PlannerExample, batch_examples, examples_from_segments
+from e2m_live.planner.model import OrderedClassLSTM, OrderedLSTMConfig, StreamLSTM, StreamLSTMConfig
+from e2m_live.planner.planner import DEFAULT_TIME_SIGNATURES, Planner
+from e2m_live.planner.steering import Steering
+
+log = logging.getLogger("train_planner")
+
+#: Explicit conditioning shipped with the models (see e2m_live/planner/steering.py and
+#: docs/planner.md for how these strengths were chosen).
+DEFAULT_STEERING = Steering(
+    energy_note_density=4.0,
+    energy_mean_velocity=3.0,
+    loudness_mean_velocity=3.0,
+    valence_major_chords=2.0,
+    mode_major_chords=1.5,
+    key_scale_chords=1.0,
+    acousticness_instruments=3.0,
+    instrumentalness_voices=4.0,
+)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    stream_epochs: int = 12
+    eval_every: int = 2
+    batch_size: int = 256
+    stream_batch_size: int = 64
+    learning_rate: float = 3e-3
+    stream_learning_rate: float = 2e-3
+    sigma: float = 1.0
+    hidden: int = 64
+    stream_hidden: int = 128
+    dropout: float = 0.1
+    seed: int = 0
+    threads: int = 2
+    max_minutes: float = 14.0
+    extra: dict = field(default_factory=dict)
+
+
+# -- losses and metrics --------------------------------------------------------------------------
+
+
+def soft_labels(targets: torch.Tensor, n_classes: int, sigma: float) -> torch.Tensor:
+    """Gaussian soft labels ``[..., n_classes]`` centred on the integer ``targets`` (``sigma`` in
+    bins; ``sigma <= 0`` gives one-hot labels). Rows are renormalised over the valid bins."""
+    bins = torch.arange(n_classes, dtype=torch.float32)
+    centre = targets.clamp(min=0).unsqueeze(-1).float()
+    if sigma <= 0:
+        return (bins == centre).float()
+    weights = torch.exp(-0.5 * ((bins - centre) / sigma) ** 2)
+    return weights / weights.sum(-1, keepdim=True)
+
+
+def ordered_metrics(logits: torch.Tensor, targets: torch.Tensor, sigma: float) -> dict[str, float]:
+    """Soft-label loss, accuracy and KL(soft label || prediction) over the valid (``>= 0``) targets."""
+    valid = targets >= 0
+    logits, targets = logits[valid], targets[valid]
+    log_p = torch.log_softmax(logits, dim=-1)
+    q = soft_labels(targets, logits.shape[-1], sigma)
+    cross = -(q * log_p).sum(-1)
+    entropy = -(q * torch.log(q.clamp(min=1e-12))).sum(-1)
+    return {
+        "loss": float(cross.mean()),
+        "accuracy": float((logits.argmax(-1) == targets).float().mean()),
+        "kl": float((cross - entropy).mean()),
+        "n": int(valid.sum()),
+    }
+
+
+def stream_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Cross-entropy and next-token accuracy over the non-padding targets."""
+    valid = targets != STREAM_VOCAB.PAD
+    logits, targets = logits[valid], targets[valid]
+    return {
+        "loss": float(nn.functional.cross_entropy(logits, targets)),
+        "accuracy": float((logits.argmax(-1) == targets).float().mean()),
+        "n": int(valid.sum()),
+    }
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+
+def load_examples(root: Path, split: str) -> list[PlannerExample]:
+    """Planner examples of one split of the dataset at ``root``."""
+    from training.dataset import load_split
+
+    segments = load_split(root, split)
+    examples, skipped = examples_from_segments(segments)
+    log.info(
+        "%s: %d segments -> %d examples (%d skipped: description does not parse)",
+        split,
+        len(segments),
+        len(examples),
+        skipped,
+    )
+    return examples
+
+
+def ordered_inputs(bins: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Teacher-forcing inputs: the previous bar's bin (start id ``n_classes`` for the first bar)."""
+    prev = np.full_like(bins, n_classes)
+    prev[:, 1:] = np.where(bins[:, :-1] >= 0, bins[:, :-1], n_classes)
+    return torch.from_numpy(prev)
+
+
+def time_signature_table(examples: Sequence[PlannerExample], segments_ts: Counter | None = None) -> dict:
+    """Beats-per-bar -> time signature (default table; kept as a function for future data-driven use)."""
+    del examples, segments_ts
+    return dict(DEFAULT_TIME_SIGNATURES)
+
+
+# -- training loops ------------------------------------------------------------------------------
+
+
+def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    order = rng.permutation(n)
+    return [order[i : i + size] for i in range(0, n, size)]
+
+
+def train_ordered(
+    name: str, train: Batch, val: Batch, cfg: TrainConfig, history: dict, deadline: float
+) -> OrderedClassLSTM:
+    column = ORDERED_CLASSES.index(name)
+    n_classes = ORDERED_CLASS_SIZES[name]
+    model = OrderedClassLSTM(
+        OrderedLSTMConfig(
+            name=name,
+            n_classes=n_classes,
+            hidden=cfg.hidden,
+            dropout=cfg.dropout,
+            plan_bars=max(train.bins.shape[1], 1),
+        )
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    x_train, y_train = torch.from_numpy(train.features), torch.from_numpy(train.bins[:, :, column])
+    p_train = ordered_inputs(train.bins[:, :, column], n_classes)
+    x_val, y_val = torch.from_numpy(val.features), torch.from_numpy(val.bins[:, :, column])
+    p_val = ordered_inputs(val.bins[:, :, column], n_classes)
+    rng = np.random.default_rng(cfg.seed)
+    record = history.setdefault(name, {"epoch": [], "train_loss": [], "eval_epoch": [], "val": []})
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        losses = []
+        for idx in _batches(len(x_train), cfg.batch_size, rng):
+            logits = model(x_train[idx], p_train[idx])
+            targets = y_train[idx]
+            valid = targets >= 0
+            q = soft_labels(targets[valid], n_classes, cfg.sigma)
+            loss = -(q * torch.log_softmax(logits[valid], -1)).sum(-1).mean()
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            losses.append(loss.item())
+        sched.step()
+        record["epoch"].append(epoch)
+        record["train_loss"].append(float(np.mean(losses)))
+        last = epoch == cfg.epochs or time.monotonic() > deadline
+        if epoch % cfg.eval_every == 0 or last:
+            model.eval()
+            with torch.no_grad():
+                metrics = ordered_metrics(model(x_val, p_val), y_val, cfg.sigma)
+            record["eval_epoch"].append(epoch)
+            record["val"].append(metrics)
+            log.info(
+                "%-13s epoch %3d  train %.3f  val loss %.3f acc %.3f KL %.3f",
+                name,
+                epoch,
+                record["train_loss"][-1],
+                metrics["loss"],
+                metrics["accuracy"],
+                metrics["kl"],
+            )
+        if last:
+            break
+    model.eval()
+    return model
+
+
+def train_stream(train: Batch, val: Batch, cfg: TrainConfig, history: dict, deadline: float) -> StreamLSTM:
+    model = StreamLSTM(
+        StreamLSTMConfig(
+            vocab_size=STREAM_VOCAB.size,
+            hidden=cfg.stream_hidden,
+            dropout=cfg.dropout,
+            plan_bars=max(train.bins.shape[1], 1),
+        )
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.stream_learning_rate)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.stream_epochs)
+    feats = torch.from_numpy(train.features[train.stream_rows])
+    inputs, targets = torch.from_numpy(train.stream_inputs), torch.from_numpy(train.stream_targets)
+    bars = torch.from_numpy(train.stream_bars)
+    lengths = (train.stream_targets != STREAM_VOCAB.PAD).sum(1)
+    val_feats = torch.from_numpy(val.features[val.stream_rows])
+    val_in, val_tg = torch.from_numpy(val.stream_inputs), torch.from_numpy(val.stream_targets)
+    val_bars = torch.from_numpy(val.stream_bars)
+    rng = np.random.default_rng(cfg.seed + 1)
+    # Batches of similar length waste little time on padding.
+    by_length = np.argsort(lengths, kind="stable")
+    chunks = [
+        by_length[i : i + cfg.stream_batch_size] for i in range(0, len(by_length), cfg.stream_batch_size)
+    ]
+    record = history.setdefault(
+        "instruments_chords", {"epoch": [], "train_loss": [], "eval_epoch": [], "val": []}
+    )
+    for epoch in range(1, cfg.stream_epochs + 1):
+        model.train()
+        losses = []
+        for c in rng.permutation(len(chunks)):
+            idx = chunks[c]
+            width = int(lengths[idx].max())
+            logits = model(feats[idx], inputs[idx, :width], bars[idx, :width])
+            loss = nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]),
+                targets[idx, :width].reshape(-1),
+                ignore_index=STREAM_VOCAB.PAD,
+            )
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            losses.append(loss.item())
+        sched.step()
+        record["epoch"].append(epoch)
+        record["train_loss"].append(float(np.mean(losses)))
+        last = epoch == cfg.stream_epochs or time.monotonic() > deadline
+        if epoch % cfg.eval_every == 0 or last:
+            metrics = evaluate_stream(model, val_feats, val_in, val_tg, val_bars)
+            record["eval_epoch"].append(epoch)
+            record["val"].append(metrics)
+            log.info(
+                "stream        epoch %3d  train %.3f  val loss %.3f acc %.3f",
+                epoch,
+                record["train_loss"][-1],
+                metrics["loss"],
+                metrics["accuracy"],
+            )
+        if last:
+            break
+    model.eval()
+    return model
+
+
+def evaluate_stream(
+    model: StreamLSTM, feats: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, bars: torch.Tensor
+) -> dict[str, float]:
+    """Stream metrics in chunks (bounded memory)."""
+    model.eval()
+    total_loss = correct = count = 0.0
+    with torch.no_grad():
+        for start in range(0, len(feats), 256):
+            sl = slice(start, start + 256)
+            logits = model(feats[sl], inputs[sl], bars[sl])
+            m = stream_metrics(logits, targets[sl])
+            total_loss += m["loss"] * m["n"]
+            correct += m["accuracy"] * m["n"]
+            count += m["n"]
+    return {"loss": total_loss / max(count, 1), "accuracy": correct / max(count, 1), "n": int(count)}
+
+
+# -- plots ---------------------------------------------------------------------------------------
+
+
+def plot_curves(history: dict, out: Path) -> list[Path]:
+    """``loss_curves.png`` (train loss, val loss per model) and ``metric_curves.png`` (val accuracy
+    and KL)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in (*ORDERED_CLASSES, "instruments_chords") if n in history]
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        rec = history[name]
+        ax.plot(rec["epoch"], rec["train_loss"], label="train")
+        ax.plot(rec["eval_epoch"], [m["loss"] for m in rec["val"]], "o-", label="held-out")
+        ax.set_title(name.replace("_", " "))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss (soft-label CE)" if name != "instruments_chords" else "loss (CE)")
+        ax.legend()
+    fig.tight_layout()
+    loss_path = out / "loss_curves.png"
+    fig.savefig(loss_path, dpi=90)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        rec = history[name]
+        ax.plot(rec["eval_epoch"], [m["accuracy"] for m in rec["val"]], "o-", label="accuracy")
+        if rec["val"] and "kl" in rec["val"][0]:
+            ax.plot(rec["eval_epoch"], [m["kl"] for m in rec["val"]], "s-", label="KL")
+        ax.set_title(name.replace("_", " ") + " (held-out)")
+        ax.set_xlabel("epoch")
+        ax.legend()
+    fig.tight_layout()
+    metric_path = out / "metric_curves.png"
+    fig.savefig(metric_path, dpi=90)
+    plt.close(fig)
+    return [loss_path, metric_path]
+
+
+# -- driver --------------------------------------------------------------------------------------
+
+
+def train(
+    train_examples: Sequence[PlannerExample],
+    val_examples: Sequence[PlannerExample],
+    cfg: TrainConfig,
+    out: Path | None,
+    provenance: dict | None = None,
+) -> tuple[Planner, dict]:
+    """Train all five models; write them (and curves) to ``out`` unless it is ``None``."""
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    started = time.monotonic()
+    deadline = started + cfg.max_minutes * 60
+    train_batch, val_batch = batch_examples(train_examples), batch_examples(val_examples)
+    history: dict = {}
+    # Time budget: the ordered models are cheap; the stream gets what is left.
+    ordered = {}
+    for name in ORDERED_CLASSES:
+        own_deadline = time.monotonic() + cfg.max_minutes * 60 * 0.08
+        ordered[name] = train_ordered(name, train_batch, val_batch, cfg, history, min(own_deadline, deadline))
+    stream = train_stream(train_batch, val_batch, cfg, history, deadline)
+    wall = time.monotonic() - started
+    final = {name: history[name]["val"][-1] for name in history}
+    summary = {
+        "command": " ".join(["python -m training.train_planner", *sys.argv[1:]]),
+        "config": asdict(cfg),
+        "train_examples": len(train_examples),
+        "val_examples": len(val_examples),
+        "train_songs": len({e.song_id for e in train_examples}),
+        "val_songs": len({e.song_id for e in val_examples}),
+        "epochs_run": {name: history[name]["epoch"][-1] for name in history},
+        "wall_time_s": round(wall, 1),
+        "threads": cfg.threads,
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "final_val": final,
+        **(provenance or {}),
+    }
+    planner = Planner(
+        ordered,
+        stream,
+        feature_means=train_batch.features.mean(axis=0),
+        steering=DEFAULT_STEERING,
+        time_signatures=time_signature_table(train_examples),
+        metadata=summary,
+    )
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        planner.save(out, training=summary)
+        (out / "training_history.json").write_text(json.dumps(history, indent=1) + "\n")
+        plot_curves(history, out)
+    return planner, history
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data", type=Path, default=Path("data/dataset"), help="dataset folder (build_dataset)"
+    )
+    parser.add_argument("--out", type=Path, default=Path("models/planner"), help="output folder")
+    defaults = TrainConfig()
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs of each ordered model")
+    parser.add_argument("--stream-epochs", type=int, default=defaults.stream_epochs)
+    parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
+    parser.add_argument("--sigma", type=float, default=defaults.sigma, help="soft-label width in bins")
+    parser.add_argument("--hidden", type=int, default=defaults.hidden)
+    parser.add_argument("--stream-hidden", type=int, default=defaults.stream_hidden)
+    parser.add_argument("--dropout", type=float, default=defaults.dropout)
+    parser.add_argument("--threads", type=int, default=defaults.threads)
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=defaults.max_minutes,
+        help="stop training (after the current epoch) when this much wall time has passed",
+    )
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--limit", type=int, default=0, help="use only the first N training segments (debug)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        stream_epochs=args.stream_epochs,
+        eval_every=args.eval_every,
+        sigma=args.sigma,
+        hidden=args.hidden,
+        stream_hidden=args.stream_hidden,
+        dropout=args.dropout,
+        threads=args.threads,
+        max_minutes=args.max_minutes,
+        seed=args.seed,
+    )
+    from training.dataset import DatasetError, read_manifest
+
+    try:
+        manifest = read_manifest(args.data)
+        train_examples = load_examples(args.data, "train")
+        val_examples = load_examples(args.data, "val")
+    except DatasetError as error:
+        print(f"train_planner: {error}", file=sys.stderr)
+        return 2
+    if args.limit:
+        train_examples = train_examples[: args.limit]
+    if not train_examples or not val_examples:
+        print("train_planner: empty train or val split", file=sys.stderr)
+        return 2
+    provenance = {
+        "dataset": str(args.data),
+        "dataset_manifest": {k: manifest[k] for k in manifest if k != "files"},
+    }
+    _, history = train(train_examples, val_examples, cfg, args.out, provenance)
+    for name, rec in history.items():
+        m = rec["val"][-1]
+        kl = f"  KL {m['kl']:.3f}" if "kl" in m else ""
+        print(f"{name:20s} held-out accuracy {m['accuracy']:.3f}{kl}")
+    if not math.isfinite(history["instruments_chords"]["val"][-1]["loss"]):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
