@@ -22,6 +22,8 @@ import pytest
 from e2m_live.live.osc import encode_message
 
 REPO = Path(__file__).resolve().parents[1]
+#: `e2m-live` without relying on the console script (``-m e2m_live.cli`` would import cli twice).
+CLI = (sys.executable, "-c", "import sys; from e2m_live.cli import main; sys.exit(main())")
 
 
 def jack_available() -> bool:
@@ -192,7 +194,7 @@ class DaemonProcess:
 def start_daemon(*extra: str, midi_name: str | None = None, timeout: float = 15.0) -> DaemonProcess:
     """Start ``e2m-live serve`` on free ports with a JACK virtual output; wait until ready."""
     midi_name = midi_name or f"e2m-live-test-{os.getpid()}-{time.monotonic_ns() % 100000}"
-    command = [sys.executable, "-m", "e2m_live.cli", "serve", "--generator", "rules", "--midi-api", "jack",
+    command = [*CLI, "serve", "--generator", "rules", "--midi-api", "jack",
                "--midi-name", midi_name, "--udp-port", "0", "--tcp-port", "0", *extra]
     started = time.monotonic()
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

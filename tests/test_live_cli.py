@@ -1,0 +1,92 @@
+"""`e2m-live serve`, `ports` and `doctor` as a user runs them (no JACK server, no sound card)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from e2m_live.live.config import ConfigError, build_config, load_toml
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = (sys.executable, "-c", "import sys; from e2m_live.cli import main; sys.exit(main())")
+EXAMPLES = sorted((REPO / "examples").glob("*.toml"))
+
+
+def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "JACK_DEFAULT_SERVER": "e2m-none"})
+
+
+def test_serve_without_any_midi_backend_starts_fast_and_stops_cleanly(tmp_path):
+    record = tmp_path / "out.mid"
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--udp-port", "0", "--tcp-port", "0", "--autoplay",
+         "--record", str(record), "--tempo", "240"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "JACK_DEFAULT_SERVER": "e2m-none", "PYTHONUNBUFFERED": "1"})
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.strip().startswith("ready"):
+            break
+    ready_after = time.monotonic() - started
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=15)
+    text = "".join(lines) + out
+    assert proc.returncode == 0, text
+    assert ready_after < 5.0, text
+    assert "listening: OSC udp 127.0.0.1:" in text
+    assert "playing to: recorder" in text
+    assert "no MIDI output" in text  # degrades with a clear message instead of crashing
+    assert "falling back to 'rules'" in text  # no model weights yet
+    assert record.stat().st_size > 100
+
+
+def test_bad_config_is_a_one_line_usage_error(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('udp_port = "nine"\n')
+    result = _cli("serve", "--config", str(bad))
+    assert result.returncode == 2
+    assert "udp_port: expected int" in result.stderr
+    result = _cli("serve", "--mood", "ecstatic")
+    assert result.returncode == 2 and "unknown preset" in result.stderr
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_configs_are_valid(path):
+    config = build_config(load_toml(path))
+    config.starting_features()
+
+
+def test_config_precedence_and_unknown_keys():
+    config = build_config({"udp_port": 7000, "mood": "sad"}, {"udp_port": 7100, "tcp_port": None})
+    assert config.udp_port == 7100 and config.tcp_port == 9001
+    assert config.starting_features().valence == pytest.approx(0.15)
+    with pytest.raises(ConfigError, match="unknown setting"):
+        build_config({"udp-port": 1})
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        build_config({"feedback": ["nohost"]})
+
+
+def test_ports_lists_apis_drivers_soundfonts_and_osc_ports():
+    result = _cli("ports", "--osc-port", "9")
+    assert result.returncode == 0, result.stderr
+    for heading in ("MIDI APIs", "FluidSynth audio drivers", "Soundfonts found", "OSC ports"):
+        assert heading in result.stdout
+    assert "9: udp" in result.stdout
+
+
+def test_doctor_reports_and_suggests_fixes():
+    result = _cli("doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "generator rules" in result.stdout
+    if not Path("/dev/snd/seq").exists():
+        assert "ALSA sequencer" in result.stdout and "fix:" in result.stdout
