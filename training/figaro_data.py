@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from e2m_live.description.vocab import BAR_KEY, POSITION_KEY, DescriptionVocab, RemiVocab
+from e2m_live.description.vocab import BAR_KEY, INSTRUMENT_KEY, POSITION_KEY, DescriptionVocab, RemiVocab
 
 PACK_FORMAT = "e2m-figaro-pack-1"
 
@@ -219,7 +219,9 @@ def collate(windows: Sequence[Window], pad_id: int = 0, desc_pad_id: int = 0) ->
 def save_pack(path: str | Path, splits: dict[str, Sequence[SegmentLike]]) -> Path:
     """Write segments of several splits into one compressed ``.npz`` (uint16 ids)."""
     arrays: dict[str, np.ndarray] = {}
-    meta: dict[str, object] = {"format": PACK_FORMAT, "splits": {}}
+    # The 128 General MIDI names, so a machine without pretty_midi can stand in for it (device_train.sh).
+    names = [t.split("_", 1)[1] for t in RemiVocab().itos if t.startswith(INSTRUMENT_KEY + "_")][:128]
+    meta: dict[str, object] = {"format": PACK_FORMAT, "splits": {}, "instrument_names": names}
     for split, segments in splits.items():
         remi = [np.asarray(s.remi_ids, dtype=np.uint16) for s in segments]
         desc = [np.asarray(s.description_ids, dtype=np.uint16) for s in segments]
@@ -245,12 +247,16 @@ def load_pack(path: str | Path, split: str) -> list[PackedSegment]:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(bytes(data["meta"]).decode())
             if meta.get("format") != PACK_FORMAT:
-                raise ValueError(f"{path} is not a FIGARO training pack")
+                raise ValueError("not a FIGARO training pack")
             if split not in meta["splits"]:
-                raise ValueError(f"{path} has no split {split!r} (has {sorted(meta['splits'])})")
+                raise LookupError(f"{path} has no split {split!r} (has {sorted(meta['splits'])})")
             remi, desc = data[f"{split}.remi"], data[f"{split}.desc"]
             r_off, d_off = data[f"{split}.remi_offsets"], data[f"{split}.desc_offsets"]
-    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as err:
+    except LookupError as err:
+        if isinstance(err, KeyError):
+            raise ValueError(f"cannot read pack {path}: missing {err}") from err
+        raise ValueError(str(err)) from err
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
         raise ValueError(f"cannot read pack {path}: {err}") from err
     info = meta["splits"][split]
     return [

@@ -83,6 +83,7 @@ class TrainConfig:
     eval_batch_size: int = 32
     threads: int | None = None  # torch CPU threads per process
     compile: bool = False
+    num_workers: int = 0  # DataLoader processes building batches (0: in the training loop)
 
 
 # --- configuration ----------------------------------------------------------------------------
@@ -182,6 +183,42 @@ class WindowSampler:
             start = int(rng.integers(0, seg.n_starts(self.context_size)))
             out.append(seg.window(start, self.context_size))
         return out
+
+
+class StepBatches(torch.utils.data.IterableDataset):
+    """The collated micro-batches of steps ``first..last-1``, in order; with DataLoader workers,
+    worker ``w`` of ``n`` builds steps ``first + w, first + w + n, ...`` (the loader interleaves
+    them back in order), so batches do not depend on the number of workers."""
+
+    def __init__(
+        self, sampler: WindowSampler, first: int, last: int, grad_accum: int, batch_size: int, pad_id: int
+    ) -> None:
+        self.sampler, self.first, self.last = sampler, first, last
+        self.grad_accum, self.batch_size, self.pad_id = grad_accum, batch_size, pad_id
+
+    def __iter__(self) -> Iterator[list[dict[str, torch.Tensor]]]:
+        info = torch.utils.data.get_worker_info()
+        n, w = (info.num_workers, info.id) if info else (1, 0)
+        for step in range(self.first + w, self.last, n):
+            yield [
+                {
+                    k: torch.from_numpy(v)
+                    for k, v in collate(self.sampler.batch(step, micro, self.batch_size), self.pad_id).items()
+                }
+                for micro in range(self.grad_accum)
+            ]
+
+
+def step_batches(
+    sampler: WindowSampler, cfg: TrainConfig, first: int, pad_id: int, pin: bool
+) -> Iterator[list[dict[str, torch.Tensor]]]:
+    data = StepBatches(sampler, first, cfg.max_steps, cfg.grad_accum, cfg.batch_size, pad_id)
+    if cfg.num_workers <= 0:
+        return iter(data)
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=None, num_workers=cfg.num_workers, pin_memory=pin, prefetch_factor=4
+    )
+    return iter(loader)
 
 
 def validation_windows(
@@ -349,18 +386,25 @@ def validate(
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGINT so a run saves a checkpoint and leaves cleanly."""
+    """Set by SIGTERM/SIGINT so a run saves a checkpoint and leaves cleanly; a context manager that
+    puts the previous handlers back on exit."""
 
     def __init__(self) -> None:
         self.set = False
+        self._previous: dict[int, Any] = {}
 
-    def install(self) -> None:
+    def __enter__(self) -> StopFlag:
         def handler(signum: int, frame: Any) -> None:
             self.set = True
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(ValueError):  # not in the main thread
-                signal.signal(sig, handler)
+                self._previous[sig] = signal.signal(sig, handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 def pick_device(cfg: TrainConfig, ctx_local_rank: int) -> torch.device:
@@ -411,7 +455,8 @@ def train(
     kind = "cuda" if (cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())) else "cpu"
     ctx = setup_distributed(kind)
     try:
-        return _train(cfg, model_cfg, ctx, started, resume, export, progress_bar)
+        with StopFlag() as stop:
+            return _train(cfg, model_cfg, ctx, started, resume, export, progress_bar, stop)
     finally:
         if ctx.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
@@ -425,6 +470,7 @@ def _train(
     resume: str | None,
     export: str | None,
     progress_bar: bool,
+    stop: StopFlag,
 ) -> dict[str, Any]:
     device = pick_device(cfg, ctx.local_rank)
     if device.type == "cuda":
@@ -499,8 +545,6 @@ def _train(
         }
     )
 
-    stop = StopFlag()
-    stop.install()
     budget_s = cfg.max_minutes * 60.0 if cfg.max_minutes else None
     run_start = time.monotonic()
     pad = tables.pad
@@ -533,6 +577,7 @@ def _train(
             best_val = last_val["val_loss"]
             save_checkpoint(ckpt_dir / "best.pt", model, optimizer, state())
 
+    batches = step_batches(sampler, cfg, step, pad, pin=device.type == "cuda")
     model.train()
     for _ in progress(range(step, cfg.max_steps), progress_bar and ctx.main, step):
         # one small collective per step: elapsed time (rank 0's) and the stop request
@@ -551,8 +596,8 @@ def _train(
 
         step_loss = torch.zeros((), device=device)
         step_tokens = torch.zeros((), device=device, dtype=torch.long)
-        for micro in range(cfg.grad_accum):
-            batch = to_device(collate(sampler.batch(step, micro, cfg.batch_size), pad), device)
+        for micro, cpu_batch in enumerate(next(batches)):
+            batch = {k: v.to(device, non_blocking=True) for k, v in cpu_batch.items()}
             sync = micro == cfg.grad_accum - 1 or ctx.world == 1
             with contextlib.nullcontext() if sync else train_model.no_sync():  # type: ignore[operator]
                 with autocast():
@@ -700,6 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto, cpu or cuda")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"])
     p.add_argument("--threads", type=int, help="torch CPU threads per process")
+    p.add_argument("--num-workers", type=int, help="DataLoader processes building batches")
     p.add_argument("--resume", help="checkpoint to resume from, or 'auto' for OUT_DIR/checkpoints/last.pt")
     p.add_argument("--export", metavar="DIR", help="after training, write fp16 safetensors + config here")
     p.add_argument("--export-from", metavar="CKPT", help="only export this checkpoint to --export DIR")
@@ -720,6 +766,7 @@ _OVERRIDES = (
     "device",
     "precision",
     "threads",
+    "num_workers",
 )
 
 

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Train the compact FIGARO for a wall-clock budget and leave everything in $OUT.
+#
+#   OUT=/path/out training/device_train.sh data/figaro_pack.npz        # GPU: 8 minutes, bf16, batch 64
+#   DEVICE=cpu CONFIG=training/configs/figaro_compact_cpu.json MINUTES=120 \
+#       OUT=runs/cpu training/device_train.sh data/figaro_pack.npz        # the CPU fallback
+#
+# DATA is a pack written by `python -m training.train_figaro --pack data/figaro_pack.npz --data
+# data/dataset` (one compressed .npz; a dataset directory also works where pretty_midi is installed).
+# Options after DATA go to training.train_figaro. Environment: OUT (default ./device_out), MINUTES (8), DEVICE (cuda), CONFIG
+# (training/configs/figaro_compact_gpu.json), PYTHON (python3), KEEP_BEST (0: drop best.pt once
+# exported, it is ~100 MiB), RESUME (a checkpoint or "auto").
+#
+# Works on a bare machine with only torch + numpy: wheels found in .whl/ are installed offline
+# (safetensors, tqdm, pretty_midi, mido); without pretty_midi, a stand-in giving the 128 General MIDI
+# names (read from the pack) is put on PYTHONPATH, since the vocabulary needs only those names.
+#
+# Output in $OUT: device_train.log (this script's whole output), env.txt, run/ (log.jsonl,
+# summary.json, loss_curves.png if matplotlib is there, config.json, checkpoints/last.pt),
+# export/ (fp16 model*.safetensors <= 16 MiB each, config.json, training.json).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+DATA="${1:?usage: training/device_train.sh DATA [trainer options...]}"
+shift
+OUT="${OUT:-$PWD/device_out}"
+MINUTES="${MINUTES:-8}"
+DEVICE="${DEVICE:-cuda}"
+CONFIG="${CONFIG:-training/configs/figaro_compact_gpu.json}"
+PYTHON="${PYTHON:-python3}"
+KEEP_BEST="${KEEP_BEST:-0}"
+RESUME="${RESUME:-}"
+
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/device_train.log") 2>&1
+echo "[device_train] $(date -u +%FT%TZ) data=$DATA minutes=$MINUTES device=$DEVICE config=$CONFIG out=$OUT"
+[ -e "$DATA" ] || { echo "[device_train] error: $DATA does not exist"; exit 2; }
+
+# 1. offline wheels, only for what is missing
+if [ -d .whl ]; then
+    for mod in safetensors tqdm mido pretty_midi; do
+        if ! "$PYTHON" -c "import $mod" 2>/dev/null; then
+            "$PYTHON" -m pip install --quiet --no-index --no-deps --find-links .whl "$mod" \
+                || echo "[device_train] note: no wheel for $mod in .whl/"
+        fi
+    done
+fi
+
+# 2. a stand-in for pretty_midi where it is missing (the vocabulary only needs instrument names)
+if ! "$PYTHON" -c "import pretty_midi" 2>/dev/null; then
+    case "$DATA" in
+        *.npz) ;;
+        *) echo "[device_train] error: pretty_midi is missing; pass a pack (.npz) instead of $DATA"; exit 2 ;;
+    esac
+    STUB_DIR="$(mktemp -d)"
+    "$PYTHON" - "$DATA" "$STUB_DIR" <<'PY'
+import json, sys
+import numpy as np
+with np.load(sys.argv[1], allow_pickle=False) as pack:
+    names = json.loads(bytes(pack["meta"]).decode())["instrument_names"]
+assert len(names) == 128, "pack has no instrument names"
+with open(f"{sys.argv[2]}/pretty_midi.py", "w") as fh:
+    fh.write('"""Stand-in written by device_train.sh: General MIDI names only."""\n')
+    fh.write(f"INSTRUMENT_NAMES = {names!r}\n\n")
+    fh.write("def program_to_instrument_name(program):\n    return INSTRUMENT_NAMES[int(program)]\n")
+PY
+    export PYTHONPATH="$STUB_DIR${PYTHONPATH:+:$PYTHONPATH}"
+    echo "[device_train] pretty_midi not installed: using the names-only stand-in in $STUB_DIR"
+fi
+
+# 3. what machine is this
+{
+    date -u +%FT%TZ
+    "$PYTHON" -c "import torch, numpy; print('torch', torch.__version__, 'numpy', numpy.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
+    command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+    nproc
+} > "$OUT/env.txt" 2>&1 || true
+cat "$OUT/env.txt"
+
+# 4. train, export
+ARGS=(--config "$CONFIG" --data "$DATA" --out-dir "$OUT/run" --max-minutes "$MINUTES"
+      --device "$DEVICE" --export "$OUT/export" --no-progress)
+[ -n "$RESUME" ] && ARGS+=(--resume "$RESUME")
+ARGS+=("$@")  # anything after DATA goes to the trainer, e.g. --max-steps 100 --batch-size 32
+START=$(date +%s)
+set +e
+"$PYTHON" -m training.train_figaro "${ARGS[@]}"
+STATUS=$?
+set -e
+echo "[device_train] trainer exit status $STATUS after $(( $(date +%s) - START )) s"
+
+if [ "$KEEP_BEST" != "1" ] && [ -f "$OUT/export/training.json" ]; then
+    rm -f "$OUT/run/checkpoints/best.pt"
+fi
+ls -la "$OUT" "$OUT/run" "$OUT/run/checkpoints" "$OUT/export" 2>/dev/null || true
+[ -f "$OUT/run/summary.json" ] && cat "$OUT/run/summary.json"
+exit "$STATUS"
