@@ -1,0 +1,92 @@
+"""Command-line flags for the ten emotion features, shared by ``e2m-live plan`` and ``generate``.
+
+``add_feature_arguments(parser)`` adds ``--mood`` and one flag per feature, named after it
+(``--energy``, ``--time-signature``, ``--key F#``, ``--mode minor``, ...).
+``features_from_args(args)`` starts from the mood preset (or the defaults of
+:class:`~e2m_live.features.EmotionFeatures`) and applies every flag given, so explicit flags
+override the mood. Bad values raise :class:`e2m_live.cli.UsageError` (one line, exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from e2m_live.features import (
+    FEATURE_ORDER,
+    INTEGER_FIELDS,
+    MOODS,
+    RANGES,
+    EmotionFeatures,
+    FeatureError,
+    parse_key,
+    parse_mode,
+)
+
+_HELP = {
+    "energy": "intensity and activity, 0..1",
+    "valence": "musical positiveness, 0..1",
+    "loudness": "overall loudness in dB, -60..0",
+    "instrumentalness": "absence of a sung line, 0..1",
+    "danceability": "suitability for dancing, 0..1",
+    "acousticness": "acoustic rather than electric/electronic sound, 0..1",
+    "key": "tonic: C, C#, Db, ... B or 0..11",
+    "mode": "major or minor (1/0)",
+    "time_signature": "beats per bar, 3..7",
+    "tempo": "BPM, 40..240",
+}
+
+
+def flag_name(feature: str) -> str:
+    """``"time_signature"`` -> ``"--time-signature"``."""
+    return "--" + feature.replace("_", "-")
+
+
+def add_feature_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--mood`` and the ten feature flags to ``parser`` (values are checked later, by
+    :func:`features_from_args`, so every error reads the same)."""
+    group = parser.add_argument_group("emotion features (flags override --mood)")
+    group.add_argument(
+        "--mood", choices=sorted(MOODS), default=None, help="start from a mood preset (default: neutral)"
+    )
+    for name in FEATURE_ORDER:
+        low, high = RANGES[name]
+        metavar = {"key": "KEY", "mode": "MODE"}.get(name, "N" if name in INTEGER_FIELDS else "X")
+        group.add_argument(
+            flag_name(name), dest=name, default=None, metavar=metavar, help=_HELP.get(name, f"{low}..{high}")
+        )
+
+
+def _convert(name: str, text: Any) -> int | float:
+    if name == "key":
+        return parse_key(text)
+    if name == "mode":
+        return parse_mode(text)
+    try:
+        number = float(text)
+    except (TypeError, ValueError):
+        raise FeatureError(f"{name} must be a number, got {text!r}") from None
+    if name in INTEGER_FIELDS:
+        if number != int(number):
+            raise FeatureError(f"{name} must be a whole number, got {text!r}")
+        return int(number)
+    return number
+
+
+def features_from_args(args: argparse.Namespace) -> EmotionFeatures:
+    """The features the flags ask for: the mood preset (or defaults), then each given flag."""
+    from e2m_live.cli import UsageError
+
+    mood = getattr(args, "mood", None)
+    if mood is not None and mood not in MOODS:
+        raise UsageError(f"unknown mood {mood!r}; moods are {', '.join(sorted(MOODS))}")
+    base = MOODS[mood] if mood is not None else EmotionFeatures()
+    changes: dict[str, int | float] = {}
+    try:
+        for name in FEATURE_ORDER:
+            value = getattr(args, name, None)
+            if value is not None:
+                changes[name] = _convert(name, value)
+        return base.replace(**changes) if changes else base
+    except FeatureError as error:
+        raise UsageError(str(error)) from None
