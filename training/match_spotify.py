@@ -247,14 +247,40 @@ def read_msd_h5(path: Path) -> list[MsdTrack]:
     ]
 
 
+def read_msd_table(path: Path) -> list[MsdTrack]:
+    """MSD track identities from text: MSD's ``unique_tracks.txt`` (``track<SEP>song<SEP>artist<SEP>title``)
+    or a CSV with ``track_id``, ``artist`` (or ``artist_name``) and ``title`` columns."""
+    path = Path(path)
+    with path.open(encoding="utf-8", errors="replace", newline="") as handle:
+        first = handle.readline()
+        handle.seek(0)
+        if "<SEP>" in first:
+            tracks = []
+            for number, line in enumerate(handle, 1):
+                fields = line.rstrip("\r\n").split("<SEP>")
+                if len(fields) != 4:
+                    raise MatchInputError(f"{path}:{number}: expected track<SEP>song<SEP>artist<SEP>title")
+                tracks.append(MsdTrack(fields[0], fields[2], fields[3]))
+            return tracks
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        artist_col = _first_present(header, "artist_name", "artist")
+        if "track_id" not in header or artist_col is None or "title" not in header:
+            raise MatchInputError(f"{path}: needs track_id, artist (or artist_name) and title columns")
+        return [MsdTrack(r["track_id"], r[artist_col] or "", r["title"] or "") for r in reader]
+
+
 def scan_msd(source: Path) -> tuple[list[MsdTrack], Counter[str]]:
-    """All tracks of an MSD summary file or a folder of per-track ``.h5`` files.
+    """All tracks of an MSD summary file, a folder of per-track ``.h5`` files, or a metadata table
+    (``.csv``/``.txt``, see :func:`read_msd_table`).
 
     Unreadable files are skipped; the second value counts the reasons.
     """
     source = Path(source)
     errors: Counter[str] = Counter()
     if source.is_file():
+        if source.suffix.lower() in (".csv", ".txt"):
+            return read_msd_table(source), errors
         return read_msd_h5(source), errors
     if not source.is_dir():
         raise MatchInputError(f"MSD metadata not found: {source}")
@@ -378,6 +404,67 @@ def index_spotify(tracks: Iterable[SpotifyTrack], report: MatchReport) -> dict[t
     return chosen
 
 
+def find_spotify(
+    meta: MsdTrack, spotify_index: dict[tuple[str, str], SpotifyTrack]
+) -> tuple[SpotifyTrack | None, bool]:
+    """The Spotify track of an MSD track, and whether it matched on one of several credited artists."""
+    title_key = normalise_title(meta.title)
+    keys = [(artist, title_key) for artist in artist_keys(meta.artist)]
+    found = next((i for i, key in enumerate(keys) if key in spotify_index), None)
+    if found is None:
+        return None, False
+    return spotify_index[keys[found]], found > 0
+
+
+def compare_with_seed(seed_csv: Path, msd_source: Path) -> dict[str, float | int]:
+    """Check our matching against the original report's: its table (Kaggle Spotify columns plus
+    ``msd_track_id``) is matched again from scratch against MSD metadata, and for every MSD track
+    of the seed present in the metadata we check that we find a Spotify row with the seed's features."""
+    spotify, _ = read_spotify_csv(seed_csv)
+    with Path(seed_csv).open(newline="", encoding="utf-8") as handle:
+        seed_rows = list(csv.DictReader(handle))
+    if not seed_rows or "msd_track_id" not in seed_rows[0]:
+        raise MatchInputError(f"{seed_csv}: needs an msd_track_id column")
+    seed_features: dict[str, list[tuple[float, ...]]] = defaultdict(list)
+    for row, track in zip(seed_rows, _rows_with_features(seed_rows), strict=True):
+        if track is not None:
+            seed_features[row["msd_track_id"]].append(track)
+    msd, _ = scan_msd(msd_source)
+    msd_by_id = {t.track_id: t for t in msd}
+    index = index_spotify(spotify, MatchReport())
+    present = [tid for tid in seed_features if tid in msd_by_id]
+    found = agree = 0
+    for tid in present:
+        hit, _ = find_spotify(msd_by_id[tid], index)
+        if hit is None:
+            continue
+        found += 1
+        agree += any(_same_features(hit.features, f) for f in seed_features[tid])
+    conflicting = sum(
+        1 for rows in seed_features.values() if any(not _same_features(rows[0], other) for other in rows[1:])
+    )
+    return {
+        "seed_rows": len(seed_rows),
+        "seed_msd_tracks": len(seed_features),
+        "seed_msd_tracks_with_conflicting_rows": conflicting,
+        "seed_msd_tracks_in_metadata": len(present),
+        "matched_again": found,
+        "matched_with_seed_features": agree,
+        "recall": found / len(present) if present else 0.0,
+        "agreement": agree / found if found else 0.0,
+    }
+
+
+def _rows_with_features(rows: Sequence[dict[str, str]]) -> list[tuple[float, ...] | None]:
+    out: list[tuple[float, ...] | None] = []
+    for row in rows:
+        try:
+            out.append(tuple(float(row[name]) for name in FEATURE_NAMES))
+        except (KeyError, TypeError, ValueError):
+            out.append(None)
+    return out
+
+
 def match(
     spotify: Sequence[SpotifyTrack], msd: Sequence[MsdTrack], midis: dict[str, list[Path]]
 ) -> tuple[list[MatchRow], MatchReport]:
@@ -397,12 +484,8 @@ def match(
         if meta is None:
             report.midi_tracks_without_msd += 1
             continue
-        title_key = normalise_title(meta.title)
-        keys = [(a, title_key) for a in artist_keys(meta.artist)]
-        found = next((i for i, key in enumerate(keys) if key in spotify_index), None)
-        hit = None if found is None else spotify_index[keys[found]]
-        if found:  # matched on one credited artist, not the full credit
-            report.matched_by_one_of_several_artists += 1
+        hit, by_one_artist = find_spotify(meta, spotify_index)
+        report.matched_by_one_of_several_artists += by_one_artist
         if hit is None:
             report.unmatched_tracks += 1
             continue
@@ -484,11 +567,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--spotify", type=Path, required=True, help="Spotify tracks CSV")
     parser.add_argument("--msd", type=Path, required=True, help="MSD summary .h5 or folder of .h5 files")
-    parser.add_argument("--lmd", type=Path, required=True, help="lmd_matched root")
+    parser.add_argument("--lmd", type=Path, help="lmd_matched root")
     parser.add_argument("--out", type=Path, default=Path("data/spotify_matched.csv"))
     parser.add_argument("--report", type=Path, default=None, help="JSON report (default: <out>.report.json)")
+    parser.add_argument(
+        "--compare-seed",
+        action="store_true",
+        help="instead: rematch --spotify (a table with msd_track_id, like the original report's) against "
+        "--msd and print the agreement",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.compare_seed:
+        try:
+            print(json.dumps(compare_with_seed(args.spotify, args.msd), indent=2))
+        except MatchInputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    if args.lmd is None:
+        parser.error("--lmd is required")
     try:
         rows, report = run_match(args.spotify, args.msd, args.lmd)
     except MatchInputError as exc:
