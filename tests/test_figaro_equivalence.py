@@ -20,6 +20,15 @@ from e2m_live.figaro.model import FigaroModel
 
 transformers = pytest.importorskip("transformers")
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small models on a shared 2-core machine: one thread avoids OpenMP contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 SMALL = {"d_model": 64, "encoder_layers": 2, "decoder_layers": 2, "num_attention_heads": 4,
          "intermediate_size": 96, "context_size": 48}
 
