@@ -111,7 +111,8 @@ def load_midi(source: str | os.PathLike | bytes | pretty_midi.PrettyMIDI) -> pre
     except TypeError as exc:
         raise MidiError(f"cannot read MIDI from {type(source).__name__}") from exc
     except Exception as exc:  # mido/pretty_midi raise many types (OSError, EOFError, KeyError, ...)
-        raise MidiError(f"{where}not a readable MIDI file ({type(exc).__name__}: {exc})") from exc
+        detail = str(exc) or ("the data ends too early" if isinstance(exc, EOFError) else "")
+        raise MidiError(f"{where}not a readable MIDI file ({type(exc).__name__}: {detail})") from exc
 
 
 # --- result ------------------------------------------------------------------------------------
