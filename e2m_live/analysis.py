@@ -151,11 +151,20 @@ def _table_from_pretty_midi(midi: pretty_midi.PrettyMIDI) -> _NoteTable:
     except (ValueError, IndexError):  # malformed tempo maps: fall back to a 120 BPM grid
         beats = np.arange(0.0, end_time + 0.5, 0.5)
     table = _NoteTable(
-        start=data[:, 0], end=np.maximum(data[:, 1], data[:, 0]), pitch=data[:, 2], velocity=data[:, 3],
-        program=data[:, 4].astype(np.int64), is_drum=data[:, 5] > 0.5, track=data[:, 6].astype(np.int64),
-        track_names=tuple(names), tempo_times=np.asarray(tempo_times, dtype=np.float64),
-        tempi=np.asarray(tempi, dtype=np.float64), meter_times=meter_times, meter_beats=meter_beats,
-        beats=beats, end_time=end_time,
+        start=data[:, 0],
+        end=np.maximum(data[:, 1], data[:, 0]),
+        pitch=data[:, 2],
+        velocity=data[:, 3],
+        program=data[:, 4].astype(np.int64),
+        is_drum=data[:, 5] > 0.5,
+        track=data[:, 6].astype(np.int64),
+        track_names=tuple(names),
+        tempo_times=np.asarray(tempo_times, dtype=np.float64),
+        tempi=np.asarray(tempi, dtype=np.float64),
+        meter_times=meter_times,
+        meter_beats=meter_beats,
+        beats=beats,
+        end_time=end_time,
     )
     _TABLE_CACHE[midi] = table
     return table
@@ -189,17 +198,34 @@ def _table_from_bars(bars: Sequence[Bar]) -> _NoteTable:
         for note in bar.notes:
             track = tracks.setdefault((note.program, note.is_drum), len(tracks))
             start = bar_start + note.start * seconds_per_quarter
-            rows.append((start, start + max(note.duration, 0.0) * seconds_per_quarter, note.pitch,
-                         note.velocity, note.program, float(note.is_drum), track))
+            rows.append(
+                (
+                    start,
+                    start + max(note.duration, 0.0) * seconds_per_quarter,
+                    note.pitch,
+                    note.velocity,
+                    note.program,
+                    float(note.is_drum),
+                    track,
+                )
+            )
         bar_start += bar.quarters * seconds_per_quarter
     data = np.array(rows, dtype=np.float64).reshape(-1, 7)
     data = data[np.argsort(data[:, 0], kind="stable")]
     return _NoteTable(
-        start=data[:, 0], end=data[:, 1], pitch=data[:, 2], velocity=data[:, 3],
-        program=data[:, 4].astype(np.int64), is_drum=data[:, 5] > 0.5, track=data[:, 6].astype(np.int64),
-        track_names=("",) * len(tracks), tempo_times=np.array(tempo_times or [0.0]),
-        tempi=np.array(tempi or [120.0]), meter_times=np.array(meter_times or [0.0]),
-        meter_beats=np.array(meter_beats or [4.0]), beats=np.array(beats or [0.0]),
+        start=data[:, 0],
+        end=data[:, 1],
+        pitch=data[:, 2],
+        velocity=data[:, 3],
+        program=data[:, 4].astype(np.int64),
+        is_drum=data[:, 5] > 0.5,
+        track=data[:, 6].astype(np.int64),
+        track_names=("",) * len(tracks),
+        tempo_times=np.array(tempo_times or [0.0]),
+        tempi=np.array(tempi or [120.0]),
+        meter_times=np.array(meter_times or [0.0]),
+        meter_beats=np.array(meter_beats or [4.0]),
+        beats=np.array(beats or [0.0]),
         end_time=max(bar_start, float(data[:, 1].max()) if len(data) else 0.0),
     )
 
@@ -448,8 +474,17 @@ def _describe(table: _NoteTable, lo: float, hi: float) -> dict[str, float]:
             dissonance=_dissonance(table, mask, lo, hi),
         )
     else:
-        descriptors.update(polyphony=0.0, pitch_mean=60.0, pitch_std=0.0, articulation=0.5, key=0.0,
-                           mode=1.0, key_clarity=0.0, majorness=0.0, dissonance=0.0)
+        descriptors.update(
+            polyphony=0.0,
+            pitch_mean=60.0,
+            pitch_std=0.0,
+            articulation=0.5,
+            key=0.0,
+            mode=1.0,
+            key_clarity=0.0,
+            majorness=0.0,
+            dissonance=0.0,
+        )
 
     tempo_weights = _value_in_force(table.tempo_times, table.tempi, lo, hi)
     descriptors["tempo"] = float(np.exp(np.average(np.log(table.tempi), weights=tempo_weights)))
@@ -507,13 +542,21 @@ COMPOSITES: dict[str, dict[str, float]] = {
     "energy": {"log_onset_rate": 1.0, "expressive_velocity": 1.0},
     # Pleasantness: major mode, tonal clarity, high register.
     "valence": {"majorness": 1.0, "key_clarity": 0.5, "pitch_mean": 0.25},
-    # Beat regularity, a steady drum beat, tempo near 115 BPM.
-    "danceability": {"grid_onset_fraction": 1.0, "drum_beat_fraction": 1.0, "tempo_fit": 0.5},
+    # Rhythmic regularity and beat strength, a steady drum beat, tempo near 115 BPM.
+    "danceability": {
+        "grid_onset_fraction": 1.0,
+        "beat_onset_fraction": 0.5,
+        "drum_beat_fraction": 1.0,
+        "tempo_fit": 0.5,
+    },
     # Level from velocities and density (quantile-matched to Spotify's dB).
     "loudness": {"level_db": 1.0},
 }
-#: Composites on an absolute scale (not standardised): acoustic instruments, less energy.
-ACOUSTICNESS_ENERGY_WEIGHT = 0.1
+#: Acousticness is the acoustic-instrument share (absolute 0..1 scale) plus a small tie-breaker,
+#: which orders the many all-acoustic segments (solo piano): less energy (Spotify's acousticness
+#: and energy correlate at -0.68) and freer, performed timing (off the sixteenth grid) are heard
+#: as acoustic recordings rather than produced, sequenced music.
+ACOUSTICNESS_TIE_BREAK: dict[str, float] = {"energy": -0.05, "grid_onset_fraction": -0.05}
 _TEMPO_PEAK_BPM = 115.0  # most danceable tempo (Moelants 2002: preferred tempo ~120 BPM)
 _TEMPO_WIDTH = 0.5  # octaves of tempo
 
@@ -530,6 +573,7 @@ def _terms(descriptors: Mapping[str, Any]) -> dict[str, np.ndarray]:
         "key_clarity": as_array["key_clarity"],
         "pitch_mean": as_array["pitch_mean"],
         "grid_onset_fraction": as_array["grid_onset_fraction"],
+        "beat_onset_fraction": as_array["beat_onset_fraction"],
         "drum_beat_fraction": as_array["drum_beat_fraction"],
         "tempo_fit": np.exp(-0.5 * (np.log2(as_array["tempo"] / _TEMPO_PEAK_BPM) / _TEMPO_WIDTH) ** 2),
         "level_db": as_array["level_db"],
@@ -587,13 +631,22 @@ def composite_scores(
         for feature, weights in COMPOSITES.items()
     }
     scores["loudness"] = terms["level_db"]  # already a dB scale: no need to standardise
-    scores["acousticness"] = terms["acoustic_share"] - ACOUSTICNESS_ENERGY_WEIGHT * scores["energy"]
+    scores["acousticness"] = (
+        terms["acoustic_share"]
+        + ACOUSTICNESS_TIE_BREAK["energy"] * scores["energy"]
+        + ACOUSTICNESS_TIE_BREAK["grid_onset_fraction"] * standard("grid_onset_fraction")
+    )
     scores["instrumentalness"] = 1.0 - terms["vocal_likeness"]
     return {name: np.asarray(value, dtype=np.float64) for name, value in scores.items()}
 
 
 CALIBRATED_FEATURES: tuple[str, ...] = (
-    "energy", "valence", "loudness", "instrumentalness", "danceability", "acousticness",
+    "energy",
+    "valence",
+    "loudness",
+    "instrumentalness",
+    "danceability",
+    "acousticness",
 )
 
 
@@ -638,8 +691,10 @@ class Calibration:
             if missing:
                 raise KeyError(", ".join(missing))
             return cls(
-                stats={k: {"median": float(v["median"]), "scale": float(v["scale"])}
-                       for k, v in data["term_stats"].items()},
+                stats={
+                    k: {"median": float(v["median"]), "scale": float(v["scale"])}
+                    for k, v in data["term_stats"].items()
+                },
                 raw_quantiles={k: np.asarray(v["raw"], dtype=float) for k, v in features.items()},
                 spotify_quantiles={k: np.asarray(v["spotify"], dtype=float) for k, v in features.items()},
                 info={k: v for k, v in data.items() if k not in ("features", "term_stats")},
@@ -681,8 +736,9 @@ def _fold_tempo(tempo: float) -> float:
     return tempo
 
 
-def features_from_descriptors(descriptors: Mapping[str, float], calibration: Calibration | None = None
-                              ) -> EmotionFeatures:
+def features_from_descriptors(
+    descriptors: Mapping[str, float], calibration: Calibration | None = None
+) -> EmotionFeatures:
     """The ten features from :func:`describe_segment`'s output."""
     calibration = calibration or load_calibration()
     raw = composite_scores(descriptors, calibration.stats)

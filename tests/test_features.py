@@ -36,8 +36,16 @@ features_strategy = st.builds(EmotionFeatures, **{name: _field_strategy(name) fo
 
 def test_field_order_is_the_documented_one() -> None:
     assert FEATURE_ORDER == (
-        "energy", "valence", "loudness", "instrumentalness", "danceability",
-        "acousticness", "key", "mode", "time_signature", "tempo",
+        "energy",
+        "valence",
+        "loudness",
+        "instrumentalness",
+        "danceability",
+        "acousticness",
+        "key",
+        "mode",
+        "time_signature",
+        "tempo",
     )
     assert tuple(field for field in EmotionFeatures.__dataclass_fields__) == FEATURE_ORDER
     assert set(RANGES) == set(FEATURE_ORDER)
@@ -124,7 +132,7 @@ def test_from_dict_accepts_key_and_mode_names() -> None:
     [
         ("{not json", "invalid JSON"),
         ('{"energy": 0.5}', "missing feature"),
-        ('[1, 2]', "must be a mapping"),
+        ("[1, 2]", "must be a mapping"),
     ],
 )
 def test_bad_json_is_a_feature_error(payload: str, fragment: str) -> None:
@@ -178,8 +186,19 @@ def test_clamp_rejects_unknown_field_and_nan() -> None:
 
 @pytest.mark.parametrize(
     ("text", "pitch_class"),
-    [("C", 0), ("F#", 6), ("Gb", 6), ("g♭", 6), ("F♯", 6), ("Bb", 10), ("Cb", 11), ("E#", 5), ("B", 11),
-     ("7", 7), (3, 3)],
+    [
+        ("C", 0),
+        ("F#", 6),
+        ("Gb", 6),
+        ("g♭", 6),
+        ("F♯", 6),
+        ("Bb", 10),
+        ("Cb", 11),
+        ("E#", 5),
+        ("B", 11),
+        ("7", 7),
+        (3, 3),
+    ],
 )
 def test_parse_key(text: str | int, pitch_class: int) -> None:
     assert parse_key(text) == pitch_class
