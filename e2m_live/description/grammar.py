@@ -124,6 +124,7 @@ _INSTRUMENT_INDEX = {name: i for i, name in enumerate(INSTRUMENTS)}
 _TIME_SIGNATURE_SET = frozenset(TIME_SIGNATURES)
 _CHORD_SET = frozenset(CHORDS)
 _ALL_INSTRUMENTS_USED = (1 << len(INSTRUMENTS)) - 1
+_INSTRUMENT_SET = frozenset(_INSTRUMENT_TOKENS)
 
 _TS_TOKENS = frozenset(t for t, (k, _) in _TOKEN_INFO.items() if k == _TS)
 _CHORD_TOKENS = frozenset(t for t, (k, _) in _TOKEN_INFO.items() if k == _CHORD)
@@ -152,7 +153,7 @@ _HEADER_SETS |= {_P_MP: _MEAN_TOKENS[_MP], _P_MD: _MEAN_TOKENS[_MD]}
 
 _CACHE_LIMIT = 1 << 16
 _allowed_cache: dict[tuple, frozenset[str]] = {}
-_mask_cache: weakref.WeakKeyDictionary[Vocab, dict[tuple, np.ndarray]] = weakref.WeakKeyDictionary()
+_mask_cache: weakref.WeakKeyDictionary[Vocab, _VocabTables] = weakref.WeakKeyDictionary()
 
 
 class DescriptionState:
@@ -255,29 +256,34 @@ class DescriptionState:
             _allowed_cache[key] = found
         return found
 
-    def allowed_mask(self, vocab: Vocab) -> np.ndarray:
-        """Boolean mask over ``vocab`` ids of the allowed tokens (cached; read-only, copy to modify)."""
-        per_vocab = _mask_cache.get(vocab)
-        if per_vocab is None:
-            per_vocab = _mask_cache[vocab] = {}
+    def _vocab_entry(self, vocab: Vocab) -> list:
+        tables = _mask_cache.get(vocab)
+        if tables is None:
+            tables = _mask_cache[vocab] = _VocabTables(vocab)
         key = self._key()
-        mask = per_vocab.get(key)
-        if mask is None:
-            mask = np.zeros(len(vocab), dtype=bool)
-            stoi = vocab.stoi
-            for tok in self.allowed():
-                if tok not in stoi:
-                    raise KeyError(f"token {tok!r} is not in the vocabulary {type(vocab).__name__}")
-                mask[stoi[tok]] = True
+        entry = tables.entries.get(key)
+        if entry is None:
+            mask = tables.mask_for(key)
             mask.flags.writeable = False
-            if len(per_vocab) >= _CACHE_LIMIT:
-                per_vocab.clear()
-            per_vocab[key] = mask
-        return mask
+            if len(tables.entries) >= _CACHE_LIMIT:
+                tables.entries.clear()
+            entry = tables.entries[key] = [mask, None]
+        return entry
+
+    def allowed_mask(self, vocab: Vocab) -> np.ndarray:
+        """Boolean mask over ``vocab`` ids of the allowed tokens.
+
+        Cached and shared, hence read-only: copy it before changing it (``torch.from_numpy``
+        wants ``mask.copy()``).
+        """
+        return self._vocab_entry(vocab)[0]
 
     def allowed_ids(self, vocab: Vocab) -> list[int]:
-        """Ids in ``vocab`` of the allowed tokens, ascending."""
-        return np.flatnonzero(self.allowed_mask(vocab)).tolist()
+        """Ids in ``vocab`` of the allowed tokens, ascending (a fresh list)."""
+        entry = self._vocab_entry(vocab)
+        if entry[1] is None:
+            entry[1] = tuple(np.flatnonzero(entry[0]).tolist())
+        return list(entry[1])
 
     def expected(self) -> str:
         """Human-readable summary of what may come next (used in error messages)."""
@@ -390,6 +396,16 @@ class DescriptionState:
         return self
 
 
+def _used_indices(used: int) -> list[int]:
+    """Bit positions set in ``used`` (instrument numbers already in the bar)."""
+    out = []
+    while used:
+        low = used & -used
+        out.append(low.bit_length() - 1)
+        used ^= low
+    return out
+
+
 def _allowed_for(key: tuple) -> frozenset[str]:
     phase = key[0]
     if phase == _P_BAR:
@@ -402,14 +418,57 @@ def _allowed_for(key: tuple) -> frozenset[str]:
     if phase == _P_DONE:
         return frozenset()
     _, used, need_instrument, next_bar, eos = key
-    out: set[str] = {t for i, t in enumerate(_INSTRUMENT_TOKENS) if not (used >> i) & 1}
-    if not need_instrument:
-        out |= _CHORD_TOKENS
-        if next_bar is not None:
-            out.add(_BAR_TOKENS[next_bar])
-        if eos:
-            out.add(EOS_TOKEN)
-    return frozenset(out)
+    instruments = _INSTRUMENT_SET.difference(_INSTRUMENT_TOKENS[i] for i in _used_indices(used))
+    if need_instrument:
+        return frozenset(instruments)
+    extras = [_BAR_TOKENS[next_bar]] if next_bar is not None else []
+    if eos:
+        extras.append(EOS_TOKEN)
+    return instruments.union(_CHORD_TOKENS, extras)
+
+
+class _VocabTables:
+    """Ids of the grammar's token classes in one vocabulary, and the masks built from them."""
+
+    def __init__(self, vocab: Vocab) -> None:
+        stoi = vocab.stoi
+        missing = [tok for tok in _TOKEN_INFO if tok not in stoi and tok != EOS_TOKEN]
+        if missing:
+            raise KeyError(f"tokens {missing[:3]} are not in the vocabulary {type(vocab).__name__}")
+        self.size = len(vocab)
+        self.bar_ids = np.array([stoi[t] for t in _BAR_TOKENS])
+        self.instrument_ids = np.array([stoi[t] for t in _INSTRUMENT_TOKENS])
+        self.eos_id = stoi.get(EOS_TOKEN)
+        self.chord_mask = self._mask_of(stoi, _CHORD_TOKENS)
+        self.header_masks = {phase: self._mask_of(stoi, toks) for phase, toks in _HEADER_SETS.items()}
+        self.entries: dict[tuple, list] = {}  # key -> [mask, ids (filled lazily)]
+
+    def _mask_of(self, stoi: dict[str, int], tokens: Iterable[str]) -> np.ndarray:
+        mask = np.zeros(self.size, dtype=bool)
+        mask[[stoi[t] for t in tokens]] = True
+        return mask
+
+    def mask_for(self, key: tuple) -> np.ndarray:
+        phase = key[0]
+        if phase in self.header_masks:
+            return self.header_masks[phase].copy()
+        mask = np.zeros(self.size, dtype=bool)
+        if phase == _P_BAR:
+            mask[self.bar_ids[FIRST_BAR_INDEX:] if key[1] is None else self.bar_ids[key[1]]] = True
+        elif phase in (_P_INSTR, _P_CHORD):
+            _, used, need_instrument, next_bar, eos = key
+            if phase == _P_INSTR:
+                mask[self.instrument_ids] = True
+                mask[self.instrument_ids[_used_indices(used)]] = False
+            if not need_instrument:
+                mask |= self.chord_mask
+                if next_bar is not None:
+                    mask[self.bar_ids[next_bar]] = True
+                if eos:
+                    if self.eos_id is None:
+                        raise KeyError(f"{EOS_TOKEN} is not in the vocabulary {type(self).__name__}")
+                    mask[self.eos_id] = True
+        return mask
 
 
 # --- typed records ------------------------------------------------------------------------
