@@ -23,7 +23,8 @@ def daemon():
     feedback.settimeout(0.2)
     config = build_config(overrides={
         "udp_port": 0, "tcp_port": 0, "midi": False, "generator": "rules", "tempo": 240.0,
-        "feedback": [f"127.0.0.1:{feedback.getsockname()[1]}"], "debounce_ms": 10.0})
+        "feedback": [f"127.0.0.1:{feedback.getsockname()[1]}"], "debounce_ms": 10.0,
+        "realtime": False})
     d = Daemon(config, out=io.StringIO())
     capture = CaptureOutput()
     d.outputs.add(capture)

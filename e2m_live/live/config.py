@@ -61,6 +61,8 @@ class LiveConfig:
     seed: int = field(default=-1, metadata=_opt("random seed (-1: random)"))
     autoplay: bool = field(default=False, metadata=_opt(
         "start playing at once (otherwise wait for /e2m/play)"))
+    realtime: bool = field(default=True, metadata=_opt(
+        "SCHED_FIFO for the player thread (and, below it, the daemon's other threads) where permitted"))
     debounce_ms: float = field(default=30.0, metadata=_opt("wait this long after the last control change"))
     features: dict[str, Any] = field(default_factory=dict, metadata=_opt(
         "starting features ([features] table in TOML)", cli=False))

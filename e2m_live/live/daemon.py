@@ -7,6 +7,7 @@ and what it plays to. :meth:`Daemon.shutdown` releases every note and closes eve
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import sys
@@ -29,6 +30,7 @@ from e2m_live.live.outputs import (
     open_default_midi,
 )
 from e2m_live.live.player import BarStarted, Player
+from e2m_live.live.realtime import DAEMON_PRIORITY, make_realtime
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ class Daemon:
         self.engine.start(wait=0)
         self.player = Player(InternalClock(features.tempo), self.outputs, self.engine,
                              tempo=lambda: self.engine.tempo, on_bar=self._on_bar, on_state=self._on_state,
-                             record_timing=self._record_timing)
+                             record_timing=self._record_timing, realtime=config.realtime)
         self.player.start_thread()
         self.osc = OscServer(self.handle, host=config.host,
                              udp_port=None if config.udp_port < 0 else config.udp_port,
@@ -96,12 +98,26 @@ class Daemon:
         if config.host not in ("127.0.0.1", "::1", "localhost"):
             allowed = ", ".join(config.allow) or "loopback only"
             self._warn(f"OSC bound to {config.host}; clients allowed: {allowed}")
+        if config.realtime:
+            self._raise_thread_priorities()
         if not self.engine.wait_first_bar(8.0):
             self._warn("the generator has not produced a bar yet; playback starts when it does")
         if config.autoplay:
             self.player.play()
         self._print_summary()
         return self.report
+
+    def _raise_thread_priorities(self) -> None:
+        """SCHED_FIFO below the player for the daemon's other threads (see realtime.py; the main
+        thread, which only waits, is left alone); threads they start inherit it. Then freeze the
+        heap so the cyclic GC has little to scan."""
+        skip = {threading.main_thread(), self.player._thread if self.player else None}
+        granted = [make_realtime(t.native_id, DAEMON_PRIORITY) for t in threading.enumerate()
+                   if t not in skip and t.native_id is not None]
+        if granted and not all(granted):
+            log.info("real-time scheduling not permitted here; timing relies on the default scheduler")
+        gc.collect()
+        gc.freeze()
 
     def _open_outputs(self) -> None:
         config = self.config

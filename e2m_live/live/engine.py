@@ -218,6 +218,9 @@ class Engine:
         if at_once:
             self._dirty_first = now - self.max_debounce
         self._changed.notify_all()
+        if self._results is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._results.put(("wake",))  # the engine thread sleeps on this queue
 
     # ---- the player's side (never blocks for long) -------------------------------------------------
     def next_bar(self) -> PlannedBar | None:
@@ -300,9 +303,9 @@ class Engine:
     # ---- the engine thread -------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._quit.is_set():
-            self._send_request_if_due()
+            timeout = self._send_request_if_due()
             try:
-                item = self._results.get(timeout=0.005) if self._results else None
+                item = self._results.get(timeout=timeout) if self._results else None
             except queue.Empty:
                 item = None
             except (OSError, EOFError, ValueError):
@@ -312,13 +315,17 @@ class Engine:
             elif self._process is not None and not self._process.is_alive() and not self._quit.is_set():
                 self._restart()
 
-    def _send_request_if_due(self) -> None:
+    def _send_request_if_due(self) -> float:
+        """Send the coalesced request once its debounce is over; returns how long to sleep."""
         with self._lock:
-            if self._dirty_first is None or not self._ready.is_set():
-                return
+            if self._dirty_first is None:
+                return 0.1
+            if not self._ready.is_set():
+                return 0.01
             now = time.monotonic()
-            if now - self._dirty_last < self.debounce and now - self._dirty_first < self.max_debounce:
-                return
+            due = min(self._dirty_last + self.debounce, self._dirty_first + self.max_debounce)
+            if now < due:
+                return max(0.0005, due - now)
             immediate = self._dirty_immediate
             section = Section(next(self._ids), self.features, self._rng.randrange(2**31), immediate,
                               changed_at=self._dirty_last, requested_at=now)
@@ -337,9 +344,12 @@ class Engine:
             self._requests.put(request)
         except (OSError, ValueError) as error:
             log.error("cannot send a request to the generation worker: %s", error)
+        return 0.0
 
     def _receive(self, item: tuple) -> None:
         kind = item[0]
+        if kind == "wake":
+            return
         if kind == "ready":
             self.worker_pid = item[1]
             self._ready.set()

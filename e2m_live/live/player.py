@@ -21,7 +21,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import os
 import queue
 import threading
 import time
@@ -40,6 +39,7 @@ from e2m_live.live.outputs import (
     PROGRAM_CHANGE,
     OutputSet,
 )
+from e2m_live.live.realtime import PLAYER_PRIORITY, make_realtime
 from e2m_live.music import DRUM_CHANNEL, Bar
 
 log = logging.getLogger(__name__)
@@ -336,9 +336,8 @@ class Player:
 
 
 def _try_realtime_priority() -> None:
-    """Best effort: SCHED_FIFO for the player thread, so generation never preempts it."""
-    try:
-        os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO, os.sched_param(20))
+    """Best effort: SCHED_FIFO for the player thread, so nothing else on the machine preempts it."""
+    if make_realtime(threading.get_native_id(), PLAYER_PRIORITY):
         log.debug("player thread runs SCHED_FIFO")
-    except (AttributeError, OSError, PermissionError):
+    else:
         log.debug("no realtime priority for the player thread (not permitted)")
