@@ -423,6 +423,8 @@ def describe_segment(
     Raises ``ValueError`` when the segment holds no notes.
     """
     table = _note_table(source)
+    if len(table.start) == 0:
+        raise ValueError("no notes in the music to describe")
     lo, hi = _segment_bounds(table, start, end)
     return _describe(table, lo, hi)
 
