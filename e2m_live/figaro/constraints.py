@@ -162,6 +162,7 @@ class GrammarState:
     last_bar: int = 0  # number of the last generated bar (the prime counts)
     final_bar: int = 0  # no bar after this one; its end is Bar_{final+1} or <eos>
     budget: int = 512
+    minimum: int = 0  # a bar may end only after this many tokens
     last_class: TokenClass = TokenClass.OTHER
     bar: int = 0
     tokens_in_bar: int = 0
@@ -218,7 +219,8 @@ class GrammarState:
         # after a complete event (Duration, Chord, Tempo): another position or the end of the bar
         if self.tokens_in_bar + NOTE_LENGTH > self.budget:
             return ("ids", self._terminators())
-        return ("position", self.position, hi, self._terminators())
+        ends = self._terminators() if self.tokens_in_bar >= self.minimum else frozenset()
+        return ("position", self.position, hi, ends)
 
     def mask(self) -> Tensor:
         return self.grammar.mask(self.mask_key())

@@ -145,20 +145,31 @@ class EmbeddingInput(nn.Module):
 class DecoderCache:
     """Keys/values of every decoder layer for one decoder window, preallocated to ``capacity``.
 
-    ``self_k``/``self_v``: per layer ``(B, h, capacity, head_dim)``; ``length`` tokens are
-    filled. ``cross_k``/``cross_v``: per layer encoder keys/values of the current description
-    window (computed once per window by :meth:`FigaroModel.start_cache`).
+    ``self_kv``: per layer ``(B, 2, h, capacity, head_dim)`` (keys, values); ``length`` tokens
+    are filled. ``cross_k``/``cross_v``: per layer encoder keys/values of the current description
+    window (computed once per window by :meth:`FigaroModel.start_cache`). ``self_tables`` and
+    ``cross_tables``: per layer the distance table reversed (plain and pre-scaled by
+    ``1/sqrt(head_dim)``), so the table rows a step needs are one contiguous slice; ``None``
+    where the attention has no relative terms.
     """
 
-    self_k: list[Tensor]
-    self_v: list[Tensor]
+    self_kv: list[Tensor]
     cross_k: list[Tensor]
     cross_v: list[Tensor]
+    self_tables: list[tuple[Tensor, Tensor] | None]
+    cross_tables: list[tuple[Tensor, Tensor] | None]
     length: int = 0
 
     @property
     def capacity(self) -> int:
-        return self.self_k[0].shape[2]
+        return self.self_kv[0].shape[3]
+
+
+def _reversed_tables(attn: Attention) -> tuple[Tensor, Tensor] | None:
+    if attn.distance is None:
+        return None
+    table = attn.distance.weight.detach().flip(0).contiguous()
+    return table, (table / math.sqrt(attn.head_dim)).contiguous()
 
 
 class FigaroModel(nn.Module):
@@ -256,12 +267,12 @@ class FigaroModel(nn.Module):
             memory = F.pad(memory, (0, 0, 0, capacity - memory.shape[1]))
         b, h, dh = memory.shape[0], self.config.heads, self.config.head_dim
         cross = [layer.cross_attn.project_memory(memory) for layer in self.decoder_layers]
-        shape = (b, h, capacity, dh)
         return DecoderCache(
-            self_k=[memory.new_empty(shape) for _ in self.decoder_layers],
-            self_v=[memory.new_empty(shape) for _ in self.decoder_layers],
+            self_kv=[memory.new_empty((b, 2, h, capacity, dh)) for _ in self.decoder_layers],
             cross_k=[k.contiguous() for k, _ in cross],
             cross_v=[v.contiguous() for _, v in cross],
+            self_tables=[_reversed_tables(layer.self_attn) for layer in self.decoder_layers],
+            cross_tables=[_reversed_tables(layer.cross_attn) for layer in self.decoder_layers],
         )
 
     def decode_cached(
@@ -269,33 +280,78 @@ class FigaroModel(nn.Module):
     ) -> Tensor:
         """Append ``n`` tokens ``(B, n)`` to ``cache`` and return the last token's logits ``(B, vocab)``.
 
-        Exactly the computation of :meth:`decode` over the whole window for those positions.
+        The same computation as :meth:`decode` over the whole window, for those positions.
         """
         start, n = cache.length, remi_ids.shape[1]
         end = start + n
         if end > cache.capacity:
             raise ValueError(f"decoder window full ({cache.capacity} tokens); start a new window")
+        if n == 1:
+            return self._decode_one(remi_ids, remi_bar_ids, remi_position_ids, cache)
         x = self.embed_remi(remi_ids, remi_bar_ids, remi_position_ids)
         for i, layer in enumerate(self.decoder_layers):
-            x = _cached_self_attention(layer.self_attn, x, cache.self_k[i], cache.self_v[i], start)
+            x = _cached_self_attention(layer.self_attn, x, cache.self_kv[i], start)
             x = _cached_cross_attention(layer.cross_attn, x, cache.cross_k[i], cache.cross_v[i], start)
             x = layer.ffn(x)
         cache.length = end
         return self.output(x[:, -1])
 
+    def _decode_one(
+        self, remi_ids: Tensor, bar_ids: Tensor, position_ids: Tensor, cache: DecoderCache
+    ) -> Tensor:
+        """One token: matrix-vector steps with few dispatches (fused projections, SDPA, cached tables)."""
+        cfg = self.config
+        b, h, dh, d = remi_ids.shape[0], cfg.heads, cfg.head_dim, cfg.d_model
+        t = cache.length
+        rel = cfg.max_relative_positions - 1 - t  # first row of the reversed tables this step needs
+        eps = cfg.layer_norm_eps
+        x = self.embed_remi(remi_ids, bar_ids, position_ids).view(b, d)
+        for i, layer in enumerate(self.decoder_layers):
+            sa, ca, ff = layer.self_attn, layer.cross_attn, layer.ffn
+            # projections go through the modules so quantized Linear replacements work too
+            qkv = sa.qkv(x).view(b, 3, h, 1, dh)
+            kv = cache.self_kv[i]
+            kv[:, :, :, t:t + 1] = qkv[:, 1:]
+            keys, values = kv[:, 0, :, :t + 1], kv[:, 1, :, :t + 1]
+            mixed = _step_attention(qkv[:, 0], keys, values, cache.self_tables[i], rel)
+            x = F.layer_norm(sa.out(mixed.view(b, d)) + x, (d,), sa.norm.weight, sa.norm.bias, eps)
+            q = ca.query(x).view(b, h, 1, dh)
+            mixed = _step_attention(q, cache.cross_k[i], cache.cross_v[i], cache.cross_tables[i], rel)
+            x = F.layer_norm(ca.out(mixed.view(b, d)) + x, (d,), ca.norm.weight, ca.norm.bias, eps)
+            x = F.layer_norm(ff.down(F.gelu(ff.up(x))) + x, (d,), ff.norm.weight, ff.norm.bias, eps)
+        cache.length = t + 1
+        return self.output(x)
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
 
-def _cached_self_attention(
-    attn: Attention, x: Tensor, k_cache: Tensor, v_cache: Tensor, start: int
+def _step_attention(
+    q: Tensor, keys: Tensor, values: Tensor, tables: tuple[Tensor, Tensor] | None, first_row: int
 ) -> Tensor:
+    """Attention of one query ``(B, h, 1, dh)`` over ``keys``/``values`` ``(B, h, T, dh)``.
+
+    BERT's relative_key_query score ``(q·k + q·e + k·e) / sqrt(dh)`` is computed as SDPA of
+    ``q`` against ``k + e`` with the additive mask ``k·e / sqrt(dh)``; for a query at position
+    ``t`` the rows ``e(t - r)``, r = 0..T-1, are one slice of the reversed table.
+    """
+    if tables is None:
+        return F.scaled_dot_product_attention(q, keys, values)
+    table, scaled = tables
+    n = keys.shape[-2]
+    e, e_scaled = table[first_row:first_row + n], scaled[first_row:first_row + n]
+    mask = torch.linalg.vecdot(keys, e_scaled).unsqueeze(-2)
+    return F.scaled_dot_product_attention(q, keys + e, values, attn_mask=mask)
+
+
+def _cached_self_attention(attn: Attention, x: Tensor, kv_cache: Tensor, start: int) -> Tensor:
     n = x.shape[1]
     end = start + n
     q, k, v = (_split_heads(t, attn.heads) for t in attn.qkv(x).chunk(3, dim=-1))
-    k_cache[:, :, start:end] = k
-    v_cache[:, :, start:end] = v
-    mixed = attn.scores_and_mix(q, k_cache[:, :, :end], v_cache[:, :, :end], q_offset=start, causal=n > 1)
+    kv_cache[:, 0, :, start:end] = k
+    kv_cache[:, 1, :, start:end] = v
+    keys, values = kv_cache[:, 0, :, :end], kv_cache[:, 1, :, :end]
+    mixed = attn.scores_and_mix(q, keys, values, q_offset=start, causal=True)
     return attn.norm(attn.out(_merge_heads(mixed)) + x)
 
 
