@@ -179,7 +179,9 @@ class DescriptionState:
 
     def __init__(self, first_bar: int | None = None, eos: bool = False) -> None:
         if first_bar is not None and not (
-            isinstance(first_bar, int) and FIRST_BAR_INDEX <= first_bar <= MAX_BAR_INDEX
+            isinstance(first_bar, int)
+            and not isinstance(first_bar, bool)
+            and FIRST_BAR_INDEX <= first_bar <= MAX_BAR_INDEX
         ):
             raise ValueError(
                 f"first_bar must be an int in {FIRST_BAR_INDEX}..{MAX_BAR_INDEX}, got {first_bar!r}"
@@ -222,7 +224,7 @@ class DescriptionState:
 
     def _bar_can_end(self) -> bool:
         return (
-            (self._phase == _P_INSTR or self._phase == _P_CHORD)
+            self._phase in (_P_INSTR, _P_CHORD)
             and (self._used != 0 or self._means_zero)
             and (self._bar_has_chord or not self._chord_seen)
         )
@@ -246,7 +248,7 @@ class DescriptionState:
         return (phase, used, need_instrument, next_bar, can_end and self._eos)
 
     def allowed(self) -> frozenset[str]:
-        """The tokens that may come next (empty only after ``<eos>`` or after ``Bar_511``'s end)."""
+        """The tokens that may come next (empty only after ``<eos>``)."""
         key = self._key()
         found = _allowed_cache.get(key)
         if found is None:
