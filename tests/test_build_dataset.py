@@ -357,3 +357,31 @@ def test_mean_pitch_bin_and_range_errors():
     desc = np.asarray(_desc_vocab().encode(["Bar_1", "Mean Pitch_31"]))
     with pytest.raises(TransposeError):
         transpose_ids(desc, remi, 2)
+
+
+def test_estimates_missing_at_build_time_are_filled_in_and_relabel_recomputes(built, tmp_path):
+    """A dataset built before a calibration existed stores NaN estimates; the reader fills them from the
+    stored descriptors, and ``--relabel`` rewrites them, both equal to estimating from the descriptors."""
+    import shutil
+
+    from training.build_dataset import relabel
+    from training.dataset import estimate_from_descriptors
+
+    out, _, _ = built
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    reference = load_split(out, "train")
+    shard = sorted((copy / "train").glob("*.npz"))[0]
+    with np.load(shard) as z:
+        arrays = {k: z[k] for k in z.files}
+    n = len(arrays["seg_features"])
+    arrays["seg_features"][:] = np.nan
+    arrays["seg_features_estimated"][:] = np.nan
+    np.savez_compressed(shard, **arrays)
+    filled = load_split(copy, "train")
+    np.testing.assert_allclose(filled.features[:n], reference.features[:n], rtol=1e-6)
+    expected = estimate_from_descriptors(arrays["seg_descriptors"])
+    np.testing.assert_allclose(filled.estimated_features[:n], expected, rtol=1e-6)
+    assert relabel(copy) == sum(len(load_split(out, split)) for split in ("train", "val", "test"))
+    with np.load(shard) as z:
+        np.testing.assert_allclose(z["seg_features_estimated"], expected, rtol=1e-6)
