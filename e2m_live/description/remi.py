@@ -20,7 +20,9 @@ Rules (``docs/description.md``):
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import pretty_midi
 
@@ -166,62 +168,136 @@ def _add_note(bar: Bar, position, instrument, pending, duration_positions: int) 
     )
 
 
+@dataclass
+class _Track:
+    program: int
+    is_drum: bool
+    notes: list[tuple[int, int, int, int]] = field(default_factory=list)  # start, end, pitch, velocity
+    busy_until: dict[int, int] = field(default_factory=dict)  # pitch -> end tick of its last note
+
+    @property
+    def name(self) -> str:
+        return DRUM_INSTRUMENT if self.is_drum else pretty_midi.program_to_instrument_name(self.program)
+
+
+@dataclass
+class _Layout:
+    """Bars laid end to end in ticks: tempo map, time signatures, note tracks."""
+
+    tempos: list[tuple[int, float]]  # (tick, BPM), first at tick 0
+    signatures: list[tuple[int, int, int]]  # (tick, numerator, denominator)
+    tracks: list[_Track]
+    end_tick: int
+
+
+def _layout(bars: Sequence[Bar], default_tempo: float) -> _Layout:
+    res = RESOLUTION
+    tempo = bars[0].tempo if bars and bars[0].tempo and bars[0].tempo > 0 else default_tempo
+    tempos = [(0, tempo)]
+    sigs: list[tuple[int, int, int]] = []
+    tracks: list[_Track] = []
+    by_instrument: dict[tuple[int, bool], list[_Track]] = {}
+    tick = end_tick = 0
+    for bar in bars:
+        if bar.tempo and bar.tempo > 0 and bar.tempo != tempo:
+            tempo = bar.tempo
+            if tempos[-1][0] == tick:
+                tempos[-1] = (tick, tempo)
+            else:
+                tempos.append((tick, tempo))
+        if not sigs or (sigs[-1][1], sigs[-1][2]) != (bar.numerator, bar.denominator):
+            sigs.append((tick, bar.numerator, bar.denominator))
+        for note in bar.notes:
+            start = tick + round(note.start * res)
+            end = start + max(1, round(note.duration * res))
+            end_tick = max(end_tick, end)
+            key = (0 if note.is_drum else note.program, note.is_drum)
+            # One MIDI channel cannot hold two overlapping notes of the same pitch (the first
+            # note-off ends both), so such a note goes to a further track of the same instrument.
+            stack = by_instrument.setdefault(key, [])
+            track = next((t for t in stack if t.busy_until.get(note.pitch, -1) <= start), None)
+            if track is None:
+                track = _Track(program=key[0], is_drum=note.is_drum)
+                stack.append(track)
+                tracks.append(track)
+            track.busy_until[note.pitch] = end
+            track.notes.append((start, end, note.pitch, note.velocity))
+        tick += round(bar.quarters * res)
+    return _Layout(tempos, sigs, tracks, max(tick, end_tick))
+
+
 def bars_to_midi(bars: Sequence[Bar], *, default_tempo: float = DEFAULT_TEMPO) -> pretty_midi.PrettyMIDI:
     """Lay bars end to end in a PrettyMIDI (480 ticks per quarter), with tempo and time signature changes.
 
     A bar without a tempo keeps the one in force (``default_tempo`` at first).
     """
     res = RESOLUTION
-    tempo = bars[0].tempo if bars and bars[0].tempo else default_tempo
-    pm = pretty_midi.PrettyMIDI(resolution=res, initial_tempo=tempo)
-    scales = [(0, 60.0 / (tempo * res))]
-    sigs: list[tuple[int, int, int]] = []  # (tick, numerator, denominator)
-    placed: list[tuple[int, int, Note]] = []  # (start tick, end tick, note)
-    tick = 0
-    for bar in bars:
-        if bar.tempo and bar.tempo != tempo:
-            tempo = bar.tempo
-            if scales[-1][0] == tick:
-                scales[-1] = (tick, 60.0 / (tempo * res))
-            else:
-                scales.append((tick, 60.0 / (tempo * res)))
-        if not sigs or (sigs[-1][1], sigs[-1][2]) != (bar.numerator, bar.denominator):
-            sigs.append((tick, bar.numerator, bar.denominator))
-        for note in bar.notes:
-            start = tick + round(note.start * res)
-            placed.append((start, start + max(1, round(note.duration * res)), note))
-        tick += round(bar.quarters * res)
-    pm._tick_scales = scales  # pretty_midi writes its tempo map from this list
-    last = max([tick] + [end for _, end, _ in placed])
-    pm._update_tick_to_time(last + 1)
-    for at, num, den in sigs:
+    layout = _layout(bars, default_tempo)
+    pm = pretty_midi.PrettyMIDI(resolution=res, initial_tempo=layout.tempos[0][1])
+    pm._tick_scales = [(t, 60.0 / (bpm * res)) for t, bpm in layout.tempos]  # pretty_midi's tempo map
+    pm._update_tick_to_time(layout.end_tick + 1)
+    for at, num, den in layout.signatures:
         pm.time_signature_changes.append(pretty_midi.TimeSignature(num, den, pm.tick_to_time(at)))
-    # MIDI cannot hold two overlapping notes of the same pitch on one channel (the first note-off
-    # ends both), so such notes go to another layer: a further track with the same program.
-    layers: dict[tuple[int, bool], list[tuple[pretty_midi.Instrument, dict[int, int]]]] = {}
-    ordered: list[pretty_midi.Instrument] = []
-    for start, end, note in placed:
-        key = (0 if note.is_drum else note.program, note.is_drum)
-        stack = layers.setdefault(key, [])
-        free = next((layer for layer in stack if layer[1].get(note.pitch, -1) <= start), None)
-        if free is not None:
-            inst, busy_until = free
-        else:
-            name = DRUM_INSTRUMENT if note.is_drum else pretty_midi.program_to_instrument_name(key[0])
-            inst, busy_until = pretty_midi.Instrument(program=key[0], is_drum=note.is_drum, name=name), {}
-            stack.append((inst, busy_until))
-            ordered.append(inst)
-        busy_until[note.pitch] = end
-        inst.notes.append(
-            pretty_midi.Note(
-                velocity=note.velocity,
-                pitch=note.pitch,
-                start=pm.tick_to_time(start),
-                end=pm.tick_to_time(end),
-            )
-        )
-    pm.instruments.extend(ordered)
+    for track in layout.tracks:
+        inst = pretty_midi.Instrument(program=track.program, is_drum=track.is_drum, name=track.name)
+        inst.notes = [
+            pretty_midi.Note(velocity=v, pitch=p, start=pm.tick_to_time(a), end=pm.tick_to_time(b))
+            for a, b, p, v in track.notes
+        ]
+        pm.instruments.append(inst)
     return pm
+
+
+def _varint(value: int) -> bytes:
+    out = [value & 0x7F]
+    value >>= 7
+    while value:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    return bytes(reversed(out))
+
+
+def _chunk(events: list[tuple[int, int, bytes]]) -> bytes:
+    """An MTrk chunk from (tick, order, message bytes), sorted by tick then order."""
+    body = bytearray()
+    now = 0
+    for tick, _, message in sorted(events, key=lambda e: (e[0], e[1])):
+        body += _varint(tick - now) + message
+        now = tick
+    body += b"\x00\xff\x2f\x00"
+    return b"MTrk" + struct.pack(">L", len(body)) + bytes(body)
+
+
+def bars_to_smf(bars: Sequence[Bar], *, default_tempo: float = DEFAULT_TEMPO) -> bytes:
+    """The bars as a standard MIDI file (type 1, 480 ticks per quarter): the same music as
+    :func:`bars_to_midi`, written directly rather than through pretty_midi's slower writer."""
+    layout = _layout(bars, default_tempo)
+    meta: list[tuple[int, int, bytes]] = []
+    for at, num, den in layout.signatures:
+        meta.append((at, 0, bytes([0xFF, 0x58, 4, num, den.bit_length() - 1, 24, 8])))
+    for at, bpm in layout.tempos:
+        micros = min(0xFFFFFF, max(1, int(6e7 / bpm)))  # pretty_midi truncates the same way
+        meta.append((at, 1, b"\xff\x51\x03" + micros.to_bytes(3, "big")))
+    chunks = [_chunk(meta)]
+    melodic_channels = [c for c in range(16) if c != 9]
+    n_melodic = 0
+    for track in layout.tracks:
+        if track.is_drum:
+            channel = 9
+        else:
+            channel = melodic_channels[n_melodic % len(melodic_channels)]
+            n_melodic += 1
+        name = track.name.encode("latin1", "replace")
+        events = [
+            (0, 0, b"\xff\x03" + _varint(len(name)) + name),
+            (0, 1, bytes([0xC0 | channel, track.program])),
+        ]
+        for start, end, pitch, velocity in track.notes:
+            events.append((end, 2, bytes([0x80 | channel, pitch, 0])))  # note-offs before note-ons
+            events.append((start, 3, bytes([0x90 | channel, pitch, velocity])))
+        chunks.append(_chunk(events))
+    header = b"MThd" + struct.pack(">LHHH", 6, 1, len(chunks), RESOLUTION)
+    return header + b"".join(chunks)
 
 
 def tokens_to_midi(tokens: Sequence[str], *, default_tempo: float = DEFAULT_TEMPO) -> pretty_midi.PrettyMIDI:
@@ -233,7 +309,9 @@ def write_midi(
     tokens: Sequence[str], path: str | os.PathLike, *, default_tempo: float = DEFAULT_TEMPO
 ) -> None:
     """Decode REMI+ tokens and write a standard MIDI file."""
-    tokens_to_midi(tokens, default_tempo=default_tempo).write(os.fspath(path))
+    data = bars_to_smf(tokens_to_bars(tokens), default_tempo=default_tempo)
+    with open(os.fspath(path), "wb") as fh:
+        fh.write(data)
 
 
-__all__ = ["RESOLUTION", "bars_to_midi", "tokens_to_bars", "tokens_to_midi", "write_midi"]
+__all__ = ["RESOLUTION", "bars_to_midi", "bars_to_smf", "tokens_to_bars", "tokens_to_midi", "write_midi"]
