@@ -128,3 +128,20 @@ def test_client_filter():
     lan = ClientFilter("0.0.0.0", ["192.168.1.0/24", "10.0.0.7"])
     assert lan.allows("192.168.1.20") and lan.allows("10.0.0.7")
     assert not lan.allows("10.0.0.8") and not lan.allows("not an ip")
+
+
+def test_bundle_with_negative_element_size_is_rejected_not_looped():
+    # python-osc's own bundle parser never returns on this packet; ours rejects it.
+    from e2m_live.live.osc import handle_packet
+
+    packet = b"#bundle\x00" + bytes(8) + struct.pack(">i", -4)
+    started = time.monotonic()
+    replies = handle_packet(packet, lambda address, args: [])
+    assert time.monotonic() - started < 0.5
+    assert replies[0][0] == "/e2m/error" and "bundle element size" in replies[0][1][1]
+    nested = b"#bundle\x00" + bytes(8)
+    inner = encode_message("/e2m/energy", [0.5])
+    nested += struct.pack(">i", len(inner)) + inner
+    seen = []
+    handle_packet(nested, lambda address, args: seen.append((address, args)) or [])
+    assert seen == [("/e2m/energy", [0.5])]

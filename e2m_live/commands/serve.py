@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import signal
 import sys
 import threading
@@ -22,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from e2m_live.live.generation import GeneratorUnavailable
 
     # Small switch interval: a Python thread holding the GIL delays the player by at most this.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` dumps every thread
     sys.setswitchinterval(0.0005)
     try:
         config = config_from_args(args)

@@ -26,8 +26,8 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
-from pythonosc.osc_packet import OscPacket
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +102,60 @@ class ClientFilter:
         return ok
 
 
+class _QuietPythonOsc(logging.Filter):
+    """python-osc logs every odd bundle on the *root* logger; the sender already gets an
+    /e2m/error, and a flood of bad packets must not turn into a flood of log writes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pythonosc" not in record.pathname
+
+
+def quiet_python_osc_logging() -> None:
+    root = logging.getLogger()
+    if not any(isinstance(f, _QuietPythonOsc) for f in root.filters):
+        root.addFilter(_QuietPythonOsc())
+
+
+BUNDLE_PREFIX = b"#bundle\x00"
+MAX_BUNDLE_DEPTH = 8
+
+
+def parse_messages(data: bytes, depth: int = 0) -> list[OscMessage]:
+    """The messages of a packet, bundles flattened (time tags ignored); raises ValueError.
+
+    Bundles are walked here rather than by python-osc, whose bundle parser loops forever on a
+    negative element size (found by our fuzz test)."""
+    if not data.startswith(BUNDLE_PREFIX):
+        try:
+            return [OscMessage(data)]
+        except Exception as error:
+            raise ValueError(str(error)) from None
+    if depth >= MAX_BUNDLE_DEPTH:
+        raise ValueError(f"bundles nested deeper than {MAX_BUNDLE_DEPTH}")
+    index = len(BUNDLE_PREFIX) + 8  # prefix, then the 64-bit time tag
+    if len(data) < index:
+        raise ValueError("bundle too short for its time tag")
+    messages: list[OscMessage] = []
+    while index < len(data):
+        if index + 4 > len(data):
+            raise ValueError("truncated bundle element size")
+        (size,) = struct.unpack(">i", data[index:index + 4])
+        index += 4
+        if size <= 0 or size % 4 or index + size > len(data):
+            raise ValueError(f"bad bundle element size {size}")
+        messages += parse_messages(data[index:index + size], depth + 1)
+        index += size
+    return messages
+
+
 def handle_packet(data: bytes, handler: Handler) -> list[Reply]:
     """Parse one packet and run ``handler`` on each message; never raises."""
     try:
-        packet = OscPacket(data)
+        messages = parse_messages(data)
     except Exception as error:
         return [(ERROR_ADDRESS, ["", f"malformed OSC packet ({len(data)} bytes): {error}"[:200]])]
     replies: list[Reply] = []
-    for timed in packet.messages:
-        message = timed.message
+    for message in messages:
         try:
             replies += handler(message.address, list(message.params))
         except Exception as error:  # a handler bug must not take the server down
@@ -239,6 +284,7 @@ class OscServer:
                  tcp_port: int | None = 9001, allow: Iterable[str] = (),
                  feedback: Iterable[tuple[str, int]] = (), reply_to_senders: bool = True,
                  max_udp_clients: int = 8) -> None:
+        quiet_python_osc_logging()
         self.host = host
         self.filter = ClientFilter(host, allow)
         self.feedback_targets = list(feedback)
