@@ -164,18 +164,33 @@ def test_segments_are_aligned_bars_with_features(built):
 
 
 def test_segments_equal_a_fresh_extraction(built):
-    """The stored tokens are the extraction's tokens of those bars (POP909 with its beat annotation)."""
-    from training.corpora import read_pop909_downbeats
+    """The stored tokens are the extraction's tokens of those bars (POP909: bars and time signatures
+    from its beat annotation)."""
+    from training.corpora import annotated_time_signatures, read_pop909_downbeats
 
     out, _, config = built
     segments = [s for split in ("train", "val") for s in load_split(out, split) if s.corpus == "pop909"]
     segment = segments[1]
-    beats = Path(segment.file).parent / "beat_midi.txt"
-    extraction = _extract().extract(segment.file, downbeats=read_pop909_downbeats(beats))
+    downbeats = read_pop909_downbeats(Path(segment.file).parent / "beat_midi.txt")
+    midi = _extract().load_midi(segment.file)
+    midi.time_signature_changes = annotated_time_signatures(midi, downbeats)
+    extraction = _extract().extract(midi, downbeats=downbeats)
     bars = extraction.description_bars()[segment.start_bar : segment.start_bar + config.segment_bars]
     assert segment.description_bars() == bars
     remi = extraction.remi_bars()[segment.start_bar : segment.start_bar + config.segment_bars]
     assert segment.remi_bars() == remi
+
+
+def test_pop909_bars_follow_the_beat_annotation(built):
+    """POP909's files say 1/4 or 2/4; its annotated bars have four beats, and so must the tokens, or
+    FIGARO's positions collapse onto the last position of a too-short bar."""
+    out, _, _ = built
+    segments = [s for split in ("train", "val") for s in load_split(out, split) if s.corpus == "pop909"]
+    signatures = Counter(t for s in segments for t in s.remi_tokens() if t.startswith("Time Signature_"))
+    assert signatures.most_common(1)[0][0] == "Time Signature_4/4"
+    assert signatures["Time Signature_4/4"] >= 0.9 * sum(signatures.values())
+    positions = [int(t.split("_")[1]) for s in segments for t in s.remi_tokens() if t.startswith("Position_")]
+    assert max(positions) >= 36  # notes on the fourth beat keep their place
 
 
 def test_resume_redoes_nothing_and_config_change_is_refused(built):

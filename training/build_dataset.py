@@ -34,7 +34,15 @@ from pathlib import Path
 import numpy as np
 
 from e2m_live.description.vocab import BAR_KEY, MAX_BARS, DescriptionVocab, RemiVocab
-from training.corpora import CORPORA, CorpusError, Piece, licence_of, read_pop909_downbeats, scan_corpora
+from training.corpora import (
+    CORPORA,
+    CorpusError,
+    Piece,
+    annotated_time_signatures,
+    licence_of,
+    read_pop909_downbeats,
+    scan_corpora,
+)
 from training.dataset import MANIFEST, SHARD_FORMAT, SPLITS
 
 log = logging.getLogger(__name__)
@@ -180,6 +188,7 @@ def process_piece(piece: Piece, *, segment_bars: int, stride: int) -> PieceResul
             downbeats = read_pop909_downbeats(piece.beats_file)
         except CorpusError as exc:
             raise SkipPiece("bad beat annotation") from exc
+        midi.time_signature_changes = annotated_time_signatures(midi, downbeats)
     try:
         extraction = extract(midi, downbeats=downbeats)
     except (MidiError, ValueError, IndexError, ZeroDivisionError) as exc:

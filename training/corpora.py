@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pretty_midi
 
 
 class CorpusError(ValueError):
@@ -85,6 +86,30 @@ def read_pop909_downbeats(beats_file: Path) -> list[float]:
     if len(downbeats) < 2 or np.any(np.diff(downbeats) <= 0):
         raise CorpusError(f"{beats_file}: needs at least two increasing downbeats")
     return downbeats
+
+
+def annotated_time_signatures(midi: object, downbeats: Sequence[float]) -> list[pretty_midi.TimeSignature]:
+    """Time signatures that fit annotated bars: each bar's length in quarters under the file's tempo map,
+    rounded to an eighth, as ``q/4`` (or ``2q/8`` for half quarters).
+
+    POP909's MIDI time signatures are unreliable (many files say 1/4 or 2/4 for four-beat bars), and
+    FIGARO places notes on ``positions per bar`` taken from the time signature, so notes after the
+    signature's length would all collapse onto its last position.
+    """
+    resolution = midi.resolution  # type: ignore[attr-defined]
+    ticks = [midi.time_to_tick(t) for t in downbeats]  # type: ignore[attr-defined]
+    changes: list[pretty_midi.TimeSignature] = []
+    previous: tuple[int, int] | None = None
+    for time, lo, hi in zip(downbeats[:-1], ticks[:-1], ticks[1:], strict=True):
+        eighths = max(1, round(2 * (hi - lo) / resolution))
+        signature = (eighths // 2, 4) if eighths % 2 == 0 else (eighths, 8)
+        signature = (min(signature[0], 3 * signature[1]), signature[1])  # FIGARO's largest bar
+        if signature != previous:
+            changes.append(pretty_midi.TimeSignature(signature[0], signature[1], float(time)))
+            previous = signature
+    if changes:
+        changes[0] = pretty_midi.TimeSignature(changes[0].numerator, changes[0].denominator, 0.0)
+    return changes
 
 
 def scan_pop909(folder: Path) -> list[Piece]:
