@@ -162,3 +162,44 @@ def test_channel_policy_with_more_than_fifteen_programs():
     mapping, changes = channels.assign([100], busy=set(MELODIC_CHANNELS) - {mapping[1]}, bar_number=3)
     assert changes and changes[0][1] == 100
     assert DRUM_CHANNEL not in channels.program_of
+
+
+class FailsOnNoteOn(CaptureOutput):
+    """An output that breaks (like an unplugged interface) on its third note-on."""
+
+    def __init__(self) -> None:
+        super().__init__("flaky")
+        self.note_ons = 0
+        self.closed = False
+
+    def send(self, message, when):
+        if message[0] & 0xF0 == 0x90:
+            self.note_ons += 1
+            if self.note_ons == 3:
+                raise OSError("device unplugged")
+        super().send(message, when)
+
+    def close(self):
+        self.closed = True
+
+
+def test_lost_output_is_dropped_after_releasing_its_notes_and_others_play_on():
+    flaky, steady = FailsOnNoteOn(), CaptureOutput()
+    bar = Bar([Note(60 + i, 100, i * 0.5, 4.0, 0) for i in range(6)], 4, 4)
+    outputs = OutputSet([flaky, steady])
+    player = Player(InternalClock(), outputs, ListSource([PlannedBar(bar, 1, True)] * 3), tempo=TEMPO,
+                    realtime=False)
+    player.start_thread()
+    player.play()
+    time.sleep(0.05 + 6 * Q)
+    player.stop()
+    time.sleep(0.1)
+    assert flaky.closed and flaky not in outputs.outputs and outputs.lost
+    sounding = set()
+    for m in flaky.messages:
+        if m.message[0] & 0xF0 == 0x90:
+            sounding.add(m.message[1])
+        elif m.message[0] & 0xF0 == 0x80:
+            sounding.discard(m.message[1])
+    assert flaky.messages and not sounding  # its two sounding notes were released on the way out
+    assert len(_ons(steady)) > 3 and _balanced(steady)

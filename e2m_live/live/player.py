@@ -37,6 +37,7 @@ from e2m_live.live.outputs import (
     NOTE_OFF,
     NOTE_ON,
     PROGRAM_CHANGE,
+    Output,
     OutputSet,
 )
 from e2m_live.live.realtime import PLAYER_PRIORITY, make_realtime
@@ -250,9 +251,26 @@ class Player:
         self._send(message, deadline)
 
     def _send(self, message: tuple[int, ...], deadline: float) -> None:
-        self.outputs.send(message, deadline)
+        lost = self.outputs.send(message, deadline)
         if self.timing is not None:
             self.timing.append((deadline, time.monotonic()))
+        for output in lost:
+            self._farewell(output, deadline)
+
+    def _farewell(self, output: Output, when: float) -> None:
+        """An output failed and was dropped: best effort, release its notes and close it."""
+        sounding = list(self._open)
+        try:
+            for channel, pitch in sounding:
+                output.send((NOTE_OFF | channel, pitch, 0), when)
+            for channel in range(16):
+                output.send((CONTROL_CHANGE | channel, ALL_NOTES_OFF, 0), when)
+        except Exception as error:
+            log.warning("could not release notes on the lost output %s: %s", output.describe(), error)
+        try:
+            output.close()
+        except Exception as error:
+            log.debug("closing the lost output %s failed: %s", output.describe(), error)
 
     def _prepare_bar(self) -> bool:
         """Fetch the next bar and schedule it; returns False if interrupted."""
