@@ -193,8 +193,10 @@ class EmotionFeatures:
         time_signature 3..7 -> 0..1, tempo 40..240 -> 0..1, loudness -60..0 -> 0..1.
         """
         return np.array(
-            [(getattr(self, name) - RANGES[name][0]) / (RANGES[name][1] - RANGES[name][0])
-             for name in FEATURE_ORDER],
+            [
+                (getattr(self, name) - RANGES[name][0]) / (RANGES[name][1] - RANGES[name][0])
+                for name in FEATURE_ORDER
+            ],
             dtype=np.float32,
         )
 
@@ -203,9 +205,7 @@ class EmotionFeatures:
         """Inverse of :meth:`to_vector` (up to float32 precision); integer fields are rounded."""
         values = np.asarray(vector, dtype=np.float64)
         if values.shape != (len(FEATURE_ORDER),):
-            raise FeatureError(
-                f"feature vector must have shape ({len(FEATURE_ORDER)},), got {values.shape}"
-            )
+            raise FeatureError(f"feature vector must have shape ({len(FEATURE_ORDER)},), got {values.shape}")
         if not np.all(np.isfinite(values)):
             raise FeatureError(f"feature vector must be finite, got {values.tolist()}")
         fields: dict[str, int | float] = {}
@@ -278,30 +278,16 @@ class EmotionFeatures:
 #: energy = arousal); loudness, danceability, acousticness and instrumentalness are the medians
 #: of the 40 Spotify seed tracks nearest to that (valence, energy) point; mode follows the
 #: valence (minor for the negative moods); tempo follows arousal. Table and method:
-#: docs/features.md.
-MOODS: dict[str, EmotionFeatures] = {
-    "happy": EmotionFeatures(energy=0.75, valence=0.85, loudness=-7.5, instrumentalness=0.0,
-                             danceability=0.68, acousticness=0.14, key=0, mode=1,
-                             time_signature=4, tempo=120.0),
-    "sad": EmotionFeatures(energy=0.25, valence=0.15, loudness=-13.6, instrumentalness=0.0,
-                           danceability=0.36, acousticness=0.69, key=9, mode=0,
-                           time_signature=4, tempo=72.0),
-    "calm": EmotionFeatures(energy=0.2, valence=0.55, loudness=-14.4, instrumentalness=0.0,
-                            danceability=0.47, acousticness=0.65, key=5, mode=1,
-                            time_signature=4, tempo=80.0),
-    "angry": EmotionFeatures(energy=0.92, valence=0.2, loudness=-4.3, instrumentalness=0.0,
-                             danceability=0.36, acousticness=0.0, key=4, mode=0,
-                             time_signature=4, tempo=140.0),
-    "tense": EmotionFeatures(energy=0.7, valence=0.3, loudness=-5.3, instrumentalness=0.0,
-                             danceability=0.4, acousticness=0.02, key=2, mode=0,
-                             time_signature=4, tempo=130.0),
-    "dreamy": EmotionFeatures(energy=0.3, valence=0.45, loudness=-13.3, instrumentalness=0.0,
-                              danceability=0.46, acousticness=0.67, key=3, mode=1,
-                              time_signature=3, tempo=84.0),
-    "triumphant": EmotionFeatures(energy=0.9, valence=0.7, loudness=-4.3, instrumentalness=0.0,
-                                  danceability=0.51, acousticness=0.02, key=2, mode=1,
-                                  time_signature=4, tempo=125.0),
-    "melancholic": EmotionFeatures(energy=0.4, valence=0.3, loudness=-9.5, instrumentalness=0.0,
-                                   danceability=0.47, acousticness=0.36, key=2, mode=0,
-                                   time_signature=4, tempo=92.0),
+#: docs/features.md. One row per mood, values in FEATURE_ORDER: energy, valence, loudness,
+#: instrumentalness, danceability, acousticness, key, mode, time_signature, tempo.
+_MOOD_TABLE: dict[str, tuple[float, ...]] = {
+    "happy": (0.75, 0.85, -7.5, 0.0, 0.68, 0.14, 0, 1, 4, 120.0),
+    "sad": (0.25, 0.15, -13.6, 0.0, 0.36, 0.69, 9, 0, 4, 72.0),
+    "calm": (0.2, 0.55, -14.4, 0.0, 0.47, 0.65, 5, 1, 4, 80.0),
+    "angry": (0.92, 0.2, -4.3, 0.0, 0.36, 0.0, 4, 0, 4, 140.0),
+    "tense": (0.7, 0.3, -5.3, 0.0, 0.4, 0.02, 2, 0, 4, 130.0),
+    "dreamy": (0.3, 0.45, -13.3, 0.0, 0.46, 0.67, 3, 1, 3, 84.0),
+    "triumphant": (0.9, 0.7, -4.3, 0.0, 0.51, 0.02, 2, 1, 4, 125.0),
+    "melancholic": (0.4, 0.3, -9.5, 0.0, 0.47, 0.36, 2, 0, 4, 92.0),
 }
+MOODS: dict[str, EmotionFeatures] = {name: EmotionFeatures(*row) for name, row in _MOOD_TABLE.items()}

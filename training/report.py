@@ -150,7 +150,8 @@ def write_feature_plots(
     figure.savefig(distributions, dpi=90)
     plt.close(figure)
 
-    figure, axes = plt.subplots(1, 2, figsize=(17, 7.5))
+    figure, axes = plt.subplots(1, 2, figsize=(19, 8))
+    figure.subplots_adjust(left=0.09, right=0.9, bottom=0.2, wspace=0.42)
     for axis, (title, data) in zip(
         axes, ((label_name, estimated), ("Spotify seed tracks", spotify)), strict=True
     ):
