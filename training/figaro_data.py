@@ -61,6 +61,15 @@ class TokenTables:
             if tok.startswith(POSITION_KEY + "_"):
                 self.position_value[i] = int(tok.split("_")[-1])
         self.remi_size, self.desc_size = len(remi), len(desc)
+        self.remi_bar0, self.desc_bar0 = remi[f"{BAR_KEY}_0"], desc[f"{BAR_KEY}_0"]  # Bar_n = Bar_0 + n
+
+
+def renumber_bars(ids: np.ndarray, is_bar: np.ndarray, bar0: int) -> np.ndarray:
+    """A copy of ``ids`` whose ``Bar_*`` tokens count 1, 2, 3, ... (as the live decoder numbers them)."""
+    out = ids.copy()
+    flags = is_bar[ids]
+    out[flags] = bar0 + np.minimum(np.arange(1, int(flags.sum()) + 1), 511)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +85,12 @@ class Window:
 
 
 class SegmentWindows:
-    """Precomputed sequences of one segment, from which windows are cut."""
+    """Precomputed sequences of one segment, from which windows are cut.
 
-    def __init__(self, segment: SegmentLike, tables: TokenTables) -> None:
+    With ``renumber`` (the default) the segment's bars are numbered from 1, as the live decoder
+    numbers the bars it generates, instead of keeping their number in the source file."""
+
+    def __init__(self, segment: SegmentLike, tables: TokenTables, renumber: bool = True) -> None:
         remi = np.asarray(segment.remi_ids, dtype=np.int64)
         desc = np.asarray(segment.description_ids, dtype=np.int64)
         # Some builders keep <bos>/<eos> in the stored ids: strip, then wrap consistently.
@@ -92,6 +104,9 @@ class SegmentWindows:
             or min(remi.min(), desc.min()) < 0
         ):
             raise ValueError(f"segment of song {segment.song_id!r} has ids outside the vocabularies")
+        if renumber:
+            remi = renumber_bars(remi, tables.remi_is_bar, tables.remi_bar0)
+            desc = renumber_bars(desc, tables.desc_is_bar, tables.desc_bar0)
         self.song_id = str(segment.song_id)
         self.tokens = np.concatenate([[tables.bos], remi, [tables.eos]])
         bars = np.cumsum(tables.remi_is_bar[remi])

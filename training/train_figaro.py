@@ -63,6 +63,7 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "val"
     transpose: bool = True  # random key shifts (-5..+6) of training segments
+    renumber_bars: bool = True  # number each segment's bars from 1, as the live decoder does
     batch_size: int = 16  # windows per micro-batch per process
     grad_accum: int = 1
     lr: float = 3e-4
@@ -143,11 +144,13 @@ def pack_dataset(data: str, out: str, splits: Sequence[str] = ("train", "val")) 
     return save_pack(out, {split: load_segments(data, split) for split in splits})
 
 
-def prepare_windows(segments: Sequence[Any], tables: TokenTables) -> list[SegmentWindows]:
+def prepare_windows(
+    segments: Sequence[Any], tables: TokenTables, renumber: bool = True
+) -> list[SegmentWindows]:
     out = []
     for seg in segments:
         try:
-            out.append(SegmentWindows(seg, tables))
+            out.append(SegmentWindows(seg, tables, renumber))
         except ValueError as err:
             print(f"[train] skipping a segment: {err}", file=sys.stderr)
     return out
@@ -496,8 +499,8 @@ def _train(
 
     tables = TokenTables()
     context = model_cfg.context_size
-    train_segments = prepare_windows(load_segments(cfg.data, cfg.train_split), tables)
-    val_segments = prepare_windows(load_segments(cfg.data, cfg.val_split), tables)
+    train_segments = prepare_windows(load_segments(cfg.data, cfg.train_split), tables, cfg.renumber_bars)
+    val_segments = prepare_windows(load_segments(cfg.data, cfg.val_split), tables, cfg.renumber_bars)
     sampler = WindowSampler(train_segments, context, cfg.seed, ctx.rank, cfg.transpose)
     val_windows, val_songs = validation_windows(
         val_segments, context, cfg.val_windows_per_segment, cfg.val_max_windows
@@ -560,6 +563,8 @@ def _train(
             "trained_seconds": trained_seconds + (time.monotonic() - run_start),
             "train_config": asdict(cfg),
             "model_config": model_cfg.to_dict(),
+            "command": " ".join(["python -m training.train_figaro", *sys.argv[1:]]),
+            "validation": dict(last_val),
         }
 
     last_val_step = -1
@@ -700,6 +705,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> list[Path]
     ckpt = load_checkpoint(checkpoint)
     model_cfg = FigaroConfig.from_dict(ckpt["model_config"])
     info = {k: ckpt[k] for k in ("step", "tokens_seen", "best_val_loss", "trained_seconds")}
+    info["command"] = ckpt.get("command", "")
+    info["validation"] = ckpt.get("validation", {})
     info["train_config"] = ckpt["train_config"]
     info["source_checkpoint"] = Path(checkpoint).name
     return export_fp16(ckpt["model"], model_cfg, out_dir, info)

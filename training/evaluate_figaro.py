@@ -1,0 +1,333 @@
+"""Description fidelity of a FIGARO model on validation songs, against a baseline and a ceiling.
+
+    python -m training.evaluate_figaro --model models/figaro-compact --data data/dataset \\
+        --out runs/eval-figaro [--limit 32] [--bars 12] [--card models/figaro-compact]
+
+For each validation segment (one per song first, then more, in a fixed order) three systems turn the
+segment's description into REMI+ tokens:
+
+* ``model``: the FIGARO model, decoded bar by bar (grammar-constrained, ``--temperature``/``--top-p``);
+* ``baseline``: :mod:`training.baseline`, random notes from the described chords at the described density;
+* ``ceiling``: the segment's own REMI+ (the ground truth), i.e. extract -> REMI -> MIDI.
+
+Every output goes the same way: REMI+ -> MIDI -> :func:`e2m_live.description.extract.extract`, and the
+extracted notes and description are compared bar by bar with the segment
+(:mod:`training.fidelity`). ``--card DIR`` then writes the model card and piano rolls there
+(:mod:`training.figaro_card`), so evaluation and card are one command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from e2m_live.description.extract import MidiError, extract
+from e2m_live.description.remi import tokens_to_bars, tokens_to_midi
+from e2m_live.description.vocab import BAR_KEY, DescriptionVocab, RemiVocab
+from e2m_live.music import Bar
+from training import fidelity
+from training.baseline import baseline_remi
+
+SYSTEMS = ("model", "baseline", "ceiling")
+
+
+@dataclass(frozen=True)
+class EvalSegment:
+    """A validation segment as tokens, bars numbered from 1."""
+
+    song_id: str
+    corpus: str
+    description: list[str]
+    remi: list[str]
+
+    @property
+    def n_bars(self) -> int:
+        return sum(t.startswith(BAR_KEY + "_") for t in self.description)
+
+
+def _renumbered_bars(tokens: Sequence[str], keep: int) -> list[str]:
+    out: list[str] = []
+    n = 0
+    for tok in tokens:
+        if tok.startswith(BAR_KEY + "_"):
+            n += 1
+            if n > keep:
+                break
+            out.append(f"{BAR_KEY}_{n}")
+        elif n:
+            out.append(tok)
+    return out
+
+
+def select_segments(segments: Sequence[Any], limit: int | None, bars: int) -> list[EvalSegment]:
+    """One segment per song first (songs in sorted order), then second segments, ...; the first
+    ``bars`` bars of each, renumbered from 1."""
+    desc_vocab, remi_vocab = DescriptionVocab(), RemiVocab()
+    by_song: dict[str, list[Any]] = {}
+    for seg in segments:
+        by_song.setdefault(str(seg.song_id), []).append(seg)
+    order: list[Any] = []
+    rounds = max((len(v) for v in by_song.values()), default=0)
+    for r in range(rounds):
+        order += [by_song[s][r] for s in sorted(by_song) if r < len(by_song[s])]
+    out: list[EvalSegment] = []
+    for seg in order[: limit if limit else None]:
+        desc = [t for t in desc_vocab.decode(seg.description_ids) if not t.startswith("<")]
+        remi = [t for t in remi_vocab.decode(seg.remi_ids) if not t.startswith("<")]
+        out.append(
+            EvalSegment(
+                str(seg.song_id),
+                str(getattr(seg, "corpus", "")),
+                _renumbered_bars(desc, bars),
+                _renumbered_bars(remi, bars),
+            )
+        )
+    return out
+
+
+def reference_facts(segment: EvalSegment) -> list[fidelity.BarFacts]:
+    """The segment's own bars with the chords its description names."""
+    return fidelity.bar_facts(_pad_bars(tokens_to_bars(segment.remi), segment.n_bars), segment.description)
+
+
+def _pad_bars(bars: list[Bar], n: int) -> list[Bar]:
+    while len(bars) < n:
+        prev = bars[-1] if bars else Bar()
+        bars.append(Bar(notes=[], numerator=prev.numerator, denominator=prev.denominator, index=len(bars)))
+    return bars[:n]
+
+
+def facts_through_midi(remi: Sequence[str]) -> list[fidelity.BarFacts]:
+    """What extraction finds in the MIDI of ``remi``: notes and described chords per bar.
+
+    Extraction drops leading and trailing bars without notes; leading ones are put back as empty
+    bars so bar ``i`` of the result is bar ``i`` of ``remi``.
+    """
+    bars = tokens_to_bars(remi)
+    if not any(bar.notes for bar in bars):
+        return [fidelity.BarFacts((), b.numerator, b.denominator) for b in bars]
+    leading = next(i for i, bar in enumerate(bars) if bar.notes)
+    try:
+        found = extract(tokens_to_midi(remi))
+    except MidiError:
+        return [fidelity.BarFacts((), b.numerator, b.denominator) for b in bars]
+    facts = [fidelity.BarFacts((), b.numerator, b.denominator) for b in bars[:leading]]
+    return facts + fidelity.bar_facts(tokens_to_bars(found.remi), found.description)
+
+
+@dataclass
+class GenerationSettings:
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = 0.95
+    max_tokens_per_bar: int = 512
+
+
+def model_generator(
+    model_dir: str | Path, settings: GenerationSettings, threads: int | None = 2
+) -> tuple[Callable[[EvalSegment, int], list[str]], Any]:
+    """A function (segment, seed) -> generated REMI+ tokens, and the decoder (for statistics)."""
+    import torch
+
+    from e2m_live.figaro.decode import IncrementalDecoder
+    from training.figaro_export import load_exported
+
+    if threads:
+        torch.set_num_threads(threads)
+    decoder = IncrementalDecoder(load_exported(model_dir), device="cpu", constrained=True)
+
+    def generate(segment: EvalSegment, seed: int) -> list[str]:
+        bars = decoder.generate_bars(
+            segment.description,
+            temperature=settings.temperature,
+            top_k=settings.top_k,
+            top_p=settings.top_p,
+            seed=seed,
+            max_tokens_per_bar=settings.max_tokens_per_bar,
+        )
+        return [tok for bar in bars for tok in bar]
+
+    return generate, decoder
+
+
+def evaluate(
+    segments: Sequence[EvalSegment],
+    generate: Callable[[EvalSegment, int], list[str]] | None,
+    seed: int = 0,
+    keep_tokens: int = 0,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Metrics of every system on every segment, and their summaries.
+
+    ``generate`` is the model (``None`` skips it). The first ``keep_tokens`` outputs of each system
+    are returned under ``"tokens"`` (to write MIDI files).
+    """
+    systems: dict[str, Callable[[EvalSegment, int], list[str]]] = {
+        "baseline": lambda seg, s: baseline_remi(seg.description, seed=s),
+        "ceiling": lambda seg, s: list(seg.remi),
+    }
+    if generate is not None:
+        systems = {"model": generate, **systems}
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in systems}
+    tokens: dict[str, list[list[str]]] = {name: [] for name in systems}
+    timing = {"model_seconds": 0.0, "model_tokens": 0}
+    for i, seg in enumerate(segments):
+        reference = reference_facts(seg)
+        for name, system in systems.items():
+            started = time.perf_counter()
+            try:
+                out = system(seg, seed + i)
+            except (ValueError, RuntimeError) as err:  # a failed generation scores as silence
+                log(f"[eval] {name} failed on {seg.song_id}: {err}")
+                out = []
+            if name == "model":
+                timing["model_seconds"] += time.perf_counter() - started
+                timing["model_tokens"] += len(out)
+            row = fidelity.segment_metrics(reference, facts_through_midi(out))
+            row["tokens"] = float(len(out))
+            rows[name].append(row)
+            if len(tokens[name]) < keep_tokens:
+                tokens[name].append(out)
+        shown = " ".join(
+            f"{n}:inst_f1={rows[n][-1]['inst_f1']:.2f},chord_f1={rows[n][-1]['chord_f1']:.2f}"
+            for n in systems
+        )
+        log(f"[eval] {i + 1}/{len(segments)} {seg.song_id} ({seg.n_bars} bars) {shown}")
+    summaries = {name: fidelity.summarize(r) for name, r in rows.items() if r}
+    return {
+        "summaries": summaries,
+        "segments": [{"song_id": s.song_id, "corpus": s.corpus, "bars": s.n_bars} for s in segments],
+        "rows": rows,
+        "timing": timing,
+        "tokens": tokens,
+    }
+
+
+def metrics_table(summaries: dict[str, dict[str, float]]) -> str:
+    """A markdown table: one row per metric, one column per system, plus the target."""
+    names = [n for n in SYSTEMS if n in summaries]
+    lines = ["| metric | " + " | ".join(names) + " | target |", "|---" * (len(names) + 2) + "|"]
+    for key in fidelity.SUMMARY_METRICS:
+        cells = []
+        for n in names:
+            v = summaries[n].get(key, math.nan)
+            cells.append("n/a" if math.isnan(v) else f"{v:.3f}")
+        target = fidelity.TARGETS.get(key)
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {'>= ' + str(target) if target else ''} |")
+    return "\n".join(lines)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def load_eval_segments(data: str, split: str) -> list[Any]:
+    """Validation segments (non-overlapping) from a dataset directory or a pack."""
+    from training.train_figaro import load_segments
+
+    return load_segments(data, split)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.evaluate_figaro", description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--model",
+        help="exported model directory (config.json + safetensors); omit to "
+        "evaluate only the baseline and the ceiling",
+    )
+    p.add_argument("--data", default="data/dataset", help="dataset directory or pack (.npz)")
+    p.add_argument("--split", default="val")
+    p.add_argument("--limit", type=int, default=32, help="number of segments (0: all)")
+    p.add_argument("--bars", type=int, default=12, help="bars of each segment to generate")
+    p.add_argument("--out", default="runs/eval-figaro", help="where metrics.json/metrics.md and MIDI go")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads for generation")
+    p.add_argument("--card", metavar="MODEL_DIR", help="also write MODEL_CARD.md and piano rolls there")
+    p.add_argument("--examples", type=int, default=3, help="12-bar examples rendered for the card")
+    p.add_argument("--notes", help="a text file of listening notes to put in the card")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    log = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    try:
+        if args.bars < 1:
+            raise ValueError("--bars must be at least 1")
+        if args.card and not args.model:
+            raise ValueError("--card needs --model")
+        segments = select_segments(load_eval_segments(args.data, args.split), args.limit or None, args.bars)
+        if not segments:
+            raise ValueError(f"no segments in split {args.split!r} of {args.data}")
+        notes = Path(args.notes).read_text() if args.notes else ""
+        settings = GenerationSettings(args.temperature, args.top_k, args.top_p)
+        generate = model_generator(args.model, settings, args.threads)[0] if args.model else None
+        result = evaluate(segments, generate, seed=args.seed, keep_tokens=args.examples, log=log)
+    except (ValueError, OSError) as err:
+        print(f"evaluate_figaro: error: {err}", file=sys.stderr)
+        return 2
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, outputs in result["tokens"].items():
+        for i, toks in enumerate(outputs):
+            tokens_to_midi(toks).write(str(out / f"{name}_{i}.mid"))
+    report = {
+        "model": args.model,
+        "data": args.data,
+        "split": args.split,
+        "n_segments": len(segments),
+        "bars": args.bars,
+        "seed": args.seed,
+        "settings": settings.__dict__,
+        "summaries": result["summaries"],
+        "timing": result["timing"],
+        "segments": result["segments"],
+        "rows": result["rows"],
+    }
+    (out / "metrics.json").write_text(json.dumps(_json_safe(report), indent=1) + "\n")
+    table = metrics_table(result["summaries"])
+    (out / "metrics.md").write_text(table + "\n")
+    print(table)
+    t = result["timing"]
+    if t["model_tokens"]:
+        print(
+            f"model: {t['model_tokens']} tokens in {t['model_seconds']:.1f} s "
+            f"({t['model_tokens'] / max(t['model_seconds'], 1e-9):.0f} tokens/s, {args.threads} threads)"
+        )
+    if args.card:
+        from training.figaro_card import write_card
+
+        examples = result["tokens"].get("model", [])
+        path = write_card(
+            args.card,
+            report,
+            examples,
+            [s.description for s in segments[: len(examples)]],
+            out,
+            notes=notes,
+            log=log,
+        )
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
