@@ -366,13 +366,18 @@ class _Window:
 
 @torch.inference_mode()
 def figaro_reference_decode(model: FigaroModel, desc: Description, n_tokens: int, *, greedy: bool = True,
-                            seed: int = 0, device: str | torch.device = "cpu") -> list[int]:
+                            seed: int = 0, prefix: Sequence[int] = (),
+                            device: str | torch.device = "cpu") -> list[int]:
     """FIGARO's own sampler (``Seq2SeqModule.sample``), unconstrained: the whole window of the
-    last ``context_size`` tokens is recomputed for every token. For checks and benchmarks."""
+    last ``context_size`` tokens is recomputed for every token. Starts from ``<bos>`` + ``prefix``
+    and returns the ``n_tokens`` new ids. For checks and benchmarks."""
     dev = torch.device(device)
     grammar = RemiGrammar(remi_vocab())
     history = _History()
     history.append(remi_vocab().bos_id, grammar)
+    for token in prefix:
+        history.append(int(token), grammar)
+    n_prefix = len(history)
     context = model.config.context_size
     gen = torch.Generator(device=dev).manual_seed(seed)
     first_bar, memory = -1, None
@@ -391,4 +396,4 @@ def figaro_reference_decode(model: FigaroModel, desc: Description, n_tokens: int
         else:
             token = int(torch.multinomial(logits.softmax(-1), 1, generator=gen))
         history.append(token, grammar)
-    return history.ids[1:]
+    return history.ids[n_prefix:]

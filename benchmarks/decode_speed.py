@@ -1,0 +1,154 @@
+"""FIGARO decoding speed: incremental (KV cache) vs FIGARO's full-recompute sampler.
+
+For each model size (official ``figaro-expert`` and our ``compact`` default) and thread count,
+one worker process builds a model with random weights (no trained model is needed for speed),
+generates 12 bars with the constrained incremental decoder, the token count fixed at
+``--tokens-per-bar`` per bar (2,800 tokens ~ a 12-bar segment of multi-instrument pop), and
+times FIGARO's own sampler (the whole 256-token window recomputed per token) on a few tokens
+at a full window, in the same process, on the same weights. Reports tokens/s, the real-time
+factor (generation time / playing time of 12 bars of 4/4 at 120 BPM = 24 s), the time to the
+first bar, and peak RSS.
+
+    .venv/bin/python benchmarks/decode_speed.py                 # both sizes, 1 and 2 threads
+    .venv/bin/python benchmarks/decode_speed.py --sizes compact --threads 2 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SIZES = ("expert", "compact")
+
+
+def description(n_bars: int) -> list[str]:
+    """A plausible 12-bar pop description (4/4, drums, bass, piano, guitar, strings)."""
+    instruments = ["Instrument_drum", "Instrument_Electric Bass (finger)", "Instrument_Acoustic Grand Piano",
+                   "Instrument_Electric Guitar (clean)", "Instrument_String Ensemble 1"]
+    chords = ["Chord_C:maj", "Chord_A:min", "Chord_F:maj", "Chord_G:maj"]
+    tokens: list[str] = []
+    for i in range(n_bars):
+        tokens += [f"Bar_{i + 1}", "Time Signature_4/4", "Note Density_12", "Mean Velocity_24",
+                   "Mean Pitch_15", "Mean Duration_14", *instruments, chords[i % 4]]
+    return tokens
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def worker(args: argparse.Namespace) -> dict:
+    import torch
+
+    from e2m_live.figaro.config import FigaroConfig
+    from e2m_live.figaro.decode import (
+        IncrementalDecoder,
+        figaro_reference_decode,
+        prepare_description,
+        split_bars,
+    )
+    from e2m_live.figaro.model import FigaroModel
+
+    torch.set_num_threads(args.worker_threads)
+    rss_before_model = peak_rss_mb()
+    config = FigaroConfig.expert() if args.size == "expert" else FigaroConfig.compact()
+    torch.manual_seed(0)
+    model = FigaroModel(config).eval()
+    desc_tokens = description(args.bars)
+    budget = args.tokens_per_bar
+    decoder = IncrementalDecoder(model, device=args.device, quantize=args.quantize)
+
+    def run(n_bars: int) -> tuple[float, float, int]:
+        sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+        start = time.perf_counter()
+        first = None
+        stream = decoder.generate_bars(desc_tokens[: len(desc_tokens) * n_bars // args.bars], seed=0,
+                                       max_tokens_per_bar=budget, min_tokens_per_bar=budget - 5)
+        for _ in stream:
+            sync()
+            first = first or time.perf_counter() - start
+        sync()
+        return time.perf_counter() - start, first or 0.0, decoder.tokens_generated
+
+    run(1)  # warm-up (allocator, first-call dispatch, mask cache)
+    wall, first_bar, tokens = run(args.bars)
+    seconds_of_music = args.bars * 4 * 60 / 120
+    result = {
+        "size": args.size, "threads": args.worker_threads, "device": args.device, "quantize": args.quantize,
+        "parameters": model.num_parameters(), "tokens": tokens, "seconds": round(wall, 3),
+        "tokens_per_s": round(tokens / wall, 1), "first_bar_s": round(first_bar, 3),
+        "real_time_factor": round(wall / seconds_of_music, 3), "windows": decoder.windows_started,
+    }
+    if args.reference_tokens > 0:
+        # FIGARO's sampler at a full window: start from a history of context_size tokens
+        ref_model = decoder.model
+        desc = prepare_description(split_bars(desc_tokens, "description"))
+        prefix = decoder.token_ids[: config.context_size]
+        figaro_reference_decode(ref_model, desc, 1, prefix=prefix, device=args.device)  # warm-up
+        start = time.perf_counter()
+        figaro_reference_decode(ref_model, desc, args.reference_tokens, prefix=prefix, device=args.device)
+        ref_wall = time.perf_counter() - start
+        result["reference_tokens_per_s"] = round(args.reference_tokens / ref_wall, 2)
+        result["speedup"] = round(result["tokens_per_s"] / result["reference_tokens_per_s"], 1)
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    result["rss_before_model_mb"] = round(rss_before_model, 1)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", choices=SIZES, default=list(SIZES))
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--quantize", choices=["int8"], default=None, help="int8 weights (CPU only)")
+    parser.add_argument("--bars", type=int, default=12)
+    parser.add_argument("--tokens-per-bar", type=int, default=234, help="12 x 234 ~ 2,800 tokens")
+    parser.add_argument("--reference-tokens", type=int, default=8,
+                        help="tokens timed with FIGARO's full-recompute sampler (0: skip)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--size", choices=SIZES, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-threads", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return 0
+
+    results = []
+    root = Path(__file__).resolve().parents[1]
+    for size in args.sizes:
+        for threads in args.threads:
+            cmd = [sys.executable, __file__, "--worker", "--size", size, "--worker-threads", str(threads),
+                   "--device", args.device, "--bars", str(args.bars),
+                   "--tokens-per-bar", str(args.tokens_per_bar),
+                   "--reference-tokens", str(args.reference_tokens)]
+            if args.quantize:
+                cmd += ["--quantize", args.quantize]
+            env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": str(threads)}
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+            if proc.returncode != 0:
+                print(proc.stderr, file=sys.stderr)
+                return proc.returncode
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            results.append(result)
+            ref = (f", FIGARO sampler {result['reference_tokens_per_s']} tok/s (x{result['speedup']})"
+                   if "speedup" in result else "")
+            print(f"{size:8s} {threads} thread(s) {args.device}{' int8' if args.quantize else ''}: "
+                  f"{result['tokens_per_s']:7.1f} tok/s, {result['tokens']} tokens in {result['seconds']} s, "
+                  f"RTF {result['real_time_factor']}, first bar {result['first_bar_s']} s{ref}, "
+                  f"peak RSS {result['peak_rss_mb']} MB", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
