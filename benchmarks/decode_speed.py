@@ -101,6 +101,70 @@ def worker(args: argparse.Namespace) -> dict:
     return result
 
 
+def ablation(args: argparse.Namespace) -> dict:
+    """Per-token time of one decoder step at a half-full window, for each optimisation in turn."""
+    import torch
+
+    from e2m_live.figaro.config import FigaroConfig
+    from e2m_live.figaro.model import FigaroModel
+    from e2m_live.figaro.quantize import quantize_int8
+
+    torch.set_num_threads(args.worker_threads)
+    config = FigaroConfig.expert() if args.size == "expert" else FigaroConfig.compact()
+    torch.manual_seed(0)
+    dev = torch.device(args.device)
+    model = FigaroModel(config).eval().to(dev)
+    context = config.context_size
+    half = context // 2
+    desc = torch.randint(0, config.description_vocab_size, (1, context), device=dev)
+    desc_bars = torch.zeros(1, context, dtype=torch.long, device=dev)
+    ids = torch.randint(0, config.remi_vocab_size, (1, half + 1), device=dev)
+    zeros = torch.zeros(1, half + 1, dtype=torch.long, device=dev)
+
+    def timed(fn, n: int) -> float:
+        fn()
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - start) / n * 1e3
+
+    def cached_step(m, fast: bool):
+        with torch.inference_mode():
+            memory = m.encode(desc, desc_bars)
+            cache = m.start_cache(memory)
+            m.decode_cached(ids[:, :half], zeros[:, :half], zeros[:, :half], cache)
+
+        def step():
+            with torch.inference_mode():
+                cache.length = half
+                m.decode_cached(ids[:, half:], zeros[:, half:], zeros[:, half:], cache, fast=fast)
+        return step
+
+    def full_window(m):
+        with torch.inference_mode():
+            memory = m.encode(desc, desc_bars)  # FIGARO re-encodes only when the first bar changes
+        window, bars = ids.repeat(1, 2)[:, :context], zeros.repeat(1, 2)[:, :context]
+
+        def step():
+            with torch.inference_mode():
+                m.decode(window, memory, bars, bars)
+        return step
+
+    reps = 40 if args.size == "compact" else 15
+    rows = {
+        "FIGARO sampler (whole 256-token window per token)": timed(full_window(model), 3),
+        "KV cache, general attention code": timed(cached_step(model, fast=False), reps),
+        "+ one-token path (fused QKV, SDPA + relative mask, table slices)":
+            timed(cached_step(model, True), reps),
+    }
+    if dev.type == "cpu":
+        rows["+ int8 weights"] = timed(cached_step(quantize_int8(model), True), reps)
+    return {"size": args.size, "threads": args.worker_threads, "device": args.device,
+            "ms_per_token": {k: round(v, 2) for k, v in rows.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -113,13 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference-tokens", type=int, default=8,
                         help="tokens timed with FIGARO's full-recompute sampler (0: skip)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--ablation", action="store_true",
+                        help="per-token step time of each optimisation instead of whole 12-bar runs")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--size", choices=SIZES, help=argparse.SUPPRESS)
     parser.add_argument("--worker-threads", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker:
-        print(json.dumps(worker(args)))
+        print(json.dumps(ablation(args) if args.ablation else worker(args)))
         return 0
 
     results = []
@@ -132,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                    "--reference-tokens", str(args.reference_tokens)]
             if args.quantize:
                 cmd += ["--quantize", args.quantize]
+            if args.ablation:
+                cmd.append("--ablation")
             env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": str(threads)}
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
             if proc.returncode != 0:
@@ -139,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
                 return proc.returncode
             result = json.loads(proc.stdout.strip().splitlines()[-1])
             results.append(result)
+            if args.ablation:
+                print(f"{size} {threads} thread(s) {args.device}, ms per token:")
+                for name, ms in result["ms_per_token"].items():
+                    print(f"  {ms:9.2f} ms  {1000 / ms:8.1f} tok/s  {name}", flush=True)
+                continue
             ref = (f", FIGARO sampler {result['reference_tokens_per_s']} tok/s (x{result['speedup']})"
                    if "speedup" in result else "")
             print(f"{size:8s} {threads} thread(s) {args.device}{' int8' if args.quantize else ''}: "

@@ -276,17 +276,19 @@ class FigaroModel(nn.Module):
         )
 
     def decode_cached(
-        self, remi_ids: Tensor, remi_bar_ids: Tensor, remi_position_ids: Tensor, cache: DecoderCache
+        self, remi_ids: Tensor, remi_bar_ids: Tensor, remi_position_ids: Tensor, cache: DecoderCache,
+        *, fast: bool = True,
     ) -> Tensor:
         """Append ``n`` tokens ``(B, n)`` to ``cache`` and return the last token's logits ``(B, vocab)``.
 
         The same computation as :meth:`decode` over the whole window, for those positions.
+        ``fast=False`` runs single tokens through the general path too (for comparisons).
         """
         start, n = cache.length, remi_ids.shape[1]
         end = start + n
         if end > cache.capacity:
             raise ValueError(f"decoder window full ({cache.capacity} tokens); start a new window")
-        if n == 1:
+        if n == 1 and fast:
             return self._decode_one(remi_ids, remi_bar_ids, remi_position_ids, cache)
         x = self.embed_remi(remi_ids, remi_bar_ids, remi_position_ids)
         for i, layer in enumerate(self.decoder_layers):
