@@ -290,3 +290,14 @@ def test_device_script_on_cpu_without_pretty_midi(pack: Path, tmp_path: Path):
     assert (out / "run" / "checkpoints" / "last.pt").exists()
     assert not (out / "run" / "checkpoints" / "best.pt").exists()
     assert fx.load_exported(out / "export").config.d_model == 32
+
+
+def test_segments_are_renumbered_from_bar_one():
+    vocab = RemiVocab()
+    desc = DescriptionVocab().encode(["Bar_37", "Time Signature_4/4", "Bar_38", "Time Signature_4/4"])
+    remi = vocab.encode(["Bar_37", "Time Signature_4/4", "Bar_38", "Time Signature_4/4"])
+    seg = PackedSegment(np.array(desc), np.array(remi), "s")
+    windows = SegmentWindows(seg, TokenTables())
+    assert [t for t in vocab.decode(windows.tokens) if t.startswith("Bar_")] == ["Bar_1", "Bar_2"]
+    kept = SegmentWindows(seg, TokenTables(), renumber=False)
+    assert [t for t in vocab.decode(kept.tokens) if t.startswith("Bar_")] == ["Bar_37", "Bar_38"]

@@ -87,7 +87,23 @@ set +e
 "$PYTHON" -m training.train_figaro "${ARGS[@]}"
 STATUS=$?
 set -e
-echo "[device_train] trainer exit status $STATUS after $(( $(date +%s) - START )) s"
+ELAPSED=$(( $(date +%s) - START ))
+echo "[device_train] trainer exit status $STATUS after $ELAPSED s"
+
+# A run that died before its first checkpoint (e.g. DataLoader workers without shared memory) is
+# retried once in the time left, with batches built in the training process.
+if [ "$STATUS" -ne 0 ] && [ ! -f "$OUT/run/checkpoints/last.pt" ]; then
+    LEFT=$("$PYTHON" -c "print(round($MINUTES - $ELAPSED / 60 - 0.5, 2))")
+    if "$PYTHON" -c "import sys; sys.exit(0 if $LEFT > 1 else 1)"; then
+        echo "[device_train] retrying with --num-workers 0 for $LEFT minutes"
+        ARGS+=(--num-workers 0 --max-minutes "$LEFT")
+        set +e
+        "$PYTHON" -m training.train_figaro "${ARGS[@]}"
+        STATUS=$?
+        set -e
+        echo "[device_train] retry exit status $STATUS"
+    fi
+fi
 
 if [ "$KEEP_BEST" != "1" ] && [ -f "$OUT/export/training.json" ]; then
     rm -f "$OUT/run/checkpoints/best.pt"

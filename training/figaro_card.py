@@ -93,7 +93,7 @@ def render_wav(tokens: Sequence[str], path: Path, soundfont: Path = SOUNDFONT) -
     if not soundfont.is_file():
         return None
     try:
-        audio = tokens_to_midi(tokens).fluidsynth(fs=SAMPLE_RATE, sf2_path=str(soundfont))
+        audio = tokens_to_midi(tokens).fluidsynth(fs=SAMPLE_RATE, synthesizer=str(soundfont), normalize=False)
     except (ImportError, OSError, RuntimeError, ValueError):
         return None
     if audio.size == 0:

@@ -25,7 +25,6 @@ import os
 import signal
 import sys
 import time
-import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -95,7 +94,12 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         text = path.read_text()
-        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        if path.suffix == ".toml":
+            import tomllib  # Python 3.11+; JSON configs work on older interpreters
+
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot read config {path}: {err}") from err
     if not isinstance(data, dict):
