@@ -400,3 +400,30 @@ def test_estimates_missing_at_build_time_are_filled_in_and_relabel_recomputes(bu
     assert relabel(copy) == sum(len(load_split(out, split)) for split in ("train", "val", "test"))
     with np.load(shard) as z:
         np.testing.assert_allclose(z["seg_features_estimated"], expected, rtol=1e-6)
+
+
+def test_spotify_matched_table_gives_spotify_features(datasets_dir, tmp_path):
+    """Rows of a ``training.match_spotify`` table become a corpus whose segments carry Spotify's features."""
+    from training.match_spotify import FEATURE_NAMES, MatchRow, write_table
+
+    _extract()
+    features = (0.9, 0.1, -4.0, 0.0, 0.7, 0.05, 9.0, 0.0, 4.0, 128.0)
+    files = [datasets_dir / "nottingham" / f"{tune}.mid" for tune in NOTTINGHAM_TUNES]
+    rows = [MatchRow("TRAAAAA128F0000001", str(f), "sp1", "A", "T", features) for f in files]
+    table = tmp_path / "matched.csv"
+    write_table(rows, table)
+    config = BuildConfig(
+        datasets_root=str(datasets_dir),
+        corpora=(),
+        spotify_table=str(table),
+        val_fraction=0.0,
+        test_fraction=0.0,
+    )
+    manifest = build(config, tmp_path / "d", workers=1, progress=False)
+    segments = load_split(tmp_path / "d", "train")
+    assert len(segments) == manifest["corpora"]["lakh-spotify"]["splits"]["train"]["segments_spotify"] > 0
+    assert set(segments.features_source) == {"spotify"}
+    np.testing.assert_allclose(segments.features, np.tile(features, (len(segments), 1)), rtol=1e-6)
+    assert not np.allclose(segments.estimated_features, segments.features)
+    assert set(segments.song_ids) == {"TRAAAAA128F0000001"}
+    assert len(FEATURE_NAMES) == segments.features.shape[1]
