@@ -354,7 +354,7 @@ def build_chunk(chunk: Chunk, out_dir: Path, config: BuildConfig, timeout_s: flo
             )
         except SkipPiece as exc:
             stats.skipped[piece.corpus][str(exc)] += 1
-            log.info("skip %s: %s", piece.path, exc)
+            log.warning("skip %s: %s", piece.path, exc)
             continue
         except _Timeout:
             stats.skipped[piece.corpus][f"timeout after {timeout_s:g} s"] += 1
