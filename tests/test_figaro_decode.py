@@ -212,3 +212,20 @@ def test_reference_remi_follows_the_grammar_we_enforce(reference_dir):
             check_grammar([renumbered], desc, k + 1, 10**6)
             checked += 1
     assert checked > 1000
+
+
+def test_min_tokens_per_bar_fixes_the_token_count():
+    decoder = IncrementalDecoder(random_model(8))
+    bars = list(decoder.generate_bars(DESCRIPTION, seed=1, max_tokens_per_bar=40, min_tokens_per_bar=35))
+    assert all(35 <= len(bar) <= 40 for bar in bars)
+    check_grammar(bars, DESCRIPTION, first_bar=1, budget=40)
+    with pytest.raises(ValueError, match="min_tokens_per_bar"):
+        list(decoder.generate_bars(DESCRIPTION, max_tokens_per_bar=40, min_tokens_per_bar=39))
+
+
+def test_int8_decoder_follows_the_grammar():
+    decoder = IncrementalDecoder(random_model(9), quantize="int8")
+    bars = list(decoder.generate_bars(DESCRIPTION, seed=2, max_tokens_per_bar=40))
+    check_grammar(bars, DESCRIPTION, first_bar=1, budget=40)
+    with pytest.raises(ValueError, match="quantize"):
+        IncrementalDecoder(random_model(9), quantize="int4")

@@ -162,8 +162,9 @@ def test_parameter_count_is_figaro_minus_unused_weights():
     assert ours.num_parameters() == total - unused - token_type_rows_unused
 
 
-def test_our_cached_decoding_equals_whole_window_decoding():
-    _, ours = build_pair(True, seed=3)
+@pytest.mark.parametrize("relative_cross_attention", [False, True])
+def test_our_cached_decoding_equals_whole_window_decoding(relative_cross_attention):
+    _, ours = build_pair(relative_cross_attention, seed=3)
     cfg = ours.config
     z, dbar, x, bar, pos = random_inputs(1, cfg.context_size, 40, cfg.context_size, seed=5)
     with torch.no_grad():
@@ -176,6 +177,9 @@ def test_our_cached_decoding_equals_whole_window_decoding():
     torch.testing.assert_close(steps[0], full[:, 6], atol=1e-4, rtol=0)
     torch.testing.assert_close(torch.stack(steps[1:], dim=1), full[:, 7:], atol=1e-4, rtol=0)
     assert cache.length == 40
+    cache.length = cfg.context_size
+    with pytest.raises(ValueError, match="window full"):
+        ours.decode_cached(x[:, :1], bar[:, :1], pos[:, :1], cache)
 
 
 def test_config_round_trip(tmp_path):
