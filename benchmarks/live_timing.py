@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -95,6 +96,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     from e2m_live.live.config import build_config
     from e2m_live.live.daemon import Daemon
     from e2m_live.live.osc import encode_message
+    from e2m_live.live.realtime import DAEMON_PRIORITY, make_realtime
     from tests.live_helpers import jack_server
 
     sys.setswitchinterval(0.0005)  # as `e2m-live serve` does
@@ -117,6 +119,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         started = time.monotonic()
         daemon.start()
         result["startup_s"] = time.monotonic() - started
+        make_realtime(threading.get_native_id(), DAEMON_PRIORITY)  # as `e2m-live serve` does
         receiver_file = Path(tmp) / "received.json"
         receiver = subprocess.Popen(
             [sys.executable, __file__, "--receiver", name, str(receiver_file), str(args.seconds + 3)],
@@ -154,6 +157,15 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     errors = [(sent - deadline) * 1000 for deadline, sent in timing]
     result["sender_error_ms"] = _percentiles([abs(e) for e in errors])
     result["sender_early_ms_min"] = min(errors) if errors else None
+    result["sender_over_1ms"] = sum(1 for e in errors if abs(e) > 1.0)
+    bar_starts = sorted(b.time for b in bars)
+    worst = sorted(range(len(errors)), key=lambda i: -abs(errors[i]))[:5]
+
+    def since_bar_line(t: float) -> float:
+        return round(t - max([line for line in bar_starts if line <= t] or [0.0]), 4)
+
+    result["sender_worst"] = [{"error_ms": round(errors[i], 3), "index": i,
+                               "s_after_bar_line": since_bar_line(timing[i][0])} for i in worst]
 
     # Receiver: JACK time of each message against its deadline, minus the constant offset.
     # Messages arrive in order; the receiver also gets the stop's note-offs and CCs after these.

@@ -21,6 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from e2m_live.live.config import ConfigError, config_from_args
     from e2m_live.live.daemon import Daemon
     from e2m_live.live.generation import GeneratorUnavailable
+    from e2m_live.live.realtime import DAEMON_PRIORITY, make_realtime
 
     # Small switch interval: a Python thread holding the GIL delays the player by at most this.
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` dumps every thread
@@ -41,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
     except (GeneratorUnavailable, OSError) as error:
         daemon.shutdown()
         raise UsageError(f"cannot start: {error}") from None
+    if config.realtime:
+        # The main thread only waits, but it still takes the GIL when it wakes: it must not be
+        # preempted while holding it (see e2m_live/live/realtime.py).
+        make_realtime(threading.get_native_id(), DAEMON_PRIORITY)
     try:
         daemon.wait(stop)
     finally:
