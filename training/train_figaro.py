@@ -231,16 +231,25 @@ def step_batches(
 def validation_windows(
     segments: Sequence[SegmentWindows], context_size: int, per_segment: int, limit: int
 ) -> tuple[list[tuple[int, Window]], list[str]]:
-    """Deterministic validation windows tagged with a song index, and the song ids."""
-    songs: dict[str, int] = {}
-    out: list[tuple[int, Window]] = []
+    """Deterministic validation windows tagged with a song index, and the song ids.
+
+    Songs take turns (every song's first window, then every song's second, ...), so a ``limit``
+    smaller than the split still covers as many songs as it can."""
+    by_song: dict[str, list[tuple[SegmentWindows, int]]] = {}
     for seg in segments:
-        song = songs.setdefault(seg.song_id, len(songs))
-        for start in seg.tiling_starts(context_size, per_segment):
-            out.append((song, seg.window(start, context_size)))
-            if len(out) >= limit:
-                return out, list(songs)
-    return out, list(songs)
+        by_song.setdefault(seg.song_id, []).extend(
+            (seg, start) for start in seg.tiling_starts(context_size, per_segment)
+        )
+    songs = list(by_song)
+    out: list[tuple[int, Window]] = []
+    for turn in range(max((len(v) for v in by_song.values()), default=0)):
+        for index, song in enumerate(songs):
+            if turn < len(by_song[song]) and len(out) < limit:
+                seg, start = by_song[song][turn]
+                out.append((index, seg.window(start, context_size)))
+    used = sorted({i for i, _ in out})
+    remap = {old: new for new, old in enumerate(used)}
+    return [(remap[i], w) for i, w in out], [songs[i] for i in used]
 
 
 def to_device(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
@@ -757,6 +766,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"])
     p.add_argument("--threads", type=int, help="torch CPU threads per process")
     p.add_argument("--num-workers", type=int, help="DataLoader processes building batches")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="override any config key, e.g. --set val_max_windows=64 (repeatable)",
+    )
     p.add_argument("--resume", help="checkpoint to resume from, or 'auto' for OUT_DIR/checkpoints/last.pt")
     p.add_argument("--export", metavar="DIR", help="after training, write fp16 safetensors + config here")
     p.add_argument("--export-from", metavar="CKPT", help="only export this checkpoint to --export DIR")
@@ -804,6 +820,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             value = getattr(args, name)
             if value is not None:
                 data[name] = value
+        for item in args.set:
+            key, sep, raw = item.partition("=")
+            if not sep:
+                raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+            try:
+                data[key.strip()] = json.loads(raw)
+            except json.JSONDecodeError:
+                data[key.strip()] = raw
         cfg = make_train_config(data)
         train(cfg, resume=args.resume, export=args.export, progress_bar=not args.no_progress)
     except ValueError as err:
