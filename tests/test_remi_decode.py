@@ -143,6 +143,8 @@ def test_round_trip_on_reference_files(accepted_reference_files, tmp_path):
         total_bars += len(a)
         same_chords += sum(x == y for x, y in zip(a, b, strict=True))
         if i % 4 == 0:
+            # The in-memory PrettyMIDI and the written file describe the same music.
+            assert extract(tokens_to_midi(first)).remi == second, source
             write_midi(second, path)
             assert extract(path).remi == second, source
     assert same_chords / total_bars > 0.8

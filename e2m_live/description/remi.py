@@ -184,16 +184,21 @@ class _Track:
 class _Layout:
     """Bars laid end to end in ticks: tempo map, time signatures, note tracks."""
 
-    tempos: list[tuple[int, float]]  # (tick, BPM), first at tick 0
+    tempos: list[tuple[int, int]]  # (tick, microseconds per quarter), first at tick 0
     signatures: list[tuple[int, int, int]]  # (tick, numerator, denominator)
     tracks: list[_Track]
     end_tick: int
 
 
+def _micros(bpm: float) -> int:
+    """Microseconds per quarter as a MIDI tempo event holds them (truncated, as pretty_midi does)."""
+    return min(0xFFFFFF, max(1, int(6e7 / bpm)))
+
+
 def _layout(bars: Sequence[Bar], default_tempo: float) -> _Layout:
     res = RESOLUTION
     tempo = bars[0].tempo if bars and bars[0].tempo and bars[0].tempo > 0 else default_tempo
-    tempos = [(0, tempo)]
+    tempos = [(0, _micros(tempo))]
     sigs: list[tuple[int, int, int]] = []
     tracks: list[_Track] = []
     by_instrument: dict[tuple[int, bool], list[_Track]] = {}
@@ -202,9 +207,9 @@ def _layout(bars: Sequence[Bar], default_tempo: float) -> _Layout:
         if bar.tempo and bar.tempo > 0 and bar.tempo != tempo:
             tempo = bar.tempo
             if tempos[-1][0] == tick:
-                tempos[-1] = (tick, tempo)
+                tempos[-1] = (tick, _micros(tempo))
             else:
-                tempos.append((tick, tempo))
+                tempos.append((tick, _micros(tempo)))
         if not sigs or (sigs[-1][1], sigs[-1][2]) != (bar.numerator, bar.denominator):
             sigs.append((tick, bar.numerator, bar.denominator))
         for note in bar.notes:
@@ -233,8 +238,10 @@ def bars_to_midi(bars: Sequence[Bar], *, default_tempo: float = DEFAULT_TEMPO) -
     """
     res = RESOLUTION
     layout = _layout(bars, default_tempo)
-    pm = pretty_midi.PrettyMIDI(resolution=res, initial_tempo=layout.tempos[0][1])
-    pm._tick_scales = [(t, 60.0 / (bpm * res)) for t, bpm in layout.tempos]  # pretty_midi's tempo map
+    pm = pretty_midi.PrettyMIDI(resolution=res, initial_tempo=6e7 / layout.tempos[0][1])
+    # pretty_midi's tempo map, computed as pretty_midi does when it reads the written file, so that
+    # this object and the file describe the same times to the last bit.
+    pm._tick_scales = [(t, 60.0 / ((6e7 / micros) * res)) for t, micros in layout.tempos]
     pm._update_tick_to_time(layout.end_tick + 1)
     for at, num, den in layout.signatures:
         pm.time_signature_changes.append(pretty_midi.TimeSignature(num, den, pm.tick_to_time(at)))
@@ -275,8 +282,7 @@ def bars_to_smf(bars: Sequence[Bar], *, default_tempo: float = DEFAULT_TEMPO) ->
     meta: list[tuple[int, int, bytes]] = []
     for at, num, den in layout.signatures:
         meta.append((at, 0, bytes([0xFF, 0x58, 4, num, den.bit_length() - 1, 24, 8])))
-    for at, bpm in layout.tempos:
-        micros = min(0xFFFFFF, max(1, int(6e7 / bpm)))  # pretty_midi truncates the same way
+    for at, micros in layout.tempos:
         meta.append((at, 1, b"\xff\x51\x03" + micros.to_bytes(3, "big")))
     chunks = [_chunk(meta)]
     melodic_channels = [c for c in range(16) if c != 9]
