@@ -180,15 +180,17 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     # Changes: OSC arrival -> first bar of the new material; and whether it took the first bar line
     # after its first bar was ready.
     bar_lines = sorted(b.time for b in bars)
-    latencies, on_first_line = [], []
+    latencies, to_first_bar, on_first_line = [], [], []
     for section in sections:
         if not section.immediate or section.started_at is None or section.first_ready_at is None:
             continue
         latencies.append((section.started_at - section.changed_at) * 1000)
+        to_first_bar.append((section.first_ready_at - section.changed_at) * 1000)
         ready = section.first_ready_at + daemon.player.prepare_ahead
         first_line = next((t for t in bar_lines if t >= ready), None)
         on_first_line.append(first_line is not None and abs(first_line - section.started_at) < 1e-6)
     result["change_latency_ms"] = _percentiles(latencies)
+    result["change_to_first_bar_decoded_ms"] = _percentiles(to_first_bar)
     result["change_on_first_bar_line_after_decode"] = f"{sum(on_first_line)}/{len(on_first_line)}"
     result["late_bars"] = late_bars
     result["bars_played"] = len(bars)
