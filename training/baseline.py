@@ -1,7 +1,8 @@
 """A trivial generator to read fidelity numbers against: random notes from the described chords.
 
 For each description bar it keeps the time signature, instruments and chords, and draws as many notes
-as the ``Note Density`` token asks for (FIGARO: notes per position, 12 positions a quarter), at the
+as the ``Note Density`` token asks for (FIGARO: notes per position, 12 positions a quarter; every
+described instrument at least once, see :func:`described_note_count`), at the
 described mean velocity and around the described mean pitch, with pitches from the tones of the chord
 in force at each onset (drums: kick, snare, hi-hat). Onsets fall uniformly on a 16th-note grid. No
 model, no memory: whatever a trained model scores above this is learnt.
@@ -107,6 +108,13 @@ def chord_pitch_classes(label: str) -> tuple[int, ...]:
     return tuple((r + i) % 12 for i in CHORD_INTERVALS[quality])
 
 
+def described_note_count(bar: DescribedBar) -> int:
+    """Notes the ``Note Density`` bin stands for (FIGARO: notes per position), at least one per
+    described instrument; bin 0 (fewer than 0.19 notes per position) counts as half a bin."""
+    per_position = max(float(NOTE_DENSITY_BINS[bar.density_bin]), float(NOTE_DENSITY_BINS[1]) / 2)
+    return min(MAX_NOTES_PER_BAR, max(len(bar.instruments), round(per_position * max(1, bar.positions))))
+
+
 def _nearest(values: np.ndarray, x: float) -> int:
     return int(np.argmin(np.abs(values - x)))
 
@@ -127,9 +135,7 @@ def generate_bar(
     positions = max(1, bar.positions)
     chords = bar.chords or ([last_chord] if last_chord else [])
     chord_span = positions / max(1, len(chords))
-    n_notes = min(MAX_NOTES_PER_BAR, round(float(NOTE_DENSITY_BINS[bar.density_bin]) * positions))
-    if not bar.instruments:
-        n_notes = 0
+    n_notes = described_note_count(bar) if bar.instruments else 0
     velocity = float(MEAN_VELOCITY_BINS[bar.velocity_bin])
     centre = float(MEAN_PITCH_BINS[bar.pitch_bin])
     grid = np.arange(0, positions, GRID)
@@ -138,8 +144,11 @@ def generate_bar(
     events: list[tuple[int, int, list[str]]] = []  # (position, order, tokens)
     for i, chord in enumerate(chords):
         events.append((round(i * chord_span), 0, [token(CHORD_KEY, chord)]))
-    for onset in onsets:
-        instrument = str(rng.choice(bar.instruments))
+    # every described instrument plays at least once, the rest at random
+    players = [*bar.instruments, *rng.choice(bar.instruments, size=max(0, n_notes - len(bar.instruments)))]
+    rng.shuffle(players)
+    for onset, instrument in zip(onsets, players, strict=True):
+        instrument = str(instrument)
         chord = chords[min(len(chords) - 1, int(onset // chord_span))] if chords else NO_CHORD
         if instrument == DRUM_INSTRUMENT:
             pitch_tok = token(PITCH_KEY, f"drum_{rng.choice(DRUM_PITCHES)}")
