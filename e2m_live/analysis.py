@@ -433,8 +433,8 @@ def _describe(table: _NoteTable, lo: float, hi: float) -> dict[str, float]:
     mask = _segment_mask(table, lo, hi)
     if not mask.any():
         raise ValueError(f"no notes start between {lo:g} s and {hi:g} s")
-    last_end = float(np.max(np.minimum(table.end[mask], hi)))
-    span = max(min(hi, max(last_end, float(table.start[mask].max()))) - lo, 1e-3)
+    # Rates are per second of the segment: silence inside it counts (a half-empty segment is calmer).
+    span = hi - lo
     drum = mask & table.is_drum
     pitched = mask & ~table.is_drum
     n_drum, n_pitched = int(drum.sum()), int(pitched.sum())
