@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens-per-bar", type=int, default=234, help="12 x 234 ~ 2,800 tokens")
     parser.add_argument("--reference-tokens", type=int, default=8,
                         help="tokens timed with FIGARO's full-recompute sampler (0: skip)")
+    parser.add_argument("--omp-wait-policy", choices=["ACTIVE", "PASSIVE"],
+                        help="OMP_WAIT_POLICY for the workers (PASSIVE: idle OpenMP threads sleep instead of "
+                             "spinning, which keeps 2 threads usable on a busy 2-core machine)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--ablation", action="store_true",
                         help="per-token step time of each optimisation instead of whole 12-bar runs")
@@ -201,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.ablation:
                 cmd.append("--ablation")
             env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": str(threads)}
+            if args.omp_wait_policy:
+                env["OMP_WAIT_POLICY"] = args.omp_wait_policy
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
             if proc.returncode != 0:
                 print(proc.stderr, file=sys.stderr)
@@ -208,13 +213,15 @@ def main(argv: list[str] | None = None) -> int:
             result = json.loads(proc.stdout.strip().splitlines()[-1])
             results.append(result)
             if args.ablation:
-                print(f"{size} {threads} thread(s) {args.device}, ms per token:")
+                wait = env.get("OMP_WAIT_POLICY", "")
+                print(f"{size} {threads} thread(s) {args.device} {wait}, ms per token:")
                 for name, ms in result["ms_per_token"].items():
                     print(f"  {ms:9.2f} ms  {1000 / ms:8.1f} tok/s  {name}", flush=True)
                 continue
             ref = (f", FIGARO sampler {result['reference_tokens_per_s']} tok/s (x{result['speedup']})"
                    if "speedup" in result else "")
-            print(f"{size:8s} {threads} thread(s) {args.device}{' int8' if args.quantize else ''}: "
+            policy = f" OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}" if "OMP_WAIT_POLICY" in env else ""
+            print(f"{size:8s} {threads} thread(s) {args.device}{' int8' if args.quantize else ''}{policy}: "
                   f"{result['tokens_per_s']:7.1f} tok/s, {result['tokens']} tokens in {result['seconds']} s, "
                   f"RTF {result['real_time_factor']}, first bar {result['first_bar_s']} s{ref}, "
                   f"peak RSS {result['peak_rss_mb']} MB", flush=True)
