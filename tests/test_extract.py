@@ -293,3 +293,38 @@ def test_beat_chroma_with_pedal_and_pitch_bend():
 def test_chord_of_mask(pitch_classes, expected):
     mask = sum(1 << pc for pc in pitch_classes)
     assert chords.chord_of_mask(mask)[:3] == expected
+
+
+# --- chord evaluation against POP909 (training/eval_chords.py) ---------------------------------
+
+
+def test_pop909_labels_map_to_figaro_qualities():
+    from training.eval_chords import harte_to_figaro
+
+    assert harte_to_figaro("Bb:min7/b7") == "A#:min7"
+    assert harte_to_figaro("C#:7") == "C#:dom7"
+    assert harte_to_figaro("E:hdim7") == "E:dim"
+    assert harte_to_figaro("G:sus4(b7)") == "G:None"
+    assert harte_to_figaro("Cb:maj6") == "B:maj"
+    assert harte_to_figaro("N") == "N:N"
+    assert harte_to_figaro("C:weird") is None
+
+
+def test_chord_scoring_is_time_weighted():
+    from training.eval_chords import score
+
+    truth = [(0.0, 2.0, "C:maj"), (2.0, 4.0, "A:min"), (4.0, 5.0, "N:N")]
+    predicted = [(0.0, 1.0, "C:maj"), (1.0, 3.0, "C:min"), (3.0, 5.0, "A:min")]
+    total, root_ok, both_ok = score(truth, predicted)
+    assert total == 4.0  # N is not scored
+    assert root_ok == 3.0  # C for 2 s, A for 1 s
+    assert both_ok == 2.0
+
+
+def test_eval_chords_on_a_few_pop909_songs(datasets_dir):
+    from training.eval_chords import evaluate, ours
+
+    result = evaluate(datasets_dir / "pop909", {"ours": ours}, limit=3)
+    assert result["songs"] == 3
+    assert 0.4 < result["ours"]["root_accuracy"] <= 1.0
+    assert result["ours"]["root_quality_accuracy"] <= result["ours"]["root_accuracy"]
