@@ -301,3 +301,12 @@ def test_segments_are_renumbered_from_bar_one():
     assert [t for t in vocab.decode(windows.tokens) if t.startswith("Bar_")] == ["Bar_1", "Bar_2"]
     kept = SegmentWindows(seg, TokenTables(), renumber=False)
     assert [t for t in vocab.decode(kept.tokens) if t.startswith("Bar_")] == ["Bar_37", "Bar_38"]
+
+
+def test_diverging_run_skips_nonfinite_steps_then_stops(pack: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    args = ["--config", str(TINY), "--data", str(pack), "--out-dir", str(run), "--no-progress"]
+    assert tf.main([*args, "--max-steps", "100", "--lr", "1e9"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["reason"] == "nonfinite"
+    assert summary["skipped_steps"] == tf.MAX_NONFINITE_STEPS and summary["step"] < 100

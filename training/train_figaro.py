@@ -49,6 +49,8 @@ from training.figaro_data import (
 from training.figaro_export import export_fp16
 
 CHECKPOINT_FORMAT = "e2m-figaro-train-1"
+#: Steps in a row with non-finite gradients (skipped) before a run gives up.
+MAX_NONFINITE_STEPS = 20
 
 
 @dataclass
@@ -567,6 +569,7 @@ def _train(
     last_val: dict[str, float] = {}
     window_loss, window_tokens = 0.0, 0
     reason = "max_steps"
+    skipped_steps, bad_in_a_row = 0, 0
 
     def state() -> dict[str, Any]:
         return {
@@ -630,11 +633,23 @@ def _train(
                 (loss_sum / max(1, int(n_tok)) / cfg.grad_accum).backward()
             step_loss += loss_sum.detach()
             step_tokens += n_tok
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        # the norm of the (already all-reduced) gradients is the same on every rank, so all skip together
+        grad_norm = float(
+            torch.nn.utils.clip_grad_norm_(
+                model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+            )
+        )
+        if math.isfinite(grad_norm):
+            optimizer.step()
+            bad_in_a_row = 0
+        else:
+            skipped_steps += 1
+            bad_in_a_row += 1
         optimizer.zero_grad(set_to_none=True)
         step += 1
+        if bad_in_a_row >= MAX_NONFINITE_STEPS:
+            reason = "nonfinite"
+            break
 
         window_loss += float(step_loss)
         window_tokens += int(step_tokens)
@@ -648,6 +663,7 @@ def _train(
                     "step": step,
                     "train_loss": float(totals[0] / max(1.0, float(totals[1]))),
                     "lr": lr,
+                    "grad_norm": grad_norm,
                     "tokens": tokens_seen,
                     "elapsed_s": time.monotonic() - started,
                 },
@@ -674,6 +690,7 @@ def _train(
         "tokens_seen": tokens_seen,
         "wall_s": time.monotonic() - started,
         "trained_s": state()["trained_seconds"],
+        "skipped_steps": skipped_steps,
         "best_val_loss": best_val,
         "parameters": n_params,
         "world_size": ctx.world,
