@@ -12,7 +12,7 @@
 # exported, it is ~100 MiB), RESUME (a checkpoint or "auto").
 #
 # Works on a bare machine with only torch + numpy: wheels found in .whl/ are installed offline
-# (safetensors, tqdm, pretty_midi, mido); without pretty_midi, a stand-in giving the 128 General MIDI
+# (numpy, safetensors, tqdm, mido, pretty_midi); without pretty_midi, a stand-in giving the 128 General MIDI
 # names (read from the pack) is put on PYTHONPATH, since the vocabulary needs only those names.
 #
 # Output in $OUT: device_train.log (this script's whole output), env.txt, run/ (log.jsonl,
@@ -38,7 +38,7 @@ echo "[device_train] $(date -u +%FT%TZ) data=$DATA minutes=$MINUTES device=$DEVI
 
 # 1. offline wheels, only for what is missing
 if [ -d .whl ]; then
-    for mod in safetensors tqdm mido pretty_midi; do
+    for mod in numpy safetensors tqdm mido pretty_midi; do
         if ! "$PYTHON" -c "import $mod" 2>/dev/null; then
             "$PYTHON" -m pip install --quiet --no-index --no-deps --find-links .whl "$mod" \
                 || echo "[device_train] note: no wheel for $mod in .whl/"
