@@ -328,3 +328,9 @@ def test_eval_chords_on_a_few_pop909_songs(datasets_dir):
     assert result["songs"] == 3
     assert 0.4 < result["ours"]["root_accuracy"] <= 1.0
     assert result["ours"]["root_quality_accuracy"] <= result["ours"]["root_accuracy"]
+
+
+@pytest.mark.parametrize("downbeats", [[], [1.0, 0.5], [0.0, float("nan")], [[0.0, 1.0]]])
+def test_bad_downbeats_are_refused(downbeats):
+    with pytest.raises(ValueError, match="downbeats"):
+        extract(_midi([(60, 0.0, 0.5, 80)]), downbeats=downbeats)

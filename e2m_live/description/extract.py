@@ -401,7 +401,7 @@ def extract(
     others.sort(key=lambda it: (it[0], it[1], it[2]))
     other_start = np.array([o[0] for o in others], dtype=np.int64)
 
-    bar_times = _downbeats(pm, beats) if downbeats is None else np.asarray(downbeats, dtype=float)
+    bar_times = _downbeats(pm, beats) if downbeats is None else _checked_downbeats(downbeats)
     bar_ticks = ticks.ticks(np.concatenate([bar_times, [end_time]]))
     bar_lo, bar_hi = bar_ticks[:-1], bar_ticks[1:]
     # Items of bar i: start in [bar_lo, bar_hi). Starts are sorted, so each bar is a slice.
@@ -416,6 +416,16 @@ def extract(
 
     sig_ticks = [int(t) for t in ticks.ticks([ts.time for ts in sigs])]
     return _Builder(pm, notes, others, sigs, sig_ticks).build(kept, bar_lo, n_lo, n_hi, o_lo, o_hi)
+
+
+def _checked_downbeats(downbeats: Sequence[float]) -> np.ndarray:
+    try:
+        times = np.asarray(downbeats, dtype=float)
+    except (TypeError, ValueError):
+        times = np.zeros((0, 0))
+    if times.ndim != 1 or not times.size or not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
+        raise ValueError("downbeats must be a non-empty, strictly increasing sequence of times in seconds")
+    return times
 
 
 class _Builder:
@@ -523,25 +533,21 @@ class _Builder:
         return Extraction(remi=remi, description=desc, midi=pm)
 
     def _meta_tokens(self, rows) -> list[list[str]]:
+        """Note density and mean velocity/pitch/duration bins of every bar at once."""
         notes = self.notes
         n = np.array([r[0] for r in rows], dtype=np.int64)
         ppb = np.array([r[1] for r in rows], dtype=np.int64)
-        bounds = np.array([r[2] for r in rows] + [rows[-1][3]], dtype=np.int64) if rows else np.zeros(1, int)
-        # Kept bars are contiguous, so their notes are one contiguous run: sum per bar with reduceat.
-        lo = bounds[:-1]
-        sl = slice(int(bounds[0]), int(bounds[-1]))
-        vel, pitch = notes.velocity[sl], notes.pitch[sl]
-        dur = (notes.end - notes.start)[sl]
-        rel = lo - bounds[0]
+        lo = np.array([r[2] for r in rows], dtype=np.int64)
+        hi = np.array([r[3] for r in rows], dtype=np.int64)
 
         def per_bar_mean(values: np.ndarray) -> np.ndarray:
-            sums = np.zeros(len(rows), dtype=np.int64)
-            nz = n > 0
-            if values.size:
-                sums[nz] = np.add.reduceat(values, rel[nz])
+            # Integer prefix sums: exact, so sum / count equals the reference's np.mean.
+            prefix = np.concatenate([[0], np.cumsum(values, dtype=np.int64)])
+            sums = prefix[hi] - prefix[lo]
             with np.errstate(invalid="ignore", divide="ignore"):
-                return np.where(nz, sums / np.maximum(n, 1), np.nan)
+                return np.where(n > 0, sums / np.maximum(n, 1), np.nan)
 
+        vel, pitch, dur = notes.velocity, notes.pitch, notes.end - notes.start
         density = _nearest_bin(NOTE_DENSITY_BINS, n / ppb)
         mvel = _nearest_bin(MEAN_VELOCITY_BINS, per_bar_mean(vel))
         mpitch = _nearest_bin(MEAN_PITCH_BINS, per_bar_mean(pitch))
