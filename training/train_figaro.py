@@ -675,6 +675,7 @@ def _train(
         if step % cfg.checkpoint_every == 0 and ctx.main:
             save_checkpoint(ckpt_dir / "last.pt", model, optimizer, state())
 
+    del batches  # stops DataLoader workers before the final validation
     # flush the unlogged tail of the token count
     totals = torch.tensor([float(window_tokens)], dtype=torch.float64, device=device)
     tokens_seen += int(all_reduce(totals, ctx)[0])
