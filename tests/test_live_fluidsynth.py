@@ -58,3 +58,22 @@ def test_player_drives_fluidsynth_drums_and_melody():
 def test_missing_soundfont_is_a_clear_error(tmp_path):
     with pytest.raises(OutputError, match="no soundfont"):
         FluidSynthOutput(tmp_path / "missing.sf2")
+
+
+def test_file_audio_driver_writes_a_non_silent_wav(tmp_path):
+    import wave
+
+    path = tmp_path / "out.wav"
+    synth = FluidSynthOutput(driver="file", file_name=str(path))
+    synth.send((0x90, 60, 110), 0.0)
+    time.sleep(0.4)
+    synth.send((0x80, 60, 0), 0.0)
+    synth.close()
+    with wave.open(str(path)) as wav:
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+    assert len(samples) > 0 and _rms(samples) > 100
+
+
+def test_unknown_audio_driver_is_a_clear_error():
+    with pytest.raises(OutputError, match="audio driver 'nonexistent'"):
+        FluidSynthOutput(driver="nonexistent")

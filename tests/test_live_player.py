@@ -187,14 +187,16 @@ def test_lost_output_is_dropped_after_releasing_its_notes_and_others_play_on():
     flaky, steady = FailsOnNoteOn(), CaptureOutput()
     bar = Bar([Note(60 + i, 100, i * 0.5, 4.0, 0) for i in range(6)], 4, 4)
     outputs = OutputSet([flaky, steady])
+    lost = []
     player = Player(InternalClock(), outputs, ListSource([PlannedBar(bar, 1, True)] * 3), tempo=TEMPO,
-                    realtime=False)
+                    realtime=False, on_output_lost=lambda name, why: lost.append((name, why)))
     player.start_thread()
     player.play()
     time.sleep(0.05 + 6 * Q)
     player.stop()
     time.sleep(0.1)
-    assert flaky.closed and flaky not in outputs.outputs and outputs.lost
+    assert flaky.closed and flaky not in outputs.outputs
+    assert lost == [("flaky", "device unplugged")]
     sounding = set()
     for m in flaky.messages:
         if m.message[0] & 0xF0 == 0x90:

@@ -171,7 +171,8 @@ ADDRESSES: tuple[OscAddress, ...] = (
         for name in FEATURE_ORDER
     ),
     OscAddress(f"{PREFIX}/state/plan", (Argument("plan", "s"),), "Plan",
-               "the section being played: generator, section number, bars ready, chords",
+               "the section being played: number, generator, key, metre, energy, valence, bar "
+               "position, bars ready",
                direction="out", control="text", group="state"),
     OscAddress(f"{PREFIX}/state/lag", (Argument("lag_bars", "i", 0, None), Argument("lag_ms", "f", 0, None)),
                "Generation lag", "bars played as repeats because the next bar was late, and how late the "

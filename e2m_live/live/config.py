@@ -48,6 +48,8 @@ class LiveConfig:
     audio_driver: str = field(default="", metadata=_opt(
         "FluidSynth audio driver (pulseaudio, pipewire, alsa, jack, coreaudio, wasapi, file, ...); "
         "default: FluidSynth's own default"))
+    audio_file: str = field(default="", metadata=_opt(
+        "with --audio-driver file: the WAV file FluidSynth writes (default: FluidSynth's fluidsynth.wav)"))
     soundfont: str = field(default="", metadata=_opt("soundfont (.sf2); default: found automatically"))
     gain: float = field(default=0.4, metadata=_opt("FluidSynth gain"))
     record: str = field(default="", metadata=_opt("record the performance to this .mid file"))

@@ -82,7 +82,8 @@ class Daemon:
         self.engine.start(wait=0)
         self.player = Player(InternalClock(features.tempo), self.outputs, self.engine,
                              tempo=lambda: self.engine.tempo, on_bar=self._on_bar, on_state=self._on_state,
-                             record_timing=self._record_timing, realtime=config.realtime)
+                             record_timing=self._record_timing, realtime=config.realtime,
+                             on_output_lost=self._on_output_lost)
         self.player.start_thread()
         self.osc = OscServer(self.handle, host=config.host,
                              udp_port=None if config.udp_port < 0 else config.udp_port,
@@ -130,7 +131,7 @@ class Daemon:
         if config.fluidsynth:
             try:
                 self.outputs.add(FluidSynthOutput(config.soundfont or None, config.audio_driver or None,
-                                                  gain=config.gain))
+                                                  gain=config.gain, file_name=config.audio_file or None))
             except OutputError as error:
                 self._warn(f"no FluidSynth audio: {error}")
         if config.record:
@@ -221,6 +222,9 @@ class Daemon:
             log.info("bar %d: next bar not ready, repeating material (%d late so far)", info.number,
                      info.late_bars)
         self._feedback.put(messages)
+
+    def _on_output_lost(self, name: str, why: str) -> None:
+        self._feedback.put([(ERROR_ADDRESS, ["output", f"lost {name}: {why}; playing on without it"])])
 
     def _on_state(self, playing: bool) -> None:
         self._feedback.put([("/e2m/state/playing", [int(playing)])])

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from e2m_live.live.outputs import (
     SOUNDFONT_CANDIDATES,
+    SYSTEM_SOUNDFONT,
+    bundled_soundfont,
     compiled_midi_apis,
     default_midi_api,
-    find_soundfont,
     jack_server_running,
     list_midi_ports,
 )
@@ -41,19 +42,8 @@ def fluidsynth_drivers() -> list[str]:
 
 def soundfonts() -> list[Path]:
     """Every soundfont the daemon would consider, in order of preference, that exists."""
-    found = [p for p in SOUNDFONT_CANDIDATES if p.is_file()]
-    bundled = find_soundfont()
-    if bundled is not None and bundled not in found:
-        found.append(bundled)
-    try:
-        import pretty_midi
-
-        tim = Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
-        if tim.is_file() and tim not in found:
-            found.append(tim)
-    except ImportError:
-        pass
-    return found
+    ordered = [SYSTEM_SOUNDFONT, bundled_soundfont(), *SOUNDFONT_CANDIDATES]
+    return [p for p in ordered if p is not None and p.is_file()]
 
 
 def port_in_use(host: str, port: int, kind: int) -> bool:

@@ -29,11 +29,12 @@ Message = Sequence[int]
 NOTE_OFF, NOTE_ON, CONTROL_CHANGE, PROGRAM_CHANGE = 0x80, 0x90, 0xB0, 0xC0
 ALL_SOUND_OFF, RESET_CONTROLLERS, ALL_NOTES_OFF = 120, 121, 123
 
+#: Searched in order after the system default and pretty_midi's bundled TimGM6mb.sf2.
 SOUNDFONT_CANDIDATES = (
-    Path("/usr/share/sounds/sf2/default-GM.sf2"),
     Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"),
     Path("/usr/share/soundfonts/default.sf2"),
 )
+SYSTEM_SOUNDFONT = Path("/usr/share/sounds/sf2/default-GM.sf2")
 
 
 class OutputError(RuntimeError):
@@ -210,22 +211,28 @@ def open_default_midi(api: str = "auto", port: str | None = None, client_name: s
 # ---- FluidSynth ----------------------------------------------------------------------------------
 
 def find_soundfont(explicit: str | os.PathLike | None = None) -> Path | None:
-    """The soundfont to use: ``explicit``, the system GM soundfont, or pretty_midi's TimGM6mb."""
+    """The soundfont to use: ``explicit``; else the system GM soundfont
+    (``/usr/share/sounds/sf2/default-GM.sf2``), then pretty_midi's bundled ``TimGM6mb.sf2``,
+    then other usual places."""
     if explicit:
         path = Path(explicit).expanduser()
         return path if path.is_file() else None
-    for candidate in SOUNDFONT_CANDIDATES:
-        if candidate.is_file():
-            return candidate
+    if SYSTEM_SOUNDFONT.is_file():
+        return SYSTEM_SOUNDFONT
+    bundled = bundled_soundfont()
+    if bundled is not None:
+        return bundled
+    return next((c for c in SOUNDFONT_CANDIDATES if c.is_file()), None)
+
+
+def bundled_soundfont() -> Path | None:
+    """pretty_midi's TimGM6mb.sf2, if pretty_midi is installed."""
     try:
         import pretty_midi
-
-        bundled = Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
-        if bundled.is_file():
-            return bundled
     except ImportError:
-        pass
-    return None
+        return None
+    path = Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
+    return path if path.is_file() else None
 
 
 FLUIDSYNTH_DRIVERS = ("pulseaudio", "pipewire", "alsa", "jack", "coreaudio", "dsound", "wasapi", "oss",
@@ -243,7 +250,7 @@ class FluidSynthOutput(Output):
             raise OutputError(f"pyfluidsynth/libfluidsynth not available: {error}") from None
         font = find_soundfont(soundfont)
         if font is None:
-            where = soundfont or ", ".join(str(p) for p in SOUNDFONT_CANDIDATES)
+            where = soundfont or f"{SYSTEM_SOUNDFONT}, pretty_midi's TimGM6mb.sf2"
             raise OutputError(f"no soundfont found ({where}); install fluid-soundfont-gm or pass --soundfont")
         self._lock = threading.Lock()
         self.sample_rate = sample_rate
@@ -251,11 +258,14 @@ class FluidSynthOutput(Output):
         if driver == "file" and file_name:
             self._synth.setting("audio.file.name", str(file_name))
         if driver:
-            try:
-                self._synth.start(driver=driver)
-            except Exception as error:
+            # Only an audio driver: Synth.start() would also open a MIDI *input* driver we don't use.
+            self._synth.setting("audio.driver", driver)
+            synth = self._synth
+            synth.audio_driver = fluidsynth.new_fluid_audio_driver(synth.settings, synth.synth)
+            if not self._synth.audio_driver:
                 self._synth.delete()
-                raise OutputError(f"FluidSynth audio driver {driver!r} failed: {error}") from None
+                raise OutputError(f"FluidSynth audio driver {driver!r} failed to start "
+                                  "(see `e2m-live ports` for the drivers compiled in)")
         self._font_id = self._synth.sfload(str(font))
         if self._font_id < 0:
             self._synth.delete()

@@ -100,6 +100,7 @@ class Player:
                  tempo: Callable[[], float] | float = 120.0,
                  on_bar: Callable[[BarStarted], None] | None = None,
                  on_state: Callable[[bool], None] | None = None,
+                 on_output_lost: Callable[[str, str], None] | None = None,
                  prepare_ahead: float = 0.015, start_delay: float = 0.05,
                  record_timing: bool = False, realtime: bool = True) -> None:
         self.clock = clock
@@ -108,6 +109,7 @@ class Player:
         self._tempo = tempo if callable(tempo) else (lambda: float(tempo))
         self.on_bar = on_bar
         self.on_state = on_state
+        self.on_output_lost = on_output_lost
         self.prepare_ahead = prepare_ahead
         self.start_delay = start_delay
         self.realtime = realtime
@@ -271,6 +273,9 @@ class Player:
             output.close()
         except Exception as error:
             log.debug("closing the lost output %s failed: %s", output.describe(), error)
+        if self.on_output_lost:
+            why = next((w for name, w in reversed(self.outputs.lost) if name == output.describe()), "")
+            self.on_output_lost(output.describe(), why)
 
     def _prepare_bar(self) -> bool:
         """Fetch the next bar and schedule it; returns False if interrupted."""
