@@ -100,3 +100,24 @@ def test_slow_generator_makes_the_player_hold_material():
         assert second.bar.index == 1 and second.lag_ms > 0
     finally:
         engine.close()
+
+
+def test_worker_exits_when_the_daemon_is_killed():
+    import subprocess
+    import sys
+
+    script = ("import time; from e2m_live.live.engine import Engine; e = Engine('rules'); e.start(); "
+              "e.wait_first_bar(8); print(e.worker_pid, flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    worker = int(proc.stdout.readline())
+    proc.kill()
+    proc.wait()
+
+    def gone() -> bool:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    assert _wait(gone, 5), "the generation worker outlived its daemon"

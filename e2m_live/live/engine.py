@@ -72,8 +72,20 @@ def _worker_main(name: str, options: dict[str, Any], requests: mp.Queue, results
     generator = create_generator(name, **options)
     results.put(("ready", os.getpid()))
 
+    parent = os.getppid()
+
+    def wait_for_request() -> Request | None:
+        while True:
+            try:
+                return requests.get(timeout=1.0)
+            except queue.Empty:
+                if os.getppid() != parent:  # the daemon died without telling us: don't linger
+                    return None
+
     def latest(block: bool) -> Request | None:
-        item = requests.get() if block else requests.get_nowait()
+        item = wait_for_request() if block else requests.get_nowait()
+        if item is None:
+            return None
         while True:
             try:
                 item = requests.get_nowait()
