@@ -310,3 +310,13 @@ def test_diverging_run_skips_nonfinite_steps_then_stops(pack: Path, tmp_path: Pa
     summary = json.loads((run / "summary.json").read_text())
     assert summary["reason"] == "nonfinite"
     assert summary["skipped_steps"] == tf.MAX_NONFINITE_STEPS and summary["step"] < 100
+
+
+def test_resuming_another_model_size_is_refused(
+    pack: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    run = tmp_path / "run"
+    args = ["--config", str(TINY), "--data", str(pack), "--out-dir", str(run), "--no-progress"]
+    assert tf.main([*args, "--max-steps", "2"]) == 0
+    assert tf.main([*args, "--max-steps", "4", "--resume", "auto", "--set", 'model={"d_model": 64}']) == 2
+    assert "another configuration" in capsys.readouterr().err

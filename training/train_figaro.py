@@ -528,6 +528,8 @@ def _train(
     resume_path = _resume_path(resume, ckpt_dir)
     if resume_path is not None:
         ckpt = load_checkpoint(resume_path)
+        if ckpt["model_config"] != model_cfg.to_dict():
+            raise ValueError(f"{resume_path} holds a model of another configuration than this run's")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step, tokens_seen = int(ckpt["step"]), int(ckpt["tokens_seen"])
