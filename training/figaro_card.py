@@ -98,7 +98,7 @@ def render_wav(tokens: Sequence[str], path: Path, soundfont: Path = SOUNDFONT) -
         return None
     if audio.size == 0:
         audio = np.zeros(SAMPLE_RATE)
-    peak = float(np.max(np.abs(audio))) or 1.0
+    peak = float(np.max(np.abs(audio)))
     scaled = audio / max(peak, 1e-9) * 0.9
     with wave.open(str(path), "wb") as fh:
         fh.setnchannels(1)
