@@ -278,7 +278,8 @@ def write_card(
         + f" --limit {report['n_segments']} --card {model_dir}`",
         "",
         "## Speed",
-        f"- Generation during the evaluation: {timing.get('model_tokens', 0)} tokens in "
+        "- Generation during the evaluation (segments after the first): "
+        f"{timing.get('model_tokens', 0)} tokens in "
         f"{_fmt(timing.get('model_seconds', math.nan), 1)} s = {tok_s:.0f} tokens/s on 2 CPU threads "
         f"(machine load average {os.getloadavg()[0]:.1f} at the end of the run).",
         f"- Real-time factor for 12 bars of {REFERENCE_TOKENS} tokens at 120 BPM (24 s of music): "
