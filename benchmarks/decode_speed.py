@@ -66,6 +66,7 @@ def worker(args: argparse.Namespace) -> dict:
 
     def run(n_bars: int) -> tuple[float, float, int]:
         sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+        cpu_start = time.process_time()
         start = time.perf_counter()
         first = None
         stream = decoder.generate_bars(desc_tokens[: len(desc_tokens) * n_bars // args.bars], seed=0,
@@ -74,15 +75,19 @@ def worker(args: argparse.Namespace) -> dict:
             sync()
             first = first or time.perf_counter() - start
         sync()
+        run.cpu_seconds = time.process_time() - cpu_start  # type: ignore[attr-defined]
         return time.perf_counter() - start, first or 0.0, decoder.tokens_generated
 
     run(1)  # warm-up (allocator, first-call dispatch, mask cache)
     wall, first_bar, tokens = run(args.bars)
+    cpu_seconds = run.cpu_seconds  # type: ignore[attr-defined]
     seconds_of_music = args.bars * 4 * 60 / 120
     result = {
         "size": args.size, "threads": args.worker_threads, "device": args.device, "quantize": args.quantize,
         "parameters": model.num_parameters(), "tokens": tokens, "seconds": round(wall, 3),
         "tokens_per_s": round(tokens / wall, 1), "first_bar_s": round(first_bar, 3),
+        "cpu_seconds": round(cpu_seconds, 3),  # all threads; on a busy machine wall time includes waiting
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "real_time_factor": round(wall / seconds_of_music, 3), "windows": decoder.windows_started,
     }
     if args.reference_tokens > 0:
@@ -224,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{size:8s} {threads} thread(s) {args.device}{' int8' if args.quantize else ''}{policy}: "
                   f"{result['tokens_per_s']:7.1f} tok/s, {result['tokens']} tokens in {result['seconds']} s, "
                   f"RTF {result['real_time_factor']}, first bar {result['first_bar_s']} s{ref}, "
-                  f"peak RSS {result['peak_rss_mb']} MB", flush=True)
+                  f"peak RSS {result['peak_rss_mb']} MB, CPU {result['cpu_seconds']} s, "
+                  f"load {result['load_average_1min']}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -15,7 +15,9 @@ and ``decode_cached`` which extends a :class:`DecoderCache` by one or more token
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -159,6 +161,7 @@ class DecoderCache:
     self_tables: list[tuple[Tensor, Tensor] | None]
     cross_tables: list[tuple[Tensor, Tensor] | None]
     length: int = 0
+    step_ops: tuple | None = None  # filled by the first one-token step
 
     @property
     def capacity(self) -> int:
@@ -307,22 +310,45 @@ class FigaroModel(nn.Module):
         t = cache.length
         rel = cfg.max_relative_positions - 1 - t  # first row of the reversed tables this step needs
         eps = cfg.layer_norm_eps
+        if cache.step_ops is None:
+            cache.step_ops = self._step_ops()
+        layers, output = cache.step_ops
         x = self.embed_remi(remi_ids, bar_ids, position_ids).view(b, d)
-        for i, layer in enumerate(self.decoder_layers):
-            sa, ca, ff = layer.self_attn, layer.cross_attn, layer.ffn
-            # projections go through the modules so quantized Linear replacements work too
-            qkv = sa.qkv(x).view(b, 3, h, 1, dh)
+        for i, ops in enumerate(layers):
+            qkv_proj, self_out, self_norm, query, cross_out, cross_norm, up, down, ffn_norm = ops
+            qkv = qkv_proj(x).view(b, 3, h, 1, dh)
             kv = cache.self_kv[i]
             kv[:, :, :, t:t + 1] = qkv[:, 1:]
             keys, values = kv[:, 0, :, :t + 1], kv[:, 1, :, :t + 1]
             mixed = _step_attention(qkv[:, 0], keys, values, cache.self_tables[i], rel)
-            x = F.layer_norm(sa.out(mixed.view(b, d)) + x, (d,), sa.norm.weight, sa.norm.bias, eps)
-            q = ca.query(x).view(b, h, 1, dh)
+            x = F.layer_norm(self_out(mixed.view(b, d)) + x, (d,), *self_norm, eps)
+            q = query(x).view(b, h, 1, dh)
             mixed = _step_attention(q, cache.cross_k[i], cache.cross_v[i], cache.cross_tables[i], rel)
-            x = F.layer_norm(ca.out(mixed.view(b, d)) + x, (d,), ca.norm.weight, ca.norm.bias, eps)
-            x = F.layer_norm(ff.down(F.gelu(ff.up(x))) + x, (d,), ff.norm.weight, ff.norm.bias, eps)
+            x = F.layer_norm(cross_out(mixed.view(b, d)) + x, (d,), *cross_norm, eps)
+            x = F.layer_norm(down(F.gelu(up(x))) + x, (d,), *ffn_norm, eps)
         cache.length = t + 1
-        return self.output(x)
+        return output(x)
+
+    def _step_ops(self) -> tuple[list[tuple], Callable[[Tensor], Tensor]]:
+        """The projections and norms of every decoder layer as plain callables / tensor pairs, so a
+        step skips ``nn.Module`` dispatch. Float ``nn.Linear`` becomes ``F.linear`` with its tensors;
+        any other projection (e.g. an int8 dynamic-quantized Linear) keeps its own ``forward``."""
+
+        def proj(module: nn.Module) -> Callable[[Tensor], Tensor]:
+            if type(module) is nn.Linear:
+                return partial(F.linear, weight=module.weight, bias=module.bias)
+            return module.forward
+
+        def norm(module: nn.LayerNorm) -> tuple[Tensor, Tensor]:
+            return module.weight, module.bias
+
+        layers = [
+            (proj(layer.self_attn.qkv), proj(layer.self_attn.out), norm(layer.self_attn.norm),
+             proj(layer.cross_attn.query), proj(layer.cross_attn.out), norm(layer.cross_attn.norm),
+             proj(layer.ffn.up), proj(layer.ffn.down), norm(layer.ffn.norm))
+            for layer in self.decoder_layers
+        ]
+        return layers, proj(self.output)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
