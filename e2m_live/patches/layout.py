@@ -80,6 +80,7 @@ class Display:
     address: str
     label: str
     arguments: tuple[str, ...]
+    types: tuple[str, ...] = ()  # canonical OSC type tag of each argument
     effect: str = ""
 
 
@@ -218,7 +219,8 @@ def _displays(addresses: tuple[OscAddress, ...], follows: set[str]) -> list[Disp
         kind: DisplayKind = "toggle" if entry.control == "toggle" else \
             "text" if entry.control == "text" else "number"
         displays.append(Display(kind, entry.address.rsplit("/", 1)[-1], entry.address, entry.label,
-                                tuple(a.name for a in entry.arguments), entry.effect))
+                                tuple(a.name for a in entry.arguments),
+                                tuple(a.types[0] for a in entry.arguments), entry.effect))
     return displays
 
 

@@ -1,0 +1,203 @@
+"""``patches/README.md``: how to connect each controller, with a text picture of each layout.
+
+Generated with the patches (so ports, addresses and control names cannot drift either).
+"""
+
+from __future__ import annotations
+
+from e2m_live.patches.layout import Layout, format_number
+
+
+def _box(lines: list[str]) -> list[str]:
+    width = max(len(line) for line in lines) + 4
+    border = "+" + "-" * (width - 2) + "+"
+    return [border, *(f"| {line:<{width - 4}} |" for line in lines), border]
+
+
+def _names(controls, attribute: str = "name") -> str:
+    return " ".join(f"[{getattr(c, attribute)}]" for c in controls)
+
+
+def _fader_rows(layout: Layout, pad: list[str]) -> list[str]:
+    """Fader columns with the pad's picture to their right."""
+    names = "".join(f"{f.name[:6]:^8}" for f in layout.faders)
+    column = "   ||   " * len(layout.faders)
+    blank = " " * len(names)
+    rows = [names, column, column, column, blank]
+    return [f"{row:<{len(names)}}   {art}" for row, art in zip(rows, pad, strict=True)]
+
+
+def _display_rows(layout: Layout, source: str) -> list[str]:
+    """The feedback displays, one per line, under the object they come from."""
+    rows = [f"{d.label:<16} [{' '.join('...' for _ in d.arguments)}]" for d in layout.displays]
+    return [f"{source} ->", *(f"    {row}" for row in rows)]
+
+
+def picture_max(layout: Layout) -> list[str]:
+    lines = ["e2m-live (Max)"]
+    lines += _fader_rows(layout, ["+-------------+", "| pictslider  |", "| x: valence  |", "| y: energy   |",
+                                  "+-------------+"])
+    for menu in layout.menus:
+        lines.append(f"{menu.label:<14} [{menu.labels[0]} v]  (umenu: {' '.join(menu.labels[:4])} ...)")
+    lines.append(f"{layout.tempo.label:<14} [{format_number(layout.tempo.default)}]  (number box)")
+    lines += [f"{t.label:<14} [x]  (toggle)" for t in layout.toggles]
+    lines.append(" ".join(f"(o)[{b.label}]" for b in layout.buttons))
+    lines.append(f"-> [udpsend {layout.daemon_host} {layout.daemon_port}]")
+    lines += _display_rows(layout, f"[udpreceive {layout.feedback_port}]")
+    return _box(lines)
+
+
+def picture_pd(layout: Layout) -> list[str]:
+    lines = ["e2m-live (Pure Data)"]
+    lines += _fader_rows(layout, ["+--------+ |", "|  pad   | | vsl: energy (y)", "|        | |",
+                                  "+--------+ |", "[==hsl==]  hsl: valence (x)"])
+    for menu in layout.menus:
+        cells = "".join("[ ]" for _ in menu.values)
+        lines.append(f"{menu.label:<14} {cells}  (hradio: {' '.join(menu.labels[:4])} ...)")
+    lines.append(f"{layout.tempo.label:<14} [{format_number(layout.tempo.default)}]  (number box)")
+    lines += [f"{t.label:<14} [x]  (toggle)" for t in layout.toggles]
+    lines.append(" ".join(f"(o) {b.label}" for b in layout.buttons))
+    lines.append(f"[netsend -u -b] -> {layout.daemon_host}:{layout.daemon_port}")
+    lines += _display_rows(layout, f"[netreceive -u -b {layout.feedback_port}] [oscparse]")
+    return _box(lines)
+
+
+def picture_touchosc(layout: Layout) -> list[str]:
+    faders = "".join(f"|{f.name[:6]:^6}" for f in layout.faders) + "|"
+    key, mode = (m for m in layout.menus if not (m.string_values or m.values[0]))
+    lines = [
+        "e2m-live (TouchOSC, 1280 x 800)",
+        f"{faders}  +--------------+  | tempo |",
+        f"{'|  ##  ' * len(layout.faders)}|  |      XY      |  |  ##   |",
+        f"{'|  ##  ' * len(layout.faders)}|  | valence (x)  |  |  ##   |",
+        f"{'|  ##  ' * len(layout.faders)}|  | energy (y)   |  |  ##   |",
+        f"{' ' * (7 * len(layout.faders) + 1)}  +--------------+",
+        f"{key.label}  {''.join(f'[{k}]' for k in key.labels)}   {mode.label} [{'|'.join(mode.labels)}]",
+    ]
+    for menu in layout.menus:
+        if menu.string_values or menu.values[0]:
+            lines.append(f"{menu.label[:13]:<14}{''.join(f'[{label}]' for label in menu.labels)}")
+    lines.append(_names(layout.buttons, "label") + " " + _names(layout.toggles, "label"))
+    lines.append(" ".join(f"[{d.label}: ...]" for d in layout.displays))
+    return _box(lines)
+
+
+def picture_openstage(layout: Layout) -> list[str]:
+    lines = [
+        "e2m-live (Open Stage Control)",
+        _names(layout.faders) + " [xy pad]",
+        f"[{layout.tempo.name} ------------------------------------------]",
+        " ".join(f"[{m.label} v]" for m in layout.menus),
+        _names(layout.buttons, "label") + " " + _names(layout.toggles, "label"),
+        " ".join(f"[{d.label}]" for d in layout.displays),
+    ]
+    return _box(lines)
+
+
+def render_readme(layout: Layout) -> str:
+    host, port, feedback = layout.daemon_host, layout.daemon_port, layout.feedback_port
+    addresses = "\n".join(f"| `{c.address}` | {c.label} | {c.kind} |" for c in layout.controls)
+    displays = "\n".join(f"| `{d.address}` | {d.label} | {', '.join(d.arguments)} |" for d in layout.displays)
+    follows = ", ".join(f"`{c.follow}`" for c in layout.controls if c.follow)
+
+    def block(lines: list[str]) -> str:
+        return "```\n" + "\n".join(lines) + "\n```"
+
+    return f"""# Controller patches
+
+<!-- Generated by `e2m-live patches --out patches/` from e2m_live/live/addresses.py; do not edit.
+     tests/test_patches.py fails when these files differ from what the generator writes. -->
+
+Open a patch or a layout and play: every control here sends to the daemon's OSC address table
+(`docs/osc.md`), and the patches are regenerated from that table, so they cannot drift from it.
+
+| file | controller |
+|---|---|
+| `e2m-live.maxpat` | Max 8 (or newer) patcher |
+| `e2m-live.pd` | Pure Data vanilla 0.51 or newer (`oscformat`, `netsend`, `netreceive`, `oscparse`) |
+| `e2m-live.tosc` | TouchOSC (the current app, not TouchOSC Mk1) |
+| `e2m-live.json` | Open Stage Control 1.x session |
+
+Regenerate after changing the address table: `e2m-live patches --out patches/`
+(`e2m-live patches --out patches/ --check` exits 1 if the committed files are stale).
+
+## Ports
+
+| what | where |
+|---|---|
+| the daemon listens (OSC over UDP) | `{port}` (`--udp-port`); TCP on 9001 |
+| the daemon replies to | the address and port each message came from |
+| extra feedback targets | `--feedback HOST:PORT` (repeatable): every `/e2m/state/*` message goes there too |
+| Max, Pd and TouchOSC listen for feedback on | `{feedback}` |
+
+The daemon sends feedback on every bar line (bar, lag), on every change (playing, loop,
+features, plan) and to every recent sender. Max and Pd send and receive on different sockets,
+so start the daemon with a feedback target for them:
+
+    e2m-live serve --feedback 127.0.0.1:{feedback}
+
+## On the same computer
+
+* **Max**: open `e2m-live.maxpat`; it sends to `{host}:{port}` and listens on `{feedback}`.
+* **Pure Data**: open `e2m-live.pd` (it connects on load). Other patches can drive it by name:
+  `[s e2m-energy]`, `[s e2m-mood]` (a name), `[s e2m-play]` (bang), `[s e2m-xy]` (`x y`);
+  `[r e2m-state-bar]`, `[r e2m-state-playing]`, ... carry the feedback it shows;
+  `e2m-netsend` takes `disconnect` / `connect HOST PORT`, `e2m-listen` takes `listen PORT`.
+* **Open Stage Control**: `open-stage-control --send {host}:{port} --load patches/e2m-live.json`
+  (the session has no per-widget target; the daemon answers the server's OSC port, so feedback
+  arrives without `--feedback`).
+* **TouchOSC** on the same machine: connection 1 = UDP, host `{host}`, send port `{port}`,
+  receive port `{feedback}`.
+
+## A phone or tablet on Wi-Fi (TouchOSC, or a browser for Open Stage Control)
+
+The daemon binds `127.0.0.1` unless told otherwise. Bind it to the computer's Wi-Fi address (or
+`0.0.0.0`) and allow the phone (or the whole Wi-Fi network) explicitly; anything not in the
+allow-list is ignored:
+
+    e2m-live serve --host 0.0.0.0 --allow 192.168.1.0/24 --feedback PHONE_IP:{feedback}
+
+In TouchOSC: *Connections* → OSC → connection 1: UDP, host = the computer's address (e.g.
+`192.168.1.20`), send port `{port}`, receive port `{feedback}`; then open `e2m-live.tosc`
+(*Documents* → open, or from the editor). For Open Stage Control, run the server on the computer
+(as above) and open the address it prints in the phone's browser; only the server talks OSC.
+
+## What is where
+
+Controls (each sends to its address):
+
+| address | label | widget |
+|---|---|---|
+{addresses}
+
+Menus send an index (key: 0 = C; mode: 0 minor, 1 major), the beats-per-bar menu sends 3..7,
+the mood menu sends the preset's name; *Defaults* sends `/e2m/features` with the ten defaults.
+Faders, menus, tempo and loop follow {follows}, so a change made on one controller shows on the
+others (Max and Pd set them without sending; TouchOSC receives on the control; Open Stage Control
+uses `variable` widgets).
+
+Feedback displays:
+
+| address | label | arguments |
+|---|---|---|
+{displays}
+
+## Layouts
+
+Max (`e2m-live.maxpat`):
+
+{block(picture_max(layout))}
+
+Pure Data (`e2m-live.pd`); Pd vanilla has no 2-D pad, so valence (x) and energy (y) are a
+horizontal and a vertical slider around the pad's square, either of which sends `/e2m/xy`:
+
+{block(picture_pd(layout))}
+
+TouchOSC (`e2m-live.tosc`):
+
+{block(picture_touchosc(layout))}
+
+Open Stage Control (`e2m-live.json`):
+
+{block(picture_openstage(layout))}
+"""
