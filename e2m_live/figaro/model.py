@@ -27,12 +27,21 @@ from e2m_live.figaro.config import FigaroConfig
 
 
 def _relative_scores(q: Tensor, k: Tensor, table: Tensor, max_rel: int, q_offset: int = 0) -> Tensor:
-    """BERT's relative_key_query terms ``q·e(l-r) + k·e(l-r)`` for queries at ``q_offset + l``."""
+    """BERT's relative_key_query terms ``q·e(l-r) + k·e(l-r)`` for queries at ``q_offset + l``.
+
+    Instead of gathering an ``(L, R, head_dim)`` block of table rows (BERT's way), multiply
+    queries and keys by the ``L + R - 1`` rows in use and pick each pair's distance with a
+    gather: the same sums, far less memory traffic.
+    """
     q_len, k_len = q.shape[-2], k.shape[-2]
-    left = torch.arange(q_offset, q_offset + q_len, device=q.device).view(-1, 1)
+    first = q_offset - (k_len - 1) + max_rel - 1  # table row of the smallest distance
+    rows = table[first:first + q_len + k_len - 1].to(q.dtype)  # (W, head_dim)
+    left = torch.arange(q_len, device=q.device).view(-1, 1)
     right = torch.arange(k_len, device=q.device).view(1, -1)
-    emb = table[left - right + max_rel - 1].to(q.dtype)  # (L, R, head_dim)
-    return torch.einsum("bhld,lrd->bhlr", q, emb) + torch.einsum("bhrd,lrd->bhlr", k, emb)
+    index = left - right + (k_len - 1)  # (L, R): column of distance l - r
+    by_query = (q @ rows.T).gather(-1, index.expand(*q.shape[:-2], q_len, k_len))
+    by_key = (k @ rows.T).gather(-1, index.T.expand(*k.shape[:-2], k_len, q_len)).transpose(-1, -2)
+    return by_query + by_key
 
 
 def _split_heads(x: Tensor, heads: int) -> Tensor:
