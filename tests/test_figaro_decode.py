@@ -229,3 +229,20 @@ def test_int8_decoder_follows_the_grammar():
     check_grammar(bars, DESCRIPTION, first_bar=1, budget=40)
     with pytest.raises(ValueError, match="quantize"):
         IncrementalDecoder(random_model(9), quantize="int4")
+
+
+def test_sampler_draws_from_the_right_distribution():
+    from e2m_live.figaro.decode import _Sampler
+
+    probs = torch.tensor([0.5, 0.0, 0.3, 0.15, 0.05])
+    logits = probs.log()  # -inf for the impossible token
+    sampler = _Sampler(1.0, None, None, 123, torch.device("cpu"))
+    draws = torch.tensor([sampler(logits) for _ in range(20000)])
+    counts = torch.bincount(draws, minlength=5).float() / len(draws)
+    assert counts[1] == 0
+    assert torch.allclose(counts, probs, atol=0.015)
+    top2 = _Sampler(1.0, 2, None, 1, torch.device("cpu"))
+    assert {top2(logits) for _ in range(500)} == {0, 2}
+    nucleus = _Sampler(1.0, None, 0.85, 1, torch.device("cpu"))  # 0.5 + 0.3 < 0.85: needs 0.15 too
+    assert {nucleus(logits) for _ in range(2000)} == {0, 2, 3}
+    assert _Sampler(0.0, None, None, None, torch.device("cpu"))(logits) == 0

@@ -129,18 +129,21 @@ class _Sampler:
     def __call__(self, logits: Tensor) -> int:
         if self.temperature == 0:
             return int(logits.argmax())
-        logits = logits / self.temperature
+        if self.temperature != 1:
+            logits = logits / self.temperature
         if self.top_k is not None and self.top_k < logits.numel():
             kth = torch.topk(logits, self.top_k).values[-1]
             logits = logits.masked_fill(logits < kth, float("-inf"))
-        if self.top_p is not None and self.top_p < 1:
-            sorted_logits, order = torch.sort(logits, descending=True)
-            cumulative = sorted_logits.softmax(-1).cumsum(-1)
-            drop = cumulative - sorted_logits.softmax(-1) >= self.top_p  # keep the token that crosses p
-            logits = logits.clone()
-            logits[order[drop]] = float("-inf")
         probs = logits.float().softmax(-1)
-        return int(torch.multinomial(probs, 1, generator=self.generator))
+        if self.top_p is not None and self.top_p < 1:
+            sorted_probs, order = torch.sort(probs, descending=True)
+            drop = sorted_probs.cumsum(-1) - sorted_probs >= self.top_p  # keep the token that crosses p
+            probs = probs.clone()
+            probs[order[drop]] = 0.0
+        # inverse-CDF draw: one uniform number instead of one per token (torch.multinomial)
+        cdf = probs.cumsum(-1)
+        u = (1.0 - torch.rand(1, generator=self.generator, device=cdf.device)) * cdf[-1]  # in (0, total]
+        return min(int(torch.searchsorted(cdf, u)), cdf.numel() - 1)
 
 
 class IncrementalDecoder:
