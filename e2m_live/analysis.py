@@ -310,6 +310,7 @@ DESCRIPTOR_NAMES: tuple[str, ...] = (
     "key_clarity",  # correlation with the best key
     "majorness",  # best major minus best minor key correlation
     "dissonance",  # mean interval-class roughness of the sounding pitch classes (0..1)
+    "triad_balance",  # time share of major triads minus minor triads (-1..1)
     "tempo",  # BPM, time-weighted mean (in log tempo)
     "time_signature",  # beats per bar in force longest
     "beat_onset_fraction",  # onsets within 0.08 beat of a beat
@@ -366,11 +367,9 @@ def _vocal_likeness(table: _NoteTable, mask: np.ndarray) -> float:
     return best
 
 
-def _dissonance(table: _NoteTable, mask: np.ndarray, start: float, end: float) -> float:
-    """Mean roughness of the pitch classes sounding together, sampled on a 0.125 s grid."""
+def _chroma_frames(table: _NoteTable, mask: np.ndarray, start: float, end: float) -> np.ndarray:
+    """Which pitch classes sound (12 x frames, 0/1), sampled every 0.125 s from ``start``."""
     pitched = mask & ~table.is_drum
-    if pitched.sum() < 2:
-        return 0.0
     step = 0.125
     frames = max(math.ceil((end - start) / step), 1)
     # Frame f samples time start + (f + 0.5) * step; a note sounds in frames [first, last).
@@ -382,7 +381,11 @@ def _dissonance(table: _NoteTable, mask: np.ndarray, start: float, end: float) -
     change = np.zeros((12, frames + 1))
     np.add.at(change, (classes, first[keep]), 1.0)
     np.add.at(change, (classes, last[keep]), -1.0)
-    chroma = (np.cumsum(change[:, :-1], axis=1) > 0.5).astype(np.float64)  # 12 x frames
+    return (np.cumsum(change[:, :-1], axis=1) > 0.5).astype(np.float64)
+
+
+def _dissonance(chroma: np.ndarray) -> float:
+    """Mean roughness of the pitch classes sounding together (frames with two or more)."""
     counts = chroma.sum(axis=0)
     several = counts >= 2
     if not several.any():
@@ -393,6 +396,17 @@ def _dissonance(table: _NoteTable, mask: np.ndarray, start: float, end: float) -
     return float(np.mean(rough / pairs))
 
 
+def _triad_balance(chroma: np.ndarray) -> float:
+    """Share of time a major triad sounds minus share a minor triad sounds (-1..1).
+
+    A frame counts for the quality whose complete triad (root, third, fifth) it contains; when
+    both are complete (e.g. C E G A) it counts as major, the more common reading in pop.
+    """
+    major = (_MAJOR_TRIADS @ chroma).max(axis=0) >= 3
+    minor = (_MINOR_TRIADS @ chroma).max(axis=0) >= 3
+    return float(np.mean(major) - np.mean(minor & ~major))
+
+
 def _roughness_matrix() -> np.ndarray:
     classes = np.arange(12)
     interval = np.abs(classes[:, None] - classes[None, :]) % 12
@@ -400,7 +414,16 @@ def _roughness_matrix() -> np.ndarray:
     return _INTERVAL_CLASS_DISSONANCE[interval_class]
 
 
+def _triad_templates(third: int) -> np.ndarray:
+    templates = np.zeros((12, 12))
+    for root in range(12):
+        templates[root, [root, (root + third) % 12, (root + 7) % 12]] = 1.0
+    return templates
+
+
 _ROUGHNESS = _roughness_matrix()
+_MAJOR_TRIADS = _triad_templates(4)
+_MINOR_TRIADS = _triad_templates(3)
 
 
 def _segment_bounds(table: _NoteTable, start: float | None, end: float | None) -> tuple[float, float]:
@@ -462,6 +485,7 @@ def _describe(table: _NoteTable, lo: float, hi: float) -> dict[str, float]:
         mean_pitch = float(np.average(pitch, weights=weight))
         chroma = np.bincount(pitch.astype(np.int64) % 12, weights=weight, minlength=12)
         key, mode, correlations = find_key(chroma)
+        chroma_frames = _chroma_frames(table, mask, lo, hi)
         # Polyphony: summed note time over the time in which something sounds.
         union = _union_length(table.start[pitched], np.minimum(table.end[pitched], hi))
         descriptors.update(
@@ -473,7 +497,8 @@ def _describe(table: _NoteTable, lo: float, hi: float) -> dict[str, float]:
             mode=float(mode),
             key_clarity=float(correlations.max()),
             majorness=float(correlations[:12].max() - correlations[12:].max()),
-            dissonance=_dissonance(table, mask, lo, hi),
+            dissonance=_dissonance(chroma_frames),
+            triad_balance=_triad_balance(chroma_frames),
         )
     else:
         descriptors.update(
@@ -486,6 +511,7 @@ def _describe(table: _NoteTable, lo: float, hi: float) -> dict[str, float]:
             key_clarity=0.0,
             majorness=0.0,
             dissonance=0.0,
+            triad_balance=0.0,
         )
 
     tempo_weights = _value_in_force(table.tempo_times, table.tempi, lo, hi)
@@ -542,8 +568,8 @@ def _articulation(table: _NoteTable, pitched: np.ndarray) -> float:
 COMPOSITES: dict[str, dict[str, float]] = {
     # Arousal: how many events and how hard they are played.
     "energy": {"log_onset_rate": 1.0, "expressive_velocity": 1.0},
-    # Pleasantness: major mode, tonal clarity, high register.
-    "valence": {"majorness": 1.0, "key_clarity": 0.5, "pitch_mean": 0.25},
+    # Pleasantness: major mode and major chords, tonal clarity, high register.
+    "valence": {"majorness": 1.0, "triad_balance": 1.0, "key_clarity": 0.5, "pitch_mean": 0.25},
     # Rhythmic regularity and beat strength, a steady drum beat, tempo near 115 BPM.
     "danceability": {
         "grid_onset_fraction": 1.0,
@@ -572,6 +598,7 @@ def _terms(descriptors: Mapping[str, Any]) -> dict[str, np.ndarray]:
         "log_onset_rate": np.log(as_array["onset_rate"] + 0.1),
         "expressive_velocity": np.where(flat, np.nan, as_array["velocity_mean"]),
         "majorness": as_array["majorness"],
+        "triad_balance": as_array["triad_balance"],
         "key_clarity": as_array["key_clarity"],
         "pitch_mean": as_array["pitch_mean"],
         "grid_onset_fraction": as_array["grid_onset_fraction"],
@@ -690,8 +717,10 @@ class Calibration:
         try:
             features = data["features"]
             missing = [name for name in CALIBRATED_FEATURES if name not in features]
+            needed = {term for weights in COMPOSITES.values() for term in weights} | {"grid_onset_fraction"}
+            missing += sorted(f"term_stats.{term}" for term in needed - set(data["term_stats"]))
             if missing:
-                raise KeyError(", ".join(missing))
+                raise KeyError(", ".join(missing) + "; rerun python -m training.calibrate_features")
             return cls(
                 stats={
                     k: {"median": float(v["median"]), "scale": float(v["scale"])}
