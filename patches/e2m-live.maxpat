@@ -415,8 +415,8 @@
 					"numinlets": 2,
 					"numoutlets": 2,
 					"outlettype": [
-						"",
-						""
+						"int",
+						"int"
 					],
 					"parameter_enable": 0,
 					"patching_rect": [

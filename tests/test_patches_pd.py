@@ -1,9 +1,11 @@
 """A real client: Pure Data loads the committed ``patches/e2m-live.pd`` and drives a running daemon.
 
-A harness patch written to a temporary folder points the patch at the daemon's free ports
-(``e2m-netsend connect``, ``e2m-listen listen``), moves its controls by name, presses Play, and
-presses Stop once the daemon's bar feedback, routed through the patch's displays, reaches bar 2.
-The daemon runs in-process (rule generator, no MIDI output) with its feedback aimed at Pd.
+A harness patch written to a temporary folder points the patch at the daemon's free port
+(``e2m-netsend connect``), moves its controls by name, presses Play, and presses Stop once the
+daemon's bar feedback (which comes back on the patch's sending socket), routed through the
+patch's displays, reaches bar 2. The daemon runs in-process (rule generator, no MIDI output).
+The patch's second feedback input (``[netreceive]`` for ``--feedback`` targets) is checked with
+a message sent to its port.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 from e2m_live.features import MOODS
 from e2m_live.live.config import build_config
 from e2m_live.live.daemon import Daemon
+from e2m_live.live.osc import encode_message
 
 PATCH = Path(__file__).resolve().parents[1] / "patches" / "e2m-live.pd"
 
@@ -39,7 +42,7 @@ def daemon_and_feedback_port() -> Iterator[tuple[Daemon, int]]:
     feedback_port = _free_udp_port()
     config = build_config(overrides={
         "udp_port": 0, "tcp_port": -1, "midi": False, "generator": "rules", "debounce_ms": 10.0,
-        "feedback": [f"127.0.0.1:{feedback_port}"], "realtime": False})
+        "realtime": False})
     daemon = Daemon(config, out=io.StringIO())
     daemon.start()
     yield daemon, feedback_port
@@ -66,6 +69,8 @@ def _harness(daemon_port: int, feedback_port: int) -> str:
         "#X msg 60 250 \\; e2m-stop bang;",
         "#X obj 360 160 r e2m-state-error-1;",
         "#X obj 360 190 print harness-error;",
+        "#X obj 360 220 r e2m-state-plan;",
+        "#X obj 360 250 print harness-plan;",
         "#X connect 0 0 1 0;",
         "#X connect 1 0 2 0;",
         "#X connect 0 0 3 0;",
@@ -75,6 +80,7 @@ def _harness(daemon_port: int, feedback_port: int) -> str:
         "#X connect 5 0 9 0;",
         "#X connect 9 1 10 0;",
         "#X connect 11 0 12 0;",
+        "#X connect 13 0 14 0;",
     ]) + "\n"
 
 
@@ -95,13 +101,19 @@ def test_pure_data_patch_drives_the_daemon(daemon_and_feedback_port, tmp_path):
     expected = MOODS["calm"].replace(valence=0.25, energy=0.9, key=5, mode=0, time_signature=3, tempo=240.0)
     try:
         deadline = time.monotonic() + 20
-        played = stopped = False
-        while time.monotonic() < deadline:
-            played = played or daemon.player.playing
-            stopped = played and not daemon.player.playing and any("harness-playing: 0" in x for x in lines)
-            if stopped:
-                break
-            time.sleep(0.05)
+        played = stopped = heard = False
+        marker = encode_message("/e2m/state/plan", ["via-feedback-port"])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            while time.monotonic() < deadline:
+                played = played or daemon.player.playing
+                stopped = stopped or (played and not daemon.player.playing
+                                      and any("harness-playing: 0" in x for x in lines))
+                heard = any(x.startswith("harness-plan:") and "via-feedback-port" in x for x in lines)
+                if stopped and heard:
+                    break
+                if not heard:
+                    sock.sendto(marker, ("127.0.0.1", feedback_port))
+                time.sleep(0.05)
     finally:
         proc.terminate()
         proc.wait(5)
@@ -119,3 +131,4 @@ def test_pure_data_patch_drives_the_daemon(daemon_and_feedback_port, tmp_path):
     assert "harness-playing: 1" in output
     assert stopped, f"Stop (sent by the patch on bar feedback) did not stop the daemon:\n{output}"
     assert "harness-error" not in output, output
+    assert heard, f"a message to the patch's feedback port was not shown:\n{output}"

@@ -25,7 +25,7 @@ _UI: dict[str, tuple[int, list[str]]] = {
     "umenu": (1, ["int", "", ""]),
     "toggle": (1, ["int"]),
     "button": (1, ["bang"]),
-    "pictslider": (2, ["", ""]),
+    "pictslider": (2, ["int", "int"]),
 }
 _OBJECTS: dict[str, tuple[int, list[str]]] = {
     "udpsend": (1, []),

@@ -130,16 +130,21 @@ Regenerate after changing the address table: `e2m-live patches --out patches/`
 | extra feedback targets | `--feedback HOST:PORT` (repeatable): every `/e2m/state/*` message goes there too |
 | Max, Pd and TouchOSC listen for feedback on | `{feedback}` |
 
-The daemon sends feedback on every bar line (bar, lag), on every change (playing, loop,
-features, plan) and to every recent sender. Max and Pd send and receive on different sockets,
-so start the daemon with a feedback target for them:
+The daemon sends feedback on every bar line (bar, lag) and on every change (playing, loop,
+features, plan) to every recent sender and every `--feedback` target; it answers `/e2m/status`
+to the sender only. Pure Data and Open Stage Control receive on the socket they send from, so
+they need nothing more. Max (`udpsend` and `udpreceive` are separate sockets) and TouchOSC
+listen on port {feedback}: start the daemon with a feedback target for them:
 
     e2m-live serve --feedback 127.0.0.1:{feedback}
 
 ## On the same computer
 
-* **Max**: open `e2m-live.maxpat`; it sends to `{host}:{port}` and listens on `{feedback}`.
-* **Pure Data**: open `e2m-live.pd` (it connects on load). Other patches can drive it by name:
+* **Max**: open `e2m-live.maxpat`; it sends to `{host}:{port}` and listens on `{feedback}`
+  (start the daemon with `--feedback 127.0.0.1:{feedback}`; *Status* replies go to `udpsend`'s
+  socket, so Max sees the state from the next change or bar on).
+* **Pure Data**: open `e2m-live.pd` (it connects on load, asks for `/e2m/status` and shows the
+  replies; it also listens on `{feedback}`). Other patches can drive it by name:
   `[s e2m-energy]`, `[s e2m-mood]` (a name), `[s e2m-play]` (bang), `[s e2m-xy]` (`x y`);
   `[r e2m-state-bar]`, `[r e2m-state-playing]`, ... carry the feedback it shows;
   `e2m-netsend` takes `disconnect` / `connect HOST PORT`, `e2m-listen` takes `listen PORT`.
