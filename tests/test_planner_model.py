@@ -66,9 +66,12 @@ def test_normalise_raw_features_clamps_and_handles_unknown_key() -> None:
         normalise_raw_features([0.5] * 9)
 
 
-def _random_ordered(layers: int = 1) -> OrderedClassLSTM:
+def _random_ordered(layers: int = 1, instrument_embedding: int = 0) -> OrderedClassLSTM:
     torch.manual_seed(1)
-    return OrderedClassLSTM(OrderedLSTMConfig(name="mean_pitch", hidden=24, layers=layers)).eval()
+    config = OrderedLSTMConfig(
+        name="mean_pitch", hidden=24, layers=layers, instrument_embedding=instrument_embedding
+    )
+    return OrderedClassLSTM(config).eval()
 
 
 def _random_stream(layers: int = 1) -> StreamLSTM:
@@ -77,18 +80,25 @@ def _random_stream(layers: int = 1) -> StreamLSTM:
     return StreamLSTM(config).eval()
 
 
-@pytest.mark.parametrize("layers", [1, 2])
-def test_numpy_stepper_matches_torch_forward(layers: int) -> None:
+@pytest.mark.parametrize(("layers", "instrument_embedding"), [(1, 0), (2, 0), (1, 8)])
+def test_numpy_stepper_matches_torch_forward(layers: int, instrument_embedding: int) -> None:
     features = torch.rand(3, 10)
-    ordered = _random_ordered(layers)
+    ordered = _random_ordered(layers, instrument_embedding)
     previous = torch.randint(0, 34, (3, 12))
+    instruments = (torch.rand(3, 12, 129) < 0.05).float()
     with torch.no_grad():
-        reference = ordered(features, previous).numpy()
+        reference = ordered(features, previous, instruments).numpy()
     stepper = LSTMStepper(ordered)
+    assert stepper.uses_instruments == bool(instrument_embedding)
+    extra = stepper.instrument_gates(instruments.numpy()) if instrument_embedding else None
     constant, state = stepper.start(features.numpy())
     for t in range(12):
-        logits, state = stepper.step(constant, previous[:, t].numpy(), t, state)
+        gates = None if extra is None else extra[:, t]
+        logits, state = stepper.step(constant, previous[:, t].numpy(), t, state, gates)
         np.testing.assert_allclose(logits, reference[:, t], atol=1e-4)
+    if instrument_embedding:
+        with pytest.raises(ValueError, match="instruments"):
+            ordered(features, previous)
 
     stream = _random_stream(layers)
     tokens = torch.randint(0, STREAM_VOCAB.size, (3, 20))
@@ -114,7 +124,7 @@ def test_stream_model_ignores_the_key() -> None:
 
 
 def test_save_and_load_round_trip(tmp_path) -> None:
-    for model in (_random_ordered(), _random_stream()):
+    for model in (_random_ordered(), _random_ordered(instrument_embedding=4), _random_stream()):
         path = tmp_path / "m.safetensors"
         save_model(model, path)
         loaded = load_model(path)
@@ -198,6 +208,8 @@ def test_examples_from_reference_descriptions(reference_dir) -> None:
     assert example.stream.count(STREAM_VOCAB.END_BAR) == len(bars)
     batch = batch_examples([example, example_from_tokens(window[: len(bars[0].tokens())], raw, "b")])
     assert batch.bins.shape == (2, len(bars), 4)
+    assert batch.instruments.shape == (2, len(bars), 129)
+    assert batch.instruments[0, 0].sum() == len(set(bars[0].instruments))
     assert (batch.bins[1, 1:] == -1).all()
     assert batch.stream_inputs[0, 0] == STREAM_VOCAB.START
     np.testing.assert_array_equal(batch.stream_inputs[0, 1 : len(example.stream)], example.stream[:-1])

@@ -72,7 +72,7 @@ def heldout_metrics(planner: Planner, train: Batch, val: Batch, sigma: float) ->
         n_classes = model.config.n_classes
         targets = val.bins[:, :, column]
         with torch.no_grad():
-            logits = model(features, ordered_inputs(targets, n_classes))
+            logits = model(features, ordered_inputs(targets, n_classes), torch.from_numpy(val.instruments))
         metrics = ordered_metrics(logits, torch.from_numpy(targets), sigma)
         first = ordered_metrics(logits[:, :1], torch.from_numpy(targets[:, :1]), sigma)
         train_targets = train.bins[:, :, column]

@@ -17,11 +17,13 @@ import argparse
 import json
 import logging
 import math
+import multiprocessing
 import platform
 import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -65,10 +67,14 @@ class TrainConfig:
     stream_learning_rate: float = 4e-3
     sigma: float = 1.0
     hidden: int = 64
+    #: Ordered models see the bar's instruments through a projection of this size (0: not at all).
+    instrument_embedding: int = 16
     stream_hidden: int = 128
     dropout: float = 0.1
     seed: int = 0
-    threads: int = 2
+    threads: int = 1
+    #: 2: train the stream model in a second process while the ordered models train here.
+    processes: int = 2
     max_minutes: float = 14.0
     extra: dict = field(default_factory=dict)
 
@@ -166,6 +172,7 @@ def train_ordered(
             hidden=cfg.hidden,
             dropout=cfg.dropout,
             plan_bars=max(train.bins.shape[1], 1),
+            instrument_embedding=cfg.instrument_embedding,
         )
     )
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
@@ -174,13 +181,14 @@ def train_ordered(
     p_train = ordered_inputs(train.bins[:, :, column], n_classes)
     x_val, y_val = torch.from_numpy(val.features), torch.from_numpy(val.bins[:, :, column])
     p_val = ordered_inputs(val.bins[:, :, column], n_classes)
+    i_train, i_val = torch.from_numpy(train.instruments), torch.from_numpy(val.instruments)
     rng = np.random.default_rng(cfg.seed)
     record = history.setdefault(name, {"epoch": [], "train_loss": [], "eval_epoch": [], "val": []})
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         losses = []
         for idx in _batches(len(x_train), cfg.batch_size, cfg.samples_per_epoch, rng):
-            logits = model(x_train[idx], p_train[idx])
+            logits = model(x_train[idx], p_train[idx], i_train[idx])
             targets = y_train[idx]
             valid = targets >= 0
             q = soft_labels(targets[valid], n_classes, cfg.sigma)
@@ -197,7 +205,7 @@ def train_ordered(
         if epoch % cfg.eval_every == 0 or last:
             model.eval()
             with torch.no_grad():
-                metrics = ordered_metrics(model(x_val, p_val), y_val, cfg.sigma)
+                metrics = ordered_metrics(model(x_val, p_val, i_val), y_val, cfg.sigma)
             record["eval_epoch"].append(epoch)
             record["val"].append(metrics)
             log.info(
@@ -301,6 +309,16 @@ def evaluate_stream(
     return {"loss": total_loss / max(count, 1), "accuracy": correct / max(count, 1), "n": int(count)}
 
 
+def _stream_job(train_batch: Batch, val_batch: Batch, cfg: TrainConfig, deadline: float) -> tuple:
+    """Child-process entry: train the stream model; return its weights, config and history."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.manual_seed(cfg.seed + 1)
+    torch.set_num_threads(cfg.threads)
+    history: dict = {}
+    model = train_stream(train_batch, val_batch, cfg, history, deadline)
+    return model.state_dict(), asdict(model.config), history
+
+
 # -- plots ---------------------------------------------------------------------------------------
 
 
@@ -360,12 +378,27 @@ def train(
     deadline = started + cfg.max_minutes * 60
     train_batch, val_batch = batch_examples(train_examples), batch_examples(val_examples)
     history: dict = {}
-    # Time budget: the ordered models are cheap; the stream gets what is left.
     ordered = {}
-    for name in ORDERED_CLASSES:
-        own_deadline = time.monotonic() + cfg.max_minutes * 60 * 0.08
-        ordered[name] = train_ordered(name, train_batch, val_batch, cfg, history, min(own_deadline, deadline))
-    stream = train_stream(train_batch, val_batch, cfg, history, deadline)
+    if cfg.processes >= 2:
+        # The stream model (the slow one) trains in its own process for the whole budget while the
+        # four ordered models share the same budget here, one after the other.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            job = pool.submit(_stream_job, train_batch, val_batch, cfg, deadline)
+            for i, name in enumerate(ORDERED_CLASSES):
+                own_deadline = started + cfg.max_minutes * 60 * (i + 1) / len(ORDERED_CLASSES)
+                ordered[name] = train_ordered(name, train_batch, val_batch, cfg, history, own_deadline)
+            state, stream_config, stream_history = job.result()
+        stream = StreamLSTM(StreamLSTMConfig(**stream_config))
+        stream.load_state_dict(state)
+        stream.eval()
+        history.update(stream_history)
+    else:
+        # One process: the ordered models are cheap; the stream gets what is left.
+        for name in ORDERED_CLASSES:
+            own_deadline = min(time.monotonic() + cfg.max_minutes * 60 * 0.08, deadline)
+            ordered[name] = train_ordered(name, train_batch, val_batch, cfg, history, own_deadline)
+        stream = train_stream(train_batch, val_batch, cfg, history, deadline)
     wall = time.monotonic() - started
     final = {name: history[name]["val"][-1] for name in history}
     summary = {
@@ -378,6 +411,7 @@ def train(
         "epochs_run": {name: history[name]["epoch"][-1] for name in history},
         "wall_time_s": round(wall, 1),
         "threads": cfg.threads,
+        "processes": cfg.processes,
         "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "final_val": final,
@@ -413,9 +447,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="segments drawn per epoch")
     parser.add_argument("--sigma", type=float, default=defaults.sigma, help="soft-label width in bins")
     parser.add_argument("--hidden", type=int, default=defaults.hidden)
+    parser.add_argument("--instrument-embedding", type=int, default=defaults.instrument_embedding,
+                        help="condition the ordered models on the bar's instruments (0: off)")
     parser.add_argument("--stream-hidden", type=int, default=defaults.stream_hidden)
     parser.add_argument("--dropout", type=float, default=defaults.dropout)
-    parser.add_argument("--threads", type=int, default=defaults.threads)
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads per process")
+    parser.add_argument("--processes", type=int, default=defaults.processes, choices=(1, 2),
+                        help="2: train the instruments/chords model in a second process")
     parser.add_argument(
         "--max-minutes",
         type=float,

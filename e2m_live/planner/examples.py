@@ -54,6 +54,8 @@ class PlannerExample:
     bins: np.ndarray
     stream: tuple[int, ...] | None
     song_id: str
+    #: Instrument indices (0..128, FIGARO order) of each bar.
+    instruments: tuple[tuple[int, ...], ...] = ()
 
 
 def example_from_description(
@@ -68,7 +70,12 @@ def example_from_description(
         for bar in description.bars:
             ids.extend(STREAM_VOCAB.encode_bar(bar.instruments, bar.chords, key))
         stream = tuple(ids)
-    return PlannerExample(vector, key, bins, stream, song_id)
+    first = STREAM_VOCAB.FIRST_INSTRUMENT
+    instruments = tuple(
+        tuple(sorted(STREAM_VOCAB.instrument_id(name) - first for name in set(bar.instruments)))
+        for bar in description.bars
+    )
+    return PlannerExample(vector, key, bins, stream, song_id, instruments)
 
 
 def example_from_tokens(
@@ -94,11 +101,13 @@ def examples_from_segments(segments: Iterable) -> tuple[list[PlannerExample], in
 
 @dataclass
 class Batch:
-    """Stacked examples. ``bins`` is ``[N, T, 4]`` with ``-1`` past a segment's last bar; stream
+    """Stacked examples. ``bins`` is ``[N, T, 4]`` with ``-1`` past a segment's last bar,
+    ``instruments`` ``[N, T, 129]`` each bar's instrument multi-hot (uint8); stream
     arrays are ``[M, L]`` for the ``M`` examples with a stream (``stream_rows`` index them)."""
 
     features: np.ndarray
     bins: np.ndarray
+    instruments: np.ndarray
     stream_rows: np.ndarray
     stream_inputs: np.ndarray
     stream_targets: np.ndarray
@@ -113,8 +122,11 @@ def batch_examples(examples: Sequence[PlannerExample]) -> Batch:
         raise ValueError("no examples")
     n_bars = max(len(e.bins) for e in examples)
     bins = np.full((len(examples), n_bars, len(ORDERED_CLASSES)), -1, dtype=np.int64)
+    instruments = np.zeros((len(examples), n_bars, STREAM_VOCAB.n_instruments), dtype=np.uint8)
     for i, example in enumerate(examples):
         bins[i, : len(example.bins)] = example.bins
+        for bar, members in enumerate(example.instruments):
+            instruments[i, bar, list(members)] = 1
     rows = np.array([i for i, e in enumerate(examples) if e.stream is not None], dtype=np.int64)
     length = max((len(examples[i].stream) for i in rows), default=1)
     inputs = np.zeros((len(rows), length), dtype=np.int64)
@@ -130,6 +142,7 @@ def batch_examples(examples: Sequence[PlannerExample]) -> Batch:
     return Batch(
         features=np.stack([e.features for e in examples]).astype(np.float32),
         bins=bins,
+        instruments=instruments,
         stream_rows=rows,
         stream_inputs=inputs,
         stream_targets=targets,

@@ -40,7 +40,13 @@ class LSTMStepper:
             emb = model.embed.weight.detach().cpu().numpy().astype(np.float32)  # [V, E]
             self.w_features = w_ih0[:, :n_features].T.copy()  # [F, 4H]
             self.token_table = emb @ w_ih0[:, n_features : n_features + cfg.embedding].T  # [V, 4H]
-            self.w_position = w_ih0[:, -1].copy()  # [4H]
+            self.w_position = w_ih0[:, n_features + cfg.embedding].copy()  # [4H]
+            projection = getattr(model, "instruments", None)
+            # Instrument multi-hot -> gates, folded through the projection: [n_instruments, 4H].
+            self.w_instruments = None
+            if projection is not None:
+                w_projection = projection.weight.detach().cpu().numpy().astype(np.float32)  # [I, 129]
+                self.w_instruments = (w_ih0[:, n_features + cfg.embedding + 1 :] @ w_projection).T.copy()
             self.bias0 = weight("bias_ih_l0") + weight("bias_hh_l0")
             self.w_hh = [weight(f"weight_hh_l{k}").T.copy() for k in range(cfg.layers)]
             self.w_ih = [None] + [weight(f"weight_ih_l{k}").T.copy() for k in range(1, cfg.layers)]
@@ -62,13 +68,31 @@ class LSTMStepper:
         zeros = np.zeros((batch, self.hidden), dtype=np.float32)
         return constant, [(zeros, zeros) for _ in range(self.n_layers)]
 
+    @property
+    def uses_instruments(self) -> bool:
+        return self.w_instruments is not None
+
+    def instrument_gates(self, multi_hot: np.ndarray) -> np.ndarray:
+        """Gate contributions ``[..., 4H]`` of instrument multi-hots ``[..., n_instruments]``."""
+        if self.w_instruments is None:
+            raise ValueError("this model is not conditioned on instruments")
+        return multi_hot.astype(np.float32) @ self.w_instruments
+
     def step(
-        self, constant: np.ndarray, previous: np.ndarray, bar: np.ndarray | int, state: StepState
+        self,
+        constant: np.ndarray,
+        previous: np.ndarray,
+        bar: np.ndarray | int,
+        state: StepState,
+        extra: np.ndarray | None = None,
     ) -> tuple[np.ndarray, StepState]:
-        """Logits ``[B, C]`` for input ids ``previous`` ``[B]`` at bar ``bar`` and the new state."""
+        """Logits ``[B, C]`` for input ids ``previous`` ``[B]`` at bar ``bar`` and the new state;
+        ``extra`` ``[B, 4H]`` is added to the first layer's gates (see :meth:`instrument_gates`)."""
         # Plans longer than the training segments wrap the position (a new phrase every plan_bars).
         position = (np.asarray(bar) % self.plan_bars).astype(np.float32) / self.plan_bars
         x_gates = constant + self.token_table[previous] + np.multiply.outer(position, self.w_position)
+        if extra is not None:
+            x_gates = x_gates + extra
         hidden = self.hidden
         new_state: StepState = []
         layer_input = x_gates

@@ -4,7 +4,10 @@ Every model sees the normalised :meth:`EmotionFeatures.to_vector` at every step,
 in the plan (``bar / plan_bars``) and its own previous output:
 
 * :class:`OrderedClassLSTM` runs once per bar and predicts one bin (0..32) of one meta class
-  (note density, mean velocity, mean pitch or mean duration) from the previous bar's bin.
+  (note density, mean velocity, mean pitch or mean duration) from the previous bar's bin and,
+  optionally (``instrument_embedding > 0``), the bar's instrument set: a bar of bass and drums has
+  a low mean pitch (FIGARO's mean pitch counts drum key numbers), a bar that adds a lead is busier.
+  The planner samples the instruments first, so the meta tokens fit the instrumentation.
 * :class:`StreamLSTM` runs once per stream token (see :mod:`e2m_live.planner.classes`) and predicts
   the next instrument, chord or end marker. It ignores the key feature: its chords are relative
   to the key, so the model is transposition-invariant by construction.
@@ -39,6 +42,9 @@ class OrderedLSTMConfig:
     layers: int = 1
     dropout: float = 0.0
     plan_bars: int = 12
+    #: Size of the projection of the bar's instrument multi-hot (0: not conditioned on instruments).
+    instrument_embedding: int = 0
+    n_instruments: int = 129
 
 
 @dataclass
@@ -69,8 +75,13 @@ class OrderedClassLSTM(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.n_classes + 1, config.embedding)
+        self.instruments = (
+            nn.Linear(config.n_instruments, config.instrument_embedding, bias=False)
+            if config.instrument_embedding
+            else None
+        )
         self.lstm = nn.LSTM(
-            config.n_features + config.embedding + 1,
+            config.n_features + config.embedding + 1 + config.instrument_embedding,
             config.hidden,
             num_layers=config.layers,
             batch_first=True,
@@ -83,17 +94,25 @@ class OrderedClassLSTM(nn.Module):
     def start_id(self) -> int:
         return self.config.n_classes
 
-    def _inputs(self, features: torch.Tensor, previous: torch.Tensor, bar: torch.Tensor) -> torch.Tensor:
-        steps = previous.shape[1]
-        feats = features.unsqueeze(1).expand(-1, steps, -1)
-        position = (bar.float() / self.config.plan_bars).unsqueeze(-1)
-        return torch.cat([feats, self.embed(previous), position], dim=-1)
-
-    def forward(self, features: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, features: torch.Tensor, previous: torch.Tensor, instruments: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Teacher-forced logits ``[B, T, n_classes]``. ``previous[:, t]`` is the bin of bar
-        ``t - 1`` (the start id for ``t == 0``); ``features`` is ``[B, n_features]``."""
-        bar = torch.arange(previous.shape[1], device=previous.device).expand_as(previous)
-        out, _ = self.lstm(self._inputs(features, previous, bar))
+        ``t - 1`` (the start id for ``t == 0``); ``features`` is ``[B, n_features]``;
+        ``instruments`` ``[B, T, n_instruments]`` is each bar's instrument multi-hot (required iff the
+        model is conditioned on instruments)."""
+        steps = previous.shape[1]
+        bar = torch.arange(steps, device=previous.device).expand_as(previous)
+        parts = [
+            features.unsqueeze(1).expand(-1, steps, -1),
+            self.embed(previous),
+            (bar.float() / self.config.plan_bars).unsqueeze(-1),
+        ]
+        if self.instruments is not None:
+            if instruments is None:
+                raise ValueError("this model is conditioned on the bar's instruments: pass them")
+            parts.append(self.instruments(instruments.float()))
+        out, _ = self.lstm(torch.cat(parts, dim=-1))
         return self.head(self.drop(out))
 
 

@@ -1,6 +1,8 @@
 """Batched sampling of the five class LSTMs into per-bar plans.
 
-The four ordered models each sample one bin per bar. The stream model samples instruments and
+The stream model runs first; then the four ordered models each sample one bin per bar (those
+conditioned on instruments see the bar's sampled instrument set). The stream model samples
+instruments and
 chords under hard masks that keep every bar well formed: instruments strictly in canonical order
 (so no duplicates), at least one and at most :data:`MAX_INSTRUMENTS_PER_BAR`, then
 ``END_INSTRUMENTS``, then one to :data:`MAX_CHORDS_PER_BAR` chords, then ``END_BAR``. Many plans
@@ -62,16 +64,23 @@ def sample_ordered(
     rng: np.random.Generator,
     temperature: float,
     bias: np.ndarray | None = None,
+    instruments: np.ndarray | None = None,
 ) -> np.ndarray:
     """Bins ``[B, bars]`` of one ordered class, bar by bar; ``bias`` ``[B, C]`` is added to the
-    temperature-scaled logits."""
+    temperature-scaled logits; ``instruments`` ``[B, bars, 129]`` are the bars' instrument
+    multi-hots (used if the model is conditioned on them)."""
     batch = features.shape[0]
     constant, state = model.start(features)
     n_classes = model.b_out.shape[0]
     previous = np.full(batch, n_classes, dtype=np.int64)  # the start id
     out = np.empty((batch, bars), dtype=np.int64)
+    extra = None
+    if model.uses_instruments:
+        if instruments is None:
+            raise ValueError("model is conditioned on instruments: pass them")
+        extra = model.instrument_gates(instruments)
     for bar in range(bars):
-        logits, state = model.step(constant, previous, bar, state)
+        logits, state = model.step(constant, previous, bar, state, None if extra is None else extra[:, bar])
         logits = _scaled(logits, temperature, bias)
         previous = draw(logits, 1.0 if temperature > 0 else 0.0, rng)
         out[:, bar] = previous
@@ -176,14 +185,20 @@ def sample_plans(
     """Sample ``B`` plans of ``bars`` bars for the normalised features ``[B, n_features]``;
     ``keys[b]`` is the pitch class the relative chords of plan ``b`` are transposed to."""
     features = np.asarray(features, dtype=np.float32)
+    stream_bias = steering.stream(features) if steering else None
+    streams = sample_stream(stream, features, bars, rng, temperature, stream_bias)
+    instruments = np.zeros((len(features), bars, STREAM_VOCAB.n_instruments), dtype=np.float32)
+    for row, plan in enumerate(streams):
+        for bar, ids in enumerate(plan):
+            for token_id in ids:
+                if token_id < STREAM_VOCAB.first_chord:
+                    instruments[row, bar, token_id - STREAM_VOCAB.FIRST_INSTRUMENT] = 1.0
     bins: dict[str, list[list[int]]] = {}
     for name in ORDERED_CLASSES:
         model = ordered[name]
         n_classes = model.b_out.shape[0]
         bias = steering.ordered(name, features, n_classes) if steering else None
-        bins[name] = sample_ordered(model, features, bars, rng, temperature, bias).tolist()
-    stream_bias = steering.stream(features) if steering else None
-    streams = sample_stream(stream, features, bars, rng, temperature, stream_bias)
+        bins[name] = sample_ordered(model, features, bars, rng, temperature, bias, instruments).tolist()
     plans: list[list[BarPlan]] = []
     for row, key in enumerate(keys):
         bar_plans = []
