@@ -140,6 +140,13 @@ def test_max_patch_shows_feedback(rendered):
     assert key_menu["items"][::2] == ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
 
 
+def test_max_boxes_do_not_overlap(rendered):
+    boxes = [b["box"]["patching_rect"] for b in json.loads(rendered["e2m-live.maxpat"])["patcher"]["boxes"]]
+    overlapping = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+                   if a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]]
+    assert overlapping == []
+
+
 # ---- Pure Data ---------------------------------------------------------------------------------
 
 def _pd_records(text: str) -> list[str]:

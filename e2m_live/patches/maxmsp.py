@@ -149,7 +149,7 @@ def render_maxpat(layout: Layout) -> str:
     pict = p.add("pictslider", (660.0, 62.0, 160.0, 160.0), leftvalue=0, rightvalue=127, bottomvalue=0,
                  topvalue=127)
     scale_x = p.obj(660, 230, f"scale 0 127 {format_number(pad.low)}. {format_number(pad.high)}.")
-    scale_y = p.obj(780, 230, f"scale 0 127 {format_number(pad.low)}. {format_number(pad.high)}.")
+    scale_y = p.obj(810, 230, f"scale 0 127 {format_number(pad.low)}. {format_number(pad.high)}.")
     pack = p.obj(660, 260, "pack 0. 0.")
     prepend = p.obj(660, 290, f"prepend {pad.address}")
     p.connect(pict, 0, scale_x)
@@ -204,10 +204,10 @@ def render_maxpat(layout: Layout) -> str:
 
     # buttons: a bang button and the message it sends (the message box is clickable too)
     for index, button in enumerate(layout.buttons):
-        bx, by = 20.0 + 200.0 * (index % 3), y + 40.0 * (index // 3)
+        bx, by = 20.0 + 200.0 * (index % 3), y + 40.0 + 50.0 * (index // 3)
         bang = p.add("button", (bx, by, 24.0, 24.0))
         text = " ".join([button.address, *(format_number(v) for v in button.send)])
-        p.comment(bx + 28, by - 18, button.label, width=120)
+        p.comment(bx + 28, by - 22, button.label, width=120)
         message = p.message(bx + 30, by, text)
         p.connect(bang, 0, message)
         p.connect(message, 0, send)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from e2m_live.patches.layout import Display, Layout, format_number
 
-HEADER = "#N canvas 40 40 1320 1080 12;"
+HEADER = "#N canvas 20 40 1640 1100 12;"
 _COLORS = "#fcfcfc #000000 #000000"
 
 
@@ -188,13 +188,11 @@ def render_pd(layout: Layout) -> str:
         if toggle.follow:
             follow_inlets[toggle.follow] = (widget, "")
         ty += 70
-    bx = tx
     for index, button in enumerate(layout.buttons):
-        bxx, byy = bx + 150 * (index % 3), ty + 80 * (index // 3)
+        bxx, byy = tx + 160 * (index % 2), ty + 130 * (index // 2)
         widget = c.bang(bxx, byy, button.label)
         _receive(c, bxx, byy + 36, button.name, widget)
-        formatter = _osc_out(c, bxx + 200 if button.send else bxx, byy + 66 if not button.send else byy + 96,
-                             button.address)
+        formatter = _osc_out(c, bxx, byy + (96 if button.send else 66), button.address)
         if button.send:
             preset = c.msg(bxx, byy + 66, " ".join(format_number(v) for v in button.send))
             c.connect(widget, 0, preset)
@@ -203,7 +201,7 @@ def render_pd(layout: Layout) -> str:
             c.connect(widget, 0, formatter)
 
     # ---- network ------------------------------------------------------------------------------
-    nx, ny = 1000, 60
+    nx, ny = 1200, 60
     c.comment(nx, ny - 20, "network")
     loadbang = c.obj(nx, ny, "loadbang")
     connect = c.msg(nx, ny + 30, f"connect {layout.daemon_host} {layout.daemon_port}")
@@ -278,11 +276,13 @@ def _display(c: PdCanvas, x: int, y: int, source: int, outlet: int, display: Dis
     if display.kind == "text":
         as_list = c.obj(x, y, "list")
         c.connect(source, outlet, as_list)
-        c.comment(x - 170, y, display.label)
         if len(display.arguments) == 1:
-            atom = c.symbolatom(x + 60, y, 40, "-", sends[0])
+            c.comment(x + 60, y, display.label)
+            atom = c.symbolatom(x + 60, y + 26, 40, "-", sends[0])
             c.connect(as_list, 0, atom)
+            y += 26
         else:
+            c.comment(x + 180, y, display.label)
             unpack = c.obj(x + 60, y, "unpack " + " ".join("s" for _ in display.arguments))
             c.connect(as_list, 0, unpack)
             printer = c.obj(x + 60, y + 56, f"print e2m-{display.name}")
@@ -292,7 +292,7 @@ def _display(c: PdCanvas, x: int, y: int, source: int, outlet: int, display: Dis
                 c.connect(unpack, i, atom)
             y += 56
         return y + 30
-    c.comment(x - 170, y, display.label)
+    c.comment(x + 190, y, display.label)
     if len(display.arguments) == 1:
         atom = c.toggle(x, y, "empty", sends[0]) if display.kind == "toggle" else \
             c.floatatom(x, y, 6, 0, 0, "-", sends[0])
