@@ -23,11 +23,16 @@ SESSION_VERSION = "1.26.2"
 
 def _fader(control: Control, horizontal: bool = False) -> dict[str, Any]:
     return {
-        "type": "fader", "id": control.name, "label": control.label, "expand": True,
+        "type": "fader", "id": control.name, "html": _caption(control), "expand": True,
         "horizontal": horizontal, "range": {"min": control.low, "max": control.high},
-        "default": control.default, "unit": control.unit, "decimals": 0 if horizontal else 2,
+        "default": control.default, "decimals": 0 if horizontal else 2,
         "address": control.address, "typeTags": "f",
     }
+
+
+def _caption(control: Control) -> str:
+    """The text shown above a widget (faders and pads have no label property; ``html`` is it)."""
+    return f"{control.label} ({control.unit})" if control.unit else control.label
 
 
 def _menu(control: Control) -> dict[str, Any]:
@@ -67,7 +72,8 @@ def build_session(layout: Layout) -> dict[str, Any]:
     """The session as a JSON-ready dict."""
     faders = [_fader(f) for f in layout.faders]
     pad = layout.pad
-    xy = {"type": "xy", "id": pad.name, "label": pad.label, "expand": True,
+    xy = {"type": "xy", "id": pad.name, "html": f"{pad.label}: {pad.axes[0]} (x), {pad.axes[1]} (y)",
+          "expand": True,
           "rangeX": {"min": pad.low, "max": pad.high}, "rangeY": {"min": pad.low, "max": pad.high},
           "default": list(pad.default), "address": pad.address, "typeTags": "ff"}
     tempo = _fader(layout.tempo, horizontal=True)
@@ -76,7 +82,8 @@ def build_session(layout: Layout) -> dict[str, Any]:
                 "on": 1, "off": 0, "address": t.address, "typeTags": "i"} for t in layout.toggles]
     buttons = [_button(b) for b in layout.buttons]
     displays = [{"type": "text", "id": f"state_{d.name}", "expand": 2 if d.kind == "text" else True,
-                 "html": f"<b>{d.label}</b>", "default": "-", "address": d.address}
+                 "html": f"<b>{d.label}</b>", "default": "-", "wrap": "soft" if d.kind == "text" else False,
+                 "address": d.address}
                 for d in layout.displays]
     followed = [c for c in (*layout.faders, *layout.menus, layout.tempo, *layout.toggles) if c.follow]
     content = {
