@@ -232,6 +232,10 @@ def test_touchosc_faders_scale_to_the_daemon_ranges(rendered):
             argument = osc.find("./arguments/partial")
             low, high = float(argument.findtext("scaleMin")), float(argument.findtext("scaleMax"))
             assert (low, high) == ((-60.0, 0.0) if path == "/e2m/loudness" else (40.0, 240.0))
+        if path in ("/e2m/key", "/e2m/time_signature"):  # radio: scaleMin + index * (max - min)
+            argument = osc.find("./arguments/partial")
+            low, high = float(argument.findtext("scaleMin")), float(argument.findtext("scaleMax"))
+            assert (low, high) == ((0.0, 1.0) if path == "/e2m/key" else (3.0, 4.0))
         if path == "/e2m/mood":
             assert osc.find("./arguments/partial/conversion").text == "STRING"
             assert osc.find("./triggers/trigger/condition").text == "RISE"

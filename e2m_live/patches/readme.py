@@ -75,7 +75,9 @@ def picture_touchosc(layout: Layout) -> list[str]:
         f"{key.label}  {''.join(f'[{k}]' for k in key.labels)}   {mode.label} [{'|'.join(mode.labels)}]",
     ]
     for menu in layout.menus:
-        if menu.string_values or menu.values[0]:
+        if menu.values[0] and not menu.string_values:
+            lines.append(f"{menu.label[:13]:<14}[{'|'.join(menu.labels)}]")
+        elif menu.string_values:
             lines.append(f"{menu.label[:13]:<14}{''.join(f'[{label}]' for label in menu.labels)}")
     lines.append(_names(layout.buttons, "label") + " " + _names(layout.toggles, "label"))
     lines.append(" ".join(f"[{d.label}: ...]" for d in layout.displays))

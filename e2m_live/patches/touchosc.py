@@ -174,11 +174,14 @@ def _labelled(button: Node, text: str) -> list[Node]:
 
 
 def _radio(control: Control, frame: tuple[int, int, int, int]) -> list[Node]:
-    """A horizontal radio whose index is the value sent (key, mode), with a label per cell."""
-    messages = [OscMessage(control.address, [("VALUE", "INTEGER", "x", 0, 1)])]
+    """A horizontal radio with a label per cell. TouchOSC scales a radio's index ``x`` (0, 1, ...)
+    as ``scaleMin + x * (scaleMax - scaleMin)``, so a scale of ``first .. first + 1`` sends the
+    entry's value (key 0..11, mode 0..1, beats per bar 3..7) and maps feedback back to the index."""
+    first = int(control.values[0])
+    scale = ("VALUE", "INTEGER", "x", first, first + 1)
+    messages = [OscMessage(control.address, [scale])]
     if control.follow:
-        messages.append(OscMessage(control.follow, [("VALUE", "INTEGER", "x", 0, 1)], send=False,
-                                   receive=True))
+        messages.append(OscMessage(control.follow, [scale], send=False, receive=True))
     properties: dict[str, tuple[str, object]] = {
         "orientation": ("i", 1), "radioType": ("i", 0), "steps": ("i", len(control.values)),
     }
@@ -192,7 +195,7 @@ def _radio(control: Control, frame: tuple[int, int, int, int]) -> list[Node]:
 
 
 def _choice_buttons(control: Control, x: int, y: int, width: int, height: int) -> list[Node]:
-    """One button per menu entry, each sending its constant (mood names, beats per bar)."""
+    """One button per menu entry, each sending its name as a constant (mood)."""
     nodes: list[Node] = []
     conversion = "STRING" if control.string_values else "INTEGER"
     for index, (label, value) in enumerate(zip(control.labels, control.values, strict=True)):
@@ -252,21 +255,23 @@ def build_root(layout: Layout) -> Node:
     children.append(_fader(tempo, (1080, 80, 180, 380)))
     children.append(_label("tempo_name", f"{tempo.label} ({format_number(tempo.low)}-"
                                          f"{format_number(tempo.high)} {tempo.unit})", (1070, 465, 200, 30)))
-    y = 505
-    x = 20
+    # menus: radios (numbers) fill rows left to right; string menus (mood) are rows of buttons
+    y, x = 505, 20
     for menu in layout.menus:
-        if menu.string_values or menu.values[0]:
-            continue  # mood and beats/bar are button rows below
+        if menu.string_values:
+            continue
         width = 56 * len(menu.values)
-        children.append(_label(f"{menu.name}_title", menu.label, (x, y, 80, 50)))
-        children += _radio(menu, (x + 80, y, width, 50))
-        x += 80 + width + 20
+        if x + 130 + width > WIDTH:
+            y, x = y + 60, 20
+        children.append(_label(f"{menu.name}_title", menu.label, (x, y, 120, 50)))
+        children += _radio(menu, (x + 120, y, width, 50))
+        x += 120 + width + 20
     for menu in layout.menus:
-        if not (menu.string_values or menu.values[0]):
+        if not menu.string_values:
             continue
         y += 60
         children.append(_label(f"{menu.name}_title", menu.label, (20, y, 120, 50)))
-        children += _choice_buttons(menu, 140, y, 100 if menu.string_values else 80, 50)
+        children += _choice_buttons(menu, 140, y, 100, 50)
     y += 65
     x = 20
     for button in layout.buttons:
