@@ -171,4 +171,7 @@ def read(data: bytes) -> pretty_midi.PrettyMIDI | None:
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return pretty_midi.PrettyMIDI(mido_object=midi)
+        try:
+            return pretty_midi.PrettyMIDI(mido_object=midi)
+        except Exception:  # e.g. an empty track: pretty_midi's own reader gives the verdict and message
+            return None
