@@ -131,10 +131,12 @@ def render_pd(layout: Layout) -> str:
     c.connect(packer, 0, _osc_out(c, px, py + 280, pad.address))
     pad_in = c.obj(px + 110, py + 240, f"r e2m-{pad.name}")
     c.connect(pad_in, 0, packer, 0)
+    also_follow: dict[str, list[int]] = {}  # feedback address -> more widgets to set
     for index, slider in enumerate((horizontal, vertical)):
         setter = c.msg(px + 110 + 60 * index, py + 280, f"set ${index + 1}")
         c.connect(pad_in, 0, setter)
         c.connect(setter, 0, slider)
+        also_follow[f"/e2m/state/{pad.axes[index]}"] = [slider]  # the pad follows its two features
 
     # ---- menus --------------------------------------------------------------------------------
     y = 380
@@ -263,7 +265,8 @@ def render_pd(layout: Layout) -> str:
                     head, outlet = step, 0
                 setter = c.msg(nx + 210, dy, "set $1")
                 c.connect(head, outlet, setter)
-                c.connect(setter, 0, widget)
+                for target in (widget, *also_follow.get(address, ())):
+                    c.connect(setter, 0, target)
                 dy += 26
             else:
                 dy = _display(c, nx, dy, source, outlet, dict(feedback)[address])

@@ -181,7 +181,7 @@ Menus send an index (key: 0 = C; mode: 0 minor, 1 major), the beats-per-bar menu
 the mood menu sends the preset's name; *Defaults* sends `/e2m/features` with the ten defaults.
 Faders, menus, tempo and loop follow {follows}, so a change made on one controller shows on the
 others (Max and Pd set them without sending; TouchOSC receives on the control; Open Stage Control
-uses `variable` widgets).
+uses `variable` widgets). The pad follows valence and energy in Pd and TouchOSC.
 
 Feedback displays:
 

@@ -242,6 +242,11 @@ def build_root(layout: Layout) -> Node:
     messages = [OscMessage(pad.address, [("VALUE", "FLOAT", "x", pad.low, pad.high),
                                          ("VALUE", "FLOAT", "y", pad.low, pad.high)],
                            triggers=(("x", "ANY"), ("y", "ANY")))]
+    for axis, feature in zip("xy", pad.axes, strict=True):  # the pad follows its two features
+        follow = next((f.follow for f in layout.faders if f.name == feature and f.follow), None)
+        if follow:
+            messages.append(OscMessage(follow, [("VALUE", "FLOAT", axis, pad.low, pad.high)], send=False,
+                                       receive=True, triggers=((axis, "ANY"),)))
     xy_properties: dict[str, tuple[str, object]] = {
         "cursor": ("b", 1), "cursorDisplay": ("i", 0), "gridStepsX": ("i", 10), "gridStepsY": ("i", 10),
         "gridX": ("b", 1), "gridY": ("b", 1), "lines": ("b", 1), "linesDisplay": ("i", 0),
