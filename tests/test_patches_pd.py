@@ -59,7 +59,7 @@ def _harness(daemon_port: int, feedback_port: int) -> str:
         "#X obj 10 40 delay 300;",
         f"#X msg 10 70 \\; e2m-netsend disconnect \\; e2m-netsend connect 127.0.0.1 {daemon_port} "
         f"\\; e2m-listen listen {feedback_port};",
-        "#X obj 10 100 delay 800;",
+        "#X obj 10 100 delay 1500;",
         "#X msg 10 130 " + " ".join(f"\\; {c}" for c in controls) + ";",
         "#X obj 10 160 r e2m-state-bar;",
         "#X obj 10 190 print harness-bar;",
