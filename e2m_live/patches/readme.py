@@ -5,6 +5,8 @@ Generated with the patches (so ports, addresses and control names cannot drift e
 
 from __future__ import annotations
 
+import textwrap
+
 from e2m_live.patches.layout import Layout, format_number
 
 
@@ -100,7 +102,12 @@ def render_readme(layout: Layout) -> str:
     host, port, feedback = layout.daemon_host, layout.daemon_port, layout.feedback_port
     addresses = "\n".join(f"| `{c.address}` | {c.label} | {c.kind} |" for c in layout.controls)
     displays = "\n".join(f"| `{d.address}` | {d.label} | {', '.join(d.arguments)} |" for d in layout.displays)
-    follows = ", ".join(f"`{c.follow}`" for c in layout.controls if c.follow)
+    followed = ", ".join(c.follow.rsplit("/", 1)[-1] for c in layout.controls if c.follow)
+    follows = textwrap.fill(
+        f"Faders, menus, tempo and loop follow the daemon's `/e2m/state/NAME` feedback ({followed}), "
+        "so a change made on one controller shows on the others (Max and Pd set them without "
+        "sending; TouchOSC receives on the control; Open Stage Control uses `variable` widgets). "
+        "The pad follows valence and energy in Pd and TouchOSC.", width=96)
 
     def block(lines: list[str]) -> str:
         return "```\n" + "\n".join(lines) + "\n```"
@@ -158,16 +165,19 @@ listen on port {feedback}: start the daemon with a feedback target for them:
 
 ## A phone or tablet on Wi-Fi (TouchOSC, or a browser for Open Stage Control)
 
-The daemon binds `127.0.0.1` unless told otherwise. Bind it to the computer's Wi-Fi address (or
-`0.0.0.0`) and allow the phone (or the whole Wi-Fi network) explicitly; anything not in the
-allow-list is ignored:
+The daemon binds `127.0.0.1` unless told otherwise. Bind it to the computer's Wi-Fi address
+(`0.0.0.0` binds every interface) and allow the phone, or the Wi-Fi network, explicitly; packets
+from addresses not in the allow-list are ignored. With the computer at `192.168.1.20` and the
+phone at `192.168.1.35`:
 
-    e2m-live serve --host 0.0.0.0 --allow 192.168.1.0/24 --feedback PHONE_IP:{feedback}
+    e2m-live serve --host 192.168.1.20 --allow 192.168.1.35 --feedback 192.168.1.35:{feedback}
 
-In TouchOSC: *Connections* → OSC → connection 1: UDP, host = the computer's address (e.g.
-`192.168.1.20`), send port `{port}`, receive port `{feedback}`; then open `e2m-live.tosc`
-(*Documents* → open, or from the editor). For Open Stage Control, run the server on the computer
-(as above) and open the address it prints in the phone's browser; only the server talks OSC.
+In TouchOSC: *Connections* → OSC → connection 1: UDP, host `192.168.1.20` (the computer), send
+port `{port}`, receive port `{feedback}`; then open `e2m-live.tosc` in TouchOSC (copy it to the
+phone or tablet and open it from TouchOSC's document browser, or from the desktop editor).
+
+For Open Stage Control, run the server on the computer (as above) and open the address it prints
+in the phone's browser; only the server talks OSC, so the daemon can stay on `127.0.0.1`.
 
 ## What is where
 
@@ -179,9 +189,7 @@ Controls (each sends to its address):
 
 Menus send an index (key: 0 = C; mode: 0 minor, 1 major), the beats-per-bar menu sends 3..7,
 the mood menu sends the preset's name; *Defaults* sends `/e2m/features` with the ten defaults.
-Faders, menus, tempo and loop follow {follows}, so a change made on one controller shows on the
-others (Max and Pd set them without sending; TouchOSC receives on the control; Open Stage Control
-uses `variable` widgets). The pad follows valence and energy in Pd and TouchOSC.
+{follows}
 
 Feedback displays:
 
