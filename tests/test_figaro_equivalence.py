@@ -177,6 +177,10 @@ def test_our_cached_decoding_equals_whole_window_decoding(relative_cross_attenti
     torch.testing.assert_close(steps[0], full[:, 6], atol=1e-4, rtol=0)
     torch.testing.assert_close(torch.stack(steps[1:], dim=1), full[:, 7:], atol=1e-4, rtol=0)
     assert cache.length == 40
+    with torch.no_grad():  # the int-argument hot path of the live decoder
+        cache = ours.start_cache(memory)
+        ints = [ours.decode_step(int(x[0, i]), int(bar[0, i]), int(pos[0, i]), cache) for i in range(40)]
+    torch.testing.assert_close(torch.stack(ints), full[0], atol=1e-4, rtol=0)
     cache.length = cfg.context_size
     with pytest.raises(ValueError, match="window full"):
         ours.decode_cached(x[:, :1], bar[:, :1], pos[:, :1], cache)

@@ -359,7 +359,7 @@ class _Window:
         if not self.decoder.use_cache:
             return self._full(history)
         assert self.cache is not None
-        return self.model.decode_cached(*self._tensors(history, n - 1, n), self.cache)[0]
+        return self.model.decode_step(history.ids[-1], history.bars[-1], history.positions[-1], self.cache)
 
     def _full(self, history: _History) -> Tensor:
         assert self.memory is not None

@@ -300,9 +300,9 @@ class FigaroModel(nn.Module):
         end = start + n
         if end > cache.capacity:
             raise ValueError(f"decoder window full ({cache.capacity} tokens); start a new window")
-        if n == 1 and fast:
-            return self._decode_one(remi_ids, remi_bar_ids, remi_position_ids, cache)
         x = self.embed_remi(remi_ids, remi_bar_ids, remi_position_ids)
+        if n == 1 and fast:
+            return self._decode_one(x.view(x.shape[0], -1), cache)
         for i, layer in enumerate(self.decoder_layers):
             x = _cached_self_attention(layer.self_attn, x, cache.self_kv[i], start)
             x = _cached_cross_attention(layer.cross_attn, x, cache.cross_k[i], cache.cross_v[i], start)
@@ -310,19 +310,30 @@ class FigaroModel(nn.Module):
         cache.length = end
         return self.output(x[:, -1])
 
-    def _decode_one(
-        self, remi_ids: Tensor, bar_ids: Tensor, position_ids: Tensor, cache: DecoderCache
-    ) -> Tensor:
-        """One token: matrix-vector steps with few dispatches (fused projections, SDPA, cached tables)."""
+    def decode_step(self, token_id: int, bar_id: int, position_id: int, cache: DecoderCache) -> Tensor:
+        """Append one token (batch of one, plain ints) to ``cache``; its logits ``(vocab,)``.
+
+        The live decoder's hot path: no index tensors are built for the embeddings.
+        """
+        if cache.length >= cache.capacity:
+            raise ValueError(f"decoder window full ({cache.capacity} tokens); start a new window")
+        x = self.remi_embedding.weight[token_id] + self.bar_embedding.weight[bar_id]
+        x = x + self.position_embedding.weight[position_id] + self.decoder_input.token_type
+        norm = self.decoder_input.norm
+        x = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        return self._decode_one(x.view(1, -1), cache)[0]
+
+    def _decode_one(self, x: Tensor, cache: DecoderCache) -> Tensor:
+        """One embedded token ``(B, d)``: matrix-vector steps with few dispatches (fused projections,
+        SDPA, cached tables)."""
         cfg = self.config
-        b, h, dh, d = remi_ids.shape[0], cfg.heads, cfg.head_dim, cfg.d_model
+        b, h, dh, d = x.shape[0], cfg.heads, cfg.head_dim, cfg.d_model
         t = cache.length
         rel = cfg.max_relative_positions - 1 - t  # first row of the reversed tables this step needs
         eps = cfg.layer_norm_eps
         if cache.step_ops is None:
             cache.step_ops = self._step_ops()
         layers, output = cache.step_ops
-        x = self.embed_remi(remi_ids, bar_ids, position_ids).view(b, d)
         for i, ops in enumerate(layers):
             qkv_proj, self_out, self_norm, query, cross_out, cross_norm, up, down, ffn_norm = ops
             qkv = qkv_proj(x).view(b, 3, h, 1, dh)
