@@ -66,10 +66,13 @@ def test_normalise_raw_features_clamps_and_handles_unknown_key() -> None:
         normalise_raw_features([0.5] * 9)
 
 
-def _random_ordered(layers: int = 1, instrument_embedding: int = 0) -> OrderedClassLSTM:
+def _random_ordered(
+    layers: int = 1, instrument_embedding: int = 0, context: tuple[str, ...] = ()
+) -> OrderedClassLSTM:
     torch.manual_seed(1)
     config = OrderedLSTMConfig(
-        name="mean_pitch", hidden=24, layers=layers, instrument_embedding=instrument_embedding
+        name="mean_pitch", hidden=24, layers=layers, instrument_embedding=instrument_embedding,
+        context=list(context),
     )
     return OrderedClassLSTM(config).eval()
 
@@ -80,25 +83,37 @@ def _random_stream(layers: int = 1) -> StreamLSTM:
     return StreamLSTM(config).eval()
 
 
-@pytest.mark.parametrize(("layers", "instrument_embedding"), [(1, 0), (2, 0), (1, 8)])
-def test_numpy_stepper_matches_torch_forward(layers: int, instrument_embedding: int) -> None:
+@pytest.mark.parametrize(
+    ("layers", "instrument_embedding", "context"),
+    [(1, 0, ()), (2, 0, ()), (1, 8, ()), (1, 8, ("note_density", "mean_velocity")),
+     (2, 0, ("note_density",))],
+)
+def test_numpy_stepper_matches_torch_forward(layers: int, instrument_embedding: int, context: tuple) -> None:
     features = torch.rand(3, 10)
-    ordered = _random_ordered(layers, instrument_embedding)
+    ordered = _random_ordered(layers, instrument_embedding, context)
     previous = torch.randint(0, 34, (3, 12))
     instruments = (torch.rand(3, 12, 129) < 0.05).float()
+    bins = torch.randint(0, 33, (3, 12, len(context)))
     with torch.no_grad():
-        reference = ordered(features, previous, instruments).numpy()
+        reference = ordered(features, previous, instruments, bins).numpy()
     stepper = LSTMStepper(ordered)
     assert stepper.uses_instruments == bool(instrument_embedding)
+    assert stepper.context_names == context
     extra = stepper.instrument_gates(instruments.numpy()) if instrument_embedding else None
+    if context:
+        gates = stepper.context_gates(bins.numpy())
+        extra = gates if extra is None else extra + gates
     constant, state = stepper.start(features.numpy())
     for t in range(12):
         gates = None if extra is None else extra[:, t]
         logits, state = stepper.step(constant, previous[:, t].numpy(), t, state, gates)
         np.testing.assert_allclose(logits, reference[:, t], atol=1e-4)
-    if instrument_embedding:
+    if instrument_embedding and not context:
         with pytest.raises(ValueError, match="instruments"):
             ordered(features, previous)
+    if context:
+        with pytest.raises(ValueError, match="pass them"):
+            ordered(features, previous, instruments)
 
     stream = _random_stream(layers)
     tokens = torch.randint(0, STREAM_VOCAB.size, (3, 20))
@@ -124,7 +139,7 @@ def test_stream_model_ignores_the_key() -> None:
 
 
 def test_save_and_load_round_trip(tmp_path) -> None:
-    for model in (_random_ordered(), _random_ordered(instrument_embedding=4), _random_stream()):
+    for model in (_random_ordered(), _random_ordered(1, 4, ("note_density",)), _random_stream()):
         path = tmp_path / "m.safetensors"
         save_model(model, path)
         loaded = load_model(path)

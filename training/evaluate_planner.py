@@ -33,7 +33,13 @@ from e2m_live.planner import PlanError, Planner, Steering
 from e2m_live.planner.classes import ORDERED_CLASSES, STREAM_VOCAB
 from e2m_live.planner.examples import Batch, batch_examples
 from e2m_live.planner.statistics import STATISTIC_FOR_FEATURE, plan_statistics
-from training.train_planner import evaluate_stream, load_examples, ordered_inputs, ordered_metrics
+from training.train_planner import (
+    context_inputs,
+    evaluate_stream,
+    load_examples,
+    ordered_inputs,
+    ordered_metrics,
+)
 
 #: The original report's Table 1 (accuracy, KL) for the class LSTMs.
 REPORT_TABLE1: dict[str, tuple[float, float | None]] = {
@@ -72,7 +78,9 @@ def heldout_metrics(planner: Planner, train: Batch, val: Batch, sigma: float) ->
         n_classes = model.config.n_classes
         targets = val.bins[:, :, column]
         with torch.no_grad():
-            logits = model(features, ordered_inputs(targets, n_classes), torch.from_numpy(val.instruments))
+            context = context_inputs(val.bins, model.config.context, n_classes)
+            instruments = torch.from_numpy(val.instruments)
+            logits = model(features, ordered_inputs(targets, n_classes), instruments, context)
         metrics = ordered_metrics(logits, torch.from_numpy(targets), sigma)
         first = ordered_metrics(logits[:, :1], torch.from_numpy(targets[:, :1]), sigma)
         train_targets = train.bins[:, :, column]

@@ -69,6 +69,8 @@ class TrainConfig:
     hidden: int = 64
     #: Ordered models see the bar's instruments through a projection of this size (0: not at all).
     instrument_embedding: int = 16
+    #: Ordered models see the bins of the classes before them in the same bar (FIGARO's order).
+    chain_context: bool = True
     stream_hidden: int = 128
     dropout: float = 0.1
     seed: int = 0
@@ -146,6 +148,13 @@ def ordered_inputs(bins: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.from_numpy(prev)
 
 
+def context_inputs(bins: np.ndarray, context: Sequence[str], n_classes: int) -> torch.Tensor:
+    """The bar's bins of the ``context`` classes ``[N, T, k]`` (padding -> the unknown id)."""
+    columns = [ORDERED_CLASSES.index(name) for name in context]
+    values = bins[:, :, columns] if columns else np.zeros((*bins.shape[:2], 0), dtype=np.int64)
+    return torch.from_numpy(np.where(values >= 0, values, n_classes))
+
+
 def time_signature_table(examples: Sequence[PlannerExample], segments_ts: Counter | None = None) -> dict:
     """Beats-per-bar -> time signature (default table; kept as a function for future data-driven use)."""
     del examples, segments_ts
@@ -173,6 +182,7 @@ def train_ordered(
             dropout=cfg.dropout,
             plan_bars=max(train.bins.shape[1], 1),
             instrument_embedding=cfg.instrument_embedding,
+            context=list(ORDERED_CLASSES[:column]) if cfg.chain_context else [],
         )
     )
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
@@ -182,13 +192,15 @@ def train_ordered(
     x_val, y_val = torch.from_numpy(val.features), torch.from_numpy(val.bins[:, :, column])
     p_val = ordered_inputs(val.bins[:, :, column], n_classes)
     i_train, i_val = torch.from_numpy(train.instruments), torch.from_numpy(val.instruments)
+    c_train = context_inputs(train.bins, model.config.context, n_classes)
+    c_val = context_inputs(val.bins, model.config.context, n_classes)
     rng = np.random.default_rng(cfg.seed)
     record = history.setdefault(name, {"epoch": [], "train_loss": [], "eval_epoch": [], "val": []})
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         losses = []
         for idx in _batches(len(x_train), cfg.batch_size, cfg.samples_per_epoch, rng):
-            logits = model(x_train[idx], p_train[idx], i_train[idx])
+            logits = model(x_train[idx], p_train[idx], i_train[idx], c_train[idx])
             targets = y_train[idx]
             valid = targets >= 0
             q = soft_labels(targets[valid], n_classes, cfg.sigma)
@@ -205,7 +217,7 @@ def train_ordered(
         if epoch % cfg.eval_every == 0 or last:
             model.eval()
             with torch.no_grad():
-                metrics = ordered_metrics(model(x_val, p_val, i_val), y_val, cfg.sigma)
+                metrics = ordered_metrics(model(x_val, p_val, i_val, c_val), y_val, cfg.sigma)
             record["eval_epoch"].append(epoch)
             record["val"].append(metrics)
             log.info(
@@ -449,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, default=defaults.hidden)
     parser.add_argument("--instrument-embedding", type=int, default=defaults.instrument_embedding,
                         help="condition the ordered models on the bar's instruments (0: off)")
+    parser.add_argument("--no-chain-context", dest="chain_context", action="store_false",
+                        help="do not show the ordered models the earlier classes of the same bar")
     parser.add_argument("--stream-hidden", type=int, default=defaults.stream_hidden)
     parser.add_argument("--dropout", type=float, default=defaults.dropout)
     parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads per process")

@@ -43,10 +43,21 @@ class LSTMStepper:
             self.w_position = w_ih0[:, n_features + cfg.embedding].copy()  # [4H]
             projection = getattr(model, "instruments", None)
             # Instrument multi-hot -> gates, folded through the projection: [n_instruments, 4H].
+            offset = n_features + cfg.embedding + 1
             self.w_instruments = None
             if projection is not None:
                 w_projection = projection.weight.detach().cpu().numpy().astype(np.float32)  # [I, 129]
-                self.w_instruments = (w_ih0[:, n_features + cfg.embedding + 1 :] @ w_projection).T.copy()
+                width = w_projection.shape[0]
+                self.w_instruments = (w_ih0[:, offset : offset + width] @ w_projection).T.copy()
+                offset += width
+            # Context classes: each bin's embedding folded into the gates, [n_classes + 1, 4H] each.
+            self.context_names: tuple[str, ...] = tuple(getattr(cfg, "context", ()))
+            self.context_tables: list[np.ndarray] = []
+            for embedding in getattr(model, "context", ()):
+                table = embedding.weight.detach().cpu().numpy().astype(np.float32)
+                width = table.shape[1]
+                self.context_tables.append(table @ w_ih0[:, offset : offset + width].T)
+                offset += width
             self.bias0 = weight("bias_ih_l0") + weight("bias_hh_l0")
             self.w_hh = [weight(f"weight_hh_l{k}").T.copy() for k in range(cfg.layers)]
             self.w_ih = [None] + [weight(f"weight_ih_l{k}").T.copy() for k in range(1, cfg.layers)]
@@ -77,6 +88,13 @@ class LSTMStepper:
         if self.w_instruments is None:
             raise ValueError("this model is not conditioned on instruments")
         return multi_hot.astype(np.float32) @ self.w_instruments
+
+    def context_gates(self, context: np.ndarray) -> np.ndarray:
+        """Gate contributions ``[..., 4H]`` of the context bins ``[..., len(context_names)]``."""
+        out = self.context_tables[0][context[..., 0]]
+        for i in range(1, len(self.context_tables)):
+            out = out + self.context_tables[i][context[..., i]]
+        return out
 
     def step(
         self,

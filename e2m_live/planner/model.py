@@ -8,6 +8,8 @@ in the plan (``bar / plan_bars``) and its own previous output:
   optionally (``instrument_embedding > 0``), the bar's instrument set: a bar of bass and drums has
   a low mean pitch (FIGARO's mean pitch counts drum key numbers), a bar that adds a lead is busier.
   The planner samples the instruments first, so the meta tokens fit the instrumentation.
+  ``context`` names earlier meta classes of the *same* bar that the model also sees (FIGARO's
+  order: density, velocity, pitch, duration), so the four bins of a bar fit together.
 * :class:`StreamLSTM` runs once per stream token (see :mod:`e2m_live.planner.classes`) and predicts
   the next instrument, chord or end marker. It ignores the key feature: its chords are relative
   to the key, so the model is transposition-invariant by construction.
@@ -45,6 +47,9 @@ class OrderedLSTMConfig:
     #: Size of the projection of the bar's instrument multi-hot (0: not conditioned on instruments).
     instrument_embedding: int = 0
     n_instruments: int = 129
+    #: Ordered classes of the same bar (sampled before this one) embedded as extra inputs.
+    context: list[str] = field(default_factory=list)
+    context_embedding: int = 8
 
 
 @dataclass
@@ -80,8 +85,16 @@ class OrderedClassLSTM(nn.Module):
             if config.instrument_embedding
             else None
         )
+        # One embedding per context class; id n_classes stands for "unknown" (padding).
+        self.context = nn.ModuleList(
+            nn.Embedding(config.n_classes + 1, config.context_embedding) for _ in config.context
+        )
         self.lstm = nn.LSTM(
-            config.n_features + config.embedding + 1 + config.instrument_embedding,
+            config.n_features
+            + config.embedding
+            + 1
+            + config.instrument_embedding
+            + len(config.context) * config.context_embedding,
             config.hidden,
             num_layers=config.layers,
             batch_first=True,
@@ -95,12 +108,17 @@ class OrderedClassLSTM(nn.Module):
         return self.config.n_classes
 
     def forward(
-        self, features: torch.Tensor, previous: torch.Tensor, instruments: torch.Tensor | None = None
+        self,
+        features: torch.Tensor,
+        previous: torch.Tensor,
+        instruments: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Teacher-forced logits ``[B, T, n_classes]``. ``previous[:, t]`` is the bin of bar
         ``t - 1`` (the start id for ``t == 0``); ``features`` is ``[B, n_features]``;
         ``instruments`` ``[B, T, n_instruments]`` is each bar's instrument multi-hot (required iff the
-        model is conditioned on instruments)."""
+        model is conditioned on instruments); ``context`` ``[B, T, len(config.context)]`` holds the
+        bar's bins of the context classes (required iff there are any)."""
         steps = previous.shape[1]
         bar = torch.arange(steps, device=previous.device).expand_as(previous)
         parts = [
@@ -112,6 +130,10 @@ class OrderedClassLSTM(nn.Module):
             if instruments is None:
                 raise ValueError("this model is conditioned on the bar's instruments: pass them")
             parts.append(self.instruments(instruments.float()))
+        if self.config.context:
+            if context is None:
+                raise ValueError(f"this model sees the bar's {', '.join(self.config.context)}: pass them")
+            parts.extend(embed(context[..., i]) for i, embed in enumerate(self.context))
         out, _ = self.lstm(torch.cat(parts, dim=-1))
         return self.head(self.drop(out))
 

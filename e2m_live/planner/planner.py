@@ -64,6 +64,10 @@ class Planner:
         if missing:
             raise PlanError(f"missing ordered-class model(s): {', '.join(missing)}")
         self.ordered_models = {name: ordered[name].eval() for name in ORDERED_CLASSES}
+        for position, name in enumerate(ORDERED_CLASSES):
+            for other in self.ordered_models[name].config.context:
+                if other not in ORDERED_CLASSES[:position]:
+                    raise PlanError(f"{name} model's context {other!r} is not sampled before it")
         self.stream_model = stream.eval()
         self._ordered = {name: LSTMStepper(model) for name, model in self.ordered_models.items()}
         self._stream = LSTMStepper(self.stream_model)

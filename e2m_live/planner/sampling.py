@@ -65,10 +65,12 @@ def sample_ordered(
     temperature: float,
     bias: np.ndarray | None = None,
     instruments: np.ndarray | None = None,
+    context: np.ndarray | None = None,
 ) -> np.ndarray:
     """Bins ``[B, bars]`` of one ordered class, bar by bar; ``bias`` ``[B, C]`` is added to the
     temperature-scaled logits; ``instruments`` ``[B, bars, 129]`` are the bars' instrument
-    multi-hots (used if the model is conditioned on them)."""
+    multi-hots (used if the model is conditioned on them); ``context`` ``[B, bars, k]`` the bars'
+    bins of the model's context classes."""
     batch = features.shape[0]
     constant, state = model.start(features)
     n_classes = model.b_out.shape[0]
@@ -79,6 +81,11 @@ def sample_ordered(
         if instruments is None:
             raise ValueError("model is conditioned on instruments: pass them")
         extra = model.instrument_gates(instruments)
+    if model.context_names:
+        if context is None:
+            raise ValueError("model is conditioned on other classes of the bar: pass them")
+        gates = model.context_gates(context)
+        extra = gates if extra is None else extra + gates
     for bar in range(bars):
         logits, state = model.step(constant, previous, bar, state, None if extra is None else extra[:, bar])
         logits = _scaled(logits, temperature, bias)
@@ -193,12 +200,16 @@ def sample_plans(
             for token_id in ids:
                 if token_id < STREAM_VOCAB.first_chord:
                     instruments[row, bar, token_id - STREAM_VOCAB.FIRST_INSTRUMENT] = 1.0
-    bins: dict[str, list[list[int]]] = {}
-    for name in ORDERED_CLASSES:
+    sampled: dict[str, np.ndarray] = {}
+    for name in ORDERED_CLASSES:  # FIGARO's order: a model's context classes come before it
         model = ordered[name]
         n_classes = model.b_out.shape[0]
         bias = steering.ordered(name, features, n_classes) if steering else None
-        bins[name] = sample_ordered(model, features, bars, rng, temperature, bias, instruments).tolist()
+        context = (
+            np.stack([sampled[c] for c in model.context_names], axis=-1) if model.context_names else None
+        )
+        sampled[name] = sample_ordered(model, features, bars, rng, temperature, bias, instruments, context)
+    bins = {name: values.tolist() for name, values in sampled.items()}
     plans: list[list[BarPlan]] = []
     for row, key in enumerate(keys):
         bar_plans = []
