@@ -5,7 +5,7 @@ setup:
 	@bash scripts/setup.sh
 
 serve: setup
-	.venv/bin/e2m-live serve
+	bash scripts/serve.sh $(ARGS)
 
 test: setup
 	.venv/bin/python -m ruff check .
