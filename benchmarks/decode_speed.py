@@ -126,13 +126,16 @@ def ablation(args: argparse.Namespace) -> dict:
     ids = torch.randint(0, config.remi_vocab_size, (1, half + 1), device=dev)
     zeros = torch.zeros(1, half + 1, dtype=torch.long, device=dev)
 
-    def timed(fn, n: int) -> float:
+    cpu_ms: dict[str, float] = {}
+
+    def timed(fn, n: int, name: str) -> float:
         fn()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for _ in range(n):
             fn()
         if dev.type == "cuda":
             torch.cuda.synchronize()
+        cpu_ms[name] = round((time.process_time() - cpu) / n * 1e3, 2)  # all threads together
         return (time.perf_counter() - start) / n * 1e3
 
     def cached_step(m, fast: bool):
@@ -158,16 +161,17 @@ def ablation(args: argparse.Namespace) -> dict:
         return step
 
     reps = 40 if args.size == "compact" else 15
-    rows = {
-        "FIGARO sampler (whole 256-token window per token)": timed(full_window(model), 3),
-        "KV cache, general attention code": timed(cached_step(model, fast=False), reps),
-        "+ one-token path (fused QKV, SDPA + relative mask, table slices)":
-            timed(cached_step(model, True), reps),
+    variants = {
+        "FIGARO sampler (whole 256-token window per token)": (full_window(model), 3),
+        "KV cache, general attention code": (cached_step(model, fast=False), reps),
+        "+ one-token path (fused QKV, SDPA + relative mask, table slices)": (cached_step(model, True), reps),
     }
     if dev.type == "cpu":
-        rows["+ int8 weights"] = timed(cached_step(quantize_int8(model), True), reps)
+        variants["+ int8 weights"] = (cached_step(quantize_int8(model), True), reps)
+    rows = {name: timed(fn, n, name) for name, (fn, n) in variants.items()}
     return {"size": args.size, "threads": args.worker_threads, "device": args.device,
-            "ms_per_token": {k: round(v, 2) for k, v in rows.items()}}
+            "ms_per_token": {k: round(v, 2) for k, v in rows.items()}, "cpu_ms_per_token": cpu_ms,
+            "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,9 +223,11 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
             if args.ablation:
                 wait = env.get("OMP_WAIT_POLICY", "")
-                print(f"{size} {threads} thread(s) {args.device} {wait}, ms per token:")
+                print(f"{size} {threads} thread(s) {args.device} {wait}, load {result['load_average_1min']}, "
+                      "per token (wall, CPU of all threads):")
                 for name, ms in result["ms_per_token"].items():
-                    print(f"  {ms:9.2f} ms  {1000 / ms:8.1f} tok/s  {name}", flush=True)
+                    cpu = result["cpu_ms_per_token"][name]
+                    print(f"  {ms:9.2f} ms {cpu:9.2f} ms  {1000 / ms:8.1f} tok/s  {name}", flush=True)
                 continue
             ref = (f", FIGARO sampler {result['reference_tokens_per_s']} tok/s (x{result['speedup']})"
                    if "speedup" in result else "")
