@@ -77,6 +77,23 @@ class Clock(ABC):
         """True when tempo and phase come from outside (then ``/e2m/tempo`` has no effect)."""
         return False
 
+    @property
+    def running(self) -> bool:
+        """False while an external master's transport is stopped (the internal clock always runs)."""
+        return True
+
+    @property
+    def source(self) -> str:
+        """``internal``, ``midi`` or ``link``."""
+        return "internal"
+
+    def describe(self) -> str:
+        """One line for ``/e2m/state/sync`` and the log."""
+        return f"{self.source}, {self.tempo:.2f} BPM"
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release ports and sessions (external clocks)."""
+
     def on_transport(self, listener: TransportListener) -> None:
         """Call ``listener("start"|"stop"|"continue")`` when an external transport changes."""
         self._listeners.append(listener)
@@ -160,3 +177,61 @@ class InternalClock(Clock):
             # Keep anchors ordered and short: drop any later ones (superseded), keep the last few.
             kept = [a for a in self._anchors if a.beat < at_beat]
             self._anchors = [*kept[-3:], anchor]
+
+    def restart_at(self, beat: float, at_time: float) -> None:
+        """``beat`` falls at ``at_time`` from now on (``/e2m/continue``: resume at a bar line)."""
+        with self._lock:
+            self._anchors = [Anchor(beat, at_time, self._anchors[-1].tempo)]
+
+
+class ExternalClock(Clock):
+    """A clock whose tempo and phase come from a master (MIDI clock, Ableton Link).
+
+    Subclasses call :meth:`_set_line` whenever they learn more about the master: beat ``beat``
+    falls at monotonic time ``time`` and beats advance at ``tempo`` BPM. Beats are the master's
+    own (beat 0 = its song start or session origin), so bar lines fall on multiples of the bar
+    length. :meth:`set_tempo` is ignored: the master decides.
+    """
+
+    def __init__(self, tempo: float = 120.0) -> None:
+        super().__init__()
+        self._line_lock = threading.Lock()
+        self._line = Anchor(0.0, time.monotonic(), float(tempo))
+        self._running = False
+
+    def _set_line(self, beat: float, at_time: float, tempo: float) -> None:
+        with self._line_lock:
+            self._line = Anchor(beat, at_time, tempo)
+
+    @property
+    def line(self) -> Anchor:
+        with self._line_lock:
+            return self._line
+
+    def start(self, at_time: float | None = None) -> None:
+        """Nothing to do: the master places beat 0."""
+
+    def time_of(self, beat: float) -> float:
+        return self.line.time_of(beat)
+
+    def beat_at(self, t: float) -> float:
+        return self.line.beat_at(t)
+
+    @property
+    def tempo(self) -> float:
+        return self.line.tempo
+
+    def set_tempo(self, bpm: float, at_beat: float) -> None:
+        """Ignored: the master sets the tempo."""
+
+    @property
+    def follows_external_tempo(self) -> bool:
+        return True
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def describe(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"{self.source}, {self.tempo:.2f} BPM, {state}"

@@ -13,7 +13,12 @@ Guarantees:
 * if the source has no bar ready, the last bar is played again (the lag is counted and
   reported): no silence;
 * every note-on gets its note-off: at its end, or at the bar line when the material switches,
-  or on stop, panic, output loss and shutdown (then CC 123 and CC 120 on all 16 channels).
+  or on stop, panic, output loss and shutdown (then CC 123 and CC 120 on all 16 channels);
+* with ``clock_out``, MIDI clock (24 pulses per quarter, Start/Stop/Continue, Song Position)
+  goes out from the same deadline heap as the notes;
+* on an external clock (MIDI clock in, Link) the first bar starts on the master's next bar line
+  (bar lines are multiples of the bar length in the master's beats); while the master's
+  transport is stopped nothing is scheduled.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import queue
 import threading
 import time
@@ -29,7 +35,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from e2m_live.live.channels import ChannelMap
-from e2m_live.live.clock import Clock
+from e2m_live.live.clock import Clock, InternalClock
+from e2m_live.live.midi_clock import CLOCK, CONTINUE, PPQN, START, STOP, song_position
 from e2m_live.live.outputs import (
     ALL_NOTES_OFF,
     ALL_SOUND_OFF,
@@ -45,8 +52,11 @@ from e2m_live.music import DRUM_CHANNEL, Bar
 
 log = logging.getLogger(__name__)
 
-# Event kinds, in the order they go out when they share a beat.
-_CUT, _OFF, _PROGRAM, _ON = 0, 1, 2, 3
+# Event kinds, in the order they go out when they share a beat (negative: MIDI clock out).
+_TRANSPORT, _PULSE, _CUT, _OFF, _PROGRAM, _ON = -2, -1, 0, 1, 2, 3
+#: On an external clock, a bar line passed by less than this is still played (e.g. the master's
+#: Start arrives with, not before, its first pulse): its first notes go out at once.
+_LATE_START_SECONDS = 0.03
 _MIN_DURATION = 1e-3  # quarters; a zero-length note still gets a note-off after its note-on
 
 
@@ -102,9 +112,11 @@ class Player:
                  on_state: Callable[[bool], None] | None = None,
                  on_output_lost: Callable[[str, str], None] | None = None,
                  prepare_ahead: float = 0.015, start_delay: float = 0.05,
-                 record_timing: bool = False, realtime: bool = True) -> None:
+                 record_timing: bool = False, realtime: bool = True,
+                 clock_out: OutputSet | None = None) -> None:
         self.clock = clock
         self.outputs = outputs
+        self.clock_out = clock_out
         self.source = source
         self._tempo = tempo if callable(tempo) else (lambda: float(tempo))
         self.on_bar = on_bar
@@ -115,6 +127,8 @@ class Player:
         self.realtime = realtime
         #: (deadline, actual send time) of every message, when ``record_timing``.
         self.timing: list[tuple[float, float]] | None = [] if record_timing else None
+        #: (deadline, actual send time) of every clock pulse sent, when ``record_timing``.
+        self.pulse_timing: list[tuple[float, float]] = []
         self.playing = False
         self.late_bars = 0
         self.bar_number = -1
@@ -128,6 +142,11 @@ class Player:
         self._next_bar_beat = 0.0
         self._last: PlannedBar | None = None
         self._bar_tempo = 120.0
+        self._align_pending = False  # external clock: find the master's next bar line first
+        self._held: PlannedBar | None = None  # the bar fetched to align on
+        self._bar_lines: list[float] = []  # start beats of the bars scheduled lately
+        self._resume_beat: float | None = None
+        self._next_clock: Clock | None = None
         self._thread = threading.Thread(target=self._run, name="e2m-player", daemon=True)
         self._stopped = threading.Event()
 
@@ -136,7 +155,21 @@ class Player:
         self._thread.start()
 
     def play(self) -> None:
+        """Start from beat 0 (internal clock) or at the master's next bar line (external)."""
         self._command("play")
+
+    def resume(self) -> None:
+        """Continue: internal clock: from the bar line after the stop; external: like play."""
+        self._command("continue")
+
+    def restart(self) -> None:
+        """Play again from the top even while playing (the master sent Start)."""
+        self._command("restart")
+
+    def set_clock(self, clock: Clock) -> None:
+        """Swap the clock (sync source); stops playing first. The old clock is not closed."""
+        self._next_clock = clock
+        self._command("clock")
 
     def stop(self) -> None:
         self._command("stop")
@@ -186,8 +219,15 @@ class Player:
                 if not self._commands.empty():
                     continue
                 return True
-            if command == "play" and not self.playing:
-                self._start_playing()
+            if command in ("play", "continue") and not self.playing:
+                self._start_playing(resume=command == "continue")
+            elif command == "restart":
+                self._stop_playing(panic=False, notify=False)
+                self._start_playing(resume=False)
+            elif command == "clock" and self._next_clock is not None:
+                self._stop_playing(panic=False)
+                self.clock, self._next_clock = self._next_clock, None
+                self._resume_beat = None
             elif command == "stop":
                 self._stop_playing(panic=False)
             elif command == "panic":
@@ -195,28 +235,81 @@ class Player:
             elif command == "quit":
                 return False
 
-    def _start_playing(self) -> None:
-        self.clock.start(self.clock.now() + self.start_delay)
-        self._next_bar_beat = 0.0
+    def _start_playing(self, resume: bool = False) -> None:
+        clock = self.clock
         self._heap.clear()
-        self._last = None
-        self.bar_number = -1
+        self._held = None
+        self._bar_lines.clear()
+        if clock.follows_external_tempo:
+            self._align_pending = True
+        elif resume and self._resume_beat is not None and isinstance(clock, InternalClock):
+            clock.restart_at(self._resume_beat, clock.now() + self.start_delay)
+            self._next_bar_beat = self._resume_beat
+            self._queue_transport(self._resume_beat)
+        else:
+            clock.start(clock.now() + self.start_delay)
+            self._next_bar_beat = 0.0
+            self._queue_transport(0.0)
+        if not resume:
+            self._last = None
+            self.bar_number = -1
         self.playing = True
         if self.on_state:
             self.on_state(True)
 
-    def _stop_playing(self, panic: bool) -> None:
+    def _queue_transport(self, beat: float) -> None:
+        """Clock out: Start at beat 0, or Song Position + Continue elsewhere, before the first pulse."""
+        if self.clock_out is None:
+            return
+        if beat == 0:
+            self._push(_Event(beat, _TRANSPORT, next(self._seq), (START,)))
+        else:
+            self._push(_Event(beat, _TRANSPORT, next(self._seq), song_position(beat)))
+            self._push(_Event(beat, _TRANSPORT, next(self._seq), (CONTINUE,)))
+
+    def _stop_playing(self, panic: bool, notify: bool = True) -> None:
         now = self.clock.now()
         self._release_all(now)
+        if self.playing:
+            # Continue resumes at the first bar line not yet reached.
+            beat_now = self.clock.beat_at(now)
+            ahead = [b for b in self._bar_lines if b > beat_now]
+            self._resume_beat = min(ahead) if ahead else self._next_bar_beat
+            if self.clock_out is not None:
+                self._send_clock((STOP,), now)
         self._heap.clear()
+        self._held = None
+        self._align_pending = False
         if panic:
             self._controllers_off(now)
         was_playing, self.playing = self.playing, False
-        if was_playing and self.on_state:
+        if was_playing and notify and self.on_state:
             self.on_state(False)
+
+    def _align_to_master(self) -> bool:
+        """External clock: hold the first bar and start it on the master's next bar line."""
+        planned = self._held or self.source.next_bar()
+        if planned is None:
+            self._wake.wait(0.005)
+            return False
+        self._held = planned
+        clock = self.clock
+        length = planned.bar.quarters
+        late = _LATE_START_SECONDS * clock.tempo / 60.0
+        beat = clock.beat_at(clock.now() + self.prepare_ahead)
+        self._next_bar_beat = math.ceil((beat - late) / length - 1e-9) * length
+        self._align_pending = False
+        self._queue_transport(self._next_bar_beat)
+        return True
 
     def _step(self) -> None:
         clock = self.clock
+        if clock.follows_external_tempo:
+            if not clock.running:
+                self._wake.wait(0.005)  # the master's transport is stopped
+                return
+            if self._align_pending and not self._align_to_master():
+                return
         prepare_at = clock.time_of(self._next_bar_beat) - self.prepare_ahead
         next_event = clock.time_of(self._heap[0].beat) if self._heap else float("inf")
         if prepare_at <= next_event:
@@ -237,6 +330,9 @@ class Player:
             self._dispatch(heapq.heappop(self._heap), deadline)
 
     def _dispatch(self, event: _Event, deadline: float) -> None:
+        if event.kind < _CUT:
+            self._send_clock(event.message, deadline)
+            return
         if event.kind == _CUT:
             self._release_all(deadline)
             return
@@ -259,6 +355,12 @@ class Player:
         for output in lost:
             self._farewell(output, deadline)
 
+    def _send_clock(self, message: tuple[int, ...], deadline: float) -> None:
+        assert self.clock_out is not None
+        self.clock_out.send(message, deadline)
+        if self.timing is not None and message[0] == CLOCK:
+            self.pulse_timing.append((deadline, time.monotonic()))
+
     def _farewell(self, output: Output, when: float) -> None:
         """An output failed and was dropped: best effort, release its notes and close it."""
         sounding = list(self._open)
@@ -279,9 +381,12 @@ class Player:
 
     def _prepare_bar(self) -> bool:
         """Fetch the next bar and schedule it; returns False if interrupted."""
-        planned = self.source.next_bar()
+        planned, self._held = self._held or self.source.next_bar(), None
         repeated = False
         if planned is None:
+            if self._last is None and self.clock.follows_external_tempo:
+                self._align_pending = True
+                return False
             if self._last is None:
                 # Nothing generated yet: wait for the first bar (only possible right after play).
                 self._wake.wait(0.005)
@@ -308,11 +413,18 @@ class Player:
     def _schedule(self, planned: PlannedBar) -> None:
         bar = planned.bar
         start = self._next_bar_beat
-        tempo = float(self._tempo())
-        if not self.clock.follows_external_tempo:
+        if self.clock.follows_external_tempo:
+            tempo = self.clock.tempo
+        else:
+            tempo = float(self._tempo())
             self.clock.set_tempo(tempo, start)
         self._bar_tempo = tempo
+        self._bar_lines = [*self._bar_lines[-3:], start]
         push = self._push
+        if self.clock_out is not None:
+            first, last = math.ceil(start * PPQN - 1e-6), math.ceil((start + bar.quarters) * PPQN - 1e-6)
+            for pulse in range(first, last):
+                push(_Event(pulse / PPQN, _PULSE, next(self._seq), (CLOCK,)))
         if not planned.continues and self._open:
             push(_Event(start, _CUT, next(self._seq)))
         melodic = sorted({n.program for n in bar.notes if not n.is_drum})
@@ -352,6 +464,8 @@ class Player:
             return
         self._stopped.set()
         now = time.monotonic()
+        if self.playing and self.clock_out is not None:
+            self._send_clock((STOP,), now)
         self._release_all(now)
         self._heap.clear()
         self._controllers_off(now)

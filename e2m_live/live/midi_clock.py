@@ -1,0 +1,336 @@
+"""MIDI clock: follow a master's 24 ppqn clock (in), and the messages the daemon sends (out).
+
+In: :class:`MidiClockFollower` is an :class:`~e2m_live.live.clock.ExternalClock` fed with raw
+MIDI real-time messages and their arrival times; :class:`MidiClockInput` opens a MIDI input port
+(the daemon's own virtual ``clock_in`` port, or an existing port by name) and feeds it.
+
+* Tempo and phase: a straight line through the latest beat's worth of pulses (pulse number ->
+  time, least squares). It settles within one beat of a tempo change, sooner when three pulses
+  in a row leave the line on the same side (then the older pulses are dropped); a single late
+  or early pulse is left out of the fit.
+* Transport: Start (the next pulse is beat 0), Stop, Continue (from the song position),
+  Song Position Pointer (sixteenths). Listeners hear ``start``, ``stop`` and ``continue``.
+
+Out: :func:`song_position` and the status bytes; the player sends the pulses from its own
+deadline heap, so they share the notes' absolute deadlines.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from e2m_live.live.clock import ExternalClock
+
+log = logging.getLogger(__name__)
+
+PPQN = 24
+CLOCK, START, CONTINUE, STOP, SONG_POSITION = 0xF8, 0xFA, 0xFB, 0xFC, 0xF2
+#: No pulse for this long: the master's clock stopped; the next pulse starts a fresh fit.
+PULSE_GAP_SECONDS = 0.5
+
+
+def song_position(beat: float) -> tuple[int, int, int]:
+    """Song Position Pointer for ``beat`` quarters (MIDI counts sixteenths, 0..16383)."""
+    sixteenths = min(16383, max(0, round(beat * 4)))
+    return (SONG_POSITION, sixteenths & 0x7F, sixteenths >> 7)
+
+
+@dataclass(frozen=True, slots=True)
+class PulseLine:
+    """Pulse ``index`` falls at ``time + (index - origin) * interval`` (monotonic seconds)."""
+
+    origin: int
+    time: float
+    interval: float
+
+    def time_of(self, index: float) -> float:
+        return self.time + (index - self.origin) * self.interval
+
+
+class PulseTempoEstimator:
+    """Fits the line through the latest ``window`` pulses, robust to single outliers.
+
+    ``add(index, t)`` takes the running pulse number (consecutive integers) and its arrival time.
+    """
+
+    def __init__(self, window: int = PPQN, min_tolerance: float = 0.001, change_run: int = 3) -> None:
+        if window < 4:
+            raise ValueError("window must hold at least 4 pulses")
+        self.window = window
+        self.min_tolerance = min_tolerance
+        self.change_run = change_run
+        self._points: collections.deque[tuple[int, float]] = collections.deque(maxlen=window)
+        self._suspect: collections.deque[int] = collections.deque()  # indices left out of the fit
+        self._run_sign = 0
+        self._run: list[int] = []
+        self.line: PulseLine | None = None
+
+    def reset(self) -> None:
+        """Forget the pulses (a gap); the slope is kept as a first guess."""
+        self._points.clear()
+        self._suspect.clear()
+        self._run, self._run_sign = [], 0
+
+    def add(self, index: int, t: float) -> PulseLine:
+        points = self._points
+        if points and (index <= points[-1][0] or t - points[-1][1] > PULSE_GAP_SECONDS):
+            self.reset()
+        points.append((index, t))
+        while self._suspect and self._suspect[0] < points[0][0]:
+            self._suspect.popleft()
+        if len(points) >= 4 and self.line is not None:
+            self._judge_newest(index, t)
+        self.line = self._fit()
+        return self.line
+
+    def _judge_newest(self, index: int, t: float) -> None:
+        suspect = set(self._suspect)
+        older = [(i, x) for i, x in list(self._points)[:-1] if i not in suspect]
+        if len(older) < 3:
+            return
+        line = _least_squares(older)
+        residuals = sorted(abs(x - line.time_of(i)) for i, x in older)
+        spread = 1.4826 * residuals[len(residuals) // 2]
+        tolerance = max(self.min_tolerance, 4.0 * spread)
+        residual = t - line.time_of(index)
+        if abs(residual) <= tolerance:
+            self._run, self._run_sign = [], 0
+            return
+        sign = 1 if residual > 0 else -1
+        if sign != self._run_sign:
+            self._run, self._run_sign = [], sign
+        self._run.append(index)
+        self._suspect.append(index)
+        if len(self._run) >= self.change_run:
+            # The master changed tempo: keep the last pulse before the change and those after.
+            first = self._run[0]
+            keep = [(i, x) for i, x in self._points if i >= first - 1]
+            self._points.clear()
+            self._points.extend(keep)
+            self._suspect.clear()
+            self._run, self._run_sign = [], 0
+
+    def _fit(self) -> PulseLine:
+        suspect = set(self._suspect)
+        used = [(i, x) for i, x in self._points if i not in suspect] or [self._points[-1]]
+        if len(used) >= 2:
+            return _least_squares(used)
+        index, t = used[-1]
+        interval = self.line.interval if self.line is not None else 60.0 / (120.0 * PPQN)
+        return PulseLine(index, t, interval)
+
+
+def _least_squares(points: Sequence[tuple[int, float]]) -> PulseLine:
+    """Line through (index, time) points, centred on the newest for precision."""
+    origin, t0 = points[-1]
+    n = len(points)
+    xs = [i - origin for i, _ in points]
+    ys = [x - t0 for _, x in points]
+    mean_x, mean_y = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mean_x) ** 2 for x in xs)
+    sxy = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True))
+    slope = sxy / sxx if sxx > 0 else 0.0
+    if not slope > 0:
+        slope = (ys[-1] - ys[0]) / (xs[-1] - xs[0]) if xs[-1] != xs[0] else 0.0
+    if not slope > 0:
+        slope = 60.0 / (120.0 * PPQN)
+    return PulseLine(origin, t0 + mean_y - slope * mean_x, slope)
+
+
+class MidiClockFollower(ExternalClock):
+    """Tempo, phase and transport from MIDI clock messages (see the module docstring).
+
+    ``feed(message, t)`` takes one raw message and its arrival time (monotonic seconds); it is
+    cheap and may run on a MIDI driver's thread. Listeners are called from that thread.
+    """
+
+    def __init__(self, tempo: float = 120.0, window: int = PPQN, offset: float = 0.0) -> None:
+        super().__init__(tempo)
+        self.offset = offset
+        self._estimator = PulseTempoEstimator(window)
+        self._ticks = 0  # pulses received since the follower was made (running or not)
+        self._tick_of_beat0 = 0  # tick number of song position 0 while running
+        self._position = 0  # song position in pulses, while stopped
+        self._start_pending = False
+        self._lock = threading.Lock()
+        self.last_pulse_at: float | None = None
+        self.pulses = 0
+
+    @property
+    def source(self) -> str:
+        return "midi"
+
+    def feed(self, message: Sequence[int], t: float) -> None:
+        if not message:
+            return
+        status = message[0]
+        event = None
+        with self._lock:
+            if status == CLOCK:
+                self._pulse(t)
+            elif status == START:
+                self._position = 0
+                self._begin(t)
+                event = "start"
+            elif status == CONTINUE:
+                self._begin(t)
+                event = "continue"
+            elif status == STOP:
+                if self._running:
+                    self._position = max(0, self._ticks - self._tick_of_beat0)
+                self._running = False
+                event = "stop"
+            elif status == SONG_POSITION and len(message) >= 3:
+                self._position = ((message[1] & 0x7F) | (message[2] & 0x7F) << 7) * 6
+                if self._running:
+                    self._tick_of_beat0 = self._ticks - self._position
+                    self._publish()
+        if event is not None:
+            self._notify(event)
+
+    def _begin(self, t: float) -> None:
+        """Start or Continue: the next pulse is song position ``_position``."""
+        self._tick_of_beat0 = self._ticks - self._position
+        self._running = True
+        line = self._estimator.line
+        recent = self.last_pulse_at is not None and t - self.last_pulse_at < PULSE_GAP_SECONDS
+        if line is None or not recent:
+            # No running clock to extrapolate: the next pulse is expected one interval from now.
+            interval = line.interval if line is not None else 60.0 / (self.tempo * PPQN)
+            self._estimator.line = PulseLine(self._ticks, t + interval, interval)
+            self._estimator.reset()
+        self._publish()
+
+    def _pulse(self, t: float) -> None:
+        self._estimator.add(self._ticks, t)
+        self._ticks += 1
+        self.pulses += 1
+        self.last_pulse_at = t
+        self._publish()
+
+    def _publish(self) -> None:
+        line = self._estimator.line
+        if line is None:
+            return
+        beat = (line.origin - self._tick_of_beat0) / PPQN
+        self._set_line(beat, line.time - self.offset, 60.0 / (line.interval * PPQN))
+
+    @property
+    def position(self) -> float:
+        """Song position in beats (where Continue resumes while stopped)."""
+        with self._lock:
+            if self._running:
+                return (self._ticks - self._tick_of_beat0) / PPQN
+            return self._position / PPQN
+
+
+class MidiClockInput:
+    """A MIDI input port feeding a :class:`MidiClockFollower`: the daemon's own virtual port
+    (``port=None``, ``<client>:clock_in``) or an existing port whose name contains ``port``."""
+
+    def __init__(self, follower: MidiClockFollower, api: str = "auto", port: str | None = None,
+                 client_name: str = "e2m-live", port_name: str = "clock_in") -> None:
+        from e2m_live.live.outputs import (
+            OutputError,
+            _api_problem,
+            _match_port,
+            _rtmidi,
+            compiled_midi_apis,
+            default_midi_api,
+            midi_api_names,
+        )
+
+        os.environ.setdefault("JACK_NO_START_SERVER", "1")
+        rtmidi = _rtmidi()
+        self.follower = follower
+        apis = [api]
+        if api == "auto":
+            apis = [default_midi_api()] + (["jack"] if default_midi_api() == "alsa" else [])
+        problems = []
+        self._in = None
+        for name in apis:
+            if name not in compiled_midi_apis():
+                problems.append(f"this python-rtmidi build has no {name} support")
+                continue
+            try:
+                self._in = rtmidi.MidiIn(midi_api_names()[name], name=client_name)
+                self.api = name
+                break
+            except Exception as error:
+                problems.append(f"cannot open {name} MIDI input: {_api_problem(name)} ({error})")
+        if self._in is None:
+            raise OutputError("no MIDI clock input: " + "; ".join(problems))
+        self._in.ignore_types(sysex=True, timing=False, active_sense=True)
+        if port is None:
+            if self.api == "winmm":
+                self._in.delete()
+                raise OutputError("Windows has no virtual MIDI ports: "
+                                  "pass --clock-in-port with a loopMIDI port")
+            self._in.open_virtual_port(port_name)
+            self.name = f"{self.api} virtual port '{client_name}:{port_name}'"
+        else:
+            ports = list(self._in.get_ports())
+            index = _match_port(port, ports)
+            if index is None:
+                self._in.delete()
+                raise OutputError(f"no {self.api} MIDI input matches {port!r}; "
+                                  f"inputs: {', '.join(ports) or 'none'}")
+            self._in.open_port(index, port_name)
+            self.name = f"{self.api} port '{ports[index]}'"
+        self._stamper = ArrivalStamper()
+        self._in.set_callback(self._on_message)
+
+    def _on_message(self, event, _data=None) -> None:
+        message, delta = event
+        try:
+            self.follower.feed(message, self._stamper.stamp(delta, time.monotonic()))
+        except Exception:  # a driver thread must never see an exception
+            log.exception("MIDI clock input failed on %s", message)
+
+    def close(self) -> None:
+        try:
+            self._in.cancel_callback()
+            self._in.close_port()
+        finally:
+            self._in.delete()
+
+
+class ArrivalStamper:
+    """Monotonic times for driver-timestamped messages.
+
+    The driver's deltas (JACK: the process cycle; ALSA: the sequencer queue) are summed into a
+    source timeline; its offset to ``time.monotonic()`` is the smallest ``arrival - source`` seen
+    over the last ``window`` seconds, so delays in reaching Python (the GIL, thread wake-ups)
+    are removed rather than added to the pulse times.
+    """
+
+    def __init__(self, window: float = 2.0, max_skew: float = 0.05) -> None:
+        self.window = window
+        self.max_skew = max_skew
+        self._source: float | None = None
+        self._offsets: collections.deque[tuple[float, float]] = collections.deque()
+
+    def stamp(self, delta: float, arrival: float) -> float:
+        if self._source is None or not math.isfinite(delta) or delta < 0:
+            self._source, self._offsets = 0.0, collections.deque()
+        else:
+            self._source += delta
+        offset = arrival - self._source
+        offsets = self._offsets
+        while offsets and offsets[-1][1] >= offset:
+            offsets.pop()  # monotonic deque: the front is the window's minimum
+        offsets.append((arrival, offset))
+        while offsets[0][0] < arrival - self.window:
+            offsets.popleft()
+        stamped = self._source + offsets[0][1]
+        if arrival - stamped > self.max_skew:  # the driver's deltas are not to be trusted
+            self._source, self._offsets = 0.0, collections.deque([(arrival, arrival)])
+            return arrival
+        return stamped
