@@ -803,29 +803,34 @@
 						120.0,
 						20.0
 					],
-					"text": "Tempo (BPM)"
+					"text": "Sync"
 				}
 			},
 			{
 				"box": {
 					"id": "obj-41",
-					"maxclass": "flonum",
+					"maxclass": "umenu",
 					"numinlets": 1,
-					"numoutlets": 2,
+					"numoutlets": 3,
 					"outlettype": [
+						"int",
 						"",
-						"bang"
+						""
 					],
 					"parameter_enable": 0,
 					"patching_rect": [
 						140.0,
 						500.0,
-						70.0,
+						110.0,
 						22.0
 					],
-					"minimum": 40.0,
-					"maximum": 240.0,
-					"format": 6
+					"items": [
+						"internal",
+						",",
+						"midi",
+						",",
+						"link"
+					]
 				}
 			},
 			{
@@ -843,7 +848,7 @@
 						170.0,
 						22.0
 					],
-					"text": "prepend /e2m/tempo"
+					"text": "prepend /e2m/sync"
 				}
 			},
 			{
@@ -858,25 +863,29 @@
 						120.0,
 						20.0
 					],
-					"text": "Loop"
+					"text": "Tempo (BPM)"
 				}
 			},
 			{
 				"box": {
 					"id": "obj-44",
-					"maxclass": "toggle",
+					"maxclass": "flonum",
 					"numinlets": 1,
-					"numoutlets": 1,
+					"numoutlets": 2,
 					"outlettype": [
-						"int"
+						"",
+						"bang"
 					],
 					"parameter_enable": 0,
 					"patching_rect": [
 						140.0,
 						540.0,
-						24.0,
-						24.0
-					]
+						70.0,
+						22.0
+					],
+					"minimum": 40.0,
+					"maximum": 240.0,
+					"format": 6
 				}
 			},
 			{
@@ -894,21 +903,37 @@
 						170.0,
 						22.0
 					],
-					"text": "prepend /e2m/loop"
+					"text": "prepend /e2m/tempo"
 				}
 			},
 			{
 				"box": {
 					"id": "obj-46",
-					"maxclass": "button",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						20.0,
+						580.0,
+						120.0,
+						20.0
+					],
+					"text": "Loop"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-47",
+					"maxclass": "toggle",
 					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
-						"bang"
+						"int"
 					],
+					"parameter_enable": 0,
 					"patching_rect": [
-						20.0,
-						620.0,
+						140.0,
+						580.0,
 						24.0,
 						24.0
 					]
@@ -916,35 +941,20 @@
 			},
 			{
 				"box": {
-					"id": "obj-47",
-					"maxclass": "comment",
-					"numinlets": 1,
-					"numoutlets": 0,
-					"patching_rect": [
-						48.0,
-						598.0,
-						120.0,
-						20.0
-					],
-					"text": "Play"
-				}
-			},
-			{
-				"box": {
 					"id": "obj-48",
-					"maxclass": "message",
-					"numinlets": 2,
+					"maxclass": "newobj",
+					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
 						""
 					],
 					"patching_rect": [
-						50.0,
-						620.0,
-						77.0,
+						420.0,
+						580.0,
+						170.0,
 						22.0
 					],
-					"text": "/e2m/play"
+					"text": "prepend /e2m/loop"
 				}
 			},
 			{
@@ -957,8 +967,8 @@
 						"bang"
 					],
 					"patching_rect": [
-						220.0,
-						620.0,
+						20.0,
+						660.0,
 						24.0,
 						24.0
 					]
@@ -971,12 +981,12 @@
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
-						248.0,
-						598.0,
+						48.0,
+						638.0,
 						120.0,
 						20.0
 					],
-					"text": "Stop"
+					"text": "Play"
 				}
 			},
 			{
@@ -989,12 +999,12 @@
 						""
 					],
 					"patching_rect": [
-						250.0,
-						620.0,
+						50.0,
+						660.0,
 						77.0,
 						22.0
 					],
-					"text": "/e2m/stop"
+					"text": "/e2m/play"
 				}
 			},
 			{
@@ -1007,8 +1017,8 @@
 						"bang"
 					],
 					"patching_rect": [
-						420.0,
-						620.0,
+						220.0,
+						660.0,
 						24.0,
 						24.0
 					]
@@ -1021,12 +1031,12 @@
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
-						448.0,
-						598.0,
+						248.0,
+						638.0,
 						120.0,
 						20.0
 					],
-					"text": "Panic"
+					"text": "Stop"
 				}
 			},
 			{
@@ -1039,12 +1049,12 @@
 						""
 					],
 					"patching_rect": [
-						450.0,
-						620.0,
-						84.0,
+						250.0,
+						660.0,
+						77.0,
 						22.0
 					],
-					"text": "/e2m/panic"
+					"text": "/e2m/stop"
 				}
 			},
 			{
@@ -1057,8 +1067,8 @@
 						"bang"
 					],
 					"patching_rect": [
-						20.0,
-						670.0,
+						420.0,
+						660.0,
 						24.0,
 						24.0
 					]
@@ -1071,12 +1081,12 @@
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
-						48.0,
-						648.0,
+						448.0,
+						638.0,
 						120.0,
 						20.0
 					],
-					"text": "Regenerate"
+					"text": "Continue"
 				}
 			},
 			{
@@ -1089,12 +1099,12 @@
 						""
 					],
 					"patching_rect": [
-						50.0,
-						670.0,
-						119.0,
+						450.0,
+						660.0,
+						105.0,
 						22.0
 					],
-					"text": "/e2m/regenerate"
+					"text": "/e2m/continue"
 				}
 			},
 			{
@@ -1107,8 +1117,8 @@
 						"bang"
 					],
 					"patching_rect": [
-						220.0,
-						670.0,
+						20.0,
+						710.0,
 						24.0,
 						24.0
 					]
@@ -1121,12 +1131,12 @@
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
-						248.0,
-						648.0,
+						48.0,
+						688.0,
 						120.0,
 						20.0
 					],
-					"text": "Status"
+					"text": "Panic"
 				}
 			},
 			{
@@ -1139,12 +1149,12 @@
 						""
 					],
 					"patching_rect": [
-						250.0,
-						670.0,
-						91.0,
+						50.0,
+						710.0,
+						84.0,
 						22.0
 					],
-					"text": "/e2m/status"
+					"text": "/e2m/panic"
 				}
 			},
 			{
@@ -1157,8 +1167,8 @@
 						"bang"
 					],
 					"patching_rect": [
-						420.0,
-						670.0,
+						220.0,
+						710.0,
 						24.0,
 						24.0
 					]
@@ -1171,12 +1181,12 @@
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
-						448.0,
-						648.0,
+						248.0,
+						688.0,
 						120.0,
 						20.0
 					],
-					"text": "Defaults"
+					"text": "Regenerate"
 				}
 			},
 			{
@@ -1189,8 +1199,108 @@
 						""
 					],
 					"patching_rect": [
+						250.0,
+						710.0,
+						119.0,
+						22.0
+					],
+					"text": "/e2m/regenerate"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-64",
+					"maxclass": "button",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						"bang"
+					],
+					"patching_rect": [
+						420.0,
+						710.0,
+						24.0,
+						24.0
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-65",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						448.0,
+						688.0,
+						120.0,
+						20.0
+					],
+					"text": "Status"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-66",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
 						450.0,
-						670.0,
+						710.0,
+						91.0,
+						22.0
+					],
+					"text": "/e2m/status"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-67",
+					"maxclass": "button",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						"bang"
+					],
+					"patching_rect": [
+						20.0,
+						760.0,
+						24.0,
+						24.0
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-68",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						48.0,
+						738.0,
+						120.0,
+						20.0
+					],
+					"text": "Defaults"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-69",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						50.0,
+						760.0,
 						322.0,
 						22.0
 					],
@@ -1199,7 +1309,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-64",
+					"id": "obj-70",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1214,7 +1324,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-65",
+					"id": "obj-71",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1232,7 +1342,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-66",
+					"id": "obj-72",
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 17,
@@ -1266,7 +1376,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-67",
+					"id": "obj-73",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1284,7 +1394,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-68",
+					"id": "obj-74",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1302,7 +1412,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-69",
+					"id": "obj-75",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1320,7 +1430,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-70",
+					"id": "obj-76",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1338,7 +1448,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-71",
+					"id": "obj-77",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1356,7 +1466,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-72",
+					"id": "obj-78",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1374,7 +1484,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-73",
+					"id": "obj-79",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1392,7 +1502,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-74",
+					"id": "obj-80",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1410,7 +1520,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-75",
+					"id": "obj-81",
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -1428,7 +1538,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-76",
+					"id": "obj-82",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1446,7 +1556,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-77",
+					"id": "obj-83",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1464,7 +1574,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-78",
+					"id": "obj-84",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1482,7 +1592,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-79",
+					"id": "obj-85",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1497,7 +1607,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-80",
+					"id": "obj-86",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -1516,7 +1626,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-81",
+					"id": "obj-87",
 					"maxclass": "number",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -1535,7 +1645,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-82",
+					"id": "obj-88",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1550,7 +1660,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-83",
+					"id": "obj-89",
 					"maxclass": "number",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -1569,7 +1679,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-84",
+					"id": "obj-90",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1584,7 +1694,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-85",
+					"id": "obj-91",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1599,7 +1709,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-86",
+					"id": "obj-92",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1617,7 +1727,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-87",
+					"id": "obj-93",
 					"maxclass": "toggle",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1635,7 +1745,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-88",
+					"id": "obj-94",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1650,7 +1760,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-89",
+					"id": "obj-95",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1668,7 +1778,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-90",
+					"id": "obj-96",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -1686,7 +1796,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-91",
+					"id": "obj-97",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1701,7 +1811,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-92",
+					"id": "obj-98",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -1720,7 +1830,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-93",
+					"id": "obj-99",
 					"maxclass": "number",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -1739,7 +1849,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-94",
+					"id": "obj-100",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1754,7 +1864,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-95",
+					"id": "obj-101",
 					"maxclass": "flonum",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -1773,7 +1883,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-96",
+					"id": "obj-102",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1788,7 +1898,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-97",
+					"id": "obj-103",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1803,7 +1913,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-98",
+					"id": "obj-104",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1821,7 +1931,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-99",
+					"id": "obj-105",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -2166,11 +2276,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-42",
+						"obj-2",
 						0
 					],
 					"source": [
-						"obj-41",
+						"obj-42",
 						0
 					]
 				}
@@ -2178,11 +2288,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-2",
+						"obj-42",
 						0
 					],
 					"source": [
-						"obj-42",
+						"obj-41",
 						0
 					]
 				}
@@ -2218,7 +2328,7 @@
 						0
 					],
 					"source": [
-						"obj-46",
+						"obj-47",
 						0
 					]
 				}
@@ -2362,7 +2472,7 @@
 						0
 					],
 					"source": [
-						"obj-65",
+						"obj-64",
 						0
 					]
 				}
@@ -2370,11 +2480,59 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-67",
+						"obj-2",
 						0
 					],
 					"source": [
 						"obj-66",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-69",
+						0
+					],
+					"source": [
+						"obj-67",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-2",
+						0
+					],
+					"source": [
+						"obj-69",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-72",
+						0
+					],
+					"source": [
+						"obj-71",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-73",
+						0
+					],
+					"source": [
+						"obj-72",
 						0
 					]
 				}
@@ -2386,7 +2544,7 @@
 						0
 					],
 					"source": [
-						"obj-67",
+						"obj-73",
 						0
 					]
 				}
@@ -2394,11 +2552,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-68",
+						"obj-74",
 						0
 					],
 					"source": [
-						"obj-66",
+						"obj-72",
 						1
 					]
 				}
@@ -2410,7 +2568,7 @@
 						0
 					],
 					"source": [
-						"obj-68",
+						"obj-74",
 						0
 					]
 				}
@@ -2418,11 +2576,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-69",
+						"obj-75",
 						0
 					],
 					"source": [
-						"obj-66",
+						"obj-72",
 						2
 					]
 				}
@@ -2434,7 +2592,7 @@
 						0
 					],
 					"source": [
-						"obj-69",
+						"obj-75",
 						0
 					]
 				}
@@ -2442,11 +2600,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-70",
+						"obj-76",
 						0
 					],
 					"source": [
-						"obj-66",
+						"obj-72",
 						3
 					]
 				}
@@ -2458,7 +2616,7 @@
 						0
 					],
 					"source": [
-						"obj-70",
+						"obj-76",
 						0
 					]
 				}
@@ -2466,11 +2624,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-71",
+						"obj-77",
 						0
 					],
 					"source": [
-						"obj-66",
+						"obj-72",
 						4
 					]
 				}
@@ -2482,7 +2640,7 @@
 						0
 					],
 					"source": [
-						"obj-71",
+						"obj-77",
 						0
 					]
 				}
@@ -2490,11 +2648,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-72",
+						"obj-78",
 						0
 					],
 					"source": [
-						"obj-66",
+						"obj-72",
 						5
 					]
 				}
@@ -2506,7 +2664,7 @@
 						0
 					],
 					"source": [
-						"obj-72",
+						"obj-78",
 						0
 					]
 				}
@@ -2514,11 +2672,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-73",
+						"obj-79",
 						0
 					],
 					"source": [
-						"obj-66",
+						"obj-72",
 						6
 					]
 				}
@@ -2530,7 +2688,7 @@
 						0
 					],
 					"source": [
-						"obj-73",
+						"obj-79",
 						0
 					]
 				}
@@ -2538,11 +2696,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-74",
+						"obj-80",
 						0
 					],
 					"source": [
-						"obj-66",
+						"obj-72",
 						7
 					]
 				}
@@ -2554,7 +2712,7 @@
 						0
 					],
 					"source": [
-						"obj-74",
+						"obj-80",
 						0
 					]
 				}
@@ -2562,11 +2720,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-75",
+						"obj-81",
 						0
 					],
 					"source": [
-						"obj-66",
+						"obj-72",
 						8
 					]
 				}
@@ -2574,11 +2732,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-76",
+						"obj-82",
 						0
 					],
 					"source": [
-						"obj-75",
+						"obj-81",
 						0
 					]
 				}
@@ -2590,79 +2748,7 @@
 						0
 					],
 					"source": [
-						"obj-76",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-77",
-						0
-					],
-					"source": [
-						"obj-66",
-						9
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-41",
-						0
-					],
-					"source": [
-						"obj-77",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-78",
-						0
-					],
-					"source": [
-						"obj-66",
-						10
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-44",
-						0
-					],
-					"source": [
-						"obj-78",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-80",
-						0
-					],
-					"source": [
-						"obj-66",
-						11
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-81",
-						0
-					],
-					"source": [
-						"obj-80",
+						"obj-82",
 						0
 					]
 				}
@@ -2674,8 +2760,44 @@
 						0
 					],
 					"source": [
-						"obj-80",
-						1
+						"obj-72",
+						9
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-44",
+						0
+					],
+					"source": [
+						"obj-83",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-84",
+						0
+					],
+					"source": [
+						"obj-72",
+						10
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-47",
+						0
+					],
+					"source": [
+						"obj-84",
+						0
 					]
 				}
 			},
@@ -2686,8 +2808,8 @@
 						0
 					],
 					"source": [
-						"obj-66",
-						12
+						"obj-72",
+						11
 					]
 				}
 			},
@@ -2710,20 +2832,8 @@
 						0
 					],
 					"source": [
-						"obj-66",
-						13
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-90",
-						0
-					],
-					"source": [
-						"obj-89",
-						0
+						"obj-86",
+						1
 					]
 				}
 			},
@@ -2734,8 +2844,8 @@
 						0
 					],
 					"source": [
-						"obj-66",
-						14
+						"obj-72",
+						12
 					]
 				}
 			},
@@ -2758,8 +2868,20 @@
 						0
 					],
 					"source": [
-						"obj-92",
-						1
+						"obj-72",
+						13
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-96",
+						0
+					],
+					"source": [
+						"obj-95",
+						0
 					]
 				}
 			},
@@ -2770,8 +2892,8 @@
 						0
 					],
 					"source": [
-						"obj-66",
-						15
+						"obj-72",
+						14
 					]
 				}
 			},
@@ -2783,6 +2905,42 @@
 					],
 					"source": [
 						"obj-98",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-101",
+						0
+					],
+					"source": [
+						"obj-98",
+						1
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-104",
+						0
+					],
+					"source": [
+						"obj-72",
+						15
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-105",
+						0
+					],
+					"source": [
+						"obj-104",
 						0
 					]
 				}

@@ -34,6 +34,8 @@ from e2m_live.features import (
 )
 
 PREFIX = "/e2m"
+#: Clock sources for ``/e2m/sync`` and ``--sync``.
+SYNC_SOURCES = ("internal", "midi", "link")
 _DEFAULTS = EmotionFeatures()
 
 Control = Literal["fader", "xy", "button", "toggle", "menu", "number", "multi", "text", "none"]
@@ -138,6 +140,10 @@ ADDRESSES: tuple[OscAddress, ...] = (
                control="button", optional_arguments=True, group="transport"),
     OscAddress(f"{PREFIX}/stop", (_FLAG,), "Stop", "stop at once; every sounding note is released",
                control="button", optional_arguments=True, group="transport"),
+    OscAddress(f"{PREFIX}/continue", (_FLAG,), "Continue",
+               "resume: internal clock from the bar line after the stop (bar count and song position "
+               "kept); external clock at the master's next bar line",
+               control="button", optional_arguments=True, group="transport"),
     OscAddress(f"{PREFIX}/panic", (_FLAG,), "Panic",
                "stop; release every note, then All Notes Off (CC 123) and All Sound Off (CC 120) "
                "on all 16 channels",
@@ -148,6 +154,12 @@ ADDRESSES: tuple[OscAddress, ...] = (
     OscAddress(f"{PREFIX}/loop", (Argument("loop", "iTF", 0, 1, default=0),), "Loop",
                "1: repeat the current 12 bars; 0: endless (fresh sections under the same features)",
                control="toggle", group="transport"),
+    OscAddress(f"{PREFIX}/sync", (Argument("source", "si", 0, len(SYNC_SOURCES) - 1, choices=SYNC_SOURCES,
+                                           default="internal", out_of_range="reject"),),
+               "Sync", "clock source: internal (own tempo), midi (follow MIDI clock in), link (join an "
+               "Ableton Link session; needs the link extra); switching stops, then follows the new "
+               "source's transport",
+               control="menu", group="sync"),
     OscAddress(f"{PREFIX}/status", (), "Status", "reply with the full state (all /e2m/state/* messages)",
                control="button", group="transport"),
     # ---- feedback (daemon -> controller) ----
@@ -158,6 +170,12 @@ ADDRESSES: tuple[OscAddress, ...] = (
                "1 while playing, 0 when stopped", direction="out", control="toggle", group="state"),
     OscAddress(f"{PREFIX}/state/loop", (Argument("loop", "i", 0, 1),), "Loop", "1 in loop mode",
                direction="out", control="toggle", group="state"),
+    OscAddress(f"{PREFIX}/state/sync", (Argument("source", "s", choices=SYNC_SOURCES),
+                                        Argument("tempo", "f", unit="BPM"),
+                                        Argument("running", "i", 0, 1), Argument("peers", "i", 0, None)),
+               "Sync", "clock source, the tempo it runs at, 1 while its transport runs (internal: "
+               "always), and Link peers (0 otherwise); sent on every bar line and change",
+               direction="out", control="multi", group="state"),
     OscAddress(f"{PREFIX}/state/features", tuple(
         Argument(n, "i" if n in ("key", "mode", "time_signature") else "f", *RANGES[n])
         for n in FEATURE_ORDER),
@@ -195,9 +213,9 @@ class OscRejected(ValueError):
 class Command:
     """A validated message: what to do, and notes (clamped values, ignored arguments)."""
 
-    kind: Literal["features", "mood", "transport", "loop", "status"]
+    kind: Literal["features", "mood", "transport", "loop", "status", "sync"]
     changes: dict[str, Any] = field(default_factory=dict)  # features: field -> value
-    action: str = ""  # transport: play | stop | panic | regenerate; mood: the name
+    action: str = ""  # transport: play | stop | continue | panic | regenerate; mood, sync: the name
     flag: bool = True
     notes: list[str] = field(default_factory=list)
 
@@ -275,6 +293,13 @@ def parse_message(address: str, args: Sequence[Any]) -> Command:
         if name == "loop":
             return Command("loop", flag=flag, notes=notes)
         return Command("transport", action=name, flag=flag, notes=notes)
+    if name == "sync":
+        source = args[0]
+        if isinstance(source, int) and not isinstance(source, bool) and 0 <= source < len(SYNC_SOURCES):
+            source = SYNC_SOURCES[source]  # a menu's index
+        if not isinstance(source, str) or source.strip().lower() not in SYNC_SOURCES:
+            raise OscRejected(f"sync must be one of {', '.join(SYNC_SOURCES)} (or 0..2), got {_show(source)}")
+        return Command("sync", action=source.strip().lower(), notes=notes)
     if name == "mood":
         mood = args[0]
         if not isinstance(mood, str) or mood.strip().lower() not in MOODS:
@@ -318,7 +343,8 @@ def render_markdown() -> str:
         "",
         "The daemon listens on UDP and TCP (OSC 1.0 length-prefixed or OSC 1.1 SLIP framing, detected per",
         "connection), on 127.0.0.1 by default. Replies go to the sender (UDP: to its address and port;",
-        "TCP: on the same connection) and, if configured, to the feedback host:port.",
+        "TCP: on the same connection) and, if configured, to the feedback host:port (`/e2m/status` replies",
+        "too, so a controller that sends and receives on different sockets, such as Max, gets them).",
         "",
         _POLICY,
         "## Controls (to the daemon)",
@@ -338,8 +364,8 @@ def render_markdown() -> str:
         "",
         "## Feedback (from the daemon)",
         "",
-        "Sent on every bar line (`bar`, `lag`), on every change (`playing`, `loop`, `features`, `plan`) and",
-        "in full in reply to `/e2m/status`.",
+        "Sent on every bar line (`bar`, `lag`, `sync`), on every change (`playing`, `loop`, `features`,",
+        "`plan`, `sync`) and in full in reply to `/e2m/status`.",
         "",
         "| address | arguments | label | meaning |",
         "|---|---|---|---|",

@@ -63,6 +63,19 @@ class LiveConfig:
     seed: int = field(default=-1, metadata=_opt("random seed (-1: random)"))
     autoplay: bool = field(default=False, metadata=_opt(
         "start playing at once (otherwise wait for /e2m/play)"))
+    sync: str = field(default="internal", metadata=_opt(
+        "clock source: internal (own tempo), midi (follow MIDI clock in), link (Ableton Link; "
+        "needs `pip install aalink`, GPL-3.0)", choices=("internal", "midi", "link")))
+    clock_in_port: str = field(default="", metadata=_opt(
+        "with --sync midi: follow MIDI clock from this input port (name or part of it); "
+        "default: the daemon's own virtual input '<midi-name>:clock_in'"))
+    clock_out: bool = field(default=False, metadata=_opt(
+        "send MIDI clock (24 ppqn, start/stop/continue, song position) on the MIDI output port"))
+    sync_offset_ms: float = field(default=0.0, metadata=_opt(
+        "with --sync midi/link: play this many ms ahead of the master's beat (output latency)"))
+    link_start_stop: bool = field(default=True, metadata=_opt(
+        "with --sync link: share start/stop with the session (/e2m/play and /e2m/stop start and "
+        "stop every peer); off: the session always runs"))
     realtime: bool = field(default=True, metadata=_opt(
         "SCHED_FIFO for the player thread (and, below it, the daemon's other threads) where permitted"))
     debounce_ms: float = field(default=30.0, metadata=_opt("wait this long after the last control change"))
@@ -92,6 +105,10 @@ class LiveConfig:
             parse_host_port(target)
         if self.mode not in ("endless", "loop"):
             raise ConfigError(f"mode: {self.mode!r} is not 'endless' or 'loop'")
+        if self.sync not in ("internal", "midi", "link"):
+            raise ConfigError(f"sync: {self.sync!r} is not 'internal', 'midi' or 'link'")
+        if not -1000 <= self.sync_offset_ms <= 1000:
+            raise ConfigError("sync_offset_ms must be within -1000..1000")
         if self.debounce_ms < 0:
             raise ConfigError("debounce_ms must be >= 0")
         self.starting_features()

@@ -17,10 +17,11 @@ from typing import Any, TextIO
 
 from e2m_live.features import FEATURE_ORDER, MOODS, EmotionFeatures, FeatureError
 from e2m_live.live.addresses import OscRejected, parse_message
-from e2m_live.live.clock import InternalClock
+from e2m_live.live.clock import Clock, InternalClock
 from e2m_live.live.config import LiveConfig, parse_host_port
 from e2m_live.live.engine import Engine
 from e2m_live.live.generation import resolve_generator
+from e2m_live.live.link import LinkClock, SyncUnavailable
 from e2m_live.live.osc import ERROR_ADDRESS, OscServer, Reply
 from e2m_live.live.outputs import (
     FluidSynthOutput,
@@ -31,6 +32,7 @@ from e2m_live.live.outputs import (
 )
 from e2m_live.live.player import BarStarted, Player
 from e2m_live.live.realtime import DAEMON_PRIORITY, make_realtime
+from e2m_live.live.sync import describe_source, open_clock
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ class StartupReport:
     outputs: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     generator: str = ""
+    sync: str = ""
 
 
 class Daemon:
@@ -58,12 +61,16 @@ class Daemon:
         self.outputs = OutputSet()
         self._generator_options = generator_options or {}
         self._record_timing = record_timing
-        self._feedback: queue.SimpleQueue[list[Reply] | None] = queue.SimpleQueue()
+        # A list: feedback for every listener; ("targets", list): for the --feedback targets only.
+        self._feedback: queue.SimpleQueue[list[Reply] | tuple[str, list[Reply]] | None] = queue.SimpleQueue()
         self._last_bar: BarStarted | None = None
         self._last_plan = ""
         self.engine: Engine | None = None
         self.player: Player | None = None
         self.osc: OscServer | None = None
+        self.clock: Clock | None = None
+        self.clock_out: OutputSet | None = None
+        self._sync_lock = threading.Lock()
         self._feedback_thread = threading.Thread(target=self._feedback_loop, name="e2m-feedback", daemon=True)
         self._closed = False
 
@@ -80,10 +87,11 @@ class Daemon:
                              seed=None if config.seed < 0 else config.seed,
                              debounce=config.debounce_ms / 1000)
         self.engine.start(wait=0)
-        self.player = Player(InternalClock(features.tempo), self.outputs, self.engine,
+        self.clock = self._open_clock(config.sync, features.tempo, features.time_signature)
+        self.player = Player(self.clock, self.outputs, self.engine,
                              tempo=lambda: self.engine.tempo, on_bar=self._on_bar, on_state=self._on_state,
                              record_timing=self._record_timing, realtime=config.realtime,
-                             on_output_lost=self._on_output_lost)
+                             on_output_lost=self._on_output_lost, clock_out=self.clock_out)
         self.player.start_thread()
         self.osc = OscServer(self.handle, host=config.host,
                              udp_port=None if config.udp_port < 0 else config.udp_port,
@@ -104,7 +112,7 @@ class Daemon:
         if not self.engine.wait_first_bar(8.0):
             self._warn("the generator has not produced a bar yet; playback starts when it does")
         if config.autoplay:
-            self.player.play()
+            self._play()
         self._print_summary()
         return self.report
 
@@ -126,6 +134,8 @@ class Daemon:
             midi, problem = open_default_midi(config.midi_api, config.midi_port or None, config.midi_name)
             if midi is not None:
                 self.outputs.add(midi)
+                if config.clock_out:
+                    self.clock_out = OutputSet([midi])
             else:
                 self._warn(problem or "no MIDI output")
         if config.fluidsynth:
@@ -140,6 +150,8 @@ class Daemon:
             except OutputError as error:
                 self._warn(str(error))
         self.report.outputs = self.outputs.describe()
+        if config.clock_out and self.clock_out is None:
+            self._warn("no MIDI clock out: it goes out on the MIDI port, and none is open")
         if not self.outputs.outputs:
             self._warn("no output is open: the daemon runs and answers OSC, but nothing is heard")
 
@@ -152,6 +164,8 @@ class Daemon:
         lines += [f"  listening: {item}" for item in self.report.listening]
         lines += [f"  playing to: {item}" for item in self.report.outputs] or ["  playing to: nothing"]
         lines.append(f"  generator: {self.report.generator}, mode: {self.config.mode}")
+        clock_out = ", MIDI clock out on the MIDI port" if self.clock_out else ""
+        lines.append(f"  sync: {self.report.sync}{clock_out}")
         lines += [f"  warning: {w}" for w in self.report.warnings]
         lines.append("  ready" + ("" if self.config.autoplay else " (send /e2m/play to start)"))
         print("\n".join(lines), file=self.out, flush=True)
@@ -177,14 +191,107 @@ class Daemon:
             engine.set_features(features)
             self._feedback.put(self._feature_messages(features))
         elif command.kind == "transport" and command.flag:
-            {"play": player.play, "stop": player.stop, "panic": player.panic,
-             "regenerate": engine.regenerate}[command.action]()
+            note = {"play": self._play, "stop": self._stop, "continue": self._continue, "panic": self._panic,
+                    "regenerate": engine.regenerate}[command.action]()
+            if note:
+                replies.append((ERROR_ADDRESS, [address, note]))
+        elif command.kind == "sync":
+            problem = self.set_sync(command.action)
+            if problem:
+                replies.append((ERROR_ADDRESS, [address, problem]))
         elif command.kind == "loop":
             engine.set_loop(command.flag)
             self._feedback.put([("/e2m/state/loop", [int(command.flag)])])
         elif command.kind == "status":
-            replies += self.state_messages()
+            state = self.state_messages()
+            replies += state
+            self._feedback.put(("targets", state))  # Max & co. receive on another socket
         return replies
+
+    # ---- transport and sync ---------------------------------------------------------------------
+    def _play(self) -> str | None:
+        player, clock = self.player, self.clock
+        assert player is not None and clock is not None
+        if not clock.follows_external_tempo or clock.running:
+            player.play()
+            return None
+        if isinstance(clock, LinkClock) and clock.start_stop_sync:
+            clock.set_playing(True)  # every peer starts; the poll thread then starts the player
+            return None
+        return "waiting for the master: playback starts with its Start or Continue"
+
+    def _stop(self) -> None:
+        assert self.player is not None
+        self.player.stop()
+        if isinstance(self.clock, LinkClock):
+            self.clock.set_playing(False)
+
+    def _continue(self) -> str | None:
+        player, clock = self.player, self.clock
+        assert player is not None and clock is not None
+        if clock.follows_external_tempo:
+            return self._play()
+        player.resume()
+        return None
+
+    def _panic(self) -> None:
+        assert self.player is not None
+        self.player.panic()
+
+    def _open_clock(self, source: str, tempo: float, beats_per_bar: float) -> Clock:
+        """The clock at startup; an unavailable source falls back to the internal clock."""
+        try:
+            clock = open_clock(source, self.config, tempo, beats_per_bar)
+        except SyncUnavailable as error:
+            self._warn(f"sync {source} unavailable ({error}); using the internal clock")
+            clock = InternalClock(tempo)
+        clock.on_transport(self._on_master_transport)
+        self.report.sync = describe_source(clock)
+        return clock
+
+    def set_sync(self, source: str) -> str | None:
+        """Switch the clock source (stops playback first); returns why not, or None."""
+        with self._sync_lock:
+            player, engine, old = self.player, self.engine, self.clock
+            assert player is not None and engine is not None and old is not None
+            if old.source == source:
+                self._feedback.put([self.sync_message()])
+                return None
+            features = engine.features
+            try:
+                clock = open_clock(source, self.config, features.tempo, features.time_signature)
+            except SyncUnavailable as error:
+                return f"cannot sync to {source}: {error}"
+            was_playing = player.playing
+            clock.on_transport(self._on_master_transport)
+            self.clock = clock
+            player.set_clock(clock)
+            old.close()
+            self.report.sync = describe_source(clock)
+            log.info("sync: %s", self.report.sync)
+            if was_playing and (not clock.follows_external_tempo or clock.running):
+                player.play()
+        self._feedback.put([self.sync_message()])
+        return None
+
+    def _on_master_transport(self, event: str) -> None:
+        """From the MIDI input or Link thread: keep it short."""
+        player, clock = self.player, self.clock
+        if player is None or clock is None or not clock.follows_external_tempo:
+            return
+        if event == "start":
+            player.restart()
+        elif event == "continue":
+            player.play()
+        elif event == "stop":
+            player.stop()
+        self._feedback.put([self.sync_message()])
+
+    def sync_message(self) -> Reply:
+        clock = self.clock
+        assert clock is not None
+        peers = clock.peers if isinstance(clock, LinkClock) else 0
+        return ("/e2m/state/sync", [clock.source, float(round(clock.tempo, 3)), int(clock.running), peers])
 
     @staticmethod
     def _feature_messages(features: EmotionFeatures) -> list[Reply]:
@@ -204,6 +311,7 @@ class Daemon:
             ("/e2m/state/bar", [bar.number if bar else 0, bar.index if bar else 0]),
             ("/e2m/state/lag", [player.late_bars, float(bar.lag_ms) if bar else 0.0]),
             ("/e2m/state/plan", [self._last_plan or "nothing played yet"]),
+            self.sync_message(),
             *self._feature_messages(engine.features),
         ]
         return messages
@@ -214,7 +322,10 @@ class Daemon:
         if self.engine is not None:
             self.engine.bar_started(info)
         messages: list[Reply] = [("/e2m/state/bar", [info.number, info.index]),
-                                 ("/e2m/state/lag", [info.late_bars, float(info.lag_ms)])]
+                                 ("/e2m/state/lag", [info.late_bars, float(info.lag_ms)]),
+                                 self.sync_message()]
+        if isinstance(self.clock, LinkClock) and self.engine is not None:
+            self.clock.quantum = self.engine.features.time_signature  # the bar is Link's quantum
         if info.plan != self._last_plan:
             self._last_plan = info.plan
             messages.append(("/e2m/state/plan", [info.plan]))
@@ -236,7 +347,10 @@ class Daemon:
                 return
             if self.osc is not None:
                 try:
-                    self.osc.broadcast(messages)
+                    if isinstance(messages, tuple):
+                        self.osc.send_to_feedback_targets(messages[1])
+                    else:
+                        self.osc.broadcast(messages)
                 except Exception:
                     log.exception("feedback failed")
 
@@ -254,6 +368,8 @@ class Daemon:
             self.osc.close()
         if self.engine is not None:
             self.engine.close()
+        if self.clock is not None:
+            self.clock.close()
 
     def wait(self, stop: threading.Event) -> None:
         """Block until ``stop`` is set (signals set it)."""

@@ -162,6 +162,7 @@ class MidiClockFollower(ExternalClock):
         self._lock = threading.Lock()
         self.last_pulse_at: float | None = None
         self.pulses = 0
+        self.input: MidiClockInput | None = None  # closed with the follower
 
     @property
     def source(self) -> str:
@@ -221,6 +222,12 @@ class MidiClockFollower(ExternalClock):
             return
         beat = (line.origin - self._tick_of_beat0) / PPQN
         self._set_line(beat, line.time - self.offset, 60.0 / (line.interval * PPQN))
+
+    def close(self) -> None:
+        """Close the input port feeding this follower, if one was attached."""
+        port, self.input = getattr(self, "input", None), None
+        if port is not None:
+            port.close()
 
     @property
     def position(self) -> float:

@@ -337,6 +337,18 @@ class OscServer:
             self._udp_clients.append(client)
             del self._udp_clients[:-self._max_udp_clients]
 
+    def send_to_feedback_targets(self, messages: Sequence[Reply]) -> None:
+        """Send to the configured feedback targets only (e.g. a ``/e2m/status`` reply, for
+        controllers that receive on another socket than they send from)."""
+        packets = [encode_message(a, args) for a, args in messages]
+        for target in self.feedback_targets:
+            for packet in packets:
+                try:
+                    self._feedback_socket.sendto(packet, target)
+                except OSError as error:
+                    log.debug("feedback to %s failed: %s", target, error)
+                    break
+
     def broadcast(self, messages: Sequence[Reply]) -> None:
         """Send feedback messages to every listener; failures are logged, never raised."""
         packets = [encode_message(a, args) for a, args in messages]

@@ -66,7 +66,7 @@ def picture_pd(layout: Layout) -> list[str]:
 
 def picture_touchosc(layout: Layout) -> list[str]:
     faders = "".join(f"|{f.name[:6]:^6}" for f in layout.faders) + "|"
-    key, mode = (m for m in layout.menus if not (m.string_values or m.values[0]))
+    key, mode = (m for m in layout.menus if m.name in ("key", "mode"))
     lines = [
         "e2m-live (TouchOSC, 1280 x 800)",
         f"{faders}  +--------------+  | tempo |",
@@ -77,7 +77,7 @@ def picture_touchosc(layout: Layout) -> list[str]:
         f"{key.label}  {''.join(f'[{k}]' for k in key.labels)}   {mode.label} [{'|'.join(mode.labels)}]",
     ]
     for menu in layout.menus:
-        if menu.values[0] and not menu.string_values:
+        if menu.name not in ("key", "mode") and not menu.string_values:
             lines.append(f"{menu.label[:13]:<14}[{'|'.join(menu.labels)}]")
         elif menu.string_values:
             lines.append(f"{menu.label[:13]:<14}{''.join(f'[{label}]' for label in menu.labels)}")
