@@ -42,14 +42,14 @@ log = logging.getLogger("train_planner")
 #: Explicit conditioning shipped with the models (see e2m_live/planner/steering.py and
 #: docs/planner.md for how these strengths were chosen).
 DEFAULT_STEERING = Steering(
-    energy_note_density=4.0,
-    energy_mean_velocity=3.0,
-    loudness_mean_velocity=3.0,
-    valence_major_chords=2.0,
-    mode_major_chords=1.5,
+    energy_note_density=3.0,
+    energy_mean_velocity=1.0,
+    loudness_mean_velocity=2.0,
+    valence_major_chords=1.0,
+    mode_major_chords=1.0,
     key_scale_chords=1.0,
-    acousticness_instruments=3.0,
-    instrumentalness_voices=4.0,
+    acousticness_instruments=4.0,
+    instrumentalness_voices=6.0,
 )
 
 
@@ -69,8 +69,11 @@ class TrainConfig:
     hidden: int = 64
     #: Ordered models see the bar's instruments through a projection of this size (0: not at all).
     instrument_embedding: int = 16
-    #: Ordered models see the bins of the classes before them in the same bar (FIGARO's order).
-    chain_context: bool = True
+    #: LSTM layers of the ordered models.
+    layers: int = 1
+    #: Ordered models see the bins of the classes before them in the same bar (FIGARO's order);
+    #: off by default: on the dataset it moved held-out accuracy by less than a point.
+    chain_context: bool = False
     stream_hidden: int = 128
     dropout: float = 0.1
     seed: int = 0
@@ -179,6 +182,7 @@ def train_ordered(
             name=name,
             n_classes=n_classes,
             hidden=cfg.hidden,
+            layers=cfg.layers,
             dropout=cfg.dropout,
             plan_bars=max(train.bins.shape[1], 1),
             instrument_embedding=cfg.instrument_embedding,
@@ -461,8 +465,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, default=defaults.hidden)
     parser.add_argument("--instrument-embedding", type=int, default=defaults.instrument_embedding,
                         help="condition the ordered models on the bar's instruments (0: off)")
-    parser.add_argument("--no-chain-context", dest="chain_context", action="store_false",
-                        help="do not show the ordered models the earlier classes of the same bar")
+    parser.add_argument("--chain-context", action="store_true",
+                        help="show the ordered models the earlier classes of the same bar")
+    parser.add_argument("--layers", type=int, default=defaults.layers, help="LSTM layers (ordered models)")
     parser.add_argument("--stream-hidden", type=int, default=defaults.stream_hidden)
     parser.add_argument("--dropout", type=float, default=defaults.dropout)
     parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads per process")
