@@ -4,6 +4,7 @@ daemon as a subprocess, and an OSC client. Import the fixtures into test modules
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import shutil
@@ -37,12 +38,12 @@ def jack_available() -> bool:
 
 
 @contextlib.contextmanager
-def jack_server(name: str | None = None) -> Iterator[str]:
+def jack_server(name: str | None = None, period: int = 256) -> Iterator[str]:
     """A private dummy-driver JACK server (own name via JACK_DEFAULT_SERVER), torn down after."""
-    name = name or f"e2mtest{os.getpid()}"
+    name = name or f"e2mtest{os.getpid()}p{period}"
     env = {**os.environ, "JACK_NO_START_SERVER": "1"}
     log = open(f"/tmp/jackd-{name}.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", "256"],
+    proc = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", str(period)],
                             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     old = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
     os.environ["JACK_DEFAULT_SERVER"] = name
@@ -98,12 +99,13 @@ class Received:
 class JackMidiRecorder:
     """A second JACK client that connects to the daemon's port and records what arrives."""
 
-    def __init__(self, client_name: str = "e2m-test-recorder") -> None:
+    def __init__(self, client_name: str = "e2m-test-recorder", timing: bool = False) -> None:
         import rtmidi
 
         self._rtmidi = rtmidi
+        self.client_name = client_name
         self.midi_in = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=client_name)
-        self.midi_in.ignore_types(True, True, True)
+        self.midi_in.ignore_types(True, not timing, True)
         self.received: list[Received] = []
         self._jack_clock = 0.0
         self._lock = threading.Lock()
@@ -250,3 +252,188 @@ def osc_request(port: int, address: str, *args, wait: float = 1.0) -> list[tuple
             message = OscMessage(data)
             replies.append((message.address, list(message.params)))
     return replies
+
+
+def jack_connect(source: str, destination: str) -> None:
+    """Connect two JACK ports by full name (on the server in JACK_DEFAULT_SERVER)."""
+    subprocess.run(["jack_connect", source, destination], check=True, capture_output=True, timeout=10)
+
+
+def jack_port_names() -> list[str]:
+    result = subprocess.run(["jack_lsp"], capture_output=True, text=True, timeout=10)
+    return result.stdout.split("\n")
+
+
+@dataclass
+class MasterEvent:
+    """One message the test master sent: its deadline, when it went out, and what."""
+
+    deadline: float
+    sent: float
+    message: tuple[int, ...]
+
+
+class JackClockMaster:
+    """A MIDI clock master for tests: a JACK MIDI output that sends 24 ppqn pulses, Start and
+    Stop at absolute monotonic deadlines from its own thread (sleep, then spin)."""
+
+    def __init__(self, client_name: str = "e2m-test-master") -> None:
+        import rtmidi
+
+        self.client_name = client_name
+        self.out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=client_name)
+        self.sent: list[MasterEvent] = []
+        self._thread: threading.Thread | None = None
+
+    def connect(self, port_part: str, timeout: float = 5.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for index, name in enumerate(self.out.get_ports()):
+                if port_part in name:
+                    self.out.open_port(index, "clock")
+                    return name
+            time.sleep(0.05)
+        raise AssertionError(f"no JACK MIDI input containing {port_part!r}: {self.out.get_ports()}")
+
+    @property
+    def port(self) -> str:
+        return f"{self.client_name}:clock"
+
+    def play(self, events: list[tuple[float, tuple[int, ...]]]) -> None:
+        """Send ``(deadline, message)`` events in order, in the background."""
+        self._thread = threading.Thread(target=self._run, args=(sorted(events),), daemon=True)
+        self._thread.start()
+
+    def _run(self, events: list[tuple[float, tuple[int, ...]]]) -> None:
+        for deadline, message in events:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                time.sleep(remaining - 0.0015 if remaining > 0.002 else 0)
+            self.out.send_message(list(message))
+            self.sent.append(MasterEvent(deadline, time.monotonic(), message))
+
+    def wait(self, timeout: float = 60.0) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def close(self) -> None:
+        self.out.close_port()
+        self.out.delete()
+
+
+def clock_schedule(start: float, segments: list[tuple[float, float]], pre_roll_beats: float = 1.0,
+                   stop_after: bool = True) -> tuple[list[tuple[float, tuple[int, ...]]], list[float]]:
+    """A master's performance: ``pre_roll_beats`` of clock with the transport stopped, then Start
+    (half a pulse before beat 0), then ``(bpm, beats)`` segments, then Stop. Returns the events
+    and the deadline of every beat from beat 0 (the last entry is where Stop falls)."""
+    events: list[tuple[float, tuple[int, ...]]] = []
+    first_tempo = segments[0][0]
+    interval = 60.0 / (first_tempo * 24)
+    pre = round(pre_roll_beats * 24)
+    for k in range(pre, 0, -1):
+        events.append((start - k * interval, (0xF8,)))
+    events.append((start - interval / 2, (0xFA,)))
+    beats = [start]
+    t, pulses = start, 0
+    for bpm, count in segments:
+        interval = 60.0 / (bpm * 24)
+        for _ in range(round(count * 24)):
+            events.append((t, (0xF8,)))
+            t += interval
+            pulses += 1
+            if pulses % 24 == 0:
+                beats.append(t)
+    if stop_after:
+        events.append((t - interval / 2, (0xFC,)))
+    return events, beats
+
+
+def jack_seconds(received: list[Received]) -> list[float]:
+    """The recorder's JACK times moved onto the monotonic timeline (smallest arrival delay)."""
+    if not received:
+        return []
+    offset = min(r.arrival - r.jack_time for r in received)
+    return [r.jack_time + offset for r in received]
+
+
+def _fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares ``y = a + b x``: returns (a, b)."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    return my - b * mx, b
+
+
+@dataclass
+class FollowFigures:
+    """How the daemon's notes followed a MIDI clock master, both seen by one JACK recorder."""
+
+    bar_errors: list[float]  # daemon bar start - master downbeat, seconds, per master bar
+    bars_without_onset: int
+    tempo_errors: list[float]  # |daemon tempo / master tempo - 1| per segment, from 2 beats in
+    notes_after_stop: int
+    open_at_stop: int  # notes sounding one pulse after the master's Stop
+    stop_to_silence: float  # seconds from Stop (at the recorder) to the last note-off
+
+
+def follow_figures(received: list[Received], segments: list[tuple[float, float]], beats_per_bar: int,
+                   settle_beats: float = 2.0) -> FollowFigures:
+    """Compare the daemon's note-ons with the master's pulses (recorder times, JACK timeline)."""
+    times = jack_seconds(received)
+    events = list(zip(times, received, strict=True))
+    start_at = next(t for t, r in events if r.message[0] == 0xFA)
+    pulses = [t for t, r in events if r.message[0] == 0xF8 and t >= start_at]
+    stop_at = next((t for t, r in events if r.message[0] == 0xFC), float("inf"))
+    onsets = [t for t, r in events if r.message[0] & 0xF0 == 0x90 and r.message[2] > 0]
+    per_bar = 24 * beats_per_bar
+    bar_errors, missing = [], 0
+    for k in range(0, len(pulses), per_bar):
+        near = [t - pulses[k] for t in onsets if abs(t - pulses[k]) < 0.06]
+        if near:
+            bar_errors.append(min(near, key=abs))
+        else:
+            missing += 1
+    tempo_errors = []
+    first = 0
+    for bpm, beats in segments:
+        last = min(len(pulses), first + round(beats * 24))
+        window = list(range(first + round(settle_beats * 24), last))
+        first = last
+        if len(window) < 24:
+            continue
+        a, b = _fit([float(k) for k in window], [pulses[k] for k in window])
+        t0, t1 = pulses[window[0]], pulses[window[-1]]
+        inside = [t for t in onsets if t0 <= t <= t1]
+        grid = [round((t - a) / b / 6) * 6 for t in inside]  # nearest sixteenth, in pulses
+        if len(set(grid)) < 3:
+            continue
+        _, slope = _fit([float(g) for g in grid], inside)
+        tempo_errors.append(abs(60.0 / (24 * slope) / bpm - 1.0))
+    offs: dict[tuple[int, int], float] = {}
+    sounding: set[tuple[int, int]] = set()
+    one_pulse = 60.0 / (segments[-1][0] * 24)
+    for t, r in events:
+        m = r.message
+        if len(m) < 3 or m[0] & 0xF0 not in (0x80, 0x90):
+            continue
+        key = (m[0] & 0x0F, m[1])
+        if m[0] & 0xF0 == 0x90 and m[2] > 0:
+            if t <= stop_at + one_pulse:
+                sounding.add(key)
+        else:
+            if t <= stop_at + one_pulse:
+                sounding.discard(key)
+            offs[key] = t
+    after = [t for t in onsets if t > stop_at + 0.002]
+    last_off = max((t for t in offs.values() if t >= stop_at), default=stop_at)
+    return FollowFigures(bar_errors, missing, tempo_errors, len(after), len(sounding), last_off - stop_at)
+
+
+def pulse_interval_errors(received: list[Received], tempo: float) -> list[float]:
+    """|interval - nominal| of consecutive MIDI clock pulses at the recorder, seconds."""
+    times = [t for t, r in zip(jack_seconds(received), received, strict=True) if r.message[0] == 0xF8]
+    nominal = 60.0 / (tempo * 24)
+    return [abs((b - a) - nominal) for a, b in itertools.pairwise(times)]

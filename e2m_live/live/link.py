@@ -14,6 +14,7 @@ the session for every peer; without it, the session always runs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -39,23 +40,55 @@ def link_available() -> str | None:
     return None
 
 
+class _EventLoopThread:
+    """aalink wants a running asyncio loop (for its callbacks and ``sync``): give it one of its
+    own, in a daemon thread, so the daemon's threads need not be asyncio."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="e2m-link-loop", daemon=True)
+        self.thread.start()
+
+    def call(self, function):
+        async def run():
+            return function()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(5.0)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(1.0)
+
+
+def new_link_session(tempo: float, quantum: float = 4.0):
+    """An enabled ``aalink.Link`` on its own event-loop thread; returns (link, closer)."""
+    problem = link_available()
+    if problem:
+        raise SyncUnavailable(problem)
+    import aalink
+
+    loop = _EventLoopThread()
+    link = loop.call(lambda: aalink.Link(float(tempo)))
+    link.quantum = float(quantum)
+    link.enabled = True
+
+    def close() -> None:
+        link.enabled = False
+        loop.close()
+
+    return link, close
+
+
 class LinkClock(ExternalClock):
     """Follows an Ableton Link session (see the module docstring)."""
 
     def __init__(self, tempo: float = 120.0, quantum: float = 4.0, start_stop_sync: bool = True,
-                 poll_seconds: float = 0.002, offset: float = 0.0) -> None:
+                 poll_seconds: float = 0.005, offset: float = 0.0) -> None:
         super().__init__(tempo)
-        problem = link_available()
-        if problem:
-            raise SyncUnavailable(problem)
-        import aalink
-
         self.offset = offset
         self.start_stop_sync = start_stop_sync
-        self._link = aalink.Link(float(tempo))
-        self._link.quantum = float(quantum)
+        self._link, self._close_link = new_link_session(tempo, quantum)
         self._link.start_stop_sync_enabled = start_stop_sync
-        self._link.enabled = True
         self._poll_seconds = poll_seconds
         self._closed = threading.Event()
         self._sample()
@@ -117,4 +150,4 @@ class LinkClock(ExternalClock):
         self._closed.set()
         if self._thread.is_alive():
             self._thread.join(1.0)
-        self._link.enabled = False
+        self._close_link()
