@@ -27,7 +27,7 @@ CONFIG_NAME = "config.json"
 
 # Weights of FIGARO's ``transformers`` construction that its forward pass never uses.
 _UNUSED = re.compile(
-    r"(embeddings\.(word_embeddings|position_embeddings)\.weight|embeddings\.position_ids"
+    r"(embeddings\.(word_embeddings|position_embeddings)\.weight|embeddings\.(position|token_type)_ids"
     r"|encoder\.pooler\.|decoder\.cls\.)"
 )
 
@@ -167,7 +167,11 @@ def load_figaro_checkpoint(path: str | Path, *, map_location: str | torch.device
     except FileNotFoundError:
         raise
     except Exception as err:  # pickle errors, zip errors, disallowed globals
-        raise CheckpointError(f"cannot read FIGARO checkpoint {path}: {err}") from err
+        raise CheckpointError(
+            f"cannot read FIGARO checkpoint {path} safely (torch.load weights_only=True): {err}. "
+            "A checkpoint holding other pickled objects can be converted once, on a trusted machine, "
+            "to {'state_dict': ..., 'hyper_parameters': dict(...)} (see docs/figaro.md)"
+        ) from err
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not a PyTorch Lightning checkpoint (no 'state_dict')")
     sd = {k: v for k, v in ckpt["state_dict"].items() if isinstance(v, Tensor)}
