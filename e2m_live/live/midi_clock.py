@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 PPQN = 24
 CLOCK, START, CONTINUE, STOP, SONG_POSITION = 0xF8, 0xFA, 0xFB, 0xFC, 0xF2
-#: No pulse for this long: the master's clock stopped; the next pulse starts a fresh fit.
+#: No pulse for this long (or four pulse intervals, if shorter): the master's clock paused; the
+#: next pulse starts a fresh fit (keeping the last tempo as a first guess).
 PULSE_GAP_SECONDS = 0.5
 
 
@@ -72,6 +73,11 @@ class PulseTempoEstimator:
         self._run: list[int] = []
         self.line: PulseLine | None = None
 
+    def paused(self, gap: float) -> bool:
+        """True if ``gap`` seconds without a pulse means the clock paused (not a late pulse)."""
+        interval = self.line.interval if self.line is not None else 0.0
+        return gap > min(PULSE_GAP_SECONDS, max(4 * interval, 0.05))
+
     def reset(self) -> None:
         """Forget the pulses (a gap); the slope is kept as a first guess."""
         self._points.clear()
@@ -80,7 +86,7 @@ class PulseTempoEstimator:
 
     def add(self, index: int, t: float) -> PulseLine:
         points = self._points
-        if points and (index <= points[-1][0] or t - points[-1][1] > PULSE_GAP_SECONDS):
+        if points and (index <= points[-1][0] or self.paused(t - points[-1][1])):
             self.reset()
         points.append((index, t))
         while self._suspect and self._suspect[0] < points[0][0]:
@@ -201,7 +207,7 @@ class MidiClockFollower(ExternalClock):
         self._tick_of_beat0 = self._ticks - self._position
         self._running = True
         line = self._estimator.line
-        recent = self.last_pulse_at is not None and t - self.last_pulse_at < PULSE_GAP_SECONDS
+        recent = self.last_pulse_at is not None and not self._estimator.paused(t - self.last_pulse_at)
         if line is None or not recent:
             # No running clock to extrapolate: the next pulse is expected one interval from now.
             interval = line.interval if line is not None else 60.0 / (self.tempo * PPQN)
