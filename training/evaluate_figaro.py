@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,10 @@ from e2m_live.description.vocab import BAR_KEY, DescriptionVocab, RemiVocab
 from e2m_live.music import Bar
 from training import fidelity
 from training.baseline import baseline_remi
+
+# An idle OpenMP thread that spins while the other core is busy makes 2-thread decoding ~10x slower
+# on a shared 2-core machine (docs/figaro.md); set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 SYSTEMS = ("model", "baseline", "ceiling")
 
@@ -67,16 +72,25 @@ def _renumbered_bars(tokens: Sequence[str], keep: int) -> list[str]:
 
 
 def select_segments(segments: Sequence[Any], limit: int | None, bars: int) -> list[EvalSegment]:
-    """One segment per song first (songs in sorted order), then second segments, ...; the first
-    ``bars`` bars of each, renumbered from 1."""
+    """One segment per song first, then second segments, ...; within a round the corpora take
+    turns (songs in sorted order within a corpus), so any ``limit`` covers every corpus. The
+    first ``bars`` bars of each segment, renumbered from 1."""
     desc_vocab, remi_vocab = DescriptionVocab(), RemiVocab()
     by_song: dict[str, list[Any]] = {}
+    corpus_of: dict[str, str] = {}
     for seg in segments:
         by_song.setdefault(str(seg.song_id), []).append(seg)
+        corpus_of.setdefault(str(seg.song_id), str(getattr(seg, "corpus", "")))
     order: list[Any] = []
     rounds = max((len(v) for v in by_song.values()), default=0)
     for r in range(rounds):
-        order += [by_song[s][r] for s in sorted(by_song) if r < len(by_song[s])]
+        queues: dict[str, list[str]] = {}
+        for song in sorted(by_song):
+            if r < len(by_song[song]):
+                queues.setdefault(corpus_of[song], []).append(song)
+        lists = [queues[c] for c in sorted(queues)]
+        for k in range(max((len(q) for q in lists), default=0)):
+            order += [by_song[q[k]][r] for q in lists if k < len(q)]
     out: list[EvalSegment] = []
     for seg in order[: limit if limit else None]:
         desc = [t for t in desc_vocab.decode(seg.description_ids) if not t.startswith("<")]
@@ -128,6 +142,18 @@ class GenerationSettings:
     top_k: int | None = None
     top_p: float | None = 0.95
     max_tokens_per_bar: int = 512
+    constrained: bool = True
+    quantize: str | None = None
+
+    def label(self) -> str:
+        """A short name for tables, e.g. ``t=1.0 p=0.95 constrained``."""
+        p = "-" if self.top_p is None else f"{self.top_p:g}"
+        text = f"t={self.temperature:g} p={p}" + (f" k={self.top_k}" if self.top_k else "")
+        return (
+            text
+            + (" constrained" if self.constrained else " free")
+            + (f" {self.quantize}" if self.quantize else "")
+        )
 
 
 def model_generator(
@@ -141,7 +167,9 @@ def model_generator(
 
     if threads:
         torch.set_num_threads(threads)
-    decoder = IncrementalDecoder(load_exported(model_dir), device="cpu", constrained=True)
+    decoder = IncrementalDecoder(
+        load_exported(model_dir), device="cpu", constrained=settings.constrained, quantize=settings.quantize
+    )
 
     def generate(segment: EvalSegment, seed: int) -> list[str]:
         bars = decoder.generate_bars(
@@ -203,11 +231,55 @@ def evaluate(
     summaries = {name: fidelity.summarize(r) for name, r in rows.items() if r}
     return {
         "summaries": summaries,
+        "by_corpus": summaries_by_corpus(segments, rows),
         "segments": [{"song_id": s.song_id, "corpus": s.corpus, "bars": s.n_bars} for s in segments],
         "rows": rows,
         "timing": timing,
         "tokens": tokens,
     }
+
+
+def summaries_by_corpus(
+    segments: Sequence[EvalSegment], rows: dict[str, list[dict[str, float]]]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``{corpus: {system: summary}}`` over the segments of each corpus."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for corpus in sorted({s.corpus for s in segments}):
+        picked = [i for i, s in enumerate(segments) if s.corpus == corpus]
+        out[corpus] = {
+            name: fidelity.summarize([r[i] for i in picked])
+            for name, r in rows.items()
+            if len(r) == len(segments)
+        }
+    return out
+
+
+CORPUS_METRICS = (
+    "inst_f1",
+    "chord_f1",
+    "time_sig_acc",
+    "note_density_oa",
+    "pitch_oa",
+    "velocity_oa",
+    "chroma_sim",
+    "groove_sim",
+)
+
+
+def corpus_table(
+    by_corpus: dict[str, dict[str, dict[str, float]]], counts: dict[str, int], system: str = "model"
+) -> str:
+    """A markdown table of ``system``'s main metrics per corpus (one row per corpus)."""
+    lines = [
+        "| corpus | segments | " + " | ".join(CORPUS_METRICS) + " |",
+        "|---" * (len(CORPUS_METRICS) + 2) + "|",
+    ]
+    for corpus, systems in by_corpus.items():
+        if system not in systems:
+            continue
+        cells = [f"{systems[system].get(k, math.nan):.3f}" for k in CORPUS_METRICS]
+        lines.append(f"| {corpus or '?'} | {counts.get(corpus, 0)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def metrics_table(summaries: dict[str, dict[str, float]]) -> str:
@@ -241,6 +313,28 @@ def load_eval_segments(data: str, split: str) -> list[Any]:
     return load_segments(data, split)
 
 
+def densest(segments: Sequence[EvalSegment]) -> EvalSegment:
+    """The segment with the most REMI+ tokens (the hardest real-time case among them)."""
+    return max(segments, key=lambda s: len(s.remi))
+
+
+def measure_speed(
+    model_dir: str, segments: Sequence[EvalSegment], threads: int, log: Callable[[str], None]
+) -> dict[str, dict[str, Any]]:
+    """Real-time factor of 12 bars of the densest segment's description, float32 and int8 weights."""
+    from training.figaro_card import measure_realtime
+
+    seg = densest(segments)
+    out = {}
+    for fmt, quantize in (("float32", None), ("int8", "int8")):
+        out[fmt] = {
+            "song_id": seg.song_id,
+            **measure_realtime(model_dir, seg.description, threads, quantize=quantize),
+        }
+        log(f"[speed] {fmt}: {out[fmt]}")
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.evaluate_figaro", description=__doc__.split("\n")[0])
     p.add_argument(
@@ -257,7 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--top-k", type=int)
+    p.add_argument("--unconstrained", action="store_true", help="decode without the REMI+ grammar mask")
+    p.add_argument("--quantize", choices=["int8"], help="int8 weights for decoding (CPU)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads for generation")
+    p.add_argument(
+        "--speed",
+        action="store_true",
+        help="first time 12 dense bars (~2,800 tokens) of the densest selected segment, float32 and int8",
+    )
     p.add_argument("--card", metavar="MODEL_DIR", help="also write MODEL_CARD.md and piano rolls there")
     p.add_argument("--examples", type=int, default=3, help="12-bar examples rendered for the card")
     p.add_argument("--notes", help="a text file of listening notes to put in the card")
@@ -277,7 +378,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not segments:
             raise ValueError(f"no segments in split {args.split!r} of {args.data}")
         notes = Path(args.notes).read_text() if args.notes else ""
-        settings = GenerationSettings(args.temperature, args.top_k, args.top_p)
+        settings = GenerationSettings(
+            args.temperature,
+            args.top_k,
+            args.top_p if args.top_p < 1 else None,
+            constrained=not args.unconstrained,
+            quantize=args.quantize,
+        )
+        speed = measure_speed(args.model, segments, args.threads, log) if args.speed and args.model else {}
         generate = model_generator(args.model, settings, args.threads)[0] if args.model else None
         result = evaluate(segments, generate, seed=args.seed, keep_tokens=args.examples, log=log)
     except (ValueError, OSError) as err:
@@ -298,13 +406,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seed": args.seed,
         "settings": settings.__dict__,
         "summaries": result["summaries"],
+        "by_corpus": result["by_corpus"],
         "timing": result["timing"],
+        "speed": speed,
         "segments": result["segments"],
         "rows": result["rows"],
     }
     (out / "metrics.json").write_text(json.dumps(_json_safe(report), indent=1) + "\n")
+    counts: dict[str, int] = {}
+    for seg in segments:
+        counts[seg.corpus] = counts.get(seg.corpus, 0) + 1
     table = metrics_table(result["summaries"])
-    (out / "metrics.md").write_text(table + "\n")
+    if generate is not None:
+        table += "\n\nModel by corpus:\n\n" + corpus_table(result["by_corpus"], counts)
+    (out / "metrics.md").write_text(f"Settings: {settings.label()}\n\n" + table + "\n")
     print(table)
     t = result["timing"]
     if t["model_tokens"]:
