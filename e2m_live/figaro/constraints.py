@@ -99,6 +99,8 @@ class BarPlan:
 class RemiGrammar:
     """Vocabulary-level tables for the REMI+ grammar; one instance serves many decodes."""
 
+    MAX_CACHED_MASKS = 4096
+
     def __init__(self, vocab: RemiVocab | None = None, device: str | torch.device = "cpu") -> None:
         self.vocab = vocab or RemiVocab()
         self.device = torch.device(device)
@@ -127,6 +129,8 @@ class RemiGrammar:
         mask = torch.full((self.size,), float("-inf"))
         mask[allowed] = 0.0
         mask = mask.to(self.device)
+        if len(self._cache) >= self.MAX_CACHED_MASKS:  # a long live session meets many instrument sets
+            self._cache.clear()
         self._cache[key] = mask
         return mask
 
