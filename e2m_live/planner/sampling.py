@@ -137,46 +137,54 @@ def sample_stream(
     temperature: float,
     bias: np.ndarray | None = None,
 ) -> list[list[list[int]]]:
-    """Stream tokens per plan and bar, end markers excluded: ``[B][bars][tokens]``."""
+    """Stream tokens per plan and bar, end markers excluded: ``[B][bars][tokens]``.
+
+    Plans that have finished their last bar leave the batch, so a batch costs about its mean
+    plan length, not its longest.
+    """
     batch = features.shape[0]
     constant, state = model.start(features)
+    rows = np.arange(batch)  # original row of each active row
     previous = np.full(batch, _V.START, dtype=np.int64)
     bar = np.zeros(batch, dtype=np.int64)
     in_chords = np.zeros(batch, dtype=bool)
     last_instrument = np.full(batch, -1, dtype=np.int64)
     n_instruments = np.zeros(batch, dtype=np.int64)
     n_chords = np.zeros(batch, dtype=np.int64)
-    done = np.zeros(batch, dtype=bool)
     plans: list[list[list[int]]] = [[[] for _ in range(bars)] for _ in range(batch)]
     sample_temperature = 1.0 if temperature > 0 else 0.0
     max_steps = bars * (MAX_INSTRUMENTS_PER_BAR + MAX_CHORDS_PER_BAR + 2)
     for _ in range(max_steps):
-        logits, state = model.step(constant, previous, np.minimum(bar, bars - 1), state)
+        logits, state = model.step(constant, previous, bar, state)
         logits = _scaled(logits, temperature, bias)
         # What may follow in each row's bar (the grammar of one bar of the stream).
         instrument_row = np.where(n_instruments >= MAX_INSTRUMENTS_PER_BAR, _FULL_ROW, last_instrument + 1)
         allowed = np.where(in_chords[:, None], _CHORD_ROWS[n_chords], _INSTRUMENT_ROWS[instrument_row])
-        if done.any():
-            allowed[done] = _ONLY_PAD
         token = draw(logits, sample_temperature, rng, allowed)
 
         instrument = _IS_INSTRUMENT[token]
         chord = _IS_CHORD[token]
-        for row in np.flatnonzero(instrument | chord):
-            plans[row][bar[row]].append(int(token[row]))
+        for i in np.flatnonzero(instrument | chord):
+            plans[rows[i]][bar[i]].append(int(token[i]))
         end_bar = token == _V.END_BAR
         last_instrument = np.where(instrument, token, np.where(end_bar, -1, last_instrument))
         n_instruments = np.where(end_bar, 0, n_instruments + instrument)
         n_chords = np.where(end_bar, 0, n_chords + chord)
         in_chords = (in_chords | (token == _V.END_INSTRUMENTS)) & ~end_bar
         bar = bar + end_bar
-        done = bar >= bars
         previous = token
-        if done.all():
-            break
-    if not done.all():  # cannot happen: the masks end every bar within its token budget
-        raise RuntimeError("stream sampler did not finish every bar")
-    return plans
+        active = bar < bars
+        if not active.any():
+            return plans
+        if not active.all():
+            rows, previous, bar, in_chords = rows[active], previous[active], bar[active], in_chords[active]
+            last_instrument, n_instruments = last_instrument[active], n_instruments[active]
+            n_chords, constant = n_chords[active], constant[active]
+            state = [(h[active], c[active]) for h, c in state]
+            if bias is not None:
+                bias = bias[active]
+    # Cannot happen: the masks end every bar within its token budget.
+    raise RuntimeError("stream sampler did not finish every bar")
 
 
 def sample_plans(

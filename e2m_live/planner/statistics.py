@@ -21,7 +21,7 @@ STATISTIC_FOR_FEATURE: tuple[tuple[str, str], ...] = (
     ("loudness", "mean_velocity"),
     ("valence", "major_share"),
     ("mode", "major_share"),
-    ("key", "tonic_root"),
+    ("key", "chord_key"),
     ("acousticness", "acoustic_share"),
     ("instrumentalness", "non_voice_share"),
 )
@@ -39,6 +39,8 @@ def plan_statistics(description: Description, key: int, mode: int) -> dict[str, 
     * ``note_density``, ``mean_velocity``, ``mean_pitch``, ``mean_duration``: mean bin over bars;
     * ``major_share``: major-like chords / (major-like + minor-like chords);
     * ``tonic_root``: the most frequent chord root (0..11);
+    * ``chord_key``: the key (0..11) the chords fit best: most roots in its scale (of the requested
+      mode), ties broken by how often its tonic is a root;
     * ``in_scale_share``: chords whose root is in the requested key's scale;
     * ``acoustic_share``: acoustic / (acoustic + electric) instrument slots;
     * ``non_voice_share``: 1 - share of instrument slots that are voice-like programs;
@@ -57,6 +59,12 @@ def plan_statistics(description: Description, key: int, mode: int) -> dict[str, 
     roots = [r for r in (chord_root(c) for c in chords) if r is not None]
     stats["tonic_root"] = float(Counter(roots).most_common(1)[0][0]) if roots else float("nan")
     scale = SCALE_DEGREES[1 if mode else 0]
+    if roots:
+        histogram = np.bincount(roots, minlength=12)
+        fit = [sum(histogram[(k + d) % 12] for d in scale) + 0.5 * histogram[k] for k in range(12)]
+        stats["chord_key"] = float(int(np.argmax(fit)))
+    else:
+        stats["chord_key"] = float("nan")
     stats["in_scale_share"] = (
         float(np.mean([(r - key) % 12 in scale for r in roots])) if roots else float("nan")
     )
