@@ -104,12 +104,24 @@ class JackMidiRecorder:
 
         self._rtmidi = rtmidi
         self.client_name = client_name
-        self.midi_in = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=client_name)
+        self.midi_in = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=client_name, queue_size_limit=65536)
         self.midi_in.ignore_types(True, not timing, True)
         self.received: list[Received] = []
         self._jack_clock = 0.0
         self._lock = threading.Lock()
-        self.midi_in.set_callback(self._on_message)
+        # Polled, not a callback: a callback would make JACK's process thread wait for this
+        # process's GIL, and a test thread holding it would delay (bunch) the JACK timestamps.
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="recorder-poll", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._closed.is_set():
+            event = self.midi_in.get_message()
+            if event is None:
+                time.sleep(0.0005)
+                continue
+            self._on_message(event)
 
     def _on_message(self, event, _data=None) -> None:
         message, delta = event
@@ -156,7 +168,8 @@ class JackMidiRecorder:
         return sounding
 
     def close(self) -> None:
-        self.midi_in.cancel_callback()
+        self._closed.set()
+        self._poller.join(1.0)
         self.midi_in.close_port()
         self.midi_in.delete()
 
@@ -305,6 +318,9 @@ class JackClockMaster:
         self._thread.start()
 
     def _run(self, events: list[tuple[float, tuple[int, ...]]]) -> None:
+        from e2m_live.live.realtime import make_realtime
+
+        make_realtime(threading.get_native_id(), 30)  # best effort: a master keeps its time
         for deadline, message in events:
             while True:
                 remaining = deadline - time.monotonic()

@@ -1,0 +1,93 @@
+"""Sync with real components on a private dummy JACK server (32-frame periods, 0.67 ms): a test
+MIDI clock master drives `e2m-live serve --sync midi`, and a recorder hears both; then the
+daemon's own MIDI clock out is measured while its worker generates."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.live_helpers import (
+    JackClockMaster,
+    JackMidiRecorder,
+    clock_schedule,
+    follow_figures,
+    jack_available,
+    jack_connect,
+    jack_server,
+    pulse_interval_errors,
+    start_daemon,
+)
+
+pytestmark = pytest.mark.jack
+
+PERIOD_FRAMES = 32
+JACK_PERIOD = PERIOD_FRAMES / 48000
+BEATS_PER_BAR = 3
+
+
+@pytest.fixture(scope="module")
+def fast_jack() -> Iterator[str]:
+    if not jack_available():
+        pytest.skip("jackd or python-rtmidi JACK support missing")
+    with jack_server(period=PERIOD_FRAMES) as name:
+        yield name
+
+
+def test_daemon_follows_midi_clock_tempo_bars_and_stop(fast_jack):
+    segments = [(100.0, 2 * BEATS_PER_BAR), (140.0, 2 * BEATS_PER_BAR)]
+    d = start_daemon("--sync", "midi", "--tempo", "120")
+    recorder = JackMidiRecorder("e2m-sync-recorder", timing=True)
+    master = JackClockMaster("e2m-sync-master")
+    try:
+        assert any("sync: MIDI clock in" in line for line in d.startup), d.startup
+        d.send("/e2m/time_signature", BEATS_PER_BAR)
+        d.send("/e2m/energy", 0.6)
+        recorder.connect(f"{d.midi_name}:out")
+        master.connect(":clock_in")
+        jack_connect(master.port, f"{recorder.client_name}:in")
+        time.sleep(1.0)  # the new metre's first section is ready
+        events, _ = clock_schedule(time.monotonic() + 1.0, segments)
+        master.play(events)
+        master.wait()
+        time.sleep(0.4)
+        figures = follow_figures(recorder.snapshot(), segments, BEATS_PER_BAR)
+        assert d.alive()
+    finally:
+        master.close()
+        recorder.close()
+        d.terminate()
+    assert figures.bars_without_onset == 0
+    assert len(figures.bar_errors) == 4
+    worst_bar = max(abs(e) for e in figures.bar_errors)
+    assert worst_bar <= 0.002 + JACK_PERIOD, [round(e * 1000, 2) for e in figures.bar_errors]
+    assert len(figures.tempo_errors) == 2 and max(figures.tempo_errors) < 0.01, figures.tempo_errors
+    assert figures.open_at_stop == 0, "notes still sounding one pulse after the master's Stop"
+    assert figures.notes_after_stop == 0
+
+
+def test_clock_out_pulse_intervals_while_generating(fast_jack):
+    tempo = 120.0
+    d = start_daemon("--generator", "rules+load", "--clock-out", "--tempo", str(tempo))
+    recorder = JackMidiRecorder("e2m-clock-recorder", timing=True)
+    try:
+        recorder.connect(f"{d.midi_name}:out")
+        time.sleep(0.3)
+        d.send("/e2m/play")
+        time.sleep(2.0)
+        d.send("/e2m/energy", 0.9)  # a new section: the worker generates while we measure
+        time.sleep(2.5)
+        d.send("/e2m/stop")
+        time.sleep(0.3)
+        received = recorder.snapshot()
+    finally:
+        recorder.close()
+        d.terminate()
+    statuses = [r.message[0] for r in received if r.message[0] in (0xFA, 0xFB, 0xFC)]
+    assert statuses == [0xFA, 0xFC]
+    errors = sorted(pulse_interval_errors(received, tempo))
+    assert len(errors) > 150
+    p99 = errors[int(0.99 * len(errors))]
+    assert p99 <= 0.001, f"p99 pulse interval error {p99 * 1000:.2f} ms"
