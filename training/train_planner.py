@@ -48,7 +48,7 @@ DEFAULT_STEERING = Steering(
     valence_major_chords=1.0,
     mode_major_chords=1.0,
     key_scale_chords=1.0,
-    acousticness_instruments=4.0,
+    acousticness_instruments=6.0,
     instrumentalness_voices=6.0,
 )
 
@@ -66,7 +66,7 @@ class TrainConfig:
     learning_rate: float = 4e-3
     stream_learning_rate: float = 4e-3
     sigma: float = 1.0
-    hidden: int = 64
+    hidden: int = 128
     #: Ordered models see the bar's instruments through a projection of this size (0: not at all).
     instrument_embedding: int = 16
     #: LSTM layers of the ordered models.
