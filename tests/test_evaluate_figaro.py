@@ -10,6 +10,7 @@ import pytest
 
 from e2m_live.description.extract import extract
 from training import evaluate_figaro as ev
+from training import figaro_card
 from training import train_figaro as tf
 from training.baseline import baseline_remi
 from training.figaro_data import PackedSegment, save_pack
@@ -160,6 +161,18 @@ def test_evaluation_and_card_in_one_command(tmp_path: Path):
     assert "synthetic" in card and "tokens/s" in card
     assert (model / "example_0_pianoroll.png").stat().st_size > 5000
     assert (out / "example_0.mid").exists()
+    assert "The model by corpus" in card and report["by_corpus"]["synthetic"]["model"]["inst_f1"] >= 0
+
+    # the card again from the finished evaluation, with a measured real-time factor
+    speed = figaro_card.measure_realtime(model, DESCRIPTION, threads=1, tokens_per_bar=24, repeats=1)
+    assert 2 * 20 <= speed["tokens"] <= 2 * 28 and speed["real_time_factor"] > 0
+    (out / "speed.json").write_text(json.dumps({"float32": speed}))
+    notes.write_text("Second look: the drums sit on the beat.\n")
+    assert figaro_card.main(["--model", str(model), "--run", str(out), "--notes", str(notes)]) == 0
+    card = (model / "MODEL_CARD.md").read_text()
+    assert "Second look: the drums sit on the beat." in card
+    assert f"real-time factor {speed['real_time_factor']:.3f}" in card
+    assert figaro_card.main(["--model", str(model), "--run", str(tmp_path / "missing")]) == 2
 
 
 def test_bad_arguments_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]):

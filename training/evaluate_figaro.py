@@ -277,9 +277,14 @@ def corpus_table(
     for corpus, systems in by_corpus.items():
         if system not in systems:
             continue
-        cells = [f"{systems[system].get(k, math.nan):.3f}" for k in CORPUS_METRICS]
+        cells = [_cell(systems[system].get(k)) for k in CORPUS_METRICS]
         lines.append(f"| {corpus or '?'} | {counts.get(corpus, 0)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    """A table cell: 3 decimals, ``n/a`` for a missing or NaN value (JSON stores NaN as null)."""
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
 def metrics_table(summaries: dict[str, dict[str, float]]) -> str:
@@ -289,8 +294,7 @@ def metrics_table(summaries: dict[str, dict[str, float]]) -> str:
     for key in fidelity.SUMMARY_METRICS:
         cells = []
         for n in names:
-            v = summaries[n].get(key, math.nan)
-            cells.append("n/a" if math.isnan(v) else f"{v:.3f}")
+            cells.append(_cell(summaries[n].get(key)))
         target = fidelity.TARGETS.get(key)
         lines.append(f"| {key} | " + " | ".join(cells) + f" | {'>= ' + str(target) if target else ''} |")
     return "\n".join(lines)
@@ -413,6 +417,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rows": result["rows"],
     }
     (out / "metrics.json").write_text(json.dumps(_json_safe(report), indent=1) + "\n")
+    examples = {
+        "descriptions": [s.description for s in segments[: args.examples]],
+        "tokens": result["tokens"].get("model", []),
+    }
+    (out / "examples.json").write_text(json.dumps(examples) + "\n")  # to rewrite the card later
     counts: dict[str, int] = {}
     for seg in segments:
         counts[seg.corpus] = counts.get(seg.corpus, 0) + 1

@@ -450,3 +450,53 @@ def corpus_table(by_corpus: dict[str, dict[str, dict[str, float]]], counts: dict
     from training.evaluate_figaro import corpus_table as table
 
     return table(by_corpus, counts)
+
+
+# --- command line: rewrite the card from a finished evaluation ----------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m training.figaro_card --model DIR --run EVAL_DIR [--notes FILE] [--speed]``.
+
+    Rewrites ``DIR/MODEL_CARD.md`` from an evaluation folder (``metrics.json`` and
+    ``examples.json`` written by :mod:`training.evaluate_figaro`), optionally measuring the
+    real-time factor first (kept in ``EVAL_DIR/speed.json`` and reused later).
+    """
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(
+        prog="python -m training.figaro_card", description=main.__doc__.split("\n")[0]
+    )
+    p.add_argument("--model", required=True, help="exported model directory")
+    p.add_argument("--run", required=True, help="evaluation output folder (metrics.json, examples.json)")
+    p.add_argument(
+        "--notes", help="markdown file appended to the listening check (what the piano rolls show)"
+    )
+    p.add_argument("--speed", action="store_true", help="measure the real-time factor (float32 and int8)")
+    p.add_argument("--data", default="data/figaro_pack.npz", help="where --speed finds the densest segment")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    run = Path(args.run)
+    try:
+        report = json.loads((run / "metrics.json").read_text())
+        examples = json.loads((run / "examples.json").read_text())
+        notes = Path(args.notes).read_text() if args.notes else ""
+        if args.speed:
+            from training.evaluate_figaro import load_eval_segments, measure_speed, select_segments
+
+            segments = select_segments(load_eval_segments(args.data, "val"), report["n_segments"], 12)
+            speed = measure_speed(args.model, segments, args.threads, print)
+            (run / "speed.json").write_text(json.dumps(speed, indent=1) + "\n")
+        if (run / "speed.json").is_file():
+            report["speed"] = json.loads((run / "speed.json").read_text())
+        path = write_card(args.model, report, examples["tokens"], examples["descriptions"], run, notes=notes)
+    except (OSError, ValueError, KeyError) as err:
+        print(f"figaro_card: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
