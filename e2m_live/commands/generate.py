@@ -1,0 +1,157 @@
+"""`e2m-live generate`: emotion features -> plan -> decoded bars -> MIDI (and WAV).
+
+    e2m-live generate --mood happy -o happy.mid
+    e2m-live generate --energy 0.8 --valence 0.3 --key A --mode minor --bars 12 --seed 7 \
+        -o out.mid --wav out.wav --plan-out plan.json
+    e2m-live generate --features my_features.json --tempo 96 -o out.mid
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from e2m_live.cli import UsageError
+
+# e2m_live.pipeline sets OpenMP's wait policy: it must be imported before anything loads OpenMP.
+from e2m_live.pipeline import DecodingOptions, Pipeline, PipelineError, section_duration
+from e2m_live.planner.cli_features import add_feature_arguments, features_from_args
+
+WAV_SAMPLE_RATE = 44100
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_feature_arguments(parser)
+    parser.add_argument("--features", type=Path, default=None, metavar="FILE.json",
+                        help="start from the features in this JSON file (flags override it)")
+    parser.add_argument("--bars", type=int, default=12, help="number of bars (default 12)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (same seed, same music)")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="sampling temperature of planner and decoder; 0 = most likely (default 1.0)")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.mid",
+                        help="MIDI file to write")
+    parser.add_argument("--wav", type=Path, default=None, metavar="OUT.wav",
+                        help="also render audio with FluidSynth")
+    parser.add_argument("--soundfont", type=Path, default=None,
+                        help="soundfont for --wav (default: default-GM.sf2, else pretty_midi's TimGM6mb)")
+    parser.add_argument("--plan-out", type=Path, default=None, metavar="PLAN.json",
+                        help='write the plan as {"features", "tokens", "bars"} JSON')
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help="folder holding planner/ and figaro-compact/ "
+                             "(default: models/ or $E2M_MODELS_DIR)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for decoding (default 2)")
+    parser.add_argument("--float32", action="store_true",
+                        help="decode with float32 weights (default: int8 weights, faster on CPU)")
+
+
+def _features(args: argparse.Namespace):
+    from e2m_live.features import FEATURE_ORDER, EmotionFeatures, FeatureError
+
+    flagged = features_from_args(args)  # validates every flag
+    if args.features is None:
+        return flagged
+    if args.mood is not None:
+        raise UsageError("give either --mood or --features, not both")
+    try:
+        base = EmotionFeatures.from_json(args.features.read_bytes())
+    except OSError as error:
+        raise UsageError(f"cannot read {args.features}: {error.strerror or error}") from None
+    except (FeatureError, ValueError) as error:
+        raise UsageError(f"{args.features}: {error}") from None
+    given = [name for name in FEATURE_ORDER if getattr(args, name, None) is not None]
+    changes = {name: getattr(flagged, name) for name in given}
+    return base.replace(**changes) if changes else base
+
+
+def _check_output(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise UsageError(f"{what} {path} is a directory")
+    if not path.parent.exists():
+        raise UsageError(f"{what}: folder {path.parent} does not exist")
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    if not 1 <= args.bars <= 256:
+        raise UsageError(f"--bars must be in 1..256, got {args.bars}")
+    if args.seed is not None and args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    if not 0 <= args.temperature <= 10:
+        raise UsageError(f"--temperature must be in 0..10, got {args.temperature}")
+    if not 1 <= args.threads <= 64:
+        raise UsageError(f"--threads must be in 1..64, got {args.threads}")
+    _check_output(args.output, "-o")
+    for path, flag in ((args.wav, "--wav"), (args.plan_out, "--plan-out")):
+        if path is not None:
+            _check_output(path, flag)
+
+
+def render_wav(midi, path: Path, soundfont: Path | None = None, sample_rate: int = WAV_SAMPLE_RATE) -> Path:
+    """Render a PrettyMIDI to a 16-bit mono WAV with FluidSynth; returns the soundfont used."""
+    import numpy as np
+    from scipy.io import wavfile
+
+    from e2m_live.live.outputs import find_soundfont
+
+    font = find_soundfont(soundfont)
+    if font is None:
+        raise UsageError(f"no soundfont found{f' at {soundfont}' if soundfont else ''}; install "
+                         "fluid-soundfont-gm or pass --soundfont FILE.sf2")
+    try:
+        audio = midi.fluidsynth(fs=sample_rate, sf2_path=str(font))
+    except ImportError as error:
+        raise UsageError(f"FluidSynth is not available ({error}); install libfluidsynth3") from None
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak > 0:
+        audio = audio / peak * 0.9
+    wavfile.write(str(path), sample_rate, (audio * 32767).astype(np.int16))
+    return font
+
+
+def run(args: argparse.Namespace) -> int:
+    features = _features(args)
+    _check_arguments(args)
+    from tqdm import tqdm
+
+    from e2m_live.description.remi import bars_to_midi, bars_to_smf
+    from e2m_live.models import ModelsMissing
+
+    started = time.perf_counter()
+    try:
+        pipeline = Pipeline.load(args.model_dir, threads=args.threads,
+                                 quantize=None if args.float32 else "int8")
+    except ModelsMissing as error:
+        raise UsageError(str(error)) from None
+    loaded = time.perf_counter()
+    try:
+        description = pipeline.plan(features, bars=args.bars, seed=args.seed, temperature=args.temperature)
+        stream = pipeline.decode(description, features, seed=None if args.seed is None else args.seed + 1,
+                                 options=DecodingOptions(temperature=args.temperature))
+    except PipelineError as error:
+        raise UsageError(str(error)) from None
+    if args.plan_out is not None:
+        args.plan_out.write_text(json.dumps({"features": features.to_dict(), "tokens": description.tokens(),
+                                             "bars": description.to_json()["bars"]}) + "\n")
+    bars = []
+    progress = tqdm(total=args.bars, unit="bar", desc="decoding", file=sys.stderr, disable=None, leave=False)
+    with progress:
+        for generated in stream:
+            bars.append(generated.bar)
+            progress.update(1)
+    finished = time.perf_counter()
+    args.output.write_bytes(bars_to_smf(bars, default_tempo=features.tempo))
+    music = section_duration(bars)
+    notes = sum(len(b.notes) for b in bars)
+    print(f"wrote {args.output}: {len(bars)} bars, {notes} notes, "
+          f"{music:.1f} s of music at {features.tempo:g} BPM; "
+          f"generated in {finished - loaded:.1f} s (+{loaded - started:.1f} s loading), "
+          f"{music / max(finished - loaded, 1e-9):.2f}x real time")
+    if args.wav is not None:
+        font = render_wav(bars_to_midi(bars, default_tempo=features.tempo), args.wav, args.soundfont)
+        print(f"wrote {args.wav} ({font.name})")
+    if args.plan_out is not None:
+        print(f"wrote {args.plan_out}")
+    return 0
+

@@ -1,0 +1,272 @@
+"""Emotion features -> plan -> decoded bars: the one path ``e2m-live generate`` and the daemon share.
+
+>>> pipeline = Pipeline.load()                        # models/planner + models/figaro-compact
+>>> for generated in pipeline.generate(MOODS["happy"], bars=12, seed=1):
+...     play(generated.bar)                           # a Bar, ready as soon as it is decoded
+
+What the pipeline adds to the planner and the decoder:
+
+* **Tempo and time signature are imposed, not learned.** The decoder's grammar already forces each
+  bar's time signature to the plan's (the plan's comes from ``features.time_signature``); every
+  ``Tempo_*`` token the decoder writes is replaced by the bin nearest the requested tempo, and every
+  :class:`~e2m_live.music.Bar` carries the exact requested BPM (so the MIDI has it).
+* **Bar numbering.** The plan is numbered ``Bar_1..``; the decoder renumbers its own input (the prime
+  becomes bar 1); yielded bars are numbered ``index = 0..bars-1`` within the section and their tokens
+  ``Bar_{index + 1}``.
+* **Priming.** ``prime`` is the bar played before, as REMI+ tokens or as a :class:`Bar` (converted
+  with the same extractor that made the training data); ``prime_description`` is its description
+  bar when known (default: the decoder copies the first new bar's).
+* **Threads.** Decoding uses ``threads`` torch threads with ``OMP_WAIT_POLICY=PASSIVE``: with OpenMP's
+  default spinning, two threads on a busy two-core machine are ten times slower than one. OpenMP reads
+  the policy when it loads, so import this module before anything that loads it (``pretty_midi``
+  does, through fluidsynth), or set the variable in the environment; otherwise one thread is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+
+def _openmp_loaded() -> bool:
+    try:
+        with open("/proc/self/maps") as maps:
+            return any("libgomp" in line or "libiomp" in line for line in maps)
+    except OSError:  # not Linux: assume the worst
+        return True
+
+
+# OpenMP reads its wait policy once, when the library loads (pretty_midi's fluidsynth loads it, and torch
+# then shares that copy), so this must run before the imports below.
+_PASSIVE_OPENMP = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" or not _openmp_loaded()
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from collections.abc import Iterator, Sequence  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from e2m_live.description.grammar import Description  # noqa: E402
+from e2m_live.description.vocab import BAR_KEY, TEMPO_BINS, TEMPO_KEY  # noqa: E402
+from e2m_live.features import EmotionFeatures  # noqa: E402
+from e2m_live.models import ModelPaths, model_paths, require_models  # noqa: E402
+from e2m_live.music import Bar  # noqa: E402
+
+if TYPE_CHECKING:
+    from e2m_live.figaro.decode import IncrementalDecoder
+    from e2m_live.figaro.model import FigaroModel
+    from e2m_live.planner import Planner
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THREADS = 2
+#: int8 weights decode 1.3-1.6x faster on CPU at the compact size (docs/figaro.md); logits change slightly.
+DEFAULT_QUANTIZE = "int8"
+DEFAULT_MAX_TOKENS_PER_BAR = 512
+
+
+class PipelineError(ValueError):
+    """Bad generation arguments (the message is one line, fit for a CLI error)."""
+
+
+def prepare_torch_threads(threads: int) -> None:
+    """Use ``threads`` torch threads with passive OpenMP waiting (see the module docstring)."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise PipelineError(f"threads must be a positive integer, got {threads!r}")
+    if threads > 1 and not _PASSIVE_OPENMP and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+        # Spinning OpenMP threads on a shared machine: one thread is faster (docs/figaro.md).
+        log.warning("OpenMP was loaded before e2m_live.pipeline without OMP_WAIT_POLICY=PASSIVE; "
+                    "decoding with one thread instead of %d", threads)
+        threads = 1
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def tempo_token(bpm: float) -> str:
+    """The ``Tempo_*`` token nearest ``bpm`` (bin 0, 0 BPM, is never chosen)."""
+    index = 1 + int(np.argmin(np.abs(TEMPO_BINS[1:] - float(bpm))))
+    return f"{TEMPO_KEY}_{index}"
+
+
+def impose_tempo(tokens: Sequence[str], bpm: float) -> list[str]:
+    """``tokens`` with every ``Tempo_*`` token replaced by the one nearest ``bpm``."""
+    wanted = tempo_token(bpm)
+    return [wanted if tok.startswith(TEMPO_KEY + "_") else tok for tok in tokens]
+
+
+def bar_to_tokens(bar: Bar) -> list[str] | None:
+    """REMI+ tokens of one :class:`Bar` (as ``Bar_1``), or None if it has no notes to extract.
+
+    Goes through MIDI and :func:`e2m_live.description.extract.extract`, so the tokens are in exactly
+    the order the decoder was trained on.
+    """
+    from e2m_live.description.extract import MidiError, extract
+    from e2m_live.description.remi import bars_to_midi
+
+    if not bar.notes:
+        return None
+    try:
+        alone = Bar(list(bar.notes), bar.numerator, bar.denominator, bar.tempo, 0)
+        extraction = extract(bars_to_midi([alone]))
+    except MidiError:
+        return None
+    bars = extraction.remi_bars()
+    if not bars:
+        return None
+    return [f"{BAR_KEY}_1", *bars[0][1:]]
+
+
+@dataclass(slots=True)
+class GeneratedBar:
+    """One decoded bar of a section."""
+
+    index: int  # 0-based within the section
+    bar: Bar  # notes, the plan's time signature, the requested tempo
+    tokens: list[str]  # REMI+ tokens, ``Bar_{index + 1}`` first, tempo imposed
+    description: list[str] = field(default_factory=list)  # the plan's description bar
+
+
+@dataclass(frozen=True, slots=True)
+class DecodingOptions:
+    """Sampling options of the FIGARO decoder."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    max_tokens_per_bar: int = DEFAULT_MAX_TOKENS_PER_BAR
+
+
+def _check_seed(seed: object) -> None:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise PipelineError(f"seed must be a non-negative integer, got {seed!r}")
+
+
+def _split_description(description: Description | Sequence[str]) -> list[list[str]]:
+    tokens = description.tokens() if isinstance(description, Description) else list(description)
+    bars: list[list[str]] = []
+    for tok in tokens:
+        if tok.startswith(BAR_KEY + "_"):
+            bars.append([tok])
+        elif bars:
+            bars[-1].append(tok)
+        else:
+            raise PipelineError(f"a description must start with a {BAR_KEY}_* token, got {tok!r}")
+    if not bars:
+        raise PipelineError("empty description")
+    return bars
+
+
+class Pipeline:
+    """The planner and the FIGARO decoder, loaded once."""
+
+    def __init__(self, planner: Planner, model: FigaroModel, *, threads: int = DEFAULT_THREADS,
+                 quantize: str | None = DEFAULT_QUANTIZE, device: str = "cpu") -> None:
+        from e2m_live.figaro.decode import IncrementalDecoder
+
+        prepare_torch_threads(threads)
+        self.planner = planner
+        self.threads = threads
+        self.decoder: IncrementalDecoder = IncrementalDecoder(model, device=device, constrained=True,
+                                                              quantize=quantize if device == "cpu" else None)
+
+    @classmethod
+    def load(cls, paths: ModelPaths | str | os.PathLike | None = None, *, threads: int = DEFAULT_THREADS,
+             quantize: str | None = DEFAULT_QUANTIZE, device: str = "cpu") -> Pipeline:
+        """Load both models (``paths``: a :class:`ModelPaths`, a ``models/``-like folder, or the default).
+
+        Raises :class:`e2m_live.models.ModelsMissing` when a model folder is missing.
+        """
+        prepare_torch_threads(threads)
+        from e2m_live.figaro.checkpoint import load_pretrained
+        from e2m_live.planner import Planner
+
+        if not isinstance(paths, ModelPaths):
+            paths = model_paths(Path(paths) if paths is not None else None)
+        require_models(paths)
+        planner = Planner.load(paths.planner)
+        model = load_pretrained(paths.figaro, device=device)
+        return cls(planner, model, threads=threads, quantize=quantize, device=device)
+
+    # -- the two stages ---------------------------------------------------------------------------
+    def plan(self, features: EmotionFeatures, *, bars: int = 12, seed: int | None = None,
+             temperature: float = 1.0) -> Description:
+        """The 12-bar (or ``bars``) description for ``features``."""
+        from e2m_live.planner import PlanError
+
+        try:
+            return self.planner.plan(features, bars=bars, seed=seed, temperature=temperature)
+        except PlanError as error:
+            raise PipelineError(str(error)) from None
+
+    def decode(self, description: Description | Sequence[str], features: EmotionFeatures, *,
+               prime: Sequence[str] | Bar | None = None, prime_description: Sequence[str] | None = None,
+               seed: int | None = None, options: DecodingOptions | None = None) -> Iterator[GeneratedBar]:
+        """Decode ``description`` bar by bar, yielding each bar as soon as it is complete."""
+        _check_seed(seed)
+        options = options or DecodingOptions()
+        desc_bars = _split_description(description)
+        prime_tokens = bar_to_tokens(prime) if isinstance(prime, Bar) else (list(prime) if prime else None)
+        try:
+            stream = self.decoder.generate_bars(
+                [t for bar in desc_bars for t in bar], prime=prime_tokens,
+                prime_description=prime_description if prime_tokens else None,
+                temperature=options.temperature, top_k=options.top_k, top_p=options.top_p, seed=seed,
+                max_tokens_per_bar=options.max_tokens_per_bar)
+        except ValueError as error:
+            raise PipelineError(str(error)) from None
+        return self._bars(stream, desc_bars, features)
+
+    def _bars(self, stream: Iterator[list[str]], desc_bars: list[list[str]],
+              features: EmotionFeatures) -> Iterator[GeneratedBar]:
+        from e2m_live.description.remi import tokens_to_bars
+
+        tempo = float(features.tempo)
+        for index, raw in enumerate(stream):
+            tokens = impose_tempo([f"{BAR_KEY}_{index + 1}", *raw[1:]], tempo)
+            decoded = tokens_to_bars(tokens)
+            bar = decoded[0] if decoded else Bar()
+            description = desc_bars[index] if index < len(desc_bars) else []
+            numerator, denominator = _time_signature_of(description) or (bar.numerator, bar.denominator)
+            yield GeneratedBar(index, Bar(bar.notes, numerator, denominator, tempo, index), tokens,
+                               description)
+
+    # -- both ---------------------------------------------------------------------------------------
+    def generate(self, features: EmotionFeatures, *, bars: int = 12, seed: int | None = None,
+                 temperature: float = 1.0, plan_temperature: float | None = None,
+                 prime: Sequence[str] | Bar | None = None, prime_description: Sequence[str] | None = None,
+                 options: DecodingOptions | None = None) -> Iterator[GeneratedBar]:
+        """Plan ``bars`` bars for ``features`` and decode them (see :meth:`plan` and :meth:`decode`).
+
+        ``temperature`` is the decoder's (unless ``options`` is given) and, unless ``plan_temperature``
+        is given, the planner's.
+        The planner uses ``seed``, the decoder ``seed + 1``: the same seed gives the same music.
+        """
+        _check_seed(seed)
+        description = self.plan(features, bars=bars, seed=seed,
+                                temperature=temperature if plan_temperature is None else plan_temperature)
+        options = options or DecodingOptions(temperature=temperature)
+        return self.decode(description, features, prime=prime, prime_description=prime_description,
+                           seed=None if seed is None else seed + 1, options=options)
+
+
+def _time_signature_of(description_bar: Sequence[str]) -> tuple[int, int] | None:
+    from e2m_live.description.vocab import TIME_SIGNATURE_KEY
+
+    for tok in description_bar:
+        if tok.startswith(TIME_SIGNATURE_KEY + "_"):
+            num, _, den = tok.removeprefix(TIME_SIGNATURE_KEY + "_").partition("/")
+            if num.isdigit() and den.isdigit():
+                return int(num), int(den)
+    return None
+
+
+def section_duration(bars: Sequence[Bar]) -> float:
+    """Seconds the bars last at their tempos (120 BPM where a bar has none)."""
+    seconds, tempo = 0.0, 120.0
+    for bar in bars:
+        tempo = bar.tempo or tempo
+        seconds += bar.quarters * 60.0 / tempo
+    return seconds
