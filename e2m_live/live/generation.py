@@ -2,8 +2,8 @@
 
 The engine only knows :class:`SectionGenerator` and picks one by name from :data:`GENERATORS`
 (``--generator rules|model``). :class:`RuleBasedGenerator` needs no weights: it is the fallback
-when models are missing and the generator the tests use for speed. The integrator registers
-the model generator (planner + FIGARO decoder) with :func:`register`.
+when models are missing and the generator the tests use for speed. :class:`ModelGenerator`
+(``--generator model``) runs the planner + FIGARO decoder through :mod:`e2m_live.pipeline`.
 """
 
 from __future__ import annotations
@@ -293,6 +293,81 @@ class CpuLoadGenerator:
             yield bar
 
 
+
+# ---- the model generator --------------------------------------------------------------------------
+
+class ModelGenerator:
+    """The planner LSTMs + FIGARO decoder (:mod:`e2m_live.pipeline`), loaded in the worker process.
+
+    Construction is instant: the models load on a background thread, so the worker reports
+    ``ready`` at once and the first :meth:`generate` waits for the load. Bars are yielded as soon
+    as each is decoded; a prime bar this generator made itself is fed back as its own tokens (and
+    its description bar), any other bar is converted to tokens.
+    """
+
+    def __init__(self, *, threads: int = 2, models_dir: str | None = None, quantize: str | None = "int8",
+                 temperature: float = 1.0, remember: int = 2 * SECTION_BARS) -> None:
+        import os
+        import threading
+
+        # Before torch (and OpenMP) load in this process: passive OpenMP waiting (see e2m_live.pipeline).
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        self.threads, self.models_dir, self.quantize = threads, models_dir, quantize
+        self.temperature = temperature
+        self.remember = remember
+        self.load_seconds: float | None = None
+        self._pipeline: Any = None
+        self._error: BaseException | None = None
+        self._made: dict[tuple, tuple[list[str], list[str]]] = {}  # our bars -> (tokens, description)
+        self._loader = threading.Thread(target=self._load, name="e2m-model-load", daemon=True)
+        self._loader.start()
+
+    def _load(self) -> None:
+        started = time.monotonic()
+        try:
+            from e2m_live.pipeline import Pipeline
+
+            self._pipeline = Pipeline.load(self.models_dir, threads=self.threads, quantize=self.quantize)
+        except Exception as error:  # reported by generate(), in the worker's error channel
+            self._error = error
+        self.load_seconds = time.monotonic() - started
+
+    @property
+    def pipeline(self) -> Any:
+        """The loaded :class:`~e2m_live.pipeline.Pipeline` (waits for the background load)."""
+        self._loader.join()
+        if self._error is not None:
+            raise GeneratorUnavailable(f"the model could not be loaded: {self._error}")
+        return self._pipeline
+
+    @staticmethod
+    def _key(bar: Bar) -> tuple:
+        return (tuple(bar.notes), bar.numerator, bar.denominator)
+
+    def generate(
+        self, features: EmotionFeatures, *, prime: Bar | None = None, seed: int | None = None
+    ) -> Iterator[Bar]:
+        pipeline = self.pipeline
+        known = self._made.get(self._key(prime)) if prime is not None else None
+        prime_tokens: Any = known[0] if known else prime
+        prime_description = known[1] if known else None
+        section = pipeline.generate(features, bars=SECTION_BARS, seed=seed, temperature=self.temperature,
+                                    prime=prime_tokens, prime_description=prime_description)
+        for generated in section:
+            self._made[self._key(generated.bar)] = (generated.tokens, generated.description)
+            while len(self._made) > self.remember:
+                self._made.pop(next(iter(self._made)))
+            yield generated.bar
+
+
+def _model_check() -> str | None:
+    """Cheap: are the weight files there? (no torch import)."""
+    from e2m_live.models import missing_models
+
+    problems = missing_models()
+    return "; ".join(problems) + " (see `e2m-live doctor`)" if problems else None
+
+
 def _load_generator(**options: Any) -> SectionGenerator:
     return CpuLoadGenerator(RuleBasedGenerator(), **options)
 
@@ -301,6 +376,5 @@ register(GeneratorEntry("rules", lambda **options: RuleBasedGenerator(**options)
                         "rule-based fallback, no weights"))
 register(GeneratorEntry("rules+load", _load_generator, lambda: None,
                         "rule-based plus a synthetic CPU load per bar (benchmarks)"))
-register(GeneratorEntry("model", lambda **options: None,  # type: ignore[arg-type,return-value]
-                        lambda: "the model generator (planner + FIGARO decoder) is not installed yet",
+register(GeneratorEntry("model", lambda **options: ModelGenerator(**options), _model_check,
                         "planner LSTMs + FIGARO decoder"))
