@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 PPQN = 24
 CLOCK, START, CONTINUE, STOP, SONG_POSITION = 0xF8, 0xFA, 0xFB, 0xFC, 0xF2
+#: How often the input thread drains the driver's queue (the timing comes from the driver's
+#: timestamps; this only bounds how late a Stop is acted on).
+POLL_SECONDS = 0.001
 #: No pulse for this long (or four pulse intervals, if shorter): the master's clock paused; the
 #: next pulse starts a fresh fit (keeping the last tempo as a first guess).
 PULSE_GAP_SECONDS = 0.5
@@ -273,7 +276,7 @@ class MidiClockInput:
                 problems.append(f"this python-rtmidi build has no {name} support")
                 continue
             try:
-                self._in = rtmidi.MidiIn(midi_api_names()[name], name=client_name)
+                self._in = rtmidi.MidiIn(midi_api_names()[name], name=client_name, queue_size_limit=4096)
                 self.api = name
                 break
             except Exception as error:
@@ -298,18 +301,31 @@ class MidiClockInput:
             self._in.open_port(index, port_name)
             self.name = f"{self.api} port '{ports[index]}'"
         self._stamper = ArrivalStamper()
-        self._in.set_callback(self._on_message)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="e2m-clock-in", daemon=True)
+        self._thread.start()
 
-    def _on_message(self, event, _data=None) -> None:
-        message, delta = event
-        try:
-            self.follower.feed(message, self._stamper.stamp(delta, time.monotonic()))
-        except Exception:  # a driver thread must never see an exception
-            log.exception("MIDI clock input failed on %s", message)
+    def _poll(self) -> None:
+        """Drain rtmidi's queue. Not a callback: that would make the MIDI driver's thread (JACK's
+        process thread) wait for our GIL, and the wait would delay the driver's own timestamps
+        of the next pulses; queued, they are stamped by the driver whatever Python does."""
+        get_message = self._in.get_message
+        while not self._closed.is_set():
+            event = get_message()
+            if event is None:
+                time.sleep(POLL_SECONDS)
+                continue
+            message, delta = event
+            try:
+                self.follower.feed(message, self._stamper.stamp(delta, time.monotonic()))
+            except Exception:
+                log.exception("MIDI clock input failed on %s", message)
 
     def close(self) -> None:
+        self._closed.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(1.0)
         try:
-            self._in.cancel_callback()
             self._in.close_port()
         finally:
             self._in.delete()
