@@ -185,49 +185,96 @@ def model_generator(
     return generate, decoder
 
 
-def evaluate(
-    segments: Sequence[EvalSegment],
-    generate: Callable[[EvalSegment, int], list[str]] | None,
-    seed: int = 0,
-    keep_tokens: int = 0,
-    log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Metrics of every system on every segment, and their summaries.
+Generator = Callable[[EvalSegment, int], list[str]]
 
-    ``generate`` is the model (``None`` skips it). The first ``keep_tokens`` outputs of each system
-    are returned under ``"tokens"`` (to write MIDI files).
-    """
-    systems: dict[str, Callable[[EvalSegment, int], list[str]]] = {
+
+def _systems(generate: Generator | None) -> dict[str, Generator]:
+    systems: dict[str, Generator] = {
         "baseline": lambda seg, s: baseline_remi(seg.description, seed=s),
         "ceiling": lambda seg, s: list(seg.remi),
     }
-    if generate is not None:
-        systems = {"model": generate, **systems}
-    rows: dict[str, list[dict[str, float]]] = {name: [] for name in systems}
-    tokens: dict[str, list[list[str]]] = {name: [] for name in systems}
+    return {"model": generate, **systems} if generate is not None else systems
+
+
+def score_segment(segment: EvalSegment, systems: dict[str, Generator], seed: int) -> dict[str, Any]:
+    """Every system's metrics row, output tokens, seconds and failure message on one segment."""
+    reference = reference_facts(segment)
+    scored: dict[str, Any] = {}
+    for name, system in systems.items():
+        started, error = time.perf_counter(), ""
+        try:
+            out = system(segment, seed)
+        except (ValueError, RuntimeError) as err:  # a failed generation scores as silence
+            out, error = [], str(err)
+        seconds = time.perf_counter() - started
+        row = fidelity.segment_metrics(reference, facts_through_midi(out))
+        row["tokens"] = float(len(out))
+        scored[name] = {"row": row, "tokens": out, "seconds": seconds, "error": error}
+    return scored
+
+
+_WORKER_SYSTEMS: dict[str, Generator] = {}
+
+
+def _worker_init(model_dir: str, settings: GenerationSettings, threads: int | None) -> None:
+    _WORKER_SYSTEMS.update(_systems(model_generator(model_dir, settings, threads)[0]))
+
+
+def _worker_score(job: tuple[EvalSegment, int]) -> dict[str, Any]:
+    return score_segment(job[0], _WORKER_SYSTEMS, job[1])
+
+
+def evaluate(
+    segments: Sequence[EvalSegment],
+    generate: Generator | None,
+    seed: int = 0,
+    keep_tokens: int = 0,
+    log: Callable[[str], None] = print,
+    workers: int = 1,
+    model: tuple[str, GenerationSettings, int | None] | None = None,
+) -> dict[str, Any]:
+    """Metrics of every system on every segment, and their summaries.
+
+    ``generate`` is the model (``None`` skips it). With ``workers > 1`` and ``model`` =
+    ``(model_dir, settings, threads)`` instead, that many processes each load the model and score
+    segments in parallel (same seeds, same results as one process). The first ``keep_tokens``
+    outputs of each system are returned under ``"tokens"`` (to write MIDI files).
+    """
+    jobs = [(seg, seed + i) for i, seg in enumerate(segments)]
+    if workers > 1 and model is not None:
+        import multiprocessing
+
+        names = ["model", *_systems(None)]
+        pool = multiprocessing.get_context("spawn").Pool(workers, _worker_init, model)
+        results: Any = pool.imap(_worker_score, jobs)
+    else:
+        systems = _systems(generate)
+        names, pool = list(systems), None
+        results = (score_segment(seg, systems, s) for seg, s in jobs)
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    tokens: dict[str, list[list[str]]] = {name: [] for name in names}
     timing = {"model_seconds": 0.0, "model_tokens": 0}
-    for i, seg in enumerate(segments):
-        reference = reference_facts(seg)
-        for name, system in systems.items():
-            started = time.perf_counter()
-            try:
-                out = system(seg, seed + i)
-            except (ValueError, RuntimeError) as err:  # a failed generation scores as silence
-                log(f"[eval] {name} failed on {seg.song_id}: {err}")
-                out = []
-            if name == "model" and (i > 0 or len(segments) == 1):  # the first run warms caches up
-                timing["model_seconds"] += time.perf_counter() - started
-                timing["model_tokens"] += len(out)
-            row = fidelity.segment_metrics(reference, facts_through_midi(out))
-            row["tokens"] = float(len(out))
-            rows[name].append(row)
-            if len(tokens[name]) < keep_tokens:
-                tokens[name].append(out)
-        shown = " ".join(
-            f"{n}:inst_f1={rows[n][-1]['inst_f1']:.2f},chord_f1={rows[n][-1]['chord_f1']:.2f}"
-            for n in systems
-        )
-        log(f"[eval] {i + 1}/{len(segments)} {seg.song_id} ({seg.n_bars} bars) {shown}")
+    try:
+        for i, (seg, scored) in enumerate(zip(segments, results, strict=True)):
+            for name in names:
+                item = scored[name]
+                if item["error"]:
+                    log(f"[eval] {name} failed on {seg.song_id}: {item['error']}")
+                if name == "model" and (i >= max(workers, 1) or len(segments) == 1):  # first runs warm up
+                    timing["model_seconds"] += item["seconds"]
+                    timing["model_tokens"] += len(item["tokens"])
+                rows[name].append(item["row"])
+                if len(tokens[name]) < keep_tokens:
+                    tokens[name].append(item["tokens"])
+            shown = " ".join(
+                f"{n}:inst_f1={rows[n][-1]['inst_f1']:.2f},chord_f1={rows[n][-1]['chord_f1']:.2f}"
+                for n in names
+            )
+            log(f"[eval] {i + 1}/{len(segments)} {seg.song_id} ({seg.n_bars} bars) {shown}")
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
     summaries = {name: fidelity.summarize(r) for name, r in rows.items() if r}
     return {
         "summaries": summaries,
@@ -357,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int)
     p.add_argument("--unconstrained", action="store_true", help="decode without the REMI+ grammar mask")
     p.add_argument("--quantize", choices=["int8"], help="int8 weights for decoding (CPU)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads for generation")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads for generation (per worker)")
+    p.add_argument("--workers", type=int, default=1, help="processes that score segments in parallel")
     p.add_argument(
         "--speed",
         action="store_true",
@@ -390,8 +438,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             quantize=args.quantize,
         )
         speed = measure_speed(args.model, segments, args.threads, log) if args.speed and args.model else {}
-        generate = model_generator(args.model, settings, args.threads)[0] if args.model else None
-        result = evaluate(segments, generate, seed=args.seed, keep_tokens=args.examples, log=log)
+        if args.workers < 1:
+            raise ValueError("--workers must be at least 1")
+        parallel = args.workers > 1 and bool(args.model)
+        generate = (
+            model_generator(args.model, settings, args.threads)[0] if args.model and not parallel else None
+        )
+        result = evaluate(
+            segments,
+            generate,
+            seed=args.seed,
+            keep_tokens=args.examples,
+            log=log,
+            workers=args.workers,
+            model=(args.model, settings, args.threads) if parallel else None,
+        )
     except (ValueError, OSError) as err:
         print(f"evaluate_figaro: error: {err}", file=sys.stderr)
         return 2
@@ -408,6 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "n_segments": len(segments),
         "bars": args.bars,
         "seed": args.seed,
+        "workers": args.workers,
+        "threads": args.threads,
         "settings": settings.__dict__,
         "summaries": result["summaries"],
         "by_corpus": result["by_corpus"],
