@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder holding planner/ and figaro-compact/ "
                              "(default: models/ or $E2M_MODELS_DIR)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for decoding (default 2)")
+    parser.add_argument("--max-tokens-per-bar", type=int, default=512,
+                        help="decoder budget per bar (default 512; a bar that reaches it is closed)")
     parser.add_argument("--float32", action="store_true",
                         help="decode with float32 weights (default: int8 weights, faster on CPU)")
 
@@ -80,6 +82,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     if not 0 <= args.temperature <= 10:
         raise UsageError(f"--temperature must be in 0..10, got {args.temperature}")
+    if not 16 <= args.max_tokens_per_bar <= 4096:
+        raise UsageError(f"--max-tokens-per-bar must be in 16..4096, got {args.max_tokens_per_bar}")
     if not 1 <= args.threads <= 64:
         raise UsageError(f"--threads must be in 1..64, got {args.threads}")
     _check_output(args.output, "-o")
@@ -128,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         description = pipeline.plan(features, bars=args.bars, seed=args.seed, temperature=args.temperature)
         stream = pipeline.decode(description, features, seed=None if args.seed is None else args.seed + 1,
-                                 options=DecodingOptions(temperature=args.temperature))
+                                 options=DecodingOptions(temperature=args.temperature,
+                                                         max_tokens_per_bar=args.max_tokens_per_bar))
     except PipelineError as error:
         raise UsageError(str(error)) from None
     if args.plan_out is not None:

@@ -306,7 +306,8 @@ class ModelGenerator:
     """
 
     def __init__(self, *, threads: int = 2, models_dir: str | None = None, quantize: str | None = "int8",
-                 temperature: float = 1.0, remember: int = 2 * SECTION_BARS) -> None:
+                 temperature: float = 1.0, max_tokens_per_bar: int = 512,
+                 remember: int = 2 * SECTION_BARS) -> None:
         import os
         import threading
 
@@ -314,6 +315,7 @@ class ModelGenerator:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self.threads, self.models_dir, self.quantize = threads, models_dir, quantize
         self.temperature = temperature
+        self.max_tokens_per_bar = max_tokens_per_bar
         self.remember = remember
         self.load_seconds: float | None = None
         self._pipeline: Any = None
@@ -347,12 +349,15 @@ class ModelGenerator:
     def generate(
         self, features: EmotionFeatures, *, prime: Bar | None = None, seed: int | None = None
     ) -> Iterator[Bar]:
+        from e2m_live.pipeline import DecodingOptions
+
         pipeline = self.pipeline
+        options = DecodingOptions(temperature=self.temperature, max_tokens_per_bar=self.max_tokens_per_bar)
         known = self._made.get(self._key(prime)) if prime is not None else None
         prime_tokens: Any = known[0] if known else prime
         prime_description = known[1] if known else None
         section = pipeline.generate(features, bars=SECTION_BARS, seed=seed, temperature=self.temperature,
-                                    prime=prime_tokens, prime_description=prime_description)
+                                    prime=prime_tokens, prime_description=prime_description, options=options)
         for generated in section:
             self._made[self._key(generated.bar)] = (generated.tokens, generated.description)
             while len(self._made) > self.remember:
