@@ -26,7 +26,8 @@ WAV_SAMPLE_RATE = 44100
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_feature_arguments(parser)
     parser.add_argument("--features", type=Path, default=None, metavar="FILE.json",
-                        help="start from the features in this JSON file (flags override it)")
+                        help="start from the features in this JSON object (missing fields: defaults; "
+                             "flags override it)")
     parser.add_argument("--bars", type=int, default=12, help="number of bars (default 12)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (same seed, same music)")
     parser.add_argument("--temperature", type=float, default=1.0,
@@ -58,7 +59,11 @@ def _features(args: argparse.Namespace):
     if args.mood is not None:
         raise UsageError("give either --mood or --features, not both")
     try:
-        base = EmotionFeatures.from_json(args.features.read_bytes())
+        data = json.loads(args.features.read_bytes())
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object of feature values")
+        # Fields the file leaves out take EmotionFeatures' defaults.
+        base = EmotionFeatures.from_dict({**EmotionFeatures().to_dict(), **data})
     except OSError as error:
         raise UsageError(f"cannot read {args.features}: {error.strerror or error}") from None
     except (FeatureError, ValueError) as error:
