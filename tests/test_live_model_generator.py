@@ -52,7 +52,7 @@ def test_engine_with_the_model_generator_produces_bars(models: Path, monkeypatch
 
 
 def test_its_own_bars_prime_the_next_section_with_their_tokens(models: Path) -> None:
-    generator = ModelGenerator(models_dir=str(models), threads=1, max_tokens_per_bar=48)
+    generator = ModelGenerator(models_dir=str(models), threads=1, max_tokens_per_bar=48, warm_start=False)
     features = EmotionFeatures(energy=0.5)
     first = []
     for bar in generator.generate(features, seed=1):
@@ -81,3 +81,20 @@ def test_check_is_cheap_and_names_the_doctor(tmp_path: Path, monkeypatch: pytest
                          env={**os.environ, "E2M_MODELS_DIR": str(tmp_path)})
     assert out.stdout.strip() == "False"
     assert GENERATORS["model"].description.startswith("planner")
+
+
+def test_warm_start_opens_with_a_rule_bar_while_the_model_loads(models: Path) -> None:
+    generator = ModelGenerator(models_dir=str(models), threads=1, max_tokens_per_bar=48)
+    features = EmotionFeatures(energy=0.5, time_signature=5, tempo=100.0)
+    section = generator.generate(features, seed=4)
+    started = time.monotonic()
+    first = next(section)
+    assert time.monotonic() - started < 1.0  # did not wait for the model
+    assert not generator._made  # a rule bar, not decoded
+    second = next(section)
+    assert generator._made  # decoded by the model, primed with the rule bar
+    assert [first.index, second.index] == [0, 1]
+    assert all((b.numerator, b.tempo) == (5, 100.0) for b in (first, second))
+    assert len([first, second, *section]) == SECTION_BARS
+    assert next(iter(generator.generate(features, seed=5))).index == 0  # loaded: no stand-in
+    assert generator._made[generator._key(next(iter(generator.generate(features, seed=6))))][0][0] == "Bar_1"

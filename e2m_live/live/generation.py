@@ -300,14 +300,16 @@ class ModelGenerator:
     """The planner LSTMs + FIGARO decoder (:mod:`e2m_live.pipeline`), loaded in the worker process.
 
     Construction is instant: the models load on a background thread, so the worker reports
-    ``ready`` at once and the first :meth:`generate` waits for the load. Bars are yielded as soon
-    as each is decoded; a prime bar this generator made itself is fed back as its own tokens (and
-    its description bar), any other bar is converted to tokens.
+    ``ready`` at once. With ``warm_start`` (default), a section requested while the models are
+    still loading opens with one rule-based bar (so the daemon has a bar to play within a second
+    of starting); the model then decodes the section's other bars, primed with it. Bars are yielded
+    as soon as each is decoded; a prime bar this generator made itself is fed back as its own tokens
+    (and its description bar), any other bar is converted to tokens.
     """
 
     def __init__(self, *, threads: int = 2, models_dir: str | None = None, quantize: str | None = "int8",
                  temperature: float = 1.0, max_tokens_per_bar: int = 512,
-                 remember: int = 2 * SECTION_BARS) -> None:
+                 remember: int = 2 * SECTION_BARS, warm_start: bool = True) -> None:
         import os
         import threading
 
@@ -316,6 +318,7 @@ class ModelGenerator:
         self.threads, self.models_dir, self.quantize = threads, models_dir, quantize
         self.temperature = temperature
         self.max_tokens_per_bar = max_tokens_per_bar
+        self.warm_start = warm_start
         self.remember = remember
         self.load_seconds: float | None = None
         self._pipeline: Any = None
@@ -351,18 +354,26 @@ class ModelGenerator:
     ) -> Iterator[Bar]:
         from e2m_live.pipeline import DecodingOptions
 
+        first = 0
+        if self.warm_start and self._loader.is_alive():
+            prime = next(iter(RuleBasedGenerator().generate(features, prime=prime, seed=seed)))
+            yield prime
+            first = 1
         pipeline = self.pipeline
         options = DecodingOptions(temperature=self.temperature, max_tokens_per_bar=self.max_tokens_per_bar)
         known = self._made.get(self._key(prime)) if prime is not None else None
         prime_tokens: Any = known[0] if known else prime
         prime_description = known[1] if known else None
-        section = pipeline.generate(features, bars=SECTION_BARS, seed=seed, temperature=self.temperature,
-                                    prime=prime_tokens, prime_description=prime_description, options=options)
+        section = pipeline.generate(features, bars=SECTION_BARS - first, seed=seed,
+                                    temperature=self.temperature, prime=prime_tokens,
+                                    prime_description=prime_description, options=options)
         for generated in section:
             self._made[self._key(generated.bar)] = (generated.tokens, generated.description)
             while len(self._made) > self.remember:
                 self._made.pop(next(iter(self._made)))
-            yield generated.bar
+            bar = generated.bar
+            bar.index += first
+            yield bar
 
 
 def _model_check() -> str | None:
