@@ -1,10 +1,11 @@
 """Sync benchmark: following a MIDI clock master, MIDI clock out, and Ableton Link.
 
-    .venv/bin/python benchmarks/sync.py [--period 32] [--bars 4] [--beats-per-bar 3]
+    .venv/bin/python benchmarks/sync.py [--follow-period 256] [--bars 4] [--clock-seconds 20]
 
-Starts a private dummy JACK server (``--period`` frames at 48 kHz) and three clients: a test
-MIDI clock master (pulses at absolute deadlines from its own thread), ``e2m-live serve`` as a
-subprocess, and a recorder that hears both the master's port and the daemon's output.
+Starts private dummy JACK servers and real clients: a test MIDI clock master (pulses at absolute
+deadlines from its own SCHED_FIFO thread), ``e2m-live serve`` as a subprocess, and recorders for
+the master's port and the daemon's output (one port fed by both would merge them, and JACK drops
+events when a merged buffer fills).
 
 1. Follow: the master runs a beat of clock, sends Start, plays ``--bars`` bars at 100 BPM, then
    ``--bars`` at 140 BPM, then Stop. Figures: the daemon's tempo error from its note onsets (from
@@ -33,8 +34,8 @@ from tests.live_helpers import (  # noqa: E402
     JackMidiRecorder,
     clock_schedule,
     follow_figures,
-    jack_connect,
     jack_server,
+    jack_xruns,
     pulse_interval_errors,
     start_daemon,
 )
@@ -55,21 +56,23 @@ def follow(bars: int, beats_per_bar: int) -> dict:
     segments = [(100.0, bars * beats_per_bar), (140.0, bars * beats_per_bar)]
     d = start_daemon("--sync", "midi", "--tempo", "120")
     recorder = JackMidiRecorder("e2m-bench-recorder", timing=True)
+    master_recorder = JackMidiRecorder("e2m-bench-master-recorder", timing=True)
     master = JackClockMaster("e2m-bench-master")
     try:
         d.send("/e2m/time_signature", beats_per_bar)
         recorder.connect(f"{d.midi_name}:out")
         master.connect(":clock_in")
-        jack_connect(master.port, f"{recorder.client_name}:in")
+        master_recorder.connect(master.port)
         time.sleep(1.0)  # the new time signature's first section
         events, _ = clock_schedule(time.monotonic() + 1.0, segments)
         master.play(events)
         master.wait()
         time.sleep(0.5)
-        figures = follow_figures(recorder.snapshot(), segments, beats_per_bar)
+        figures = follow_figures(master_recorder.snapshot(), recorder.snapshot(), segments, beats_per_bar)
         alive = d.alive()
     finally:
         master.close()
+        master_recorder.close()
         recorder.close()
         d.terminate()
     late = [e for e in master.sent if e.sent - e.deadline > 0.001]
@@ -103,10 +106,11 @@ def clock_out(seconds: float, tempo: float) -> dict:
     finally:
         recorder.close()
         d.terminate()
-    errors = pulse_interval_errors(received, tempo)
+    errors, lost = pulse_interval_errors(received, tempo)
     statuses = [r.message[0] for r in received if r.message[0] in (0xFA, 0xFB, 0xFC)]
     big = [(i, round(e * 1000, 2)) for i, e in enumerate(errors) if e > 0.001]
     return {"pulse_interval_error_ms": _pct(errors), "intervals_off_by_over_1ms": big[:20],
+            "pulses_lost_in_jack": lost,
             "transport": [hex(s) for s in statuses]}
 
 
@@ -142,15 +146,23 @@ def link(seconds: float) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--period", type=int, default=32, help="JACK period in frames at 48 kHz")
+    parser.add_argument("--follow-period", type=int, default=256,
+                        help="JACK period (frames at 48 kHz) for following a master")
     parser.add_argument("--bars", type=int, default=4, help="bars per tempo")
     parser.add_argument("--beats-per-bar", type=int, default=3)
     parser.add_argument("--clock-seconds", type=float, default=20.0)
     args = parser.parse_args()
-    results: dict = {"jack_period_ms": round(args.period / 48, 3)}
-    with jack_server(f"e2msyncbench{args.period}", period=args.period):
-        results["follow"] = follow(args.bars, args.beats_per_bar)
-        results["clock_out"] = clock_out(args.clock_seconds, 120.0)
+    results: dict = {}
+    name = f"e2msyncbench{args.follow_period}"
+    with jack_server(name, period=args.follow_period):
+        results["follow"] = {"jack_period_ms": round(args.follow_period / 48, 3),
+                             **follow(args.bars, args.beats_per_bar), "jack_xruns": jack_xruns(name)}
+    # Clock out at 0.67 ms periods (192 kHz, 128 frames): a JACK receiver sees each message at the
+    # start of the period after it was sent, so the period bounds what it can resolve.
+    with jack_server("e2msyncbenchfast", period=128, rate=192000):
+        results["clock_out"] = {"jack_period_ms": round(128 / 192, 3),
+                                **clock_out(args.clock_seconds, 120.0),
+                                "jack_xruns": jack_xruns("e2msyncbenchfast")}
     results["link"] = link(5.0)
     print(json.dumps(results, indent=1))
     return 0

@@ -38,12 +38,16 @@ def jack_available() -> bool:
 
 
 @contextlib.contextmanager
-def jack_server(name: str | None = None, period: int = 256) -> Iterator[str]:
-    """A private dummy-driver JACK server (own name via JACK_DEFAULT_SERVER), torn down after."""
+def jack_server(name: str | None = None, period: int = 256, rate: int = 48000) -> Iterator[str]:
+    """A private dummy-driver JACK server (own name via JACK_DEFAULT_SERVER), torn down after.
+
+    A JACK MIDI port buffer holds one audio period's worth of bytes (``4 * period``): short
+    periods at 48 kHz overflow on chords and drop events, so short *times* are made with a
+    higher rate (192 kHz, 128 frames: 0.67 ms, 512 bytes)."""
     name = name or f"e2mtest{os.getpid()}p{period}"
     env = {**os.environ, "JACK_NO_START_SERVER": "1"}
     log = open(f"/tmp/jackd-{name}.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", str(period)],
+    proc = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", str(rate), "-p", str(period)],
                             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     old = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
     os.environ["JACK_DEFAULT_SERVER"] = name
@@ -395,11 +399,12 @@ class FollowFigures:
     stop_to_silence: float  # seconds from Stop (at the recorder) to the last note-off
 
 
-def follow_figures(received: list[Received], segments: list[tuple[float, float]], beats_per_bar: int,
-                   settle_beats: float = 2.0) -> FollowFigures:
-    """Compare the daemon's note-ons with the master's pulses (recorder times, JACK timeline)."""
-    times = jack_seconds(received)
-    events = list(zip(times, received, strict=True))
+def follow_figures(master: list[Received], daemon: list[Received], segments: list[tuple[float, float]],
+                   beats_per_bar: int, settle_beats: float = 2.0) -> FollowFigures:
+    """Compare the daemon's note-ons with the master's pulses, each heard by its own JACK recorder
+    (one port fed by both would merge them, and JACK drops events when a merged buffer fills)."""
+    events = sorted([*zip(jack_seconds(master), master, strict=True),
+                     *zip(jack_seconds(daemon), daemon, strict=True)], key=lambda e: e[0])
     start_at = next(t for t, r in events if r.message[0] == 0xFA)
     pulses = [t for t, r in events if r.message[0] == 0xF8 and t >= start_at]
     stop_at = next((t for t, r in events if r.message[0] == 0xFC), float("inf"))
@@ -448,8 +453,23 @@ def follow_figures(received: list[Received], segments: list[tuple[float, float]]
     return FollowFigures(bar_errors, missing, tempo_errors, len(after), len(sounding), last_off - stop_at)
 
 
-def pulse_interval_errors(received: list[Received], tempo: float) -> list[float]:
-    """|interval - nominal| of consecutive MIDI clock pulses at the recorder, seconds."""
+def pulse_interval_errors(received: list[Received], tempo: float) -> tuple[list[float], int]:
+    """|interval - k * nominal| of consecutive MIDI clock pulses at the recorder (seconds), and
+    how many pulses never arrived (k - 1 for an interval of about k pulses: JACK drops the
+    output of a client that misses its cycle, which the dummy server reports as an XRun)."""
     times = [t for t, r in zip(jack_seconds(received), received, strict=True) if r.message[0] == 0xF8]
     nominal = 60.0 / (tempo * 24)
-    return [abs((b - a) - nominal) for a, b in itertools.pairwise(times)]
+    errors, lost = [], 0
+    for a, b in itertools.pairwise(times):
+        pulses = max(1, round((b - a) / nominal))
+        lost += pulses - 1
+        errors.append(abs((b - a) - pulses * nominal))
+    return errors, lost
+
+
+def jack_xruns(server: str) -> int:
+    """XRuns the private server logged so far (clients that did not finish their cycle)."""
+    try:
+        return Path(f"/tmp/jackd-{server}.log").read_text().count("XRun")
+    except OSError:
+        return 0

@@ -1,6 +1,7 @@
-"""Sync with real components on a private dummy JACK server (32-frame periods, 0.67 ms): a test
-MIDI clock master drives `e2m-live serve --sync midi`, and a recorder hears both; then the
-daemon's own MIDI clock out is measured while its worker generates."""
+"""Sync with real components on private dummy JACK servers: a test MIDI clock master drives
+`e2m-live serve --sync midi` (48 kHz, 256-frame periods), two recorders hear the master and the
+daemon; then the daemon's own MIDI clock out is measured while its worker generates (192 kHz,
+128 frames: 0.67 ms periods, since a JACK receiver sees every message at its period's start)."""
 
 from __future__ import annotations
 
@@ -15,31 +16,39 @@ from tests.live_helpers import (
     clock_schedule,
     follow_figures,
     jack_available,
-    jack_connect,
     jack_server,
+    jack_xruns,
     pulse_interval_errors,
     start_daemon,
 )
 
 pytestmark = pytest.mark.jack
 
-PERIOD_FRAMES = 32
-JACK_PERIOD = PERIOD_FRAMES / 48000
+JACK_PERIOD = 256 / 48000
 BEATS_PER_BAR = 3
 
 
-@pytest.fixture(scope="module")
-def fast_jack() -> Iterator[str]:
+@pytest.fixture
+def jack_256() -> Iterator[str]:
     if not jack_available():
         pytest.skip("jackd or python-rtmidi JACK support missing")
-    with jack_server(period=PERIOD_FRAMES) as name:
+    with jack_server(period=256) as name:
         yield name
 
 
-def test_daemon_follows_midi_clock_tempo_bars_and_stop(fast_jack):
+@pytest.fixture
+def jack_fast() -> Iterator[str]:
+    if not jack_available():
+        pytest.skip("jackd or python-rtmidi JACK support missing")
+    with jack_server(period=128, rate=192000) as name:
+        yield name
+
+
+def test_daemon_follows_midi_clock_tempo_bars_and_stop(jack_256):
     segments = [(100.0, 2 * BEATS_PER_BAR), (140.0, 2 * BEATS_PER_BAR)]
     d = start_daemon("--sync", "midi", "--tempo", "120")
     recorder = JackMidiRecorder("e2m-sync-recorder", timing=True)
+    master_recorder = JackMidiRecorder("e2m-sync-master-recorder", timing=True)
     master = JackClockMaster("e2m-sync-master")
     try:
         assert any("sync: MIDI clock in" in line for line in d.startup), d.startup
@@ -47,16 +56,17 @@ def test_daemon_follows_midi_clock_tempo_bars_and_stop(fast_jack):
         d.send("/e2m/energy", 0.6)
         recorder.connect(f"{d.midi_name}:out")
         master.connect(":clock_in")
-        jack_connect(master.port, f"{recorder.client_name}:in")
+        master_recorder.connect(master.port)
         time.sleep(1.0)  # the new metre's first section is ready
         events, _ = clock_schedule(time.monotonic() + 1.0, segments)
         master.play(events)
         master.wait()
         time.sleep(0.4)
-        figures = follow_figures(recorder.snapshot(), segments, BEATS_PER_BAR)
+        figures = follow_figures(master_recorder.snapshot(), recorder.snapshot(), segments, BEATS_PER_BAR)
         assert d.alive()
     finally:
         master.close()
+        master_recorder.close()
         recorder.close()
         d.terminate()
     assert figures.bars_without_onset == 0
@@ -68,7 +78,7 @@ def test_daemon_follows_midi_clock_tempo_bars_and_stop(fast_jack):
     assert figures.notes_after_stop == 0
 
 
-def test_clock_out_pulse_intervals_while_generating(fast_jack):
+def test_clock_out_pulse_intervals_while_generating(jack_fast):
     tempo = 120.0
     d = start_daemon("--generator", "rules+load", "--clock-out", "--tempo", str(tempo))
     recorder = JackMidiRecorder("e2m-clock-recorder", timing=True)
@@ -87,7 +97,10 @@ def test_clock_out_pulse_intervals_while_generating(fast_jack):
         d.terminate()
     statuses = [r.message[0] for r in received if r.message[0] in (0xFA, 0xFB, 0xFC)]
     assert statuses == [0xFA, 0xFC]
-    errors = sorted(pulse_interval_errors(received, tempo))
+    errors, lost = pulse_interval_errors(received, tempo)
+    errors.sort()
     assert len(errors) > 150
     p99 = errors[int(0.99 * len(errors))]
     assert p99 <= 0.001, f"p99 pulse interval error {p99 * 1000:.2f} ms"
+    # A pulse may only be missing where JACK dropped a late client's cycle (an XRun).
+    assert lost <= jack_xruns(jack_fast), (lost, jack_xruns(jack_fast))
