@@ -232,14 +232,17 @@ def evaluate(
     log: Callable[[str], None] = print,
     workers: int = 1,
     model: tuple[str, GenerationSettings, int | None] | None = None,
+    time_budget: float | None = None,
 ) -> dict[str, Any]:
     """Metrics of every system on every segment, and their summaries.
 
     ``generate`` is the model (``None`` skips it). With ``workers > 1`` and ``model`` =
     ``(model_dir, settings, threads)`` instead, that many processes each load the model and score
     segments in parallel (same seeds, same results as one process). The first ``keep_tokens``
-    outputs of each system are returned under ``"tokens"`` (to write MIDI files).
+    outputs of each system are returned under ``"tokens"`` (to write MIDI files). After
+    ``time_budget`` seconds no further segment is scored and the result covers those done.
     """
+    started = time.monotonic()
     jobs = [(seg, seed + i) for i, seg in enumerate(segments)]
     if workers > 1 and model is not None:
         import multiprocessing
@@ -271,9 +274,13 @@ def evaluate(
                 for n in names
             )
             log(f"[eval] {i + 1}/{len(segments)} {seg.song_id} ({seg.n_bars} bars) {shown}")
+            if time_budget is not None and time.monotonic() - started > time_budget and i + 1 < len(segments):
+                log(f"[eval] time budget spent: stopping after {i + 1} of {len(segments)} segments")
+                segments = segments[: i + 1]
+                break
     finally:
         if pool is not None:
-            pool.close()
+            pool.terminate()
             pool.join()
     summaries = {name: fidelity.summarize(r) for name, r in rows.items() if r}
     return {
@@ -407,6 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads for generation (per worker)")
     p.add_argument("--workers", type=int, default=1, help="processes that score segments in parallel")
     p.add_argument(
+        "--time-budget", type=float, metavar="MINUTES", help="stop scoring new segments after this long"
+    )
+    p.add_argument("--max-tokens-per-bar", type=int, default=512, help="a bar that reaches it is closed")
+    p.add_argument(
         "--speed",
         action="store_true",
         help="first time 12 dense bars (~2,800 tokens) of the densest selected segment, float32 and int8",
@@ -436,6 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.top_p if args.top_p < 1 else None,
             constrained=not args.unconstrained,
             quantize=args.quantize,
+            max_tokens_per_bar=args.max_tokens_per_bar,
         )
         speed = measure_speed(args.model, segments, args.threads, log) if args.speed and args.model else {}
         if args.workers < 1:
@@ -452,7 +464,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             log=log,
             workers=args.workers,
             model=(args.model, settings, args.threads) if parallel else None,
+            time_budget=args.time_budget * 60 if args.time_budget else None,
         )
+        segments = segments[: len(result["segments"])]
     except (ValueError, OSError) as err:
         print(f"evaluate_figaro: error: {err}", file=sys.stderr)
         return 2
@@ -467,6 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "data": args.data,
         "split": args.split,
         "n_segments": len(segments),
+        "n_requested": args.limit,
         "bars": args.bars,
         "seed": args.seed,
         "workers": args.workers,
