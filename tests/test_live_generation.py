@@ -8,10 +8,13 @@ import pytest
 
 from e2m_live.features import EmotionFeatures
 from e2m_live.live.generation import (
+    GENERATORS,
     SECTION_BARS,
+    GeneratorEntry,
     GeneratorUnavailable,
     RuleBasedGenerator,
     create_generator,
+    register,
     resolve_generator,
 )
 from e2m_live.music import Bar, Note
@@ -78,9 +81,15 @@ def test_same_seed_same_music_and_prime_continues_the_line():
     assert abs(lead.pitch - 84) <= 6
 
 
-def test_registry_falls_back_to_rules_when_models_are_missing():
-    name, warning = resolve_generator("model")
-    assert name == "rules" and "falling back" in warning
+def test_registry_falls_back_to_rules_when_a_generator_is_unavailable():
+    # A generator whose check fails (as `model` does without weights) falls back to rules.
+    register(GeneratorEntry("missing-weights", lambda **options: RuleBasedGenerator(),
+                            lambda: "weights not found", "test entry"))
+    try:
+        name, warning = resolve_generator("missing-weights")
+    finally:
+        GENERATORS.pop("missing-weights")
+    assert name == "rules" and "falling back" in warning and "weights not found" in warning
     assert resolve_generator("rules") == ("rules", None)
     with pytest.raises(GeneratorUnavailable, match="no generator named"):
         create_generator("nonexistent")
