@@ -302,3 +302,33 @@ def test_two_link_peers_agree_on_tempo_and_phase():
     finally:
         clock.close()
         close_peer()
+
+
+@pytest.mark.skipif(link_available() is not None, reason="the optional link extra (aalink) is not installed")
+def test_link_start_stop_is_the_transport_and_sync_switches_live(daemon):
+    from e2m_live.live.link import new_link_session
+
+    d, _, _ = daemon
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.1)
+        replies = _exchange(d, sock, "/e2m/sync", "link", wait=0.3)
+        assert not [a for a, _ in replies if a == "/e2m/error"], replies
+        assert d.clock.source == "link" and d.clock.follows_external_tempo
+        peer, close_peer = new_link_session(121.0, quantum=4)
+        try:
+            peer.start_stop_sync_enabled = True
+            deadline = time.monotonic() + 5
+            while d.clock.peers == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            peer.playing = True  # a peer presses play: the daemon starts with the session
+            time.sleep(0.5)
+            assert d.player.playing
+            status = _exchange(d, sock, "/e2m/status", wait=0.3)
+            sync = next(args for address, args in status if address == "/e2m/state/sync")
+            assert sync[0] == "link" and sync[2] == 1 and sync[3] >= 1
+            _exchange(d, sock, "/e2m/stop", wait=0.3)  # stops every peer with start/stop sync
+            assert not peer.playing and not d.player.playing
+        finally:
+            close_peer()
+            _exchange(d, sock, "/e2m/sync", "internal", wait=0.2)
+    assert d.clock.source == "internal"
