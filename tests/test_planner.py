@@ -15,7 +15,7 @@ NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
 
 
 def mean_statistic(
-    planner: Planner, features: EmotionFeatures, statistic: str, seed: int, n: int = 60
+    planner: Planner, features: EmotionFeatures, statistic: str, seed: int, n: int = 40
 ) -> float:
     """Mean of a plan statistic over ``n`` plans for the same features."""
     descriptions = planner.plan_many([features] * n, seed=seed)

@@ -1,0 +1,79 @@
+"""`e2m-live plan` and the reusable feature flags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from e2m_live import cli
+from e2m_live.cli import UsageError
+from e2m_live.description.grammar import validate
+from e2m_live.features import FEATURE_ORDER, MOODS, EmotionFeatures
+from e2m_live.planner.cli_features import add_feature_arguments, features_from_args, flag_name
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_feature_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_every_feature_has_a_flag_named_after_it() -> None:
+    parser = argparse.ArgumentParser()
+    add_feature_arguments(parser)
+    flags = {option for action in parser._actions for option in action.option_strings}
+    assert {flag_name(name) for name in FEATURE_ORDER} <= flags
+    assert "--time-signature" in flags and "--mood" in flags
+
+
+def test_no_flags_give_the_default_features() -> None:
+    assert features_from_args(parse([])) == EmotionFeatures()
+
+
+def test_explicit_flags_override_the_mood() -> None:
+    features = features_from_args(parse(["--mood", "sad", "--energy", "0.8", "--time-signature", "3",
+                                         "--key", "F#", "--mode", "major", "--tempo", "99.5"]))
+    sad = MOODS["sad"]
+    assert (features.energy, features.time_signature, features.key, features.mode, features.tempo) == (
+        0.8, 3, 6, 1, 99.5)
+    assert features.valence == sad.valence and features.loudness == sad.loudness
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--energy", "1.5"], ["--energy", "loud"], ["--key", "H"], ["--mode", "dorian"],
+     ["--time-signature", "9"], ["--time-signature", "3.5"], ["--loudness", "3"]],
+)
+def test_bad_values_are_usage_errors(argv: list[str]) -> None:
+    with pytest.raises(UsageError):
+        features_from_args(parse(argv))
+
+
+def test_plan_command_prints_json_with_tokens_and_bars(capsys) -> None:
+    code = cli.main(["plan", "--mood", "sad", "--valence", "0.2", "--time-signature", "3", "--seed", "4",
+                     "--json"])
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    validate(data["tokens"])
+    assert len(data["bars"]) == 12
+    assert all(bar["time_signature"][0] == 3 for bar in data["bars"])
+    assert data["features"]["valence"] == 0.2 and data["features"]["key"] == MOODS["sad"].key
+
+
+def test_plan_command_text_output_is_deterministic(capsys) -> None:
+    assert cli.main(["plan", "--mood", "happy", "--seed", "9", "--bars", "4"]) == 0
+    first = capsys.readouterr().out
+    assert cli.main(["plan", "--mood", "happy", "--seed", "9", "--bars", "4"]) == 0
+    assert capsys.readouterr().out == first
+    assert first.count("\nBar ") + first.startswith("Bar ") == 4
+
+
+@pytest.mark.parametrize(
+    "argv", [["--energy", "7"], ["--bars", "0"], ["--model-dir", "/nonexistent/planner"]]
+)
+def test_plan_command_errors_exit_2_with_one_line(argv: list[str], capsys) -> None:
+    assert cli.main(["plan", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("e2m-live plan: error:") and "\n" not in err
