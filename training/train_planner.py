@@ -21,7 +21,6 @@ import multiprocessing
 import platform
 import sys
 import time
-from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -156,12 +155,6 @@ def context_inputs(bins: np.ndarray, context: Sequence[str], n_classes: int) -> 
     columns = [ORDERED_CLASSES.index(name) for name in context]
     values = bins[:, :, columns] if columns else np.zeros((*bins.shape[:2], 0), dtype=np.int64)
     return torch.from_numpy(np.where(values >= 0, values, n_classes))
-
-
-def time_signature_table(examples: Sequence[PlannerExample], segments_ts: Counter | None = None) -> dict:
-    """Beats-per-bar -> time signature (default table; kept as a function for future data-driven use)."""
-    del examples, segments_ts
-    return dict(DEFAULT_TIME_SIGNATURES)
 
 
 # -- training loops ------------------------------------------------------------------------------
@@ -438,7 +431,7 @@ def train(
         stream,
         feature_means=train_batch.features.mean(axis=0),
         steering=DEFAULT_STEERING,
-        time_signatures=time_signature_table(train_examples),
+        time_signatures=DEFAULT_TIME_SIGNATURES,
         metadata=summary,
     )
     if out is not None:

@@ -91,7 +91,8 @@ class Planner:
     def time_signature_for(self, features: EmotionFeatures) -> tuple[int, int]:
         """The time signature a plan for ``features`` uses (numerator = beats per bar)."""
         beats = int(features.time_signature)
-        return tuple(self.time_signatures.get(beats, (beats, 4)))  # type: ignore[return-value]
+        numerator, denominator = self.time_signatures.get(beats, (beats, 4))
+        return int(numerator), int(denominator)
 
     # -- planning ------------------------------------------------------------------------------
     def plan(
