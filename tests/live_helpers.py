@@ -120,6 +120,11 @@ class JackMidiRecorder:
         self._poller.start()
 
     def _poll(self) -> None:
+        from e2m_live.live.realtime import make_realtime
+
+        # Real-time where permitted: preempted while holding this process's GIL, this thread
+        # would stall a JackClockMaster in the same process (priority inversion).
+        make_realtime(threading.get_native_id(), 25)
         while not self._closed.is_set():
             event = self.midi_in.get_message()
             if event is None:

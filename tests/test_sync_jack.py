@@ -79,7 +79,7 @@ def test_daemon_follows_midi_clock_tempo_bars_and_stop(jack_256):
 
 
 def test_clock_out_pulse_intervals_while_generating(jack_fast):
-    tempo = 120.0
+    tempo = 200.0  # 80 pulses a second: a p99 over ~350 intervals in a short run
     d = start_daemon("--generator", "rules+load", "--clock-out", "--tempo", str(tempo))
     recorder = JackMidiRecorder("e2m-clock-recorder", timing=True)
     try:
@@ -99,7 +99,7 @@ def test_clock_out_pulse_intervals_while_generating(jack_fast):
     assert statuses == [0xFA, 0xFC]
     errors, lost = pulse_interval_errors(received, tempo)
     errors.sort()
-    assert len(errors) > 150
+    assert len(errors) > 250
     p99 = errors[int(0.99 * len(errors))]
     assert p99 <= 0.001, f"p99 pulse interval error {p99 * 1000:.2f} ms"
     # A pulse may only be missing where JACK dropped a late client's cycle (an XRun).
