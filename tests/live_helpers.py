@@ -411,8 +411,9 @@ def follow_figures(master: list[Received], daemon: list[Received], segments: lis
     events = sorted([*zip(jack_seconds(master), master, strict=True),
                      *zip(jack_seconds(daemon), daemon, strict=True)], key=lambda e: e[0])
     start_at = next(t for t, r in events if r.message[0] == 0xFA)
-    pulses = [t for t, r in events if r.message[0] == 0xF8 and t >= start_at]
     stop_at = next((t for t, r in events if r.message[0] == 0xFC), float("inf"))
+    resumed_at = next((t for t, r in events if r.message[0] == 0xFB), float("inf"))
+    pulses = [t for t, r in events if r.message[0] == 0xF8 and start_at <= t < stop_at]
     onsets = [t for t, r in events if r.message[0] & 0xF0 == 0x90 and r.message[2] > 0]
     per_bar = 24 * beats_per_bar
     bar_errors, missing = [], 0
@@ -453,9 +454,39 @@ def follow_figures(master: list[Received], daemon: list[Received], segments: lis
             if t <= stop_at + one_pulse:
                 sounding.discard(key)
             offs[key] = t
-    after = [t for t in onsets if t > stop_at + 0.002]
-    last_off = max((t for t in offs.values() if t >= stop_at), default=stop_at)
+    after = [t for t in onsets if stop_at + 0.002 < t < resumed_at]
+    last_off = max((t for t in offs.values() if stop_at <= t < resumed_at), default=stop_at)
     return FollowFigures(bar_errors, missing, tempo_errors, len(after), len(sounding), last_off - stop_at)
+
+
+def continue_error(master: list[Received], daemon: list[Received]) -> float | None:
+    """The daemon's first note-on after the master's Continue minus the first pulse after it
+    (the bar line the master resumes on), in seconds; None if either is missing."""
+    events = sorted([*zip(jack_seconds(master), master, strict=True),
+                     *zip(jack_seconds(daemon), daemon, strict=True)], key=lambda e: e[0])
+    resumed_at = next((t for t, r in events if r.message[0] == 0xFB), None)
+    if resumed_at is None:
+        return None
+    pulse = next((t for t, r in events if r.message[0] == 0xF8 and t > resumed_at), None)
+    onset = next((t for t, r in events if r.message[0] & 0xF0 == 0x90 and r.message[2] > 0
+                  and t > resumed_at - 0.05), None)
+    return None if pulse is None or onset is None else onset - pulse
+
+
+def resume_schedule(after: float, position_beats: float, bpm: float, beats: float
+                    ) -> list[tuple[float, tuple[int, ...]]]:
+    """A master's Song Position + Continue ``after`` seconds (monotonic), then ``beats`` of clock
+    from ``position_beats`` (a bar line), then Stop."""
+    interval = 60.0 / (bpm * 24)
+    sixteenths = round(position_beats * 4)
+    events = [(after, (0xF2, sixteenths & 0x7F, sixteenths >> 7)),
+              (after + 0.2 - interval / 2, (0xFB,))]
+    t = after + 0.2
+    for _ in range(round(beats * 24)):
+        events.append((t, (0xF8,)))
+        t += interval
+    events.append((t - interval / 2, (0xFC,)))
+    return events
 
 
 def pulse_interval_errors(received: list[Received], tempo: float) -> tuple[list[float], int]:

@@ -86,9 +86,10 @@ def test_follower_transport_and_song_position():
     follower.feed(list(song_position(8.0)), t + 0.1)  # the master moved to beat 8
     assert follower.position == pytest.approx(8.0)
     follower.feed([CONTINUE], t + 0.2)
-    assert events[-1] == "continue"
+    assert events[-1] == "stop", "the clock paused: Continue is announced with its first pulse"
     t += 0.2 + interval
     follower.feed([CLOCK], t)
+    assert events[-1] == "continue"
     assert follower.time_of(8.0) == pytest.approx(t, abs=1e-6)
     follower.feed([SONG_POSITION, 0x7F], t)  # truncated: ignored, no crash
     follower.feed([], t)

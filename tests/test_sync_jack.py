@@ -14,11 +14,13 @@ from tests.live_helpers import (
     JackClockMaster,
     JackMidiRecorder,
     clock_schedule,
+    continue_error,
     follow_figures,
     jack_available,
     jack_server,
     jack_xruns,
     pulse_interval_errors,
+    resume_schedule,
     start_daemon,
 )
 
@@ -58,11 +60,14 @@ def test_daemon_follows_midi_clock_tempo_bars_and_stop(jack_256):
         master.connect(":clock_in")
         master_recorder.connect(master.port)
         time.sleep(1.0)  # the new metre's first section is ready
-        events, _ = clock_schedule(time.monotonic() + 1.0, segments)
+        events, beats = clock_schedule(time.monotonic() + 1.0, segments)
+        # After the Stop, the master moves to the bar line at beat 9 and continues for a bar.
+        events += resume_schedule(beats[-1] + 0.3, 9.0, 140.0, BEATS_PER_BAR)
         master.play(events)
         master.wait()
         time.sleep(0.4)
         figures = follow_figures(master_recorder.snapshot(), recorder.snapshot(), segments, BEATS_PER_BAR)
+        resumed = continue_error(master_recorder.snapshot(), recorder.snapshot())
         assert d.alive()
     finally:
         master.close()
@@ -76,6 +81,7 @@ def test_daemon_follows_midi_clock_tempo_bars_and_stop(jack_256):
     assert len(figures.tempo_errors) == 2 and max(figures.tempo_errors) < 0.01, figures.tempo_errors
     assert figures.open_at_stop == 0, "notes still sounding one pulse after the master's Stop"
     assert figures.notes_after_stop == 0
+    assert resumed is not None and abs(resumed) <= 0.002 + JACK_PERIOD, resumed
 
 
 def test_clock_out_pulse_intervals_while_generating(jack_fast):

@@ -167,7 +167,7 @@ class MidiClockFollower(ExternalClock):
         self._ticks = 0  # pulses received since the follower was made (running or not)
         self._tick_of_beat0 = 0  # tick number of song position 0 while running
         self._position = 0  # song position in pulses, while stopped
-        self._start_pending = False
+        self._start_pending: str | None = None  # Start/Continue announced with the next pulse
         self._lock = threading.Lock()
         self.last_pulse_at: float | None = None
         self.pulses = 0
@@ -185,17 +185,17 @@ class MidiClockFollower(ExternalClock):
         with self._lock:
             if status == CLOCK:
                 self._pulse(t)
+                event, self._start_pending = self._start_pending, None
             elif status == START:
                 self._position = 0
-                self._begin(t)
-                event = "start"
+                event = self._begin(t, "start")
             elif status == CONTINUE:
-                self._begin(t)
-                event = "continue"
+                event = self._begin(t, "continue")
             elif status == STOP:
                 if self._running:
                     self._position = max(0, self._ticks - self._tick_of_beat0)
                 self._running = False
+                self._start_pending = None
                 event = "stop"
             elif status == SONG_POSITION and len(message) >= 3:
                 self._position = ((message[1] & 0x7F) | (message[2] & 0x7F) << 7) * 6
@@ -205,18 +205,24 @@ class MidiClockFollower(ExternalClock):
         if event is not None:
             self._notify(event)
 
-    def _begin(self, t: float) -> None:
-        """Start or Continue: the next pulse is song position ``_position``."""
+    def _begin(self, t: float, event: str) -> str | None:
+        """Start or Continue: the next pulse is song position ``_position``. Returns the event to
+        announce now, or None when it waits for that pulse (see below)."""
         self._tick_of_beat0 = self._ticks - self._position
         self._running = True
         line = self._estimator.line
         recent = self.last_pulse_at is not None and not self._estimator.paused(t - self.last_pulse_at)
         if line is None or not recent:
-            # No running clock to extrapolate: the next pulse is expected one interval from now.
+            # The clock paused with the transport: when the next pulse comes is unknown (masters
+            # differ), so the listeners hear of it with that pulse, which then fixes the phase.
             interval = line.interval if line is not None else 60.0 / (self.tempo * PPQN)
             self._estimator.line = PulseLine(self._ticks, t + interval, interval)
             self._estimator.reset()
+            self._publish()
+            self._start_pending = event
+            return None
         self._publish()
+        return event
 
     def _pulse(self, t: float) -> None:
         self._estimator.add(self._ticks, t)
