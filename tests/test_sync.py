@@ -159,8 +159,8 @@ def test_clock_out_pulses_start_stop_continue_on_the_note_deadlines():
     spp, cont = resumed[0].message, resumed[1].message
     assert spp[0] == SONG_POSITION and cont == (CONTINUE,)
     resume_beat = (spp[1] | spp[2] << 7) / 4
-    stopped_at = len(ticks) / PPQN  # beats played before the stop
-    assert resume_beat % 3 == 0 and stopped_at <= resume_beat < stopped_at + 3, (resume_beat, stopped_at)
+    stopped_at = (len(ticks) - 1) / PPQN  # the last pulse sent before the stop
+    assert resume_beat % 3 == 0 and stopped_at < resume_beat <= stopped_at + 3, (resume_beat, stopped_at)
     after = [m for m in resumed if m.message[0] == CLOCK]
     assert after[0].when - resumed[0].when == pytest.approx(0, abs=1e-9)
     assert resumed[-1].message == (STOP,)
