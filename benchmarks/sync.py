@@ -8,9 +8,10 @@ the master's port and the daemon's output (one port fed by both would merge them
 events when a merged buffer fills).
 
 1. Follow: the master runs a beat of clock, sends Start, plays ``--bars`` bars at 100 BPM, then
-   ``--bars`` at 140 BPM, then Stop. Figures: the daemon's tempo error from its note onsets (from
-   two beats after each change), its bar starts against the master's downbeats, the notes open
-   one pulse after Stop and the time from Stop to the last note-off.
+   ``--bars`` at 140 BPM, then Stop, then Song Position (bar 3) + Continue and one more bar.
+   Figures: the daemon's tempo error from its note onsets (from two beats after each change),
+   its bar starts against the master's downbeats, the notes open one pulse after Stop, the time
+   from Stop to the last note-off, and the first bar after Continue against the master's.
 2. Clock out: the daemon plays on its own clock with ``--clock-out`` while the worker generates
    (``rules+load``: the rule generator plus 0.2 s of matmul per bar); the recorder measures the
    pulse intervals (p50/p99/max error against 60/(24 * tempo)).
@@ -33,10 +34,12 @@ from tests.live_helpers import (  # noqa: E402
     JackClockMaster,
     JackMidiRecorder,
     clock_schedule,
+    continue_error,
     follow_figures,
     jack_server,
     jack_xruns,
     pulse_interval_errors,
+    resume_schedule,
     start_daemon,
 )
 
@@ -64,11 +67,14 @@ def follow(bars: int, beats_per_bar: int) -> dict:
         master.connect(":clock_in")
         master_recorder.connect(master.port)
         time.sleep(1.0)  # the new time signature's first section
-        events, _ = clock_schedule(time.monotonic() + 1.0, segments)
+        events, beats = clock_schedule(time.monotonic() + 1.0, segments)
+        resume_at = 3.0 * beats_per_bar  # after the Stop: Song Position to bar 3, Continue, a bar
+        events += resume_schedule(beats[-1] + 0.3, resume_at, 140.0, beats_per_bar)
         master.play(events)
         master.wait()
         time.sleep(0.5)
         figures = follow_figures(master_recorder.snapshot(), recorder.snapshot(), segments, beats_per_bar)
+        resumed = continue_error(master_recorder.snapshot(), recorder.snapshot())
         alive = d.alive()
     finally:
         master.close()
@@ -84,6 +90,7 @@ def follow(bars: int, beats_per_bar: int) -> dict:
         "open_notes_one_pulse_after_stop": figures.open_at_stop,
         "stop_to_last_note_off_ms": round(figures.stop_to_silence * 1000, 2),
         "notes_after_stop": figures.notes_after_stop,
+        "continue_bar_start_error_ms": None if resumed is None else round(resumed * 1000, 2),
         "master_pulses_sent_late_over_1ms": len(late),
         "daemon_alive": alive,
     }
