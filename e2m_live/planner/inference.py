@@ -9,12 +9,41 @@ input weights becomes one lookup table, and the features' contribution is comput
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
+
+try:  # optional: without it BLAS keeps its own thread count
+    from threadpoolctl import ThreadpoolController
+except ImportError:  # pragma: no cover - depends on the environment
+    ThreadpoolController = None
 
 from e2m_live.planner.model import OrderedClassLSTM, StreamLSTM
 
 StepState = list[tuple[np.ndarray, np.ndarray]]
+
+
+_controller = None
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """Run NumPy's BLAS on one thread inside the block (needs ``threadpoolctl``; else a no-op).
+
+    The planner's matrices are small: a multi-threaded BLAS gains nothing on them and, on a
+    machine whose cores are busy (the live engine generates while it plays), its threads wait for
+    each other. A batch of 40 plans ran 13x slower with two OpenBLAS threads on two busy cores.
+    """
+    global _controller
+    if ThreadpoolController is None:
+        yield
+        return
+    if _controller is None:
+        _controller = ThreadpoolController()
+    with _controller.limit(limits=1, user_api="blas"):
+        yield
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

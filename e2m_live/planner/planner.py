@@ -25,7 +25,7 @@ from e2m_live.description.grammar import MAX_BAR_INDEX, TIME_SIGNATURES, Descrip
 from e2m_live.features import FEATURE_ORDER, EmotionFeatures
 from e2m_live.planner.assemble import assemble
 from e2m_live.planner.classes import ORDERED_CLASSES
-from e2m_live.planner.inference import LSTMStepper
+from e2m_live.planner.inference import LSTMStepper, single_threaded_blas
 from e2m_live.planner.model import OrderedClassLSTM, StreamLSTM, load_model, save_model
 from e2m_live.planner.sampling import BarPlan, sample_plans
 from e2m_live.planner.steering import Steering, SteeringBias
@@ -140,16 +140,17 @@ class Planner:
         _check_arguments(features, bars, seed, temperature, first_bar)
         vectors = np.stack([f.to_vector() for f in features])
         rng = np.random.default_rng(seed)
-        return sample_plans(
-            self._ordered,
-            self._stream,
-            vectors,
-            [int(f.key) for f in features],
-            bars,
-            rng,
-            float(temperature),
-            self._bias,
-        )
+        with single_threaded_blas():
+            return sample_plans(
+                self._ordered,
+                self._stream,
+                vectors,
+                [int(f.key) for f in features],
+                bars,
+                rng,
+                float(temperature),
+                self._bias,
+            )
 
     # -- persistence ---------------------------------------------------------------------------
     @classmethod
