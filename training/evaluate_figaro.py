@@ -384,7 +384,7 @@ def measure_speed(
 
     seg = densest(segments)
     out = {}
-    for fmt, quantize in (("float32", None), ("int8", "int8")):
+    for fmt, quantize in ((f"float32, {threads} threads", None), (f"int8, {threads} threads", "int8")):
         out[fmt] = {
             "song_id": seg.song_id,
             **measure_realtime(model_dir, seg.description, threads, quantize=quantize),
@@ -482,6 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "split": args.split,
         "n_segments": len(segments),
         "n_requested": args.limit,
+        "command": "python -m training.evaluate_figaro " + " ".join(sys.argv[1:] if argv is None else argv),
         "bars": args.bars,
         "seed": args.seed,
         "workers": args.workers,
@@ -504,7 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for seg in segments:
         counts[seg.corpus] = counts.get(seg.corpus, 0) + 1
     table = metrics_table(result["summaries"])
-    if generate is not None:
+    if "model" in result["summaries"]:
         table += "\n\nModel by corpus:\n\n" + corpus_table(result["by_corpus"], counts)
     (out / "metrics.md").write_text(f"Settings: {settings.label()}\n\n" + table + "\n")
     print(table)

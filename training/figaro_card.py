@@ -263,7 +263,7 @@ def speed_lines(speed: dict[str, Any]) -> list[str]:
     lines = []
     for fmt, r in speed.items():
         lines.append(
-            f"- {fmt} weights, {r['threads']} threads: {r['tokens']} tokens in {r['seconds']:.1f} s "
+            f"- {fmt}: {r['tokens']} tokens in {r['seconds']:.1f} s "
             f"({r['tokens_per_s']:.0f} tokens/s, first bar after {r['first_bar_seconds']:.2f} s, "
             f"{r['cpu_seconds']:.1f} s CPU): **real-time factor {r['real_time_factor']:.3f}** wall "
             f"(target <= 0.25; load average {r['load_average_1min']:.1f} on 2 cores), "
@@ -375,11 +375,13 @@ def write_card(
         "",
         _metrics_table(summaries),
         "",
-        "Command: `python -m training.evaluate_figaro --model "
-        + str(model_dir)
-        + " --data "
-        + str(report["data"])
-        + f" --limit {report['n_segments']} --card {model_dir}`",
+        "Command: `"
+        + report.get(
+            "command",
+            f"python -m training.evaluate_figaro --model {model_dir} --data {report['data']} "
+            f"--limit {report['n_segments']} --card {model_dir}",
+        )
+        + "`",
         "",
         *(
             [
@@ -399,8 +401,9 @@ def write_card(
         *speed_lines(report.get("speed", {})),
         "- Generation during the evaluation (segments after the first, real token counts): "
         f"{timing.get('model_tokens', 0)} tokens in "
-        f"{_fmt(timing.get('model_seconds', math.nan), 1)} s = {tok_s:.0f} tokens/s on 2 CPU threads "
-        f"(machine load average {os.getloadavg()[0]:.1f} at the end of the run).",
+        f"{_fmt(timing.get('model_seconds', math.nan), 1)} s = {tok_s:.0f} tokens/s per process "
+        f"({report.get('threads', 2)} thread(s) each, {report.get('workers', 1)} process(es) side by side) "
+        f"(load average {os.getloadavg()[0]:.1f} when this card was written).",
         f"  at that rate 12 bars of {REFERENCE_TOKENS} tokens at 120 BPM (24 s of music) take a real-time "
         f"factor of {(REFERENCE_TOKENS / tok_s) / REFERENCE_SECONDS if tok_s else math.nan:.3f}.",
         "",
