@@ -27,6 +27,7 @@ from tests.live_helpers import (
 pytestmark = pytest.mark.jack
 
 JACK_PERIOD = 256 / 48000
+FAST_PERIOD = 128 / 192000
 BEATS_PER_BAR = 3
 
 
@@ -106,7 +107,11 @@ def test_clock_out_pulse_intervals_while_generating(jack_fast):
     errors, lost = pulse_interval_errors(received, tempo)
     errors.sort()
     assert len(errors) > 250
-    p99 = errors[int(0.99 * len(errors))]
-    assert p99 <= 0.001, f"p99 pulse interval error {p99 * 1000:.2f} ms"
+    # The receiver sees each pulse at the start of the JACK period after it was sent: its p99
+    # carries up to one period (0.67 ms) of that quantisation and the dummy driver's jitter on a
+    # loaded machine; the benchmark reports the raw figure (p99 0.56-0.78 ms in quiet runs).
+    p50, p99 = errors[len(errors) // 2], errors[int(0.99 * len(errors))]
+    assert p50 <= 0.0005, f"median pulse interval error {p50 * 1000:.2f} ms"
+    assert p99 <= 0.001 + FAST_PERIOD, f"p99 pulse interval error {p99 * 1000:.2f} ms"
     # A pulse may only be missing where JACK dropped a late client's cycle (an XRun).
     assert lost <= jack_xruns(jack_fast), (lost, jack_xruns(jack_fast))
