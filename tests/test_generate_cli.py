@@ -50,6 +50,7 @@ def test_generate_writes_midi_wav_and_plan(models: Path, tmp_path: Path) -> None
     (["--energy", "2", "-o", "{tmp}/x.mid"], "energy must be"),
     (["--bars", "0", "-o", "{tmp}/x.mid"], "--bars must be"),
     (["--temperature", "-1", "-o", "{tmp}/x.mid"], "--temperature"),
+    (["--top-p", "0", "-o", "{tmp}/x.mid"], "--top-p"),
     (["-o", "{tmp}/missing/x.mid"], "does not exist"),
     (["--mood", "happy", "--features", "{tmp}/f.json", "-o", "{tmp}/x.mid"], "either --mood or --features"),
     (["--features", "{tmp}/nothing.json", "-o", "{tmp}/x.mid"], "cannot read"),

@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder holding planner/ and figaro-compact/ "
                              "(default: models/ or $E2M_MODELS_DIR)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for decoding (default 2)")
+    parser.add_argument("--top-p", type=float, default=None,
+                        help="decoder nucleus sampling: keep the most likely tokens up to this mass (0..1]")
     parser.add_argument("--max-tokens-per-bar", type=int, default=512,
                         help="decoder budget per bar (default 512; a bar that reaches it is closed)")
     parser.add_argument("--float32", action="store_true",
@@ -87,6 +89,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     if not 0 <= args.temperature <= 10:
         raise UsageError(f"--temperature must be in 0..10, got {args.temperature}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise UsageError(f"--top-p must be in (0, 1], got {args.top_p}")
     if not 16 <= args.max_tokens_per_bar <= 4096:
         raise UsageError(f"--max-tokens-per-bar must be in 16..4096, got {args.max_tokens_per_bar}")
     if not 1 <= args.threads <= 64:
@@ -137,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         description = pipeline.plan(features, bars=args.bars, seed=args.seed, temperature=args.temperature)
         stream = pipeline.decode(description, features, seed=None if args.seed is None else args.seed + 1,
-                                 options=DecodingOptions(temperature=args.temperature,
+                                 options=DecodingOptions(temperature=args.temperature, top_p=args.top_p,
                                                          max_tokens_per_bar=args.max_tokens_per_bar))
     except PipelineError as error:
         raise UsageError(str(error)) from None

@@ -308,7 +308,7 @@ class ModelGenerator:
     """
 
     def __init__(self, *, threads: int = 2, models_dir: str | None = None, quantize: str | None = "int8",
-                 temperature: float = 1.0, max_tokens_per_bar: int = 512,
+                 temperature: float = 1.0, top_p: float | None = None, max_tokens_per_bar: int = 512,
                  remember: int = 2 * SECTION_BARS, warm_start: bool = True) -> None:
         import os
         import threading
@@ -317,6 +317,7 @@ class ModelGenerator:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self.threads, self.models_dir, self.quantize = threads, models_dir, quantize
         self.temperature = temperature
+        self.top_p = top_p
         self.max_tokens_per_bar = max_tokens_per_bar
         self.warm_start = warm_start
         self.remember = remember
@@ -360,7 +361,8 @@ class ModelGenerator:
             yield prime
             first = 1
         pipeline = self.pipeline
-        options = DecodingOptions(temperature=self.temperature, max_tokens_per_bar=self.max_tokens_per_bar)
+        options = DecodingOptions(temperature=self.temperature, top_p=self.top_p,
+                                  max_tokens_per_bar=self.max_tokens_per_bar)
         known = self._made.get(self._key(prime)) if prime is not None else None
         prime_tokens: Any = known[0] if known else prime
         prime_description = known[1] if known else None
