@@ -19,11 +19,11 @@ fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 stamp=.venv/.e2m-installed
-want=$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -c1-16)
+want=$( (cat pyproject.toml scripts/setup.sh; echo "${E2M_EXTRAS:-}") | sha1sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # torch first, from the CPU build: a plain `torch` requirement would fetch a multi-GB CUDA wheel.
   .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".[dev,train]"
+  .venv/bin/python -m pip install -q -e ".[${E2M_EXTRAS:-dev,train}]"
   echo "$want" > "$stamp"
 fi
