@@ -13,6 +13,7 @@ import time
 import mido
 import pytest
 
+from e2m_live.description.extract import extract
 from e2m_live.live.osc import encode_message
 from tests.live_helpers import JackMidiRecorder, jack, osc_request, start_daemon  # noqa: F401
 
@@ -183,11 +184,17 @@ def test_sigterm_releases_everything_and_recording_matches(jack, tmp_path):  # n
     # The .mid holds what the JACK client received (the recorder was connected slightly later,
     # so compare the tail of the file with everything received).
     midi = mido.MidiFile(record)
-    seconds, file_messages = 0.0, []
+    seconds, tempo, file_messages = 0.0, 500000, []
     for message in mido.merge_tracks(midi.tracks):
-        seconds += mido.tick2second(message.time, midi.ticks_per_beat, 500000)
+        seconds += mido.tick2second(message.time, midi.ticks_per_beat, tempo)
+        if message.type == "set_tempo":
+            tempo = message.tempo
         if not message.is_meta:
             file_messages.append((seconds, message.bytes()))
+    # The recording carries the performance's tempo map and time signature, so it reads back as bars.
+    assert mido.tempo2bpm(tempo) == pytest.approx(TEMPO)
+    assert any(m.type == "time_signature" for m in midi.tracks[0])
+    assert extract(record).n_bars >= 3
     got = [(r.jack_time, r.message) for r in received]
     tail = file_messages[-len(got):]
     assert [m for _, m in tail] == [m for _, m in got]

@@ -319,6 +319,7 @@ class Daemon:
     # ---- feedback (its own thread: the player never touches the network) ------------------------
     def _on_bar(self, info: BarStarted) -> None:
         self._last_bar = info
+        self.outputs.mark_bar(info.time, info.tempo, info.numerator, info.denominator)
         if self.engine is not None:
             self.engine.bar_started(info)
         messages: list[Reply] = [("/e2m/state/bar", [info.number, info.index]),

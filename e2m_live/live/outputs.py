@@ -13,6 +13,7 @@ message's deadline on the monotonic clock.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import sys
@@ -52,6 +53,9 @@ class Output(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the destination."""
+
+    def mark_bar(self, when: float, tempo: float, numerator: int, denominator: int) -> None:  # noqa: B027
+        """A bar line at ``when`` (monotonic seconds); recorders use it for their tempo map."""
 
     def describe(self) -> str:
         return self.name
@@ -323,8 +327,9 @@ class CaptureOutput(Output):
 class MidiFileRecorder(Output):
     """Records the performance to a type-1 ``.mid`` (written on :meth:`close` and :meth:`flush`).
 
-    Times are stored at 120 BPM, ``ticks_per_beat`` resolution, relative to the first message:
-    one tick is ``0.5 / ticks_per_beat`` seconds.
+    The player marks every bar line (:meth:`mark_bar`), so the file carries the tempo map and time
+    signatures of the performance and its bars fall where they were played: the recording can be
+    read back with ``e2m-live describe``. Before the first bar line, 120 BPM is assumed.
     """
 
     def __init__(self, path: str | os.PathLike, ticks_per_beat: int = 960) -> None:
@@ -333,6 +338,7 @@ class MidiFileRecorder(Output):
             raise OutputError(f"cannot record to {self.path}: folder {self.path.parent} does not exist")
         self.ticks_per_beat = ticks_per_beat
         self._messages: list[tuple[float, tuple[int, ...]]] = []
+        self._bars: list[tuple[float, float, int, int]] = []  # (when, tempo, numerator, denominator)
         self._lock = threading.Lock()
         self.name = f"recorder {self.path}"
 
@@ -340,20 +346,61 @@ class MidiFileRecorder(Output):
         with self._lock:
             self._messages.append((when, tuple(message)))
 
+    def mark_bar(self, when: float, tempo: float, numerator: int, denominator: int) -> None:
+        with self._lock:
+            self._bars.append((when, float(tempo), int(numerator), int(denominator)))
+
+    def _tempo_map(self, bars: list[tuple[float, float, int, int]], origin: float):
+        """Seconds -> ticks through the bar lines' tempos (120 BPM before the first)."""
+        tpb = self.ticks_per_beat
+        anchors: list[tuple[float, float, float]] = []  # (seconds, tick, ticks per second)
+        tick = 0.0
+        previous = (origin, 2.0 * tpb)
+        for when, tempo, _, _ in sorted(bars):
+            tick += max(0.0, when - previous[0]) * previous[1]
+            previous = (when, tempo / 60.0 * tpb)
+            anchors.append((when, tick, previous[1]))
+        starts = [a[0] for a in anchors]
+
+        def to_tick(when: float) -> int:
+            i = bisect.bisect_right(starts, when) - 1
+            if i < 0:
+                return max(0, round((when - origin) * 2.0 * tpb))
+            seconds, base, rate = anchors[i]
+            return round(base + (when - seconds) * rate)
+
+        return to_tick
+
     def flush(self) -> None:
         import mido
 
         with self._lock:
             messages = list(self._messages)
+            bars = list(self._bars)
+        times = [m[0] for m in messages] + [b[0] for b in bars]
+        origin = min(times) if times else 0.0
+        to_tick = self._tempo_map(bars, origin)
+        events: list[tuple[int, int, object]] = []  # (tick, order, message): meta events first
+        if not bars:
+            events.append((0, 0, mido.MetaMessage("set_tempo", tempo=500000)))
+        last_meta: tuple[float, int, int] | None = None
+        for when, tempo, numerator, denominator in sorted(bars):
+            tick = to_tick(when)
+            if last_meta is None or last_meta[0] != tempo:
+                events.append((tick, 0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo))))
+            if last_meta is None or last_meta[1:] != (numerator, denominator):
+                events.append((tick, 0, mido.MetaMessage(
+                    "time_signature", numerator=numerator, denominator=denominator)))
+            last_meta = (tempo, numerator, denominator)
+        events.extend((to_tick(when), 1, mido.Message.from_bytes(list(m))) for when, m in messages)
+        events.sort(key=lambda e: (e[0], e[1]))
         midi = mido.MidiFile(type=1, ticks_per_beat=self.ticks_per_beat)
         track = mido.MidiTrack()
         midi.tracks.append(track)
-        track.append(mido.MetaMessage("set_tempo", tempo=500000, time=0))
-        origin = messages[0][0] if messages else 0.0
         last_tick = 0
-        for when, message in messages:
-            tick = max(last_tick, round((when - origin) * 2 * self.ticks_per_beat))
-            track.append(mido.Message.from_bytes(list(message), time=tick - last_tick))
+        for tick, _, message in events:
+            tick = max(last_tick, tick)
+            track.append(message.copy(time=tick - last_tick))
             last_tick = tick
         track.append(mido.MetaMessage("end_of_track", time=0))
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")
@@ -389,6 +436,14 @@ class OutputSet:
         for output in lost:
             self.outputs.remove(output)
         return lost
+
+    def mark_bar(self, when: float, tempo: float, numerator: int, denominator: int) -> None:
+        """Tell every output where a bar line fell (recorders build their tempo map from it)."""
+        for output in self.outputs:
+            try:
+                output.mark_bar(when, tempo, numerator, denominator)
+            except Exception as error:
+                log.warning("marking a bar on %s failed: %s", output.describe(), error)
 
     def close(self) -> None:
         for output in self.outputs:

@@ -92,6 +92,8 @@ class BarStarted:
     tempo: float
     time: float  # monotonic time of the bar line
     plan: str = ""
+    numerator: int = 4  # time signature of the bar
+    denominator: int = 4
 
 
 @dataclass(order=True, slots=True)
@@ -407,7 +409,8 @@ class Player:
             self.on_bar(BarStarted(
                 number=self.bar_number, index=planned.bar.index, section=planned.section, repeated=repeated,
                 late_bars=self.late_bars, lag_ms=planned.lag_ms, tempo=self._bar_tempo,
-                time=self.clock.time_of(self._next_bar_beat - planned.bar.quarters), plan=planned.plan))
+                time=self.clock.time_of(self._next_bar_beat - planned.bar.quarters), plan=planned.plan,
+                numerator=planned.bar.numerator, denominator=planned.bar.denominator))
         return True
 
     def _schedule(self, planned: PlannedBar) -> None:
