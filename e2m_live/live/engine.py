@@ -65,8 +65,10 @@ class Section:
 def _worker_main(name: str, options: dict[str, Any], requests: mp.Queue, results: mp.Queue,
                  niceness: int) -> None:
     """The worker process: latest request wins, bars are sent as soon as each is ready."""
-    # Ctrl-C reaches the whole process group; the daemon decides when the worker ends.
+    # Ctrl-C, and SIGTERM sent to the whole process group (``timeout``, service managers), reach
+    # the worker too; the daemon decides when the worker ends (it kills it if it has to).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(niceness)
     generator = create_generator(name, **options)
