@@ -54,7 +54,7 @@ DEFAULT_STEERING = Steering(
 
 @dataclass
 class TrainConfig:
-    epochs: int = 24
+    epochs: int = 36
     stream_epochs: int = 24
     eval_every: int = 2
     #: An "epoch" is this many segments drawn at random (the dataset's 12-bar windows overlap,
@@ -65,16 +65,17 @@ class TrainConfig:
     learning_rate: float = 4e-3
     stream_learning_rate: float = 4e-3
     sigma: float = 1.0
-    hidden: int = 128
+    hidden: int = 192
     #: Ordered models see the bar's instruments through a projection of this size (0: not at all).
     instrument_embedding: int = 16
     #: LSTM layers of the ordered models.
     layers: int = 1
-    #: Ordered models see the bins of the classes before them in the same bar (FIGARO's order);
-    #: off by default: on the dataset it moved held-out accuracy by less than a point.
-    chain_context: bool = False
+    #: Ordered models see the bins of the classes before them in the same bar (FIGARO's order):
+    #: with hidden 192 and no dropout it lifted held-out mean-pitch accuracy from 0.48 to 0.49.
+    chain_context: bool = True
     stream_hidden: int = 128
-    dropout: float = 0.1
+    dropout: float = 0.0
+    stream_dropout: float = 0.1
     seed: int = 0
     threads: int = 1
     #: 2: train the stream model in a second process while the ordered models train here.
@@ -237,7 +238,7 @@ def train_stream(train: Batch, val: Batch, cfg: TrainConfig, history: dict, dead
         StreamLSTMConfig(
             vocab_size=STREAM_VOCAB.size,
             hidden=cfg.stream_hidden,
-            dropout=cfg.dropout,
+            dropout=cfg.stream_dropout,
             plan_bars=max(train.bins.shape[1], 1),
         )
     )
@@ -452,20 +453,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs of each ordered model")
     parser.add_argument("--stream-epochs", type=int, default=defaults.stream_epochs)
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
-    parser.add_argument("--samples-per-epoch", type=int, default=defaults.samples_per_epoch,
-                        help="segments drawn per epoch")
+    parser.add_argument(
+        "--samples-per-epoch", type=int, default=defaults.samples_per_epoch, help="segments drawn per epoch"
+    )
     parser.add_argument("--sigma", type=float, default=defaults.sigma, help="soft-label width in bins")
     parser.add_argument("--hidden", type=int, default=defaults.hidden)
-    parser.add_argument("--instrument-embedding", type=int, default=defaults.instrument_embedding,
-                        help="condition the ordered models on the bar's instruments (0: off)")
-    parser.add_argument("--chain-context", action="store_true",
-                        help="show the ordered models the earlier classes of the same bar")
+    parser.add_argument(
+        "--instrument-embedding",
+        type=int,
+        default=defaults.instrument_embedding,
+        help="condition the ordered models on the bar's instruments (0: off)",
+    )
+    parser.add_argument(
+        "--chain-context",
+        action="store_true",
+        help="show the ordered models the earlier classes of the same bar",
+    )
     parser.add_argument("--layers", type=int, default=defaults.layers, help="LSTM layers (ordered models)")
     parser.add_argument("--stream-hidden", type=int, default=defaults.stream_hidden)
-    parser.add_argument("--dropout", type=float, default=defaults.dropout)
+    parser.add_argument("--dropout", type=float, default=defaults.dropout, help="ordered models")
+    parser.add_argument("--stream-dropout", type=float, default=defaults.stream_dropout)
     parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads per process")
-    parser.add_argument("--processes", type=int, default=defaults.processes, choices=(1, 2),
-                        help="2: train the instruments/chords model in a second process")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=defaults.processes,
+        choices=(1, 2),
+        help="2: train the instruments/chords model in a second process",
+    )
     parser.add_argument(
         "--max-minutes",
         type=float,
@@ -483,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         sigma=args.sigma,
         hidden=args.hidden,
         stream_hidden=args.stream_hidden,
-        dropout=args.dropout,
+        dropout=args.dropout, stream_dropout=args.stream_dropout,
         threads=args.threads,
         max_minutes=args.max_minutes,
         seed=args.seed,
