@@ -164,9 +164,13 @@ def format_report(heldout: dict, control_on: dict, control_off: dict, split: str
             f"| {_REPORT_NAMES[name]} | {r_acc:.2f} | {'-' if r_kl is None else f'{r_kl:.2f}'} | "
             f"{m['accuracy']:.2f} | {kl} | {m['majority_accuracy']:.2f} | {prev} | {first} |"
         )
-    lines += ["", "Controllability (Spearman over the grid; steered | learned models alone):", "",
-              "| feature -> plan statistic | rho (shipped) | rho (no steering) | low -> high (shipped) |",
-              "|---|---|---|---|"]
+    lines += [
+        "",
+        "Controllability (Spearman over the grid; steered | learned models alone):",
+        "",
+        "| feature -> plan statistic | rho (shipped) | rho (no steering) | low -> high (shipped) |",
+        "|---|---|---|---|",
+    ]
     for key, value in control_on.items():
         if "spearman" not in value:
             continue
@@ -176,11 +180,15 @@ def format_report(heldout: dict, control_on: dict, control_off: dict, split: str
             f"{value['mean_at_low']:.2f} -> {value['mean_at_high']:.2f} |"
         )
     key = "chords in the requested key's scale"
-    lines.append(f"\nShare of chords whose root is in the requested key's scale: "
-                 f"{control_on[key]['share']:.2f} (shipped), {control_off[key]['share']:.2f} (no steering)")
+    lines.append(
+        f"\nShare of chords whose root is in the requested key's scale: "
+        f"{control_on[key]['share']:.2f} (shipped), {control_off[key]['share']:.2f} (no steering)"
+    )
     key = "plans whose chords fit the requested key best"
-    lines.append(f"Share of plans whose chords fit the requested key best: "
-                 f"{control_on[key]['share']:.2f} (shipped), {control_off[key]['share']:.2f} (no steering)")
+    lines.append(
+        f"Share of plans whose chords fit the requested key best: "
+        f"{control_on[key]['share']:.2f} (shipped), {control_off[key]['share']:.2f} (no steering)"
+    )
     return "\n".join(lines)
 
 
