@@ -6,7 +6,8 @@ What happens, in FIGARO's order:
    lasts until the end of the last such span.
 2. Note starts are moved back to the grid of 12 positions per quarter (the end moves with the
    start, so durations are kept).
-3. Chords are recognised on the beat grid (:mod:`e2m_live.description.chords`).
+3. Chords are recognised on the beat grid (:mod:`e2m_live.description.chords`), or, in a file
+   written by :mod:`e2m_live.description.remi`, read from its ``e2m-chord:`` marker events.
 4. Bars run from one downbeat to the next (pretty_midi's downbeats from the time signatures and
    tempo map, or the ``downbeats`` given); leading and trailing bars without notes are dropped.
 5. Each bar becomes REMI+ events (bar, time signature, then chords, tempo and notes by position)
@@ -351,7 +352,14 @@ def _tempo_items(pm: pretty_midi.PrettyMIDI, ticks: _TickMap, max_tick: int) -> 
 
 
 def _chord_items(pm: pretty_midi.PrettyMIDI, beats: np.ndarray, ticks: _TickMap, end_tick: int):
-    """(start tick, value) of each recognised chord, in the reference's order (``N:N`` fill-in last)."""
+    """(start tick, value) of each recognised chord, in the reference's order (``N:N`` fill-in last).
+
+    A file written by :mod:`.remi` carries its chords as ``e2m-chord:`` markers; they are taken
+    as they are (no recognition, no fill-in). An empty label only says that there are no chords.
+    """
+    markers = midi_reader.chord_markers(pm)
+    if markers:
+        return [tick for tick, label in markers if label], [label for _, label in markers if label]
     if end_tick < pm.resolution:
         return None
     found = chord_recognition.recognize(pm, beats)
@@ -384,8 +392,11 @@ def extract(
     if not any(inst.notes for inst in pm.instruments):
         raise MidiError("no notes in the MIDI file")
 
-    ticks = _TickMap(pm)
     end_time = _end_time(pm)
+    markers = midi_reader.chord_markers(pm)
+    if markers:  # pretty_midi does not see markers: the file lasts until just after the last one
+        end_time = max(end_time, pm.tick_to_time(markers[-1][0] + 1))
+    ticks = _TickMap(pm)
     end_tick = ticks.tick(end_time)
     notes = _read_notes(pm, ticks, end_tick)
 
@@ -393,12 +404,16 @@ def extract(
     chord_items = _chord_items(pm, beats, ticks, end_tick)
     tempo_start, tempo_value = _tempo_items(pm, ticks, end_tick)
 
-    # Non-note items sorted with the reference's key: (start, chords before tempo, value).
+    # Non-note items sorted with the reference's key: (start, chords before tempo, value); chords
+    # from markers keep their file order at equal start (the order of the tokens they came from).
     others: list[tuple[int, int, object, int]] = []  # (start, kind, value, index)
     if chord_items is not None:
         others += [(int(s), 0, v, i) for i, (s, v) in enumerate(zip(*chord_items, strict=True))]
     others += [(int(s), 1, int(v), i) for i, (s, v) in enumerate(zip(tempo_start, tempo_value, strict=True))]
-    others.sort(key=lambda it: (it[0], it[1], it[2]))
+    if markers:
+        others.sort(key=lambda it: (it[0], it[1], it[3] if it[1] == 0 else it[2]))
+    else:
+        others.sort(key=lambda it: (it[0], it[1], it[2]))
     other_start = np.array([o[0] for o in others], dtype=np.int64)
 
     bar_times = _downbeats(pm, beats) if downbeats is None else _checked_downbeats(downbeats)

@@ -7,10 +7,14 @@ and hands them to pretty_midi through its ``mido_object`` entry point, so the re
 PrettyMIDI is the same. Anything unusual (a malformed chunk, a data byte above 127, system common
 messages, running status after sysex, ...) makes :func:`read` return ``None``; callers then use
 pretty_midi's own reader, which produces its exact result or error.
+
+pretty_midi drops marker meta events; this reader keeps the ``e2m-chord:`` ones that
+:mod:`.remi` writes (:func:`chord_markers`), so a decoded file gives back its chords.
 """
 
 from __future__ import annotations
 
+import itertools
 import struct
 import warnings
 
@@ -22,6 +26,9 @@ try:  # mido's own meta-event decoding, so text, key and tempo values come out i
 except ImportError:  # pragma: no cover - other mido layouts: always use the slow path
     build_meta_message = meta_charset = None
 
+#: Text of the marker meta events that carry a REMI+ chord (``e2m-chord:A:min``), written by
+#: :mod:`.remi` so that extraction gives back the same ``Chord`` tokens.
+CHORD_MARKER_PREFIX = "e2m-chord:"
 #: mido refuses messages longer than this (``MAX_MESSAGE_LENGTH``).
 _MAX_MESSAGE_LENGTH = 1_000_000
 _CHANNEL_TYPES = {
@@ -50,7 +57,8 @@ class _Event:
         self.channel = channel
 
 
-def _read_track(data: bytes, pos: int, end: int) -> list:
+def _read_track(data: bytes, pos: int, end: int, markers: list[int]) -> list:
+    """Events of one track; the index of each marker meta event is appended to ``markers``."""
     events: list = []
     append = events.append
     last_status = None
@@ -80,6 +88,8 @@ def _read_track(data: bytes, pos: int, end: int) -> list:
                     length, pos = _varint(data, pos)
                     if length > _MAX_MESSAGE_LENGTH or pos + length > end:
                         raise _Unusual
+                    if meta_type == 0x06:
+                        markers.append(len(events))
                     append(build_meta_message(meta_type, list(data[pos : pos + length]), delta))
                     pos += length
                 elif status in (0xF0, 0xF7):
@@ -132,7 +142,7 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
             return value, pos
 
 
-def _read_tracks(data: bytes) -> tuple[int, list[list]]:
+def _read_tracks(data: bytes) -> tuple[int, list[list], list[tuple[int, str]]]:
     if len(data) < 14 or data[:4] != b"MThd":
         raise _Unusual
     (size,) = struct.unpack(">L", data[4:8])
@@ -141,6 +151,7 @@ def _read_tracks(data: bytes) -> tuple[int, list[list]]:
     _fmt, n_tracks, division = struct.unpack(">hhh", data[8:14])
     pos = 8 + size
     tracks = []
+    markers: list[tuple[int, str]] = []
     with meta_charset("latin1"):
         for _ in range(n_tracks):
             if pos + 8 > len(data) or data[pos : pos + 4] != b"MTrk":
@@ -149,9 +160,14 @@ def _read_tracks(data: bytes) -> tuple[int, list[list]]:
             start, end = pos + 8, pos + 8 + length
             if end > len(data):
                 raise _Unusual
-            tracks.append(_read_track(data, start, end))
+            at: list[int] = []
+            events = _read_track(data, start, end, at)
+            tracks.append(events)
             pos = end
-    return division, tracks
+            if at:  # absolute ticks, only computed for tracks that have markers
+                ticks = list(itertools.accumulate(e.time for e in events))
+                markers += [(ticks[i], events[i].text) for i in at]
+    return division, tracks, markers
 
 
 def read(data: bytes) -> pretty_midi.PrettyMIDI | None:
@@ -159,7 +175,7 @@ def read(data: bytes) -> pretty_midi.PrettyMIDI | None:
     if build_meta_message is None:
         return None
     try:
-        division, tracks = _read_tracks(data)
+        division, tracks, markers = _read_tracks(data)
     except (_Unusual, IndexError, struct.error):
         return None
     except Exception:  # mido's meta decoding refused something: let the full reader report it
@@ -172,6 +188,22 @@ def read(data: bytes) -> pretty_midi.PrettyMIDI | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         try:
-            return pretty_midi.PrettyMIDI(mido_object=midi)
+            pm = pretty_midi.PrettyMIDI(mido_object=midi)
         except Exception:  # e.g. an empty track: pretty_midi's own reader gives the verdict and message
             return None
+    prefix = CHORD_MARKER_PREFIX
+    chords = [(tick, text[len(prefix) :]) for tick, text in markers if text.startswith(prefix)]
+    if chords:
+        chords.sort(key=lambda item: item[0])  # stable: markers at one tick keep their file order
+        set_chord_markers(pm, chords)
+    return pm
+
+
+def set_chord_markers(pm: pretty_midi.PrettyMIDI, chords: list[tuple[int, str]]) -> None:
+    """Attach chord labels (tick, label) to a PrettyMIDI, which has no place of its own for markers."""
+    pm.e2m_chord_markers = list(chords)
+
+
+def chord_markers(pm: pretty_midi.PrettyMIDI) -> list[tuple[int, str]]:
+    """(tick, label) of the ``e2m-chord:`` markers read with the file, in time order; empty if none."""
+    return getattr(pm, "e2m_chord_markers", [])

@@ -14,7 +14,13 @@ Rules (``docs/description.md``):
   extraction only ever places tempo tokens at position 0). Tempo bin 0 (0 BPM) is ignored.
 - Position and instrument last until the next one or the next bar.
 - Notes at positions past the end of their bar are skipped (they cannot be played in that bar).
-- Chord tokens carry no notes and are ignored.
+- Chord tokens carry no notes; :func:`tokens_to_midi` and :func:`write_midi` keep them as
+  ``e2m-chord:LABEL`` marker events at their position, which extraction reads back.
+
+``tokens_to_midi``/``write_midi`` lay the file out so that extraction gives back the same tokens
+(``exact=True``): chords as markers, and for a stream without ``Tempo`` tokens one empty bar in
+front, so that the extractor's tempo at tick 0 falls outside the kept bars (FIGARO's extraction
+only emits a tempo when the first kept bar starts at tick 0).
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ from dataclasses import dataclass, field
 
 import pretty_midi
 
+from e2m_live.description.midi_reader import CHORD_MARKER_PREFIX, set_chord_markers
 from e2m_live.description.vocab import (
     BAR_KEY,
+    CHORD_KEY,
     DRUM_INSTRUMENT,
     DURATION_BINS,
     DURATION_KEY,
@@ -47,6 +55,9 @@ from e2m_live.music import Bar, Note
 RESOLUTION = 480
 #: Tempo when the tokens carry none.
 DEFAULT_TEMPO = 120.0
+#: The extractor samples the tempo at multiples of 480 seconds; a file laid out without tempo
+#: tokens ends before the first such sample (faster than its tempo if it must).
+_TEMPO_FREE_SECONDS = 450.0
 _VALID_DENOMINATORS = {1, 2, 4, 8, 16, 32, 64}
 
 _PROGRAMS = {pretty_midi.program_to_instrument_name(p): p for p in range(128)}
@@ -78,9 +89,22 @@ def _positions_in(bar: Bar) -> int:
     return int(POSITIONS_PER_QUARTER * bar.quarters)
 
 
+@dataclass
+class _Decoded:
+    bars: list[Bar]
+    chords: list[tuple[int, int, str, bool]]  # (bar index, position, label, after a note there)
+    has_tempo: bool  # a valid Tempo token was seen
+
+
 def tokens_to_bars(tokens: Sequence[str]) -> list[Bar]:
     """Decode REMI+ tokens into bars of notes (times in quarters from each bar's start). Never raises."""
+    return _decode(tokens).bars
+
+
+def _decode(tokens: Sequence[str]) -> _Decoded:
     bars: list[Bar] = []
+    chords: list[tuple[int, int, str, bool]] = []
+    note_position: int | None = None  # position of the last note decoded in this bar
     bar: Bar | None = None
     position: int | None = None
     instrument: tuple[int, bool] | None = None  # (program, is_drum)
@@ -106,7 +130,7 @@ def tokens_to_bars(tokens: Sequence[str]) -> list[Bar]:
         key, value = parsed
         if key == BAR_KEY:
             bar = open_bar()
-            position, instrument, pending = None, None, []
+            position, instrument, pending, note_position = None, None, [], None
             continue
         if bar is None:
             bar = open_bar()
@@ -124,8 +148,9 @@ def tokens_to_bars(tokens: Sequence[str]) -> list[Bar]:
             continue
         if key == DURATION_KEY:
             index = _int(value)
-            if len(pending) == 3 and index is not None and 0 <= index < len(DURATION_BINS):
-                _add_note(bar, position, instrument, pending, int(DURATION_BINS[index]))
+            valid = len(pending) == 3 and index is not None and 0 <= index < len(DURATION_BINS)
+            if valid and _add_note(bar, position, instrument, pending, int(DURATION_BINS[index])):
+                note_position = position
             pending = []
             continue
         pending = []
@@ -146,16 +171,19 @@ def tokens_to_bars(tokens: Sequence[str]) -> list[Bar]:
             index = _int(value)
             if bar.tempo is None and index is not None and 0 < index < len(TEMPO_BINS):
                 bar.tempo = float(TEMPO_BINS[index])
-    return bars
+        elif key == CHORD_KEY and position is not None and value:
+            chords.append((bar.index, position, value, note_position == position))
+    return _Decoded(bars, chords, any(b.tempo for b in bars))
 
 
-def _add_note(bar: Bar, position, instrument, pending, duration_positions: int) -> None:
+def _add_note(bar: Bar, position, instrument, pending, duration_positions: int) -> bool:
+    """Add the pending note to the bar if it is playable there; say whether it was."""
     pitch, drum_pitch, velocity = pending
     if position is None or instrument is None or position >= _positions_in(bar):
-        return
+        return False
     program, is_drum = instrument
     if drum_pitch and not is_drum:
-        return
+        return False
     bar.notes.append(
         Note(
             pitch=pitch,
@@ -166,6 +194,7 @@ def _add_note(bar: Bar, position, instrument, pending, duration_positions: int) 
             is_drum=is_drum,
         )
     )
+    return True
 
 
 @dataclass
@@ -188,6 +217,7 @@ class _Layout:
     signatures: list[tuple[int, int, int]]  # (tick, numerator, denominator)
     tracks: list[_Track]
     end_tick: int
+    markers: list[tuple[int, str]] = field(default_factory=list)  # (tick, chord label)
 
 
 def _micros(bpm: float) -> int:
@@ -195,15 +225,23 @@ def _micros(bpm: float) -> int:
     return min(0xFFFFFF, max(1, int(6e7 / bpm)))
 
 
-def _layout(bars: Sequence[Bar], default_tempo: float) -> _Layout:
+def _layout(
+    bars: Sequence[Bar],
+    default_tempo: float,
+    chords: Sequence[tuple[int, int, str, bool]] = (),
+    lead_in: bool = False,
+) -> _Layout:
+    """Bars end to end; ``chords`` become markers; ``lead_in`` puts one empty bar in front."""
     res = RESOLUTION
     tempo = bars[0].tempo if bars and bars[0].tempo and bars[0].tempo > 0 else default_tempo
     tempos = [(0, _micros(tempo))]
     sigs: list[tuple[int, int, int]] = []
     tracks: list[_Track] = []
     by_instrument: dict[tuple[int, bool], list[_Track]] = {}
-    tick = end_tick = 0
+    tick = end_tick = round(bars[0].quarters * res) if lead_in and bars else 0
+    bar_ticks: list[int] = []
     for bar in bars:
+        bar_ticks.append(tick)
         if bar.tempo and bar.tempo > 0 and bar.tempo != tempo:
             tempo = bar.tempo
             if tempos[-1][0] == tick:
@@ -228,7 +266,19 @@ def _layout(bars: Sequence[Bar], default_tempo: float) -> _Layout:
             track.busy_until[note.pitch] = end
             track.notes.append((start, end, note.pitch, note.velocity))
         tick += round(bar.quarters * res)
-    return _Layout(tempos, sigs, tracks, max(tick, end_tick))
+    end_tick = max(tick, end_tick)
+    # A chord written after notes at its position lies one tick later, so that extraction (which
+    # puts chords before notes at the same tick) keeps the token order.
+    markers = [
+        (bar_ticks[i] + position * res // POSITIONS_PER_QUARTER + after_note, label)
+        for i, position, label, after_note in chords
+        if 0 <= i < len(bars) and position < _positions_in(bars[i])
+    ]
+    if markers:  # extraction counts a marker as an event of the file, lasting one tick
+        end_tick = max(end_tick, max(at for at, _ in markers) + 1)
+    if lead_in and len(tempos) == 1 and end_tick * tempos[0][1] / (res * 1e6) >= _TEMPO_FREE_SECONDS:
+        tempos = [(0, max(1, int(_TEMPO_FREE_SECONDS * res * 1e6 / end_tick)))]
+    return _Layout(tempos, sigs, tracks, end_tick, markers)
 
 
 def bars_to_midi(bars: Sequence[Bar], *, default_tempo: float = DEFAULT_TEMPO) -> pretty_midi.PrettyMIDI:
@@ -236,8 +286,11 @@ def bars_to_midi(bars: Sequence[Bar], *, default_tempo: float = DEFAULT_TEMPO) -
 
     A bar without a tempo keeps the one in force (``default_tempo`` at first).
     """
+    return _layout_to_midi(_layout(bars, default_tempo))
+
+
+def _layout_to_midi(layout: _Layout) -> pretty_midi.PrettyMIDI:
     res = RESOLUTION
-    layout = _layout(bars, default_tempo)
     pm = pretty_midi.PrettyMIDI(resolution=res, initial_tempo=6e7 / layout.tempos[0][1])
     # pretty_midi's tempo map, computed as pretty_midi does when it reads the written file, so that
     # this object and the file describe the same times to the last bit.
@@ -252,6 +305,8 @@ def bars_to_midi(bars: Sequence[Bar], *, default_tempo: float = DEFAULT_TEMPO) -
             for a, b, p, v in track.notes
         ]
         pm.instruments.append(inst)
+    if layout.markers:
+        set_chord_markers(pm, layout.markers)
     return pm
 
 
@@ -278,12 +333,18 @@ def _chunk(events: list[tuple[int, int, bytes]]) -> bytes:
 def bars_to_smf(bars: Sequence[Bar], *, default_tempo: float = DEFAULT_TEMPO) -> bytes:
     """The bars as a standard MIDI file (type 1, 480 ticks per quarter): the same music as
     :func:`bars_to_midi`, written directly rather than through pretty_midi's slower writer."""
-    layout = _layout(bars, default_tempo)
+    return _layout_to_smf(_layout(bars, default_tempo))
+
+
+def _layout_to_smf(layout: _Layout) -> bytes:
     meta: list[tuple[int, int, bytes]] = []
     for at, num, den in layout.signatures:
         meta.append((at, 0, bytes([0xFF, 0x58, 4, num, den.bit_length() - 1, 24, 8])))
     for at, micros in layout.tempos:
         meta.append((at, 1, b"\xff\x51\x03" + micros.to_bytes(3, "big")))
+    for at, label in layout.markers:  # one order for all: markers at one tick keep token order
+        text = (CHORD_MARKER_PREFIX + label).encode("latin1", "replace")
+        meta.append((at, 2, b"\xff\x06" + _varint(len(text)) + text))
     chunks = [_chunk(meta)]
     melodic_channels = [c for c in range(16) if c != 9]
     n_melodic = 0
@@ -306,16 +367,37 @@ def bars_to_smf(bars: Sequence[Bar], *, default_tempo: float = DEFAULT_TEMPO) ->
     return header + b"".join(chunks)
 
 
-def tokens_to_midi(tokens: Sequence[str], *, default_tempo: float = DEFAULT_TEMPO) -> pretty_midi.PrettyMIDI:
-    """Decode REMI+ tokens into a PrettyMIDI (see :func:`tokens_to_bars` for the rules). Never raises."""
-    return bars_to_midi(tokens_to_bars(tokens), default_tempo=default_tempo)
+def _token_layout(tokens: Sequence[str], default_tempo: float, exact: bool) -> _Layout:
+    decoded = _decode(tokens)
+    if not exact:
+        return _layout(decoded.bars, default_tempo)
+    # Without chord tokens, one empty marker says so (extraction would otherwise recognise chords).
+    chords = decoded.chords or [(0, 0, "", False)]
+    return _layout(decoded.bars, default_tempo, chords, lead_in=not decoded.has_tempo)
+
+
+def tokens_to_midi(
+    tokens: Sequence[str], *, default_tempo: float = DEFAULT_TEMPO, exact: bool = True
+) -> pretty_midi.PrettyMIDI:
+    """Decode REMI+ tokens into a PrettyMIDI (see :func:`tokens_to_bars` for the rules). Never raises.
+
+    With ``exact`` (the default), extracting the result gives back the tokens: chords ride along
+    as markers (kept on the object, read by :func:`~e2m_live.description.extract.extract`) and a
+    stream without ``Tempo`` tokens gets one empty bar in front. ``exact=False`` lays out the
+    bars only, as :func:`bars_to_midi` does.
+    """
+    return _layout_to_midi(_token_layout(tokens, default_tempo, exact))
 
 
 def write_midi(
-    tokens: Sequence[str], path: str | os.PathLike, *, default_tempo: float = DEFAULT_TEMPO
+    tokens: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    default_tempo: float = DEFAULT_TEMPO,
+    exact: bool = True,
 ) -> None:
-    """Decode REMI+ tokens and write a standard MIDI file."""
-    data = bars_to_smf(tokens_to_bars(tokens), default_tempo=default_tempo)
+    """Decode REMI+ tokens and write a standard MIDI file (``exact`` as in :func:`tokens_to_midi`)."""
+    data = _layout_to_smf(_token_layout(tokens, default_tempo, exact))
     with open(os.fspath(path), "wb") as fh:
         fh.write(data)
 
