@@ -17,8 +17,8 @@ Rules (``docs/description.md``):
 - Chord tokens carry no notes; :func:`tokens_to_midi` and :func:`write_midi` keep them as
   ``e2m-chord:LABEL`` marker events at their position, which extraction reads back.
 
-``tokens_to_midi``/``write_midi`` lay the file out so that extraction gives back the same tokens
-(``exact=True``): chords as markers, and for a stream without ``Tempo`` tokens one empty bar in
+``write_midi`` (and ``tokens_to_midi(..., exact=True)``) lays the file out so that extraction
+gives back the same tokens: chords as markers, and for a stream without ``Tempo`` tokens one empty bar in
 front, so that the extractor's tempo at tick 0 falls outside the kept bars (FIGARO's extraction
 only emits a tempo when the first kept bar starts at tick 0).
 """
@@ -377,14 +377,15 @@ def _token_layout(tokens: Sequence[str], default_tempo: float, exact: bool) -> _
 
 
 def tokens_to_midi(
-    tokens: Sequence[str], *, default_tempo: float = DEFAULT_TEMPO, exact: bool = True
+    tokens: Sequence[str], *, default_tempo: float = DEFAULT_TEMPO, exact: bool = False
 ) -> pretty_midi.PrettyMIDI:
     """Decode REMI+ tokens into a PrettyMIDI (see :func:`tokens_to_bars` for the rules). Never raises.
 
-    With ``exact`` (the default), extracting the result gives back the tokens: chords ride along
-    as markers (kept on the object, read by :func:`~e2m_live.description.extract.extract`) and a
-    stream without ``Tempo`` tokens gets one empty bar in front. ``exact=False`` lays out the
-    bars only, as :func:`bars_to_midi` does.
+    By default this is the music only, as :func:`bars_to_midi` lays it out: what is played,
+    rendered, or measured (extraction recognises its chords from the notes). With ``exact=True``
+    extracting the result gives back the tokens, as for :func:`write_midi`: the chords ride along
+    as markers (kept on the object; pretty_midi cannot store markers, so ``PrettyMIDI.write``
+    drops them) and a stream without ``Tempo`` tokens gets one empty bar in front.
     """
     return _layout_to_midi(_token_layout(tokens, default_tempo, exact))
 
@@ -396,7 +397,13 @@ def write_midi(
     default_tempo: float = DEFAULT_TEMPO,
     exact: bool = True,
 ) -> None:
-    """Decode REMI+ tokens and write a standard MIDI file (``exact`` as in :func:`tokens_to_midi`)."""
+    """Decode REMI+ tokens and write a standard MIDI file.
+
+    With ``exact`` (the default) extracting the file gives back the tokens: each ``Chord`` token
+    becomes an ``e2m-chord:LABEL`` marker at its position (one empty ``e2m-chord:`` marker when
+    there are none), and a stream without ``Tempo`` tokens gets one empty bar in front.
+    ``exact=False`` writes the music only.
+    """
     data = _layout_to_smf(_token_layout(tokens, default_tempo, exact))
     with open(os.fspath(path), "wb") as fh:
         fh.write(data)
