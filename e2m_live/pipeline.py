@@ -61,7 +61,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_THREADS = 2
+#: One decoding thread: the one-token steps are small matrix-vector products whose OpenMP fork/join
+#: costs more than a second core saves (compact int8 on a quiet 2-core machine: 549 tok/s on one
+#: thread, 300 on two; `benchmarks/decode_speed.py --threads 1 2`). The second core stays free for
+#: the player and the OSC server.
+DEFAULT_THREADS = 1
 #: int8 weights decode 1.3-1.6x faster on CPU at the compact size (docs/figaro.md); logits change slightly.
 DEFAULT_QUANTIZE = "int8"
 DEFAULT_MAX_TOKENS_PER_BAR = 512

@@ -307,7 +307,7 @@ class ModelGenerator:
     (and its description bar), any other bar is converted to tokens.
     """
 
-    def __init__(self, *, threads: int = 2, models_dir: str | None = None, quantize: str | None = "int8",
+    def __init__(self, *, threads: int = 1, models_dir: str | None = None, quantize: str | None = "int8",
                  temperature: float = 1.0, top_p: float | None = None, max_tokens_per_bar: int = 512,
                  remember: int = 2 * SECTION_BARS, warm_start: bool = True) -> None:
         import os
