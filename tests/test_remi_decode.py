@@ -79,6 +79,8 @@ def test_decoding_never_raises(tokens):
     bars = tokens_to_bars(tokens)
     pm = tokens_to_midi(tokens)
     assert sum(len(b.notes) for b in bars) == sum(len(i.notes) for i in pm.instruments)
+    exact = tokens_to_midi(tokens, exact=True)
+    assert sum(len(b.notes) for b in bars) == sum(len(i.notes) for i in exact.instruments)
 
 
 def test_tempo_and_time_signature_changes_reach_the_midi(tmp_path):
