@@ -38,21 +38,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from e2m_live.features import FEATURE_ORDER
+
 log = logging.getLogger(__name__)
 
 #: The ten controls, in the order of ``EmotionFeatures`` (Spotify's names and units).
-FEATURE_NAMES: tuple[str, ...] = (
-    "energy",
-    "valence",
-    "loudness",
-    "instrumentalness",
-    "danceability",
-    "acousticness",
-    "key",
-    "mode",
-    "time_signature",
-    "tempo",
-)
+FEATURE_NAMES: tuple[str, ...] = FEATURE_ORDER
 
 _VERSION_WORDS = (
     "remaster",
