@@ -434,7 +434,9 @@ def follow_figures(master: list[Received], daemon: list[Received], segments: lis
         a, b = _fit([float(k) for k in window], [pulses[k] for k in window])
         t0, t1 = pulses[window[0]], pulses[window[-1]]
         inside = [t for t in onsets if t0 <= t <= t1]
-        grid = [round((t - a) / b / 6) * 6 for t in inside]  # nearest sixteenth, in pulses
+        # Nearest position of FIGARO's grid (12 per quarter = every 2 pulses): the model generator
+        # plays triplets, which rounding to sixteenths would misplace and so tilt the fitted tempo.
+        grid = [round((t - a) / b / 2) * 2 for t in inside]
         if len(set(grid)) < 3:
             continue
         _, slope = _fit([float(g) for g in grid], inside)
