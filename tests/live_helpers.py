@@ -255,6 +255,21 @@ def _drain(proc: subprocess.Popen, lines: list[str]) -> None:
         lines.append(line.rstrip())
 
 
+def collect_osc(sock: socket.socket, wait: float) -> list[tuple[str, list]]:
+    """Every OSC message that arrives on ``sock`` within ``wait`` seconds (sock needs a timeout)."""
+    from pythonosc.osc_message import OscMessage
+
+    replies = []
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            message = OscMessage(sock.recv(65536))
+        except TimeoutError:
+            continue
+        replies.append((message.address, list(message.params)))
+    return replies
+
+
 def osc_request(port: int, address: str, *args, wait: float = 1.0) -> list[tuple[str, list]]:
     """Send one message over UDP and collect the replies that arrive within ``wait`` seconds."""
     from pythonosc.osc_message import OscMessage

@@ -14,6 +14,7 @@ from e2m_live.live.config import build_config
 from e2m_live.live.daemon import Daemon
 from e2m_live.live.osc import ClientFilter, encode_message, length_prefix, slip_decode, slip_encode
 from e2m_live.live.outputs import CaptureOutput
+from tests.live_helpers import collect_osc
 
 
 @pytest.fixture(scope="module")
@@ -38,19 +39,7 @@ def _udp(d: Daemon, address: str, *args, wait: float = 0.5) -> list[tuple[str, l
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(0.1)
         sock.sendto(encode_message(address, list(args)), ("127.0.0.1", d.osc.udp_port))
-        return _collect(sock, wait)
-
-
-def _collect(sock: socket.socket, wait: float) -> list[tuple[str, list]]:
-    replies = []
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        try:
-            message = OscMessage(sock.recv(65536))
-        except TimeoutError:
-            continue
-        replies.append((message.address, list(message.params)))
-    return replies
+        return collect_osc(sock, wait)
 
 
 def test_udp_control_changes_features_and_reports_clamping(daemon):
@@ -70,7 +59,7 @@ def test_udp_rejects_nan_and_malformed_packets_with_an_error(daemon):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(0.1)
         sock.sendto(b"\xff\x00garbage", ("127.0.0.1", d.osc.udp_port))
-        replies = _collect(sock, 0.3)
+        replies = collect_osc(sock, 0.3)
     assert any(a == "/e2m/error" and "malformed" in args[1] for a, args in replies)
 
 
@@ -114,7 +103,7 @@ def test_slip_round_trip_with_special_bytes():
 def test_playing_sends_bar_feedback_to_the_configured_target(daemon):
     d, capture, feedback = daemon
     _udp(d, "/e2m/play", wait=0.0)
-    received = _collect(feedback, 1.2)
+    received = collect_osc(feedback, 1.2)
     _udp(d, "/e2m/stop", wait=0.2)
     bars = [args for address, args in received if address == "/e2m/state/bar"]
     assert len(bars) >= 1 and bars[0][0] >= 0

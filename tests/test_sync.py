@@ -9,7 +9,6 @@ import socket
 import time
 
 import pytest
-from pythonosc.osc_message import OscMessage
 
 from e2m_live.live.addresses import OscRejected, parse_message
 from e2m_live.live.clock import InternalClock
@@ -32,6 +31,7 @@ from e2m_live.live.osc import encode_message
 from e2m_live.live.outputs import CaptureOutput, OutputSet
 from e2m_live.live.player import PlannedBar, Player
 from e2m_live.music import Bar, Note
+from tests.live_helpers import collect_osc
 
 JACK_PERIOD = 256 / 48000
 
@@ -218,27 +218,16 @@ def daemon():
 
 def _exchange(d, sock, address, *args, wait=0.4):
     sock.sendto(encode_message(address, list(args)), ("127.0.0.1", d.osc.udp_port))
-    return _collect(sock, wait)
-
-
-def _collect(sock, wait):
-    got, deadline = [], time.monotonic() + wait
-    while time.monotonic() < deadline:
-        try:
-            message = OscMessage(sock.recv(65536))
-        except TimeoutError:
-            continue
-        got.append((message.address, list(message.params)))
-    return got
+    return collect_osc(sock, wait)
 
 
 def test_status_reply_also_goes_to_the_feedback_targets(daemon):
     d, _, feedback = daemon
-    _collect(feedback, 0.2)
+    collect_osc(feedback, 0.2)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
         sender.settimeout(0.1)
         replies = _exchange(d, sender, "/e2m/status")
-    targets = _collect(feedback, 0.3)
+    targets = collect_osc(feedback, 0.3)
     for got in (replies, targets):
         assert ("/e2m/state/sync", ["internal", 240.0, 1, 0]) in got
         assert any(address == "/e2m/state/playing" for address, _ in got)
