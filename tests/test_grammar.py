@@ -33,7 +33,7 @@ from e2m_live.description.grammar import (
     validate,
 )
 from e2m_live.description.vocab import SPECIALS, DescriptionVocab
-from tests.conftest import REFERENCE
+from tests.conftest import REFERENCE, shared_missing_reason
 
 VOCAB = DescriptionVocab()
 VOCAB_TOKENS = VOCAB.itos
@@ -132,7 +132,7 @@ def _load_windows() -> list[list[str]]:
 
 
 WINDOWS = _load_windows()
-needs_windows = pytest.mark.skipif(not WINDOWS, reason="shared reference outputs not found")
+needs_windows = pytest.mark.skipif(not WINDOWS, reason=shared_missing_reason(REFERENCE))
 
 
 def test_every_reference_description_is_valid_and_round_trips(reference_descriptions):
