@@ -4,11 +4,13 @@
     e2m-live generate --energy 0.8 --valence 0.3 --key A --mode minor --bars 12 --seed 7 \
         -o out.mid --wav out.wav --plan-out plan.json
     e2m-live generate --features my_features.json --tempo 96 -o out.mid
+    e2m-live generate --mood happy --ensemble band --key-lock 1 -o band.mid
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
@@ -18,13 +20,19 @@ from e2m_live.cli import UsageError
 
 # e2m_live.pipeline sets OpenMP's wait policy: it must be imported before anything loads OpenMP.
 from e2m_live.pipeline import DecodingOptions, Pipeline, PipelineError, section_duration
-from e2m_live.planner.cli_features import add_feature_arguments, features_from_args
+from e2m_live.planner.cli_features import (
+    add_arrangement_arguments,
+    add_feature_arguments,
+    arrangement_from_args,
+    features_from_args,
+)
 
 WAV_SAMPLE_RATE = 44100
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_feature_arguments(parser)
+    add_arrangement_arguments(parser)
     parser.add_argument("--features", type=Path, default=None, metavar="FILE.json",
                         help="start from the features in this JSON object (missing fields: defaults; "
                              "flags override it)")
@@ -39,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--soundfont", type=Path, default=None,
                         help="soundfont for --wav (default: default-GM.sf2, else pretty_midi's TimGM6mb)")
     parser.add_argument("--plan-out", type=Path, default=None, metavar="PLAN.json",
-                        help='write the plan as {"features", "tokens", "bars"} JSON')
+                        help='write the plan as {"features", "arrangement", "tokens", "bars"} JSON')
     parser.add_argument("--model-dir", type=Path, default=None,
                         help="folder holding planner/ and figaro-compact/ "
                              "(default: models/ or $E2M_MODELS_DIR)")
@@ -124,8 +132,14 @@ def render_wav(midi, path: Path, soundfont: Path | None = None, sample_rate: int
     return font
 
 
+def _with_arrangement(method, arrangement) -> dict:
+    """``{"arrangement": ...}`` when ``method`` takes one (the pipeline gains it in issue 14)."""
+    return {"arrangement": arrangement} if "arrangement" in inspect.signature(method).parameters else {}
+
+
 def run(args: argparse.Namespace) -> int:
     features = _features(args)
+    arrangement = arrangement_from_args(args)
     _check_arguments(args)
     from tqdm import tqdm
 
@@ -140,14 +154,18 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     loaded = time.perf_counter()
     try:
-        description = pipeline.plan(features, bars=args.bars, seed=args.seed, temperature=args.temperature)
+        description = pipeline.plan(features, bars=args.bars, seed=args.seed, temperature=args.temperature,
+                                    **_with_arrangement(pipeline.plan, arrangement))
         stream = pipeline.decode(description, features, seed=None if args.seed is None else args.seed + 1,
                                  options=DecodingOptions(temperature=args.temperature, top_p=args.top_p,
-                                                         max_tokens_per_bar=args.max_tokens_per_bar))
+                                                         max_tokens_per_bar=args.max_tokens_per_bar),
+                                 **_with_arrangement(pipeline.decode, arrangement))
     except PipelineError as error:
         raise UsageError(str(error)) from None
     if args.plan_out is not None:
-        args.plan_out.write_text(json.dumps({"features": features.to_dict(), "tokens": description.tokens(),
+        args.plan_out.write_text(json.dumps({"features": features.to_dict(),
+                                             "arrangement": arrangement.to_dict(),
+                                             "tokens": description.tokens(),
                                              "bars": description.to_json()["bars"]}) + "\n")
     bars = []
     progress = tqdm(total=args.bars, unit="bar", desc="decoding", file=sys.stderr, disable=None, leave=False)

@@ -2,26 +2,35 @@
 
     e2m-live plan --mood sad --time-signature 3 --seed 7
     e2m-live plan --energy 0.8 --valence 0.3 --key A --mode minor --json
+    e2m-live plan --mood happy --ensemble jazz --mute drums
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 from pathlib import Path
 
-from e2m_live.planner.cli_features import add_feature_arguments, features_from_args
+from e2m_live.planner.cli_features import (
+    add_arrangement_arguments,
+    add_feature_arguments,
+    arrangement_from_args,
+    features_from_args,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_feature_arguments(parser)
+    add_arrangement_arguments(parser)
     parser.add_argument("--bars", type=int, default=12, help="number of bars (default 12)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (same seed, same plan)")
     parser.add_argument("--temperature", type=float, default=1.0,
                         help="sampling temperature; 0 = most likely tokens (default 1.0)")
     parser.add_argument("--model-dir", type=Path, default=None,
                         help="planner models (default models/planner)")
-    parser.add_argument("--json", action="store_true", help='print {"tokens": [...], "bars": [...]} as JSON')
+    parser.add_argument("--json", action="store_true",
+                        help='print {"features", "arrangement", "tokens", "bars"} as JSON')
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,14 +38,20 @@ def run(args: argparse.Namespace) -> int:
     from e2m_live.planner import PlanError, Planner
 
     features = features_from_args(args)
+    arrangement = arrangement_from_args(args)
     try:
         planner = Planner.load(args.model_dir)
-        description = planner.plan(features, bars=args.bars, seed=args.seed, temperature=args.temperature)
+        # Until the planner takes an arrangement (issue 14), plan without one.
+        extra = {"arrangement": arrangement} if "arrangement" in inspect.signature(planner.plan).parameters \
+            else {}
+        description = planner.plan(features, bars=args.bars, seed=args.seed, temperature=args.temperature,
+                                   **extra)
     except PlanError as error:
         raise UsageError(str(error)) from None
     if args.json:
         print(json.dumps({
             "features": features.to_dict(),
+            "arrangement": arrangement.to_dict(),
             "tokens": description.tokens(),
             "bars": description.to_json()["bars"],
         }))

@@ -1,8 +1,9 @@
 """The daemon's configuration: one dataclass, the same keys in TOML and on the command line.
 
 A TOML file (``e2m-live serve --config live.toml``) sets any key at top level (``udp_port =
-9000``) and the starting features in a ``[features]`` table; a command-line flag
-(``--udp-port 9000``) overrides the file. See ``examples/*.toml``.
+9000``; the arrangement too: ``key_lock``, ``ensemble``, ``instruments``, ``muted``) and the
+starting features in a ``[features]`` table; a command-line flag (``--udp-port 9000``,
+``--instruments piano,drums``, ``--mute drums``) overrides the file. See ``examples/*.toml``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from e2m_live.arrangement import DEFAULT_KEY_LOCK, ENSEMBLE_NAMES, Arrangement, ArrangementError
 from e2m_live.features import MOODS, EmotionFeatures, FeatureError
 
 
@@ -81,6 +83,16 @@ class LiveConfig:
     debounce_ms: float = field(default=30.0, metadata=_opt("wait this long after the last control change"))
     features: dict[str, Any] = field(default_factory=dict, metadata=_opt(
         "starting features ([features] table in TOML)", cli=False))
+    key_lock: float = field(default=DEFAULT_KEY_LOCK, metadata=_opt(
+        "how strictly pitched instruments keep to the scale, 0..1 (1: scale tones only, 0: free)"))
+    ensemble: str = field(default="auto", metadata=_opt(
+        "instruments: auto (the features choose) or a preset", choices=ENSEMBLE_NAMES))
+    instruments: list[str] = field(default_factory=list, metadata=_opt(
+        "play exactly these instruments (GM names, program numbers 0..127, drums; comma-separated); "
+        "replaces the ensemble", instruments=True, metavar="NAME[,NAME...]"))
+    muted: list[str] = field(default_factory=list, metadata=_opt(
+        "leave this instrument out (repeatable)", list=True, instruments=True, flag="--mute",
+        metavar="NAME"))
 
     def starting_features(self) -> EmotionFeatures:
         """The features in force at startup: mood preset, then [features], then --tempo."""
@@ -93,6 +105,20 @@ class LiveConfig:
         except FeatureError as error:
             raise ConfigError(f"features: {error}") from None
         return base
+
+    def starting_arrangement(self) -> Arrangement:
+        """Key lock, ensemble, instruments and muted instruments at startup."""
+        arrangement = Arrangement()
+        steps = (("key_lock", {"key_lock": self.key_lock}), ("ensemble", {"ensemble": self.ensemble}),
+                 ("instruments", {"instruments": tuple(self.instruments) or None}),
+                 ("muted", {"muted": frozenset(self.muted)}))
+        for name, change in steps:  # one at a time, so the error names the key
+            try:
+                arrangement = arrangement.replace(**change)
+                arrangement.palette()
+            except ArrangementError as error:
+                raise ConfigError(f"{name}: {error}") from None
+        return arrangement
 
     def validate(self) -> None:
         if self.mood and self.mood not in MOODS:
@@ -112,6 +138,12 @@ class LiveConfig:
         if self.debounce_ms < 0:
             raise ConfigError("debounce_ms must be >= 0")
         self.starting_features()
+        self.starting_arrangement()
+
+
+def split_names(text: str) -> list[str]:
+    """``"piano, 33,drums"`` -> ``["piano", "33", "drums"]``."""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def parse_host_port(text: str) -> tuple[str, int]:
@@ -132,7 +164,18 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _instrument_list(name: str, value: Any) -> list[str]:
+    """Instruments in TOML: a list of names and program numbers, or one comma-separated string."""
+    if isinstance(value, str):
+        return split_names(value)
+    if isinstance(value, list) and all(isinstance(v, str | int) and not isinstance(v, bool) for v in value):
+        return [str(v) for v in value]
+    raise ConfigError(f"{name}: expected a list of instrument names or program numbers, got {value!r}")
+
+
 def _check_type(name: str, value: Any, default: Any) -> Any:
+    if name in _INSTRUMENT_FIELDS:
+        return _instrument_list(name, value)
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):
@@ -149,6 +192,9 @@ def _check_type(name: str, value: Any, default: Any) -> Any:
     if not ok:
         raise ConfigError(f"{name}: expected {type(default).__name__}, got {value!r}")
     return value
+
+
+_INSTRUMENT_FIELDS = {f.name for f in dataclasses.fields(LiveConfig) if f.metadata.get("instruments")}
 
 
 def build_config(file_values: dict[str, Any] | None = None,
@@ -175,7 +221,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         meta = dict(f.metadata)
         if meta.get("cli") is False:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = meta.get("flag", "--" + f.name.replace("_", "-"))
         default = getattr(defaults, f.name)
         help_text = f"{meta['help']} (default: {default!r})" if default not in ("", [], 0.0, -1) \
             else meta["help"]
@@ -183,7 +229,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                                 help=help_text)
         elif meta.get("list"):
-            parser.add_argument(flag, dest=f.name, action="append", default=None, help=help_text)
+            parser.add_argument(flag, dest=f.name, action="append", default=None, help=help_text,
+                                metavar=meta.get("metavar"))
+        elif meta.get("instruments"):
+            parser.add_argument(flag, dest=f.name, type=split_names, default=None, help=help_text,
+                                metavar=meta.get("metavar"))
         else:
             parser.add_argument(flag, dest=f.name, type=type(default), default=None, help=help_text,
                                 choices=meta.get("choices"))

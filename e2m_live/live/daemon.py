@@ -15,8 +15,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from e2m_live.arrangement import Arrangement, ArrangementError
 from e2m_live.features import FEATURE_ORDER, MOODS, EmotionFeatures, FeatureError
-from e2m_live.live.addresses import OscRejected, parse_message
+from e2m_live.live.addresses import Command, OscRejected, parse_message
 from e2m_live.live.clock import Clock, InternalClock
 from e2m_live.live.config import LiveConfig, parse_host_port
 from e2m_live.live.engine import Engine
@@ -85,7 +86,7 @@ class Daemon:
         self._open_outputs()
         self.engine = Engine(name, self._generator_options, features, loop=config.mode == "loop",
                              seed=None if config.seed < 0 else config.seed,
-                             debounce=config.debounce_ms / 1000)
+                             debounce=config.debounce_ms / 1000, arrangement=config.starting_arrangement())
         self.engine.start(wait=0)
         self.clock = self._open_clock(config.sync, features.tempo, features.time_signature)
         self.player = Player(self.clock, self.outputs, self.engine,
@@ -190,6 +191,13 @@ class Daemon:
                 return [*replies, (ERROR_ADDRESS, [address, str(error)])]
             engine.set_features(features)
             self._feedback.put(self._feature_messages(features))
+        elif command.kind == "arrangement":
+            try:
+                arrangement = self._arranged(engine.arrangement, command)
+            except ArrangementError as error:
+                return [*replies, (ERROR_ADDRESS, [address, str(error)])]
+            engine.set_arrangement(arrangement)
+            self._feedback.put(self._arrangement_messages(arrangement))
         elif command.kind == "transport" and command.flag:
             note = {"play": self._play, "stop": self._stop, "continue": self._continue, "panic": self._panic,
                     "regenerate": engine.regenerate}[command.action]()
@@ -294,6 +302,28 @@ class Daemon:
         return ("/e2m/state/sync", [clock.source, float(round(clock.tempo, 3)), int(clock.running), peers])
 
     @staticmethod
+    def _arranged(current: Arrangement, command: Command) -> Arrangement:
+        """The arrangement after one validated command; raises :class:`ArrangementError` when it
+        cannot be played (every instrument of the list or preset muted)."""
+        changes = dict(command.changes)
+        if "mute" in changes:
+            changes = {"muted": current.muted | {changes.pop("mute")}}
+        elif "unmute" in changes:
+            changes = {"muted": current.muted - {changes.pop("unmute")}}
+        arrangement = current.replace(**changes)
+        arrangement.palette()  # raises if nothing is left to play
+        return arrangement
+
+    @staticmethod
+    def _arrangement_messages(arrangement: Arrangement) -> list[Reply]:
+        data = arrangement.to_dict()
+        palette = arrangement.palette()
+        return [("/e2m/state/key_lock", [float(arrangement.key_lock)]),
+                ("/e2m/state/ensemble", [arrangement.ensemble]),
+                ("/e2m/state/instruments", list(palette) if palette is not None else ["auto"]),
+                ("/e2m/state/muted", data["muted"] or ["none"])]
+
+    @staticmethod
     def _feature_messages(features: EmotionFeatures) -> list[Reply]:
         values = [int(getattr(features, n)) if n in _INT_FIELDS else float(getattr(features, n))
                   for n in FEATURE_ORDER]
@@ -313,6 +343,7 @@ class Daemon:
             ("/e2m/state/plan", [self._last_plan or "nothing played yet"]),
             self.sync_message(),
             *self._feature_messages(engine.features),
+            *self._arrangement_messages(engine.arrangement),
         ]
         return messages
 

@@ -2,9 +2,10 @@
 
 * Generation runs in its own process (niced), so the player thread never waits for the model or
   for a GIL the model holds. A crashed worker is restarted and its request resubmitted.
-* Control changes are coalesced (latest wins) and debounced: a request goes out ``debounce``
-  seconds after the last change, or ``max_debounce`` after the first of a burst (a fader being
-  dragged still produces new material).
+* Control changes (features, and the :class:`~e2m_live.arrangement.Arrangement` beside them:
+  key lock, ensemble, instruments, muted) are coalesced (latest wins) and debounced: a request
+  goes out ``debounce`` seconds after the last change, or ``max_debounce`` after the first of a
+  burst (a fader being dragged still produces new material).
 * A change requests a new section primed with the bar being played; it starts at the first bar
   line after its first bar is ready. In endless mode the next section (same features, primed
   with the section's last bar) is requested as soon as the current one is complete; in loop
@@ -27,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from e2m_live.arrangement import Arrangement
 from e2m_live.features import KEY_NAMES, EmotionFeatures
 from e2m_live.live.generation import SECTION_BARS, create_generator
 from e2m_live.live.player import BarStarted, PlannedBar
@@ -43,6 +45,7 @@ class Request:
     features: EmotionFeatures
     prime: Bar | None
     seed: int
+    arrangement: Arrangement = field(default_factory=Arrangement)  # frozen, plain values: pickles
 
 
 @dataclass(slots=True)
@@ -54,6 +57,7 @@ class Section:
     seed: int
     immediate: bool  # a change: starts as soon as its first bar is ready
     changed_at: float  # when the control change that caused it arrived
+    arrangement: Arrangement = field(default_factory=Arrangement)
     requested_at: float = 0.0
     bars: list[Bar] = field(default_factory=list)
     complete: bool = False
@@ -100,7 +104,8 @@ def _worker_main(name: str, options: dict[str, Any], requests: mp.Queue, results
     while request is not None:
         newer: Request | str | None = "none"
         try:
-            for bar in generator.generate(request.features, prime=request.prime, seed=request.seed):
+            for bar in generator.generate(request.features, prime=request.prime, seed=request.seed,
+                                          arrangement=request.arrangement):
                 results.put(("bar", request.section, bar))
                 try:
                     newer = latest(block=False)
@@ -123,10 +128,12 @@ class Engine:
 
     def __init__(self, generator: str = "rules", generator_options: dict[str, Any] | None = None,
                  features: EmotionFeatures | None = None, *, loop: bool = False, seed: int | None = None,
-                 debounce: float = 0.03, max_debounce: float = 0.25, niceness: int = 10) -> None:
+                 debounce: float = 0.03, max_debounce: float = 0.25, niceness: int = 10,
+                 arrangement: Arrangement | None = None) -> None:
         self.generator = generator
         self.generator_options = dict(generator_options or {})
         self.features = features or EmotionFeatures()
+        self.arrangement = arrangement or Arrangement()
         self.loop = loop
         self.debounce = debounce
         self.max_debounce = max_debounce
@@ -208,6 +215,14 @@ class Engine:
         with self._lock:
             old, self.features = self.features, features
             if old.replace(tempo=features.tempo) != features:
+                self._mark_dirty(immediate=True, now=time.monotonic())
+
+    def set_arrangement(self, arrangement: Arrangement) -> None:
+        """A new arrangement (latest wins): like a feature change, a new section after the debounce,
+        starting at the first bar line after its first bar is ready."""
+        with self._lock:
+            old, self.arrangement = self.arrangement, arrangement
+            if old != arrangement:
                 self._mark_dirty(immediate=True, now=time.monotonic())
 
     def regenerate(self) -> None:
@@ -342,7 +357,7 @@ class Engine:
                 return max(0.0005, due - now)
             immediate = self._dirty_immediate
             section = Section(next(self._ids), self.features, self._rng.randrange(2**31), immediate,
-                              changed_at=self._dirty_last, requested_at=now)
+                              changed_at=self._dirty_last, requested_at=now, arrangement=self.arrangement)
             if immediate or self._playing is None:
                 prime = self._last_given
                 section.immediate = True
@@ -352,7 +367,7 @@ class Engine:
             self._dirty_immediate = False
             self._pending = section
             self.sections = [*self.sections[-31:], section]
-            self._inflight = Request(section.id, section.features, prime, section.seed)
+            self._inflight = Request(section.id, section.features, prime, section.seed, section.arrangement)
             request = self._inflight
         try:
             self._requests.put(request)

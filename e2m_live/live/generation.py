@@ -4,10 +4,13 @@ The engine only knows :class:`SectionGenerator` and picks one by name from :data
 (``--generator rules|model``). :class:`RuleBasedGenerator` needs no weights: it is the fallback
 when models are missing and the generator the tests use for speed. :class:`ModelGenerator`
 (``--generator model``) runs the planner + FIGARO decoder through :mod:`e2m_live.pipeline`.
+Both take the performer's :class:`~e2m_live.arrangement.Arrangement` (key lock, ensemble,
+instruments, muted) beside the features.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 import time
@@ -15,6 +18,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import pretty_midi
+
+from e2m_live.arrangement import Arrangement
+from e2m_live.description.vocab import DRUM_INSTRUMENT
 from e2m_live.features import EmotionFeatures
 from e2m_live.music import Bar, Note
 
@@ -27,12 +34,14 @@ class SectionGenerator(Protocol):
     """Makes music one 12-bar section at a time."""
 
     def generate(
-        self, features: EmotionFeatures, *, prime: Bar | None = None, seed: int | None = None
+        self, features: EmotionFeatures, *, prime: Bar | None = None, seed: int | None = None,
+        arrangement: Arrangement | None = None,
     ) -> Iterator[Bar]:
         """Yield the bars of the next section one by one, as soon as each is ready.
 
         ``prime`` is the bar being played when the request was made: the section continues
-        from it. Bars are numbered ``index = 0..11`` within the section.
+        from it. Bars are numbered ``index = 0..11`` within the section. ``arrangement``
+        (``None``: the default :class:`Arrangement`) says which instruments may play.
         """
         ...
 
@@ -100,12 +109,13 @@ KICK, SNARE, CLOSED_HAT, OPEN_HAT, CRASH, RIDE = 36, 38, 42, 46, 49, 51
 
 @dataclass(frozen=True, slots=True)
 class Band:
-    """GM programs of the four parts."""
+    """GM programs of the four parts (``None``: the part is silent) and whether drums play."""
 
-    lead: int
-    chords: int
-    bass: int
-    pad: int
+    lead: int | None
+    chords: int | None
+    bass: int | None
+    pad: int | None
+    drums: bool = True
 
 
 def choose_band(features: EmotionFeatures) -> Band:
@@ -120,6 +130,46 @@ def choose_band(features: EmotionFeatures) -> Band:
         bass=32 if acoustic else 38,  # acoustic bass / synth bass 1
         pad=48 if acoustic else 89,  # string ensemble / warm pad
     )
+
+
+# Preference orders when a palette is given (GM programs).
+_BASS_PROGRAMS = (*range(32, 40), 43, 58, 42, 70, 57)  # basses, contrabass, tuba, cello, bassoon, trombone
+_LEAD_PROGRAMS = (*range(52, 88), 40, 41, 104, 105, 109, 110, 111)  # voices, brass, reeds, pipes, leads
+# keys, guitars, strings (not timpani), pads
+_COMPING_PROGRAMS = (*range(0, 32), 44, 45, 46, *range(48, 52), *range(88, 96), 104, 105)
+
+
+def _program(name: str) -> int:
+    return pretty_midi.instrument_name_to_program(name)
+
+
+def arranged_band(features: EmotionFeatures, arrangement: Arrangement | None) -> Band:
+    """The band for ``arrangement``, kept simple: in ``auto`` :func:`choose_band` minus the muted
+    parts; with a palette, drums only if it has them, the bass, melody and comping each from the
+    palette's instruments that suit the part (else whatever is left, else the bass's program).
+    A palette of drums alone plays drums alone."""
+    band = choose_band(features)
+    arrangement = arrangement or Arrangement()
+    palette = arrangement.palette()
+    if palette is None:
+        muted = {_program(n) for n in arrangement.excluded() if n != DRUM_INSTRUMENT}
+
+        def keep(program: int | None) -> int | None:
+            return None if program in muted else program
+
+        return Band(keep(band.lead), keep(band.chords), keep(band.bass), keep(band.pad),
+                    drums=DRUM_INSTRUMENT not in arrangement.excluded())
+    drums = DRUM_INSTRUMENT in palette
+    programs = [_program(n) for n in palette if n != DRUM_INSTRUMENT]
+    if not programs:
+        return Band(None, None, None, None, drums=drums)
+    bass = next((p for p in _BASS_PROGRAMS if p in programs), programs[0])
+    others = [p for p in programs if p != bass] or [bass]
+    lead = next((p for p in others if p in _LEAD_PROGRAMS), others[-1])
+    rest = [p for p in others if p != lead] or [others[0]]
+    chords = next((p for p in rest if p in _COMPING_PROGRAMS), rest[0])
+    pad = next((p for p in reversed(rest) if p in _COMPING_PROGRAMS), chords)
+    return Band(lead=lead, chords=chords, bass=bass, pad=pad, drums=drums)
 
 
 def velocity_for(features: EmotionFeatures, accent: float = 0.0) -> int:
@@ -140,12 +190,13 @@ class RuleBasedGenerator:
         self.seconds_per_bar = seconds_per_bar  # optional artificial decode time (tests)
 
     def generate(
-        self, features: EmotionFeatures, *, prime: Bar | None = None, seed: int | None = None
+        self, features: EmotionFeatures, *, prime: Bar | None = None, seed: int | None = None,
+        arrangement: Arrangement | None = None,
     ) -> Iterator[Bar]:
         rng = random.Random(seed)
         scale = _MAJOR if features.mode == 1 else _MINOR
         progression = rng.choice(_PROGRESSIONS[features.mode])
-        band = choose_band(features)
+        band = arranged_band(features, arrangement)
         beats = int(features.time_signature)
         lead_pitch = self._start_pitch(features, prime, band)
         for index in range(SECTION_BARS):
@@ -156,11 +207,13 @@ class RuleBasedGenerator:
                 degree = 4  # dominant: leads back into the next section
             notes: list[Note] = []
             chord = self._chord(features, scale, degree)
+            # Every part draws from the rng whether it plays or not: muting one leaves the others alone.
             notes += self._bass(features, band, chord[0], beats, rng)
             notes += self._comping(features, band, chord, beats, rng)
             lead_notes, lead_pitch = self._melody(features, band, scale, chord, beats, lead_pitch, rng)
-            notes += lead_notes
-            notes += self._drums(features, beats, index, rng)
+            notes += lead_notes if band.lead is not None else []
+            drums = self._drums(features, beats, index, rng)
+            notes += drums if band.drums else []
             notes.sort(key=lambda n: (n.start, n.pitch))
             yield Bar(notes=notes, numerator=beats, denominator=4, tempo=float(features.tempo), index=index)
 
@@ -185,6 +238,8 @@ class RuleBasedGenerator:
     @staticmethod
     def _bass(features: EmotionFeatures, band: Band, root: int, beats: int, rng: random.Random) -> list[Note]:
         vel = velocity_for(features, 5)
+        if band.bass is None:
+            return []
         if features.energy < 0.3:
             return [Note(root, vel, 0.0, beats - 0.05, band.bass)]
         step = 1.0 if features.energy < 0.7 else 0.5
@@ -204,10 +259,12 @@ class RuleBasedGenerator:
         vel = velocity_for(features, -8)
         if features.energy < 0.4:
             program = band.pad
-            return [Note(p, vel, 0.0, float(beats), program) for p in voicing]
+            return [] if program is None else [Note(p, vel, 0.0, float(beats), program) for p in voicing]
         hits = [float(b) for b in range(beats)]
         if features.energy > 0.75:
             hits += [b + 0.5 for b in range(beats) if rng.random() < features.danceability]
+        if band.chords is None:
+            return []
         return [Note(p, vel, t, 0.45, band.chords) for t in sorted(hits) for p in voicing]
 
     @staticmethod
@@ -237,7 +294,7 @@ class RuleBasedGenerator:
                             key=lambda p: abs(p - pitch))
             accent = 8 if start == 0.0 else 0
             notes.append(Note(pitch, velocity_for(features, accent), start, max(0.1, (end - start) * 0.95),
-                              band.lead))
+                              band.lead or 0))
         return notes, pitch
 
     @staticmethod
@@ -280,13 +337,14 @@ class CpuLoadGenerator:
         self.size = size
 
     def generate(
-        self, features: EmotionFeatures, *, prime: Bar | None = None, seed: int | None = None
+        self, features: EmotionFeatures, *, prime: Bar | None = None, seed: int | None = None,
+        arrangement: Arrangement | None = None,
     ) -> Iterator[Bar]:
         import torch
 
         torch.set_num_threads(1)
         a = torch.randn(self.size, self.size)
-        for bar in self.inner.generate(features, prime=prime, seed=seed):
+        for bar in self.inner.generate(features, prime=prime, seed=seed, arrangement=arrangement):
             deadline = time.monotonic() + self.seconds_per_bar
             while time.monotonic() < deadline:
                 a = torch.tanh(a @ a)
@@ -323,6 +381,7 @@ class ModelGenerator:
         self.remember = remember
         self.load_seconds: float | None = None
         self._pipeline: Any = None
+        self._takes_arrangement = False
         self._error: BaseException | None = None
         self._made: dict[tuple, tuple[list[str], list[str]]] = {}  # our bars -> (tokens, description)
         self._loader = threading.Thread(target=self._load, name="e2m-model-load", daemon=True)
@@ -334,6 +393,8 @@ class ModelGenerator:
             from e2m_live.pipeline import Pipeline
 
             self._pipeline = Pipeline.load(self.models_dir, threads=self.threads, quantize=self.quantize)
+            # Until the decoder side takes an arrangement, call it without one (checked once, here).
+            self._takes_arrangement = "arrangement" in inspect.signature(self._pipeline.generate).parameters
         except Exception as error:  # reported by generate(), in the worker's error channel
             self._error = error
         self.load_seconds = time.monotonic() - started
@@ -351,13 +412,15 @@ class ModelGenerator:
         return (tuple(bar.notes), bar.numerator, bar.denominator)
 
     def generate(
-        self, features: EmotionFeatures, *, prime: Bar | None = None, seed: int | None = None
+        self, features: EmotionFeatures, *, prime: Bar | None = None, seed: int | None = None,
+        arrangement: Arrangement | None = None,
     ) -> Iterator[Bar]:
         from e2m_live.pipeline import DecodingOptions
 
         first = 0
         if self.warm_start and self._loader.is_alive():
-            prime = next(iter(RuleBasedGenerator().generate(features, prime=prime, seed=seed)))
+            prime = next(iter(RuleBasedGenerator().generate(features, prime=prime, seed=seed,
+                                                            arrangement=arrangement)))
             yield prime
             first = 1
         pipeline = self.pipeline
@@ -366,9 +429,10 @@ class ModelGenerator:
         known = self._made.get(self._key(prime)) if prime is not None else None
         prime_tokens: Any = known[0] if known else prime
         prime_description = known[1] if known else None
+        extra = {"arrangement": arrangement} if self._takes_arrangement else {}
         section = pipeline.generate(features, bars=SECTION_BARS - first, seed=seed,
                                     temperature=self.temperature, prime=prime_tokens,
-                                    prime_description=prime_description, options=options)
+                                    prime_description=prime_description, options=options, **extra)
         for generated in section:
             self._made[self._key(generated.bar)] = (generated.tokens, generated.description)
             while len(self._made) > self.remember:

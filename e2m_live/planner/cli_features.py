@@ -5,6 +5,10 @@
 ``features_from_args(args)`` starts from the mood preset (or the defaults of
 :class:`~e2m_live.features.EmotionFeatures`) and applies every flag given, so explicit flags
 override the mood. Bad values raise :class:`e2m_live.cli.UsageError` (one line, exit code 2).
+
+``add_arrangement_arguments(parser)`` adds ``--key-lock``, ``--ensemble``, ``--instruments`` and
+``--mute`` (the :class:`~e2m_live.arrangement.Arrangement` beside the features);
+``arrangement_from_args(args)`` checks them the same way.
 """
 
 from __future__ import annotations
@@ -12,6 +16,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from e2m_live.arrangement import (
+    DEFAULT_KEY_LOCK,
+    ENSEMBLE_NAMES,
+    Arrangement,
+    ArrangementError,
+    parse_instruments,
+)
 from e2m_live.features import (
     FEATURE_ORDER,
     INTEGER_FIELDS,
@@ -90,3 +101,49 @@ def features_from_args(args: argparse.Namespace) -> EmotionFeatures:
         return base.replace(**changes) if changes else base
     except FeatureError as error:
         raise UsageError(str(error)) from None
+
+
+def add_arrangement_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--key-lock``, ``--ensemble``, ``--instruments`` and ``--mute`` (checked later, by
+    :func:`arrangement_from_args`)."""
+    group = parser.add_argument_group("arrangement (beside the features)")
+    group.add_argument("--key-lock", dest="key_lock", default=None, metavar="X",
+                       help="how strictly pitched instruments keep to the scale, 0..1 "
+                            f"(1: scale tones only, 0: free; default {DEFAULT_KEY_LOCK})")
+    group.add_argument("--ensemble", default=None, metavar="NAME",
+                       help=f"instruments: {', '.join(ENSEMBLE_NAMES)} (default auto: the features choose)")
+    group.add_argument("--instruments", default=None, metavar="NAME[,NAME...]",
+                       help="play exactly these instruments: GM names, program numbers 0..127, drums "
+                            "(replaces the ensemble)")
+    group.add_argument("--mute", dest="mute", action="append", default=None, metavar="NAME",
+                       help="leave this instrument out (repeatable)")
+
+
+def arrangement_from_args(args: argparse.Namespace) -> Arrangement:
+    """The arrangement the flags ask for (defaults where none is given)."""
+    from e2m_live.cli import UsageError
+
+    arrangement = Arrangement()
+    try:
+        text = getattr(args, "key_lock", None)
+        if text is not None:
+            try:
+                lock = float(text)
+            except ValueError:
+                raise UsageError(f"--key-lock must be a number in 0..1, got {text!r}") from None
+            arrangement = arrangement.replace(key_lock=lock)
+        ensemble = getattr(args, "ensemble", None)
+        if ensemble is not None:
+            arrangement = arrangement.replace(ensemble=ensemble.strip().lower())
+        instruments = getattr(args, "instruments", None)
+        if instruments is not None:
+            names = [part.strip() for part in instruments.split(",") if part.strip()]
+            if names:
+                arrangement = arrangement.replace(instruments=parse_instruments(names))
+        muted = getattr(args, "mute", None) or []
+        if muted:
+            arrangement = arrangement.replace(muted=frozenset(parse_instruments(muted)))
+        arrangement.palette()  # every instrument muted: say so now
+    except ArrangementError as error:
+        raise UsageError(str(error)) from None
+    return arrangement
