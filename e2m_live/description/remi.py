@@ -17,14 +17,19 @@ Rules (``docs/description.md``):
 - Chord tokens carry no notes; :func:`tokens_to_midi` and :func:`write_midi` keep them as
   ``e2m-chord:LABEL`` marker events at their position, which extraction reads back.
 
-``write_midi`` (and ``tokens_to_midi(..., exact=True)``) lays the file out so that extraction
-gives back the same tokens: chords as markers, and for a stream without ``Tempo`` tokens one empty bar in
-front, so that the extractor's tempo at tick 0 falls outside the kept bars (FIGARO's extraction
-only emits a tempo when the first kept bar starts at tick 0).
+MIDI output is by default what a DAW user opens: one track per instrument (program or drums),
+named after it, no overlapping or repeated note of one pitch on one track, nothing sounding past
+the last bar line (:func:`clean_notes`). ``write_midi(..., exact=True)`` (and
+``tokens_to_midi(..., exact=True)``) lays the file out so that extraction gives back the same
+tokens instead: every note as the tokens say (overlaps of one pitch on further tracks of the
+instrument), chords as markers, and for a stream without ``Tempo`` tokens one empty bar in front,
+so that the extractor's tempo at tick 0 falls outside the kept bars (FIGARO's extraction only
+emits a tempo when the first kept bar starts at tick 0).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from collections.abc import Sequence
@@ -197,16 +202,51 @@ def _add_note(bar: Bar, position, instrument, pending, duration_positions: int) 
     return True
 
 
+#: Track name of the drum track (melodic tracks are named after their General MIDI program).
+DRUM_TRACK_NAME = "Drums"
+
+Placed = tuple[int, int, int, int]  # start tick, end tick, pitch, velocity
+
+
+def track_name(program: int, is_drum: bool) -> str:
+    """The name of an instrument's track: its General MIDI program name, or ``"Drums"``."""
+    return DRUM_TRACK_NAME if is_drum else pretty_midi.program_to_instrument_name(program)
+
+
 @dataclass
 class _Track:
     program: int
     is_drum: bool
-    notes: list[tuple[int, int, int, int]] = field(default_factory=list)  # start, end, pitch, velocity
+    notes: list[Placed] = field(default_factory=list)
+    layer: int = 1  # exact layout only: 2, 3, ... for further tracks of one instrument
     busy_until: dict[int, int] = field(default_factory=dict)  # pitch -> end tick of its last note
 
     @property
     def name(self) -> str:
-        return DRUM_INSTRUMENT if self.is_drum else pretty_midi.program_to_instrument_name(self.program)
+        name = track_name(self.program, self.is_drum)
+        return name if self.layer == 1 else f"{name} {self.layer}"
+
+
+def clean_notes(notes: Sequence[Placed], end: int) -> list[Placed]:
+    """One instrument's notes as one MIDI channel can play them, nothing sounding past ``end``.
+
+    Of notes with equal start and pitch the longest is kept (the louder on equal length); a note
+    still sounding when the next note of its pitch starts ends there (one channel cannot hold both:
+    the first note-off would end them); notes end at ``end`` at the latest, and those starting there
+    or later are dropped. Every note lasts at least one tick. Sorted by start, then pitch.
+    """
+    out: list[Placed] = []
+    last_pitch = last_start = -1
+    for pitch, start, neg_end, neg_velocity in sorted((n[2], n[0], -n[1], -n[3]) for n in notes):
+        if start >= end or (pitch == last_pitch and start == last_start):
+            continue
+        if pitch == last_pitch and out[-1][1] > start:
+            previous = out[-1]
+            out[-1] = (previous[0], start, pitch, previous[3])
+        out.append((start, max(start + 1, min(-neg_end, end)), pitch, -neg_velocity))
+        last_pitch, last_start = pitch, start
+    out.sort()
+    return out
 
 
 @dataclass
@@ -228,16 +268,26 @@ def _micros(bpm: float) -> int:
 def _layout(
     bars: Sequence[Bar],
     default_tempo: float,
+    *,
+    exact: bool = False,
     chords: Sequence[tuple[int, int, str, bool]] = (),
     lead_in: bool = False,
 ) -> _Layout:
-    """Bars end to end; ``chords`` become markers; ``lead_in`` puts one empty bar in front."""
+    """Bars end to end; ``chords`` become markers; ``lead_in`` puts one empty bar in front.
+
+    By default one track per instrument (drums first, then programs ascending), notes cleaned by
+    :func:`clean_notes` and the file ending at the last bar line. ``exact`` places every note as
+    given, so that extraction reads back the same notes: a note that overlaps an earlier note of
+    its pitch on its instrument goes to a further track of that instrument, and notes may sound
+    past the last bar line (the file then ends with them).
+    """
     res = RESOLUTION
     tempo = bars[0].tempo if bars and bars[0].tempo and bars[0].tempo > 0 else default_tempo
     tempos = [(0, _micros(tempo))]
     sigs: list[tuple[int, int, int]] = []
     tracks: list[_Track] = []
-    by_instrument: dict[tuple[int, bool], list[_Track]] = {}
+    layers: dict[tuple[int, bool], list[_Track]] = {}  # exact layout
+    by_instrument: dict[tuple[int, bool], list[Placed]] = {}
     tick = end_tick = round(bars[0].quarters * res) if lead_in and bars else 0
     bar_ticks: list[int] = []
     for bar in bars:
@@ -253,20 +303,24 @@ def _layout(
         for note in bar.notes:
             start = tick + round(note.start * res)
             end = start + max(1, round(note.duration * res))
-            end_tick = max(end_tick, end)
             key = (0 if note.is_drum else note.program, note.is_drum)
-            # One MIDI channel cannot hold two overlapping notes of the same pitch (the first
-            # note-off ends both), so such a note goes to a further track of the same instrument.
-            stack = by_instrument.setdefault(key, [])
+            if not exact:
+                by_instrument.setdefault(key, []).append((start, end, note.pitch, note.velocity))
+                continue
+            end_tick = max(end_tick, end)
+            stack = layers.setdefault(key, [])
             track = next((t for t in stack if t.busy_until.get(note.pitch, -1) <= start), None)
             if track is None:
-                track = _Track(program=key[0], is_drum=note.is_drum)
+                track = _Track(program=key[0], is_drum=note.is_drum, layer=len(stack) + 1)
                 stack.append(track)
                 tracks.append(track)
             track.busy_until[note.pitch] = end
             track.notes.append((start, end, note.pitch, note.velocity))
         tick += round(bar.quarters * res)
     end_tick = max(tick, end_tick)
+    if not exact:
+        for key in sorted(by_instrument, key=lambda k: (not k[1], k[0])):
+            tracks.append(_Track(key[0], key[1], clean_notes(by_instrument[key], end_tick)))
     # A chord written after notes at its position lies one tick later, so that extraction (which
     # puts chords before notes at the same tick) keeps the token order.
     markers = [
@@ -281,12 +335,19 @@ def _layout(
     return _Layout(tempos, sigs, tracks, end_tick, markers)
 
 
-def bars_to_midi(bars: Sequence[Bar], *, default_tempo: float = DEFAULT_TEMPO) -> pretty_midi.PrettyMIDI:
+def bars_to_midi(
+    bars: Sequence[Bar], *, default_tempo: float = DEFAULT_TEMPO, exact: bool = False
+) -> pretty_midi.PrettyMIDI:
     """Lay bars end to end in a PrettyMIDI (480 ticks per quarter), with tempo and time signature changes.
 
-    A bar without a tempo keeps the one in force (``default_tempo`` at first).
+    A bar without a tempo keeps the one in force (``default_tempo`` at first). One instrument per
+    program (and one for drums), named after it, drums first, then programs ascending; notes as
+    :func:`clean_notes` leaves them: no overlapping or repeated note of one pitch on one instrument,
+    nothing sounding past the last bar line. ``exact=True`` keeps every note as given (durations
+    past the last bar line too; a note overlapping an earlier one of its pitch on a further
+    instrument of the same program), so that extraction reads all of them back.
     """
-    return _layout_to_midi(_layout(bars, default_tempo))
+    return _layout_to_midi(_layout(bars, default_tempo, exact=exact))
 
 
 def _layout_to_midi(layout: _Layout) -> pretty_midi.PrettyMIDI:
@@ -310,6 +371,7 @@ def _layout_to_midi(layout: _Layout) -> pretty_midi.PrettyMIDI:
     return pm
 
 
+@functools.lru_cache(maxsize=8192)  # deltas repeat (40 ticks per position): most calls are hits
 def _varint(value: int) -> bytes:
     out = [value & 0x7F]
     value >>= 7
@@ -319,21 +381,26 @@ def _varint(value: int) -> bytes:
     return bytes(reversed(out))
 
 
-def _chunk(events: list[tuple[int, int, bytes]]) -> bytes:
-    """An MTrk chunk from (tick, order, message bytes), sorted by tick then order."""
+def _chunk(events: list[tuple[int, int, bytes]], end: int) -> bytes:
+    """An MTrk chunk from (tick, order, message bytes), sorted by tick then order, ending at ``end``."""
     body = bytearray()
     now = 0
-    for tick, _, message in sorted(events, key=lambda e: (e[0], e[1])):
+    for tick, _, message in sorted(events):  # equal tick and order: by bytes, still deterministic
         body += _varint(tick - now) + message
         now = tick
-    body += b"\x00\xff\x2f\x00"
+    body += _varint(max(0, end - now)) + b"\xff\x2f\x00"
     return b"MTrk" + struct.pack(">L", len(body)) + bytes(body)
 
 
-def bars_to_smf(bars: Sequence[Bar], *, default_tempo: float = DEFAULT_TEMPO) -> bytes:
+def bars_to_smf(bars: Sequence[Bar], *, default_tempo: float = DEFAULT_TEMPO, exact: bool = False) -> bytes:
     """The bars as a standard MIDI file (type 1, 480 ticks per quarter): the same music as
-    :func:`bars_to_midi`, written directly rather than through pretty_midi's slower writer."""
-    return _layout_to_smf(_layout(bars, default_tempo))
+    :func:`bars_to_midi`, written directly rather than through pretty_midi's slower writer.
+
+    Track 0 holds the tempo map and time signatures, then one track per instrument, named after it
+    (drums on channel 10, programs on the other channels in turn); every track ends at the last bar
+    line (``exact``: as :func:`bars_to_midi`).
+    """
+    return _layout_to_smf(_layout(bars, default_tempo, exact=exact))
 
 
 def _layout_to_smf(layout: _Layout) -> bytes:
@@ -342,10 +409,10 @@ def _layout_to_smf(layout: _Layout) -> bytes:
         meta.append((at, 0, bytes([0xFF, 0x58, 4, num, den.bit_length() - 1, 24, 8])))
     for at, micros in layout.tempos:
         meta.append((at, 1, b"\xff\x51\x03" + micros.to_bytes(3, "big")))
-    for at, label in layout.markers:  # one order for all: markers at one tick keep token order
+    for i, (at, label) in enumerate(layout.markers):  # markers at one tick keep token order
         text = (CHORD_MARKER_PREFIX + label).encode("latin1", "replace")
-        meta.append((at, 2, b"\xff\x06" + _varint(len(text)) + text))
-    chunks = [_chunk(meta)]
+        meta.append((at, 2 + i, b"\xff\x06" + _varint(len(text)) + text))
+    chunks = [_chunk(meta, layout.end_tick)]
     melodic_channels = [c for c in range(16) if c != 9]
     n_melodic = 0
     for track in layout.tracks:
@@ -362,7 +429,7 @@ def _layout_to_smf(layout: _Layout) -> bytes:
         for start, end, pitch, velocity in track.notes:
             events.append((end, 2, bytes([0x80 | channel, pitch, 0])))  # note-offs before note-ons
             events.append((start, 3, bytes([0x90 | channel, pitch, velocity])))
-        chunks.append(_chunk(events))
+        chunks.append(_chunk(events, layout.end_tick))
     header = b"MThd" + struct.pack(">LHHH", 6, 1, len(chunks), RESOLUTION)
     return header + b"".join(chunks)
 
@@ -373,7 +440,7 @@ def _token_layout(tokens: Sequence[str], default_tempo: float, exact: bool) -> _
         return _layout(decoded.bars, default_tempo)
     # Without chord tokens, one empty marker says so (extraction would otherwise recognise chords).
     chords = decoded.chords or [(0, 0, "", False)]
-    return _layout(decoded.bars, default_tempo, chords, lead_in=not decoded.has_tempo)
+    return _layout(decoded.bars, default_tempo, exact=True, chords=chords, lead_in=not decoded.has_tempo)
 
 
 def tokens_to_midi(
@@ -382,10 +449,12 @@ def tokens_to_midi(
     """Decode REMI+ tokens into a PrettyMIDI (see :func:`tokens_to_bars` for the rules). Never raises.
 
     By default this is the music only, as :func:`bars_to_midi` lays it out: what is played,
-    rendered, or measured (extraction recognises its chords from the notes). With ``exact=True``
-    extracting the result gives back the tokens, as for :func:`write_midi`: the chords ride along
-    as markers (kept on the object; pretty_midi cannot store markers, so ``PrettyMIDI.write``
-    drops them) and a stream without ``Tempo`` tokens gets one empty bar in front.
+    rendered, or measured (one instrument per program, cleaned notes; extraction recognises its
+    chords from the notes). With ``exact=True`` extracting the result gives back the tokens, as for
+    :func:`write_midi`: every note as the tokens say (overlapping notes of one pitch on further
+    instruments of the same program), the chords ride along as markers (kept on the object;
+    pretty_midi cannot store markers, so ``PrettyMIDI.write`` drops them) and a stream without
+    ``Tempo`` tokens gets one empty bar in front.
     """
     return _layout_to_midi(_token_layout(tokens, default_tempo, exact))
 
@@ -395,18 +464,32 @@ def write_midi(
     path: str | os.PathLike,
     *,
     default_tempo: float = DEFAULT_TEMPO,
-    exact: bool = True,
+    exact: bool = False,
 ) -> None:
     """Decode REMI+ tokens and write a standard MIDI file.
 
-    With ``exact`` (the default) extracting the file gives back the tokens: each ``Chord`` token
-    becomes an ``e2m-chord:LABEL`` marker at its position (one empty ``e2m-chord:`` marker when
-    there are none), and a stream without ``Tempo`` tokens gets one empty bar in front.
-    ``exact=False`` writes the music only.
+    By default the music as a DAW user wants it (:func:`bars_to_smf`): one track per instrument,
+    named after it, no overlapping or repeated note of one pitch on one track, nothing sounding
+    past the last bar line. With ``exact=True`` extracting the file gives back the tokens: every
+    note as the tokens say it (a note overlapping an earlier one of its pitch goes to a further
+    track of its instrument, named ``"<name> 2"``, ...; notes may sound past the last bar line),
+    each ``Chord`` token becomes an ``e2m-chord:LABEL`` marker at its position (one empty
+    ``e2m-chord:`` marker when there are none), and a stream without ``Tempo`` tokens gets one
+    empty bar in front.
     """
     data = _layout_to_smf(_token_layout(tokens, default_tempo, exact))
     with open(os.fspath(path), "wb") as fh:
         fh.write(data)
 
 
-__all__ = ["RESOLUTION", "bars_to_midi", "bars_to_smf", "tokens_to_bars", "tokens_to_midi", "write_midi"]
+__all__ = [
+    "DRUM_TRACK_NAME",
+    "RESOLUTION",
+    "bars_to_midi",
+    "bars_to_smf",
+    "clean_notes",
+    "tokens_to_bars",
+    "tokens_to_midi",
+    "track_name",
+    "write_midi",
+]
