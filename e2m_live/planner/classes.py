@@ -178,6 +178,9 @@ ELECTRIC_PROGRAMS: frozenset[int] = _programs(
 )
 #: Voice-like programs (choir, voice oohs, synth voice, voice lead): the sung part of a song.
 VOICE_PROGRAMS: frozenset[int] = frozenset({52, 53, 54, 85})
+#: Programs that carry an ensemble's bass line: the basses (acoustic, electric, synth), cello,
+#: contrabass, tuba. With drums they are the core an arrangement keeps in every bar.
+BASS_PROGRAMS: frozenset[int] = _programs(range(32, 40), 42, 43, 58)
 
 
 def instrument_program(name: str) -> int | None:

@@ -8,7 +8,9 @@
 Five class LSTMs (:mod:`e2m_live.planner.model`) sample the bars; the stream's chords are relative
 to the key and are transposed to ``features.key``; the time signature comes from
 ``features.time_signature``; :mod:`e2m_live.planner.steering` adds the documented explicit
-conditioning; :func:`e2m_live.planner.assemble.assemble` writes the description through the grammar.
+conditioning; :mod:`e2m_live.planner.ensemble` decides the instruments of each bar from the
+:class:`~e2m_live.arrangement.Arrangement` (a preset or list, or in ``auto`` from the features);
+:func:`e2m_live.planner.assemble.assemble` writes the description through the grammar.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from typing import Any
 
 import numpy as np
 
+from e2m_live.arrangement import Arrangement
 from e2m_live.description.grammar import MAX_BAR_INDEX, TIME_SIGNATURES, Description
 from e2m_live.features import FEATURE_ORDER, EmotionFeatures
 from e2m_live.planner.assemble import assemble
-from e2m_live.planner.classes import ORDERED_CLASSES
+from e2m_live.planner.classes import INSTRUMENT_NAMES, ORDERED_CLASSES
+from e2m_live.planner.ensemble import DRAWS_PER_PLAN, Ensemble, choose_ensemble, core_of, schedule
 from e2m_live.planner.inference import LSTMStepper, single_threaded_blas
 from e2m_live.planner.model import OrderedClassLSTM, StreamLSTM, load_model, save_model
-from e2m_live.planner.sampling import BarPlan, sample_plans
+from e2m_live.planner.sampling import BarPlan, InstrumentMasks, sample_plans
 from e2m_live.planner.steering import Steering, SteeringBias
 
 #: Where the shipped weights live (override with ``E2M_PLANNER_DIR``).
@@ -102,14 +106,19 @@ class Planner:
         seed: int | None = None,
         temperature: float = 1.0,
         first_bar: int = 1,
+        arrangement: Arrangement | None = None,
     ) -> Description:
         """One description of ``bars`` bars (``Bar_{first_bar}`` on) for ``features``.
 
-        The same features, bars, seed and temperature give the same description. ``temperature``
-        0 picks the most likely token at every step (then the seed does not matter).
+        The same features, bars, seed, temperature and arrangement give the same description.
+        ``temperature`` 0 picks the most likely token at every step (then the seed does not
+        matter). ``arrangement`` (default ``Arrangement()``) decides the instruments — every bar
+        keeps to its palette, muted instruments never play — and, through ``key_lock``, how
+        strongly the section opens on the tonic and cadences into it.
         """
         return self.plan_many(
-            [features], bars=bars, seed=seed, temperature=temperature, first_bar=first_bar
+            [features], bars=bars, seed=seed, temperature=temperature, first_bar=first_bar,
+            arrangement=arrangement,
         )[0]
 
     def plan_many(
@@ -119,9 +128,14 @@ class Planner:
         seed: int | None = None,
         temperature: float = 1.0,
         first_bar: int = 1,
+        arrangement: Arrangement | None = None,
     ) -> list[Description]:
-        """One description per entry of ``features``, sampled together (fast for many plans)."""
-        plans = self.sample_bars(features, bars=bars, seed=seed, temperature=temperature, first_bar=first_bar)
+        """One description per entry of ``features``, sampled together (fast for many plans), all
+        under the same ``arrangement``."""
+        plans = self.sample_bars(
+            features, bars=bars, seed=seed, temperature=temperature, first_bar=first_bar,
+            arrangement=arrangement,
+        )
         return [
             assemble(bar_plans, self.time_signature_for(f), first_bar)
             for f, bar_plans in zip(features, plans, strict=True)
@@ -134,12 +148,18 @@ class Planner:
         seed: int | None = None,
         temperature: float = 1.0,
         first_bar: int = 1,
+        arrangement: Arrangement | None = None,
     ) -> list[list[BarPlan]]:
         """The per-bar choices behind :meth:`plan_many` (no description assembled)."""
         features = list(features)
         _check_arguments(features, bars, seed, temperature, first_bar)
+        if arrangement is None:
+            arrangement = Arrangement()
+        elif not isinstance(arrangement, Arrangement):
+            raise PlanError(f"arrangement must be an Arrangement, got {type(arrangement).__name__}")
         vectors = np.stack([f.to_vector() for f in features])
         rng = np.random.default_rng(seed)
+        masks = self._instrument_masks(features, bars, arrangement, rng, greedy=temperature == 0)
         with single_threaded_blas():
             return sample_plans(
                 self._ordered,
@@ -150,7 +170,55 @@ class Planner:
                 rng,
                 float(temperature),
                 self._bias,
+                masks,
+                arrangement.key_lock,
             )
+
+    def ensembles(
+        self,
+        features: Sequence[EmotionFeatures],
+        arrangement: Arrangement,
+        rng: np.random.Generator,
+        greedy: bool = False,
+    ) -> list[Ensemble] | None:
+        """Each plan's instruments and core: the arrangement's palette, or in ``auto`` the
+        features' draw (:func:`~e2m_live.planner.ensemble.choose_ensemble`); ``None`` in ``auto``
+        when ``steering.auto_ensemble`` is off (the stream chooses)."""
+        palette = arrangement.palette()
+        if palette is not None:
+            ensemble = Ensemble(palette, core_of(palette))
+            return [ensemble] * len(features)
+        if not self.steering.auto_ensemble:
+            return None
+        draws = rng.random((len(features), DRAWS_PER_PLAN))
+        try:
+            return [
+                choose_ensemble(f, u, arrangement.excluded(), greedy)
+                for f, u in zip(features, draws, strict=True)
+            ]
+        except ValueError as error:
+            raise PlanError(str(error)) from None
+
+    def _instrument_masks(
+        self,
+        features: list[EmotionFeatures],
+        bars: int,
+        arrangement: Arrangement,
+        rng: np.random.Generator,
+        greedy: bool,
+    ) -> InstrumentMasks | None:
+        ensembles = self.ensembles(features, arrangement, rng, greedy)
+        if ensembles is None:
+            excluded = arrangement.excluded()
+            if not excluded:
+                return None
+            if len(excluded) >= len(INSTRUMENT_NAMES):
+                raise PlanError("every instrument is muted")
+            return InstrumentMasks.excluding(len(features), bars, excluded)
+        schedules = [
+            schedule(e, bars, None if greedy else rng.random((len(e.instruments), 3))) for e in ensembles
+        ]
+        return InstrumentMasks.from_schedules(schedules)
 
     # -- persistence ---------------------------------------------------------------------------
     @classmethod

@@ -5,7 +5,9 @@ conditioned on instruments see the bar's sampled instrument set). The stream mod
 instruments and
 chords under hard masks that keep every bar well formed: instruments strictly in canonical order
 (so no duplicates), at least one and at most :data:`MAX_INSTRUMENTS_PER_BAR`, then
-``END_INSTRUMENTS``, then one to :data:`MAX_CHORDS_PER_BAR` chords, then ``END_BAR``. Many plans
+``END_INSTRUMENTS``, then one to :data:`MAX_CHORDS_PER_BAR` chords, then ``END_BAR``. Optional
+:class:`InstrumentMasks` narrow the instruments further, per plan and bar: only permitted ones,
+and every required one (an ensemble's schedule, :mod:`e2m_live.planner.ensemble`). Many plans
 are sampled at once (one row each), so a grid of features or thousands of seeds cost little more
 than one plan. All randomness comes from one ``numpy.random.Generator``.
 """
@@ -24,7 +26,7 @@ from e2m_live.planner.classes import (
     STREAM_VOCAB,
 )
 from e2m_live.planner.inference import LSTMStepper
-from e2m_live.planner.steering import SteeringBias
+from e2m_live.planner.steering import CadenceBias, SteeringBias
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,34 @@ class BarPlan:
     mean_duration: int
     instruments: tuple[str, ...]
     chords: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentMasks:
+    """Per plan and bar ``[B, bars, vocab]``: the instruments the stream may choose (``permitted``)
+    and those it must choose (``required``, a subset of ``permitted``; at most
+    :data:`MAX_INSTRUMENTS_PER_BAR` per bar, and ``permitted`` has at least one instrument)."""
+
+    permitted: np.ndarray
+    required: np.ndarray
+
+    @classmethod
+    def from_schedules(cls, schedules: list[list[tuple[str, ...]]]) -> InstrumentMasks:
+        """Exactly the scheduled instruments of every plan and bar (``schedules[b][bar]``)."""
+        bars = len(schedules[0])
+        exact = np.zeros((len(schedules), bars, _V.size), dtype=bool)
+        for row, plan in enumerate(schedules):
+            for bar, names in enumerate(plan):
+                exact[row, bar, [_V.instrument_id(name) for name in names]] = True
+        return cls(exact, exact)
+
+    @classmethod
+    def excluding(cls, batch: int, bars: int, excluded: frozenset[str]) -> InstrumentMasks:
+        """Any instrument but the ``excluded`` ones, none required."""
+        permitted = np.ones(_V.size, dtype=bool)
+        permitted[[_V.instrument_id(name) for name in excluded]] = False
+        shape = (batch, bars, _V.size)
+        return cls(np.broadcast_to(permitted, shape), np.broadcast_to(np.zeros(_V.size, dtype=bool), shape))
 
 
 def draw(
@@ -66,11 +96,13 @@ def sample_ordered(
     bias: np.ndarray | None = None,
     instruments: np.ndarray | None = None,
     context: np.ndarray | None = None,
+    steady: np.ndarray | None = None,
 ) -> np.ndarray:
     """Bins ``[B, bars]`` of one ordered class, bar by bar; ``bias`` ``[B, C]`` is added to the
     temperature-scaled logits; ``instruments`` ``[B, bars, 129]`` are the bars' instrument
     multi-hots (used if the model is conditioned on them); ``context`` ``[B, bars, k]`` the bars'
-    bins of the model's context classes."""
+    bins of the model's context classes; ``steady`` ``[B]`` a bonus on repeating the previous
+    bar's bin."""
     batch = features.shape[0]
     constant, state = model.start(features)
     n_classes = model.b_out.shape[0]
@@ -89,6 +121,8 @@ def sample_ordered(
     for bar in range(bars):
         logits, state = model.step(constant, previous, bar, state, None if extra is None else extra[:, bar])
         logits = _scaled(logits, temperature, bias)
+        if steady is not None and bar > 0:
+            logits[np.arange(batch), previous] += steady
         previous = draw(logits, 1.0 if temperature > 0 else 0.0, rng)
         out[:, bar] = previous
     return out
@@ -124,6 +158,7 @@ def _mask_tables() -> tuple[np.ndarray, np.ndarray, int]:
 
 
 _INSTRUMENT_ROWS, _CHORD_ROWS, _FULL_ROW = _mask_tables()
+_IDS = np.arange(_V.size)
 _IS_INSTRUMENT = _INSTRUMENT_ROWS[0]
 _IS_CHORD = _CHORD_ROWS[0]
 _ONLY_PAD = np.arange(_V.size) == _V.PAD
@@ -136,11 +171,14 @@ def sample_stream(
     rng: np.random.Generator,
     temperature: float,
     bias: np.ndarray | None = None,
+    masks: InstrumentMasks | None = None,
+    cadence: CadenceBias | None = None,
 ) -> list[list[list[int]]]:
     """Stream tokens per plan and bar, end markers excluded: ``[B][bars][tokens]``.
 
-    Plans that have finished their last bar leave the batch, so a batch costs about its mean
-    plan length, not its longest.
+    ``masks`` restrict the instruments of each plan and bar; ``cadence`` biases the chords of the
+    first, second-to-last and last bar. Plans that have finished their last bar leave the batch,
+    so a batch costs about its mean plan length, not its longest.
     """
     batch = features.shape[0]
     constant, state = model.start(features)
@@ -157,9 +195,14 @@ def sample_stream(
     for _ in range(max_steps):
         logits, state = model.step(constant, previous, bar, state)
         logits = _scaled(logits, temperature, bias)
+        if cadence is not None:
+            logits = logits + _cadence_bias(cadence, in_chords, bar, n_chords, bars)
         # What may follow in each row's bar (the grammar of one bar of the stream).
         instrument_row = np.where(n_instruments >= MAX_INSTRUMENTS_PER_BAR, _FULL_ROW, last_instrument + 1)
-        allowed = np.where(in_chords[:, None], _CHORD_ROWS[n_chords], _INSTRUMENT_ROWS[instrument_row])
+        instrument_allowed = _INSTRUMENT_ROWS[instrument_row]
+        if masks is not None:
+            instrument_allowed = instrument_allowed & _ensemble_rows(masks, rows, bar, last_instrument)
+        allowed = np.where(in_chords[:, None], _CHORD_ROWS[n_chords], instrument_allowed)
         token = draw(logits, sample_temperature, rng, allowed)
 
         instrument = _IS_INSTRUMENT[token]
@@ -183,8 +226,35 @@ def sample_stream(
             state = [(h[active], c[active]) for h, c in state]
             if bias is not None:
                 bias = bias[active]
+            if cadence is not None:
+                cadence = cadence.select(active)
     # Cannot happen: the masks end every bar within its token budget.
     raise RuntimeError("stream sampler did not finish every bar")
+
+
+def _ensemble_rows(
+    masks: InstrumentMasks, rows: np.ndarray, bar: np.ndarray, last_instrument: np.ndarray
+) -> np.ndarray:
+    """``[b, vocab]``: the instruments each row may take next under ``masks`` — permitted ones up
+    to the next required one — and the end of the instruments once none is pending."""
+    required = masks.required[rows, bar] & (last_instrument[:, None] < _IDS)
+    pending = required.any(axis=1)
+    following = np.where(pending, required.argmax(axis=1), _V.size)
+    allowed = masks.permitted[rows, bar] & (following[:, None] >= _IDS)
+    allowed[:, _V.END_INSTRUMENTS] = ~pending
+    return allowed
+
+
+def _cadence_bias(
+    cadence: CadenceBias, in_chords: np.ndarray, bar: np.ndarray, n_chords: np.ndarray, bars: int
+) -> np.ndarray:
+    first = in_chords & (bar == 0) & (n_chords == 0)
+    out = first[:, None] * cadence.first
+    if bars >= 2:
+        out = out + (in_chords & (bar == bars - 1))[:, None] * cadence.last
+    if bars >= 3:
+        out = out + (in_chords & (bar == bars - 2))[:, None] * cadence.approach
+    return out
 
 
 def sample_plans(
@@ -196,12 +266,16 @@ def sample_plans(
     rng: np.random.Generator,
     temperature: float,
     steering: SteeringBias | None = None,
+    masks: InstrumentMasks | None = None,
+    key_lock: float = 0.0,
 ) -> list[list[BarPlan]]:
     """Sample ``B`` plans of ``bars`` bars for the normalised features ``[B, n_features]``;
-    ``keys[b]`` is the pitch class the relative chords of plan ``b`` are transposed to."""
+    ``keys[b]`` is the pitch class the relative chords of plan ``b`` are transposed to; ``masks``
+    restrict the instruments; ``key_lock`` scales the tonic opening and cadence biases."""
     features = np.asarray(features, dtype=np.float32)
     stream_bias = steering.stream(features) if steering else None
-    streams = sample_stream(stream, features, bars, rng, temperature, stream_bias)
+    cadence = steering.cadence(features, key_lock) if steering else None
+    streams = sample_stream(stream, features, bars, rng, temperature, stream_bias, masks, cadence)
     instruments = np.zeros((len(features), bars, STREAM_VOCAB.n_instruments), dtype=np.float32)
     for row, plan in enumerate(streams):
         for bar, ids in enumerate(plan):
@@ -216,7 +290,10 @@ def sample_plans(
         context = (
             np.stack([sampled[c] for c in model.context_names], axis=-1) if model.context_names else None
         )
-        sampled[name] = sample_ordered(model, features, bars, rng, temperature, bias, instruments, context)
+        steady = steering.steady(name, features) if steering else None
+        sampled[name] = sample_ordered(
+            model, features, bars, rng, temperature, bias, instruments, context, steady
+        )
     bins = {name: values.tolist() for name, values in sampled.items()}
     plans: list[list[BarPlan]] = []
     for row, key in enumerate(keys):

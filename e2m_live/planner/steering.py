@@ -12,7 +12,17 @@ feature is from its training mean:
   minor-like (``min``, ``min7``, ``dim``) qualities (valence, mode); and a constant bonus for chords
   whose root lies in the requested mode's scale (key);
 * instruments: ``+/- strength * (x - mean)`` on acoustic vs electric programs (acousticness), and
-  ``-strength * (x - mean)`` on voice-like programs (instrumentalness).
+  ``-strength * (x - mean)`` on voice-like programs (instrumentalness). These only act where the
+  stream chooses instruments itself (``auto_ensemble`` off);
+* danceability: a tilt up on note density and down on mean duration (denser, shorter notes), and
+  above the training mean a bonus ``strength * (x - mean)`` on repeating the previous bar's note
+  density bin (a steadier pulse);
+* tonic and cadence (:meth:`SteeringBias.cadence`, scaled by the arrangement's ``key_lock``): on the
+  tonic chord (I, or i in minor) as the first chord of a section, on V or IV (iv in minor) in the
+  second-to-last bar, and on the tonic plus an early end of the chords in the last bar.
+
+``auto_ensemble`` makes the planner draw an ``auto`` section's instruments from the features
+(:mod:`e2m_live.planner.ensemble`) instead of letting the stream choose them.
 
 Set every strength to 0 (``Steering.off()``) to sample the learned model alone.
 """
@@ -30,6 +40,7 @@ from e2m_live.planner.classes import (
     INSTRUMENT_NAMES,
     STREAM_VOCAB,
     VOICE_PROGRAMS,
+    RelativeChord,
 )
 
 MAJOR_QUALITIES = frozenset({"maj", "maj7", "dom7", "aug"})
@@ -52,21 +63,46 @@ class Steering:
     key_scale_chords: float = 0.0
     acousticness_instruments: float = 0.0
     instrumentalness_voices: float = 0.0
+    danceability_note_density: float = 0.0
+    danceability_mean_duration: float = 0.0
+    danceability_steady_density: float = 0.0
+    tonic_opening: float = 0.0
+    cadence: float = 0.0
+    auto_ensemble: bool = False
 
     @classmethod
     def off(cls) -> Steering:
         return cls()
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | bool]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, float]) -> Steering:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+    def from_dict(cls, data: dict[str, float | bool]) -> Steering:
+        kinds = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(data) - set(kinds))
         if unknown:
             raise ValueError(f"unknown steering strength(s): {', '.join(unknown)}")
-        return cls(**{k: float(v) for k, v in data.items()})
+        return cls(**{k: bool(v) if kinds[k] in ("bool", bool) else float(v) for k, v in data.items()})
+
+
+#: Chords of the tonic opening and the cadence, by mode (1 major, 0 minor): the tonic triad or
+#: seventh; the approach: V (major triad or dominant seventh, harmonic minor's V too) or IV (iv).
+_CADENCE_CHORDS: dict[str, frozenset[RelativeChord]] = {
+    "tonic_1": frozenset({RelativeChord(0, "maj"), RelativeChord(0, "maj7")}),
+    "tonic_0": frozenset({RelativeChord(0, "min"), RelativeChord(0, "min7")}),
+    "approach_1": frozenset({RelativeChord(7, "maj"), RelativeChord(7, "dom7"), RelativeChord(5, "maj"),
+                             RelativeChord(5, "maj7")}),
+    "approach_0": frozenset({RelativeChord(7, "maj"), RelativeChord(7, "dom7"), RelativeChord(5, "min"),
+                             RelativeChord(5, "min7")}),
+}
+
+
+def _pad_to_stream(chord_values: np.ndarray) -> np.ndarray:
+    """A per-chord vector placed at the chords' ids of the stream vocabulary."""
+    out = np.zeros(STREAM_VOCAB.size, dtype=np.float32)
+    out[STREAM_VOCAB.first_chord :] = chord_values
+    return out
 
 
 def _stream_masks() -> dict[str, np.ndarray]:
@@ -94,13 +130,31 @@ def _stream_masks() -> dict[str, np.ndarray]:
         mode: np.array([float(d >= 0 and int(d) in degrees) for d in degree], dtype=np.float32)
         for mode, degrees in SCALE_DEGREES.items()
     }
+    functions = {
+        name: np.array([float(chord in group) for chord in v.chords], dtype=np.float32)
+        for name, group in _CADENCE_CHORDS.items()
+    }
     return {
+        **{name: _pad_to_stream(values) for name, values in functions.items()},
         "major_minus_minor": major - minor,
         "acoustic_minus_electric": acoustic - electric,
         "voice": voice,
         "in_scale_major": in_scale[1],
         "in_scale_minor": in_scale[0],
     }
+
+
+@dataclass(frozen=True)
+class CadenceBias:
+    """Stream biases ``[B, vocab]``: on the first chord of the first bar, on every chord of the
+    second-to-last bar, on every chord and the bar end of the last bar."""
+
+    first: np.ndarray
+    approach: np.ndarray
+    last: np.ndarray
+
+    def select(self, rows: np.ndarray) -> CadenceBias:
+        return CadenceBias(self.first[rows], self.approach[rows], self.last[rows])
 
 
 class SteeringBias:
@@ -120,8 +174,13 @@ class SteeringBias:
         """Bias ``[B, n_classes]`` for ordered class ``name``, or ``None`` if not steered."""
         s = self.steering
         slope = np.zeros((features.shape[0], 1), dtype=np.float32)
-        if name == "note_density" and s.energy_note_density:
-            slope = slope + s.energy_note_density * self._delta(features, "energy")
+        if name == "note_density":
+            if s.energy_note_density:
+                slope = slope + s.energy_note_density * self._delta(features, "energy")
+            if s.danceability_note_density:
+                slope = slope + s.danceability_note_density * self._delta(features, "danceability")
+        if name == "mean_duration" and s.danceability_mean_duration:
+            slope = slope - s.danceability_mean_duration * self._delta(features, "danceability")
         if name == "mean_velocity":
             if s.energy_mean_velocity:
                 slope = slope + s.energy_mean_velocity * self._delta(features, "energy")
@@ -131,6 +190,31 @@ class SteeringBias:
             return None
         centred = (np.arange(n_classes, dtype=np.float32) - (n_classes - 1) / 2) / 4.0
         return slope * centred
+
+    def steady(self, name: str, features: np.ndarray) -> np.ndarray | None:
+        """Bonus ``[B]`` on repeating the previous bar's bin of ordered class ``name``, or ``None``."""
+        strength = self.steering.danceability_steady_density
+        if name != "note_density" or not strength:
+            return None
+        bonus = strength * np.clip(self._delta(features, "danceability")[:, 0], 0.0, None)
+        return bonus if np.any(bonus) else None
+
+    def cadence(self, features: np.ndarray, key_lock: float) -> CadenceBias | None:
+        """Chord biases of the tonic opening and the closing cadence, scaled by ``key_lock``, or
+        ``None`` when they are off (key lock 0 leaves the learned chords alone)."""
+        opening = self.steering.tonic_opening * key_lock
+        closing = self.steering.cadence * key_lock
+        if not opening and not closing:
+            return None
+        major = features[:, _F["mode"], None] >= 0.5
+        m = self.masks
+        tonic = np.where(major, m["tonic_1"], m["tonic_0"])
+        approach = np.where(major, m["approach_1"], m["approach_0"])
+        end_early = np.zeros(STREAM_VOCAB.size, dtype=np.float32)
+        end_early[STREAM_VOCAB.END_BAR] = 1.0
+        return CadenceBias(
+            first=opening * tonic, approach=closing * approach, last=closing * (tonic + end_early)
+        )
 
     def stream(self, features: np.ndarray) -> np.ndarray | None:
         """Bias ``[B, vocab]`` for the instruments + chords stream, or ``None`` if not steered."""

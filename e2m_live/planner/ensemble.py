@@ -1,0 +1,241 @@
+"""Which instruments a plan plays: the auto-ensemble chooser and the per-bar schedule.
+
+The stream LSTM learned its instrumentation from corpora that are ~80 % solo piano, so left
+alone it plans piano; logit steering moves it only a little. The planner therefore decides the
+instruments of a section here and makes the stream sampler keep to them with hard masks:
+
+* a **palette**: the preset or explicit list of an :class:`~e2m_live.arrangement.Arrangement`,
+  or, in ``auto``, one drawn by :func:`choose_ensemble` from the features (table below);
+* a **schedule** (:func:`schedule`): which palette instruments play in each bar. The core (drums,
+  bass, the first harmony instrument) plays every bar; every other instrument rests, with
+  probability :data:`REST_PROBABILITY`, for one contiguous run of at most
+  :data:`MAX_REST_SHARE` of the bars (a late entry or a break, never in the last bar), so each
+  palette instrument plays in at least 80 % of the bars (12 bars: at least 10).
+
+``auto`` roles, drawn in this order; each uses its own uniform draws, so a plan's palette is fixed
+by its seed and features (``temperature`` 0 takes the likelier branch everywhere and no rests):
+
+========= ============================================ ==============================================
+role      plays when                                    instrument (acoustic / electric options)
+========= ============================================ ==============================================
+harmony   always                                        piano, steel/nylon guitar / clean or jazz
+                                                        guitar, electric piano, rock organ
+bass      ``sigmoid(7 (danceability - 0.35))``          acoustic bass / finger, fretless, pick bass
+drums     ``sigmoid(12 (danceability - 0.5))``          the drum kit
+melody    voice: ``sigmoid(10 (0.5 - instrumentalness))``; else an instrumental lead with
+          probability 0.5                               voice oohs, choir / synth choir, voice lead;
+                                                        leads: flute, violin, alto sax, clarinet,
+                                                        trumpet / square, sawtooth lead, overdriven
+                                                        guitar
+colour    ``0.15 + 0.4 energy``                          string ensemble, steel guitar, brass section /
+                                                        synth strings, warm pad, rock organ, muted
+                                                        guitar
+========= ============================================ ==============================================
+
+Each role is acoustic with probability ``sigmoid(5 (acousticness - 0.3))`` (drawn per role), then
+one option by weight. Muted instruments are never drawn (a role whose options are all muted is left
+out; a muted harmony falls back to any other unmuted instrument). Options are common in the
+corpora FIGARO was trained on (the Beatles Lakh transcriptions: piano, guitars, basses, voice
+oohs and choir aahs each in 90-165 of 472 files), so the decoder knows them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from e2m_live.description.vocab import DRUM_INSTRUMENT
+from e2m_live.features import EmotionFeatures
+from e2m_live.planner.classes import BASS_PROGRAMS, INSTRUMENT_NAMES, MAX_INSTRUMENTS_PER_BAR
+
+#: Chance that a non-core instrument rests for a run of bars in a section.
+REST_PROBABILITY = 0.5
+#: Longest rest of a non-core instrument, as a share of the section's bars (rounded down).
+MAX_REST_SHARE = 0.2
+
+Options = tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """One part of an auto ensemble: its acoustic and electric options (name, weight)."""
+
+    name: str
+    acoustic: Options
+    electric: Options
+
+
+HARMONY = Role(
+    "harmony",
+    acoustic=(
+        ("Acoustic Grand Piano", 3.0),
+        ("Acoustic Guitar (steel)", 1.5),
+        ("Acoustic Guitar (nylon)", 1.0),
+    ),
+    electric=(
+        ("Electric Guitar (clean)", 2.0),
+        ("Electric Piano 1", 1.5),
+        ("Electric Guitar (jazz)", 1.0),
+        ("Rock Organ", 1.0),
+    ),
+)
+BASS = Role(
+    "bass",
+    acoustic=(("Acoustic Bass", 1.0),),
+    electric=(("Electric Bass (finger)", 2.0), ("Fretless Bass", 1.0), ("Electric Bass (pick)", 1.0)),
+)
+VOICE = Role(
+    "voice",
+    acoustic=(("Voice Oohs", 2.0), ("Choir Aahs", 1.0)),
+    electric=(("Synth Choir", 1.0), ("Lead 6 (voice)", 0.5)),
+)
+LEAD = Role(
+    "lead",
+    acoustic=(("Flute", 1.0), ("Violin", 1.0), ("Alto Sax", 1.0), ("Clarinet", 0.5), ("Trumpet", 0.5)),
+    electric=(("Lead 1 (square)", 1.0), ("Lead 2 (sawtooth)", 1.0), ("Overdriven Guitar", 1.0)),
+)
+COLOUR = Role(
+    "colour",
+    acoustic=(("String Ensemble 1", 2.0), ("Acoustic Guitar (steel)", 1.0), ("Brass Section", 1.0)),
+    electric=(
+        ("Synth Strings 1", 1.0),
+        ("Pad 2 (warm)", 1.0),
+        ("Rock Organ", 1.0),
+        ("Electric Guitar (muted)", 1.0),
+    ),
+)
+#: Uniform draws :func:`choose_ensemble` takes per plan (fixed, so plans stay aligned with seeds).
+DRAWS_PER_PLAN = 16
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def role_probabilities(features: EmotionFeatures) -> dict[str, float]:
+    """The chance of each auto role (and of an acoustic option) for ``features``."""
+    dance, instrumental = features.danceability, features.instrumentalness
+    return {
+        "bass": _sigmoid(7.0 * (dance - 0.35)),
+        "drums": _sigmoid(12.0 * (dance - 0.5)),
+        "voice": _sigmoid(10.0 * (0.5 - instrumental)),
+        "lead": 0.5,
+        "colour": 0.15 + 0.4 * features.energy,
+        "acoustic": _sigmoid(5.0 * (features.acousticness - 0.3)),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Ensemble:
+    """A section's instruments (vocabulary order) and its core (those that play every bar)."""
+
+    instruments: tuple[str, ...]
+    core: frozenset[str]
+
+
+def core_of(instruments: Sequence[str]) -> frozenset[str]:
+    """The core of a preset or explicit palette: drums, bass instruments and the first other
+    instrument in vocabulary order (the harmony of piano-led and guitar-led line-ups)."""
+    core = {name for name in instruments if name == DRUM_INSTRUMENT or _is_bass(name)}
+    others = [name for name in instruments if name not in core]
+    if others:
+        core.add(others[0])
+    return frozenset(core)
+
+
+def _is_bass(name: str) -> bool:
+    index = INSTRUMENT_NAMES.index(name)
+    return index < 128 and index in BASS_PROGRAMS
+
+
+def _order(names: Collection[str]) -> tuple[str, ...]:
+    return tuple(sorted(names, key=INSTRUMENT_NAMES.index))
+
+
+def _pick(options: Options, taken: Collection[str], u: float, greedy: bool) -> str | None:
+    free = [(name, weight) for name, weight in options if name not in taken]
+    if not free:
+        return None
+    if greedy:
+        return max(free, key=lambda item: item[1])[0]
+    weights = np.array([weight for _, weight in free])
+    index = int(np.searchsorted(np.cumsum(weights) / weights.sum(), u, side="right"))
+    return free[min(index, len(free) - 1)][0]
+
+
+def _role(
+    role: Role, p_acoustic: float, taken: Collection[str], u: Sequence[float], greedy: bool
+) -> str | None:
+    acoustic = p_acoustic >= 0.5 if greedy else u[0] < p_acoustic
+    first, second = (role.acoustic, role.electric) if acoustic else (role.electric, role.acoustic)
+    return _pick(first, taken, u[1], greedy) or _pick(second, taken, u[1], greedy)
+
+
+def choose_ensemble(
+    features: EmotionFeatures, u: Sequence[float], excluded: Collection[str] = (), greedy: bool = False
+) -> Ensemble:
+    """The auto ensemble for ``features`` from :data:`DRAWS_PER_PLAN` uniform draws ``u``; never
+    an ``excluded`` instrument. ``greedy`` takes each role's likelier branch and heaviest option.
+    Raises ``ValueError`` if every instrument is excluded."""
+    p = role_probabilities(features)
+    taken: set[str] = set(excluded)
+    chosen: list[str] = []
+    core: set[str] = set()
+
+    def take(name: str | None, is_core: bool) -> None:
+        if name is not None:
+            chosen.append(name)
+            taken.add(name)
+            if is_core:
+                core.add(name)
+
+    def plays(role: str, draw: float) -> bool:
+        return p[role] >= 0.5 if greedy else draw < p[role]
+
+    harmony = _role(HARMONY, p["acoustic"], taken, u[0:2], greedy)
+    if harmony is None:  # every harmony option muted: any other unmuted instrument leads
+        free = [name for name in INSTRUMENT_NAMES if name not in taken]
+        if not free:
+            raise ValueError("every instrument is muted")
+        harmony = free[0]
+    take(harmony, True)
+    if plays("bass", u[2]):
+        take(_role(BASS, p["acoustic"], taken, u[3:5], greedy), True)
+    if plays("drums", u[5]) and DRUM_INSTRUMENT not in taken:
+        take(DRUM_INSTRUMENT, True)
+    if plays("voice", u[6]):
+        take(_role(VOICE, p["acoustic"], taken, u[7:9], greedy), False)
+    elif plays("lead", u[9]):
+        take(_role(LEAD, p["acoustic"], taken, u[10:12], greedy), False)
+    if plays("colour", u[12]):
+        take(_role(COLOUR, p["acoustic"], taken, u[13:15], greedy), False)
+    return Ensemble(_order(chosen), frozenset(core))
+
+
+def schedule(ensemble: Ensemble, bars: int, u: np.ndarray | None) -> list[tuple[str, ...]]:
+    """The instruments of each of ``bars`` bars (vocabulary order). ``u`` ``[n_instruments, 3]``
+    uniform draws place the rests (see the module doc); ``None`` means no rests. A palette larger
+    than :data:`MAX_INSTRUMENTS_PER_BAR` plays that many per bar, core first, the rest in rotation.
+    """
+    names = ensemble.instruments
+    playing = np.ones((bars, len(names)), dtype=bool)
+    longest = int(MAX_REST_SHARE * bars)
+    if u is not None and longest > 0:
+        for j, name in enumerate(names):
+            if name in ensemble.core or u[j, 0] >= REST_PROBABILITY:
+                continue
+            length = 1 + int(u[j, 1] * longest)
+            start = int(u[j, 2] * (bars - length))  # the last bar is never a rest
+            playing[start : start + length, j] = False
+    if len(names) > MAX_INSTRUMENTS_PER_BAR:
+        for bar in range(bars):
+            order = sorted(
+                np.flatnonzero(playing[bar]),
+                key=lambda j: (names[j] not in ensemble.core, (j - bar) % len(names)),
+            )
+            playing[bar] = False
+            playing[bar, order[:MAX_INSTRUMENTS_PER_BAR]] = True
+    return [tuple(name for name, on in zip(names, row, strict=True) if on) for row in playing]
