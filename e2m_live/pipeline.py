@@ -13,6 +13,10 @@ What the pipeline adds to the planner and the decoder:
 * **Bar numbering.** The plan is numbered ``Bar_1..``; the decoder renumbers its own input (the prime
   becomes bar 1); yielded bars are numbered ``index = 0..bars-1`` within the section and their tokens
   ``Bar_{index + 1}``.
+* **Clean notes and key lock.** The decoder's grammar mask also applies :class:`DecodeRules` (no
+  repeated note, no note past the section's last bar line or longer than 8 quarters, a note budget
+  per bar from its planned density, every planned instrument plays) and, from
+  ``arrangement.key_lock`` with ``features.key``/``features.mode``, the key lock (docs/figaro.md).
 * **Priming.** ``prime`` is the bar played before, as REMI+ tokens or as a :class:`Bar` (converted
   with the same extractor that made the training data); ``prime_description`` is its description
   bar when known (default: the decoder copies the first new bar's).
@@ -48,9 +52,11 @@ from typing import TYPE_CHECKING  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from e2m_live.arrangement import Arrangement  # noqa: E402
 from e2m_live.description.grammar import Description  # noqa: E402
 from e2m_live.description.vocab import BAR_KEY, TEMPO_BINS, TEMPO_KEY  # noqa: E402
 from e2m_live.features import EmotionFeatures  # noqa: E402
+from e2m_live.figaro.constraints import DecodeRules  # noqa: E402
 from e2m_live.models import ModelPaths, model_paths, require_models  # noqa: E402
 from e2m_live.music import Bar  # noqa: E402
 
@@ -141,6 +147,7 @@ class DecodingOptions:
     top_k: int | None = None
     top_p: float | None = None
     max_tokens_per_bar: int = DEFAULT_MAX_TOKENS_PER_BAR
+    rules: DecodeRules = field(default_factory=DecodeRules)  # the clean-note rules of the grammar mask
 
 
 def _check_seed(seed: object) -> None:
@@ -196,21 +203,28 @@ class Pipeline:
 
     # -- the two stages ---------------------------------------------------------------------------
     def plan(self, features: EmotionFeatures, *, bars: int = 12, seed: int | None = None,
-             temperature: float = 1.0) -> Description:
-        """The 12-bar (or ``bars``) description for ``features``."""
+             temperature: float = 1.0, arrangement: Arrangement | None = None) -> Description:
+        """The 12-bar (or ``bars``) description for ``features`` (instruments as ``arrangement`` says)."""
         from e2m_live.planner import PlanError
 
+        extra = {"arrangement": arrangement} if _accepts(self.planner.plan, "arrangement") else {}
         try:
-            return self.planner.plan(features, bars=bars, seed=seed, temperature=temperature)
+            return self.planner.plan(features, bars=bars, seed=seed, temperature=temperature, **extra)
         except PlanError as error:
             raise PipelineError(str(error)) from None
 
     def decode(self, description: Description | Sequence[str], features: EmotionFeatures, *,
                prime: Sequence[str] | Bar | None = None, prime_description: Sequence[str] | None = None,
-               seed: int | None = None, options: DecodingOptions | None = None) -> Iterator[GeneratedBar]:
-        """Decode ``description`` bar by bar, yielding each bar as soon as it is complete."""
+               seed: int | None = None, options: DecodingOptions | None = None,
+               arrangement: Arrangement | None = None) -> Iterator[GeneratedBar]:
+        """Decode ``description`` bar by bar, yielding each bar as soon as it is complete.
+
+        Pitched instruments keep to ``features.key``/``features.mode`` as strictly as
+        ``arrangement.key_lock`` says (``None``: ``Arrangement()``, the default lock).
+        """
         _check_seed(seed)
         options = options or DecodingOptions()
+        arrangement = arrangement or Arrangement()
         desc_bars = _split_description(description)
         prime_tokens = bar_to_tokens(prime) if isinstance(prime, Bar) else (list(prime) if prime else None)
         try:
@@ -218,7 +232,8 @@ class Pipeline:
                 [t for bar in desc_bars for t in bar], prime=prime_tokens,
                 prime_description=prime_description if prime_tokens else None,
                 temperature=options.temperature, top_k=options.top_k, top_p=options.top_p, seed=seed,
-                max_tokens_per_bar=options.max_tokens_per_bar)
+                max_tokens_per_bar=options.max_tokens_per_bar, rules=options.rules,
+                scale=(int(features.key), int(features.mode)), key_lock=float(arrangement.key_lock))
         except ValueError as error:
             raise PipelineError(str(error)) from None
         return self._bars(stream, desc_bars, features)
@@ -241,7 +256,8 @@ class Pipeline:
     def generate(self, features: EmotionFeatures, *, bars: int = 12, seed: int | None = None,
                  temperature: float = 1.0, plan_temperature: float | None = None,
                  prime: Sequence[str] | Bar | None = None, prime_description: Sequence[str] | None = None,
-                 options: DecodingOptions | None = None) -> Iterator[GeneratedBar]:
+                 options: DecodingOptions | None = None,
+                 arrangement: Arrangement | None = None) -> Iterator[GeneratedBar]:
         """Plan ``bars`` bars for ``features`` and decode them (see :meth:`plan` and :meth:`decode`).
 
         ``temperature`` is the decoder's (unless ``options`` is given) and, unless ``plan_temperature``
@@ -250,10 +266,21 @@ class Pipeline:
         """
         _check_seed(seed)
         description = self.plan(features, bars=bars, seed=seed,
-                                temperature=temperature if plan_temperature is None else plan_temperature)
+                                temperature=temperature if plan_temperature is None else plan_temperature,
+                                arrangement=arrangement)
         options = options or DecodingOptions(temperature=temperature)
         return self.decode(description, features, prime=prime, prime_description=prime_description,
-                           seed=None if seed is None else seed + 1, options=options)
+                           seed=None if seed is None else seed + 1, options=options, arrangement=arrangement)
+
+
+def _accepts(function: object, name: str) -> bool:
+    """Whether ``function`` takes a parameter ``name`` (the planner gains ``arrangement`` in issue 14)."""
+    import inspect
+
+    try:
+        return name in inspect.signature(function).parameters  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
 
 
 def _time_signature_of(description_bar: Sequence[str]) -> tuple[int, int] | None:

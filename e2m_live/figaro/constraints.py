@@ -11,15 +11,35 @@ positions that never go backwards and stay inside the bar, the bar's time signat
 instruments from its description (when the description has them), and a token budget per
 bar (no new event starts unless a whole note still fits).
 
-Masks are additive float tensors over the vocabulary (0 allowed, -inf forbidden), built from
-precomputed id sets and cached per grammar situation, so a step costs one tensor add.
+:class:`DecodeRules` add what makes the notes clean (issue 14), each measured on FIGARO's own REMI+
+of the 100 reference files (``shared/reference``, 191,101 notes) and documented in ``docs/figaro.md``:
+
+* **rising pitches**: within one instrument at one position pitches strictly rise. The reference
+  REMI lists notes of one instrument at one position in ascending pitch order (0 falls in 83,173
+  pairs; 4,462 pitched and 100 drum pairs repeat a pitch, i.e. doubled MIDI tracks), drums included.
+  An instrument that plays again at the same position continues above its last pitch there.
+* **section end and note cap**: no ``Duration_*`` carries a note past the end of the last bar, and
+  none is longer than :data:`MAX_NOTE_POSITIONS` (8 quarters, 99.3rd percentile of pitched notes).
+* **note budget**: at most ``margin`` x the notes that the bar's ``Note Density_*`` bin allows
+  (its upper edge x positions in the bar; no reference bar exceeds 1x).
+* **coverage**: a bar ends only after every instrument of its description has played (while the
+  token and note budgets leave room for one note each).
+
+A :class:`ScaleLock` adds a logit penalty to out-of-scale pitches of pitched instruments (drums are
+never touched) and a small bonus to the tonic triad.
+
+Masks are additive float tensors over the vocabulary (0 allowed, -inf forbidden, key-lock penalties
+in between), built from precomputed id sets and cached per grammar situation, so a step costs one
+tensor add.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -27,9 +47,11 @@ from e2m_live.description.vocab import (
     BAR_KEY,
     CHORD_KEY,
     DRUM_INSTRUMENT,
+    DURATION_BINS,
     DURATION_KEY,
     EOS_TOKEN,
     INSTRUMENT_KEY,
+    NOTE_DENSITY_BINS,
     PITCH_KEY,
     POSITION_KEY,
     POSITIONS_PER_QUARTER,
@@ -43,6 +65,90 @@ from e2m_live.description.vocab import (
 NOTE_LENGTH = 5
 #: The smallest useful per-bar budget: Bar, Time Signature and one note.
 MIN_TOKENS_PER_BAR = 2 + NOTE_LENGTH
+#: Longest note in positions (12 per quarter): 8 quarters, two bars of 4/4. On the reference REMI+,
+#: 99 % of pitched notes last at most 84 positions and 99.5 % at most 108; 96 keeps >99 % of real
+#: notes as they are and ends the stuck notes of issue 14 (held for up to 16 bars).
+MAX_NOTE_POSITIONS = 96
+#: Notes a bar may hold, as a multiple of what its ``Note Density_*`` bin allows (the bin's upper edge
+#: x the bar's positions). No reference bar exceeds 1x; the margin leaves the model room to phrase.
+NOTE_BUDGET_MARGIN = 1.5
+#: Fewest notes the note budget ever allows in a bar (a sparse bin still lets a chord sound).
+MIN_NOTES_PER_BAR = 4
+#: Out-of-scale pitches get ``KEY_LOCK_SHARPNESS * ln(1 - key_lock)`` added to their logit: their
+#: probability is multiplied by ``(1 - key_lock) ** 2`` (0.5 -> x0.25, 0.9 -> x0.01, 1 -> forbidden).
+KEY_LOCK_SHARPNESS = 2.0
+#: Logit bonus for the tonic triad's pitch classes at full key lock (scaled by the lock): the model
+#: otherwise often centres a scale on its relative or dominant (issue 14).
+TONIC_BONUS = 0.5
+#: Scale degrees by mode (1 major, 0 minor: natural plus the harmonic raised 7th), as the planner's.
+SCALE_DEGREES = {1: frozenset({0, 2, 4, 5, 7, 9, 11}), 0: frozenset({0, 2, 3, 5, 7, 8, 10, 11})}
+
+
+@dataclass(frozen=True)
+class DecodeRules:
+    """The clean-note rules of the grammar mask (each can be switched off, for measurements)."""
+
+    rising_pitches: bool = True  # within one instrument at one position, pitches strictly rise
+    section_end: bool = True  # no note lasts past the end of the last bar
+    max_duration: int | None = MAX_NOTE_POSITIONS  # positions; None: uncapped
+    note_budget_margin: float | None = NOTE_BUDGET_MARGIN  # None: no note budget
+    coverage: bool = True  # every described instrument plays in its bar
+
+    @classmethod
+    def off(cls) -> DecodeRules:
+        """The grammar alone, as before issue 14."""
+        return cls(rising_pitches=False, section_end=False, max_duration=None, note_budget_margin=None,
+                   coverage=False)
+
+    def __post_init__(self) -> None:
+        if self.max_duration is not None and self.max_duration < 1:
+            raise ValueError("max_duration must be >= 1 position (or None)")
+        if self.note_budget_margin is not None and not self.note_budget_margin > 0:
+            raise ValueError("note_budget_margin must be > 0 (or None)")
+
+
+@dataclass(frozen=True)
+class ScaleLock:
+    """Keep pitched instruments to the scale of ``key`` (0 = C .. 11 = B) in ``mode`` (1 major, 0 minor).
+
+    ``lock`` 0..1: 0 changes nothing, 1 allows scale tones only; in between out-of-scale pitches get
+    ``KEY_LOCK_SHARPNESS * ln(1 - lock)`` on their logit and the tonic triad ``TONIC_BONUS * lock``.
+    """
+
+    key: int
+    mode: int
+    lock: float
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.key, int) and 0 <= self.key < 12):
+            raise ValueError(f"key must be an integer in 0..11, got {self.key!r}")
+        if self.mode not in (0, 1):
+            raise ValueError(f"mode must be 0 (minor) or 1 (major), got {self.mode!r}")
+        if not (isinstance(self.lock, int | float) and 0.0 <= self.lock <= 1.0):
+            raise ValueError(f"key_lock must be in 0..1, got {self.lock!r}")
+
+    @property
+    def active(self) -> bool:
+        return self.lock > 0
+
+    def pitch_classes(self) -> frozenset[int]:
+        return frozenset((self.key + d) % 12 for d in SCALE_DEGREES[self.mode])
+
+    def bias(self) -> np.ndarray:
+        """Additive logits for pitches 0..127 (-inf outside the scale at lock 1)."""
+        scale = self.pitch_classes()
+        triad = {self.key % 12, (self.key + (4 if self.mode == 1 else 3)) % 12, (self.key + 7) % 12}
+        penalty = -math.inf if self.lock >= 1 else KEY_LOCK_SHARPNESS * math.log1p(-self.lock)
+        pcs = np.arange(128) % 12
+        bias = np.where(np.isin(pcs, list(scale)), 0.0, penalty)
+        return bias + np.where(np.isin(pcs, list(triad)), TONIC_BONUS * self.lock, 0.0)
+
+    def highest_allowed(self) -> int:
+        """The highest pitch the lock never forbids."""
+        if self.lock < 1:
+            return 127
+        scale = self.pitch_classes()
+        return max(p for p in range(128) if p % 12 in scale)
 
 
 class TokenClass(IntEnum):
@@ -90,10 +196,19 @@ def bar_length_in_positions(time_signature: str) -> int | None:
 
 @dataclass(frozen=True)
 class BarPlan:
-    """What the description says about one bar: its time signature and instruments (REMI ids)."""
+    """What the description says about one bar: its time signature, instruments (REMI ids) and how
+    many notes its ``Note Density_*`` bin allows (the bin's upper edge x the bar's positions)."""
 
     time_signature_id: int | None = None
     instrument_ids: frozenset[int] | None = None  # None: unrestricted
+    density_notes: float | None = None  # None: no density in the description
+
+
+def density_notes(density_bin: int, positions: int) -> float:
+    """Most notes a bar of ``positions`` positions holds in ``Note Density_{density_bin}``: the
+    description stores notes per position, rounded to the nearest bin."""
+    step = float(NOTE_DENSITY_BINS[1] - NOTE_DENSITY_BINS[0])
+    return (float(NOTE_DENSITY_BINS[min(density_bin, len(NOTE_DENSITY_BINS) - 1)]) + step / 2) * positions
 
 
 class RemiGrammar:
@@ -110,6 +225,8 @@ class RemiGrammar:
         pairs = list(zip(itos, self.token_class, strict=True))
         self.position_value = [int(t.split("_")[1]) if c == TokenClass.POSITION else -1 for t, c in pairs]
         self.bar_number = [int(t.split("_")[1]) if c == TokenClass.BAR else -1 for t, c in pairs]
+        self.pitch_value = [int(t.rsplit("_", 1)[1]) if c in (TokenClass.PITCH, TokenClass.DRUM_PITCH) else -1
+                            for t, c in pairs]
         self.bar_id = {n: i for i, n in enumerate(self.bar_number) if n >= 0}
         self.bar_positions: list[int | None] = [
             bar_length_in_positions(t) if c == TokenClass.TIME_SIGNATURE else None
@@ -120,19 +237,27 @@ class RemiGrammar:
         classes = torch.tensor([int(c) for c in self.token_class])
         self._class_ids = {c: torch.nonzero(classes == int(c)).flatten() for c in TokenClass}
         self._positions = torch.tensor(self.position_value)
+        # Duration_i and Pitch_i ids are in value order (checked here: the masks below slice them)
+        durations = self._class_ids[TokenClass.DURATION]
+        assert [itos[int(i)] for i in durations] == [f"{DURATION_KEY}_{k}" for k in range(len(DURATION_BINS))]
+        for cls in (TokenClass.PITCH, TokenClass.DRUM_PITCH):
+            assert [self.pitch_value[int(i)] for i in self._class_ids[cls]] == list(range(128))
         self._cache: dict[tuple, Tensor] = {}
 
     def ids(self, cls: TokenClass) -> Tensor:
         return self._class_ids[cls]
 
-    def _mask(self, key: tuple, allowed: Tensor) -> Tensor:
-        mask = torch.full((self.size,), float("-inf"))
-        mask[allowed] = 0.0
+    def _store(self, key: tuple, mask: Tensor) -> Tensor:
         mask = mask.to(self.device)
         if len(self._cache) >= self.MAX_CACHED_MASKS:  # a long live session meets many instrument sets
             self._cache.clear()
         self._cache[key] = mask
         return mask
+
+    def _mask(self, key: tuple, allowed: Tensor) -> Tensor:
+        mask = torch.full((self.size,), float("-inf"))
+        mask[allowed] = 0.0
+        return self._store(key, mask)
 
     def mask(self, key: tuple) -> Tensor:
         """The additive mask for a grammar situation ``key`` (see :class:`GrammarState`)."""
@@ -144,16 +269,29 @@ class RemiGrammar:
             return self._mask(key, torch.tensor(sorted(key[1]), dtype=torch.long))
         if kind == "class":
             return self._mask(key, self.ids(key[1]))
-        if kind == "after_position":  # instruments (maybe restricted), chords, tempi
-            instruments = self.ids(TokenClass.INSTRUMENT) if key[1] is None else torch.tensor(sorted(key[1]))
-            allowed = torch.cat([instruments, self.ids(TokenClass.CHORD), self.ids(TokenClass.TEMPO)])
-            return self._mask(key, allowed.long())
+        if kind == "after_position":  # instruments (maybe restricted), chords and tempi (unless only notes)
+            _, instrument_set, notes_only = key
+            instruments = self.ids(TokenClass.INSTRUMENT) if instrument_set is None \
+                else torch.tensor(sorted(instrument_set), dtype=torch.long)
+            parts = [instruments] if notes_only else \
+                [instruments, self.ids(TokenClass.CHORD), self.ids(TokenClass.TEMPO)]
+            return self._mask(key, torch.cat(parts).long())
         if kind == "position":  # positions in [lo, hi), plus the given terminators
             _, lo, hi, terminators = key
             pos = self.ids(TokenClass.POSITION)
             values = self._positions[pos]
             allowed = pos[(values >= lo) & (values < hi)]
             return self._mask(key, torch.cat([allowed, torch.tensor(sorted(terminators), dtype=torch.long)]))
+        if kind == "pitch":  # pitches >= lo, with a key-lock bias for pitched instruments
+            _, drum, lo, lock = key
+            ids = self.ids(TokenClass.DRUM_PITCH if drum else TokenClass.PITCH)
+            mask = torch.full((self.size,), float("-inf"))
+            mask[ids[lo:]] = 0.0
+            if lock is not None and lock.active:
+                mask[ids[lo:]] += torch.tensor(lock.bias()[lo:], dtype=mask.dtype)
+            return self._store(key, mask)
+        if kind == "duration":  # the first n duration bins (bins ascend)
+            return self._mask(key, self.ids(TokenClass.DURATION)[: key[1]])
         raise KeyError(key)
 
 
@@ -167,12 +305,20 @@ class GrammarState:
     final_bar: int = 0  # no bar after this one; its end is Bar_{final+1} or <eos>
     budget: int = 512
     minimum: int = 0  # a bar may end only after this many tokens
+    rules: DecodeRules = field(default_factory=DecodeRules.off)
+    lock: ScaleLock | None = None
     last_class: TokenClass = TokenClass.OTHER
     bar: int = 0
     tokens_in_bar: int = 0
     position: int = 0
     bar_positions: int | None = None
     drum: bool = False
+    instrument: int = -1
+    notes_in_bar: int = 0
+    max_notes: int | None = None  # this bar's note budget
+    played: set[int] = field(default_factory=set)  # instruments that played in this bar
+    top_pitch: dict[int, int] = field(default_factory=dict)  # instrument -> last pitch at this position
+    positions_after: int = 0  # positions of the bars after this one, up to the final bar
 
     def advance(self, token_id: int) -> None:
         g = self.grammar
@@ -182,14 +328,42 @@ class GrammarState:
             self.tokens_in_bar = 0
             self.position = 0
             self.bar_positions = None
+            self.notes_in_bar = 0
+            self.played = set()
+            self.top_pitch = {}
         elif cls == TokenClass.TIME_SIGNATURE:
             self.bar_positions = g.bar_positions[token_id]
+            self._start_bar()
         elif cls == TokenClass.POSITION:
+            if g.position_value[token_id] != self.position:
+                self.top_pitch = {}
             self.position = g.position_value[token_id]
         elif cls == TokenClass.INSTRUMENT:
             self.drum = token_id == g.drum_instrument_id
+            self.instrument = token_id
+        elif cls in (TokenClass.PITCH, TokenClass.DRUM_PITCH):
+            self.top_pitch[self.instrument] = g.pitch_value[token_id]
+            self.played.add(self.instrument)
+            self.notes_in_bar += 1
         self.tokens_in_bar += 1
         self.last_class = cls
+
+    def _start_bar(self) -> None:
+        """Per-bar quantities, once the bar's length is known."""
+        g = self.grammar
+        plan = self.plans.get(self.bar, BarPlan())
+        margin = self.rules.note_budget_margin
+        if margin is None or plan.density_notes is None:
+            self.max_notes = None
+        else:
+            described = len(plan.instrument_ids) if plan.instrument_ids else 0
+            self.max_notes = max(math.ceil(margin * plan.density_notes), described, MIN_NOTES_PER_BAR)
+        length = self.bar_positions or 0
+        after = 0
+        for number in range(self.bar + 1, self.final_bar + 1):
+            ts = self.plans.get(number, BarPlan()).time_signature_id
+            after += (g.bar_positions[ts] if ts is not None else None) or length
+        self.positions_after = after
 
     def _terminators(self) -> frozenset[int]:
         g = self.grammar
@@ -198,6 +372,49 @@ class GrammarState:
         if self.bar >= self.final_bar:
             ends.add(g.eos_id)
         return frozenset(ends)
+
+    def _missing(self, plan: BarPlan) -> frozenset[int]:
+        """Described instruments that have not played yet, if the budgets leave room for them all."""
+        if not self.rules.coverage or not plan.instrument_ids:
+            return frozenset()
+        missing = plan.instrument_ids - self.played
+        room = (self.budget - self.tokens_in_bar) // NOTE_LENGTH
+        if self.max_notes is not None:
+            room = min(room, self.max_notes - self.notes_in_bar)
+        return missing if len(missing) <= room else frozenset()
+
+    def _highest(self, instrument: int) -> int:
+        if instrument == self.grammar.drum_instrument_id or self.lock is None:
+            return 127
+        return self.lock.highest_allowed()
+
+    def _after_position(self, plan: BarPlan) -> tuple:
+        allowed = plan.instrument_ids
+        notes_only = False
+        missing = self._missing(plan)
+        if missing:
+            room = (self.budget - self.tokens_in_bar) // NOTE_LENGTH
+            if self.max_notes is not None:
+                room = min(room, self.max_notes - self.notes_in_bar)
+            if room <= len(missing):  # only just enough room left: the missing instruments play now
+                allowed, notes_only = missing, True
+        if self.rules.rising_pitches:
+            full = frozenset(i for i, p in self.top_pitch.items() if p >= self._highest(i))
+            if full:
+                every = frozenset(int(i) for i in self.grammar.ids(TokenClass.INSTRUMENT))
+                allowed = (every if allowed is None else allowed) - full
+                if notes_only and not allowed:
+                    allowed, notes_only = plan.instrument_ids, False
+                    allowed = None if allowed is None else allowed - full
+        return ("after_position", allowed, notes_only)
+
+    def _duration(self) -> tuple:
+        limit = self.rules.max_duration or 10**9
+        if self.rules.section_end and self.bar_positions:
+            limit = min(limit, self.bar_positions - self.position + self.positions_after)
+        if limit >= DURATION_BINS[-1]:
+            return ("class", TokenClass.DURATION)
+        return ("duration", max(1, int(np.searchsorted(DURATION_BINS, limit, side="right"))))
 
     def mask_key(self) -> tuple:
         """The situation that decides which tokens may come next."""
@@ -213,18 +430,21 @@ class GrammarState:
         if c == TokenClass.TIME_SIGNATURE:
             return ("position", self.position, hi, frozenset())
         if c == TokenClass.POSITION:
-            return ("after_position", plan.instrument_ids)
+            return self._after_position(plan)
         if c == TokenClass.INSTRUMENT:
-            return ("class", TokenClass.DRUM_PITCH if self.drum else TokenClass.PITCH)
+            lo = self.top_pitch.get(self.instrument, -1) + 1 if self.rules.rising_pitches else 0
+            return ("pitch", self.drum, lo, None if self.drum else self.lock)
         if c in (TokenClass.PITCH, TokenClass.DRUM_PITCH):
             return ("class", TokenClass.VELOCITY)
         if c == TokenClass.VELOCITY:
-            return ("class", TokenClass.DURATION)
+            return self._duration()
         # after a complete event (Duration, Chord, Tempo): another position or the end of the bar
         if self.tokens_in_bar + NOTE_LENGTH > self.budget:
             return ("ids", self._terminators())
-        ends = self._terminators() if self.tokens_in_bar >= self.minimum else frozenset()
-        return ("position", self.position, hi, ends)
+        if self.max_notes is not None and self.notes_in_bar >= self.max_notes:
+            return ("ids", self._terminators())
+        may_end = self.tokens_in_bar >= self.minimum and not self._missing(plan)
+        return ("position", self.position, hi, self._terminators() if may_end else frozenset())
 
     def mask(self) -> Tensor:
         return self.grammar.mask(self.mask_key())

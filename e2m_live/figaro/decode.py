@@ -24,6 +24,7 @@ from e2m_live.description.vocab import (
     BOS_TOKEN,
     EOS_TOKEN,
     INSTRUMENT_KEY,
+    NOTE_DENSITY_KEY,
     PAD_TOKEN,
     TIME_SIGNATURE_KEY,
 )
@@ -31,9 +32,13 @@ from e2m_live.figaro.constraints import (
     MIN_TOKENS_PER_BAR,
     NOTE_LENGTH,
     BarPlan,
+    DecodeRules,
     GrammarState,
     RemiGrammar,
+    ScaleLock,
     TokenClass,
+    bar_length_in_positions,
+    density_notes,
 )
 from e2m_live.figaro.inputs import description_vocab, filter_description, remi_vocab
 from e2m_live.figaro.model import DecoderCache, FigaroModel
@@ -98,13 +103,19 @@ def prepare_description(bars: Sequence[Sequence[str]], options: dict[str, bool] 
 
 
 def bar_plan(bar: Sequence[str], restrict_instruments: bool) -> BarPlan:
-    """Time signature and instruments (as REMI ids) that one description bar prescribes."""
+    """Time signature, instruments (as REMI ids) and note density that one description bar prescribes."""
     vocab = remi_vocab()
     ts = [t for t in bar if t.startswith(TIME_SIGNATURE_KEY + "_") and t in vocab]
     instruments = frozenset(vocab[t] for t in bar if t.startswith(INSTRUMENT_KEY + "_") and t in vocab)
+    density = [t for t in bar if t.startswith(NOTE_DENSITY_KEY + "_")]
+    positions = bar_length_in_positions(ts[0]) if ts else None
+    notes = None
+    if density and positions and density[0].rsplit("_", 1)[1].isdigit():
+        notes = density_notes(int(density[0].rsplit("_", 1)[1]), positions)
     return BarPlan(
         time_signature_id=vocab[ts[0]] if ts else None,
         instrument_ids=instruments if restrict_instruments else None,
+        density_notes=notes,
     )
 
 
@@ -195,6 +206,9 @@ class IncrementalDecoder:
         seed: int | None = None,
         max_tokens_per_bar: int = 512,
         min_tokens_per_bar: int = 0,
+        rules: DecodeRules | None = None,
+        scale: tuple[int, int] | None = None,
+        key_lock: float = 0.0,
     ) -> Iterator[list[str]]:
         """Yield the REMI+ tokens of each described bar as soon as it is complete.
 
@@ -206,6 +220,10 @@ class IncrementalDecoder:
         (``Bar`` token included); a bar that reaches it is closed. ``min_tokens_per_bar`` keeps
         a bar open until it has that many tokens (constrained mode; benchmarks use it to fix the
         token count).
+
+        ``rules`` (constrained mode): the clean-note rules (:class:`DecodeRules`, all on by default;
+        ``DecodeRules.off()`` for the grammar alone). ``scale`` ``(key, mode)`` with ``key_lock`` in 0..1
+        keeps pitched instruments to that scale (:class:`ScaleLock`; 0 or no scale: no lock).
         """
         if max_tokens_per_bar < MIN_TOKENS_PER_BAR:
             raise ValueError(f"max_tokens_per_bar must be >= {MIN_TOKENS_PER_BAR}")
@@ -233,18 +251,24 @@ class IncrementalDecoder:
         desc = prepare_description(numbered, self.config.description_options)
         restrict = (self.config.description_options or {}).get("instruments", True)
         plans = {i: bar_plan(bar, restrict) for i, bar in enumerate(numbered, start=1)}
+        lock = ScaleLock(int(scale[0]), int(scale[1]), float(key_lock)) if scale is not None else None
+        if lock is None and not 0.0 <= key_lock <= 1.0:
+            raise ValueError(f"key_lock must be in 0..1, got {key_lock!r}")
         sampler = _Sampler(temperature, top_k, top_p, seed, self.device)
-        return self._run(desc, plans, _renumber(prime_tokens, 1) if prime_tokens else [], final_bar,
-                         len(desc_bars), sampler, max_tokens_per_bar, min_tokens_per_bar)
+        state = GrammarState(self.grammar, plans=plans, final_bar=final_bar, budget=max_tokens_per_bar,
+                             minimum=min_tokens_per_bar, rules=DecodeRules() if rules is None else rules,
+                             lock=lock if lock is not None and lock.active else None)
+        return self._run(desc, state, _renumber(prime_tokens, 1) if prime_tokens else [],
+                         len(desc_bars), sampler)
 
     # --- internals -----------------------------------------------------------------------
 
     @torch.inference_mode()
-    def _run(self, desc: Description, plans: dict[int, BarPlan], prime: list[str], final_bar: int,
-             n_bars: int, sampler: _Sampler, budget: int, minimum: int) -> Iterator[list[str]]:
+    def _run(self, desc: Description, state: GrammarState, prime: list[str], n_bars: int,
+             sampler: _Sampler) -> Iterator[list[str]]:
         vocab, grammar = self.vocab, self.grammar
         itos = vocab.itos
-        state = GrammarState(grammar, plans=plans, final_bar=final_bar, budget=budget, minimum=minimum)
+        budget = state.budget
         history = _History()
         history.append(vocab.bos_id, grammar)
         for tok in prime:
