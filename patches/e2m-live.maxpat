@@ -62,7 +62,7 @@
 					"numoutlets": 0,
 					"patching_rect": [
 						20.0,
-						800.0,
+						972.0,
 						170.0,
 						22.0
 					],
@@ -400,7 +400,61 @@
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
-						660.0,
+						650.0,
+						40.0,
+						100.0,
+						20.0
+					],
+					"text": "key_lock"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-22",
+					"maxclass": "slider",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"parameter_enable": 0,
+					"patching_rect": [
+						650.0,
+						62.0,
+						24.0,
+						150.0
+					],
+					"floatoutput": 1,
+					"min": 0.0,
+					"size": 1.0
+				}
+			},
+			{
+				"box": {
+					"id": "obj-23",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						650.0,
+						225.0,
+						100.0,
+						22.0
+					],
+					"text": "prepend /e2m/key_lock"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-24",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						765.0,
 						40.0,
 						200.0,
 						20.0
@@ -410,7 +464,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-22",
+					"id": "obj-25",
 					"maxclass": "pictslider",
 					"numinlets": 2,
 					"numoutlets": 2,
@@ -420,7 +474,7 @@
 					],
 					"parameter_enable": 0,
 					"patching_rect": [
-						660.0,
+						765.0,
 						62.0,
 						160.0,
 						160.0
@@ -433,7 +487,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-23",
+					"id": "obj-26",
 					"maxclass": "newobj",
 					"numinlets": 6,
 					"numoutlets": 1,
@@ -441,7 +495,7 @@
 						""
 					],
 					"patching_rect": [
-						660.0,
+						765.0,
 						230.0,
 						133.0,
 						22.0
@@ -451,7 +505,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-24",
+					"id": "obj-27",
 					"maxclass": "newobj",
 					"numinlets": 6,
 					"numoutlets": 1,
@@ -459,7 +513,7 @@
 						""
 					],
 					"patching_rect": [
-						810.0,
+						915.0,
 						230.0,
 						133.0,
 						22.0
@@ -469,7 +523,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-25",
+					"id": "obj-28",
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -477,7 +531,7 @@
 						""
 					],
 					"patching_rect": [
-						660.0,
+						765.0,
 						260.0,
 						84.0,
 						22.0
@@ -487,7 +541,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-26",
+					"id": "obj-29",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -495,7 +549,7 @@
 						""
 					],
 					"patching_rect": [
-						660.0,
+						765.0,
 						290.0,
 						119.0,
 						22.0
@@ -505,7 +559,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-27",
+					"id": "obj-30",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -520,7 +574,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-28",
+					"id": "obj-31",
 					"maxclass": "umenu",
 					"numinlets": 1,
 					"numoutlets": 3,
@@ -565,7 +619,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-29",
+					"id": "obj-32",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -583,7 +637,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-30",
+					"id": "obj-33",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -598,7 +652,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-31",
+					"id": "obj-34",
 					"maxclass": "umenu",
 					"numinlets": 1,
 					"numoutlets": 3,
@@ -623,7 +677,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-32",
+					"id": "obj-35",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -641,7 +695,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-33",
+					"id": "obj-36",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -656,7 +710,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-34",
+					"id": "obj-37",
 					"maxclass": "umenu",
 					"numinlets": 1,
 					"numoutlets": 3,
@@ -687,7 +741,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-35",
+					"id": "obj-38",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -705,7 +759,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-36",
+					"id": "obj-39",
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -723,7 +777,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-37",
+					"id": "obj-40",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -738,7 +792,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-38",
+					"id": "obj-41",
 					"maxclass": "umenu",
 					"numinlets": 1,
 					"numoutlets": 3,
@@ -775,7 +829,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-39",
+					"id": "obj-42",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -793,7 +847,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-40",
+					"id": "obj-43",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -803,12 +857,12 @@
 						120.0,
 						20.0
 					],
-					"text": "Sync"
+					"text": "Ensemble"
 				}
 			},
 			{
 				"box": {
-					"id": "obj-41",
+					"id": "obj-44",
 					"maxclass": "umenu",
 					"numinlets": 1,
 					"numoutlets": 3,
@@ -825,67 +879,22 @@
 						22.0
 					],
 					"items": [
-						"internal",
+						"auto",
 						",",
-						"midi",
+						"piano",
 						",",
-						"link"
+						"band",
+						",",
+						"rock",
+						",",
+						"electronic",
+						",",
+						"strings",
+						",",
+						"orchestra",
+						",",
+						"jazz"
 					]
-				}
-			},
-			{
-				"box": {
-					"id": "obj-42",
-					"maxclass": "newobj",
-					"numinlets": 1,
-					"numoutlets": 1,
-					"outlettype": [
-						""
-					],
-					"patching_rect": [
-						420.0,
-						500.0,
-						170.0,
-						22.0
-					],
-					"text": "prepend /e2m/sync"
-				}
-			},
-			{
-				"box": {
-					"id": "obj-43",
-					"maxclass": "comment",
-					"numinlets": 1,
-					"numoutlets": 0,
-					"patching_rect": [
-						20.0,
-						540.0,
-						120.0,
-						20.0
-					],
-					"text": "Tempo (BPM)"
-				}
-			},
-			{
-				"box": {
-					"id": "obj-44",
-					"maxclass": "flonum",
-					"numinlets": 1,
-					"numoutlets": 2,
-					"outlettype": [
-						"",
-						"bang"
-					],
-					"parameter_enable": 0,
-					"patching_rect": [
-						140.0,
-						540.0,
-						70.0,
-						22.0
-					],
-					"minimum": 40.0,
-					"maximum": 240.0,
-					"format": 6
 				}
 			},
 			{
@@ -899,11 +908,11 @@
 					],
 					"patching_rect": [
 						420.0,
-						540.0,
+						500.0,
 						170.0,
 						22.0
 					],
-					"text": "prepend /e2m/tempo"
+					"text": "prepend /e2m/ensemble"
 				}
 			},
 			{
@@ -914,28 +923,37 @@
 					"numoutlets": 0,
 					"patching_rect": [
 						20.0,
-						580.0,
+						540.0,
 						120.0,
 						20.0
 					],
-					"text": "Loop"
+					"text": "Sync"
 				}
 			},
 			{
 				"box": {
 					"id": "obj-47",
-					"maxclass": "toggle",
+					"maxclass": "umenu",
 					"numinlets": 1,
-					"numoutlets": 1,
+					"numoutlets": 3,
 					"outlettype": [
-						"int"
+						"int",
+						"",
+						""
 					],
 					"parameter_enable": 0,
 					"patching_rect": [
 						140.0,
-						580.0,
-						24.0,
-						24.0
+						540.0,
+						110.0,
+						22.0
+					],
+					"items": [
+						"internal",
+						",",
+						"midi",
+						",",
+						"link"
 					]
 				}
 			},
@@ -950,75 +968,96 @@
 					],
 					"patching_rect": [
 						420.0,
-						580.0,
+						540.0,
 						170.0,
 						22.0
 					],
-					"text": "prepend /e2m/loop"
+					"text": "prepend /e2m/sync"
 				}
 			},
 			{
 				"box": {
 					"id": "obj-49",
-					"maxclass": "button",
+					"maxclass": "comment",
 					"numinlets": 1,
-					"numoutlets": 1,
-					"outlettype": [
-						"bang"
-					],
+					"numoutlets": 0,
 					"patching_rect": [
 						20.0,
-						660.0,
-						24.0,
-						24.0
-					]
+						580.0,
+						120.0,
+						20.0
+					],
+					"text": "Tempo (BPM)"
 				}
 			},
 			{
 				"box": {
 					"id": "obj-50",
-					"maxclass": "comment",
+					"maxclass": "flonum",
 					"numinlets": 1,
-					"numoutlets": 0,
-					"patching_rect": [
-						48.0,
-						638.0,
-						120.0,
-						20.0
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						"bang"
 					],
-					"text": "Play"
+					"parameter_enable": 0,
+					"patching_rect": [
+						140.0,
+						580.0,
+						70.0,
+						22.0
+					],
+					"minimum": 40.0,
+					"maximum": 240.0,
+					"format": 6
 				}
 			},
 			{
 				"box": {
 					"id": "obj-51",
-					"maxclass": "message",
-					"numinlets": 2,
+					"maxclass": "newobj",
+					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
 						""
 					],
 					"patching_rect": [
-						50.0,
-						660.0,
-						77.0,
+						420.0,
+						580.0,
+						170.0,
 						22.0
 					],
-					"text": "/e2m/play"
+					"text": "prepend /e2m/tempo"
 				}
 			},
 			{
 				"box": {
 					"id": "obj-52",
-					"maxclass": "button",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						20.0,
+						620.0,
+						120.0,
+						20.0
+					],
+					"text": "Loop"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-53",
+					"maxclass": "toggle",
 					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
-						"bang"
+						"int"
 					],
+					"parameter_enable": 0,
 					"patching_rect": [
-						220.0,
-						660.0,
+						140.0,
+						620.0,
 						24.0,
 						24.0
 					]
@@ -1026,35 +1065,20 @@
 			},
 			{
 				"box": {
-					"id": "obj-53",
-					"maxclass": "comment",
-					"numinlets": 1,
-					"numoutlets": 0,
-					"patching_rect": [
-						248.0,
-						638.0,
-						120.0,
-						20.0
-					],
-					"text": "Stop"
-				}
-			},
-			{
-				"box": {
 					"id": "obj-54",
-					"maxclass": "message",
-					"numinlets": 2,
+					"maxclass": "newobj",
+					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
 						""
 					],
 					"patching_rect": [
-						250.0,
-						660.0,
-						77.0,
+						420.0,
+						620.0,
+						170.0,
 						22.0
 					],
-					"text": "/e2m/stop"
+					"text": "prepend /e2m/loop"
 				}
 			},
 			{
@@ -1067,8 +1091,8 @@
 						"bang"
 					],
 					"patching_rect": [
-						420.0,
-						660.0,
+						20.0,
+						700.0,
 						24.0,
 						24.0
 					]
@@ -1081,12 +1105,12 @@
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
-						448.0,
-						638.0,
+						48.0,
+						678.0,
 						120.0,
 						20.0
 					],
-					"text": "Continue"
+					"text": "Play"
 				}
 			},
 			{
@@ -1099,12 +1123,12 @@
 						""
 					],
 					"patching_rect": [
-						450.0,
-						660.0,
-						105.0,
+						50.0,
+						700.0,
+						77.0,
 						22.0
 					],
-					"text": "/e2m/continue"
+					"text": "/e2m/play"
 				}
 			},
 			{
@@ -1117,8 +1141,8 @@
 						"bang"
 					],
 					"patching_rect": [
-						20.0,
-						710.0,
+						220.0,
+						700.0,
 						24.0,
 						24.0
 					]
@@ -1131,12 +1155,12 @@
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
-						48.0,
-						688.0,
+						248.0,
+						678.0,
 						120.0,
 						20.0
 					],
-					"text": "Panic"
+					"text": "Stop"
 				}
 			},
 			{
@@ -1149,12 +1173,12 @@
 						""
 					],
 					"patching_rect": [
-						50.0,
-						710.0,
-						84.0,
+						250.0,
+						700.0,
+						77.0,
 						22.0
 					],
-					"text": "/e2m/panic"
+					"text": "/e2m/stop"
 				}
 			},
 			{
@@ -1167,8 +1191,8 @@
 						"bang"
 					],
 					"patching_rect": [
-						220.0,
-						710.0,
+						420.0,
+						700.0,
 						24.0,
 						24.0
 					]
@@ -1181,12 +1205,12 @@
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
-						248.0,
-						688.0,
+						448.0,
+						678.0,
 						120.0,
 						20.0
 					],
-					"text": "Regenerate"
+					"text": "Continue"
 				}
 			},
 			{
@@ -1199,12 +1223,12 @@
 						""
 					],
 					"patching_rect": [
-						250.0,
-						710.0,
-						119.0,
+						450.0,
+						700.0,
+						105.0,
 						22.0
 					],
-					"text": "/e2m/regenerate"
+					"text": "/e2m/continue"
 				}
 			},
 			{
@@ -1217,8 +1241,8 @@
 						"bang"
 					],
 					"patching_rect": [
-						420.0,
-						710.0,
+						20.0,
+						750.0,
 						24.0,
 						24.0
 					]
@@ -1231,12 +1255,12 @@
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
-						448.0,
-						688.0,
+						48.0,
+						728.0,
 						120.0,
 						20.0
 					],
-					"text": "Status"
+					"text": "Panic"
 				}
 			},
 			{
@@ -1249,12 +1273,12 @@
 						""
 					],
 					"patching_rect": [
-						450.0,
-						710.0,
-						91.0,
+						50.0,
+						750.0,
+						84.0,
 						22.0
 					],
-					"text": "/e2m/status"
+					"text": "/e2m/panic"
 				}
 			},
 			{
@@ -1267,8 +1291,8 @@
 						"bang"
 					],
 					"patching_rect": [
-						20.0,
-						760.0,
+						220.0,
+						750.0,
 						24.0,
 						24.0
 					]
@@ -1281,12 +1305,12 @@
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
-						48.0,
-						738.0,
+						248.0,
+						728.0,
 						120.0,
 						20.0
 					],
-					"text": "Defaults"
+					"text": "Regenerate"
 				}
 			},
 			{
@@ -1299,8 +1323,108 @@
 						""
 					],
 					"patching_rect": [
+						250.0,
+						750.0,
+						119.0,
+						22.0
+					],
+					"text": "/e2m/regenerate"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-70",
+					"maxclass": "button",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						"bang"
+					],
+					"patching_rect": [
+						420.0,
+						750.0,
+						24.0,
+						24.0
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-71",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						448.0,
+						728.0,
+						120.0,
+						20.0
+					],
+					"text": "Status"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-72",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						450.0,
+						750.0,
+						91.0,
+						22.0
+					],
+					"text": "/e2m/status"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-73",
+					"maxclass": "button",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						"bang"
+					],
+					"patching_rect": [
+						20.0,
+						800.0,
+						24.0,
+						24.0
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-74",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						48.0,
+						778.0,
+						120.0,
+						20.0
+					],
+					"text": "Defaults"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-75",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
 						50.0,
-						760.0,
+						800.0,
 						322.0,
 						22.0
 					],
@@ -1309,7 +1433,229 @@
 			},
 			{
 				"box": {
-					"id": "obj-70",
+					"id": "obj-76",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						20.0,
+						860.0,
+						110.0,
+						20.0
+					],
+					"text": "Instruments"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-77",
+					"maxclass": "textedit",
+					"numinlets": 1,
+					"numoutlets": 4,
+					"outlettype": [
+						"",
+						"int",
+						"",
+						""
+					],
+					"patching_rect": [
+						140.0,
+						860.0,
+						200.0,
+						22.0
+					],
+					"lines": 1,
+					"keymode": 1
+				}
+			},
+			{
+				"box": {
+					"id": "obj-78",
+					"maxclass": "newobj",
+					"numinlets": 2,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"patching_rect": [
+						350.0,
+						860.0,
+						60.0,
+						22.0
+					],
+					"text": "route text"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-79",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						420.0,
+						860.0,
+						170.0,
+						22.0
+					],
+					"text": "prepend /e2m/instruments"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-80",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						20.0,
+						894.0,
+						110.0,
+						20.0
+					],
+					"text": "Mute"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-81",
+					"maxclass": "textedit",
+					"numinlets": 1,
+					"numoutlets": 4,
+					"outlettype": [
+						"",
+						"int",
+						"",
+						""
+					],
+					"patching_rect": [
+						140.0,
+						894.0,
+						200.0,
+						22.0
+					],
+					"lines": 1,
+					"keymode": 1
+				}
+			},
+			{
+				"box": {
+					"id": "obj-82",
+					"maxclass": "newobj",
+					"numinlets": 2,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"patching_rect": [
+						350.0,
+						894.0,
+						60.0,
+						22.0
+					],
+					"text": "route text"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-83",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						420.0,
+						894.0,
+						170.0,
+						22.0
+					],
+					"text": "prepend /e2m/mute"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-84",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						20.0,
+						928.0,
+						110.0,
+						20.0
+					],
+					"text": "Unmute"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-85",
+					"maxclass": "textedit",
+					"numinlets": 1,
+					"numoutlets": 4,
+					"outlettype": [
+						"",
+						"int",
+						"",
+						""
+					],
+					"patching_rect": [
+						140.0,
+						928.0,
+						200.0,
+						22.0
+					],
+					"lines": 1,
+					"keymode": 1
+				}
+			},
+			{
+				"box": {
+					"id": "obj-86",
+					"maxclass": "newobj",
+					"numinlets": 2,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"patching_rect": [
+						350.0,
+						928.0,
+						60.0,
+						22.0
+					],
+					"text": "route text"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-87",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						420.0,
+						928.0,
+						170.0,
+						22.0
+					],
+					"text": "prepend /e2m/unmute"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-88",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1324,7 +1670,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-71",
+					"id": "obj-89",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1342,11 +1688,15 @@
 			},
 			{
 				"box": {
-					"id": "obj-72",
+					"id": "obj-90",
 					"maxclass": "newobj",
 					"numinlets": 2,
-					"numoutlets": 17,
+					"numoutlets": 21,
 					"outlettype": [
+						"",
+						"",
+						"",
+						"",
 						"",
 						"",
 						"",
@@ -1371,12 +1721,12 @@
 						360.0,
 						22.0
 					],
-					"text": "route /e2m/state/energy /e2m/state/valence /e2m/state/danceability /e2m/state/acousticness /e2m/state/instrumentalness /e2m/state/loudness /e2m/state/key /e2m/state/mode /e2m/state/time_signature /e2m/state/tempo /e2m/state/loop /e2m/state/bar /e2m/state/playing /e2m/state/plan /e2m/state/lag /e2m/error"
+					"text": "route /e2m/state/energy /e2m/state/valence /e2m/state/danceability /e2m/state/acousticness /e2m/state/instrumentalness /e2m/state/loudness /e2m/state/key_lock /e2m/state/key /e2m/state/mode /e2m/state/time_signature /e2m/state/tempo /e2m/state/loop /e2m/state/bar /e2m/state/playing /e2m/state/ensemble /e2m/state/instruments /e2m/state/muted /e2m/state/plan /e2m/state/lag /e2m/error"
 				}
 			},
 			{
 				"box": {
-					"id": "obj-73",
+					"id": "obj-91",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1394,7 +1744,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-74",
+					"id": "obj-92",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1412,7 +1762,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-75",
+					"id": "obj-93",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1430,7 +1780,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-76",
+					"id": "obj-94",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1448,7 +1798,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-77",
+					"id": "obj-95",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1466,7 +1816,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-78",
+					"id": "obj-96",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1484,7 +1834,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-79",
+					"id": "obj-97",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1502,7 +1852,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-80",
+					"id": "obj-98",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1520,25 +1870,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-81",
-					"maxclass": "newobj",
-					"numinlets": 2,
-					"numoutlets": 1,
-					"outlettype": [
-						"int"
-					],
-					"patching_rect": [
-						1000.0,
-						618.0,
-						40.0,
-						22.0
-					],
-					"text": "- 3"
-				}
-			},
-			{
-				"box": {
-					"id": "obj-82",
+					"id": "obj-99",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1556,7 +1888,25 @@
 			},
 			{
 				"box": {
-					"id": "obj-83",
+					"id": "obj-100",
+					"maxclass": "newobj",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						"int"
+					],
+					"patching_rect": [
+						1000.0,
+						644.0,
+						40.0,
+						22.0
+					],
+					"text": "- 3"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-101",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1574,7 +1924,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-84",
+					"id": "obj-102",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1592,13 +1942,31 @@
 			},
 			{
 				"box": {
-					"id": "obj-85",
+					"id": "obj-103",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1060.0,
+						696.0,
+						80.0,
+						22.0
+					],
+					"text": "prepend set"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-104",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
 						880.0,
-						696.0,
+						722.0,
 						110.0,
 						20.0
 					],
@@ -1607,7 +1975,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-86",
+					"id": "obj-105",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -1617,7 +1985,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						696.0,
+						722.0,
 						84.0,
 						22.0
 					],
@@ -1626,7 +1994,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-87",
+					"id": "obj-106",
 					"maxclass": "number",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -1637,7 +2005,7 @@
 					"parameter_enable": 0,
 					"patching_rect": [
 						990.0,
-						722.0,
+						748.0,
 						60.0,
 						22.0
 					]
@@ -1645,13 +2013,13 @@
 			},
 			{
 				"box": {
-					"id": "obj-88",
+					"id": "obj-107",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
 						990.0,
-						746.0,
+						772.0,
 						80.0,
 						20.0
 					],
@@ -1660,7 +2028,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-89",
+					"id": "obj-108",
 					"maxclass": "number",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -1671,7 +2039,7 @@
 					"parameter_enable": 0,
 					"patching_rect": [
 						1070.0,
-						722.0,
+						748.0,
 						60.0,
 						22.0
 					]
@@ -1679,13 +2047,13 @@
 			},
 			{
 				"box": {
-					"id": "obj-90",
+					"id": "obj-109",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
 						1070.0,
-						746.0,
+						772.0,
 						80.0,
 						20.0
 					],
@@ -1694,13 +2062,13 @@
 			},
 			{
 				"box": {
-					"id": "obj-91",
+					"id": "obj-110",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
 						880.0,
-						776.0,
+						802.0,
 						110.0,
 						20.0
 					],
@@ -1709,7 +2077,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-92",
+					"id": "obj-111",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1718,7 +2086,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						776.0,
+						802.0,
 						80.0,
 						22.0
 					],
@@ -1727,7 +2095,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-93",
+					"id": "obj-112",
 					"maxclass": "toggle",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1737,7 +2105,7 @@
 					"parameter_enable": 0,
 					"patching_rect": [
 						1080.0,
-						776.0,
+						802.0,
 						24.0,
 						24.0
 					]
@@ -1745,22 +2113,22 @@
 			},
 			{
 				"box": {
-					"id": "obj-94",
+					"id": "obj-113",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
 						880.0,
-						808.0,
+						834.0,
 						110.0,
 						20.0
 					],
-					"text": "Plan"
+					"text": "Ensemble"
 				}
 			},
 			{
 				"box": {
-					"id": "obj-95",
+					"id": "obj-114",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1769,7 +2137,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						808.0,
+						834.0,
 						80.0,
 						22.0
 					],
@@ -1778,7 +2146,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-96",
+					"id": "obj-115",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -1787,7 +2155,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						834.0,
+						860.0,
 						240.0,
 						22.0
 					],
@@ -1796,13 +2164,166 @@
 			},
 			{
 				"box": {
-					"id": "obj-97",
+					"id": "obj-116",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
 						880.0,
-						864.0,
+						890.0,
+						110.0,
+						20.0
+					],
+					"text": "Instruments"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-117",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						990.0,
+						890.0,
+						80.0,
+						22.0
+					],
+					"text": "prepend set"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-118",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						990.0,
+						916.0,
+						240.0,
+						22.0
+					],
+					"text": ""
+				}
+			},
+			{
+				"box": {
+					"id": "obj-119",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						880.0,
+						946.0,
+						110.0,
+						20.0
+					],
+					"text": "Muted"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-120",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						990.0,
+						946.0,
+						80.0,
+						22.0
+					],
+					"text": "prepend set"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-121",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						990.0,
+						972.0,
+						240.0,
+						22.0
+					],
+					"text": ""
+				}
+			},
+			{
+				"box": {
+					"id": "obj-122",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						880.0,
+						1002.0,
+						110.0,
+						20.0
+					],
+					"text": "Plan"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-123",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						990.0,
+						1002.0,
+						80.0,
+						22.0
+					],
+					"text": "prepend set"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-124",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						990.0,
+						1028.0,
+						240.0,
+						22.0
+					],
+					"text": ""
+				}
+			},
+			{
+				"box": {
+					"id": "obj-125",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						880.0,
+						1058.0,
 						110.0,
 						20.0
 					],
@@ -1811,7 +2332,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-98",
+					"id": "obj-126",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -1821,7 +2342,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						864.0,
+						1058.0,
 						91.0,
 						22.0
 					],
@@ -1830,7 +2351,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-99",
+					"id": "obj-127",
 					"maxclass": "number",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -1841,7 +2362,7 @@
 					"parameter_enable": 0,
 					"patching_rect": [
 						990.0,
-						890.0,
+						1084.0,
 						60.0,
 						22.0
 					]
@@ -1849,13 +2370,13 @@
 			},
 			{
 				"box": {
-					"id": "obj-100",
+					"id": "obj-128",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
 						990.0,
-						914.0,
+						1108.0,
 						80.0,
 						20.0
 					],
@@ -1864,7 +2385,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-101",
+					"id": "obj-129",
 					"maxclass": "flonum",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -1875,7 +2396,7 @@
 					"parameter_enable": 0,
 					"patching_rect": [
 						1070.0,
-						890.0,
+						1084.0,
 						60.0,
 						22.0
 					]
@@ -1883,13 +2404,13 @@
 			},
 			{
 				"box": {
-					"id": "obj-102",
+					"id": "obj-130",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
 						1070.0,
-						914.0,
+						1108.0,
 						80.0,
 						20.0
 					],
@@ -1898,13 +2419,13 @@
 			},
 			{
 				"box": {
-					"id": "obj-103",
+					"id": "obj-131",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
 						880.0,
-						944.0,
+						1138.0,
 						110.0,
 						20.0
 					],
@@ -1913,7 +2434,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-104",
+					"id": "obj-132",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1922,7 +2443,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						944.0,
+						1138.0,
 						80.0,
 						22.0
 					],
@@ -1931,7 +2452,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-105",
+					"id": "obj-133",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -1940,7 +2461,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						970.0,
+						1164.0,
 						240.0,
 						22.0
 					],
@@ -2108,31 +2629,7 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-24",
-						0
-					],
-					"source": [
-						"obj-22",
-						1
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-25",
-						1
-					],
-					"source": [
-						"obj-24",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-25",
+						"obj-2",
 						0
 					],
 					"source": [
@@ -2156,11 +2653,23 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-2",
+						"obj-27",
 						0
 					],
 					"source": [
-						"obj-26",
+						"obj-25",
+						1
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-28",
+						1
+					],
+					"source": [
+						"obj-27",
 						0
 					]
 				}
@@ -2168,11 +2677,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-2",
+						"obj-28",
 						0
 					],
 					"source": [
-						"obj-29",
+						"obj-26",
 						0
 					]
 				}
@@ -2185,6 +2694,18 @@
 					],
 					"source": [
 						"obj-28",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-2",
+						0
+					],
+					"source": [
+						"obj-29",
 						0
 					]
 				}
@@ -2228,7 +2749,7 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-36",
+						"obj-35",
 						0
 					],
 					"source": [
@@ -2240,23 +2761,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-35",
-						0
-					],
-					"source": [
-						"obj-36",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
 						"obj-2",
 						0
 					],
 					"source": [
-						"obj-39",
+						"obj-38",
 						0
 					]
 				}
@@ -2268,8 +2777,20 @@
 						0
 					],
 					"source": [
+						"obj-37",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
 						"obj-38",
-						1
+						0
+					],
+					"source": [
+						"obj-39",
+						0
 					]
 				}
 			},
@@ -2293,6 +2814,18 @@
 					],
 					"source": [
 						"obj-41",
+						1
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-2",
+						0
+					],
+					"source": [
+						"obj-45",
 						0
 					]
 				}
@@ -2305,7 +2838,7 @@
 					],
 					"source": [
 						"obj-44",
-						0
+						1
 					]
 				}
 			},
@@ -2316,7 +2849,7 @@
 						0
 					],
 					"source": [
-						"obj-45",
+						"obj-48",
 						0
 					]
 				}
@@ -2336,23 +2869,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-2",
-						0
-					],
-					"source": [
-						"obj-48",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
 						"obj-51",
 						0
 					],
 					"source": [
-						"obj-49",
+						"obj-50",
 						0
 					]
 				}
@@ -2376,7 +2897,7 @@
 						0
 					],
 					"source": [
-						"obj-52",
+						"obj-53",
 						0
 					]
 				}
@@ -2520,7 +3041,7 @@
 						0
 					],
 					"source": [
-						"obj-71",
+						"obj-70",
 						0
 					]
 				}
@@ -2528,47 +3049,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-73",
+						"obj-2",
 						0
 					],
 					"source": [
 						"obj-72",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-4",
-						0
-					],
-					"source": [
-						"obj-73",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-74",
-						0
-					],
-					"source": [
-						"obj-72",
-						1
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-7",
-						0
-					],
-					"source": [
-						"obj-74",
 						0
 					]
 				}
@@ -2580,15 +3065,15 @@
 						0
 					],
 					"source": [
-						"obj-72",
-						2
+						"obj-73",
+						0
 					]
 				}
 			},
 			{
 				"patchline": {
 					"destination": [
-						"obj-10",
+						"obj-2",
 						0
 					],
 					"source": [
@@ -2600,43 +3085,7 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-76",
-						0
-					],
-					"source": [
-						"obj-72",
-						3
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-13",
-						0
-					],
-					"source": [
-						"obj-76",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-77",
-						0
-					],
-					"source": [
-						"obj-72",
-						4
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-16",
+						"obj-78",
 						0
 					],
 					"source": [
@@ -2648,19 +3097,7 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-78",
-						0
-					],
-					"source": [
-						"obj-72",
-						5
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-19",
+						"obj-79",
 						0
 					],
 					"source": [
@@ -2672,60 +3109,12 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-79",
-						0
-					],
-					"source": [
-						"obj-72",
-						6
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-28",
+						"obj-2",
 						0
 					],
 					"source": [
 						"obj-79",
 						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-80",
-						0
-					],
-					"source": [
-						"obj-72",
-						7
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-31",
-						0
-					],
-					"source": [
-						"obj-80",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-81",
-						0
-					],
-					"source": [
-						"obj-72",
-						8
 					]
 				}
 			},
@@ -2744,7 +3133,7 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-34",
+						"obj-83",
 						0
 					],
 					"source": [
@@ -2756,47 +3145,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-83",
-						0
-					],
-					"source": [
-						"obj-72",
-						9
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-44",
+						"obj-2",
 						0
 					],
 					"source": [
 						"obj-83",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-84",
-						0
-					],
-					"source": [
-						"obj-72",
-						10
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-47",
-						0
-					],
-					"source": [
-						"obj-84",
 						0
 					]
 				}
@@ -2808,8 +3161,8 @@
 						0
 					],
 					"source": [
-						"obj-72",
-						11
+						"obj-85",
+						0
 					]
 				}
 			},
@@ -2828,12 +3181,48 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-89",
+						"obj-2",
 						0
 					],
 					"source": [
-						"obj-86",
-						1
+						"obj-87",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-90",
+						0
+					],
+					"source": [
+						"obj-89",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-91",
+						0
+					],
+					"source": [
+						"obj-90",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-4",
+						0
+					],
+					"source": [
+						"obj-91",
+						0
 					]
 				}
 			},
@@ -2844,8 +3233,20 @@
 						0
 					],
 					"source": [
-						"obj-72",
-						12
+						"obj-90",
+						1
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-7",
+						0
+					],
+					"source": [
+						"obj-92",
+						0
 					]
 				}
 			},
@@ -2856,7 +3257,43 @@
 						0
 					],
 					"source": [
-						"obj-92",
+						"obj-90",
+						2
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-10",
+						0
+					],
+					"source": [
+						"obj-93",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-94",
+						0
+					],
+					"source": [
+						"obj-90",
+						3
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-13",
+						0
+					],
+					"source": [
+						"obj-94",
 						0
 					]
 				}
@@ -2868,8 +3305,20 @@
 						0
 					],
 					"source": [
-						"obj-72",
-						13
+						"obj-90",
+						4
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-16",
+						0
+					],
+					"source": [
+						"obj-95",
+						0
 					]
 				}
 			},
@@ -2880,7 +3329,43 @@
 						0
 					],
 					"source": [
-						"obj-95",
+						"obj-90",
+						5
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-19",
+						0
+					],
+					"source": [
+						"obj-96",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-97",
+						0
+					],
+					"source": [
+						"obj-90",
+						6
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-22",
+						0
+					],
+					"source": [
+						"obj-97",
 						0
 					]
 				}
@@ -2892,8 +3377,20 @@
 						0
 					],
 					"source": [
-						"obj-72",
-						14
+						"obj-90",
+						7
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-31",
+						0
+					],
+					"source": [
+						"obj-98",
+						0
 					]
 				}
 			},
@@ -2904,8 +3401,32 @@
 						0
 					],
 					"source": [
-						"obj-98",
+						"obj-90",
+						8
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-34",
 						0
+					],
+					"source": [
+						"obj-99",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-100",
+						0
+					],
+					"source": [
+						"obj-90",
+						9
 					]
 				}
 			},
@@ -2916,20 +3437,68 @@
 						0
 					],
 					"source": [
-						"obj-98",
-						1
+						"obj-100",
+						0
 					]
 				}
 			},
 			{
 				"patchline": {
 					"destination": [
-						"obj-104",
+						"obj-37",
 						0
 					],
 					"source": [
-						"obj-72",
-						15
+						"obj-101",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-102",
+						0
+					],
+					"source": [
+						"obj-90",
+						10
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-50",
+						0
+					],
+					"source": [
+						"obj-102",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-103",
+						0
+					],
+					"source": [
+						"obj-90",
+						11
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-53",
+						0
+					],
+					"source": [
+						"obj-103",
+						0
 					]
 				}
 			},
@@ -2940,7 +3509,211 @@
 						0
 					],
 					"source": [
-						"obj-104",
+						"obj-90",
+						12
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-106",
+						0
+					],
+					"source": [
+						"obj-105",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-108",
+						0
+					],
+					"source": [
+						"obj-105",
+						1
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-111",
+						0
+					],
+					"source": [
+						"obj-90",
+						13
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-112",
+						0
+					],
+					"source": [
+						"obj-111",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-114",
+						0
+					],
+					"source": [
+						"obj-90",
+						14
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-115",
+						0
+					],
+					"source": [
+						"obj-114",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-117",
+						0
+					],
+					"source": [
+						"obj-90",
+						15
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-118",
+						0
+					],
+					"source": [
+						"obj-117",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-120",
+						0
+					],
+					"source": [
+						"obj-90",
+						16
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-121",
+						0
+					],
+					"source": [
+						"obj-120",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-123",
+						0
+					],
+					"source": [
+						"obj-90",
+						17
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-124",
+						0
+					],
+					"source": [
+						"obj-123",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-126",
+						0
+					],
+					"source": [
+						"obj-90",
+						18
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-127",
+						0
+					],
+					"source": [
+						"obj-126",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-129",
+						0
+					],
+					"source": [
+						"obj-126",
+						1
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-132",
+						0
+					],
+					"source": [
+						"obj-90",
+						19
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-133",
+						0
+					],
+					"source": [
+						"obj-132",
 						0
 					]
 				}

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from e2m_live.arrangement import ENSEMBLE_NAMES, Arrangement
 from e2m_live.features import FEATURE_ORDER, RANGES
 from e2m_live.live.addresses import ADDRESSES, INPUTS, OscRejected, parse_message, render_markdown
 
@@ -54,6 +55,17 @@ def test_out_of_range_fader_is_clamped_with_a_note():
     ("/e2m/features", [0.5] * 9, "10 argument"),
     ("/e2m/bogus", [], "unknown address"),
     ("/e2m/state/bar", [1, 2], "feedback address"),
+    ("/e2m/key_lock", [math.nan], "finite"),
+    ("/e2m/key_lock", [], "argument"),
+    ("/e2m/ensemble", ["disco"], "ensemble must be one of"),
+    ("/e2m/ensemble", [3], "ensemble must be one of"),
+    ("/e2m/instruments", ["piano"], "ambiguous"),
+    ("/e2m/instruments", ["kazoo"], "unknown instrument"),
+    ("/e2m/instruments", [128], "0..127"),
+    ("/e2m/instruments", [1.5], "program number"),
+    ("/e2m/mute", [], "argument"),
+    ("/e2m/mute", ["violin, cello"], "one instrument"),
+    ("/e2m/unmute", ["nothing at all"], "unknown instrument"),
 ])
 def test_rejections_say_why(address, args, why):
     with pytest.raises(OscRejected, match=why):
@@ -86,6 +98,38 @@ def test_any_input_is_accepted_or_rejected_never_raises_otherwise(address, args)
         command = parse_message(address, args)
     except OscRejected:
         return
+    if command.kind == "arrangement":  # every accepted value makes a valid arrangement
+        changes = dict(command.changes)
+        muted = {changes.pop(k) for k in ("mute", "unmute") if k in changes}
+        Arrangement(muted=frozenset(muted)).replace(**changes)
+        return
     for name, value in command.changes.items():
         low, high = RANGES[name]
         assert low <= value <= high and math.isfinite(value)
+
+
+def test_arrangement_controls():
+    lock = parse_message("/e2m/key_lock", [1.4])
+    assert lock.kind == "arrangement" and lock.changes == {"key_lock": 1.0} and "clamped" in lock.notes[0]
+    assert parse_message("/e2m/key_lock", [0]).changes == {"key_lock": 0.0}
+    for name in ENSEMBLE_NAMES:
+        assert parse_message("/e2m/ensemble", [name.upper()]).changes == {"ensemble": name}
+    listed = parse_message("/e2m/instruments", ["violin, Cello", 0, "drums"]).changes
+    assert listed == {"instruments": ("Acoustic Grand Piano", "Violin", "Cello", "drum")}
+    assert parse_message("/e2m/instruments", []).changes == {"instruments": None}
+    assert parse_message("/e2m/instruments", ["auto"]).changes == {"instruments": None}
+    assert parse_message("/e2m/mute", ["Drums"]).changes == {"mute": "drum"}
+    assert parse_message("/e2m/unmute", [33.0]).changes == {"unmute": "Electric Bass (finger)"}
+    extra = parse_message("/e2m/mute", ["drums", 7])
+    assert extra.changes == {"mute": "drum"} and "extra" in extra.notes[0]
+
+
+def test_arrangement_feedback_is_in_the_table_and_the_docs():
+    outputs = {a.address for a in ADDRESSES if a.direction == "out"}
+    assert {"/e2m/state/key_lock", "/e2m/state/ensemble", "/e2m/state/instruments",
+            "/e2m/state/muted"} <= outputs
+    doc = render_markdown()
+    for address in ("/e2m/key_lock", "/e2m/ensemble", "/e2m/instruments", "/e2m/mute", "/e2m/unmute",
+                    "/e2m/state/instruments", "/e2m/state/muted"):
+        assert f"`{address}`" in doc
+    assert "any number of `instrument`" in doc

@@ -121,7 +121,7 @@ def test_max_patch_is_max_json_and_sends_every_address(rendered):
         feeding = [i for i, targets in edges.items() if set(sources) & targets]
         assert feeding, f"nothing drives {address}"
         assert all(boxes[i]["maxclass"] in ("slider", "umenu", "flonum", "toggle", "button", "newobj",
-                                            "pictslider") for i in feeding)
+                                            "pictslider", "textedit") for i in feeding)
 
 
 def test_max_patch_shows_feedback(rendered):
@@ -135,7 +135,7 @@ def test_max_patch_shows_feedback(rendered):
         assert address in routed
     sliders = [b for b in boxes.values() if b["maxclass"] == "slider"]
     loudness = [b for b in sliders if b["min"] == -60.0]
-    assert len(sliders) == 6 and len(loudness) == 1 and loudness[0]["size"] == 60.0
+    assert len(sliders) == 7 and len(loudness) == 1 and loudness[0]["size"] == 60.0  # 6 features, key lock
     key_menu = next(b for b in boxes.values() if b["maxclass"] == "umenu" and "F#" in b["items"])
     assert key_menu["items"][::2] == ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from e2m_live.arrangement import Arrangement
 from e2m_live.features import MOODS
 from e2m_live.live.config import build_config
 from e2m_live.live.daemon import Daemon
@@ -52,7 +53,8 @@ def daemon_and_feedback_port() -> Iterator[tuple[Daemon, int]]:
 def _harness(daemon_port: int, feedback_port: int) -> str:
     """Connect, set controls by name, play; stop when the displayed bar count reaches 2."""
     controls = ("e2m-mood calm", "e2m-xy 0.25 0.75", "e2m-energy 0.9", "e2m-key 5", "e2m-mode 0",
-                "e2m-time_signature 3", "e2m-tempo 240", "e2m-loop 1", "e2m-play bang")
+                "e2m-time_signature 3", "e2m-tempo 240", "e2m-loop 1", "e2m-key_lock 1", "e2m-ensemble jazz",
+                "e2m-instruments 40", "e2m-mute drums", "e2m-play bang")
     return "\n".join([
         "#N canvas 0 50 600 400 12;",
         "#X obj 10 10 loadbang;",
@@ -71,6 +73,8 @@ def _harness(daemon_port: int, feedback_port: int) -> str:
         "#X obj 360 190 print harness-error;",
         "#X obj 360 220 r e2m-state-plan;",
         "#X obj 360 250 print harness-plan;",
+        "#X obj 200 220 r e2m-state-instruments;",
+        "#X obj 200 250 print harness-instruments;",
         "#X connect 0 0 1 0;",
         "#X connect 1 0 2 0;",
         "#X connect 0 0 3 0;",
@@ -81,6 +85,7 @@ def _harness(daemon_port: int, feedback_port: int) -> str:
         "#X connect 9 1 10 0;",
         "#X connect 11 0 12 0;",
         "#X connect 13 0 14 0;",
+        "#X connect 15 0 16 0;",
     ]) + "\n"
 
 
@@ -125,6 +130,9 @@ def test_pure_data_patch_drives_the_daemon(daemon_and_feedback_port, tmp_path):
     assert (features.key, features.mode, features.time_signature) == (5, 0, 3)
     assert features.tempo == pytest.approx(240.0)
     assert daemon.engine.loop is True
+    assert daemon.engine.arrangement == Arrangement(key_lock=1.0, ensemble="jazz", instruments=("Violin",),
+                                                    muted=frozenset({"drums"})), output
+    assert any(line.startswith("harness-instruments:") and "Violin" in line for line in lines), output
     assert played, f"the daemon never started playing:\n{output}"
     bars = [float(line.split(":")[1]) for line in lines if line.startswith("harness-bar:")]
     assert bars and max(bars) >= 2, f"no bar feedback reached the patch:\n{output}"

@@ -18,10 +18,17 @@ Validation policy (also rendered into ``docs/osc.md``):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from e2m_live.arrangement import (
+    DEFAULT_KEY_LOCK,
+    ENSEMBLE_NAMES,
+    ArrangementError,
+    instrument_name,
+    parse_instruments,
+)
 from e2m_live.features import (
     FEATURE_ORDER,
     KEY_NAMES,
@@ -38,7 +45,8 @@ PREFIX = "/e2m"
 SYNC_SOURCES = ("internal", "midi", "link")
 _DEFAULTS = EmotionFeatures()
 
-Control = Literal["fader", "xy", "button", "toggle", "menu", "number", "multi", "text", "none"]
+#: ``entry`` is a text field a performer types into (instrument names); ``text`` is shown, not touched.
+Control = Literal["fader", "xy", "button", "toggle", "menu", "number", "multi", "text", "entry", "none"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +84,7 @@ class OscAddress:
     direction: Literal["in", "out"] = "in"
     control: Control = "fader"
     optional_arguments: bool = False  # transport buttons: bare message or one flag
+    repeated: bool = False  # the (single) argument repeats: any number of it, none included
     group: str = "feature"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -99,6 +108,9 @@ _FADER_EFFECT = {
 }
 
 _FLAG = Argument("flag", "iTF", 0, 1, default=1, out_of_range="clamp")
+_INSTRUMENT = Argument("instrument", "si", unit="GM name, program 0..127 or drums", out_of_range="reject")
+#: Quick picks for controllers that cannot type (TouchOSC buttons).
+QUICK_PICKS = "quick"
 
 ADDRESSES: tuple[OscAddress, ...] = (
     *(
@@ -135,6 +147,27 @@ ADDRESSES: tuple[OscAddress, ...] = (
     OscAddress(f"{PREFIX}/xy", (Argument("valence", "fi", 0.0, 1.0, default=_DEFAULTS.valence),
                                 Argument("energy", "fi", 0.0, 1.0, default=_DEFAULTS.energy)),
                "Valence / energy pad", "set valence (x) and energy (y) from an XY pad", control="xy"),
+    OscAddress(f"{PREFIX}/key_lock", (Argument("key_lock", "fi", 0.0, 1.0, default=DEFAULT_KEY_LOCK),),
+               "Key lock", "how strictly pitched instruments keep to the scale of key and mode: 1 scale "
+               "tones only, lower values admit chromatic notes with a penalty, 0 free; from the next "
+               "ready bar", group="arrangement"),
+    OscAddress(f"{PREFIX}/ensemble", (Argument("ensemble", "s", choices=ENSEMBLE_NAMES, default="auto",
+                                               out_of_range="reject"),),
+               "Ensemble", "auto (the features choose the instruments) or a preset band; an explicit "
+               "/e2m/instruments list takes precedence; from the next ready bar",
+               control="menu", group="arrangement"),
+    OscAddress(f"{PREFIX}/instruments", (_INSTRUMENT,), "Instruments",
+               "play exactly these instruments (each argument one instrument; a string may hold several "
+               "separated by commas); no argument, or auto, returns to the ensemble; unknown or "
+               "ambiguous names are rejected", control="entry", repeated=True, group="arrangement",
+               extra={QUICK_PICKS: (("auto", ()),)}),
+    OscAddress(f"{PREFIX}/mute", (_INSTRUMENT,), "Mute",
+               "leave one instrument out (of the ensemble, the list or auto) until unmuted; muting the "
+               "last instrument of a list or preset is rejected", control="entry", group="arrangement",
+               extra={QUICK_PICKS: (("drums", ("drums",)),)}),
+    OscAddress(f"{PREFIX}/unmute", (_INSTRUMENT,), "Unmute", "let a muted instrument play again",
+               control="entry", group="arrangement",
+               extra={QUICK_PICKS: (("drums", ("drums",)),)}),
     OscAddress(f"{PREFIX}/play", (_FLAG,), "Play",
                "start playing (a flag of 0 is ignored, so button releases do nothing)",
                control="button", optional_arguments=True, group="transport"),
@@ -188,6 +221,16 @@ ADDRESSES: tuple[OscAddress, ...] = (
                    direction="out", control="fader", group="state")
         for name in FEATURE_ORDER
     ),
+    OscAddress(f"{PREFIX}/state/key_lock", (Argument("key_lock", "f", 0.0, 1.0),), "key_lock",
+               "key lock in force", direction="out", control="fader", group="state"),
+    OscAddress(f"{PREFIX}/state/ensemble", (Argument("ensemble", "s", choices=ENSEMBLE_NAMES),), "Ensemble",
+               "ensemble in force", direction="out", control="text", group="state"),
+    OscAddress(f"{PREFIX}/state/instruments", (Argument("instrument", "s"),), "Instruments",
+               "the instruments the planner keeps to (one argument each, muted ones left out), or auto",
+               direction="out", control="text", repeated=True, group="state"),
+    OscAddress(f"{PREFIX}/state/muted", (Argument("instrument", "s"),), "Muted",
+               "the muted instruments (one argument each), or none", direction="out", control="text",
+               repeated=True, group="state"),
     OscAddress(f"{PREFIX}/state/plan", (Argument("plan", "s"),), "Plan",
                "the section being played: number, generator, key, metre, energy, valence, bar "
                "position, bars ready",
@@ -213,8 +256,9 @@ class OscRejected(ValueError):
 class Command:
     """A validated message: what to do, and notes (clamped values, ignored arguments)."""
 
-    kind: Literal["features", "mood", "transport", "loop", "status", "sync"]
-    changes: dict[str, Any] = field(default_factory=dict)  # features: field -> value
+    kind: Literal["features", "mood", "transport", "loop", "status", "sync", "arrangement"]
+    # features: field -> value; arrangement: key_lock, ensemble, instruments (tuple or None), mute, unmute
+    changes: dict[str, Any] = field(default_factory=dict)
     action: str = ""  # transport: play | stop | continue | panic | regenerate; mood, sync: the name
     flag: bool = True
     notes: list[str] = field(default_factory=list)
@@ -275,6 +319,9 @@ def parse_message(address: str, args: Sequence[Any]) -> Command:
             raise OscRejected(f"{address} is a feedback address (sent by the daemon), not a control")
         raise OscRejected(f"unknown address {_show(address)}; see /e2m/status or docs/osc.md")
     notes: list[str] = []
+    name = address[len(PREFIX) + 1:]
+    if entry.group == "arrangement":
+        return _arrangement(name, entry, list(args), notes)
     expected = len(entry.arguments)
     if len(args) > expected:
         notes.append(f"ignored {len(args) - expected} extra argument(s)")
@@ -283,7 +330,6 @@ def parse_message(address: str, args: Sequence[Any]) -> Command:
         raise OscRejected(
             f"{address} takes {expected} argument(s) ({entry.type_tags}), got {len(args)}"
         )
-    name = address[len(PREFIX) + 1:]
     if entry.group == "transport":
         if name == "status":
             return Command("status", notes=notes)
@@ -310,6 +356,52 @@ def parse_message(address: str, args: Sequence[Any]) -> Command:
     return Command("features", changes=changes, notes=notes)
 
 
+def _instrument_values(args: Iterable[Any]) -> list[str | int]:
+    """OSC arguments as instrument values: strings split at commas (a text field sends one string),
+    whole numbers as program numbers."""
+    values: list[str | int] = []
+    for value in args:
+        if isinstance(value, str):
+            values += [part.strip() for part in value.split(",") if part.strip()]
+        elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) \
+                and value == round(value):
+            values.append(int(value))
+        else:
+            raise OscRejected(f"an instrument is a GM name, a program number 0..127 or drums, "
+                              f"got {_show(value)}")
+    return values
+
+
+def _arrangement(name: str, entry: OscAddress, args: list[Any], notes: list[str]) -> Command:
+    """key_lock, ensemble, instruments, mute, unmute: names are checked here, so a rejected name
+    changes nothing (the daemon still checks the whole arrangement, e.g. muting the last instrument)."""
+    if not entry.repeated:
+        if not args:
+            raise OscRejected(f"{entry.address} takes 1 argument ({entry.type_tags}), got 0")
+        if len(args) > 1:
+            notes.append(f"ignored {len(args) - 1} extra argument(s)")
+            args = args[:1]
+    try:
+        if name == "key_lock":
+            return Command("arrangement", {"key_lock": _number(entry.arguments[0], args[0], notes)},
+                           notes=notes)
+        if name == "ensemble":
+            ensemble = args[0]
+            if isinstance(ensemble, str) and ensemble.strip().lower() in ENSEMBLE_NAMES:
+                return Command("arrangement", {"ensemble": ensemble.strip().lower()}, notes=notes)
+            raise OscRejected(f"ensemble must be one of {', '.join(ENSEMBLE_NAMES)}, got {_show(ensemble)}")
+        values = _instrument_values(args)
+        if name == "instruments":
+            if not values or [str(v).lower() for v in values] == ["auto"]:
+                return Command("arrangement", {"instruments": None}, notes=notes)
+            return Command("arrangement", {"instruments": parse_instruments(values)}, notes=notes)
+        if len(values) != 1:
+            raise OscRejected(f"{entry.address} takes one instrument, got {len(values)}")
+        return Command("arrangement", {name: instrument_name(values[0])}, notes=notes)
+    except ArrangementError as error:
+        raise OscRejected(str(error)) from None
+
+
 # ---- documentation -------------------------------------------------------------------------------
 
 _POLICY = """\
@@ -320,6 +412,13 @@ malformed packets are rejected: nothing changes. Either way the sender gets
 `/e2m/error <address> <why>`. Extra arguments are ignored (and reported). Integers are accepted
 where floats are expected and vice versa (integer fields are rounded). Transport messages take
 no argument or one flag; a flag of 0 (a button's release) does nothing.
+
+Arrangement (`key_lock`, `ensemble`, `instruments`, `mute`, `unmute`): like the features, the
+latest change wins and the next section (from the next ready bar) is planned with it. Instruments
+are General MIDI program names (any case; a unique part such as `violin` is enough), program
+numbers 0..127, or `drums`; an unknown or ambiguous name is rejected. Arguments marked *any
+number* may be repeated (or left out); a string argument may hold several names separated by
+commas, for controllers whose text field sends one string.
 """
 
 
@@ -356,6 +455,8 @@ def render_markdown() -> str:
         if entry.direction != "in":
             continue
         args = ", ".join(_argument_cell(a, True) for a in entry.arguments) or "none"
+        if entry.repeated:
+            args = f"any number of {args}"
         if entry.optional_arguments:
             args = f"none, or {args}"
         default = ", ".join(str(a.default) for a in entry.arguments if a.default is not None) or "-"
@@ -365,7 +466,8 @@ def render_markdown() -> str:
         "## Feedback (from the daemon)",
         "",
         "Sent on every bar line (`bar`, `lag`, `sync`), on every change (`playing`, `loop`, `features`,",
-        "`plan`, `sync`) and in full in reply to `/e2m/status`.",
+        "`plan`, `sync`, and the arrangement: `key_lock`, `ensemble`, `instruments`, `muted`) and in",
+        "full in reply to `/e2m/status`.",
         "",
         "| address | arguments | label | meaning |",
         "|---|---|---|---|",
@@ -374,6 +476,8 @@ def render_markdown() -> str:
         if entry.direction != "out":
             continue
         args = ", ".join(_argument_cell(a, False) for a in entry.arguments)
+        if entry.repeated:
+            args = f"any number of {args}"
         lines.append(f"| `{entry.address}` | {args} | {entry.label} | {entry.effect} |")
     return "\n".join(lines) + "\n"
 

@@ -12,7 +12,10 @@ choices are derived here because the table has no field for them:
 * beats per bar (``number``, integer, five values) becomes a menu labelled ``3/4`` .. ``7/4``;
 * ``mode`` (a ``toggle`` with named choices) becomes a two-entry menu ``minor`` / ``major``;
 * ``/e2m/features`` (``multi``) becomes a *Defaults* button that sends the ten defaults;
-* a control follows the daemon when ``/e2m/state/<its argument>`` exists (faders, menus, tempo).
+* a control follows the daemon when ``/e2m/state/<its argument>`` exists (faders, number menus,
+  tempo); a menu of names (ensemble) does not: its state is shown as text;
+* an ``entry`` (instruments, mute, unmute) is a text field where the format has one, and its
+  quick picks (the table's ``extra["quick"]``: label and arguments) are buttons where it has not.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from e2m_live.live.addresses import ADDRESSES, BY_ADDRESS, PREFIX, OscAddress
+from e2m_live.live.addresses import ADDRESSES, BY_ADDRESS, PREFIX, QUICK_PICKS, OscAddress
 from e2m_live.live.config import LiveConfig
 
 #: The daemon's default OSC UDP port (what every controller sends to).
@@ -31,7 +34,7 @@ FEEDBACK_PORT: int = 9002
 #: Where the controllers send by default.
 DAEMON_HOST: str = "127.0.0.1"
 
-Kind = Literal["fader", "xy", "menu", "number", "toggle", "button"]
+Kind = Literal["fader", "xy", "menu", "number", "toggle", "button", "entry"]
 DisplayKind = Literal["number", "toggle", "text"]
 
 
@@ -46,7 +49,8 @@ class Control:
     ``low``/``high`` is the value range (for an XY pad, of both axes); ``labels``/``values`` are a
     menu's entries and what each sends; ``send`` is the fixed argument list of a button (empty:
     a bare message); ``follow`` is the feedback address that moves the control when another
-    controller changes the same feature.
+    controller changes the same feature. An ``entry`` (a text field) keeps its quick picks in
+    ``labels`` and ``values`` (the argument tuple each one sends).
     """
 
     kind: Kind
@@ -82,6 +86,7 @@ class Display:
     arguments: tuple[str, ...]
     types: tuple[str, ...] = ()  # canonical OSC type tag of each argument
     effect: str = ""
+    repeated: bool = False  # any number of the one argument (instruments, muted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +100,14 @@ class Layout:
     toggles: tuple[Control, ...]
     buttons: tuple[Control, ...]
     displays: tuple[Display, ...]
+    entries: tuple[Control, ...] = ()
     daemon_host: str = DAEMON_HOST
     daemon_port: int = DAEMON_PORT
     feedback_port: int = FEEDBACK_PORT
 
     @property
     def controls(self) -> tuple[Control, ...]:
-        return (*self.faders, self.pad, *self.menus, self.tempo, *self.toggles, *self.buttons)
+        return (*self.faders, self.pad, *self.menus, self.tempo, *self.toggles, *self.buttons, *self.entries)
 
     def addresses(self) -> set[str]:
         """Every address some control sends to."""
@@ -142,9 +148,10 @@ def _menu(entry: OscAddress) -> Control:
         labels = tuple(f"{v}/4" if arg.unit == "beats/bar" else str(v) for v in values)
     low_value = 0 if isinstance(values[0], str) else values[0]
     high_value = len(values) - 1 if isinstance(values[0], str) else values[-1]
+    named = isinstance(values[0], str)
     return Control("menu", name, entry.address, entry.label, low_value, high_value, arg.default,
-                   integer=not isinstance(values[0], str), labels=labels, values=values,
-                   unit=arg.unit, follow=_follow(arg.name), effect=entry.effect)
+                   integer=not named, labels=labels, values=values,
+                   unit=arg.unit, follow=None if named else _follow(arg.name), effect=entry.effect)
 
 
 def _is_menu(entry: OscAddress) -> bool:
@@ -164,6 +171,7 @@ def build_layout(addresses: tuple[OscAddress, ...] = ADDRESSES) -> Layout:
     buttons: list[Control] = []
     pads: list[Control] = []
     numbers: list[Control] = []
+    entries: list[Control] = []
     follows: set[str] = set()
     for entry in addresses:
         if entry.direction != "in":
@@ -189,6 +197,11 @@ def build_layout(addresses: tuple[OscAddress, ...] = ADDRESSES) -> Layout:
                                    integer=True, follow=_follow(name), effect=entry.effect))
         elif control == "button":
             buttons.append(Control("button", name, entry.address, entry.label, effect=entry.effect))
+        elif control == "entry" and len(args) == 1:
+            quick = entry.extra.get(QUICK_PICKS, ())
+            entries.append(Control("entry", name, entry.address, entry.label,
+                                   labels=tuple(label for label, _ in quick),
+                                   values=tuple(tuple(send) for _, send in quick), effect=entry.effect))
         elif control == "multi":
             defaults = tuple(a.default for a in args)
             buttons.append(Control("button", name, entry.address, "Defaults", send=defaults,
@@ -205,7 +218,7 @@ def build_layout(addresses: tuple[OscAddress, ...] = ADDRESSES) -> Layout:
     displays = tuple(_displays(addresses, follows))
     buttons.sort(key=lambda b: bool(b.send))  # transport first, the Defaults preset last
     return Layout(tuple(faders), pads[0], tuple(menus), numbers[0], tuple(toggles), tuple(buttons),
-                  displays)
+                  displays, tuple(entries))
 
 
 def _displays(addresses: tuple[OscAddress, ...], follows: set[str]) -> list[Display]:
@@ -220,7 +233,7 @@ def _displays(addresses: tuple[OscAddress, ...], follows: set[str]) -> list[Disp
             "text" if entry.control == "text" else "number"
         displays.append(Display(kind, entry.address.rsplit("/", 1)[-1], entry.address, entry.label,
                                 tuple(a.name for a in entry.arguments),
-                                tuple(a.types[0] for a in entry.arguments), entry.effect))
+                                tuple(a.types[0] for a in entry.arguments), entry.effect, entry.repeated))
     return displays
 
 

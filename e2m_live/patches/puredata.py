@@ -11,6 +11,9 @@ Every control also listens on a ``[r e2m-NAME]`` (``e2m-energy 0.8``, ``e2m-mood
 ``[s e2m-state-NAME]``, ``e2m-netsend`` takes ``disconnect`` / ``connect HOST PORT`` and
 ``e2m-listen`` takes ``listen PORT``: other patches (and the test harness) drive it by name.
 
+Instrument entries (instruments, mute, unmute) are symbol boxes: type one instrument (a program
+number, ``drums`` or a unique part of a GM name such as ``violin``) and press return.
+
 Pd vanilla has no 2-D pad object, so the valence/energy pad is a square with a horizontal
 slider (valence, x) under it and a vertical slider (energy, y) beside it; either one sends
 ``/e2m/xy`` with both values.
@@ -118,7 +121,7 @@ def render_pd(layout: Layout) -> str:
 
     # ---- valence / energy pad -----------------------------------------------------------------
     pad = layout.pad
-    px, py = 700, 100
+    px, py = x + 20, 100
     c.obj(px, py, "cnv 15 160 160 empty empty valence_(x)_/_energy_(y) 4 12 0 12 #e0e0e0 #404040 0")
     horizontal = c.hslider(px, py + 170, pad.low, pad.high, pad.axes[0])
     vertical = c.vslider(px + 170, py, pad.low, pad.high, pad.axes[1])
@@ -173,6 +176,18 @@ def render_pd(layout: Layout) -> str:
             if menu.follow:
                 follow_inlets[menu.follow] = (radio, "")
         y += 90
+
+    # ---- instrument entries -------------------------------------------------------------------
+    for entry in layout.entries:
+        c.comment(20, y, f"{entry.label} (type, then return)")
+        field = c.symbolatom(20, y + 24, 24)
+        receiver = c.obj(260, y + 24, f"r e2m-{entry.name}")
+        as_list = c.obj(260, y + 56, "list")  # `e2m-mute drums` arrives as the selector drums
+        formatter = _osc_out(c, 460, y + 24, entry.address)
+        c.connect(field, 0, formatter)
+        c.connect(receiver, 0, as_list)
+        c.connect(as_list, 0, formatter)
+        y += 100
 
     # ---- tempo, loop, transport ---------------------------------------------------------------
     tx, ty = 700, 420
@@ -279,6 +294,17 @@ def _display(c: PdCanvas, x: int, y: int, source: int, outlet: int, display: Dis
     if display.kind == "text":
         as_list = c.obj(x, y, "list")
         c.connect(source, outlet, as_list)
+        if display.repeated:  # any number of words: a message box shows them all
+            c.comment(x + 60, y, display.label)
+            setter = c.obj(x + 60, y + 26, "list prepend set")
+            trim = c.obj(x + 200, y + 26, "list trim")
+            box = c.msg(x + 60, y + 52, "-")
+            forward = c.obj(x + 300, y + 26, f"s {sends[0]}")
+            c.connect(as_list, 0, setter)
+            c.connect(setter, 0, trim)
+            c.connect(trim, 0, box)
+            c.connect(as_list, 0, forward)
+            return y + 86
         if len(display.arguments) == 1:
             c.comment(x + 60, y, display.label)
             atom = c.symbolatom(x + 60, y + 26, 40, "-", sends[0])

@@ -44,6 +44,7 @@ def picture_max(layout: Layout) -> list[str]:
     lines.append(f"{layout.tempo.label:<14} [{format_number(layout.tempo.default)}]  (number box)")
     lines += [f"{t.label:<14} [x]  (toggle)" for t in layout.toggles]
     lines.append(" ".join(f"(o)[{b.label}]" for b in layout.buttons))
+    lines += [f"{e.label:<14} [{'_' * 20}]  (textedit -> route text)" for e in layout.entries]
     lines.append(f"-> [udpsend {layout.daemon_host} {layout.daemon_port}]")
     lines += _display_rows(layout, f"[udpreceive {layout.feedback_port}]")
     return _box(lines)
@@ -59,6 +60,7 @@ def picture_pd(layout: Layout) -> list[str]:
     lines.append(f"{layout.tempo.label:<14} [{format_number(layout.tempo.default)}]  (number box)")
     lines += [f"{t.label:<14} [x]  (toggle)" for t in layout.toggles]
     lines.append(" ".join(f"(o) {b.label}" for b in layout.buttons))
+    lines += [f"{e.label:<14} [{'_' * 20}]  (symbol box)" for e in layout.entries]
     lines.append(f"[netsend -u -b] -> {layout.daemon_host}:{layout.daemon_port}")
     lines += _display_rows(layout, f"[netreceive -u -b {layout.feedback_port}] [oscparse]")
     return _box(lines)
@@ -81,7 +83,8 @@ def picture_touchosc(layout: Layout) -> list[str]:
             lines.append(f"{menu.label[:13]:<14}[{'|'.join(menu.labels)}]")
         elif menu.string_values:
             lines.append(f"{menu.label[:13]:<14}{''.join(f'[{label}]' for label in menu.labels)}")
-    lines.append(_names(layout.buttons, "label") + " " + _names(layout.toggles, "label"))
+    quick = [f"[{e.label} {label}]" for e in layout.entries for label in e.labels]
+    lines.append(" ".join([_names(layout.buttons, "label"), _names(layout.toggles, "label"), *quick]))
     lines.append(" ".join(f"[{d.label}: ...]" for d in layout.displays))
     return _box(lines)
 
@@ -92,6 +95,7 @@ def picture_openstage(layout: Layout) -> list[str]:
         _names(layout.faders) + " [xy pad]",
         f"[{layout.tempo.name} ------------------------------------------]",
         " ".join(f"[{m.label} v]" for m in layout.menus),
+        " ".join(f"[{e.label}: {'_' * 12}]" for e in layout.entries),
         _names(layout.buttons, "label") + " " + _names(layout.toggles, "label"),
         " ".join(f"[{d.label}]" for d in layout.displays),
     ]
@@ -188,8 +192,16 @@ Controls (each sends to its address):
 {addresses}
 
 Menus send an index (key: 0 = C; mode: 0 minor, 1 major), the beats-per-bar menu sends 3..7,
-the mood menu sends the preset's name; *Defaults* sends `/e2m/features` with the ten defaults.
+the mood and ensemble menus send the name; *Defaults* sends `/e2m/features` with the ten defaults.
 {follows}
+
+Instrument entries (instruments, mute, unmute) take General MIDI names, program numbers 0..127 or
+`drums`. Open Stage Control's input field sends one string: separate names with commas
+(`violin, cello, drums`). Max's text field sends one word per instrument (program numbers or a
+unique part of a name: `40 42 drums`); Pd's symbol box takes one instrument. Typing `auto` in the
+instruments field returns to the ensemble. TouchOSC cannot type: it has quick-pick buttons
+(instruments auto, mute drums, unmute drums). The ensemble menu does not follow the daemon; the
+ensemble, instruments and muted displays show what is in force.
 
 Feedback displays:
 
