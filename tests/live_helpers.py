@@ -27,6 +27,17 @@ REPO = Path(__file__).resolve().parents[1]
 CLI = (sys.executable, "-c", "import sys; from e2m_live.cli import main; sys.exit(main())")
 
 
+def wait_until(predicate, timeout: float = 5.0, step: float = 0.01) -> bool:
+    """Poll ``predicate()`` until it is true (True) or ``timeout`` seconds pass (False): assert
+    the result, a wait that times out must fail the test."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(step)
+    return True
+
+
 def jack_available() -> bool:
     if shutil.which("jackd") is None:
         return False

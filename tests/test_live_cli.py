@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from e2m_live.features import FEATURE_ORDER, MOODS, EmotionFeatures
 from e2m_live.live.config import ConfigError, build_config, load_toml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,9 +24,9 @@ def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout, env={**os.environ, "JACK_DEFAULT_SERVER": "e2m-none"})
 
 
-def test_serve_without_any_midi_backend_starts_fast_and_stops_cleanly(tmp_path):
+def test_serve_without_any_midi_backend_starts_and_stops_cleanly(tmp_path):
+    # How fast it is ready is a benchmark figure (benchmarks/live_timing.py), not asserted here.
     record = tmp_path / "out.mid"
-    started = time.monotonic()
     proc = subprocess.Popen(
         [*CLI, "serve", "--udp-port", "0", "--tcp-port", "0", "--autoplay",
          "--record", str(record), "--tempo", "240"],
@@ -36,13 +37,12 @@ def test_serve_without_any_midi_backend_starts_fast_and_stops_cleanly(tmp_path):
         lines.append(line)
         if line.strip().startswith("ready"):
             break
-    ready_after = time.monotonic() - started
+    assert lines and lines[-1].strip().startswith("ready"), "".join(lines)
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=15)
     text = "".join(lines) + out
     assert proc.returncode == 0, text
-    assert ready_after < 5.0, text
     assert "listening: OSC udp 127.0.0.1:" in text
     assert "playing to: recorder" in text
     assert "no MIDI output" in text  # degrades with a clear message instead of crashing
@@ -64,8 +64,18 @@ def test_bad_config_is_a_one_line_usage_error(tmp_path):
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_configs_are_valid(path):
-    config = build_config(load_toml(path))
-    config.starting_features()
+    values = load_toml(path)
+    assert values, f"{path.name} sets nothing"
+    config = build_config(values)
+    for name, value in values.items():  # every setting in the file is the one in force
+        assert getattr(config, name) == value, name
+    features = config.starting_features()
+    expected = MOODS[config.mood] if config.mood else EmotionFeatures()
+    expected = expected.replace(**config.features)
+    assert features == (expected.replace(tempo=config.tempo) if config.tempo else expected)
+    if config.mood:  # the preset is the starting point, [features] only overrides its own keys
+        for name in set(FEATURE_ORDER) - set(config.features):
+            assert getattr(features, name) == getattr(MOODS[config.mood], name), name
 
 
 def test_config_precedence_and_unknown_keys():

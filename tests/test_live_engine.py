@@ -14,6 +14,7 @@ from e2m_live.live.generation import SECTION_BARS
 
 
 def _wait(predicate, timeout=8.0):
+    """Whether ``predicate()`` becomes true within ``timeout`` s (assert it: a timeout must fail)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -36,7 +37,8 @@ def _take(engine, count):
 
 
 def test_sections_play_in_order_and_endless_mode_continues(engine):
-    _wait(lambda: engine.status()["bars_ready"] == SECTION_BARS or engine._pending.complete)
+    assert _wait(lambda: engine._pending is not None and engine._pending.complete)
+    assert len(engine._pending.bars) == SECTION_BARS
     bars = _take(engine, SECTION_BARS)
     assert [p.bar.index for p in bars] == list(range(SECTION_BARS))
     assert all(p.continues for p in bars[1:])
@@ -70,7 +72,7 @@ def test_tempo_only_change_needs_no_new_material(engine):
 
 def test_loop_mode_repeats_the_same_twelve_bars(engine):
     engine.set_loop(True)
-    _wait(lambda: engine._pending is None or engine._pending.complete)
+    assert _wait(lambda: engine._pending is not None and engine._pending.complete)
     first = _take(engine, SECTION_BARS)
     second = _take(engine, SECTION_BARS)
     assert [p.bar.notes for p in first] == [p.bar.notes for p in second]

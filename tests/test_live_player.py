@@ -76,8 +76,13 @@ def test_notes_go_out_at_their_deadlines():
     start = ons[0].when
     for i, m in enumerate(ons):
         assert m.when == pytest.approx(start + i * 0.5 * Q, abs=1e-6)  # deadlines from the beat grid
+    # Sent when due, give or take a loaded machine's scheduling: the median within 10 ms (well
+    # under the 62.5 ms between these notes). The precise sender figures (p99 <= 1 ms) belong to
+    # benchmarks/live_timing.py.
     errors = sorted(sent - deadline for deadline, sent in player.timing)
-    assert errors[len(errors) // 2] < 0.002, f"median send error {errors[len(errors) // 2] * 1000:.2f} ms"
+    assert len(errors) >= 16
+    median = errors[len(errors) // 2]
+    assert abs(median) < 0.010, f"median send error {median * 1000:.2f} ms"
     assert _balanced(capture)
 
 

@@ -31,7 +31,7 @@ from e2m_live.live.osc import encode_message
 from e2m_live.live.outputs import CaptureOutput, OutputSet
 from e2m_live.live.player import PlannedBar, Player
 from e2m_live.music import Bar, Note
-from tests.live_helpers import collect_osc
+from tests.live_helpers import collect_osc, wait_until
 
 JACK_PERIOD = 256 / 48000
 
@@ -153,8 +153,10 @@ def test_clock_out_pulses_start_stop_continue_on_the_note_deadlines():
         assert m.when == pytest.approx(ticks[0].when + k * interval, abs=1e-9)
     note_on = [m for m in notes.messages if m.message[0] == 0x90]
     assert note_on[0].when == pytest.approx(ticks[0].when, abs=1e-9)  # beat 0: pulse and note
+    # Sent on time give or take a loaded machine's scheduling: each within 20 ms, under one pulse
+    # (31 ms at 480 BPM), so none overtakes the next. benchmarks/sync.py measures the precise figures.
     worst = max(abs(m.sent - m.when) for m in ticks)
-    assert worst < 0.02, f"pulse sent {worst * 1000:.1f} ms late"  # loaded CI; JACK test: 1 ms
+    assert worst < 0.02, f"pulse sent {worst * 1000:.1f} ms late"
     resumed = pulses.messages[len(first):]
     spp, cont = resumed[0].message, resumed[1].message
     assert spp[0] == SONG_POSITION and cont == (CONTINUE,)
@@ -277,16 +279,23 @@ def test_two_link_peers_agree_on_tempo_and_phase():
             time.sleep(0.05)
         assert clock.peers == 1, "the peers did not find each other on loopback"
         peer.tempo = 137.0
-        time.sleep(0.3)
+        deadline = time.monotonic() + 5
+        while abs(clock.tempo - 137.0) > 0.1 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert clock.tempo == pytest.approx(137.0, rel=1e-3)
-        worst = 0.0
+        errors = []
         for _ in range(50):
             before = time.monotonic()
             beat = peer.beat
             after = time.monotonic()
-            worst = max(worst, abs(clock.beat_at((before + after) / 2) - beat) * 60.0 / 137.0)
+            errors.append(abs(clock.beat_at((before + after) / 2) - beat) * 60.0 / 137.0)
             time.sleep(0.01)
-        assert worst < 0.002, f"phase differs by {worst * 1000:.2f} ms"
+        # One beat grid: the median within 1 ms, every sample within 20 ms (a sample preempted
+        # between its two clock reads is off by the preemption). Quiet runs: max 0.015 ms, the
+        # figure benchmarks/sync.py reports.
+        errors.sort()
+        assert errors[len(errors) // 2] < 0.001, f"phase differs by {errors[len(errors) // 2] * 1000:.2f} ms"
+        assert errors[-1] < 0.02, f"phase differs by up to {errors[-1] * 1000:.2f} ms"
         # Bars begin on the session's bar phase: our bar lines are multiples of the quantum.
         assert clock.quantum == 4 and peer.phase == pytest.approx(peer.beat % 4, abs=0.05)
     finally:
@@ -310,14 +319,14 @@ def test_link_start_stop_is_the_transport_and_sync_switches_live(daemon):
             deadline = time.monotonic() + 5
             while d.clock.peers == 0 and time.monotonic() < deadline:
                 time.sleep(0.05)
+            assert d.clock.peers >= 1, "the daemon did not find the peer on loopback"
             peer.playing = True  # a peer presses play: the daemon starts with the session
-            time.sleep(0.5)
-            assert d.player.playing
+            assert wait_until(lambda: d.player.playing), "the daemon did not start with the session"
             status = _exchange(d, sock, "/e2m/status", wait=0.3)
             sync = next(args for address, args in status if address == "/e2m/state/sync")
             assert sync[0] == "link" and sync[2] == 1 and sync[3] >= 1
             _exchange(d, sock, "/e2m/stop", wait=0.3)  # stops every peer with start/stop sync
-            assert not peer.playing and not d.player.playing
+            assert wait_until(lambda: not peer.playing and not d.player.playing)
         finally:
             close_peer()
             _exchange(d, sock, "/e2m/sync", "internal", wait=0.2)
