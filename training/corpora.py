@@ -8,7 +8,10 @@ VGMIDI ``<piece>_<k>``). See ``shared/datasets/README.md`` for the corpora and t
 from __future__ import annotations
 
 import csv
+import hashlib
+import os
 import re
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +30,10 @@ class Piece:
 
     ``emotion`` is the corpus' own (valence, arousal) label in -1..1 where it has one;
     ``spotify`` the Spotify features (in ``FEATURE_ORDER``) where the song was matched;
-    ``beats_file`` the beat annotation that defines the bars (POP909).
+    ``beats_file`` the beat annotation that defines the bars (POP909). A piece inside a zip archive
+    has the archive as ``path`` and its entry name as ``member`` (read with :func:`read_piece_bytes`);
+    ``note_hash`` is the archive index's hash of the note content (:func:`note_hash`), where known.
+    A ``spotify`` value may be NaN where only some features are Spotify's (the rest are estimated).
     """
 
     path: Path
@@ -36,6 +42,13 @@ class Piece:
     emotion: tuple[float, float] | None = None
     spotify: tuple[float, ...] | None = None
     beats_file: Path | None = None
+    member: str | None = None
+    note_hash: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The file's identity as stored in the shards: its path, or ``archive.zip::member``."""
+        return f"{self.path}::{self.member}" if self.member is not None else str(self.path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +59,49 @@ class Corpus:
     folder: str
     licence: str
     scan: Callable[[Path], list[Piece]]
+
+
+_ARCHIVES: dict[tuple[int, str], zipfile.ZipFile] = {}
+
+
+def read_piece_bytes(piece: Piece) -> bytes:
+    """The MIDI bytes of a piece: the file, or its entry of a zip archive read in place (the archive
+    is opened once per process: a forked worker must not share the parent's file offset)."""
+    if piece.member is None:
+        return Path(piece.path).read_bytes()
+    key = (os.getpid(), str(piece.path))
+    archive = _ARCHIVES.get(key)
+    if archive is None:
+        archive = _ARCHIVES[key] = zipfile.ZipFile(piece.path)
+    return archive.read(piece.member)
+
+
+def note_hash(data: bytes) -> str:
+    """md5 of the sorted ``(tick, channel, pitch)`` note-ons (velocity > 0; ticks absolute per track), as
+    the ``note_hash`` of the shared ``multi/*.index.csv``: equal for files that differ only in
+    tempo, names, programs or controllers. Raises ``ValueError`` for data that is not MIDI."""
+    from e2m_live.description import midi_reader
+
+    try:
+        tracks = midi_reader._read_tracks(data)[1]
+    except Exception:  # an unusual file: mido's full reader
+        import io
+
+        import mido
+
+        try:
+            tracks = mido.MidiFile(file=io.BytesIO(data)).tracks
+        except Exception as exc:
+            raise ValueError(f"not a MIDI file: {type(exc).__name__}") from exc
+    notes = []
+    for track in tracks:
+        tick = 0
+        for event in track:
+            tick += event.time
+            if event.type == "note_on" and event.velocity > 0:
+                notes.append((tick, event.channel, event.note))
+    notes.sort()
+    return hashlib.md5(repr(notes).encode()).hexdigest()
 
 
 # --- readers ------------------------------------------------------------------------------------

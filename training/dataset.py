@@ -35,8 +35,9 @@ from e2m_live.description.vocab import (
 )
 
 SPLITS = ("train", "val", "test")
-#: ``features_source`` values; the shard stores the index.
-FEATURE_SOURCES = ("estimated", "spotify")
+#: ``features_source`` values; the shard stores the index. ``spotify_partial``: valence, energy and tempo
+#: are Spotify's (the Lakh/MSD table of ``training.label_rpbot``), the other seven estimated.
+FEATURE_SOURCES = ("estimated", "spotify", "spotify_partial")
 #: Index of the key in the feature vector (``e2m_live.features.FEATURE_ORDER``).
 KEY_INDEX = 6
 #: Shifts that cover all twelve keys with the smallest pitch change.
@@ -59,7 +60,8 @@ class Segment:
     """One training example: a run of bars with its description, REMI+ tokens and features.
 
     ``features`` are in ``e2m_live.features.FEATURE_ORDER`` and Spotify's units (not normalised);
-    ``features_source`` is ``"spotify"`` or ``"estimated"``; ``estimated_features`` are always the
+    ``features_source`` is ``"spotify"``, ``"spotify_partial"`` (valence, energy, tempo only) or
+    ``"estimated"``; ``estimated_features`` are always the
     ones estimated from the MIDI (equal to ``features`` unless Spotify matched). ``emotion`` is the
     corpus' own (valence, arousal) label in -1..1, NaN where the corpus has none. ``descriptors`` are
     the raw ``e2m_live.analysis.describe_segment`` values (``DESCRIPTOR_NAMES`` order) the estimate
