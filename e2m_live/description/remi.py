@@ -227,25 +227,25 @@ class _Track:
         return name if self.layer == 1 else f"{name} {self.layer}"
 
 
-def clean_notes(notes: Sequence[Placed], end: int) -> list[Placed]:
+def clean_notes(notes: Sequence[tuple], end: int) -> list[tuple]:
     """One instrument's notes as one MIDI channel can play them, nothing sounding past ``end``.
 
-    Of notes with equal start and pitch the longest is kept (the louder on equal length); a note
-    still sounding when the next note of its pitch starts ends there (one channel cannot hold both:
-    the first note-off would end them); notes end at ``end`` at the latest, and those starting there
-    or later are dropped. Every note lasts at least one tick. Sorted by start, then pitch.
+    ``notes`` are ``(start, end, pitch, velocity, ...)`` in ticks; anything after the velocity rides
+    along. Of notes with equal start and pitch the longest is kept (the louder on equal length); a
+    note still sounding when the next note of its pitch starts ends there (one channel cannot hold
+    both: the first note-off would end them); notes end at ``end`` at the latest, and those starting
+    there or later are dropped. Every note lasts at least one tick. Sorted by start, then pitch.
     """
-    out: list[Placed] = []
+    out: list[tuple] = []
     last_pitch = last_start = -1
-    for pitch, start, neg_end, neg_velocity in sorted((n[2], n[0], -n[1], -n[3]) for n in notes):
+    for pitch, start, neg_stop, _, i in sorted((n[2], n[0], -n[1], -n[3], i) for i, n in enumerate(notes)):
         if start >= end or (pitch == last_pitch and start == last_start):
             continue
         if pitch == last_pitch and out[-1][1] > start:
-            previous = out[-1]
-            out[-1] = (previous[0], start, pitch, previous[3])
-        out.append((start, max(start + 1, min(-neg_end, end)), pitch, -neg_velocity))
+            out[-1] = (out[-1][0], start, *out[-1][2:])
+        out.append((start, max(start + 1, min(-neg_stop, end)), *notes[i][2:]))
         last_pitch, last_start = pitch, start
-    out.sort()
+    out.sort(key=lambda n: (n[0], n[2]))
     return out
 
 

@@ -330,6 +330,17 @@ class MidiFileRecorder(Output):
     The player marks every bar line (:meth:`mark_bar`), so the file carries the tempo map and time
     signatures of the performance and its bars fall where they were played: the recording can be
     read back with ``e2m-live describe``. Before the first bar line, 120 BPM is assumed.
+
+    Track 0 holds the tempo map and time signatures; then comes one track per instrument that
+    played, named after it (``"Drums"`` or the General MIDI program name), drums first, then
+    programs ascending. A note belongs to the program its channel had when it started (channel 10:
+    drums; a channel shared by two programs, ``channels.py``'s last resort, plays as the program it
+    was set to). Each message keeps its channel, and program changes go to the track of the program
+    they select, so the file plays as the performance did. Notes of one pitch on one instrument
+    never overlap (the earlier ends where the later starts; of two with equal start the longer is
+    kept), a note still sounding when the file is written ends at the last recorded event, and
+    controller messages go to the track of their channel's instrument (dropped on channels where
+    no instrument played).
     """
 
     def __init__(self, path: str | os.PathLike, ticks_per_beat: int = 960) -> None:
@@ -380,35 +391,99 @@ class MidiFileRecorder(Output):
         times = [m[0] for m in messages] + [b[0] for b in bars]
         origin = min(times) if times else 0.0
         to_tick = self._tempo_map(bars, origin)
-        events: list[tuple[int, int, object]] = []  # (tick, order, message): meta events first
+        conductor: list[tuple[int, int, object]] = []  # (tick, order, message)
         if not bars:
-            events.append((0, 0, mido.MetaMessage("set_tempo", tempo=500000)))
+            conductor.append((0, 0, mido.MetaMessage("set_tempo", tempo=500000)))
         last_meta: tuple[float, int, int] | None = None
         for when, tempo, numerator, denominator in sorted(bars):
             tick = to_tick(when)
             if last_meta is None or last_meta[0] != tempo:
-                events.append((tick, 0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo))))
+                conductor.append((tick, 0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo))))
             if last_meta is None or last_meta[1:] != (numerator, denominator):
-                events.append((tick, 0, mido.MetaMessage(
+                conductor.append((tick, 0, mido.MetaMessage(
                     "time_signature", numerator=numerator, denominator=denominator)))
             last_meta = (tempo, numerator, denominator)
-        events.extend((to_tick(when), 1, mido.Message.from_bytes(list(m))) for when, m in messages)
-        events.sort(key=lambda e: (e[0], e[1]))
+        timed = sorted(((to_tick(when), message) for when, message in messages), key=lambda e: e[0])
         midi = mido.MidiFile(type=1, ticks_per_beat=self.ticks_per_beat)
-        track = mido.MidiTrack()
-        midi.tracks.append(track)
-        last_tick = 0
-        for tick, _, message in events:
-            tick = max(last_tick, tick)
-            track.append(message.copy(time=tick - last_tick))
-            last_tick = tick
-        track.append(mido.MetaMessage("end_of_track", time=0))
+        midi.tracks.append(_track(conductor))
+        for name, events in _instrument_tracks(timed):
+            midi.tracks.append(_track([(0, -1, mido.MetaMessage("track_name", name=name)), *events]))
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")
         midi.save(str(tmp))
         os.replace(tmp, self.path)
 
     def close(self) -> None:
         self.flush()
+
+
+def _instrument_tracks(timed: list[tuple[int, tuple[int, ...]]]) -> list[tuple[str, list]]:
+    """(name, [(tick, order, mido message), ...]) per instrument that played, from time-ordered messages."""
+    import mido
+
+    from e2m_live.description.remi import clean_notes, track_name
+    from e2m_live.music import DRUM_CHANNEL
+
+    program_of: dict[int, int] = {}  # channel -> program in force (GM: 0 until a program change)
+    Key = tuple[int, bool]  # (program, is_drum)
+    notes: dict[Key, list[tuple[int, int, int, int, int]]] = {}  # start, end, pitch, velocity, channel
+    others: dict[Key, list[tuple[int, int, tuple[int, ...]]]] = {}  # tick, order, message
+    sounding: dict[tuple[int, int], tuple[int, int, Key]] = {}  # (channel, pitch) -> start, velocity, key
+
+    def instrument(channel: int) -> tuple[int, bool]:
+        return (0, True) if channel == DRUM_CHANNEL else (program_of.get(channel, 0), False)
+
+    def end_note(channel: int, pitch: int, tick: int) -> None:
+        start, velocity, key = sounding.pop((channel, pitch))
+        notes.setdefault(key, []).append((start, tick, pitch, velocity, channel))
+
+    played: set[int] = set()  # channels that sounded a note
+    last_tick = timed[-1][0] if timed else 0
+    for tick, message in timed:
+        if not message:
+            continue
+        status, channel = message[0] & 0xF0, message[0] & 0x0F
+        if status == NOTE_ON and len(message) > 2 and message[2] > 0:
+            if (channel, message[1]) in sounding:  # a repeated note-on ends the note it repeats
+                end_note(channel, message[1], tick)
+            sounding[(channel, message[1])] = (tick, message[2], instrument(channel))
+            played.add(channel)
+        elif status in (NOTE_ON, NOTE_OFF) and len(message) > 1:
+            if (channel, message[1]) in sounding:
+                end_note(channel, message[1], tick)
+        elif status == PROGRAM_CHANGE and len(message) > 1:
+            if channel != DRUM_CHANNEL:
+                program_of[channel] = message[1]
+            others.setdefault(instrument(channel), []).append((tick, 1, message))
+        elif 0x80 <= status < 0xF0:
+            others.setdefault(instrument(channel), []).append((tick, 2, message))
+    for channel, pitch in list(sounding):
+        end_note(channel, pitch, last_tick)
+    tracks = []
+    for key in sorted(notes, key=lambda k: (not k[1], k[0])):
+        kept = clean_notes(notes[key], end=max(n[1] for n in notes[key]) + 1)
+        events: list[tuple[int, int, object]] = [
+            (tick, order, mido.Message.from_bytes(list(msg)))
+            for tick, order, msg in others.get(key, ())
+            if msg[0] & 0x0F in played
+        ]
+        for start, end, pitch, velocity, channel in kept:
+            events.append((end, 0, mido.Message("note_off", channel=channel, note=pitch, velocity=0)))
+            events.append((start, 3, mido.Message("note_on", channel=channel, note=pitch, velocity=velocity)))
+        tracks.append((track_name(*key), events))
+    return tracks
+
+
+def _track(events: list[tuple[int, int, object]]):
+    """A mido track from (tick, order, message), sorted by tick then order (stable), with end of track."""
+    import mido
+
+    track = mido.MidiTrack()
+    now = 0
+    for tick, _, message in sorted(events, key=lambda e: (e[0], e[1])):
+        track.append(message.copy(time=tick - now))
+        now = tick
+    track.append(mido.MetaMessage("end_of_track", time=0))
+    return track
 
 
 # ---- fan-out --------------------------------------------------------------------------------------
