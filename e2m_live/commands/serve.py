@@ -23,13 +23,13 @@ def run(args: argparse.Namespace) -> int:
     from e2m_live.live.generation import GeneratorUnavailable
     from e2m_live.live.realtime import DAEMON_PRIORITY, make_realtime
 
-    # Small switch interval: a Python thread holding the GIL delays the player by at most this.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` dumps every thread
-    sys.setswitchinterval(0.0005)
-    try:
+    try:  # settings first: a bad one is a one-line error before anything starts
         config = config_from_args(args)
     except ConfigError as error:
         raise UsageError(str(error)) from None
+    # Small switch interval: a Python thread holding the GIL delays the player by at most this.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` dumps every thread
+    sys.setswitchinterval(0.0005)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame) -> None:

@@ -86,7 +86,7 @@ class LiveConfig:
     key_lock: float = field(default=DEFAULT_KEY_LOCK, metadata=_opt(
         "how strictly pitched instruments keep to the scale, 0..1 (1: scale tones only, 0: free)"))
     ensemble: str = field(default="auto", metadata=_opt(
-        "instruments: auto (the features choose) or a preset", choices=ENSEMBLE_NAMES))
+        f"instruments: {', '.join(ENSEMBLE_NAMES)} (auto: the features choose)"))
     instruments: list[str] = field(default_factory=list, metadata=_opt(
         "play exactly these instruments (GM names, program numbers 0..127, drums; comma-separated); "
         "replaces the ensemble", instruments=True, metavar="NAME[,NAME...]"))
