@@ -1,22 +1,39 @@
-"""training/evaluate_control: the reduced (CI) grid end to end, and its chord-tone measure."""
+"""training/evaluate_control: the reduced (CI) grid end to end, its chord-tone and instrument measures."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 
+import mido
 import pytest
 
+from e2m_live.arrangement import ENSEMBLES
+from e2m_live.description.remi import bars_to_smf
+from e2m_live.figaro import constraints
 from e2m_live.music import Bar, Note
 from tests.test_pipeline import models_root
 from training import evaluate_control
 from training.evaluate_control import (
     CONTINUOUS,
+    ENSEMBLE_SWEEP,
+    GridRow,
     build_grid,
     chord_pitch_classes,
     chord_shares,
+    ensemble_scores,
+    planned_instruments,
     spotify_levels,
 )
+from training.pathology import count_piece
+
+
+def _writer_keeps_one_track_per_instrument() -> bool:
+    """Whether the project's MIDI writer merges overlapping notes of one pitch into one track (issue 14)."""
+    bar = Bar([Note(60, 80, 0.0, 2.0, 0), Note(60, 80, 1.0, 2.0, 0)])
+    midi = mido.MidiFile(file=io.BytesIO(bars_to_smf([bar])))
+    return sum(any(m.type == "note_on" for m in track) for track in midi.tracks) == 1
 
 
 def test_quick_grid_runs_and_reports_every_figure(tmp_path_factory) -> None:
@@ -37,8 +54,22 @@ def test_quick_grid_runs_and_reports_every_figure(tmp_path_factory) -> None:
     assert exact["n_all"] + exact["no_notes"] == len(report["samples"]) == len(build_grid(True, 1))
     metres = {s["requested"]["time_signature"] for s in report["samples"] if s["sweep"] == "key"}
     assert metres == {3, 4, 5, 6, 7}
+    assert set(summary["ensembles"]) == set(ENSEMBLE_SWEEP)
+    for entry in summary["ensembles"].values():
+        assert entry["bars"] == 1 and (math.isnan(entry["inst_f1"]) or 0 <= entry["inst_f1"] <= 1)
+    pathology = summary["pathology"]
+    assert pathology["pieces"] == len(report["samples"]) and pathology["n_default"] <= 1
+    assert 0 <= summary["key_lock"]["in_scale_share"] <= 1
+    # Hold whatever the models learned, once the rules that guarantee them are in place.
+    if getattr(getattr(constraints, "DecodeRules", None), "rising_pitches", False):
+        assert pathology["repeated_per_piece"] == 0
+    if _writer_keeps_one_track_per_instrument():
+        assert pathology["tracks_per_instrument_max"] == 1
     table = (out / "control_table.md").read_text()
-    assert "| energy | Spearman" in table and "midi-emotion: 0.195" in table
+    rows = ("| energy | Spearman", "midi-emotion: 0.195", "| repeated notes |", "| tracks per instrument |",
+            "| solo share |", "| drum share |", "| key lock 0.9 |", "| ensemble piano |")
+    for row in rows:
+        assert row in table
     assert (out / "control_features.png").stat().st_size > 10_000
 
 
@@ -46,11 +77,32 @@ def test_levels_rise_and_the_grid_holds_the_others_at_the_median() -> None:
     for feature in CONTINUOUS:
         low, mid, high = spotify_levels(feature)
         assert low < mid < high
-    grid = build_grid(False, 2)
-    energy = [f for sweep, _, f in grid if sweep == "energy"]
-    assert len(energy) == 6 and len({f.valence for f in energy}) == 1
-    keys = {(f.key, f.mode) for sweep, _, f in grid if sweep == "key"}
-    assert len(keys) == 24
+    low, _, high = spotify_levels("danceability")
+    assert low <= 0.3 and high >= 0.7  # where issue 14 sets the drum targets
+    grid = build_grid(False, 10)
+    energy = [row.features for row in grid if row.sweep == "energy"]
+    assert len(energy) == 30 and len({f.valence for f in energy}) == 1
+    keys = [(row.features.key, row.features.mode) for row in grid if row.sweep == "key"]
+    assert len(set(keys)) == 24 and len(keys) == 48
+    ensembles = [row.ensemble for row in grid if row.sweep == "ensemble"]
+    assert set(ensembles) == {"auto", *ENSEMBLES} and len(ensembles) == 10 * len(ENSEMBLE_SWEEP)
+    assert len([row for row in grid if row.sweep == "default"]) == 10
+
+
+def test_instrument_f1_and_the_instruments_the_decoder_leaves_out() -> None:
+    assert planned_instruments(["Bar_1", "Instrument_drum", "Instrument_Acoustic Bass", "Chord_C:maj"]) == (
+        32, 128)
+    row = GridRow("ensemble", 0, evaluate_control.median_features(), "jazz")
+    sample = evaluate_control.Sample(
+        sweep=row.sweep, seed=0, requested=row.features, ensemble="jazz", estimated=None, chord_share=1.0,
+        chance_share=0.0, seconds=1.0, music_seconds=2.0, notes=1,
+        counts=count_piece([Bar([Note(60, 80, 0.0, 1.0, 0)])]),
+        planned=[(0, 32, 128), (0, 66)], played=[(0, 32, 128), (0,)],
+    )
+    scores = ensemble_scores([sample])["jazz"]
+    assert scores["inst_f1"] == pytest.approx((1.0 + 2 / 3) / 2)  # bar 2: precision 1, recall 1/2
+    assert scores["recall"]["Tenor Sax"] == 0.0 and scores["fails"] == ["Tenor Sax"]
+    assert scores["plan_in_palette"] == 1.0
 
 
 def test_chord_share_counts_note_time_on_the_planned_chord_tones() -> None:

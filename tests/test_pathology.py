@@ -86,7 +86,7 @@ def test_midi_readback_counts_tracks_per_instrument_and_the_overhang() -> None:
 
 
 def test_in_scale_share_weighs_pitched_note_time() -> None:
-    assert scale_pitch_classes(9, 0) == scale_pitch_classes(0, 1)  # A minor and C major share notes
+    assert scale_pitch_classes(9, 0) == scale_pitch_classes(0, 1) | {8}  # A minor: C major's notes and G#
     bar = Bar([Note(60, 80, 0.0, 3.0, 0), Note(61, 80, 3.0, 1.0, 0), Note(61, 80, 0.0, 4.0, 0, True)])
     assert in_scale_share([bar], 0, 1) == pytest.approx(0.75)  # C# out, the drum note ignored
     assert in_scale_share([bar], 2, 1) == pytest.approx(0.25)  # D major: C# in, C out
@@ -102,4 +102,5 @@ def test_summary_shares_and_percentiles() -> None:
     assert summary["repeated_per_piece"] == 0.5 and summary["pieces_with_repeats"] == 0.5
     assert summary["longest_max"] == pytest.approx(2.0)
     assert summary["overhang_max"] == pytest.approx(1.0)
-    assert summary["midi_overhang_max"] == pytest.approx(1.0)
+    # the project's writer may end notes at the last bar line (issue 14), never later
+    assert 0.0 <= summary["midi_overhang_max"] <= summary["overhang_max"]

@@ -11,7 +11,7 @@ writer makes of it, read back with ``mido``.
 * **tracks per instrument** in the written ``.mid`` (a DAW user wants one);
 * **instruments** (programs 0..127, drums 128), from which the evaluation takes solo, drum and bass shares;
 * **in-scale share**: pitched note time whose pitch class lies in the requested key's scale (major, or
-  natural minor).
+  natural minor with its raised 7th).
 
 Own code rather than a library: muspy 0.5 (the one maintained metric library on PyPI) measures pitch and
 rhythm statistics (``pitch_in_scale_rate``, ``polyphony``, ``empty_beat_rate`` ...) but none of the counts
@@ -31,7 +31,8 @@ from pathlib import Path
 import mido
 import numpy as np
 
-from e2m_live.description.vocab import POSITIONS_PER_QUARTER
+from e2m_live.arrangement import instrument_name
+from e2m_live.description.vocab import DRUM_INSTRUMENT, POSITIONS_PER_QUARTER
 from e2m_live.music import DRUM_CHANNEL, Bar, Note
 
 __all__ = [
@@ -46,6 +47,8 @@ __all__ = [
     "overhang_bars",
     "repeated_notes",
     "scale_pitch_classes",
+    "slot",
+    "slot_name",
     "summarise",
 ]
 
@@ -53,12 +56,19 @@ DRUM_SLOT = 128  # drums beside the 128 programs, as in training.fidelity
 #: GM bass family (Acoustic Bass .. Synth Bass 2) and Contrabass: what plays a bass line.
 BASS_PROGRAMS = frozenset({*range(32, 40), 43})
 MAJOR_STEPS = (0, 2, 4, 5, 7, 9, 11)
-MINOR_STEPS = (0, 2, 3, 5, 7, 8, 10)  # natural minor: a raised 7th (V chord in minor) counts as out
+#: Minor: natural minor plus the raised 7th of harmonic minor (the leading tone of the V chord), the
+#: scale the key lock of :mod:`e2m_live.figaro.constraints` keeps to.
+MINOR_STEPS = (0, 2, 3, 5, 7, 8, 10, 11)
 
 
 def slot(note: Note) -> int:
     """The instrument of a note: its program, or :data:`DRUM_SLOT`."""
     return DRUM_SLOT if note.is_drum else int(note.program)
+
+
+def slot_name(slot: int) -> str:
+    """FIGARO's name of an instrument slot (a GM program name, or ``"drum"``)."""
+    return DRUM_INSTRUMENT if slot == DRUM_SLOT else instrument_name(slot)
 
 
 def _onset(note: Note) -> int:
@@ -94,7 +104,7 @@ def instruments(bars: Iterable[Bar]) -> frozenset[int]:
 
 
 def scale_pitch_classes(key: int, mode: int) -> frozenset[int]:
-    """Pitch classes of ``key`` (0 = C) major (``mode`` 1) or natural minor (``mode`` 0)."""
+    """Pitch classes of ``key`` (0 = C) major (``mode`` 1) or minor (``mode`` 0, with the raised 7th)."""
     return frozenset((key + step) % 12 for step in (MAJOR_STEPS if mode else MINOR_STEPS))
 
 
