@@ -88,9 +88,13 @@ class BuildConfig:
     test_fraction: float = 0.05
     chunk_size: int = 16
     limit_per_corpus: int | None = None
+    #: a seeded random sample of this many files per corpus (after ``limit_per_corpus``)
+    sample_per_corpus: int | None = None
 
     def to_dict(self) -> dict[str, object]:
+        extra = {"sample_per_corpus": self.sample_per_corpus} if self.sample_per_corpus is not None else {}
         return {
+            **extra,
             "format": SHARD_FORMAT,
             "datasets_root": self.datasets_root,
             "corpora": list(self.corpora),
@@ -340,10 +344,12 @@ def extractor_digest() -> str:
 
 
 def _archive_infos(path: Path) -> dict[str, zipfile.ZipInfo]:
-    infos = _ZIP_INFOS.get(str(path))
+    stat = Path(path).stat()
+    key = f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+    infos = _ZIP_INFOS.get(key)
     if infos is None:
         with zipfile.ZipFile(path) as archive:
-            infos = _ZIP_INFOS[str(path)] = {i.filename: i for i in archive.infolist()}
+            infos = _ZIP_INFOS[key] = {i.filename: i for i in archive.infolist()}
     return infos
 
 
@@ -402,7 +408,7 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray], compressed: bool = Tru
 def extract_to_cache(piece: Piece, key: str, cache_dir: Path, config: BuildConfig, timeout_s: float) -> dict:
     """Extract one file into its cache entry (a skip is cached with its reason, except a timeout or an
     unforeseen error, which the next run retries); returns ``{"key", "skip", "seconds"}``."""
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     skip, cacheable = "", True
     result, digest = None, ""
     try:
@@ -419,12 +425,13 @@ def extract_to_cache(piece: Piece, key: str, cache_dir: Path, config: BuildConfi
         log.debug("%s", traceback.format_exc())
     if skip:
         log.warning("skip %s: %s", piece.name, skip)
-    seconds = time.perf_counter() - began
+    seconds, cpu_seconds = time.perf_counter() - began, time.process_time() - cpu_began
     if cacheable:
         arrays: dict[str, np.ndarray] = {
             "skip": np.asarray(skip),
             "note_hash": np.asarray(digest),
             "seconds": np.asarray(seconds),
+            "cpu_seconds": np.asarray(cpu_seconds),
         }
         if result is not None:
             arrays.update(
@@ -441,7 +448,7 @@ def extract_to_cache(piece: Piece, key: str, cache_dir: Path, config: BuildConfi
                 assumed_four_four=np.asarray(result.assumed_four_four),
             )
         _write_npz(cache_path(cache_dir, key), arrays)
-    return {"key": key, "skip": skip, "seconds": seconds, "cached": cacheable}
+    return {"key": key, "skip": skip, "seconds": seconds, "cpu_seconds": cpu_seconds, "cached": cacheable}
 
 
 def _concat(bars: list[np.ndarray]) -> np.ndarray:
@@ -693,6 +700,12 @@ def scan_all(config: BuildConfig) -> dict[str, list[Piece]]:
             pieces[name] = MULTI_CORPORA[name].scan(root / MULTI_CORPORA[name].folder)
     if config.limit_per_corpus is not None:
         pieces = {c: p[: config.limit_per_corpus] for c, p in pieces.items()}
+    if config.sample_per_corpus is not None:
+        for corpus, corpus_pieces in pieces.items():
+            if len(corpus_pieces) > config.sample_per_corpus:
+                rng = np.random.default_rng([config.seed, len(corpus)])
+                chosen = sorted(rng.choice(len(corpus_pieces), config.sample_per_corpus, replace=False))
+                pieces[corpus] = [corpus_pieces[i] for i in chosen]
     return pieces
 
 
@@ -861,7 +874,7 @@ def extract_all(
     timeout_s: float,
     progress: bool,
     shard: tuple[int, int] | None = None,
-) -> tuple[dict[str, str], dict[str, int]]:
+) -> tuple[dict[str, str], dict[str, float]]:
     """Fill the per-file cache: extract every file (of shard ``i`` of ``n``: every n-th file of the sorted
     list) whose entry is missing. Returns piece name -> cache key (all files) and counts."""
     code = extractor_digest()
@@ -870,13 +883,17 @@ def extract_all(
     mine = ordered if shard is None else ordered[shard[0] :: shard[1]]
     # a multi corpus file whose index hash repeats an earlier one is never extracted
     first_hash: dict[str, str] = {}
-    todo = []
+    todo, cached, duplicates = [], 0, 0
     for piece in mine:
         if piece.note_hash and first_hash.setdefault(piece.note_hash, piece.name) != piece.name:
-            continue
-        if not cache_path(cache_dir, keys[piece.name]).is_file():
+            duplicates += 1
+        elif cache_path(cache_dir, keys[piece.name]).is_file():
+            cached += 1
+        else:
             todo.append(piece)
-    counts = {"files": len(mine), "cached": len(mine) - len(todo), "extracted": 0, "skipped": 0}
+    counts: dict[str, float] = {"files": len(mine), "cached": cached, "duplicates": duplicates}
+    counts.update(extracted=0)
+    counts.update(skipped=0, extract_cpu_seconds=0.0)
     if todo:
         preflight()
     from tqdm import tqdm
@@ -889,6 +906,7 @@ def extract_all(
             for done in results:
                 counts["extracted"] += 1
                 counts["skipped"] += bool(done["skip"])
+                counts["extract_cpu_seconds"] += done["cpu_seconds"]
                 bar.update(1)
         else:
             context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
@@ -896,6 +914,7 @@ def extract_all(
                 for done in pool.imap_unordered(_extract_star, jobs, chunksize=4):
                     counts["extracted"] += 1
                     counts["skipped"] += bool(done["skip"])
+                    counts["extract_cpu_seconds"] += done["cpu_seconds"]
                     bar.update(1)
     finally:
         bar.close()
@@ -940,9 +959,11 @@ def build(
     cache_dir = Path(cache_dir) if cache_dir is not None else out / "cache"
     pieces = scan_all(config)
     _prepare_out_dir(out, config, overwrite)
+    extract_began = time.perf_counter()
     keys, counts = extract_all(
         pieces, config, cache_dir, workers=workers, timeout_s=timeout_s, progress=progress, shard=shard
     )
+    counts["extract_seconds"] = round(time.perf_counter() - extract_began, 1)
     if shard is not None:
         seconds = round(time.perf_counter() - began, 1)
         report = {"shard": f"{shard[0]}/{shard[1]}", **counts, "seconds": seconds}
@@ -966,6 +987,9 @@ def build(
     manifest = summarise(out, config, kept, time.perf_counter() - began, dropped, chunks)
     manifest["files_extracted"] = counts["extracted"]
     manifest["files_from_cache"] = counts["cached"]
+    manifest["extract_seconds"] = counts["extract_seconds"]
+    manifest["extract_cpu_seconds"] = round(counts["extract_cpu_seconds"], 1)
+    manifest["scan_seconds"] = round(extract_began - began, 1)
     previous = out / MANIFEST
     if previous.is_file():  # a resumed build: report the time of all runs
         old = json.loads(previous.read_text())
@@ -1114,6 +1138,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--chunk-size", type=int, default=16, help="files per shard")
     parser.add_argument("--limit-per-corpus", type=int, default=None, help="first N files of each corpus")
+    parser.add_argument(
+        "--sample-per-corpus", type=int, default=None, help="a seeded random sample of N files per corpus"
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per file")
     parser.add_argument("--overwrite", action="store_true", help="discard any build already in --out")
     parser.add_argument("--no-progress", action="store_true")
@@ -1163,6 +1190,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         test_fraction=args.test,
         chunk_size=args.chunk_size,
         limit_per_corpus=args.limit_per_corpus,
+        sample_per_corpus=args.sample_per_corpus,
     )
     try:
         shard = parse_shard(args.shard) if args.shard else None

@@ -69,7 +69,8 @@ def read_piece_bytes(piece: Piece) -> bytes:
     is opened once per process: a forked worker must not share the parent's file offset)."""
     if piece.member is None:
         return Path(piece.path).read_bytes()
-    key = (os.getpid(), str(piece.path))
+    stat = os.stat(piece.path)
+    key = (os.getpid(), f"{piece.path}:{stat.st_size}:{stat.st_mtime_ns}")
     archive = _ARCHIVES.get(key)
     if archive is None:
         archive = _ARCHIVES[key] = zipfile.ZipFile(piece.path)
