@@ -214,7 +214,7 @@ class Planner:
                 return None
             if len(excluded) >= len(INSTRUMENT_NAMES):
                 raise PlanError("every instrument is muted")
-            return InstrumentMasks.excluding(len(features), bars, excluded)
+            return InstrumentMasks.excluding(excluded)
         schedules = [
             schedule(e, bars, None if greedy else rng.random((len(e.instruments), 3))) for e in ensembles
         ]

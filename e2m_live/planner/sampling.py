@@ -43,30 +43,35 @@ class BarPlan:
 
 @dataclass(frozen=True, slots=True)
 class InstrumentMasks:
-    """Per plan and bar ``[B, bars, vocab]``: the instruments the stream may choose (``permitted``)
-    and those it must choose (``required``, a subset of ``permitted``; at most
-    :data:`MAX_INSTRUMENTS_PER_BAR` per bar, and ``permitted`` has at least one instrument)."""
+    """What the stream may play: ``forced`` ``[B, bars, MAX_INSTRUMENTS_PER_BAR + 1]`` token ids,
+    each bar's instruments in canonical order then ``END_INSTRUMENTS`` (padded with it), or
+    ``permitted`` ``[vocab]``, the instruments the stream may choose from itself."""
 
-    permitted: np.ndarray
-    required: np.ndarray
+    forced: np.ndarray | None = None
+    permitted: np.ndarray | None = None
 
     @classmethod
     def from_schedules(cls, schedules: list[list[tuple[str, ...]]]) -> InstrumentMasks:
-        """Exactly the scheduled instruments of every plan and bar (``schedules[b][bar]``)."""
+        """Exactly the scheduled instruments of every plan and bar (``schedules[b][bar]``, at most
+        :data:`MAX_INSTRUMENTS_PER_BAR` each, at least one)."""
         bars = len(schedules[0])
-        exact = np.zeros((len(schedules), bars, _V.size), dtype=bool)
+        shape = (len(schedules), bars, MAX_INSTRUMENTS_PER_BAR + 1)
+        forced = np.full(shape, _V.END_INSTRUMENTS, dtype=np.int64)
         for row, plan in enumerate(schedules):
             for bar, names in enumerate(plan):
-                exact[row, bar, [_V.instrument_id(name) for name in names]] = True
-        return cls(exact, exact)
+                if not 1 <= len(names) <= MAX_INSTRUMENTS_PER_BAR:
+                    raise ValueError(f"a bar needs 1..{MAX_INSTRUMENTS_PER_BAR} instruments: {names}")
+                forced[row, bar, : len(names)] = sorted(_V.instrument_id(name) for name in names)
+        return cls(forced=forced)
 
     @classmethod
-    def excluding(cls, batch: int, bars: int, excluded: frozenset[str]) -> InstrumentMasks:
-        """Any instrument but the ``excluded`` ones, none required."""
+    def excluding(cls, excluded: frozenset[str]) -> InstrumentMasks:
+        """Any instrument but the ``excluded`` ones (at least one must remain)."""
         permitted = np.ones(_V.size, dtype=bool)
         permitted[[_V.instrument_id(name) for name in excluded]] = False
-        shape = (batch, bars, _V.size)
-        return cls(np.broadcast_to(permitted, shape), np.broadcast_to(np.zeros(_V.size, dtype=bool), shape))
+        if not permitted[_V.FIRST_INSTRUMENT : _V.first_chord].any():
+            raise ValueError("every instrument is excluded")
+        return cls(permitted=permitted)
 
 
 def draw(
@@ -158,7 +163,6 @@ def _mask_tables() -> tuple[np.ndarray, np.ndarray, int]:
 
 
 _INSTRUMENT_ROWS, _CHORD_ROWS, _FULL_ROW = _mask_tables()
-_IDS = np.arange(_V.size)
 _IS_INSTRUMENT = _INSTRUMENT_ROWS[0]
 _IS_CHORD = _CHORD_ROWS[0]
 _ONLY_PAD = np.arange(_V.size) == _V.PAD
@@ -190,20 +194,32 @@ def sample_stream(
     n_instruments = np.zeros(batch, dtype=np.int64)
     n_chords = np.zeros(batch, dtype=np.int64)
     plans: list[list[list[int]]] = [[[] for _ in range(bars)] for _ in range(batch)]
+    forced = masks.forced if masks is not None else None
+    permitted = masks.permitted if masks is not None else None
     sample_temperature = 1.0 if temperature > 0 else 0.0
     max_steps = bars * (MAX_INSTRUMENTS_PER_BAR + MAX_CHORDS_PER_BAR + 2)
     for _ in range(max_steps):
         logits, state = model.step(constant, previous, bar, state)
         logits = _scaled(logits, temperature, bias)
         if cadence is not None:
-            logits = logits + _cadence_bias(cadence, in_chords, bar, n_chords, bars)
-        # What may follow in each row's bar (the grammar of one bar of the stream).
-        instrument_row = np.where(n_instruments >= MAX_INSTRUMENTS_PER_BAR, _FULL_ROW, last_instrument + 1)
-        instrument_allowed = _INSTRUMENT_ROWS[instrument_row]
-        if masks is not None:
-            instrument_allowed = instrument_allowed & _ensemble_rows(masks, rows, bar, last_instrument)
-        allowed = np.where(in_chords[:, None], _CHORD_ROWS[n_chords], instrument_allowed)
-        token = draw(logits, sample_temperature, rng, allowed)
+            logits = _add_cadence(logits, cadence, in_chords, bar, n_chords, bars)
+        if forced is not None:
+            # The ensemble's schedule fixes the instruments: no draw for rows still choosing them.
+            scheduled = forced[rows, bar, np.minimum(n_instruments, MAX_INSTRUMENTS_PER_BAR)]
+            token = scheduled
+            if in_chords.any():
+                chords = draw(logits, sample_temperature, rng, _CHORD_ROWS[n_chords])
+                token = np.where(in_chords, chords, scheduled)
+        else:
+            # What may follow in each row's bar (the grammar of one bar of the stream).
+            instrument_row = np.where(
+                n_instruments >= MAX_INSTRUMENTS_PER_BAR, _FULL_ROW, last_instrument + 1
+            )
+            instrument_allowed = _INSTRUMENT_ROWS[instrument_row]
+            if permitted is not None:
+                instrument_allowed = instrument_allowed & permitted
+            allowed = np.where(in_chords[:, None], _CHORD_ROWS[n_chords], instrument_allowed)
+            token = draw(logits, sample_temperature, rng, allowed)
 
         instrument = _IS_INSTRUMENT[token]
         chord = _IS_CHORD[token]
@@ -232,29 +248,26 @@ def sample_stream(
     raise RuntimeError("stream sampler did not finish every bar")
 
 
-def _ensemble_rows(
-    masks: InstrumentMasks, rows: np.ndarray, bar: np.ndarray, last_instrument: np.ndarray
+def _add_cadence(
+    logits: np.ndarray,
+    cadence: CadenceBias,
+    in_chords: np.ndarray,
+    bar: np.ndarray,
+    n_chords: np.ndarray,
+    bars: int,
 ) -> np.ndarray:
-    """``[b, vocab]``: the instruments each row may take next under ``masks`` — permitted ones up
-    to the next required one — and the end of the instruments once none is pending."""
-    required = masks.required[rows, bar] & (last_instrument[:, None] < _IDS)
-    pending = required.any(axis=1)
-    following = np.where(pending, required.argmax(axis=1), _V.size)
-    allowed = masks.permitted[rows, bar] & (following[:, None] >= _IDS)
-    allowed[:, _V.END_INSTRUMENTS] = ~pending
-    return allowed
-
-
-def _cadence_bias(
-    cadence: CadenceBias, in_chords: np.ndarray, bar: np.ndarray, n_chords: np.ndarray, bars: int
-) -> np.ndarray:
+    """``logits`` plus the cadence biases of the rows choosing a chord where they apply."""
+    if not (in_chords & ((bar == 0) | (bar >= bars - 2))).any():  # the usual case: a middle bar
+        return logits
     first = in_chords & (bar == 0) & (n_chords == 0)
-    out = first[:, None] * cadence.first
-    if bars >= 2:
-        out = out + (in_chords & (bar == bars - 1))[:, None] * cadence.last
-    if bars >= 3:
-        out = out + (in_chords & (bar == bars - 2))[:, None] * cadence.approach
-    return out
+    last = in_chords & (bar == bars - 1) & (bars >= 2)
+    approach = in_chords & (bar == bars - 2) & (bars >= 3)
+    return (
+        logits
+        + first[:, None] * cadence.first
+        + last[:, None] * cadence.last
+        + approach[:, None] * cadence.approach
+    )
 
 
 def sample_plans(
