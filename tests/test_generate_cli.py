@@ -27,6 +27,7 @@ def test_generate_writes_midi_wav_and_plan(models: Path, tmp_path: Path) -> None
     out = subprocess.run(
         [sys.executable, "-m", "e2m_live", "generate", "--features", str(features), "--time-signature", "3",
          "--tempo", "84", "--bars", "2", "--seed", "5", "--max-tokens-per-bar", "96",
+         "--ensemble", "jazz", "--key-lock", "1", "--mute", "drums",
          "--model-dir", str(models),
          "-o", str(tmp_path / "out.mid"), "--wav", str(tmp_path / "out.wav"),
          "--plan-out", str(tmp_path / "plan.json")],
@@ -40,6 +41,8 @@ def test_generate_writes_midi_wav_and_plan(models: Path, tmp_path: Path) -> None
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert plan["features"]["energy"] == 0.8 and plan["features"]["key"] == 9  # from the file
     assert plan["tokens"][:2] == ["Bar_1", "Time Signature_3/4"] and len(plan["bars"]) == 2
+    assert plan["arrangement"] == {"key_lock": 1.0, "ensemble": "jazz", "instruments": None,
+                                   "muted": ["drum"]}
     with wave.open(str(tmp_path / "out.wav")) as wav:
         assert wav.getframerate() == 44100
         seconds = wav.getnframes() / wav.getframerate()
@@ -54,6 +57,10 @@ def test_generate_writes_midi_wav_and_plan(models: Path, tmp_path: Path) -> None
     (["-o", "{tmp}/missing/x.mid"], "does not exist"),
     (["--mood", "happy", "--features", "{tmp}/f.json", "-o", "{tmp}/x.mid"], "either --mood or --features"),
     (["--features", "{tmp}/nothing.json", "-o", "{tmp}/x.mid"], "cannot read"),
+    (["--ensemble", "disco", "-o", "{tmp}/x.mid"], "unknown ensemble 'disco'"),
+    (["--key-lock", "-0.5", "-o", "{tmp}/x.mid"], "key_lock must be"),
+    (["--instruments", "piano", "-o", "{tmp}/x.mid"], "ambiguous"),
+    (["--instruments", "drums", "--mute", "drums", "-o", "{tmp}/x.mid"], "muted"),
 ])
 def test_bad_arguments_give_one_line_and_exit_code_2(argv, message, tmp_path: Path, capsys) -> None:
     (tmp_path / "f.json").write_text("{}")

@@ -8,15 +8,23 @@ import json
 import pytest
 
 from e2m_live import cli
+from e2m_live.arrangement import Arrangement
 from e2m_live.cli import UsageError
 from e2m_live.description.grammar import validate
 from e2m_live.features import FEATURE_ORDER, MOODS, EmotionFeatures
-from e2m_live.planner.cli_features import add_feature_arguments, features_from_args, flag_name
+from e2m_live.planner.cli_features import (
+    add_arrangement_arguments,
+    add_feature_arguments,
+    arrangement_from_args,
+    features_from_args,
+    flag_name,
+)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_feature_arguments(parser)
+    add_arrangement_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -77,3 +85,30 @@ def test_plan_command_errors_exit_2_with_one_line(argv: list[str], capsys) -> No
     assert cli.main(["plan", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("e2m-live plan: error:") and "\n" not in err
+
+
+def test_arrangement_flags() -> None:
+    assert arrangement_from_args(parse([])) == Arrangement()
+    args = parse(["--key-lock", "0.4", "--ensemble", "Strings", "--instruments", "violin, 42,drums",
+                  "--mute", "drums", "--mute", "cello"])
+    assert arrangement_from_args(args) == Arrangement(key_lock=0.4, ensemble="strings",
+                                                      instruments=("Violin", "Cello", "drums"),
+                                                      muted=frozenset({"drums", "Cello"}))
+
+
+@pytest.mark.parametrize("argv", [["--key-lock", "1.1"], ["--key-lock", "tight"], ["--ensemble", "polka"],
+                                  ["--instruments", "kazoo"], ["--mute", "bass"],
+                                  ["--ensemble", "piano", "--mute", "0"]])
+def test_bad_arrangement_flags_are_usage_errors(argv: list[str]) -> None:
+    with pytest.raises(UsageError):
+        arrangement_from_args(parse(argv))
+
+
+def test_plan_command_keeps_to_the_instruments_asked_for(capsys) -> None:
+    assert cli.main(["plan", "--mood", "happy", "--seed", "3", "--instruments", "violin,cello", "--mute",
+                     "cello", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["arrangement"] == {"key_lock": 0.9, "ensemble": "auto", "instruments": ["Violin", "Cello"],
+                                   "muted": ["Cello"]}
+    assert all(set(bar["instruments"]) <= {"Violin"} for bar in data["bars"]), data["bars"]
+    assert any(bar["instruments"] for bar in data["bars"])

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 import time
@@ -132,11 +131,6 @@ def render_wav(midi, path: Path, soundfont: Path | None = None, sample_rate: int
     return font
 
 
-def _with_arrangement(method, arrangement) -> dict:
-    """``{"arrangement": ...}`` when ``method`` takes one (the pipeline gains it in issue 14)."""
-    return {"arrangement": arrangement} if "arrangement" in inspect.signature(method).parameters else {}
-
-
 def run(args: argparse.Namespace) -> int:
     features = _features(args)
     arrangement = arrangement_from_args(args)
@@ -155,11 +149,11 @@ def run(args: argparse.Namespace) -> int:
     loaded = time.perf_counter()
     try:
         description = pipeline.plan(features, bars=args.bars, seed=args.seed, temperature=args.temperature,
-                                    **_with_arrangement(pipeline.plan, arrangement))
+                                    arrangement=arrangement)
         stream = pipeline.decode(description, features, seed=None if args.seed is None else args.seed + 1,
                                  options=DecodingOptions(temperature=args.temperature, top_p=args.top_p,
                                                          max_tokens_per_bar=args.max_tokens_per_bar),
-                                 **_with_arrangement(pipeline.decode, arrangement))
+                                 arrangement=arrangement)
     except PipelineError as error:
         raise UsageError(str(error)) from None
     if args.plan_out is not None:

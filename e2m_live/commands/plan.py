@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 from pathlib import Path
 
@@ -41,11 +40,8 @@ def run(args: argparse.Namespace) -> int:
     arrangement = arrangement_from_args(args)
     try:
         planner = Planner.load(args.model_dir)
-        # Until the planner takes an arrangement (issue 14), plan without one.
-        extra = {"arrangement": arrangement} if "arrangement" in inspect.signature(planner.plan).parameters \
-            else {}
         description = planner.plan(features, bars=args.bars, seed=args.seed, temperature=args.temperature,
-                                   **extra)
+                                   arrangement=arrangement)
     except PlanError as error:
         raise UsageError(str(error)) from None
     if args.json:

@@ -10,7 +10,6 @@ instruments, muted) beside the features.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import random
 import time
@@ -381,7 +380,6 @@ class ModelGenerator:
         self.remember = remember
         self.load_seconds: float | None = None
         self._pipeline: Any = None
-        self._takes_arrangement = False
         self._error: BaseException | None = None
         self._made: dict[tuple, tuple[list[str], list[str]]] = {}  # our bars -> (tokens, description)
         self._loader = threading.Thread(target=self._load, name="e2m-model-load", daemon=True)
@@ -393,8 +391,6 @@ class ModelGenerator:
             from e2m_live.pipeline import Pipeline
 
             self._pipeline = Pipeline.load(self.models_dir, threads=self.threads, quantize=self.quantize)
-            # Until the decoder side takes an arrangement, call it without one (checked once, here).
-            self._takes_arrangement = "arrangement" in inspect.signature(self._pipeline.generate).parameters
         except Exception as error:  # reported by generate(), in the worker's error channel
             self._error = error
         self.load_seconds = time.monotonic() - started
@@ -429,10 +425,10 @@ class ModelGenerator:
         known = self._made.get(self._key(prime)) if prime is not None else None
         prime_tokens: Any = known[0] if known else prime
         prime_description = known[1] if known else None
-        extra = {"arrangement": arrangement} if self._takes_arrangement else {}
         section = pipeline.generate(features, bars=SECTION_BARS - first, seed=seed,
                                     temperature=self.temperature, prime=prime_tokens,
-                                    prime_description=prime_description, options=options, **extra)
+                                    prime_description=prime_description, options=options,
+                                    arrangement=arrangement)
         for generated in section:
             self._made[self._key(generated.bar)] = (generated.tokens, generated.description)
             while len(self._made) > self.remember:
