@@ -416,6 +416,9 @@ class MidiFileRecorder(Output):
         self.flush()
 
 
+_Key = tuple[int, bool]  # an instrument: (program, is_drum)
+
+
 def _instrument_tracks(timed: list[tuple[int, tuple[int, ...]]]) -> list[tuple[str, list]]:
     """(name, [(tick, order, mido message), ...]) per instrument that played, from time-ordered messages."""
     import mido
@@ -424,12 +427,11 @@ def _instrument_tracks(timed: list[tuple[int, tuple[int, ...]]]) -> list[tuple[s
     from e2m_live.music import DRUM_CHANNEL
 
     program_of: dict[int, int] = {}  # channel -> program in force (GM: 0 until a program change)
-    Key = tuple[int, bool]  # (program, is_drum)
-    notes: dict[Key, list[tuple[int, int, int, int, int]]] = {}  # start, end, pitch, velocity, channel
-    others: dict[Key, list[tuple[int, int, tuple[int, ...]]]] = {}  # tick, order, message
-    sounding: dict[tuple[int, int], tuple[int, int, Key]] = {}  # (channel, pitch) -> start, velocity, key
+    notes: dict[_Key, list[tuple[int, int, int, int, int]]] = {}  # start, end, pitch, velocity, channel
+    others: dict[_Key, list[tuple[int, int, tuple[int, ...]]]] = {}  # tick, order, message
+    sounding: dict[tuple[int, int], tuple[int, int, _Key]] = {}  # (channel, pitch) -> start, velocity, key
 
-    def instrument(channel: int) -> tuple[int, bool]:
+    def instrument(channel: int) -> _Key:
         return (0, True) if channel == DRUM_CHANNEL else (program_of.get(channel, 0), False)
 
     def end_note(channel: int, pitch: int, tick: int) -> None:
