@@ -114,3 +114,39 @@ def test_chord_share_counts_note_time_on_the_planned_chord_tones() -> None:
     assert on == pytest.approx(0.75)  # C for 3 of 4 pitched quarters; drums ignored
     assert chance == pytest.approx(0.25)  # the C# quarter lies on F#:maj (F#, A#, C#), a tritone away
     assert all(math.isnan(x) for x in chord_shares([bar], [["Bar_1"]]))
+
+
+def _band(*, program: int = 0, drums: bool = False, bass: int | None = None, lead: int | None = None,
+          bars: int = 8) -> list[Bar]:
+    """Block chords with a free melody on top, and optional drums, bass line and monophonic lead."""
+    out = []
+    for index in range(bars):
+        notes = [Note(p, 70, q, 2.0, program) for q in (0.0, 2.0) for p in (60, 64, 67)]
+        notes += [Note(72 + (3 * i + index) % 7, 60 + 5 * i, 0.3 + 0.6 * i, 0.4, program) for i in range(6)]
+        for beat in range(4):
+            if drums:
+                notes += [Note(36 if beat % 2 == 0 else 38, 100, float(beat), 0.25, 0, True),
+                          Note(42, 80, beat + 0.5, 0.25, 0, True)]
+            if bass is not None:
+                notes.append(Note(36 + (beat % 2) * 7, 90, float(beat), 0.9, bass))
+            if lead is not None:
+                notes.append(Note(64 + (beat + index) % 5, 80, float(beat), 0.95, lead))
+        out.append(Bar(notes, 4, 4, 120.0, index))
+    return out
+
+
+def test_the_re_estimator_hears_the_instrumentation_controls() -> None:
+    """The evaluation's danceability, acousticness and instrumentalness estimates move with what the
+    planner now changes (drums and bass; acoustic vs electric programs; a voice-like lead)."""
+    from e2m_live.analysis import estimate_features
+
+    dance = [estimate_features(b).danceability for b in (
+        _band(), _band(bass=33), _band(drums=True), _band(drums=True, bass=33))]
+    assert dance == sorted(dance) and dance[2] > dance[0] + 0.05
+    # piano; piano and electric bass; electric piano, synth bass and drums
+    acoustic = [estimate_features(b).acousticness for b in (
+        _band(), _band(bass=33), _band(program=4, bass=38, drums=True))]
+    assert acoustic == sorted(acoustic, reverse=True) and acoustic[0] > acoustic[-1] + 0.1
+    instrumental = [estimate_features(b).instrumentalness for b in (
+        _band(), _band(lead=73), _band(lead=52))]  # no lead; flute lead; choir-aahs lead
+    assert instrumental[0] > instrumental[1] > instrumental[2]
