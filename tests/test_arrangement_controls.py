@@ -15,6 +15,7 @@ import pytest
 
 from e2m_live.arrangement import DEFAULT_KEY_LOCK, Arrangement
 from e2m_live.cli import main
+from e2m_live.features import EmotionFeatures
 from e2m_live.live.config import ConfigError, build_config, load_toml
 from e2m_live.live.daemon import Daemon
 from e2m_live.live.osc import encode_message
@@ -160,6 +161,24 @@ def test_a_change_replans_and_the_worker_honours_the_palette(daemon):
     notes = [n for bar in section_with(muted).bars for n in bar.notes]
     assert notes and not any(n.is_drum for n in notes)
     _send(d, "/e2m/unmute", "drums", wait=0.0)
+
+
+def test_the_model_generator_keeps_to_the_palette(tmp_path_factory):
+    """The planner + FIGARO path: the arrangement reaches Pipeline.generate and the bars hold only
+    the palette's instruments (here a bass and drums)."""
+    from e2m_live.live.generation import ModelGenerator
+    from tests.test_pipeline import models_root
+
+    models = models_root(tmp_path_factory.mktemp("models"))
+    generator = ModelGenerator(models_dir=str(models), threads=1, max_tokens_per_bar=96, warm_start=False)
+    arrangement = Arrangement(instruments=("drums", "acoustic bass"))
+    heard = set()
+    section = generator.generate(EmotionFeatures(energy=0.7), seed=3, arrangement=arrangement)
+    for index, bar in enumerate(section):
+        heard |= {"drum" if n.is_drum else n.program for n in bar.notes}
+        if index == 2:
+            break
+    assert heard and heard <= {"drum", 32}, heard
 
 
 def test_every_patch_contains_the_new_addresses():
