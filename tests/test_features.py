@@ -226,8 +226,15 @@ REQUIRED_MOODS = ("happy", "sad", "calm", "angry", "tense", "dreamy", "triumphan
 
 def test_moods_present_and_valid() -> None:
     assert set(REQUIRED_MOODS) <= set(MOODS)
-    for features in MOODS.values():
-        assert isinstance(features, EmotionFeatures)
+    assert len(set(MOODS.values())) == len(MOODS), "two presets are the same"
+    for name, features in MOODS.items():
+        for field in FEATURE_ORDER:
+            value = getattr(features, field)
+            low, high = RANGES[field]
+            assert low <= value <= high, (name, field, value)
+            assert isinstance(value, int) == (field in INTEGER_FIELDS), (name, field, value)
+        assert EmotionFeatures.from_dict(features.to_dict()) == features, name
+        assert features != EmotionFeatures(), f"{name} is just the defaults"
 
 
 def test_moods_sit_in_their_russell_quadrant() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -542,16 +541,13 @@ def plan_like_the_planner(rng: random.Random) -> list[str]:
     return tokens
 
 
-def test_fsm_is_fast_enough_for_the_planner():
-    """1,000 planner-like plans with masks and a final parse. The planner samples 10,000; those
-    take about 3 s of CPU on the 2-core dev machine (``python -m tests.test_grammar``). The bound
-    is loose on purpose: the machine is shared."""
+def test_planner_like_walks_give_complete_plans():
+    """200 planner-like plans with masks and a final parse (the speed of 10,000 is measured by
+    ``benchmarks/grammar_speed.py``)."""
     rng = random.Random(0)
-    start = time.perf_counter()
-    for _ in range(1000):
-        tokens = plan_like_the_planner(rng)
-        assert len(parse(tokens)) == 12
-    assert time.perf_counter() - start < 15.0
+    plans = [plan_like_the_planner(rng) for _ in range(200)]
+    assert all(len(parse(tokens)) == 12 for tokens in plans)
+    assert len({tuple(tokens) for tokens in plans}) > 150  # the walks explore, not one path
 
 
 def test_our_extractor_emits_valid_descriptions(datasets_dir):
@@ -573,19 +569,3 @@ def test_our_extractor_emits_valid_descriptions(datasets_dir):
         checked += 1
     assert checked >= 10
 
-
-if __name__ == "__main__":  # benchmark: .venv/bin/python -m tests.test_grammar [N]
-    import sys
-
-    n_plans = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
-    bench_rng = random.Random(0)
-    wall, cpu = time.perf_counter(), time.process_time()
-    n_tokens = 0
-    for _ in range(n_plans):
-        plan = plan_like_the_planner(bench_rng)
-        n_tokens += len(parse(plan).tokens())
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    print(
-        f"{n_plans} plans, {n_tokens} tokens: wall {wall:.2f} s, CPU {cpu:.2f} s "
-        f"({cpu / n_plans * 1e3:.3f} ms CPU per plan, {cpu / n_tokens * 1e6:.2f} us per token)"
-    )
