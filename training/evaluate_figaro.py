@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from e2m_live.description.extract import MidiError, extract
-from e2m_live.description.remi import tokens_to_bars, tokens_to_midi
+from e2m_live.description.remi import bars_to_midi, tokens_to_bars, tokens_to_midi
 from e2m_live.description.vocab import BAR_KEY, DescriptionVocab, RemiVocab
 from e2m_live.music import Bar
 from training import fidelity
@@ -129,7 +129,8 @@ def facts_through_midi(remi: Sequence[str]) -> list[fidelity.BarFacts]:
         return [fidelity.BarFacts((), b.numerator, b.denominator) for b in bars]
     leading = next(i for i, bar in enumerate(bars) if bar.notes)
     try:
-        found = extract(tokens_to_midi(remi))
+        # notes as given (exact layout): the clean writer would drop the data's own repeated notes
+        found = extract(bars_to_midi(bars, exact=True))
     except MidiError:
         return [fidelity.BarFacts((), b.numerator, b.denominator) for b in bars]
     facts = [fidelity.BarFacts((), b.numerator, b.denominator) for b in bars[:leading]]
