@@ -1,4 +1,5 @@
 # Quick start: `make serve` (the daemon on the shipped models) and `make test`.
+# `make bench`: every benchmark's quick mode (a few minutes; docs/benchmarks.md has the full runs).
 .PHONY: setup serve test lint bench
 
 setup:
@@ -13,3 +14,14 @@ test: setup
 
 lint: setup
 	.venv/bin/python -m ruff check .
+
+# Quick modes; a `-` line reports and carries on when a benchmark misses its budget.
+BENCH = .venv/bin/python benchmarks
+bench: setup
+	-$(BENCH)/plan_speed.py --plans 20
+	-$(BENCH)/label_speed.py --repeat 2
+	-$(BENCH)/grammar_speed.py --plans 1000
+	-$(BENCH)/decode_speed.py --sizes compact --threads 1 --bars 2 --reference-tokens 2
+	-$(BENCH)/extract_speed.py --per-corpus 2 --repeat 1
+	-$(BENCH)/live_timing.py --quick
+	-$(BENCH)/sync.py --quick

@@ -10,8 +10,13 @@ recorder in a separate process. The worker runs the rule generator plus a synthe
 model; the integrator re-runs with ``--generator model``). Every ``--change-every`` bars an OSC
 message changes the energy at a random point in the bar.
 
+Also times ``e2m-live serve --generator rules --midi-api jack`` as a subprocess from launch to its
+``ready`` line (``serve_ready_s``, best and worst of ``--startup-runs``), the figure the tests no
+longer assert. ``--quick``: 15 s of playing and one startup (``make bench``).
+
 Targets: p99 send error <= 1 ms, max <= 5 ms; p99 at the receiver <= one JACK period + 1 ms; a
-change lands at the first bar line after its first bar is decoded; RSS <= 600 MB.
+change lands at the first bar line after its first bar is decoded; RSS <= 600 MB; serve ready
+within 5 s.
 """
 
 from __future__ import annotations
@@ -97,11 +102,18 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     from e2m_live.live.daemon import Daemon
     from e2m_live.live.osc import encode_message
     from e2m_live.live.realtime import DAEMON_PRIORITY, make_realtime
-    from tests.live_helpers import jack_server
+    from tests.live_helpers import jack_server, start_daemon
 
     sys.setswitchinterval(0.0005)  # as `e2m-live serve` does
     result: dict = {"machine": {"cpus": os.cpu_count(), "load_avg_before": os.getloadavg()}}
     with jack_server(f"e2mbench{os.getpid()}"), tempfile.TemporaryDirectory() as tmp:
+        ready = []
+        for _ in range(args.startup_runs):
+            served = start_daemon(timeout=60.0)
+            ready.append(served.started_in)
+            served.terminate()
+        result["serve_ready_s"] = {"runs": len(ready), "best": round(min(ready), 2),
+                                   "worst": round(max(ready), 2)} if ready else {"runs": 0}
         name = f"e2m-bench-{os.getpid()}"
         config = build_config(overrides={
             "udp_port": 0, "tcp_port": -1, "midi_api": "jack", "midi_name": name, "generator": args.generator,
@@ -213,8 +225,12 @@ def main() -> int:
                         help="seconds of one-thread matmul per generated bar (rules+load)")
     parser.add_argument("--change-every", type=float, default=3.0, help="bars between energy changes")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--startup-runs", type=int, default=3, help="times `e2m-live serve` is started")
+    parser.add_argument("--quick", action="store_true", help="15 s and one startup (make bench)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.startup_runs = 15.0, 1
     result = run_benchmark(args)
     text = json.dumps(result, indent=2, default=str)
     print(text)

@@ -1,6 +1,6 @@
 """Sync benchmark: following a MIDI clock master, MIDI clock out, and Ableton Link.
 
-    .venv/bin/python benchmarks/sync.py [--follow-period 256] [--bars 4] [--clock-seconds 20]
+    .venv/bin/python benchmarks/sync.py [--follow-period 256] [--bars 4] [--clock-seconds 20] [--quick]
 
 Starts private dummy JACK servers and real clients: a test MIDI clock master (pulses at absolute
 deadlines from its own SCHED_FIFO thread), ``e2m-live serve`` as a subprocess, and recorders for
@@ -41,6 +41,7 @@ from tests.live_helpers import (  # noqa: E402
     pulse_interval_errors,
     resume_schedule,
     start_daemon,
+    wait_until,
 )
 
 
@@ -103,6 +104,7 @@ def clock_out(seconds: float, tempo: float) -> dict:
         recorder.connect(f"{d.midi_name}:out")
         time.sleep(0.5)
         d.send("/e2m/play")
+        wait_until(lambda: any(r.message[0] == 0xFA for r in recorder.snapshot()), 20)  # the first bar
         time.sleep(seconds)
         for energy in (0.2, 0.8):
             d.send("/e2m/energy", energy)  # keep the worker generating
@@ -158,7 +160,10 @@ def main() -> int:
     parser.add_argument("--bars", type=int, default=4, help="bars per tempo")
     parser.add_argument("--beats-per-bar", type=int, default=3)
     parser.add_argument("--clock-seconds", type=float, default=20.0)
+    parser.add_argument("--quick", action="store_true", help="2 bars a tempo, 5 s of clock out (make bench)")
     args = parser.parse_args()
+    if args.quick:
+        args.bars, args.clock_seconds = 2, 5.0
     results: dict = {}
     name = f"e2msyncbench{args.follow_period}"
     with jack_server(name, period=args.follow_period):
