@@ -365,9 +365,11 @@ class JackClockMaster:
             self.out.send_message(list(message))
             self.sent.append(MasterEvent(deadline, time.monotonic(), message))
 
-    def wait(self, timeout: float = 60.0) -> None:
+    def wait(self, timeout: float = 60.0) -> bool:
+        """Whether the performance finished within ``timeout`` seconds."""
         if self._thread is not None:
             self._thread.join(timeout)
+        return self._thread is None or not self._thread.is_alive()
 
     def close(self) -> None:
         self.out.close_port()

@@ -142,6 +142,7 @@ def test_no_song_in_two_splits(built):
 def test_segments_are_aligned_bars_with_features(built):
     out, _, config = built
     segments = load_split(out, "train")
+    assert len(segments) > 0
     for segment in segments:
         desc_bars, remi_bars = segment.description_bars(), segment.remi_bars()
         assert len(desc_bars) == len(remi_bars) == config.segment_bars == segment.n_bars

@@ -254,6 +254,7 @@ def test_fast_reader_declines_malformed_data():
 
 
 def test_beat_chroma_equals_pretty_midi(sample_files):
+    compared = 0
     for path in sample_files[:8]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -263,6 +264,8 @@ def test_beat_chroma_equals_pretty_midi(sample_files):
                 continue
         beats = pm.get_beats()
         assert np.array_equal(chords.beat_chroma(pm, beats), pm.get_chroma(times=beats)), path
+        compared += 1
+    assert compared >= 6  # pretty_midi reads nearly all of them
 
 
 def test_beat_chroma_with_pedal_and_pitch_bend():

@@ -40,7 +40,9 @@ def figaro_bar_and_position_ids(events: list[str]) -> tuple[list[int], list[int]
 @pytest.fixture(scope="module")
 def reference(reference_dir):
     data = json.loads((reference_dir / "figaro_reference_outputs.json").read_text())
-    return [v for v in data.values() if "remi" in v][:20]
+    entries = [v for v in data.values() if "remi" in v][:20]
+    assert len(entries) == 20
+    return entries
 
 
 def test_remi_bar_and_position_ids_match_figaro(reference):

@@ -33,6 +33,7 @@ def test_section_shape(beats):
     bars = _section(time_signature=beats)
     assert len(bars) == SECTION_BARS
     assert [b.index for b in bars] == list(range(SECTION_BARS))
+    assert _notes(bars)
     for bar in bars:
         assert bar.numerator == beats and bar.quarters == beats
         for note in bar.notes:

@@ -74,7 +74,7 @@ def test_daemon_follows_midi_clock_tempo_bars_and_stop(jack_256):
         # After the Stop, the master moves to the bar line at beat 9 and continues for a bar.
         events += resume_schedule(beats[-1] + 0.3, 9.0, 140.0, BEATS_PER_BAR)
         master.play(events)
-        master.wait()
+        assert master.wait(), "the master's performance did not finish"
         time.sleep(0.4)
         figures = follow_figures(master_recorder.snapshot(), recorder.snapshot(), segments, BEATS_PER_BAR)
         resumed = continue_error(master_recorder.snapshot(), recorder.snapshot())
