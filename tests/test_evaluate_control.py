@@ -71,6 +71,12 @@ def test_quick_grid_runs_and_reports_every_figure(tmp_path_factory) -> None:
     for row in rows:
         assert row in table
     assert (out / "control_features.png").stat().st_size > 10_000
+    assert len((out / "control_samples.jsonl").read_text().splitlines()) == len(report["samples"])
+    # the report again from the samples alone
+    again = tmp_path_factory.mktemp("again")
+    samples_file = str(out / "control_samples.jsonl")
+    assert evaluate_control.main(["--from-samples", samples_file, "--out", str(again)]) == 0
+    assert (again / "control_table.md").read_text() == table
 
 
 def test_levels_rise_and_the_grid_holds_the_others_at_the_median() -> None:

@@ -31,7 +31,8 @@ time on the bar's planned chord tones, beside the chords a tritone away: chance)
 (repeated notes, longest note, overhang, tracks per instrument in the written ``.mid``, solo share at the
 default features, drum share at low and high danceability); and per ensemble the instrument F1 of the
 decoded bars against the plan's bars, with the planned instruments the decoder fails to play. Writes
-``control.json``, ``control_table.md`` and ``control_features.png`` to ``--out``.
+``control.json``, ``control_table.md`` and ``control_features.png`` to ``--out`` (and each sample to
+``control_samples.jsonl`` as it completes).
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ import os
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -533,11 +534,15 @@ def _work(job: tuple[int, GridRow, int, DecodingOptions, float]) -> tuple[int, S
 
 
 def run_grid(grid: list[GridRow], *, bars: int, options: DecodingOptions, key_lock: float,
-             model_dir: Path | None, threads: int, workers: int) -> list[Sample]:
-    """Generate every row, in this process (``workers`` 1) or in worker processes of one torch thread."""
+             model_dir: Path | None, threads: int, workers: int,
+             on_sample: Callable[[Sample], None] | None = None) -> list[Sample]:
+    """Generate every row, in this process (``workers`` 1) or in worker processes of one torch thread;
+    ``on_sample`` sees each sample as it completes."""
     total = len(grid)
 
     def report(done: int, sample: Sample) -> None:
+        if on_sample is not None:
+            on_sample(sample)
         est = sample.estimated
         sweep = sample.sweep
         if est is None:
@@ -591,6 +596,40 @@ def sample_record(s: Sample) -> dict:
     }
 
 
+def sample_from_record(record: dict) -> Sample:
+    """A :class:`Sample` back from :func:`sample_record` (``control_samples.jsonl``, ``control.json``)."""
+    counts = dict(record["counts"])
+    counts["instruments"] = tuple(counts["instruments"])
+    return Sample(
+        sweep=record["sweep"],
+        seed=record["seed"],
+        requested=EmotionFeatures.from_dict(record["requested"]),
+        ensemble=record.get("ensemble", AUTO),
+        estimated=EmotionFeatures.from_dict(record["estimated"]) if record["estimated"] else None,
+        chord_share=record["chord_share"],
+        chance_share=record["chance_share"],
+        seconds=record["seconds"],
+        music_seconds=record["music_seconds"],
+        notes=record["notes"],
+        counts=pathology.PieceCounts(**counts),
+        planned=[tuple(p) for p in record["planned"]],
+        played=[tuple(p) for p in record["played"]],
+    )
+
+
+def load_samples(paths: Sequence[Path]) -> list[Sample]:
+    """Samples of earlier runs: ``control_samples.jsonl`` files (one record a line) or ``control.json``."""
+    samples = []
+    for path in paths:
+        text = path.read_text()
+        if path.suffix == ".jsonl":
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            records = json.loads(text)["samples"]
+        samples += [sample_from_record(r) for r in records]
+    return samples
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -609,6 +648,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes of one decoder thread each (default 1; 2 on a 2-core machine)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N samples (debug, tests)")
+    parser.add_argument("--from-samples", type=Path, nargs="+", default=None, metavar="FILE",
+                        help="generate nothing: report on the samples of earlier runs (control_samples.jsonl "
+                             "or control.json; several files are merged)")
     parser.add_argument(
         "--out", type=Path, default=Path("training/reports"), help="where to write the report"
     )
@@ -627,13 +669,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         grid = grid[: args.limit]
     options = DecodingOptions(top_p=args.top_p, max_tokens_per_bar=args.max_tokens_per_bar)
+    args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    try:
-        samples = run_grid(grid, bars=bars, options=options, key_lock=args.key_lock, model_dir=args.model_dir,
-                           threads=args.threads, workers=args.workers)
-    except (FileNotFoundError, ValueError, BrokenProcessPool) as error:  # e.g. models missing in a worker
-        print(f"evaluate_control: {error}", file=sys.stderr)
-        return 2
+    if args.from_samples:
+        try:
+            samples = load_samples(args.from_samples)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            print(f"evaluate_control: cannot read the samples: {error}", file=sys.stderr)
+            return 2
+        samples = [s for s in samples if not args.sweeps or s.sweep in args.sweeps]
+    else:
+        # Each sample is appended as it completes: a long run that stops early still leaves its samples.
+        with (args.out / "control_samples.jsonl").open("w") as partial:
+
+            def keep(sample: Sample) -> None:
+                partial.write(json.dumps(sample_record(sample), default=float) + "\n")
+                partial.flush()
+
+            try:
+                samples = run_grid(grid, bars=bars, options=options, key_lock=args.key_lock,
+                                   model_dir=args.model_dir, threads=args.threads, workers=args.workers,
+                                   on_sample=keep)
+            except (FileNotFoundError, ValueError, BrokenProcessPool) as error:  # e.g. models missing
+                print(f"evaluate_control: {error}", file=sys.stderr)
+                return 2
     summary = summarise(samples, args.key_lock)
     summary["grid"] = {
         "quick": args.quick,
@@ -646,10 +705,10 @@ def main(argv: list[str] | None = None) -> int:
         "top_p": args.top_p,
         "key_lock": args.key_lock,
         "arrangement_passed": takes_arrangement(Pipeline),
+        "from_samples": [str(p) for p in args.from_samples or ()],
         "wall_s": time.perf_counter() - started,
         "levels": {f: spotify_levels(f) for f in CONTINUOUS},
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(summary)
     report = {"summary": summary, "samples": [sample_record(s) for s in samples]}
     (args.out / "control.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
