@@ -232,8 +232,8 @@ ADDRESSES: tuple[OscAddress, ...] = (
                "the muted instruments (one argument each), or none", direction="out", control="text",
                repeated=True, group="state"),
     OscAddress(f"{PREFIX}/state/plan", (Argument("plan", "s"),), "Plan",
-               "the section being played: number, generator, key, metre, energy, valence, bar "
-               "position, bars ready",
+               "the section being played: number, generator, key, metre, energy, valence, "
+               "arrangement (ensemble or own list, muted, key lock), bar position, bars ready",
                direction="out", control="text", group="state"),
     OscAddress(f"{PREFIX}/state/lag", (Argument("lag_bars", "i", 0, None), Argument("lag_ms", "f", 0, None)),
                "Generation lag", "bars played as repeats because the next bar was late, and how late the "

@@ -123,6 +123,14 @@ def _key_text(features: EmotionFeatures) -> str:
     return f"{KEY_NAMES[features.key]} {'major' if features.mode else 'minor'}"
 
 
+def _arrangement_text(arrangement: Arrangement) -> str:
+    """What the section plays with: the list, or the ensemble; muted ones; a non-default key lock."""
+    text = "own list" if arrangement.instruments is not None else arrangement.ensemble
+    if arrangement.muted:
+        text += f" (muted: {', '.join(sorted(arrangement.muted))})"
+    return f"{text}, key lock {arrangement.key_lock:g}"
+
+
 class Engine:
     """Owns the worker process and the sections; :meth:`next_bar` feeds the player."""
 
@@ -298,8 +306,8 @@ class Engine:
         state = "complete" if section.complete else f"{len(section.bars)}/{SECTION_BARS} ready"
         plan = (f"section {section.id} ({self.generator}, {_key_text(section.features)}, "
                 f"{section.features.time_signature}/4, energy {section.features.energy:.2f}, "
-                f"valence {section.features.valence:.2f}): bar {self._index + 1}/{SECTION_BARS}, {state}"
-                f"{', loop' if self.loop else ''}")
+                f"valence {section.features.valence:.2f}, {_arrangement_text(section.arrangement)}): "
+                f"bar {self._index + 1}/{SECTION_BARS}, {state}{', loop' if self.loop else ''}")
         return PlannedBar(bar, section.id, continues=continues, plan=plan)
 
     def _maybe_continue(self) -> None:
