@@ -424,7 +424,7 @@ commas, for controllers whose text field sends one string.
 
 def _argument_cell(arg: Argument, with_policy: bool) -> str:
     text = f"`{arg.name}` ({'/'.join(arg.types)})"
-    desc = arg.describe()
+    desc = arg.describe().replace("|", "\\|")  # a bare | would split the Markdown table cell
     if desc:
         text += f" {desc}"
     if with_policy and (arg.low is not None or arg.choices):
