@@ -51,7 +51,8 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, floa
 
 
 def first_segment_features(data: bytes, bars: int) -> dict[str, float]:
-    """Estimated valence, energy and tempo of the first ``bars`` bars of a MIDI file's bytes."""
+    """Estimated valence, energy and tempo of the first ``bars`` bars of a MIDI file's bytes, and the raw
+    descriptors they come from (``descriptor:<name>``)."""
     import pretty_midi
 
     from e2m_live.analysis import describe_segment, features_from_descriptors
@@ -67,8 +68,10 @@ def first_segment_features(data: bytes, bars: int) -> dict[str, float]:
     first = max(0, int(np.searchsorted(downbeats, min(starts), side="right")) - 1)
     t0 = float(downbeats[first]) if len(downbeats) else 0.0
     t1 = float(downbeats[first + bars]) if first + bars < len(downbeats) else None
-    features = features_from_descriptors(describe_segment(midi, start=t0, end=t1)).to_dict()
-    return {name: float(features[name]) for name in FIELDS}
+    descriptors = describe_segment(midi, start=t0, end=t1)
+    features = features_from_descriptors(descriptors).to_dict()
+    raw = {f"descriptor:{name}": float(value) for name, value in descriptors.items()}
+    return {**{name: float(features[name]) for name in FIELDS}, **raw}
 
 
 def _measure(job: tuple[str, str, int]) -> tuple[str, dict[str, float] | None, str]:
@@ -132,6 +135,15 @@ def agreement(datasets: Path, *, songs: int, bars: int, seed: int, workers: int,
         rho, low, high = spearman(ours, theirs)
         n = int(np.sum(np.isfinite(ours) & np.isfinite(theirs)))
         report[name] = {"spearman": round(rho, 3), "ci95": [round(low, 3), round(high, 3)], "n": n}
+    # which raw descriptors carry each Spotify label (what a refit of the estimator could use)
+    names = sorted(k for k in estimated[members[0]] if k.startswith("descriptor:")) if members else []
+    for name in FIELDS:
+        theirs = [spotify[m][name] for m in members]
+        ranked = sorted(
+            ((spearman([estimated[m][d] for m in members], theirs)[0], d.partition(":")[2]) for d in names),
+            key=lambda item: -abs(item[0]) if math.isfinite(item[0]) else 0.0,
+        )
+        report[name]["best_descriptors"] = {d: round(r, 3) for r, d in ranked[:5]}  # type: ignore[index]
     ours_t = np.asarray([estimated[m]["tempo"] for m in members], float)
     theirs_t = np.asarray([spotify[m]["tempo"] for m in members], float)
     ok = np.isfinite(ours_t) & np.isfinite(theirs_t) & (theirs_t > 0)
