@@ -1108,6 +1108,13 @@ def format_report(manifest: dict) -> str:
                 f"{c.get('segments', 0):>9} {c.get('bars', 0):>8} {c.get('remi_tokens', 0):>10} "
                 f"{c.get('description_tokens', 0):>9} {c.get('files', 0) - c.get('files_used', 0):>7}"
             )
+        if "share_segments_with_drums" in info:
+            lines.append(
+                f"{'':<20} files read {info['files_found']}, segments with drums "
+                f"{100 * info['share_segments_with_drums']:.1f} %, instruments per segment "
+                f"{info['instruments_per_segment']:.2f}, single-instrument segments "
+                f"{100 * info['share_segments_single_instrument']:.1f} %"
+            )
         if info["skipped"]:
             lines.append(f"{'':<20} skipped: {info['skipped']}")
     for split, c in manifest["totals"].items():
@@ -1117,6 +1124,11 @@ def format_report(manifest: dict) -> str:
             f"{c.get('description_tokens', 0):>9} {c.get('files', 0) - c.get('files_used', 0):>7}"
         )
     lines.append(f"build time {manifest['build_seconds']} s (chunk work {manifest['chunk_seconds']} s)")
+    if "files_extracted" in manifest:
+        lines.append(
+            f"files extracted {manifest['files_extracted']} ({manifest['extract_seconds']} s wall, "
+            f"{manifest['extract_cpu_seconds']} s CPU), from the cache {manifest['files_from_cache']}"
+        )
     return "\n".join(lines)
 
 
