@@ -27,6 +27,7 @@ import pretty_midi
 from e2m_live.description.vocab import DRUM_INSTRUMENT
 
 __all__ = [
+    "ALIASES",
     "AUTO",
     "DEFAULT_KEY_LOCK",
     "ENSEMBLES",
@@ -48,6 +49,19 @@ DEFAULT_KEY_LOCK = 0.9
 _GM = tuple(pretty_midi.program_to_instrument_name(p) for p in range(128))
 _BY_LOWER = {name.lower(): name for name in _GM}
 _DRUM_ALIASES = frozenset({"drum", "drums", "drum kit", "drumkit", "kit", "percussion"})
+#: Everyday words a performer types, which match several GM names, mapped to the usual choice.
+ALIASES: dict[str, str] = {
+    "piano": "Acoustic Grand Piano",
+    "bass": "Electric Bass (finger)",
+    "guitar": "Acoustic Guitar (steel)",
+    "strings": "String Ensemble 1",
+    "sax": "Tenor Sax",
+    "organ": "Drawbar Organ",
+    "synth": "Lead 2 (sawtooth)",
+    "pad": "Pad 2 (warm)",
+    "voice": "Voice Oohs",
+    "choir": "Choir Aahs",
+}
 
 #: Ensemble presets: the instruments each one plays (FIGARO names). ``auto`` is not listed: there
 #: the features choose (see :mod:`e2m_live.planner.steering`).
@@ -64,8 +78,9 @@ ENSEMBLE_NAMES: tuple[str, ...] = (AUTO, *ENSEMBLES)
 
 
 def instrument_name(value: str | int) -> str:
-    """The FIGARO name of an instrument given as a GM name (any case), a program number 0..127
-    (int or digits) or ``drums``. Raises :class:`ArrangementError` for anything else."""
+    """The FIGARO name of an instrument given as a GM name (any case), a unique part of one, an
+    everyday word of :data:`ALIASES` (``piano``, ``bass``...), a program number 0..127 (int or
+    digits) or ``drums``. Raises :class:`ArrangementError` for anything else."""
     if isinstance(value, bool):
         raise ArrangementError(f"not an instrument: {value!r}")
     if isinstance(value, int):
@@ -82,6 +97,8 @@ def instrument_name(value: str | int) -> str:
         return DRUM_INSTRUMENT
     if lower in _BY_LOWER:
         return _BY_LOWER[lower]
+    if lower in ALIASES:
+        return ALIASES[lower]
     hits = [name for name in _GM if lower and lower in name.lower()]
     if len(hits) == 1:
         return hits[0]
