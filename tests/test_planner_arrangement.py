@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from e2m_live.arrangement import ENSEMBLES, Arrangement
+from e2m_live.arrangement import ENSEMBLES, Arrangement, ArrangementError
 from e2m_live.description.grammar import validate
 from e2m_live.features import MOODS, EmotionFeatures
 from e2m_live.planner import PlanError, Planner, Steering
@@ -90,6 +90,9 @@ def test_muted_instruments_never_play_when_the_stream_chooses(planner: Planner) 
 def test_muting_every_instrument_is_a_plan_error(planner: Planner) -> None:
     with pytest.raises(PlanError, match="muted"):
         planner.plan(MOODS["sad"], seed=0, arrangement=Arrangement(muted=frozenset(INSTRUMENT_NAMES)))
+    with pytest.raises(ArrangementError, match="muted"):  # a preset with all its instruments muted
+        planner.plan(MOODS["sad"], seed=0, arrangement=Arrangement(ensemble="piano", muted=frozenset(
+            {"Acoustic Grand Piano"})))
     with pytest.raises(PlanError, match="Arrangement"):
         planner.plan(MOODS["sad"], seed=0, arrangement="band")  # type: ignore[arg-type]
 

@@ -114,7 +114,8 @@ class Planner:
         ``temperature`` 0 picks the most likely token at every step (then the seed does not
         matter). ``arrangement`` (default ``Arrangement()``) decides the instruments — every bar
         keeps to its palette, muted instruments never play — and, through ``key_lock``, how
-        strongly the section opens on the tonic and cadences into it.
+        strongly the section opens on the tonic and cadences into it. A preset or list whose
+        instruments are all muted raises :class:`~e2m_live.arrangement.ArrangementError`.
         """
         return self.plan_many(
             [features], bars=bars, seed=seed, temperature=temperature, first_bar=first_bar,
