@@ -13,23 +13,17 @@ instruments of a section here and makes the stream sampler keep to them with har
   palette instrument plays in at least 80 % of the bars (12 bars: at least 10).
 
 ``auto`` roles, drawn in this order; each uses its own uniform draws, so a plan's palette is fixed
-by its seed and features (``temperature`` 0 takes the likelier branch everywhere and no rests):
+by its seed and features (``temperature`` 0 takes the likelier branch everywhere and no rests);
+options are listed acoustic / electric:
 
-========= ============================================ ==============================================
-role      plays when                                    options (acoustic / electric)
-========= ============================================ ==============================================
-harmony   always                                        piano, steel or nylon guitar / clean or jazz
-                                                        guitar, electric piano, rock organ
-bass      ``sigmoid(7 (danceability - 0.35))``          acoustic bass / finger, fretless, pick bass
-drums     ``sigmoid(12 (danceability - 0.5))``          the drum kit
-melody    a voice: ``sigmoid(10 (0.5 -                  voice oohs, choir aahs / synth choir; leads:
-          instrumentalness))``; else an instrumental    flute, alto sax, trumpet, clarinet, violin,
-          lead with probability 0.5                     harmonica / overdriven or distortion guitar,
-                                                        sawtooth lead
-colour    ``0.15 + 0.4 energy``                          string ensemble, steel guitar, brass section /
-                                                        muted guitar, rock organ, synth strings, synth
-                                                        brass
-========= ============================================ ==============================================
+* harmony, always: piano, steel or nylon guitar / clean or jazz guitar, electric piano, rock organ;
+* bass, with ``sigmoid(7 (danceability - 0.35))``: acoustic bass / finger, fretless, pick bass;
+* drums, with ``sigmoid(12 (danceability - 0.5))``: the drum kit;
+* melody: a voice with ``sigmoid(10 (0.5 - instrumentalness))`` (voice oohs, choir aahs / synth
+  choir), else with probability 0.5 an instrumental lead (flute, alto sax, trumpet, clarinet,
+  violin, harmonica / overdriven or distortion guitar, sawtooth lead);
+* colour, with ``0.15 + 0.4 energy``: string ensemble, steel guitar, brass section / muted guitar,
+  rock organ, synth strings, synth brass.
 
 Each role is acoustic with probability ``sigmoid(5 (acousticness - 0.3))`` (drawn per role), then
 one option by weight. Muted instruments are never drawn (a role whose options are all muted is left
