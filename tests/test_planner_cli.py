@@ -97,7 +97,7 @@ def test_arrangement_flags() -> None:
 
 
 @pytest.mark.parametrize("argv", [["--key-lock", "1.1"], ["--key-lock", "tight"], ["--ensemble", "polka"],
-                                  ["--instruments", "kazoo"], ["--mute", "bass"],
+                                  ["--instruments", "kazoo"], ["--mute", "kazooo"],
                                   ["--ensemble", "piano", "--mute", "0"]])
 def test_bad_arrangement_flags_are_usage_errors(argv: list[str]) -> None:
     with pytest.raises(UsageError):
