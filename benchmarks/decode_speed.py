@@ -7,10 +7,12 @@ generates 12 bars with the constrained incremental decoder, the token count fixe
 times FIGARO's own sampler (the whole 256-token window recomputed per token) on a few tokens
 at a full window, in the same process, on the same weights. Reports tokens/s, the real-time
 factor (generation time / playing time of 12 bars of 4/4 at 120 BPM = 24 s), the time to the
-first bar, and peak RSS.
+first bar, peak RSS, and what the grammar mask alone costs per token (``--rules on|off``, the
+clean-note rules of issue 14; ``--key-lock``).
 
     .venv/bin/python benchmarks/decode_speed.py                 # both sizes, 1 and 2 threads
     .venv/bin/python benchmarks/decode_speed.py --sizes compact --threads 2 --device cuda
+    .venv/bin/python benchmarks/decode_speed.py --sizes compact --threads 1 --quantize int8 --rules off
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
 
     from e2m_live.figaro.config import FigaroConfig
+    from e2m_live.figaro.constraints import DecodeRules
     from e2m_live.figaro.decode import (
         IncrementalDecoder,
         figaro_reference_decode,
@@ -63,6 +66,7 @@ def worker(args: argparse.Namespace) -> dict:
     desc_tokens = description(args.bars)
     budget = args.tokens_per_bar
     decoder = IncrementalDecoder(model, device=args.device, quantize=args.quantize)
+    rules = DecodeRules() if args.rules == "on" else DecodeRules.off()
 
     def run(n_bars: int) -> tuple[float, float, int]:
         sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
@@ -70,7 +74,8 @@ def worker(args: argparse.Namespace) -> dict:
         start = time.perf_counter()
         first = None
         stream = decoder.generate_bars(desc_tokens[: len(desc_tokens) * n_bars // args.bars], seed=0,
-                                       max_tokens_per_bar=budget, min_tokens_per_bar=budget - 5)
+                                       max_tokens_per_bar=budget, min_tokens_per_bar=budget - 5, rules=rules,
+                                       scale=(0, 1), key_lock=args.key_lock)
         for _ in stream:
             sync()
             first = first or time.perf_counter() - start
@@ -89,6 +94,8 @@ def worker(args: argparse.Namespace) -> dict:
         "cpu_seconds": round(cpu_seconds, 3),  # all threads; on a busy machine wall time includes waiting
         "load_average_1min": round(os.getloadavg()[0], 2),
         "real_time_factor": round(wall / seconds_of_music, 3), "windows": decoder.windows_started,
+        "rules": args.rules, "key_lock": args.key_lock,
+        "mask_us_per_token": mask_cost(decoder, desc_tokens, budget, rules, args.key_lock),
     }
     if args.reference_tokens > 0:
         # FIGARO's sampler at a full window: start from a history of context_size tokens
@@ -104,6 +111,29 @@ def worker(args: argparse.Namespace) -> dict:
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     result["rss_before_model_mb"] = round(rss_before_model, 1)
     return result
+
+
+def mask_cost(decoder, desc_tokens: list[str], budget: int, rules, key_lock: float) -> float:
+    """CPU microseconds per token of the grammar alone (state update, mask lookup, the add), replaying
+    the last run's tokens: what the rules of issue 14 cost, apart from the model."""
+    import torch
+
+    from e2m_live.figaro.constraints import GrammarState, ScaleLock
+    from e2m_live.figaro.decode import bar_plan, split_bars
+
+    plans = {k: bar_plan(bar, True) for k, bar in enumerate(split_bars(desc_tokens, "description"), start=1)}
+    logits = torch.zeros(decoder.grammar.size, device=decoder.device)
+    lock = ScaleLock(0, 1, key_lock) if key_lock > 0 else None
+    best = float("inf")
+    for _ in range(3):
+        state = GrammarState(decoder.grammar, plans=plans, final_bar=len(plans), budget=budget,
+                             minimum=budget - 5, rules=rules, lock=lock)
+        start = time.process_time()
+        for token_id in decoder.token_ids:
+            _ = logits + state.mask()
+            state.advance(token_id)
+        best = min(best, (time.process_time() - start) / len(decoder.token_ids) * 1e6)
+    return round(best, 2)
 
 
 def ablation(args: argparse.Namespace) -> dict:
@@ -188,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--omp-wait-policy", choices=["ACTIVE", "PASSIVE"],
                         help="OMP_WAIT_POLICY for the workers (PASSIVE: idle OpenMP threads sleep instead of "
                              "spinning, which keeps 2 threads usable on a busy 2-core machine)")
+    parser.add_argument("--rules", choices=["on", "off"], default="on",
+                        help="the clean-note rules of the grammar mask (DecodeRules), or the grammar alone")
+    parser.add_argument("--key-lock", type=float, default=0.0, help="key lock to C major (0: none)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--ablation", action="store_true",
                         help="per-token step time of each optimisation instead of whole 12-bar runs")
@@ -207,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [sys.executable, __file__, "--worker", "--size", size, "--worker-threads", str(threads),
                    "--device", args.device, "--bars", str(args.bars),
                    "--tokens-per-bar", str(args.tokens_per_bar),
-                   "--reference-tokens", str(args.reference_tokens)]
+                   "--reference-tokens", str(args.reference_tokens), "--rules", args.rules,
+                   "--key-lock", str(args.key_lock)]
             if args.quantize:
                 cmd += ["--quantize", args.quantize]
             if args.ablation:
@@ -236,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{result['tokens_per_s']:7.1f} tok/s, {result['tokens']} tokens in {result['seconds']} s, "
                   f"RTF {result['real_time_factor']}, first bar {result['first_bar_s']} s{ref}, "
                   f"peak RSS {result['peak_rss_mb']} MB, CPU {result['cpu_seconds']} s, "
+                  f"rules {args.rules}, key lock {args.key_lock:g}, "
+                  f"mask {result['mask_us_per_token']} us/token, "
                   f"load {result['load_average_1min']}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

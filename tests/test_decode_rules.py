@@ -16,6 +16,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from e2m_live.analysis import KK_MAJOR
 from e2m_live.description.vocab import DURATION_BINS
 from e2m_live.figaro.config import FigaroConfig
 from e2m_live.figaro.constraints import (
@@ -24,6 +25,7 @@ from e2m_live.figaro.constraints import (
     MIN_NOTES_PER_BAR,
     NOTE_BUDGET_MARGIN,
     SCALE_DEGREES,
+    TONAL_TILT,
     BarPlan,
     DecodeRules,
     GrammarState,
@@ -184,16 +186,19 @@ def test_key_lock_penalty_curve():
     grammar = RemiGrammar(remi_vocab())
     vocab = remi_vocab()
     out_of_scale, in_scale = vocab["Pitch_61"], vocab["Pitch_62"]  # C# and D in C major
+    z = (KK_MAJOR - KK_MAJOR.mean()) / KK_MAJOR.std()
     previous = 0.0
     for lock in (0.0, 0.25, 0.5, 0.9, 0.99):
         mask = grammar.mask(("pitch", False, 0, ScaleLock(0, 1, lock)))
         penalty = float(mask[out_of_scale] - mask[in_scale])
-        assert penalty == pytest.approx(KEY_LOCK_SHARPNESS * math.log1p(-lock), abs=1e-5)
+        tilt = TONAL_TILT * lock * (z[1] - z[2])  # C# vs D in the key profile
+        assert penalty == pytest.approx(KEY_LOCK_SHARPNESS * math.log1p(-lock) + tilt, abs=1e-5)
         assert penalty <= previous
         previous = penalty
     assert math.isinf(float(grammar.mask(("pitch", False, 0, ScaleLock(0, 1, 1.0)))[out_of_scale]))
     tonic = grammar.mask(("pitch", False, 0, ScaleLock(0, 1, 1.0)))
-    assert float(tonic[vocab["Pitch_60"]]) > float(tonic[vocab["Pitch_62"]]) == 0.0  # tonic triad bonus
+    c, d, e = (float(tonic[vocab[f"Pitch_{p}"]]) for p in (60, 62, 64))
+    assert c > e > d > -1  # the tilt towards the key profile: tonic most, then the third
     with pytest.raises(ValueError, match="key_lock"):
         ScaleLock(0, 1, 1.5)
     with pytest.raises(ValueError, match="key_lock"):
