@@ -56,6 +56,7 @@ def test_instruments_and_the_counts_of_a_piece() -> None:
     assert instruments(bars) == {0, 33, DRUM_SLOT}
     counts = count_piece(bars, key=0, mode=1)
     assert counts.notes == 4 and counts.repeated_notes == 0
+    assert counts.drum_notes == 1 and counts.bars == 2
     assert counts.drums and counts.bass and not counts.solo
     assert counts.max_tracks_per_instrument == 1  # the project's writer, read back with mido
     assert counts.overhang_bars == 0.0 and counts.midi_overhang_bars == 0.0
@@ -99,6 +100,7 @@ def test_summary_shares_and_percentiles() -> None:
     summary = summarise([count_piece(solo), count_piece(band), count_piece([Bar()])])
     assert summary["pieces"] == 3 and summary["silent_pieces"] == 1
     assert summary["solo_share"] == 0.5 and summary["drum_share"] == 0.5 and summary["bass_share"] == 0.5
+    assert summary["drum_hits_per_bar"] == 1.0  # over the pieces with drums only
     assert summary["repeated_per_piece"] == 0.5 and summary["pieces_with_repeats"] == 0.5
     assert summary["longest_max"] == pytest.approx(2.0)
     assert summary["overhang_max"] == pytest.approx(1.0)

@@ -40,6 +40,7 @@ __all__ = [
     "DRUM_SLOT",
     "PieceCounts",
     "count_piece",
+    "drum_hits_per_bar",
     "in_scale_share",
     "instruments",
     "longest_note_bars",
@@ -170,6 +171,8 @@ class PieceCounts:
     instruments: tuple[int, ...]  # slots, ascending
     max_tracks_per_instrument: int  # in the written .mid; 0 without notes
     in_scale_share: float  # nan without pitched notes or without a requested key
+    drum_notes: int = 0  # drum hits: a section "with drums" may hold only a handful
+    bars: int = 0
 
     @property
     def solo(self) -> bool:
@@ -204,11 +207,19 @@ def count_piece(bars: Sequence[Bar], key: int | None = None, mode: int | None = 
         instruments=tuple(sorted(instruments(bars))),
         max_tracks_per_instrument=max(readback.tracks.values(), default=0),
         in_scale_share=in_scale_share(bars, key, mode) if key is not None and mode is not None else math.nan,
+        drum_notes=sum(n.is_drum for b in bars for n in b.notes),
+        bars=len(bars),
     )
 
 
 def _share(flags: list[bool]) -> float:
     return float(np.mean(flags)) if flags else math.nan
+
+
+def drum_hits_per_bar(pieces: Sequence[PieceCounts]) -> float:
+    """Median drum hits per bar over the pieces that have drums (``nan`` if none has)."""
+    rates = [p.drum_notes / p.bars for p in pieces if p.drums and p.bars]
+    return float(np.median(rates)) if rates else math.nan
 
 
 def summarise(pieces: Sequence[PieceCounts]) -> dict[str, float]:
@@ -232,6 +243,7 @@ def summarise(pieces: Sequence[PieceCounts]) -> dict[str, float]:
         "pieces_with_extra_tracks": _share([p.max_tracks_per_instrument > 1 for p in played]),
         "solo_share": _share([p.solo for p in played]),
         "drum_share": _share([p.drums for p in played]),
+        "drum_hits_per_bar": drum_hits_per_bar(played),
         "bass_share": _share([p.bass for p in played]),
         "in_scale_share": float(scale.mean()) if len(scale) else math.nan,
         "in_scale_min": float(scale.min()) if len(scale) else math.nan,
