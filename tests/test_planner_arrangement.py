@@ -239,3 +239,29 @@ def test_steering_round_trips_with_the_auto_ensemble_flag(planner: Planner) -> N
     assert steering.auto_ensemble is True
     assert Steering.from_dict(steering.to_dict()) == steering
     assert Steering.off().auto_ensemble is False
+
+
+def section_instruments(description) -> set[str]:
+    return {name for bar in description.bars for name in bar.instruments}
+
+
+def test_a_fixed_ensemble_seed_keeps_the_band_across_sections(planner: Planner) -> None:
+    features = EmotionFeatures(danceability=0.5)
+    plans = [planner.plan(features, seed=s, ensemble_seed=7) for s in range(12)]
+    bands = {frozenset(section_instruments(p)) for p in plans}
+    assert len(bands) == 1  # twelve sections (new seeds), one band
+    free = {frozenset(section_instruments(planner.plan(features, seed=s))) for s in range(12)}
+    assert len(free) > 1  # without it the auto draw changes with every seed
+
+
+def test_with_a_fixed_ensemble_seed_drums_come_in_once_as_danceability_rises(planner: Planner) -> None:
+    levels = np.linspace(0.0, 1.0, 21)
+    for ensemble_seed in range(8):
+        drums = [
+            "drum" in section_instruments(
+                planner.plan(EmotionFeatures(danceability=float(d)), seed=0, ensemble_seed=ensemble_seed))
+            for d in levels
+        ]
+        assert drums[-1] and not drums[0], drums
+        first = drums.index(True)
+        assert all(drums[first:]), drums  # once in, they stay in

@@ -107,6 +107,7 @@ class Planner:
         temperature: float = 1.0,
         first_bar: int = 1,
         arrangement: Arrangement | None = None,
+        ensemble_seed: int | None = None,
     ) -> Description:
         """One description of ``bars`` bars (``Bar_{first_bar}`` on) for ``features``.
 
@@ -116,10 +117,13 @@ class Planner:
         keeps to its palette, muted instruments never play — and, through ``key_lock``, how
         strongly the section opens on the tonic and cadences into it. A preset or list whose
         instruments are all muted raises :class:`~e2m_live.arrangement.ArrangementError`.
+        ``ensemble_seed`` (default: drawn from ``seed``) seeds the ``auto`` ensemble draw alone:
+        the live engine keeps it fixed, so the band stays the same from section to section and a
+        fader crosses a role's threshold once (drums come in as danceability rises, and stay).
         """
         return self.plan_many(
             [features], bars=bars, seed=seed, temperature=temperature, first_bar=first_bar,
-            arrangement=arrangement,
+            arrangement=arrangement, ensemble_seed=ensemble_seed,
         )[0]
 
     def plan_many(
@@ -130,12 +134,13 @@ class Planner:
         temperature: float = 1.0,
         first_bar: int = 1,
         arrangement: Arrangement | None = None,
+        ensemble_seed: int | None = None,
     ) -> list[Description]:
         """One description per entry of ``features``, sampled together (fast for many plans), all
         under the same ``arrangement``."""
         plans = self.sample_bars(
             features, bars=bars, seed=seed, temperature=temperature, first_bar=first_bar,
-            arrangement=arrangement,
+            arrangement=arrangement, ensemble_seed=ensemble_seed,
         )
         return [
             assemble(bar_plans, self.time_signature_for(f), first_bar)
@@ -150,17 +155,22 @@ class Planner:
         temperature: float = 1.0,
         first_bar: int = 1,
         arrangement: Arrangement | None = None,
+        ensemble_seed: int | None = None,
     ) -> list[list[BarPlan]]:
         """The per-bar choices behind :meth:`plan_many` (no description assembled)."""
         features = list(features)
         _check_arguments(features, bars, seed, temperature, first_bar)
+        if ensemble_seed is not None:
+            _check_arguments(features, bars, ensemble_seed, temperature, first_bar)
         if arrangement is None:
             arrangement = Arrangement()
         elif not isinstance(arrangement, Arrangement):
             raise PlanError(f"arrangement must be an Arrangement, got {type(arrangement).__name__}")
         vectors = np.stack([f.to_vector() for f in features])
         rng = np.random.default_rng(seed)
-        masks = self._instrument_masks(features, bars, arrangement, rng, greedy=temperature == 0)
+        ensemble_rng = rng if ensemble_seed is None else np.random.default_rng(ensemble_seed)
+        greedy = temperature == 0
+        masks = self._instrument_masks(features, bars, arrangement, ensemble_rng, rng, greedy=greedy)
         with single_threaded_blas():
             return sample_plans(
                 self._ordered,
@@ -205,10 +215,11 @@ class Planner:
         features: list[EmotionFeatures],
         bars: int,
         arrangement: Arrangement,
+        ensemble_rng: np.random.Generator,
         rng: np.random.Generator,
         greedy: bool,
     ) -> InstrumentMasks | None:
-        ensembles = self.ensembles(features, arrangement, rng, greedy)
+        ensembles = self.ensembles(features, arrangement, ensemble_rng, greedy)
         if ensembles is None:
             excluded = arrangement.excluded()
             if not excluded:
