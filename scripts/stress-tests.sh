@@ -75,8 +75,9 @@ else
   echo "stress: shared data from $E2M_SHARED"
 fi
 
-# One core kept busy at normal priority for the whole rehearsal; the EXIT trap stops it.
-python3 -c 'while True: pass' &
+# One core kept busy at normal priority for the whole rehearsal; the EXIT trap stops it. `yes` is one
+# process (a pyenv `python3` shim would fork, and killing the shim would orphan the busy loop).
+yes >/dev/null &
 HOG_PID=$!
 echo "stress: CPU hog pid $HOG_PID on 1 of $(nproc) cores; $RUNS runs of make test"
 
