@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from e2m_live.features import FEATURE_ORDER, MOODS, EmotionFeatures
 from e2m_live.live.config import ConfigError, build_config, load_toml
+from tests.live_helpers import osc_request, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = (sys.executable, "-c", "import sys; from e2m_live.cli import main; sys.exit(main())")
@@ -38,7 +39,15 @@ def test_serve_without_any_midi_backend_starts_and_stops_cleanly(tmp_path):
         if line.strip().startswith("ready"):
             break
     assert lines and lines[-1].strip().startswith("ready"), "".join(lines)
-    time.sleep(1.0)
+    port = int(re.search(r"OSC udp 127\.0\.0\.1:(\d+)", "".join(lines)).group(1))
+
+    def bars_started() -> int:
+        replies = dict(osc_request(port, "/e2m/status", wait=0.5))
+        return int(replies.get("/e2m/state/bar", [0])[0])
+
+    # Two bar lines passed, so the recording holds a bar: the first one waits for the (niced)
+    # generator, which a loaded machine can hold up for seconds.
+    assert wait_until(lambda: bars_started() >= 2, 90, step=0.2), "".join(lines)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=15)
     text = "".join(lines) + out
