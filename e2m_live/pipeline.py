@@ -203,13 +203,15 @@ class Pipeline:
 
     # -- the two stages ---------------------------------------------------------------------------
     def plan(self, features: EmotionFeatures, *, bars: int = 12, seed: int | None = None,
-             temperature: float = 1.0, arrangement: Arrangement | None = None) -> Description:
-        """The 12-bar (or ``bars``) description for ``features`` (instruments as ``arrangement`` says)."""
+             temperature: float = 1.0, arrangement: Arrangement | None = None,
+             ensemble_seed: int | None = None) -> Description:
+        """The 12-bar (or ``bars``) description for ``features`` (instruments as ``arrangement`` says;
+        ``ensemble_seed`` fixes the ``auto`` ensemble draw, see :meth:`Planner.plan`)."""
         from e2m_live.planner import PlanError
 
-        extra = {"arrangement": arrangement} if _accepts(self.planner.plan, "arrangement") else {}
         try:
-            return self.planner.plan(features, bars=bars, seed=seed, temperature=temperature, **extra)
+            return self.planner.plan(features, bars=bars, seed=seed, temperature=temperature,
+                                     arrangement=arrangement, ensemble_seed=ensemble_seed)
         except PlanError as error:
             raise PipelineError(str(error)) from None
 
@@ -256,8 +258,8 @@ class Pipeline:
     def generate(self, features: EmotionFeatures, *, bars: int = 12, seed: int | None = None,
                  temperature: float = 1.0, plan_temperature: float | None = None,
                  prime: Sequence[str] | Bar | None = None, prime_description: Sequence[str] | None = None,
-                 options: DecodingOptions | None = None,
-                 arrangement: Arrangement | None = None) -> Iterator[GeneratedBar]:
+                 options: DecodingOptions | None = None, arrangement: Arrangement | None = None,
+                 ensemble_seed: int | None = None) -> Iterator[GeneratedBar]:
         """Plan ``bars`` bars for ``features`` and decode them (see :meth:`plan` and :meth:`decode`).
 
         ``temperature`` is the decoder's (unless ``options`` is given) and, unless ``plan_temperature``
@@ -267,20 +269,11 @@ class Pipeline:
         _check_seed(seed)
         description = self.plan(features, bars=bars, seed=seed,
                                 temperature=temperature if plan_temperature is None else plan_temperature,
-                                arrangement=arrangement)
+                                arrangement=arrangement, ensemble_seed=ensemble_seed)
         options = options or DecodingOptions(temperature=temperature)
         return self.decode(description, features, prime=prime, prime_description=prime_description,
                            seed=None if seed is None else seed + 1, options=options, arrangement=arrangement)
 
-
-def _accepts(function: object, name: str) -> bool:
-    """Whether ``function`` takes a parameter ``name`` (the planner gains ``arrangement`` in issue 14)."""
-    import inspect
-
-    try:
-        return name in inspect.signature(function).parameters  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
 
 
 def _time_signature_of(description_bar: Sequence[str]) -> tuple[int, int] | None:

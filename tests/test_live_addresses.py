@@ -59,7 +59,7 @@ def test_out_of_range_fader_is_clamped_with_a_note():
     ("/e2m/key_lock", [], "argument"),
     ("/e2m/ensemble", ["disco"], "ensemble must be one of"),
     ("/e2m/ensemble", [3], "ensemble must be one of"),
-    ("/e2m/instruments", ["piano"], "ambiguous"),
+    ("/e2m/instruments", ["electric"], "ambiguous"),
     ("/e2m/instruments", ["kazoo"], "unknown instrument"),
     ("/e2m/instruments", [128], "0..127"),
     ("/e2m/instruments", [1.5], "program number"),

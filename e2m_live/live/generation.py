@@ -366,7 +366,8 @@ class ModelGenerator:
 
     def __init__(self, *, threads: int = 1, models_dir: str | None = None, quantize: str | None = "int8",
                  temperature: float = 1.0, top_p: float | None = None, max_tokens_per_bar: int = 512,
-                 remember: int = 2 * SECTION_BARS, warm_start: bool = True) -> None:
+                 remember: int = 2 * SECTION_BARS, warm_start: bool = True,
+                 ensemble_seed: int | None = None) -> None:
         import os
         import threading
 
@@ -382,6 +383,11 @@ class ModelGenerator:
         self._pipeline: Any = None
         self._error: BaseException | None = None
         self._made: dict[tuple, tuple[list[str], list[str]]] = {}  # our bars -> (tokens, description)
+        # One auto-ensemble draw for the generator's life: the band stays from section to section,
+        # and a fader crosses a role's threshold once (drums come in as danceability rises, and stay).
+        if ensemble_seed is None:
+            ensemble_seed = random.SystemRandom().randrange(2**31)
+        self.ensemble_seed = ensemble_seed
         self._loader = threading.Thread(target=self._load, name="e2m-model-load", daemon=True)
         self._loader.start()
 
@@ -428,7 +434,7 @@ class ModelGenerator:
         section = pipeline.generate(features, bars=SECTION_BARS - first, seed=seed,
                                     temperature=self.temperature, prime=prime_tokens,
                                     prime_description=prime_description, options=options,
-                                    arrangement=arrangement)
+                                    arrangement=arrangement, ensemble_seed=self.ensemble_seed)
         for generated in section:
             self._made[self._key(generated.bar)] = (generated.tokens, generated.description)
             while len(self._made) > self.remember:
