@@ -32,6 +32,7 @@ import numpy as np
 import pretty_midi
 
 from e2m_live.features import RANGES, EmotionFeatures, FeatureError
+from e2m_live.key_profiles import KK_MAJOR, KK_MINOR
 from e2m_live.music import Bar
 
 __all__ = [
@@ -46,10 +47,6 @@ __all__ = [
 ]
 
 Source = pretty_midi.PrettyMIDI | str | PathLike | Sequence[Bar]
-
-# Key profiles of Krumhansl & Kessler (1982), probe-tone ratings, index 0 = tonic.
-KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 # Roughness of each interval class 0..6 (unison..tritone) in a simultaneity: minor second /
 # major seventh and tritone are dissonant, major second / minor seventh mildly so
