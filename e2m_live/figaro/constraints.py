@@ -43,7 +43,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from e2m_live.analysis import KK_MAJOR, KK_MINOR
 from e2m_live.description.vocab import (
     BAR_KEY,
     CHORD_KEY,
@@ -61,6 +60,7 @@ from e2m_live.description.vocab import (
     VELOCITY_KEY,
     RemiVocab,
 )
+from e2m_live.key_profiles import KK_MAJOR, KK_MINOR
 
 #: Tokens of one complete note event (Position, Instrument, Pitch, Velocity, Duration).
 NOTE_LENGTH = 5
