@@ -16,7 +16,9 @@ What the pipeline adds to the planner and the decoder:
 * **Clean notes and key lock.** The decoder's grammar mask also applies :class:`DecodeRules` (no
   repeated note, no note past the section's last bar line or longer than 8 quarters, a note budget
   per bar from its planned density, every planned instrument plays) and, from
-  ``arrangement.key_lock`` with ``features.key``/``features.mode``, the key lock (docs/figaro.md).
+  ``arrangement.key_lock`` with ``features.key``/``features.mode``, the key lock; instruments keep to
+  their ranges, voices sing one note at a time, and ``features.danceability`` sets the groove
+  (a drum note on every beat, bass on the downbeat, the sixteenth grid; docs/figaro.md).
 * **Priming.** ``prime`` is the bar played before, as REMI+ tokens or as a :class:`Bar` (converted
   with the same extractor that made the training data); ``prime_description`` is its description
   bar when known (default: the decoder copies the first new bar's).
@@ -56,7 +58,7 @@ from e2m_live.arrangement import Arrangement  # noqa: E402
 from e2m_live.description.grammar import Description  # noqa: E402
 from e2m_live.description.vocab import BAR_KEY, TEMPO_BINS, TEMPO_KEY  # noqa: E402
 from e2m_live.features import EmotionFeatures  # noqa: E402
-from e2m_live.figaro.constraints import DecodeRules  # noqa: E402
+from e2m_live.figaro.constraints import DecodeRules, groove_strength  # noqa: E402
 from e2m_live.models import ModelPaths, model_paths, require_models  # noqa: E402
 from e2m_live.music import Bar  # noqa: E402
 
@@ -222,7 +224,8 @@ class Pipeline:
         """Decode ``description`` bar by bar, yielding each bar as soon as it is complete.
 
         Pitched instruments keep to ``features.key``/``features.mode`` as strictly as
-        ``arrangement.key_lock`` says (``None``: ``Arrangement()``, the default lock).
+        ``arrangement.key_lock`` says (``None``: ``Arrangement()``, the default lock). The groove
+        rules follow ``features.danceability`` (:func:`groove_strength`: off up to 0.4, full at 0.8).
         """
         _check_seed(seed)
         options = options or DecodingOptions()
@@ -235,7 +238,8 @@ class Pipeline:
                 prime_description=prime_description if prime_tokens else None,
                 temperature=options.temperature, top_k=options.top_k, top_p=options.top_p, seed=seed,
                 max_tokens_per_bar=options.max_tokens_per_bar, rules=options.rules,
-                scale=(int(features.key), int(features.mode)), key_lock=float(arrangement.key_lock))
+                scale=(int(features.key), int(features.mode)), key_lock=float(arrangement.key_lock),
+                groove=groove_strength(float(features.danceability)))
         except ValueError as error:
             raise PipelineError(str(error)) from None
         return self._bars(stream, desc_bars, features)

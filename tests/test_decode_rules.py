@@ -16,7 +16,6 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from e2m_live.analysis import KK_MAJOR
 from e2m_live.description.vocab import DURATION_BINS
 from e2m_live.figaro.config import FigaroConfig
 from e2m_live.figaro.constraints import (
@@ -37,6 +36,7 @@ from e2m_live.figaro.constraints import (
 from e2m_live.figaro.decode import IncrementalDecoder, bar_plan, split_bars
 from e2m_live.figaro.inputs import remi_vocab
 from e2m_live.figaro.model import FigaroModel
+from e2m_live.key_profiles import KK_MAJOR
 
 TINY = FigaroConfig(d_model=32, encoder_layers=1, decoder_layers=2, heads=2, ffn=64, context_size=48,
                     max_bars=40, relative_cross_attention=True)
@@ -172,7 +172,7 @@ def test_key_lock_one_gives_scale_tones_and_leaves_drums_alone():
     assert pitched > 10
     grammar = RemiGrammar(remi_vocab())
     locked, free = ScaleLock(2, 0, 1.0), ScaleLock(2, 0, 0.0)
-    assert torch.equal(grammar.mask(("pitch", True, 0, None)), grammar.mask(("pitch", True, 0, None)))
+    assert torch.equal(grammar.mask(("pitch", True, 0, 127, None, None)), grammar.mask(("pitch", True, 0, 127, None, None)))
     state = GrammarState(grammar, rules=DecodeRules(), lock=locked)
     for token in ["Bar_1", "Time Signature_4/4", "Position_0", "Instrument_drum"]:
         state.advance(remi_vocab()[token])
@@ -189,14 +189,14 @@ def test_key_lock_penalty_curve():
     z = (KK_MAJOR - KK_MAJOR.mean()) / KK_MAJOR.std()
     previous = 0.0
     for lock in (0.0, 0.25, 0.5, 0.9, 0.99):
-        mask = grammar.mask(("pitch", False, 0, ScaleLock(0, 1, lock)))
+        mask = grammar.mask(("pitch", False, 0, 127, ScaleLock(0, 1, lock), None))
         penalty = float(mask[out_of_scale] - mask[in_scale])
         tilt = TONAL_TILT * lock * (z[1] - z[2])  # C# vs D in the key profile
         assert penalty == pytest.approx(KEY_LOCK_SHARPNESS * math.log1p(-lock) + tilt, abs=1e-5)
         assert penalty <= previous
         previous = penalty
-    assert math.isinf(float(grammar.mask(("pitch", False, 0, ScaleLock(0, 1, 1.0)))[out_of_scale]))
-    tonic = grammar.mask(("pitch", False, 0, ScaleLock(0, 1, 1.0)))
+    assert math.isinf(float(grammar.mask(("pitch", False, 0, 127, ScaleLock(0, 1, 1.0), None))[out_of_scale]))
+    tonic = grammar.mask(("pitch", False, 0, 127, ScaleLock(0, 1, 1.0), None))
     c, d, e = (float(tonic[vocab[f"Pitch_{p}"]]) for p in (60, 62, 64))
     assert c > e > d > -1  # the tilt towards the key profile: tonic most, then the third
     with pytest.raises(ValueError, match="key_lock"):

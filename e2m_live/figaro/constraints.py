@@ -25,6 +25,17 @@ of the 100 reference files (``shared/reference``, 191,101 notes) and documented 
 * **coverage**: a bar ends only after every instrument of its description has played (while the
   token and note budgets leave room for one note each).
 
+and three rules for instruments and groove (issue 14, follow-up):
+
+* **pitch ranges**: every instrument keeps to its family's range (:func:`pitch_range`): drums to the
+  GM keys 35..81, basses to 28..67, voices to 48..84, synth leads to 48..96, the rest to the piano.
+* **voices sing**: a voice-like program (:data:`VOICE_PROGRAMS`) is monophonic, one pitch at a time:
+  no new note of it while its last one still sounds (tracked in positions across bars).
+* **groove** (strength ``g`` 0..1 from danceability, see :class:`GrammarState`): in bars with drums a
+  drum note on every beat and bass (if in the bar) on the downbeat, drum pitches biased by beat role
+  (kick on the strong beats, snare on the back beats, closed hat on the eighths), positions off the
+  sixteenth grid penalised (forbidden at ``g`` 1). ``g`` 0 changes nothing.
+
 A :class:`ScaleLock` adds a logit penalty to out-of-scale pitches of pitched instruments (drums are
 never touched) and a small tilt towards the key's Krumhansl-Kessler profile (the tonic most).
 
@@ -40,6 +51,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 import numpy as np
+import pretty_midi
 import torch
 from torch import Tensor
 
@@ -85,6 +97,63 @@ KEY_LOCK_SHARPNESS = 2.0
 TONAL_TILT = 0.5
 #: Scale degrees by mode (1 major, 0 minor: natural plus the harmonic raised 7th), as the planner's.
 SCALE_DEGREES = {1: frozenset({0, 2, 4, 5, 7, 9, 11}), 0: frozenset({0, 2, 3, 5, 7, 8, 10, 11})}
+#: GM percussion keys a drum note may use (Acoustic Bass Drum .. Open Triangle).
+DRUM_RANGE = (35, 81)
+#: Bass programs (Acoustic .. Synth Bass 2, Contrabass): E1..G4, the 4-string bass and a little above.
+BASS_PROGRAMS = frozenset({*range(32, 40), 43})
+BASS_RANGE = (28, 67)
+#: Voice-like programs (Choir Aahs, Voice Oohs, Synth Choir, Lead 6 (voice)): sung, so monophonic and in
+#: the C3..C6 range the re-estimator hears as vocal (``analysis._VOCAL_RANGE``).
+VOICE_PROGRAMS = frozenset({52, 53, 54, 85})
+VOICE_RANGE = (48, 84)
+#: Synth leads (80-87 but the voice): a melody register, C3..C7.
+LEAD_PROGRAMS = frozenset(range(80, 88)) - VOICE_PROGRAMS
+LEAD_RANGE = (48, 96)
+#: Every other instrument: the piano's A0..C8.
+DEFAULT_RANGE = (21, 108)
+#: Drum keys by beat role for the groove bias: kick on beats 1 and 3, snare on 2 and 4, closed / pedal
+#: hi-hat on the other eighths.
+KICK_KEYS = (35, 36)
+SNARE_KEYS = (38, 40)
+HAT_KEYS = (42, 44)
+#: Logit bonus of the beat role's drum keys at groove 1 (scaled by ``g``): x e^3 = x20 odds.
+GROOVE_DRUM_BIAS = 3.0
+#: Positions off the sixteenth grid get ``GROOVE_SHARPNESS * ln(1 - g)`` (as the key lock: x(1 - g)^2).
+GROOVE_SHARPNESS = 2.0
+#: Positions of a sixteenth (12 per quarter).
+SIXTEENTH = POSITIONS_PER_QUARTER // 4
+EIGHTH = POSITIONS_PER_QUARTER // 2
+
+
+def pitch_range(program: int | None) -> tuple[int, int]:
+    """Lowest and highest pitch of a GM ``program`` (``None``: drums), both inclusive."""
+    if program is None:
+        return DRUM_RANGE
+    if program in BASS_PROGRAMS:
+        return BASS_RANGE
+    if program in VOICE_PROGRAMS:
+        return VOICE_RANGE
+    if program in LEAD_PROGRAMS:
+        return LEAD_RANGE
+    return DEFAULT_RANGE
+
+
+def beat_length(time_signature: str) -> int | None:
+    """Positions of one beat of ``Time Signature_n/d``: the denominator's note, a dotted quarter in
+    6/8, 7/8, 9/8 and 12/8 (compound and the 7/8 of dance music), or None if unparsable."""
+    try:
+        num, den = (int(x) for x in time_signature.split("_", 1)[1].split("/"))
+        note = 4 * POSITIONS_PER_QUARTER // den
+    except (IndexError, ValueError, ZeroDivisionError):
+        return None
+    if den == 8 and num in (6, 7, 9, 12):
+        return 3 * note
+    return note if note % SIXTEENTH == 0 else None
+
+
+def groove_strength(danceability: float) -> float:
+    """Groove ``g`` for a requested danceability: 0 up to 0.4, rising linearly to 1 at 0.8."""
+    return float(min(max((danceability - 0.4) / 0.4, 0.0), 1.0))
 
 
 @dataclass(frozen=True)
@@ -96,12 +165,15 @@ class DecodeRules:
     max_duration: int | None = MAX_NOTE_POSITIONS  # positions; None: uncapped
     note_budget_margin: float | None = NOTE_BUDGET_MARGIN  # None: no note budget
     coverage: bool = True  # every described instrument plays in its bar
+    pitch_ranges: bool = True  # every instrument in its family's range (pitch_range)
+    monophonic_voices: bool = True  # voice-like programs play one note at a time
+    groove: bool = True  # apply the decode's groove strength (0 changes nothing either way)
 
     @classmethod
     def off(cls) -> DecodeRules:
         """The grammar alone, as before issue 14."""
         return cls(rising_pitches=False, section_end=False, max_duration=None, note_budget_margin=None,
-                   coverage=False)
+                   coverage=False, pitch_ranges=False, monophonic_voices=False, groove=False)
 
     def __post_init__(self) -> None:
         if self.max_duration is not None and self.max_duration < 1:
@@ -237,10 +309,22 @@ class RemiGrammar:
             bar_length_in_positions(t) if c == TokenClass.TIME_SIGNATURE else None
             for t, c in pairs
         ]
+        self.beat_positions: list[int | None] = [
+            beat_length(t) if c == TokenClass.TIME_SIGNATURE else None for t, c in pairs]
+        self.duration_value = [int(DURATION_BINS[int(t.split("_")[1])]) if c == TokenClass.DURATION else 0
+                               for t, c in pairs]
         self.drum_instrument_id = self.vocab[f"{INSTRUMENT_KEY}_{DRUM_INSTRUMENT}"]
         self.eos_id = self.vocab.eos_id
+        names = {pretty_midi.program_to_instrument_name(p): p for p in range(128)}
+        prefix = len(INSTRUMENT_KEY) + 1
+        #: GM program of each pitched ``Instrument_*`` id (the drum id is not in it).
+        self.program = {i: names[t[prefix:]] for i, (t, c) in enumerate(pairs)
+                        if c == TokenClass.INSTRUMENT and t[prefix:] in names}
+        self.voice_ids = frozenset(i for i, p in self.program.items() if p in VOICE_PROGRAMS)
+        self.bass_ids = frozenset(i for i, p in self.program.items() if p in BASS_PROGRAMS)
         classes = torch.tensor([int(c) for c in self.token_class])
         self._class_ids = {c: torch.nonzero(classes == int(c)).flatten() for c in TokenClass}
+        self.instrument_ids = frozenset(int(i) for i in self._class_ids[TokenClass.INSTRUMENT])
         self._positions = torch.tensor(self.position_value)
         # Duration_i and Pitch_i ids are in value order (checked here: the masks below slice them)
         durations = self._class_ids[TokenClass.DURATION]
@@ -248,9 +332,28 @@ class RemiGrammar:
         for cls in (TokenClass.PITCH, TokenClass.DRUM_PITCH):
             assert [self.pitch_value[int(i)] for i in self._class_ids[cls]] == list(range(128))
         self._cache: dict[tuple, Tensor] = {}
+        self._highest: dict[tuple, int] = {}
 
     def ids(self, cls: TokenClass) -> Tensor:
         return self._class_ids[cls]
+
+    def pitch_range(self, instrument: int, ranges: bool) -> tuple[int, int]:
+        """Lowest and highest pitch ``instrument`` (an id) may play (0..127 without ``ranges``)."""
+        if not ranges:
+            return 0, 127
+        return pitch_range(None if instrument == self.drum_instrument_id else self.program.get(instrument))
+
+    def highest(self, instrument: int, ranges: bool, lock: ScaleLock | None) -> int:
+        """The highest pitch ``instrument`` may play under its range and (pitched) the key lock."""
+        key = (instrument, ranges, lock)
+        cached = self._highest.get(key)
+        if cached is None:
+            lo, hi = self.pitch_range(instrument, ranges)
+            if lock is not None and lock.lock >= 1 and instrument != self.drum_instrument_id:
+                scale = lock.pitch_classes()
+                hi = max((p for p in range(lo, hi + 1) if p % 12 in scale), default=lo - 1)
+            cached = self._highest[key] = hi
+        return cached
 
     def _store(self, key: tuple, mask: Tensor) -> Tensor:
         mask = mask.to(self.device)
@@ -281,19 +384,29 @@ class RemiGrammar:
             parts = [instruments] if notes_only else \
                 [instruments, self.ids(TokenClass.CHORD), self.ids(TokenClass.TEMPO)]
             return self._mask(key, torch.cat(parts).long())
-        if kind == "position":  # positions in [lo, hi), plus the given terminators
-            _, lo, hi, terminators = key
+        if kind == "position":  # positions in [lo, hi), the given terminators; off-grid penalty by groove
+            _, lo, hi, terminators, groove = key
             pos = self.ids(TokenClass.POSITION)
             values = self._positions[pos]
             allowed = pos[(values >= lo) & (values < hi)]
-            return self._mask(key, torch.cat([allowed, torch.tensor(sorted(terminators), dtype=torch.long)]))
-        if kind == "pitch":  # pitches >= lo, with a key-lock bias for pitched instruments
-            _, drum, lo, lock = key
+            mask = torch.full((self.size,), float("-inf"))
+            mask[allowed] = 0.0
+            if groove > 0:
+                off = allowed[self._positions[allowed] % SIXTEENTH != 0]
+                mask[off] = -math.inf if groove >= 1 else GROOVE_SHARPNESS * math.log1p(-groove)
+            mask[torch.tensor(sorted(terminators), dtype=torch.long)] = 0.0
+            return self._store(key, mask)
+        if kind == "pitch":  # pitches lo..hi, key-lock bias (pitched), favoured drum keys (groove)
+            _, drum, lo, hi, lock, favoured = key
             ids = self.ids(TokenClass.DRUM_PITCH if drum else TokenClass.PITCH)
             mask = torch.full((self.size,), float("-inf"))
-            mask[ids[lo:]] = 0.0
+            mask[ids[lo:hi + 1]] = 0.0
             if lock is not None and lock.active:
-                mask[ids[lo:]] += torch.tensor(lock.bias()[lo:], dtype=mask.dtype)
+                mask[ids[lo:hi + 1]] += torch.tensor(lock.bias()[lo:hi + 1], dtype=mask.dtype)
+            if favoured is not None:
+                pitches, bonus = favoured
+                chosen = ids[[p for p in pitches if lo <= p <= hi]]
+                mask[chosen] += bonus
             return self._store(key, mask)
         if kind == "duration":  # the first n duration bins (bins ascend)
             return self._mask(key, self.ids(TokenClass.DURATION)[: key[1]])
@@ -302,7 +415,14 @@ class RemiGrammar:
 
 @dataclass
 class GrammarState:
-    """Where a decode stands in the REMI+ grammar; ``advance`` it with every token."""
+    """Where a decode stands in the REMI+ grammar; ``advance`` it with every token.
+
+    ``groove`` 0..1 (used when ``rules.groove``): in bars whose description has drums every beat
+    (:func:`beat_length`) gets a drum note and positions may not move past a beat without one, nor
+    the bar end before all have one; bass (if described) plays on the downbeat; both while the token
+    and note budgets leave room. Drum keys are biased by beat role (``GROOVE_DRUM_BIAS * g``) and
+    positions off the sixteenth grid penalised (``GROOVE_SHARPNESS * ln(1 - g)``, forbidden at 1).
+    """
 
     grammar: RemiGrammar
     plans: dict[int, BarPlan] = field(default_factory=dict)  # bar number -> plan
@@ -312,6 +432,7 @@ class GrammarState:
     minimum: int = 0  # a bar may end only after this many tokens
     rules: DecodeRules = field(default_factory=DecodeRules.off)
     lock: ScaleLock | None = None
+    groove: float = 0.0  # groove strength g, 0..1
     last_class: TokenClass = TokenClass.OTHER
     bar: int = 0
     tokens_in_bar: int = 0
@@ -324,11 +445,24 @@ class GrammarState:
     played: set[int] = field(default_factory=set)  # instruments that played in this bar
     top_pitch: dict[int, int] = field(default_factory=dict)  # instrument -> last pitch at this position
     positions_after: int = 0  # positions of the bars after this one, up to the final bar
+    offset: int = 0  # positions from the first bar's start to this bar's
+    sounding: dict[int, int] = field(default_factory=dict)  # voice id -> end of its last note (from offset 0)
+    beat: int = POSITIONS_PER_QUARTER  # positions of a beat in this bar
+    beats: tuple[int, ...] = ()  # groove: beat positions of this bar that need a drum note
+    covered: set[int] = field(default_factory=set)  # groove: beats that have one
+    downbeat: frozenset[int] = frozenset()  # groove: basses of this bar, until one plays on position 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.groove <= 1.0:
+            raise ValueError(f"groove must be in 0..1, got {self.groove!r}")
+        if not self.rules.groove:
+            self.groove = 0.0
 
     def advance(self, token_id: int) -> None:
         g = self.grammar
         cls = g.token_class[token_id]
         if cls == TokenClass.BAR:
+            self.offset += self.bar_positions or 0
             self.bar = g.bar_number[token_id]
             self.tokens_in_bar = 0
             self.position = 0
@@ -336,9 +470,10 @@ class GrammarState:
             self.notes_in_bar = 0
             self.played = set()
             self.top_pitch = {}
+            self.beats, self.covered, self.downbeat = (), set(), frozenset()
         elif cls == TokenClass.TIME_SIGNATURE:
             self.bar_positions = g.bar_positions[token_id]
-            self._start_bar()
+            self._start_bar(g.beat_positions[token_id])
         elif cls == TokenClass.POSITION:
             if g.position_value[token_id] != self.position:
                 self.top_pitch = {}
@@ -350,19 +485,34 @@ class GrammarState:
             self.top_pitch[self.instrument] = g.pitch_value[token_id]
             self.played.add(self.instrument)
             self.notes_in_bar += 1
+            if self.drum:
+                self.covered.add(self.position)
+            elif self.position == 0 and self.instrument in self.downbeat:
+                self.downbeat = frozenset()
+        elif cls == TokenClass.DURATION and self.instrument in g.voice_ids and self.rules.monophonic_voices:
+            self.sounding[self.instrument] = self.offset + self.position + g.duration_value[token_id]
         self.tokens_in_bar += 1
         self.last_class = cls
 
-    def _start_bar(self) -> None:
+    def _start_bar(self, beat: int | None) -> None:
         """Per-bar quantities, once the bar's length is known."""
         g = self.grammar
         plan = self.plans.get(self.bar, BarPlan())
         margin = self.rules.note_budget_margin
+        self.beat = beat or POSITIONS_PER_QUARTER
+        described = len(plan.instrument_ids) if plan.instrument_ids else 0
+        if self.groove > 0 and plan.instrument_ids and self.bar_positions:
+            if beat and g.drum_instrument_id in plan.instrument_ids:
+                self.beats = tuple(range(0, self.bar_positions, beat))
+            self.downbeat = plan.instrument_ids & g.bass_ids
         if margin is None or plan.density_notes is None:
             self.max_notes = None
         else:
-            described = len(plan.instrument_ids) if plan.instrument_ids else 0
-            self.max_notes = max(math.ceil(margin * plan.density_notes), described, MIN_NOTES_PER_BAR)
+            # the groove's beats fit in the budget (energy still sets the notes between them)
+            self.max_notes = max(math.ceil(margin * plan.density_notes), described + len(self.beats),
+                                 MIN_NOTES_PER_BAR)
+        # a voice still sounding from the bar before is heard in this bar
+        self.played |= {v for v, end in self.sounding.items() if end > self.offset}
         length = self.bar_positions or 0
         after = 0
         for number in range(self.bar + 1, self.final_bar + 1):
@@ -378,40 +528,85 @@ class GrammarState:
             ends.add(g.eos_id)
         return frozenset(ends)
 
-    def _missing(self, plan: BarPlan) -> frozenset[int]:
+    def _room(self) -> int:
+        """Notes that still fit in this bar (token and note budgets)."""
+        room = (self.budget - self.tokens_in_bar) // NOTE_LENGTH
+        if self.max_notes is not None:
+            room = min(room, self.max_notes - self.notes_in_bar)
+        return room
+
+    def _duties(self) -> list[tuple[int, frozenset[int]]]:
+        """Groove notes still due in this bar, (position, instruments one of which plays there), if the
+        budgets leave room for them (and the described instruments still missing)."""
+        if not self.beats and not self.downbeat:
+            return []
+        drum = frozenset({self.grammar.drum_instrument_id})
+        duties = [(b, drum) for b in self.beats if b >= self.position and b not in self.covered]
+        if self.downbeat and self.position == 0:
+            duties.append((0, self.downbeat))
+        if not duties:
+            return []
+        need = len(duties)
+        plan = self.plans.get(self.bar, BarPlan())
+        if self.rules.coverage and plan.instrument_ids:
+            need += len(plan.instrument_ids - self.played - drum - self.downbeat)
+        return duties if need <= self._room() else []
+
+    def _missing(self, plan: BarPlan, reserved: int = 0) -> frozenset[int]:
         """Described instruments that have not played yet, if the budgets leave room for them all."""
         if not self.rules.coverage or not plan.instrument_ids:
             return frozenset()
         missing = plan.instrument_ids - self.played
-        room = (self.budget - self.tokens_in_bar) // NOTE_LENGTH
-        if self.max_notes is not None:
-            room = min(room, self.max_notes - self.notes_in_bar)
-        return missing if len(missing) <= room else frozenset()
+        return missing if len(missing) <= self._room() - reserved else frozenset()
 
-    def _highest(self, instrument: int) -> int:
-        if instrument == self.grammar.drum_instrument_id or self.lock is None:
-            return 127
-        return self.lock.highest_allowed()
+    def _blocked(self) -> frozenset[int]:
+        """Instruments that may not play now: at the top of their range (rising pitches) or, for a
+        monophonic voice, still sounding."""
+        g = self.grammar
+        blocked: set[int] = set()
+        if self.rules.rising_pitches:
+            blocked |= {i for i, p in self.top_pitch.items()
+                        if p >= g.highest(i, self.rules.pitch_ranges, self.lock)}
+        if self.sounding:
+            now = self.offset + self.position
+            blocked |= {v for v, end in self.sounding.items() if end > now}
+        return frozenset(blocked)
 
     def _after_position(self, plan: BarPlan) -> tuple:
         allowed = plan.instrument_ids
         notes_only = False
-        missing = self._missing(plan)
-        if missing:
-            room = (self.budget - self.tokens_in_bar) // NOTE_LENGTH
-            if self.max_notes is not None:
-                room = min(room, self.max_notes - self.notes_in_bar)
-            if room <= len(missing):  # only just enough room left: the missing instruments play now
-                allowed, notes_only = missing, True
-        if self.rules.rising_pitches:
-            full = frozenset(i for i, p in self.top_pitch.items() if p >= self._highest(i))
-            if full:
-                every = frozenset(int(i) for i in self.grammar.ids(TokenClass.INSTRUMENT))
-                allowed = (every if allowed is None else allowed) - full
-                if notes_only and not allowed:
-                    allowed, notes_only = plan.instrument_ids, False
-                    allowed = None if allowed is None else allowed - full
+        duties = self._duties()
+        here = frozenset().union(*(ids for pos, ids in duties if pos == self.position))
+        if here:  # a beat without its drum or a downbeat without its bass: play it first
+            allowed, notes_only = here, True
+        else:
+            missing = self._missing(plan, len(duties))
+            if missing and self._room() - len(duties) <= len(missing):
+                allowed, notes_only = missing, True  # only just enough room left: they play now
+        blocked = self._blocked()
+        if blocked:
+            allowed = (self.grammar.instrument_ids if allowed is None else allowed) - blocked
+            if notes_only and not allowed:
+                allowed, notes_only = plan.instrument_ids, False
+                allowed = (self.grammar.instrument_ids if allowed is None else allowed) - blocked
         return ("after_position", allowed, notes_only)
+
+    def _pitch(self) -> tuple:
+        g = self.grammar
+        lo, hi = g.pitch_range(self.instrument, self.rules.pitch_ranges)
+        if self.rules.rising_pitches:
+            lo = max(lo, self.top_pitch.get(self.instrument, -1) + 1)
+        favoured = None
+        if self.drum and self.groove > 0 and self.bar_positions:
+            beat = self.beat
+            if self.position % beat == 0:
+                keys = KICK_KEYS if (self.position // beat) % 2 == 0 else SNARE_KEYS
+            elif self.position % EIGHTH == 0:
+                keys = HAT_KEYS
+            else:
+                keys = None
+            favoured = (keys, GROOVE_DRUM_BIAS * self.groove) if keys else None
+        return ("pitch", self.drum, lo, min(hi, 127), None if self.drum else self.lock, favoured)
 
     def _duration(self) -> tuple:
         limit = self.rules.max_duration or 10**9
@@ -420,6 +615,12 @@ class GrammarState:
         if limit >= DURATION_BINS[-1]:
             return ("class", TokenClass.DURATION)
         return ("duration", max(1, int(np.searchsorted(DURATION_BINS, limit, side="right"))))
+
+    def _positions(self, hi: int, may_end: bool) -> tuple:
+        duties = self._duties()
+        if duties:  # not past a beat that still needs its drum; no bar end before
+            hi, may_end = min(hi, min(pos for pos, _ in duties) + 1), False
+        return ("position", self.position, hi, self._terminators() if may_end else frozenset(), self.groove)
 
     def mask_key(self) -> tuple:
         """The situation that decides which tokens may come next."""
@@ -433,12 +634,11 @@ class GrammarState:
                 return ("ids", frozenset({plan.time_signature_id}))
             return ("class", TokenClass.TIME_SIGNATURE)
         if c == TokenClass.TIME_SIGNATURE:
-            return ("position", self.position, hi, frozenset())
+            return self._positions(hi, False)
         if c == TokenClass.POSITION:
             return self._after_position(plan)
         if c == TokenClass.INSTRUMENT:
-            lo = self.top_pitch.get(self.instrument, -1) + 1 if self.rules.rising_pitches else 0
-            return ("pitch", self.drum, lo, None if self.drum else self.lock)
+            return self._pitch()
         if c in (TokenClass.PITCH, TokenClass.DRUM_PITCH):
             return ("class", TokenClass.VELOCITY)
         if c == TokenClass.VELOCITY:
@@ -449,7 +649,7 @@ class GrammarState:
         if self.max_notes is not None and self.notes_in_bar >= self.max_notes:
             return ("ids", self._terminators())
         may_end = self.tokens_in_bar >= self.minimum and not self._missing(plan)
-        return ("position", self.position, hi, self._terminators() if may_end else frozenset())
+        return self._positions(hi, may_end)
 
     def mask(self) -> Tensor:
         return self.grammar.mask(self.mask_key())

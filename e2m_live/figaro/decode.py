@@ -209,6 +209,7 @@ class IncrementalDecoder:
         rules: DecodeRules | None = None,
         scale: tuple[int, int] | None = None,
         key_lock: float = 0.0,
+        groove: float = 0.0,
     ) -> Iterator[list[str]]:
         """Yield the REMI+ tokens of each described bar as soon as it is complete.
 
@@ -223,7 +224,8 @@ class IncrementalDecoder:
 
         ``rules`` (constrained mode): the clean-note rules (:class:`DecodeRules`, all on by default;
         ``DecodeRules.off()`` for the grammar alone). ``scale`` ``(key, mode)`` with ``key_lock`` in 0..1
-        keeps pitched instruments to that scale (:class:`ScaleLock`; 0 or no scale: no lock).
+        keeps pitched instruments to that scale (:class:`ScaleLock`; 0 or no scale: no lock). ``groove``
+        0..1 is the groove strength of the rules (:class:`GrammarState`; 0: no groove rules).
         """
         if max_tokens_per_bar < MIN_TOKENS_PER_BAR:
             raise ValueError(f"max_tokens_per_bar must be >= {MIN_TOKENS_PER_BAR}")
@@ -257,7 +259,7 @@ class IncrementalDecoder:
         sampler = _Sampler(temperature, top_k, top_p, seed, self.device)
         state = GrammarState(self.grammar, plans=plans, final_bar=final_bar, budget=max_tokens_per_bar,
                              minimum=min_tokens_per_bar, rules=DecodeRules() if rules is None else rules,
-                             lock=lock if lock is not None and lock.active else None)
+                             lock=lock if lock is not None and lock.active else None, groove=float(groove))
         return self._run(desc, state, _renumber(prime_tokens, 1) if prime_tokens else [],
                          len(desc_bars), sampler)
 

@@ -17,7 +17,9 @@ by its seed and features (``temperature`` 0 takes the likelier branch everywhere
 options are listed acoustic / electric:
 
 * harmony, always: piano, steel or nylon guitar / clean or jazz guitar, electric piano, rock organ;
-* bass, with ``sigmoid(7 (danceability - 0.35))``: acoustic bass / finger, fretless, pick bass;
+* bass, with ``sigmoid(7 (danceability - 0.35))``: acoustic bass, contrabass / finger, fretless,
+  pick bass; acoustic whenever acousticness >= :data:`ACOUSTIC_BASS_FROM` (no draw: an electric
+  bass under acoustic instruments is what the re-estimator heard as "not acoustic" most);
 * drums, with ``sigmoid(12 (danceability - 0.5))``: the drum kit;
 * melody: a voice with ``sigmoid(10 (0.5 - instrumentalness))`` (voice oohs, choir aahs / synth
   choir), else with probability 0.5 an instrumental lead (flute, alto sax, trumpet, clarinet,
@@ -25,7 +27,7 @@ options are listed acoustic / electric:
 * colour, with ``0.15 + 0.4 energy``: string ensemble, steel guitar, brass section / muted guitar,
   rock organ, synth strings, synth brass.
 
-Each role is acoustic with probability ``sigmoid(5 (acousticness - 0.3))`` (drawn per role), then
+Each other role is acoustic with probability ``sigmoid(5 (acousticness - 0.3))`` (drawn per role), then
 one option by weight. Muted instruments are never drawn (a role whose options are all muted is left
 out; a muted harmony falls back to any other unmuted instrument). Options are common in the
 corpora FIGARO was trained on: the Beatles Lakh transcriptions, its only multi-instrument corpus,
@@ -78,7 +80,7 @@ HARMONY = Role(
 )
 BASS = Role(
     "bass",
-    acoustic=(("Acoustic Bass", 1.0),),
+    acoustic=(("Acoustic Bass", 2.0), ("Contrabass", 1.0)),
     electric=(("Electric Bass (finger)", 2.0), ("Fretless Bass", 1.5), ("Electric Bass (pick)", 0.5)),
 )
 VOICE = Role("voice", acoustic=(("Voice Oohs", 2.0), ("Choir Aahs", 1.0)), electric=(("Synth Choir", 1.0),))
@@ -104,6 +106,8 @@ COLOUR = Role(
         ("Synth Brass 1", 0.5),
     ),
 )
+#: Acousticness from which the bass is always acoustic (below it always electric).
+ACOUSTIC_BASS_FROM = 0.35
 #: Uniform draws :func:`choose_ensemble` takes per plan (fixed, so plans stay aligned with seeds).
 DRAWS_PER_PLAN = 16
 
@@ -200,7 +204,8 @@ def choose_ensemble(
         harmony = free[0]
     take(harmony, True)
     if plays("bass", u[2]):
-        take(_role(BASS, p["acoustic"], taken, u[3:5], greedy), True)
+        acoustic_bass = 1.0 if features.acousticness >= ACOUSTIC_BASS_FROM else 0.0
+        take(_role(BASS, acoustic_bass, taken, u[3:5], greedy), True)
     if plays("drums", u[5]) and DRUM_INSTRUMENT not in taken:
         take(DRUM_INSTRUMENT, True)
     if plays("voice", u[6]):
