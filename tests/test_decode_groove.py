@@ -20,7 +20,9 @@ from e2m_live.figaro.constraints import (
     DRUM_RANGE,
     GROOVE_DRUM_BIAS,
     VOICE_RANGE,
+    BarPlan,
     DecodeRules,
+    GrammarState,
     RemiGrammar,
     bar_length_in_positions,
     beat_length,
@@ -181,9 +183,25 @@ def test_groove_zero_changes_nothing():
     """g = 0 decodes exactly as the groove switched off (and, checked when it landed, as before it)."""
     for seed in range(3):
         assert decode(seed, 0.0) == decode(seed, 1.0, DecodeRules(groove=False))
+
+
+def test_snap_quantises_off_grid_positions_forward():
     grammar = RemiGrammar(remi_vocab())
-    plain = grammar.mask(("position", 0, 48, frozenset(), 0.0))
-    assert torch.isfinite(plain).sum() == 48
-    half = grammar.mask(("position", 0, 48, frozenset(), 0.5))
-    assert torch.isfinite(half).sum() == 48 and (torch.isfinite(half) & (half < 0)).sum() == 32
-    assert torch.isfinite(grammar.mask(("position", 0, 48, frozenset(), 1.0))).sum() == 16
+    bar = [remi_vocab()[t] for t in ("Bar_1", "Time Signature_4/4", "Position_6", "Instrument_drum",
+                                      "Pitch_drum_42", "Velocity_20", "Duration_3")]
+    state = GrammarState(grammar, plans={1: BarPlan()}, final_bar=1, rules=DecodeRules(), groove=1.0)
+    for token in bar:
+        state.advance(token)
+    position = {v: grammar.position_id[v] for v in (7, 8, 10, 46)}
+    assert state.snap(position[7], 0.0) == grammar.position_id[9]  # not back to 6, where notes sound
+    assert state.snap(position[8], 0.0) == grammar.position_id[9]
+    assert state.snap(position[10], 0.0) == grammar.position_id[9]
+    assert state.snap(position[46], 0.0) == grammar.position_id[45]
+    assert state.snap(position[10], 0.99) == grammar.position_id[9]
+    half = GrammarState(grammar, plans={1: BarPlan()}, final_bar=1, rules=DecodeRules(), groove=0.5)
+    for token in bar:
+        half.advance(token)
+    assert half.snap(position[10], 0.7) == position[10]  # u >= g: kept
+    off = GrammarState(grammar, plans={1: BarPlan()}, final_bar=1, rules=DecodeRules(groove=False),
+                       groove=1.0)
+    assert off.groove == 0.0 and off.snap(position[10], 0.0) == position[10]

@@ -172,7 +172,8 @@ def test_key_lock_one_gives_scale_tones_and_leaves_drums_alone():
     assert pitched > 10
     grammar = RemiGrammar(remi_vocab())
     locked, free = ScaleLock(2, 0, 1.0), ScaleLock(2, 0, 0.0)
-    assert torch.equal(grammar.mask(("pitch", True, 0, 127, None, None)), grammar.mask(("pitch", True, 0, 127, None, None)))
+    drums = ("pitch", True, 0, 127, None, None)
+    assert torch.equal(grammar.mask(drums), grammar.mask(drums))
     state = GrammarState(grammar, rules=DecodeRules(), lock=locked)
     for token in ["Bar_1", "Time Signature_4/4", "Position_0", "Instrument_drum"]:
         state.advance(remi_vocab()[token])

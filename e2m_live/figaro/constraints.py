@@ -34,7 +34,8 @@ and three rules for instruments and groove (issue 14, follow-up):
 * **groove** (strength ``g`` 0..1 from danceability, see :class:`GrammarState`): in bars with drums a
   drum note on every beat and bass (if in the bar) on the downbeat, drum pitches biased by beat role
   (kick on the strong beats, snare on the back beats, closed hat on the eighths), positions off the
-  sixteenth grid penalised (forbidden at ``g`` 1). ``g`` 0 changes nothing.
+  sixteenth grid quantised to it with probability ``g`` (:meth:`GrammarState.snap`). ``g`` 0 changes
+  nothing.
 
 A :class:`ScaleLock` adds a logit penalty to out-of-scale pitches of pitched instruments (drums are
 never touched) and a small tilt towards the key's Krumhansl-Kessler profile (the tonic most).
@@ -111,6 +112,11 @@ LEAD_PROGRAMS = frozenset(range(80, 88)) - VOICE_PROGRAMS
 LEAD_RANGE = (48, 96)
 #: Every other instrument: the piano's A0..C8.
 DEFAULT_RANGE = (21, 108)
+#: Pile guard: notes one instrument may sound at one position, and all instruments together. The model
+#: sometimes stays at one position and stacks 30-40 notes up to the top of the range (a lost ordering);
+#: a two-handed piano chord has up to ~10 notes (chosen, not yet measured on the reference).
+MAX_CHORD_NOTES = 10
+MAX_NOTES_AT_POSITION = 16
 #: Drum keys by beat role for the groove bias: kick on beats 1 and 3, snare on 2 and 4, closed / pedal
 #: hi-hat on the other eighths.
 KICK_KEYS = (35, 36)
@@ -118,8 +124,6 @@ SNARE_KEYS = (38, 40)
 HAT_KEYS = (42, 44)
 #: Logit bonus of the beat role's drum keys at groove 1 (scaled by ``g``): x e^3 = x20 odds.
 GROOVE_DRUM_BIAS = 3.0
-#: Positions off the sixteenth grid get ``GROOVE_SHARPNESS * ln(1 - g)`` (as the key lock: x(1 - g)^2).
-GROOVE_SHARPNESS = 2.0
 #: Positions of a sixteenth (12 per quarter).
 SIXTEENTH = POSITIONS_PER_QUARTER // 4
 EIGHTH = POSITIONS_PER_QUARTER // 2
@@ -168,12 +172,14 @@ class DecodeRules:
     pitch_ranges: bool = True  # every instrument in its family's range (pitch_range)
     monophonic_voices: bool = True  # voice-like programs play one note at a time
     groove: bool = True  # apply the decode's groove strength (0 changes nothing either way)
+    pile_guard: bool = True  # per position: MAX_CHORD_NOTES an instrument, MAX_NOTES_AT_POSITION in all
 
     @classmethod
     def off(cls) -> DecodeRules:
         """The grammar alone, as before issue 14."""
         return cls(rising_pitches=False, section_end=False, max_duration=None, note_budget_margin=None,
-                   coverage=False, pitch_ranges=False, monophonic_voices=False, groove=False)
+                   coverage=False, pitch_ranges=False, monophonic_voices=False, groove=False,
+                   pile_guard=False)
 
     def __post_init__(self) -> None:
         if self.max_duration is not None and self.max_duration < 1:
@@ -305,6 +311,7 @@ class RemiGrammar:
         self.pitch_value = [int(t.rsplit("_", 1)[1]) if c in (TokenClass.PITCH, TokenClass.DRUM_PITCH) else -1
                             for t, c in pairs]
         self.bar_id = {n: i for i, n in enumerate(self.bar_number) if n >= 0}
+        self.position_id = {v: i for i, v in enumerate(self.position_value) if v >= 0}
         self.bar_positions: list[int | None] = [
             bar_length_in_positions(t) if c == TokenClass.TIME_SIGNATURE else None
             for t, c in pairs
@@ -384,18 +391,12 @@ class RemiGrammar:
             parts = [instruments] if notes_only else \
                 [instruments, self.ids(TokenClass.CHORD), self.ids(TokenClass.TEMPO)]
             return self._mask(key, torch.cat(parts).long())
-        if kind == "position":  # positions in [lo, hi), the given terminators; off-grid penalty by groove
-            _, lo, hi, terminators, groove = key
+        if kind == "position":  # positions in [lo, hi), plus the given terminators
+            _, lo, hi, terminators = key
             pos = self.ids(TokenClass.POSITION)
             values = self._positions[pos]
             allowed = pos[(values >= lo) & (values < hi)]
-            mask = torch.full((self.size,), float("-inf"))
-            mask[allowed] = 0.0
-            if groove > 0:
-                off = allowed[self._positions[allowed] % SIXTEENTH != 0]
-                mask[off] = -math.inf if groove >= 1 else GROOVE_SHARPNESS * math.log1p(-groove)
-            mask[torch.tensor(sorted(terminators), dtype=torch.long)] = 0.0
-            return self._store(key, mask)
+            return self._mask(key, torch.cat([allowed, torch.tensor(sorted(terminators), dtype=torch.long)]))
         if kind == "pitch":  # pitches lo..hi, key-lock bias (pitched), favoured drum keys (groove)
             _, drum, lo, hi, lock, favoured = key
             ids = self.ids(TokenClass.DRUM_PITCH if drum else TokenClass.PITCH)
@@ -421,7 +422,7 @@ class GrammarState:
     (:func:`beat_length`) gets a drum note and positions may not move past a beat without one, nor
     the bar end before all have one; bass (if described) plays on the downbeat; both while the token
     and note budgets leave room. Drum keys are biased by beat role (``GROOVE_DRUM_BIAS * g``) and
-    positions off the sixteenth grid penalised (``GROOVE_SHARPNESS * ln(1 - g)``, forbidden at 1).
+    sampled positions off the sixteenth grid quantised with probability ``g`` (:meth:`snap`).
     """
 
     grammar: RemiGrammar
@@ -444,6 +445,7 @@ class GrammarState:
     max_notes: int | None = None  # this bar's note budget
     played: set[int] = field(default_factory=set)  # instruments that played in this bar
     top_pitch: dict[int, int] = field(default_factory=dict)  # instrument -> last pitch at this position
+    chord_size: dict[int, int] = field(default_factory=dict)  # instrument -> notes at this position
     positions_after: int = 0  # positions of the bars after this one, up to the final bar
     offset: int = 0  # positions from the first bar's start to this bar's
     sounding: dict[int, int] = field(default_factory=dict)  # voice id -> end of its last note (from offset 0)
@@ -469,20 +471,21 @@ class GrammarState:
             self.bar_positions = None
             self.notes_in_bar = 0
             self.played = set()
-            self.top_pitch = {}
+            self.top_pitch, self.chord_size = {}, {}
             self.beats, self.covered, self.downbeat = (), set(), frozenset()
         elif cls == TokenClass.TIME_SIGNATURE:
             self.bar_positions = g.bar_positions[token_id]
             self._start_bar(g.beat_positions[token_id])
         elif cls == TokenClass.POSITION:
             if g.position_value[token_id] != self.position:
-                self.top_pitch = {}
+                self.top_pitch, self.chord_size = {}, {}
             self.position = g.position_value[token_id]
         elif cls == TokenClass.INSTRUMENT:
             self.drum = token_id == g.drum_instrument_id
             self.instrument = token_id
         elif cls in (TokenClass.PITCH, TokenClass.DRUM_PITCH):
             self.top_pitch[self.instrument] = g.pitch_value[token_id]
+            self.chord_size[self.instrument] = self.chord_size.get(self.instrument, 0) + 1
             self.played.add(self.instrument)
             self.notes_in_bar += 1
             if self.drum:
@@ -560,10 +563,12 @@ class GrammarState:
         return missing if len(missing) <= self._room() - reserved else frozenset()
 
     def _blocked(self) -> frozenset[int]:
-        """Instruments that may not play now: at the top of their range (rising pitches) or, for a
-        monophonic voice, still sounding."""
+        """Instruments that may not play now: at the top of their range (rising pitches), with
+        :data:`MAX_CHORD_NOTES` at this position, or, for a monophonic voice, still sounding."""
         g = self.grammar
         blocked: set[int] = set()
+        if self.rules.pile_guard:
+            blocked |= {i for i, n in self.chord_size.items() if n >= MAX_CHORD_NOTES}
         if self.rules.rising_pitches:
             blocked |= {i for i, p in self.top_pitch.items()
                         if p >= g.highest(i, self.rules.pitch_ranges, self.lock)}
@@ -576,8 +581,12 @@ class GrammarState:
         allowed = plan.instrument_ids
         notes_only = False
         duties = self._duties()
-        here = frozenset().union(*(ids for pos, ids in duties if pos == self.position))
-        if here:  # a beat without its drum or a downbeat without its bass: play it first
+        drum = self.grammar.drum_instrument_id
+        # a beat without its drum: the drum first (FIGARO lists drums first at a position); a downbeat
+        # without its bass keeps the position (see _positions) and forces the bass only when room is short
+        here = frozenset().union(*(ids for pos, ids in duties if pos == self.position
+                                   and (drum in ids or self._room() <= len(duties))))
+        if here:
             allowed, notes_only = here, True
         else:
             missing = self._missing(plan, len(duties))
@@ -620,7 +629,33 @@ class GrammarState:
         duties = self._duties()
         if duties:  # not past a beat that still needs its drum; no bar end before
             hi, may_end = min(hi, min(pos for pos, _ in duties) + 1), False
-        return ("position", self.position, hi, self._terminators() if may_end else frozenset(), self.groove)
+        lo = self.position
+        if (self.rules.pile_guard and sum(self.chord_size.values()) >= MAX_NOTES_AT_POSITION
+                and lo + 1 < hi and not any(pos == lo for pos, _ in duties)):
+            lo += 1  # this position is full: move on
+        return ("position", lo, hi, self._terminators() if may_end else frozenset())
+
+    def snap(self, token_id: int, u: float) -> int:
+        """The groove's sixteenth grid: a sampled ``Position_*`` off the grid moves, with probability
+        ``g`` (``u`` uniform in 0..1), to the nearest grid position the mask allows (the later on a
+        tie), after the current one once notes were played there. Any other token is returned as is.
+
+        Quantising keeps the model's timing; masking the off-grid positions instead (tried first) left
+        their probability to "stay at this position", and notes piled up at one position (a chord of
+        30 notes up to the range's top)."""
+        g = self.grammar
+        value = g.position_value[token_id]
+        if self.groove <= 0 or value < 0 or value % SIXTEENTH == 0 or u >= self.groove:
+            return token_id
+        _, _, hi, _ = self._positions(self.bar_positions or 10**6, False)
+        lo = self.position
+        down, up = value - value % SIXTEENTH, value - value % SIXTEENTH + SIXTEENTH
+        targets = [t for t in (up, down) if lo <= t < hi]
+        if self.last_class != TokenClass.TIME_SIGNATURE:  # moving on, not back to the notes just played
+            targets = [t for t in targets if t > lo] or targets
+        if not targets:
+            return token_id
+        return g.position_id[min(targets, key=lambda t: (abs(t - value), -t))]
 
     def mask_key(self) -> tuple:
         """The situation that decides which tokens may come next."""

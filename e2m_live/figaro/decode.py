@@ -137,6 +137,10 @@ class _Sampler:
         else:
             self.generator.manual_seed(int(seed))
 
+    def uniform(self) -> float:
+        """One uniform number in [0, 1) from this sampler's generator."""
+        return float(torch.rand(1, generator=self.generator, device=self.generator.device))
+
     def __call__(self, logits: Tensor) -> int:
         if self.temperature == 0:
             return int(logits.argmax())
@@ -290,6 +294,8 @@ class IncrementalDecoder:
         while True:
             if self.constrained:
                 token_id = sampler(logits + state.mask())
+                if state.groove > 0 and grammar.token_class[token_id] == TokenClass.POSITION:
+                    token_id = state.snap(token_id, sampler.uniform() if state.groove < 1 else 0.0)
             else:
                 token_id = sampler(logits)
                 ends_bar = grammar.token_class[token_id] in (TokenClass.BAR, TokenClass.EOS)
