@@ -19,6 +19,8 @@ What the pipeline adds to the planner and the decoder:
   ``arrangement.key_lock`` with ``features.key``/``features.mode``, the key lock; instruments keep to
   their ranges, voices sing one note at a time, and ``features.danceability`` sets the groove
   (a drum note on every beat, bass on the downbeat, the sixteenth grid; docs/figaro.md).
+* **Loudness is level.** Decoded velocities are scaled by the requested loudness (General MIDI's
+  velocity curve, :mod:`e2m_live.loudness`); the tokens kept for priming are the decoder's own.
 * **Priming.** ``prime`` is the bar played before, as REMI+ tokens or as a :class:`Bar` (converted
   with the same extractor that made the training data); ``prime_description`` is its description
   bar when known (default: the decoder copies the first new bar's).
@@ -247,16 +249,18 @@ class Pipeline:
     def _bars(self, stream: Iterator[list[str]], desc_bars: list[list[str]],
               features: EmotionFeatures) -> Iterator[GeneratedBar]:
         from e2m_live.description.remi import tokens_to_bars
+        from e2m_live.loudness import scale_velocities, velocity_gain
 
         tempo = float(features.tempo)
+        gain = velocity_gain(features.loudness)
         for index, raw in enumerate(stream):
             tokens = impose_tempo([f"{BAR_KEY}_{index + 1}", *raw[1:]], tempo)
             decoded = tokens_to_bars(tokens)
             bar = decoded[0] if decoded else Bar()
             description = desc_bars[index] if index < len(desc_bars) else []
             numerator, denominator = _time_signature_of(description) or (bar.numerator, bar.denominator)
-            yield GeneratedBar(index, Bar(bar.notes, numerator, denominator, tempo, index), tokens,
-                               description)
+            notes = scale_velocities(bar.notes, gain)
+            yield GeneratedBar(index, Bar(notes, numerator, denominator, tempo, index), tokens, description)
 
     # -- both ---------------------------------------------------------------------------------------
     def generate(self, features: EmotionFeatures, *, bars: int = 12, seed: int | None = None,
