@@ -123,8 +123,10 @@ def role_probabilities(features: EmotionFeatures) -> dict[str, float]:
         "bass": _sigmoid(7.0 * (dance - 0.35)),
         "drums": _sigmoid(12.0 * (dance - 0.5)),
         "voice": _sigmoid(10.0 * (0.5 - instrumental)),
-        "lead": 0.5,
-        "colour": 0.15 + 0.4 * features.energy,
+        # Energy brings in the band's upper layers (a lead, a colour layer), so a busier, fuller
+        # ensemble is heard as more energetic, as the re-estimator (onset rate) hears it too.
+        "lead": 0.15 + 0.7 * features.energy,
+        "colour": _sigmoid(8.0 * (features.energy - 0.55)),
         "acoustic": _sigmoid(5.0 * (features.acousticness - 0.3)),
     }
 
