@@ -35,6 +35,7 @@ __all__ = [
     "ArrangementError",
     "instrument_name",
     "parse_instruments",
+    "split_names",
 ]
 
 
@@ -105,6 +106,12 @@ def instrument_name(value: str | int) -> str:
     if hits:
         raise ArrangementError(f"instrument {value!r} is ambiguous: {', '.join(hits[:6])}")
     raise ArrangementError(f"unknown instrument {value!r} (a GM program name, 0..127 or 'drums')")
+
+
+def split_names(text: str) -> list[str]:
+    """A comma-separated instrument list as typed (flag, TOML string, OSC text field):
+    ``"piano, 33,drums"`` -> ``["piano", "33", "drums"]``."""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def parse_instruments(values: Iterable[str | int]) -> tuple[str, ...]:

@@ -352,12 +352,13 @@ class RemiGrammar:
 
     def highest(self, instrument: int, ranges: bool, lock: ScaleLock | None) -> int:
         """The highest pitch ``instrument`` may play under its range and (pitched) the key lock."""
-        key = (instrument, ranges, lock)
+        full_lock = lock if lock is not None and lock.lock >= 1 else None  # only a full lock moves the top
+        key = (instrument, ranges, full_lock)  # bounded: not one entry per fader value
         cached = self._highest.get(key)
         if cached is None:
             lo, hi = self.pitch_range(instrument, ranges)
-            if lock is not None and lock.lock >= 1 and instrument != self.drum_instrument_id:
-                scale = lock.pitch_classes()
+            if full_lock is not None and instrument != self.drum_instrument_id:
+                scale = full_lock.pitch_classes()
                 hi = max((p for p in range(lo, hi + 1) if p % 12 in scale), default=lo - 1)
             cached = self._highest[key] = hi
         return cached

@@ -28,6 +28,7 @@ from e2m_live.arrangement import (
     ArrangementError,
     instrument_name,
     parse_instruments,
+    split_names,
 )
 from e2m_live.features import (
     FEATURE_ORDER,
@@ -362,7 +363,7 @@ def _instrument_values(args: Iterable[Any]) -> list[str | int]:
     values: list[str | int] = []
     for value in args:
         if isinstance(value, str):
-            values += [part.strip() for part in value.split(",") if part.strip()]
+            values += split_names(value)
         elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) \
                 and value == round(value):
             values.append(int(value))

@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e2m_live.arrangement import DEFAULT_KEY_LOCK, ENSEMBLE_NAMES, Arrangement, ArrangementError
+from e2m_live.arrangement import (
+    AUTO,
+    DEFAULT_KEY_LOCK,
+    ENSEMBLE_NAMES,
+    Arrangement,
+    ArrangementError,
+    split_names,
+)
 from e2m_live.features import MOODS, EmotionFeatures, FeatureError
 
 
@@ -85,7 +92,7 @@ class LiveConfig:
         "starting features ([features] table in TOML)", cli=False))
     key_lock: float = field(default=DEFAULT_KEY_LOCK, metadata=_opt(
         "how strictly pitched instruments keep to the scale, 0..1 (1: scale tones only, 0: free)"))
-    ensemble: str = field(default="auto", metadata=_opt(
+    ensemble: str = field(default=AUTO, metadata=_opt(
         f"instruments: {', '.join(ENSEMBLE_NAMES)} (auto: the features choose)"))
     instruments: list[str] = field(default_factory=list, metadata=_opt(
         "play exactly these instruments (GM names, program numbers 0..127, drums; comma-separated); "
@@ -139,11 +146,6 @@ class LiveConfig:
             raise ConfigError("debounce_ms must be >= 0")
         self.starting_features()
         self.starting_arrangement()
-
-
-def split_names(text: str) -> list[str]:
-    """``"piano, 33,drums"`` -> ``["piano", "33", "drums"]``."""
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def parse_host_port(text: str) -> tuple[str, int]:

@@ -22,6 +22,7 @@ from e2m_live.arrangement import (
     Arrangement,
     ArrangementError,
     parse_instruments,
+    split_names,
 )
 from e2m_live.features import (
     FEATURE_ORDER,
@@ -137,7 +138,7 @@ def arrangement_from_args(args: argparse.Namespace) -> Arrangement:
             arrangement = arrangement.replace(ensemble=ensemble.strip().lower())
         instruments = getattr(args, "instruments", None)
         if instruments is not None:
-            names = [part.strip() for part in instruments.split(",") if part.strip()]
+            names = split_names(instruments)
             if names:
                 arrangement = arrangement.replace(instruments=parse_instruments(names))
         muted = getattr(args, "mute", None) or []
