@@ -12,6 +12,7 @@ import logging
 import queue
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -73,6 +74,8 @@ class Daemon:
         self.clock_out: OutputSet | None = None
         self._sync_lock = threading.Lock()
         self._feedback_thread = threading.Thread(target=self._feedback_loop, name="e2m-feedback", daemon=True)
+        self._listeners: list[Callable[[list[Reply]], None]] = []
+        self.web: Any = None
         self._closed = False
 
     # ---- startup ----------------------------------------------------------------------------------
@@ -99,6 +102,7 @@ class Daemon:
                              tcp_port=None if config.tcp_port < 0 else config.tcp_port,
                              allow=config.allow, feedback=[parse_host_port(t) for t in config.feedback])
         self.osc.start()
+        self._start_web_surface()
         self._feedback_thread.start()
         if self.osc.udp_port is not None:
             self.report.listening.append(f"OSC udp {config.host}:{self.osc.udp_port}")
@@ -347,6 +351,17 @@ class Daemon:
         ]
         return messages
 
+    # ---- other control surfaces (HTTP + WebSocket) ------------------------------------------------
+    def add_feedback_listener(self, listener: Callable[[list[Reply]], None]) -> None:
+        """Call ``listener`` (feedback thread) with every batch of feedback broadcast to OSC clients."""
+        self._listeners.append(listener)
+
+    def _start_web_surface(self) -> None:
+        """Start the browser control surface where the configuration asks for it (issue 16)."""
+
+    def _close_web_surface(self) -> None:
+        """Stop the browser control surface, if one runs."""
+
     # ---- feedback (its own thread: the player never touches the network) ------------------------
     def _on_bar(self, info: BarStarted) -> None:
         self._last_bar = info
@@ -385,6 +400,12 @@ class Daemon:
                         self.osc.broadcast(messages)
                 except Exception:
                     log.exception("feedback failed")
+            if not isinstance(messages, tuple):
+                for listener in self._listeners:
+                    try:
+                        listener(messages)
+                    except Exception:
+                        log.exception("feedback listener failed")
 
     # ---- shutdown -------------------------------------------------------------------------------------
     def shutdown(self) -> None:
@@ -395,6 +416,7 @@ class Daemon:
         if self.player is not None:
             self.player.shutdown()
         self.outputs.close()
+        self._close_web_surface()
         if self.osc is not None:
             self._feedback.put(None)
             self.osc.close()
