@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "run the live daemon (OSC in, MIDI/audio out)"),
     "generate": ("generate", "offline: features -> plan -> MIDI (and WAV)"),
     "plan": ("plan", "print a 12-bar description planned from emotion features"),
+    "decode": ("decode", "offline: a description (plan/describe JSON or a MIDI file) -> MIDI (and WAV)"),
     "describe": ("describe", "print the FIGARO description of a MIDI file"),
     "remi": ("remi", "print the REMI+ tokens of a MIDI file"),
     "ports": ("ports", "list MIDI APIs and ports, FluidSynth drivers, soundfonts"),
