@@ -582,6 +582,19 @@ COMPOSITES: dict[str, dict[str, float]] = {
 #: and energy correlate at -0.68) and freer, performed timing (off the sixteenth grid) are heard
 #: as acoustic recordings rather than produced, sequenced music.
 ACOUSTICNESS_TIE_BREAK: dict[str, float] = {"energy": -0.05, "grid_onset_fraction": -0.05}
+#: Terms a refitted composite (``Calibration.composites``, ``training.refit_estimator``) may use besides
+#: those of :data:`COMPOSITES`: rhythm, texture and tempo descriptors that carry Spotify's valence and
+#: energy on band music (docs/dataset.md).
+EXTRA_TERMS: tuple[str, ...] = (
+    "log_drum_onset_rate",
+    "log_pitched_onset_rate",
+    "articulation",
+    "polyphony",
+    "dissonance",
+    "pitch_std",
+    "log_tempo",
+    "velocity_mean",
+)
 _TEMPO_PEAK_BPM = 115.0  # most danceable tempo (Moelants 2002: preferred tempo ~120 BPM)
 _TEMPO_WIDTH = 0.5  # octaves of tempo
 
@@ -605,6 +618,14 @@ def _terms(descriptors: Mapping[str, Any]) -> dict[str, np.ndarray]:
         "level_db": as_array["level_db"],
         "acoustic_share": as_array["acoustic_share"],
         "vocal_likeness": as_array["vocal_likeness"],
+        "log_drum_onset_rate": np.log(as_array["drum_onset_rate"] + 0.1),
+        "log_pitched_onset_rate": np.log(as_array["pitched_onset_rate"] + 0.1),
+        "articulation": as_array["articulation"],
+        "polyphony": as_array["polyphony"],
+        "dissonance": as_array["dissonance"],
+        "pitch_std": as_array["pitch_std"],
+        "log_tempo": np.log(np.maximum(as_array["tempo"], 1.0)),
+        "velocity_mean": as_array["velocity_mean"],
     }
 
 
@@ -639,14 +660,18 @@ def term_statistics(
 
 
 def composite_scores(
-    descriptors: Mapping[str, Any], stats: Mapping[str, Mapping[str, float]]
+    descriptors: Mapping[str, Any],
+    stats: Mapping[str, Mapping[str, float]],
+    composites: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Raw (uncalibrated) score of each continuous feature; higher means more of it.
 
     ``descriptors`` maps :data:`DESCRIPTOR_NAMES` to scalars or equal-length arrays; ``stats``
-    comes from :func:`term_statistics` (stored in the calibration).
+    comes from :func:`term_statistics` (stored in the calibration); ``composites`` replaces the
+    weights of :data:`COMPOSITES` for the features it names (a refit stored in the calibration).
     """
     terms = _terms(descriptors)
+    weights_of = {**COMPOSITES, **(composites or {})}
 
     def standard(name: str) -> np.ndarray:
         z = (terms[name] - stats[name]["median"]) / stats[name]["scale"]
@@ -654,7 +679,7 @@ def composite_scores(
 
     scores = {
         feature: sum(weight * standard(term) for term, weight in weights.items())
-        for feature, weights in COMPOSITES.items()
+        for feature, weights in weights_of.items()
     }
     scores["loudness"] = terms["level_db"]  # already a dB scale: no need to standardise
     scores["acousticness"] = (
@@ -687,8 +712,19 @@ class Calibration:
     raw_quantiles: dict[str, np.ndarray]
     spotify_quantiles: dict[str, np.ndarray]
     info: dict[str, Any]
+    #: Refitted term weights of some features (replacing :data:`COMPOSITES`'), e.g. valence and energy
+    #: fitted to Spotify's labels by ``training.refit_estimator``; ``None``: the a-priori weights.
+    composites: Mapping[str, Mapping[str, float]] | None = None
 
     def __post_init__(self) -> None:
+        known = set(_terms({name: 0.0 for name in DESCRIPTOR_NAMES}))
+        for feature, weights in (self.composites or {}).items():
+            if feature not in COMPOSITES:
+                raise ValueError(f"calibration composites: {feature!r} has no composite")
+            unknown = sorted(set(weights) - known)
+            missing = sorted(set(weights) - set(self.stats))
+            if unknown or missing or not weights:
+                raise ValueError(f"calibration composites of {feature}: bad terms {unknown + missing}")
         for name, raw in self.raw_quantiles.items():
             target = self.spotify_quantiles.get(name)
             if target is None or raw.shape != target.shape or raw.ndim != 1 or len(raw) < 2:
@@ -714,7 +750,12 @@ class Calibration:
         try:
             features = data["features"]
             missing = [name for name in CALIBRATED_FEATURES if name not in features]
-            needed = {term for weights in COMPOSITES.values() for term in weights} | {"grid_onset_fraction"}
+            composites = {
+                str(feature): {str(term): float(w) for term, w in weights.items()}
+                for feature, weights in data.get("composites", {}).items()
+            }
+            chosen = {**COMPOSITES, **composites}
+            needed = {term for weights in chosen.values() for term in weights} | {"grid_onset_fraction"}
             missing += sorted(f"term_stats.{term}" for term in needed - set(data["term_stats"]))
             if missing:
                 raise KeyError(", ".join(missing) + "; rerun python -m training.calibrate_features")
@@ -725,14 +766,17 @@ class Calibration:
                 },
                 raw_quantiles={k: np.asarray(v["raw"], dtype=float) for k, v in features.items()},
                 spotify_quantiles={k: np.asarray(v["spotify"], dtype=float) for k, v in features.items()},
-                info={k: v for k, v in data.items() if k not in ("features", "term_stats")},
+                info={k: v for k, v in data.items() if k not in ("features", "term_stats", "composites")},
+                composites=composites or None,
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"malformed feature calibration (missing or bad {error})") from None
 
     def to_dict(self) -> dict[str, Any]:
+        composites = {k: dict(v) for k, v in (self.composites or {}).items()}
         return {
             **self.info,
+            **({"composites": composites} if composites else {}),
             "term_stats": self.stats,
             "features": {
                 name: {"raw": raw.tolist(), "spotify": self.spotify_quantiles[name].tolist()}
@@ -769,7 +813,7 @@ def features_from_descriptors(
 ) -> EmotionFeatures:
     """The ten features from :func:`describe_segment`'s output."""
     calibration = calibration or load_calibration()
-    raw = composite_scores(descriptors, calibration.stats)
+    raw = composite_scores(descriptors, calibration.stats, calibration.composites)
     values: dict[str, float | int] = {}
     for name in CALIBRATED_FEATURES:
         low, high = RANGES[name]
@@ -799,3 +843,29 @@ def estimate_features(
     key/mode come from key finding, tempo and time signature from the MIDI.
     """
     return features_from_descriptors(describe_segment(source, start=start, end=end), calibration)
+
+
+def feature_matrix(descriptors: np.ndarray, calibration: Calibration | None = None) -> np.ndarray:
+    """The ten features (``FEATURE_ORDER`` columns, Spotify's units) of many descriptor rows at once
+    (``[n, len(DESCRIPTOR_NAMES)]``): the same values as :func:`features_from_descriptors` per row."""
+    from e2m_live.features import FEATURE_ORDER
+
+    calibration = calibration or load_calibration()
+    rows = np.asarray(descriptors, dtype=np.float64).reshape(-1, len(DESCRIPTOR_NAMES))
+    columns = {name: rows[:, i] for i, name in enumerate(DESCRIPTOR_NAMES)}
+    with np.errstate(divide="ignore"):  # a tempo of 0 (no tempo event) gives tempo_fit 0, as per row
+        raw = composite_scores(columns, calibration.stats, calibration.composites)
+    values: dict[str, np.ndarray] = {}
+    for name in CALIBRATED_FEATURES:
+        low, high = RANGES[name]
+        values[name] = np.clip(calibration.map(name, raw[name]), low, high)
+    values["key"] = np.trunc(columns["key"])
+    values["mode"] = np.trunc(columns["mode"])
+    values["time_signature"] = np.trunc(columns["time_signature"])
+    tempo = columns["tempo"].copy()
+    low, high = RANGES["tempo"]
+    for _ in range(8):  # octave folding, as _fold_tempo
+        tempo = np.where(tempo < low, tempo * 2.0, tempo)
+        tempo = np.where(tempo > high, tempo / 2.0, tempo)
+    values["tempo"] = tempo
+    return np.column_stack([values[name] for name in FEATURE_ORDER]).astype(np.float32)

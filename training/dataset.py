@@ -351,6 +351,16 @@ class SegmentList(Sequence[Segment]):
     def corpora(self) -> np.ndarray:
         return self._corpus[self._seg_piece]
 
+    @property
+    def files(self) -> np.ndarray:
+        """Per segment: the file it was cut from."""
+        return self._file[self._seg_piece]
+
+    @property
+    def emotions(self) -> np.ndarray:
+        """Per segment ``[n, 2]``: its file's corpus label (valence, arousal) in -1..1, NaN if none."""
+        return self._emotion[self._seg_piece]
+
     def __len__(self) -> int:
         return len(self._seg_piece)
 
@@ -384,8 +394,7 @@ class SegmentList(Sequence[Segment]):
 
 def estimate_from_descriptors(descriptors: np.ndarray) -> np.ndarray:
     """Estimated features (rows in ``FEATURE_ORDER``) from descriptor rows, with the current calibration."""
-    from e2m_live.analysis import DESCRIPTOR_NAMES, features_from_descriptors, load_calibration
-    from e2m_live.features import FEATURE_ORDER
+    from e2m_live.analysis import feature_matrix, load_calibration
 
     try:
         calibration = load_calibration()
@@ -394,13 +403,7 @@ def estimate_from_descriptors(descriptors: np.ndarray) -> np.ndarray:
             "features were not calibrated when the dataset was built and no calibration is available "
             f"now ({exc}); run `python -m training.calibrate_features`"
         ) from exc
-    out = np.empty((len(descriptors), len(FEATURE_ORDER)), np.float32)
-    for i, row in enumerate(descriptors):
-        features = features_from_descriptors(
-            dict(zip(DESCRIPTOR_NAMES, row.tolist(), strict=True)), calibration
-        )
-        out[i] = [features.to_dict()[name] for name in FEATURE_ORDER]
-    return out
+    return feature_matrix(descriptors, calibration)
 
 
 def _fill_missing_estimates(
