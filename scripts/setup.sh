@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(jackd2 libfluidsynth3 fluid-soundfont-gm puredata-core)
+# chromium: the browser the web-surface tests drive through Playwright (never a downloaded one).
+APT_PACKAGES=(jackd2 libfluidsynth3 fluid-soundfont-gm puredata-core chromium)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

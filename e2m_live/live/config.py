@@ -38,7 +38,8 @@ def _opt(help_text: str, **extra: Any) -> Any:
 class LiveConfig:
     """Every setting of ``e2m-live serve``."""
 
-    host: str = field(default="127.0.0.1", metadata=_opt("address the OSC servers bind to"))
+    host: str = field(default="127.0.0.1", metadata=_opt(
+        "address the OSC servers and the browser surface bind to"))
     udp_port: int = field(default=9000, metadata=_opt("OSC UDP port (0: any free port, -1: off)"))
     tcp_port: int = field(default=9001, metadata=_opt(
         "OSC TCP port, OSC 1.0 or 1.1 framing (0: any, -1: off)"))
@@ -47,6 +48,11 @@ class LiveConfig:
         "default: loopback only", list=True))
     feedback: list[str] = field(default_factory=list, metadata=_opt(
         "also send feedback to HOST:PORT over UDP (repeatable)", list=True))
+    http_port: int = field(default=8080, metadata=_opt(
+        "HTTP + WebSocket port of the browser control surface, on --host with the same allow-list "
+        "(0: any free port, -1: off)"))
+    web: bool = field(default=True, metadata=_opt(
+        "serve the browser control surface (--no-web: off, like --http-port -1)"))
     midi: bool = field(default=True, metadata=_opt("play to a MIDI port"))
     midi_api: str = field(default="auto", metadata=_opt(
         "MIDI API: auto, alsa, jack, coremidi, winmm", choices=("auto", "alsa", "jack", "coremidi", "winmm")))
@@ -101,6 +107,11 @@ class LiveConfig:
         "leave this instrument out (repeatable)", list=True, instruments=True, flag="--mute",
         metavar="NAME"))
 
+    @property
+    def web_port(self) -> int | None:
+        """The browser surface's port (0: any free one), or None when it is off."""
+        return None if not self.web or self.http_port < 0 else self.http_port
+
     def starting_features(self) -> EmotionFeatures:
         """The features in force at startup: mood preset, then [features], then --tempo."""
         try:
@@ -130,7 +141,7 @@ class LiveConfig:
     def validate(self) -> None:
         if self.mood and self.mood not in MOODS:
             raise ConfigError(f"mood: unknown preset {self.mood!r}; choose one of {', '.join(MOODS)}")
-        for name in ("udp_port", "tcp_port"):
+        for name in ("udp_port", "tcp_port", "http_port"):
             port = getattr(self, name)
             if not -1 <= port <= 65535:
                 raise ConfigError(f"{name}: {port} is not a port number (0..65535, or -1 for off)")

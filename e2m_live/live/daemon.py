@@ -358,9 +358,33 @@ class Daemon:
 
     def _start_web_surface(self) -> None:
         """Start the browser control surface where the configuration asks for it (issue 16)."""
+        port = self.config.web_port
+        if port is None:
+            return
+        from e2m_live.web import WebSurface  # aiohttp is imported only when the surface is on
+
+        def section_bars(section: int) -> list:
+            engine = self.engine
+            found = [s for s in (engine.sections if engine else []) if s.id == section]
+            return list(found[-1].bars) if found else []
+
+        surface = WebSurface(self.handle, self.state_messages, host=self.config.host, port=port,
+                             allow=self.config.allow, section_bars=section_bars)
+        try:
+            surface.start()
+        except OSError as error:
+            self._warn(f"no browser surface: {error.strerror or error} (--http-port 0 takes any free "
+                       f"port, --no-web turns it off)")
+            return
+        self.web = surface
+        self.add_feedback_listener(surface.publish)
+        self.report.listening += [f"browser {url}" for url in surface.urls()]
 
     def _close_web_surface(self) -> None:
         """Stop the browser control surface, if one runs."""
+        if self.web is not None:
+            self.web.close()
+            self.web = None
 
     # ---- feedback (its own thread: the player never touches the network) ------------------------
     def _on_bar(self, info: BarStarted) -> None:
