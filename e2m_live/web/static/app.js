@@ -120,8 +120,16 @@
       input.value = v; show(v);
     });
     const unit = arg.unit ? ` (${arg.unit})` : "";
+    // what the music does: the feature re-estimated from the notes played, where the daemon reports it
+    const heard = table.addresses.find((a) => a.direction === "out" && a.address.endsWith(`/measured/${arg.name}`));
+    let cell = shown;
+    if (heard) {
+      const measured = el("span", { class: "measured", title: heard.effect, text: "heard -" });
+      follow(heard.address, (args) => { measured.textContent = `heard ${format(args[0])}`; });
+      cell = el("div", { class: "value" }, shown, measured);
+    }
     return el("div", { class: "row control", title: entry.effect },
-      el("label", { for: id, text: entry.label + unit }), input, shown);
+      el("label", { for: id, text: entry.label + unit }), input, cell);
   }
 
   function choices(entry, arg) {
@@ -363,6 +371,9 @@
     for (const entry of table.addresses) {
       if (entry.direction !== "out" || special.has(entry.address)) continue;
       if (followed.has(entry.address) && entry.arguments.length === 1) continue; // a control shows it
+      const own = (arg) => table.addresses.some((a) => a.direction === "out" && a.address !== entry.address
+        && a.address.endsWith(`/${arg.name}`));
+      if (entry.control === "multi" && entry.arguments.every(own)) continue; // shown one by one
       const dd = el("dd", { text: "-", "data-address": entry.address });
       stateRows.set(entry.address, dd);
       list.append(el("dt", { text: entry.label, title: entry.effect }), dd);
