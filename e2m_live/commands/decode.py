@@ -154,12 +154,7 @@ def _from_json(path: Path, document: Any) -> Source:
         raise UsageError(f"{path}: expected a JSON object with 'bars' or 'tokens', or a list of tokens")
     if "bars" in document:
         tokens = records_to_tokens(document["bars"])
-        given = document.get("tokens")
-        if isinstance(given, list) and given != tokens:
-            first = next((i for i, (a, b) in enumerate(zip(given, tokens, strict=False)) if a != b),
-                         min(len(given), len(tokens)))
-            print(f"e2m-live decode: warning: {path}: 'tokens' differ from 'bars' (from token {first}); "
-                  "decoding the bars", file=sys.stderr)
+        _warn_if_tokens_edited(path, document, tokens)
     elif "tokens" in document:
         tokens = document["tokens"]
     else:
@@ -180,6 +175,23 @@ def _from_json(path: Path, document: Any) -> Source:
         except ArrangementError as error:
             raise UsageError(f"{path}: arrangement: {error}") from None
     return source
+
+
+def _warn_if_tokens_edited(path: Path, document: dict, tokens: list[str]) -> None:
+    """Say so when the top-level ``tokens`` disagree with the bars and look edited: in ``describe``
+    JSON, edited records leave the top-level and per-bar ``tokens`` equal (both stale), so only a
+    difference between those two means the tokens were edited."""
+    given = document.get("tokens")
+    if not isinstance(given, list) or given == tokens:
+        return
+    records = document["bars"]
+    per_bar = [r.get("tokens") for r in records if isinstance(r, dict)]
+    if per_bar and all(isinstance(t, list) for t in per_bar) and [t for b in per_bar for t in b] == given:
+        return
+    first = next((i for i, (a, b) in enumerate(zip(given, tokens, strict=False)) if a != b),
+                 min(len(given), len(tokens)))
+    print(f"e2m-live decode: warning: {path}: 'tokens' differ from 'bars' from token {first} on; "
+          "decoding the bars (delete 'tokens' to silence this)", file=sys.stderr)
 
 
 def records_to_tokens(records: Any) -> list[str]:
