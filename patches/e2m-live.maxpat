@@ -62,7 +62,7 @@
 					"numoutlets": 0,
 					"patching_rect": [
 						20.0,
-						972.0,
+						1052.0,
 						170.0,
 						22.0
 					],
@@ -987,29 +987,44 @@
 						120.0,
 						20.0
 					],
-					"text": "Tempo (BPM)"
+					"text": "Store scene"
 				}
 			},
 			{
 				"box": {
 					"id": "obj-50",
-					"maxclass": "flonum",
+					"maxclass": "umenu",
 					"numinlets": 1,
-					"numoutlets": 2,
+					"numoutlets": 3,
 					"outlettype": [
+						"int",
 						"",
-						"bang"
+						""
 					],
 					"parameter_enable": 0,
 					"patching_rect": [
 						140.0,
 						580.0,
-						70.0,
+						110.0,
 						22.0
 					],
-					"minimum": 40.0,
-					"maximum": 240.0,
-					"format": 6
+					"items": [
+						"0",
+						",",
+						"1",
+						",",
+						"2",
+						",",
+						"3",
+						",",
+						"4",
+						",",
+						"5",
+						",",
+						"6",
+						",",
+						"7"
+					]
 				}
 			},
 			{
@@ -1027,7 +1042,7 @@
 						170.0,
 						22.0
 					],
-					"text": "prepend /e2m/tempo"
+					"text": "prepend /e2m/scene/store"
 				}
 			},
 			{
@@ -1042,24 +1057,43 @@
 						120.0,
 						20.0
 					],
-					"text": "Loop"
+					"text": "Recall scene"
 				}
 			},
 			{
 				"box": {
 					"id": "obj-53",
-					"maxclass": "toggle",
+					"maxclass": "umenu",
 					"numinlets": 1,
-					"numoutlets": 1,
+					"numoutlets": 3,
 					"outlettype": [
-						"int"
+						"int",
+						"",
+						""
 					],
 					"parameter_enable": 0,
 					"patching_rect": [
 						140.0,
 						620.0,
-						24.0,
-						24.0
+						110.0,
+						22.0
+					],
+					"items": [
+						"0",
+						",",
+						"1",
+						",",
+						"2",
+						",",
+						"3",
+						",",
+						"4",
+						",",
+						"5",
+						",",
+						"6",
+						",",
+						"7"
 					]
 				}
 			},
@@ -1078,70 +1112,91 @@
 						170.0,
 						22.0
 					],
-					"text": "prepend /e2m/loop"
+					"text": "prepend /e2m/scene/recall"
 				}
 			},
 			{
 				"box": {
 					"id": "obj-55",
-					"maxclass": "button",
+					"maxclass": "comment",
 					"numinlets": 1,
-					"numoutlets": 1,
-					"outlettype": [
-						"bang"
-					],
+					"numoutlets": 0,
 					"patching_rect": [
 						20.0,
-						700.0,
-						24.0,
-						24.0
-					]
+						660.0,
+						120.0,
+						20.0
+					],
+					"text": "Tempo (BPM)"
 				}
 			},
 			{
 				"box": {
 					"id": "obj-56",
-					"maxclass": "comment",
+					"maxclass": "flonum",
 					"numinlets": 1,
-					"numoutlets": 0,
-					"patching_rect": [
-						48.0,
-						678.0,
-						120.0,
-						20.0
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						"bang"
 					],
-					"text": "Play"
+					"parameter_enable": 0,
+					"patching_rect": [
+						140.0,
+						660.0,
+						70.0,
+						22.0
+					],
+					"minimum": 40.0,
+					"maximum": 240.0,
+					"format": 6
 				}
 			},
 			{
 				"box": {
 					"id": "obj-57",
-					"maxclass": "message",
-					"numinlets": 2,
+					"maxclass": "newobj",
+					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
 						""
 					],
 					"patching_rect": [
-						50.0,
-						700.0,
-						77.0,
+						420.0,
+						660.0,
+						170.0,
 						22.0
 					],
-					"text": "/e2m/play"
+					"text": "prepend /e2m/tempo"
 				}
 			},
 			{
 				"box": {
 					"id": "obj-58",
-					"maxclass": "button",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						20.0,
+						700.0,
+						120.0,
+						20.0
+					],
+					"text": "Loop"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-59",
+					"maxclass": "toggle",
 					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
-						"bang"
+						"int"
 					],
+					"parameter_enable": 0,
 					"patching_rect": [
-						220.0,
+						140.0,
 						700.0,
 						24.0,
 						24.0
@@ -1150,35 +1205,20 @@
 			},
 			{
 				"box": {
-					"id": "obj-59",
-					"maxclass": "comment",
-					"numinlets": 1,
-					"numoutlets": 0,
-					"patching_rect": [
-						248.0,
-						678.0,
-						120.0,
-						20.0
-					],
-					"text": "Stop"
-				}
-			},
-			{
-				"box": {
 					"id": "obj-60",
-					"maxclass": "message",
-					"numinlets": 2,
+					"maxclass": "newobj",
+					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
 						""
 					],
 					"patching_rect": [
-						250.0,
+						420.0,
 						700.0,
-						77.0,
+						170.0,
 						22.0
 					],
-					"text": "/e2m/stop"
+					"text": "prepend /e2m/loop"
 				}
 			},
 			{
@@ -1191,8 +1231,8 @@
 						"bang"
 					],
 					"patching_rect": [
-						420.0,
-						700.0,
+						20.0,
+						780.0,
 						24.0,
 						24.0
 					]
@@ -1205,12 +1245,12 @@
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
-						448.0,
-						678.0,
+						48.0,
+						758.0,
 						120.0,
 						20.0
 					],
-					"text": "Continue"
+					"text": "Play"
 				}
 			},
 			{
@@ -1223,12 +1263,12 @@
 						""
 					],
 					"patching_rect": [
-						450.0,
-						700.0,
-						105.0,
+						50.0,
+						780.0,
+						77.0,
 						22.0
 					],
-					"text": "/e2m/continue"
+					"text": "/e2m/play"
 				}
 			},
 			{
@@ -1241,8 +1281,8 @@
 						"bang"
 					],
 					"patching_rect": [
-						20.0,
-						750.0,
+						220.0,
+						780.0,
 						24.0,
 						24.0
 					]
@@ -1255,12 +1295,12 @@
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
-						48.0,
-						728.0,
+						248.0,
+						758.0,
 						120.0,
 						20.0
 					],
-					"text": "Panic"
+					"text": "Stop"
 				}
 			},
 			{
@@ -1273,12 +1313,12 @@
 						""
 					],
 					"patching_rect": [
-						50.0,
-						750.0,
-						84.0,
+						250.0,
+						780.0,
+						77.0,
 						22.0
 					],
-					"text": "/e2m/panic"
+					"text": "/e2m/stop"
 				}
 			},
 			{
@@ -1291,8 +1331,8 @@
 						"bang"
 					],
 					"patching_rect": [
-						220.0,
-						750.0,
+						420.0,
+						780.0,
 						24.0,
 						24.0
 					]
@@ -1305,12 +1345,12 @@
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
-						248.0,
-						728.0,
+						448.0,
+						758.0,
 						120.0,
 						20.0
 					],
-					"text": "Regenerate"
+					"text": "Continue"
 				}
 			},
 			{
@@ -1323,12 +1363,12 @@
 						""
 					],
 					"patching_rect": [
-						250.0,
-						750.0,
-						119.0,
+						450.0,
+						780.0,
+						105.0,
 						22.0
 					],
-					"text": "/e2m/regenerate"
+					"text": "/e2m/continue"
 				}
 			},
 			{
@@ -1341,8 +1381,8 @@
 						"bang"
 					],
 					"patching_rect": [
-						420.0,
-						750.0,
+						20.0,
+						830.0,
 						24.0,
 						24.0
 					]
@@ -1355,12 +1395,12 @@
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
-						448.0,
-						728.0,
+						48.0,
+						808.0,
 						120.0,
 						20.0
 					],
-					"text": "Status"
+					"text": "Panic"
 				}
 			},
 			{
@@ -1373,12 +1413,12 @@
 						""
 					],
 					"patching_rect": [
-						450.0,
-						750.0,
-						91.0,
+						50.0,
+						830.0,
+						84.0,
 						22.0
 					],
-					"text": "/e2m/status"
+					"text": "/e2m/panic"
 				}
 			},
 			{
@@ -1391,8 +1431,8 @@
 						"bang"
 					],
 					"patching_rect": [
-						20.0,
-						800.0,
+						220.0,
+						830.0,
 						24.0,
 						24.0
 					]
@@ -1405,12 +1445,12 @@
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
-						48.0,
-						778.0,
+						248.0,
+						808.0,
 						120.0,
 						20.0
 					],
-					"text": "Defaults"
+					"text": "Regenerate"
 				}
 			},
 			{
@@ -1423,86 +1463,79 @@
 						""
 					],
 					"patching_rect": [
-						50.0,
-						800.0,
-						322.0,
+						250.0,
+						830.0,
+						119.0,
 						22.0
 					],
-					"text": "/e2m/features 0.5 0.5 -8 0 0.5 0.2 0 1 4 120"
+					"text": "/e2m/regenerate"
 				}
 			},
 			{
 				"box": {
 					"id": "obj-76",
-					"maxclass": "comment",
+					"maxclass": "button",
 					"numinlets": 1,
-					"numoutlets": 0,
-					"patching_rect": [
-						20.0,
-						860.0,
-						110.0,
-						20.0
+					"numoutlets": 1,
+					"outlettype": [
+						"bang"
 					],
-					"text": "Instruments"
+					"patching_rect": [
+						420.0,
+						830.0,
+						24.0,
+						24.0
+					]
 				}
 			},
 			{
 				"box": {
 					"id": "obj-77",
-					"maxclass": "textedit",
+					"maxclass": "comment",
 					"numinlets": 1,
-					"numoutlets": 4,
-					"outlettype": [
-						"",
-						"int",
-						"",
-						""
-					],
+					"numoutlets": 0,
 					"patching_rect": [
-						140.0,
-						860.0,
-						200.0,
-						22.0
+						448.0,
+						808.0,
+						120.0,
+						20.0
 					],
-					"lines": 1,
-					"keymode": 1
+					"text": "Status"
 				}
 			},
 			{
 				"box": {
 					"id": "obj-78",
-					"maxclass": "newobj",
+					"maxclass": "message",
 					"numinlets": 2,
-					"numoutlets": 2,
-					"outlettype": [
-						"",
-						""
-					],
-					"patching_rect": [
-						350.0,
-						860.0,
-						60.0,
-						22.0
-					],
-					"text": "route text"
-				}
-			},
-			{
-				"box": {
-					"id": "obj-79",
-					"maxclass": "newobj",
-					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
 						""
 					],
 					"patching_rect": [
-						420.0,
-						860.0,
-						170.0,
+						450.0,
+						830.0,
+						91.0,
 						22.0
 					],
-					"text": "prepend /e2m/instruments"
+					"text": "/e2m/status"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-79",
+					"maxclass": "button",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						"bang"
+					],
+					"patching_rect": [
+						20.0,
+						880.0,
+						24.0,
+						24.0
+					]
 				}
 			},
 			{
@@ -1512,8 +1545,215 @@
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
+						48.0,
+						858.0,
+						120.0,
+						20.0
+					],
+					"text": "Defaults"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-81",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						50.0,
+						880.0,
+						322.0,
+						22.0
+					],
+					"text": "/e2m/features 0.5 0.5 -8 0 0.5 0.2 0 1 4 120"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-82",
+					"maxclass": "button",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						"bang"
+					],
+					"patching_rect": [
+						220.0,
+						880.0,
+						24.0,
+						24.0
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-83",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						248.0,
+						858.0,
+						120.0,
+						20.0
+					],
+					"text": "Defaults"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-84",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						250.0,
+						880.0,
+						133.0,
+						22.0
+					],
+					"text": "/e2m/ramp 0 0.5 4"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-85",
+					"maxclass": "button",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						"bang"
+					],
+					"patching_rect": [
+						420.0,
+						880.0,
+						24.0,
+						24.0
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-86",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						448.0,
+						858.0,
+						120.0,
+						20.0
+					],
+					"text": "Defaults"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-87",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						450.0,
+						880.0,
+						182.0,
+						22.0
+					],
+					"text": "/e2m/scene/morph 0 1 0.5"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-88",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
 						20.0,
-						894.0,
+						940.0,
+						110.0,
+						20.0
+					],
+					"text": "Instruments"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-89",
+					"maxclass": "textedit",
+					"numinlets": 1,
+					"numoutlets": 4,
+					"outlettype": [
+						"",
+						"int",
+						"",
+						""
+					],
+					"patching_rect": [
+						140.0,
+						940.0,
+						200.0,
+						22.0
+					],
+					"lines": 1,
+					"keymode": 1
+				}
+			},
+			{
+				"box": {
+					"id": "obj-90",
+					"maxclass": "newobj",
+					"numinlets": 2,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"patching_rect": [
+						350.0,
+						940.0,
+						60.0,
+						22.0
+					],
+					"text": "route text"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-91",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						420.0,
+						940.0,
+						170.0,
+						22.0
+					],
+					"text": "prepend /e2m/instruments"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-92",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						20.0,
+						974.0,
 						110.0,
 						20.0
 					],
@@ -1522,7 +1762,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-81",
+					"id": "obj-93",
 					"maxclass": "textedit",
 					"numinlets": 1,
 					"numoutlets": 4,
@@ -1534,7 +1774,7 @@
 					],
 					"patching_rect": [
 						140.0,
-						894.0,
+						974.0,
 						200.0,
 						22.0
 					],
@@ -1544,7 +1784,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-82",
+					"id": "obj-94",
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 2,
@@ -1554,7 +1794,7 @@
 					],
 					"patching_rect": [
 						350.0,
-						894.0,
+						974.0,
 						60.0,
 						22.0
 					],
@@ -1563,7 +1803,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-83",
+					"id": "obj-95",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1572,7 +1812,7 @@
 					],
 					"patching_rect": [
 						420.0,
-						894.0,
+						974.0,
 						170.0,
 						22.0
 					],
@@ -1581,13 +1821,13 @@
 			},
 			{
 				"box": {
-					"id": "obj-84",
+					"id": "obj-96",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
 						20.0,
-						928.0,
+						1008.0,
 						110.0,
 						20.0
 					],
@@ -1596,7 +1836,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-85",
+					"id": "obj-97",
 					"maxclass": "textedit",
 					"numinlets": 1,
 					"numoutlets": 4,
@@ -1608,7 +1848,7 @@
 					],
 					"patching_rect": [
 						140.0,
-						928.0,
+						1008.0,
 						200.0,
 						22.0
 					],
@@ -1618,7 +1858,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-86",
+					"id": "obj-98",
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 2,
@@ -1628,7 +1868,7 @@
 					],
 					"patching_rect": [
 						350.0,
-						928.0,
+						1008.0,
 						60.0,
 						22.0
 					],
@@ -1637,7 +1877,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-87",
+					"id": "obj-99",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1646,7 +1886,7 @@
 					],
 					"patching_rect": [
 						420.0,
-						928.0,
+						1008.0,
 						170.0,
 						22.0
 					],
@@ -1655,7 +1895,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-88",
+					"id": "obj-100",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1670,7 +1910,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-89",
+					"id": "obj-101",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1688,11 +1928,12 @@
 			},
 			{
 				"box": {
-					"id": "obj-90",
+					"id": "obj-102",
 					"maxclass": "newobj",
 					"numinlets": 2,
-					"numoutlets": 21,
+					"numoutlets": 22,
 					"outlettype": [
+						"",
 						"",
 						"",
 						"",
@@ -1721,12 +1962,12 @@
 						360.0,
 						22.0
 					],
-					"text": "route /e2m/state/energy /e2m/state/valence /e2m/state/danceability /e2m/state/acousticness /e2m/state/instrumentalness /e2m/state/loudness /e2m/state/key_lock /e2m/state/key /e2m/state/mode /e2m/state/time_signature /e2m/state/tempo /e2m/state/loop /e2m/state/bar /e2m/state/playing /e2m/state/ensemble /e2m/state/instruments /e2m/state/muted /e2m/state/plan /e2m/state/lag /e2m/error"
+					"text": "route /e2m/state/energy /e2m/state/valence /e2m/state/danceability /e2m/state/acousticness /e2m/state/instrumentalness /e2m/state/loudness /e2m/state/key_lock /e2m/state/key /e2m/state/mode /e2m/state/time_signature /e2m/state/tempo /e2m/state/loop /e2m/state/bar /e2m/state/playing /e2m/state/ensemble /e2m/state/instruments /e2m/state/muted /e2m/state/plan /e2m/state/lag /e2m/state/scene /e2m/error"
 				}
 			},
 			{
 				"box": {
-					"id": "obj-91",
+					"id": "obj-103",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1744,7 +1985,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-92",
+					"id": "obj-104",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1762,7 +2003,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-93",
+					"id": "obj-105",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1780,7 +2021,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-94",
+					"id": "obj-106",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1798,7 +2039,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-95",
+					"id": "obj-107",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1816,7 +2057,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-96",
+					"id": "obj-108",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1834,7 +2075,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-97",
+					"id": "obj-109",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1852,7 +2093,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-98",
+					"id": "obj-110",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1870,7 +2111,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-99",
+					"id": "obj-111",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1888,7 +2129,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-100",
+					"id": "obj-112",
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -1906,7 +2147,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-101",
+					"id": "obj-113",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1924,7 +2165,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-102",
+					"id": "obj-114",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1942,7 +2183,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-103",
+					"id": "obj-115",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1960,7 +2201,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-104",
+					"id": "obj-116",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1975,7 +2216,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-105",
+					"id": "obj-117",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -1994,7 +2235,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-106",
+					"id": "obj-118",
 					"maxclass": "number",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -2013,7 +2254,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-107",
+					"id": "obj-119",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -2028,7 +2269,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-108",
+					"id": "obj-120",
 					"maxclass": "number",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -2047,7 +2288,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-109",
+					"id": "obj-121",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -2062,7 +2303,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-110",
+					"id": "obj-122",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -2077,7 +2318,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-111",
+					"id": "obj-123",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2095,7 +2336,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-112",
+					"id": "obj-124",
 					"maxclass": "toggle",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2113,7 +2354,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-113",
+					"id": "obj-125",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -2128,7 +2369,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-114",
+					"id": "obj-126",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2146,7 +2387,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-115",
+					"id": "obj-127",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -2164,7 +2405,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-116",
+					"id": "obj-128",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -2179,7 +2420,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-117",
+					"id": "obj-129",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2197,7 +2438,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-118",
+					"id": "obj-130",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -2215,7 +2456,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-119",
+					"id": "obj-131",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -2230,7 +2471,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-120",
+					"id": "obj-132",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2248,7 +2489,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-121",
+					"id": "obj-133",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -2266,7 +2507,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-122",
+					"id": "obj-134",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -2281,7 +2522,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-123",
+					"id": "obj-135",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2299,7 +2540,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-124",
+					"id": "obj-136",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -2317,7 +2558,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-125",
+					"id": "obj-137",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -2332,7 +2573,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-126",
+					"id": "obj-138",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -2351,7 +2592,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-127",
+					"id": "obj-139",
 					"maxclass": "number",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -2370,7 +2611,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-128",
+					"id": "obj-140",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -2385,7 +2626,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-129",
+					"id": "obj-141",
 					"maxclass": "flonum",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -2404,7 +2645,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-130",
+					"id": "obj-142",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -2419,7 +2660,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-131",
+					"id": "obj-143",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -2429,12 +2670,46 @@
 						110.0,
 						20.0
 					],
+					"text": "Scene"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-144",
+					"maxclass": "number",
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						"bang"
+					],
+					"parameter_enable": 0,
+					"patching_rect": [
+						990.0,
+						1138.0,
+						60.0,
+						22.0
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-145",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						880.0,
+						1170.0,
+						110.0,
+						20.0
+					],
 					"text": "Error"
 				}
 			},
 			{
 				"box": {
-					"id": "obj-132",
+					"id": "obj-146",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2443,7 +2718,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						1138.0,
+						1170.0,
 						80.0,
 						22.0
 					],
@@ -2452,7 +2727,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-133",
+					"id": "obj-147",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -2461,7 +2736,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						1164.0,
+						1196.0,
 						240.0,
 						22.0
 					],
@@ -2869,6 +3144,18 @@
 			{
 				"patchline": {
 					"destination": [
+						"obj-2",
+						0
+					],
+					"source": [
+						"obj-51",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
 						"obj-51",
 						0
 					],
@@ -2885,7 +3172,7 @@
 						0
 					],
 					"source": [
-						"obj-51",
+						"obj-54",
 						0
 					]
 				}
@@ -2905,23 +3192,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-2",
-						0
-					],
-					"source": [
-						"obj-54",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
 						"obj-57",
 						0
 					],
 					"source": [
-						"obj-55",
+						"obj-56",
 						0
 					]
 				}
@@ -2945,7 +3220,7 @@
 						0
 					],
 					"source": [
-						"obj-58",
+						"obj-59",
 						0
 					]
 				}
@@ -3089,7 +3364,7 @@
 						0
 					],
 					"source": [
-						"obj-77",
+						"obj-76",
 						0
 					]
 				}
@@ -3097,7 +3372,7 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-79",
+						"obj-2",
 						0
 					],
 					"source": [
@@ -3109,7 +3384,7 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-2",
+						"obj-81",
 						0
 					],
 					"source": [
@@ -3121,7 +3396,7 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-82",
+						"obj-2",
 						0
 					],
 					"source": [
@@ -3133,7 +3408,7 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-83",
+						"obj-84",
 						0
 					],
 					"source": [
@@ -3149,19 +3424,7 @@
 						0
 					],
 					"source": [
-						"obj-83",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-86",
-						0
-					],
-					"source": [
-						"obj-85",
+						"obj-84",
 						0
 					]
 				}
@@ -3173,7 +3436,7 @@
 						0
 					],
 					"source": [
-						"obj-86",
+						"obj-85",
 						0
 					]
 				}
@@ -3217,7 +3480,7 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-4",
+						"obj-2",
 						0
 					],
 					"source": [
@@ -3229,11 +3492,119 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-92",
+						"obj-94",
 						0
 					],
 					"source": [
-						"obj-90",
+						"obj-93",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-95",
+						0
+					],
+					"source": [
+						"obj-94",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-2",
+						0
+					],
+					"source": [
+						"obj-95",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-98",
+						0
+					],
+					"source": [
+						"obj-97",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-99",
+						0
+					],
+					"source": [
+						"obj-98",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-2",
+						0
+					],
+					"source": [
+						"obj-99",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-102",
+						0
+					],
+					"source": [
+						"obj-101",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-103",
+						0
+					],
+					"source": [
+						"obj-102",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-4",
+						0
+					],
+					"source": [
+						"obj-103",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-104",
+						0
+					],
+					"source": [
+						"obj-102",
 						1
 					]
 				}
@@ -3245,7 +3616,7 @@
 						0
 					],
 					"source": [
-						"obj-92",
+						"obj-104",
 						0
 					]
 				}
@@ -3253,11 +3624,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-93",
+						"obj-105",
 						0
 					],
 					"source": [
-						"obj-90",
+						"obj-102",
 						2
 					]
 				}
@@ -3269,7 +3640,7 @@
 						0
 					],
 					"source": [
-						"obj-93",
+						"obj-105",
 						0
 					]
 				}
@@ -3277,11 +3648,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-94",
+						"obj-106",
 						0
 					],
 					"source": [
-						"obj-90",
+						"obj-102",
 						3
 					]
 				}
@@ -3293,7 +3664,7 @@
 						0
 					],
 					"source": [
-						"obj-94",
+						"obj-106",
 						0
 					]
 				}
@@ -3301,11 +3672,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-95",
+						"obj-107",
 						0
 					],
 					"source": [
-						"obj-90",
+						"obj-102",
 						4
 					]
 				}
@@ -3317,211 +3688,7 @@
 						0
 					],
 					"source": [
-						"obj-95",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-96",
-						0
-					],
-					"source": [
-						"obj-90",
-						5
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-19",
-						0
-					],
-					"source": [
-						"obj-96",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-97",
-						0
-					],
-					"source": [
-						"obj-90",
-						6
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-22",
-						0
-					],
-					"source": [
-						"obj-97",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-98",
-						0
-					],
-					"source": [
-						"obj-90",
-						7
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-31",
-						0
-					],
-					"source": [
-						"obj-98",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-99",
-						0
-					],
-					"source": [
-						"obj-90",
-						8
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-34",
-						0
-					],
-					"source": [
-						"obj-99",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-100",
-						0
-					],
-					"source": [
-						"obj-90",
-						9
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-101",
-						0
-					],
-					"source": [
-						"obj-100",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-37",
-						0
-					],
-					"source": [
-						"obj-101",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-102",
-						0
-					],
-					"source": [
-						"obj-90",
-						10
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-50",
-						0
-					],
-					"source": [
-						"obj-102",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-103",
-						0
-					],
-					"source": [
-						"obj-90",
-						11
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-53",
-						0
-					],
-					"source": [
-						"obj-103",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-105",
-						0
-					],
-					"source": [
-						"obj-90",
-						12
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-106",
-						0
-					],
-					"source": [
-						"obj-105",
+						"obj-107",
 						0
 					]
 				}
@@ -3533,8 +3700,68 @@
 						0
 					],
 					"source": [
-						"obj-105",
-						1
+						"obj-102",
+						5
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-19",
+						0
+					],
+					"source": [
+						"obj-108",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-109",
+						0
+					],
+					"source": [
+						"obj-102",
+						6
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-22",
+						0
+					],
+					"source": [
+						"obj-109",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-110",
+						0
+					],
+					"source": [
+						"obj-102",
+						7
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-31",
+						0
+					],
+					"source": [
+						"obj-110",
+						0
 					]
 				}
 			},
@@ -3545,8 +3772,20 @@
 						0
 					],
 					"source": [
-						"obj-90",
-						13
+						"obj-102",
+						8
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-34",
+						0
+					],
+					"source": [
+						"obj-111",
+						0
 					]
 				}
 			},
@@ -3557,7 +3796,31 @@
 						0
 					],
 					"source": [
-						"obj-111",
+						"obj-102",
+						9
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-113",
+						0
+					],
+					"source": [
+						"obj-112",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-37",
+						0
+					],
+					"source": [
+						"obj-113",
 						0
 					]
 				}
@@ -3569,8 +3832,20 @@
 						0
 					],
 					"source": [
-						"obj-90",
-						14
+						"obj-102",
+						10
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-56",
+						0
+					],
+					"source": [
+						"obj-114",
+						0
 					]
 				}
 			},
@@ -3581,7 +3856,19 @@
 						0
 					],
 					"source": [
-						"obj-114",
+						"obj-102",
+						11
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-59",
+						0
+					],
+					"source": [
+						"obj-115",
 						0
 					]
 				}
@@ -3593,8 +3880,8 @@
 						0
 					],
 					"source": [
-						"obj-90",
-						15
+						"obj-102",
+						12
 					]
 				}
 			},
@@ -3617,20 +3904,8 @@
 						0
 					],
 					"source": [
-						"obj-90",
-						16
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-121",
-						0
-					],
-					"source": [
-						"obj-120",
-						0
+						"obj-117",
+						1
 					]
 				}
 			},
@@ -3641,8 +3916,8 @@
 						0
 					],
 					"source": [
-						"obj-90",
-						17
+						"obj-102",
+						13
 					]
 				}
 			},
@@ -3665,8 +3940,8 @@
 						0
 					],
 					"source": [
-						"obj-90",
-						18
+						"obj-102",
+						14
 					]
 				}
 			},
@@ -3689,8 +3964,20 @@
 						0
 					],
 					"source": [
-						"obj-126",
-						1
+						"obj-102",
+						15
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-130",
+						0
+					],
+					"source": [
+						"obj-129",
+						0
 					]
 				}
 			},
@@ -3701,8 +3988,8 @@
 						0
 					],
 					"source": [
-						"obj-90",
-						19
+						"obj-102",
+						16
 					]
 				}
 			},
@@ -3714,6 +4001,102 @@
 					],
 					"source": [
 						"obj-132",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-135",
+						0
+					],
+					"source": [
+						"obj-102",
+						17
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-136",
+						0
+					],
+					"source": [
+						"obj-135",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-138",
+						0
+					],
+					"source": [
+						"obj-102",
+						18
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-139",
+						0
+					],
+					"source": [
+						"obj-138",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-141",
+						0
+					],
+					"source": [
+						"obj-138",
+						1
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-144",
+						0
+					],
+					"source": [
+						"obj-102",
+						19
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-146",
+						0
+					],
+					"source": [
+						"obj-102",
+						20
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-147",
+						0
+					],
+					"source": [
+						"obj-146",
 						0
 					]
 				}

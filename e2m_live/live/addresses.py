@@ -42,6 +42,12 @@ from e2m_live.features import (
 )
 
 PREFIX = "/e2m"
+#: Scene slots: ``/e2m/scene/store`` 0..SCENE_SLOTS-1.
+SCENE_SLOTS = 8
+#: The most bars a ramp or a scene recall may take.
+MAX_RAMP_BARS = 64
+#: Features a ramp moves smoothly (the whole-number ones switch at a ramp's end in a scene recall).
+RAMPABLE = tuple(n for n in FEATURE_ORDER if n not in ("key", "mode", "time_signature"))
 #: Clock sources for ``/e2m/sync`` and ``--sync``.
 SYNC_SOURCES = ("internal", "midi", "link")
 _DEFAULTS = EmotionFeatures()
@@ -88,6 +94,7 @@ class OscAddress:
     repeated: bool = False  # the (single) argument repeats: any number of it, none included
     group: str = "feature"
     extra: dict[str, Any] = field(default_factory=dict)
+    optional: tuple[Argument, ...] = ()  # trailing arguments that may be left out (controllers send none)
 
     @property
     def type_tags(self) -> str:
@@ -194,6 +201,32 @@ ADDRESSES: tuple[OscAddress, ...] = (
                "Ableton Link session; needs the link extra); switching stops, then follows the new "
                "source's transport",
                control="menu", group="sync"),
+    OscAddress(f"{PREFIX}/ramp", (Argument("feature", "si", 0, len(RAMPABLE) - 1, choices=RAMPABLE,
+                                           default=0, out_of_range="reject"),
+                                  Argument("target", "fi", default=0.5, unit="in the feature's range"),
+                                  Argument("bars", "i", 0, MAX_RAMP_BARS, default=4)),
+               "Ramp", "move one feature (a name, or its index in the list) smoothly to target over that "
+               "many bars (one step at each bar line, the engine re-plans along the way); a new value for "
+               "the feature cancels the ramp; 0 bars: at once; the target is clamped to the feature's range",
+               control="multi", group="ramp"),
+    OscAddress(f"{PREFIX}/scene/store", (Argument("slot", "i", 0, SCENE_SLOTS - 1, default=0,
+                                                  out_of_range="reject"),),
+               "Store scene", "store the ten features in force in a scene slot (kept for the daemon's "
+               "life, and in the --scenes file if one is given)", control="number", group="scene"),
+    OscAddress(f"{PREFIX}/scene/recall", (Argument("slot", "i", 0, SCENE_SLOTS - 1, default=0,
+                                                   out_of_range="reject"),),
+               "Recall scene", "recall a stored scene: at once, or with the optional second argument "
+               "over that many bars (every continuous feature ramps; key, mode and beats per bar "
+               "switch at the end)", control="number", group="scene",
+               optional=(Argument("bars", "i", 0, MAX_RAMP_BARS, default=0),)),
+    OscAddress(f"{PREFIX}/scene/morph", (Argument("a", "i", 0, SCENE_SLOTS - 1, default=0,
+                                                  out_of_range="reject"),
+                                         Argument("b", "i", 0, SCENE_SLOTS - 1, default=1,
+                                                  out_of_range="reject"),
+                                         Argument("x", "fi", 0.0, 1.0, default=0.5)),
+               "Morph scenes", "one fader between two stored scenes: x 0 is scene a, 1 is scene b, "
+               "continuous features in between; key, mode and beats per bar are a's below 0.5, b's "
+               "from 0.5; cancels ramps", control="multi", group="scene"),
     OscAddress(f"{PREFIX}/status", (), "Status", "reply with the full state (all /e2m/state/* messages)",
                control="button", group="transport"),
     # ---- feedback (daemon -> controller) ----
@@ -240,6 +273,36 @@ ADDRESSES: tuple[OscAddress, ...] = (
                "Generation lag", "bars played as repeats because the next bar was late, and how late the "
                "latest bar was in ms (0 0 when generation keeps up)",
                direction="out", control="number", group="state"),
+    OscAddress(f"{PREFIX}/state/ramp", (Argument("feature", "s", choices=RAMPABLE), Argument("target", "f"),
+                                        Argument("bars_left", "i", 0, MAX_RAMP_BARS)),
+               "Ramp", "a ramp in progress: feature, target, bars to go (sent at every step; 0 when it "
+               "ends or is cancelled)", direction="out", control="multi", group="state"),
+    OscAddress(f"{PREFIX}/state/scene", (Argument("scene", "i", -1, SCENE_SLOTS - 1),), "Scene",
+               "the scene last stored or recalled (-1: none)", direction="out", control="number",
+               group="state"),
+    OscAddress(f"{PREFIX}/state/scenes", (Argument("scene", "i", 0, SCENE_SLOTS - 1),), "Stored scenes",
+               "the slots that hold a scene (one argument each)", direction="out", control="multi",
+               repeated=True, group="state"),
+    OscAddress(f"{PREFIX}/state/morph", (Argument("a", "i", 0, SCENE_SLOTS - 1),
+                                         Argument("b", "i", 0, SCENE_SLOTS - 1),
+                                         Argument("x", "f", 0.0, 1.0)),
+               "Morph", "the last scene morph: a, b and the position x", direction="out", control="multi",
+               group="state"),
+    OscAddress(f"{PREFIX}/state/measured", tuple(
+        Argument(n, "i" if n in ("key", "mode", "time_signature") else "f", *RANGES[n])
+        for n in FEATURE_ORDER),
+               "Measured features", "the ten features re-estimated (e2m_live.analysis) from the notes "
+               "played in the last 4 bars, in the order of /e2m/features; sent every bar",
+               direction="out", control="multi", group="state"),
+    *(
+        OscAddress(f"{PREFIX}/state/measured/{name}",
+                   (Argument(name, "i" if name in ("key", "mode", "time_signature") else "f",
+                             *RANGES[name]),),
+                   f"measured {name}", f"{name} re-estimated from the notes played in the last 4 bars "
+                   "(beside /e2m/state/" + name + ", the one requested); sent every bar",
+                   direction="out", control="fader", group="state")
+        for name in FEATURE_ORDER
+    ),
     OscAddress(f"{PREFIX}/error", (Argument("address", "s"), Argument("message", "s")), "Error",
                "a message was rejected or clamped: the address and why", direction="out",
                control="text", group="state"),
@@ -257,10 +320,12 @@ class OscRejected(ValueError):
 class Command:
     """A validated message: what to do, and notes (clamped values, ignored arguments)."""
 
-    kind: Literal["features", "mood", "transport", "loop", "status", "sync", "arrangement"]
-    # features: field -> value; arrangement: key_lock, ensemble, instruments (tuple or None), mute, unmute
+    kind: Literal["features", "mood", "transport", "loop", "status", "sync", "arrangement", "ramp", "scene"]
+    # features: field -> value; arrangement: key_lock, ensemble, instruments (tuple or None), mute, unmute;
+    # ramp: feature, target, bars; scene: scene (and bars) for store/recall, a, b, x for morph
     changes: dict[str, Any] = field(default_factory=dict)
-    action: str = ""  # transport: play | stop | continue | panic | regenerate; mood, sync: the name
+    action: str = ""  # transport: play | stop | continue | panic | regenerate; mood, sync: the name;
+    # scene: store | recall | morph
     flag: bool = True
     notes: list[str] = field(default_factory=list)
 
@@ -323,6 +388,8 @@ def parse_message(address: str, args: Sequence[Any]) -> Command:
     name = address[len(PREFIX) + 1:]
     if entry.group == "arrangement":
         return _arrangement(name, entry, list(args), notes)
+    if entry.group in ("ramp", "scene"):
+        return _ramp_or_scene(name, entry, list(args), notes)
     expected = len(entry.arguments)
     if len(args) > expected:
         notes.append(f"ignored {len(args) - expected} extra argument(s)")
@@ -355,6 +422,45 @@ def parse_message(address: str, args: Sequence[Any]) -> Command:
     changes = {arg.name: _feature_value(arg, value, notes)
                for arg, value in zip(entry.arguments, args, strict=True)}
     return Command("features", changes=changes, notes=notes)
+
+
+def _whole(arg: Argument, value: Any, notes: list[str]) -> int:
+    number = _number(arg, value, notes)
+    if number != round(number):
+        raise OscRejected(f"{arg.name} must be a whole number ({arg.describe()}), got {number:g}")
+    return int(number)
+
+
+def _ramp_or_scene(name: str, entry: OscAddress, args: list[Any], notes: list[str]) -> Command:
+    """ramp, scene/store, scene/recall, scene/morph: checked against the table (slots, bars, range)."""
+    required, optional = entry.arguments, entry.optional
+    if len(args) < len(required):
+        raise OscRejected(f"{entry.address} takes {len(required)} argument(s) ({entry.type_tags}), "
+                          f"got {len(args)}")
+    if len(args) > len(required) + len(optional):
+        notes.append(f"ignored {len(args) - len(required) - len(optional)} extra argument(s)")
+        args = args[:len(required) + len(optional)]
+    if name == "ramp":
+        feature, target, bars = args
+        if isinstance(feature, int) and not isinstance(feature, bool) and 0 <= feature < len(RAMPABLE):
+            feature = RAMPABLE[feature]  # a menu's index
+        if not isinstance(feature, str) or feature.strip().lower() not in RAMPABLE:
+            raise OscRejected(f"a ramp moves one of {', '.join(RAMPABLE)} (or 0..{len(RAMPABLE) - 1}), "
+                              f"got {_show(feature)}")
+        feature = feature.strip().lower()
+        low, high = RANGES[feature]
+        value = _number(Argument(feature, "fi", low, high), target, notes)
+        return Command("ramp", {"feature": feature, "target": value,
+                                "bars": _whole(required[2], bars, notes)}, action="ramp", notes=notes)
+    action = name.rsplit("/", 1)[-1]
+    if action == "morph":
+        return Command("scene", {"a": _whole(required[0], args[0], notes),
+                                 "b": _whole(required[1], args[1], notes),
+                                 "x": _number(required[2], args[2], notes)}, action=action, notes=notes)
+    changes = {"scene": _whole(required[0], args[0], notes)}
+    if action == "recall":
+        changes["bars"] = _whole(optional[0], args[1], notes) if len(args) > 1 else 0
+    return Command("scene", changes, action=action, notes=notes)
 
 
 def _instrument_values(args: Iterable[Any]) -> list[str | int]:
@@ -420,6 +526,11 @@ are General MIDI program names (any case; a unique part such as `violin` is enou
 numbers 0..127, or `drums`; an unknown or ambiguous name is rejected. Arguments marked *any
 number* may be repeated (or left out); a string argument may hold several names separated by
 commas, for controllers whose text field sends one string.
+
+Ramps and scenes: `/e2m/ramp energy 0.9 8` moves energy to 0.9 in 8 steps, one at each bar line
+(each step is heard at once through the immediate answers, and re-plans); setting the feature
+directly, a mood, `/e2m/features` or a scene morph cancels the ramps it touches. Scenes are
+snapshots of the ten features in slots 0..7; recalling an empty slot is rejected.
 """
 
 
@@ -456,6 +567,8 @@ def render_markdown() -> str:
         if entry.direction != "in":
             continue
         args = ", ".join(_argument_cell(a, True) for a in entry.arguments) or "none"
+        if entry.optional:
+            args += ", optionally " + ", ".join(_argument_cell(a, True) for a in entry.optional)
         if entry.repeated:
             args = f"any number of {args}"
         if entry.optional_arguments:
@@ -466,9 +579,9 @@ def render_markdown() -> str:
         "",
         "## Feedback (from the daemon)",
         "",
-        "Sent on every bar line (`bar`, `lag`, `sync`), on every change (`playing`, `loop`, `features`,",
-        "`plan`, `sync`, and the arrangement: `key_lock`, `ensemble`, `instruments`, `muted`) and in",
-        "full in reply to `/e2m/status`.",
+        "Sent on every bar line (`bar`, `lag`, `sync`, `measured`), on every change (`playing`, `loop`,",
+        "`features`, `plan`, `sync`, `ramp`, `scene`, `scenes`, `morph`, and the arrangement: `key_lock`,",
+        "`ensemble`, `instruments`, `muted`) and in full in reply to `/e2m/status`.",
         "",
         "| address | arguments | label | meaning |",
         "|---|---|---|---|",

@@ -18,22 +18,26 @@ from typing import Any, TextIO
 
 from e2m_live.arrangement import Arrangement, ArrangementError
 from e2m_live.features import FEATURE_ORDER, MOODS, EmotionFeatures, FeatureError
-from e2m_live.live.addresses import Command, OscRejected, parse_message
+from e2m_live.live.addresses import SCENE_SLOTS, Command, OscRejected, parse_message
 from e2m_live.live.clock import Clock, InternalClock
 from e2m_live.live.config import LiveConfig, parse_host_port
 from e2m_live.live.engine import Engine
 from e2m_live.live.generation import resolve_generator
 from e2m_live.live.link import LinkClock, SyncUnavailable
+from e2m_live.live.measured import MeasuredFeatures, measured_messages
 from e2m_live.live.osc import ERROR_ADDRESS, OscServer, Reply
 from e2m_live.live.outputs import (
     FluidSynthOutput,
     MidiFileRecorder,
     OutputError,
     OutputSet,
+    find_soundfont,
     open_default_midi,
 )
 from e2m_live.live.player import BarStarted, Player
+from e2m_live.live.ramps import Ramp, Ramps
 from e2m_live.live.realtime import DAEMON_PRIORITY, make_realtime
+from e2m_live.live.scenes import SceneBook, SceneError, morph
 from e2m_live.live.sync import describe_source, open_clock
 
 log = logging.getLogger(__name__)
@@ -56,15 +60,17 @@ class Daemon:
     """The resident live engine."""
 
     def __init__(self, config: LiveConfig, *, out: TextIO | None = None,
-                 generator_options: dict | None = None, record_timing: bool = False) -> None:
+                 generator_options: dict | None = None, record_timing: bool = False,
+                 measure: bool = True) -> None:
         self.config = config
         self.out = out or sys.stdout
         self.report = StartupReport()
         self.outputs = OutputSet()
         self._generator_options = generator_options or {}
         self._record_timing = record_timing
-        # A list: feedback for every listener; ("targets", list): for the --feedback targets only.
-        self._feedback: queue.SimpleQueue[list[Reply] | tuple[str, list[Reply]] | None] = queue.SimpleQueue()
+        # A list: feedback for every listener; ("targets", list): for the --feedback targets only;
+        # ("bar", BarStarted): a bar line (ramps step, the bar is measured).
+        self._feedback: queue.SimpleQueue[list[Reply] | tuple[str, Any] | None] = queue.SimpleQueue()
         self._last_bar: BarStarted | None = None
         self._last_plan = ""
         self.engine: Engine | None = None
@@ -77,6 +83,11 @@ class Daemon:
         self._listeners: list[Callable[[list[Reply]], None]] = []
         self.web: Any = None
         self._closed = False
+        # Feature changes come from the OSC threads, the web surface and the ramps (feedback thread).
+        self._control_lock = threading.RLock()
+        self.ramps = Ramps()
+        self.scenes = SceneBook(SCENE_SLOTS)
+        self.measured = MeasuredFeatures(self._feedback.put) if measure else None
 
     # ---- startup ----------------------------------------------------------------------------------
     def start(self) -> StartupReport:
@@ -86,6 +97,7 @@ class Daemon:
         if warning:
             self._warn(warning)
         self.report.generator = name
+        self._open_scenes()
         self._open_outputs()
         self.engine = Engine(name, self._generator_options, features, loop=config.mode == "loop",
                              seed=None if config.seed < 0 else config.seed,
@@ -96,7 +108,10 @@ class Daemon:
                              tempo=lambda: self.engine.tempo, on_bar=self._on_bar, on_state=self._on_state,
                              record_timing=self._record_timing, realtime=config.realtime,
                              on_output_lost=self._on_output_lost, clock_out=self.clock_out)
+        self.player.set_loudness(features.loudness)
         self.player.start_thread()
+        if self.measured is not None:
+            self.measured.start()
         self.osc = OscServer(self.handle, host=config.host,
                              udp_port=None if config.udp_port < 0 else config.udp_port,
                              tcp_port=None if config.tcp_port < 0 else config.tcp_port,
@@ -133,6 +148,16 @@ class Daemon:
         gc.collect()
         gc.freeze()
 
+    def _open_scenes(self) -> None:
+        """Scenes from the --scenes file (kept there as they are stored), if one is configured."""
+        path = getattr(self.config, "scenes", "") or None
+        if path is None:
+            return
+        try:
+            self.scenes = SceneBook(SCENE_SLOTS, path)
+        except SceneError as error:
+            self._warn(f"{error}; starting with no scenes, and not writing that file")
+
     def _open_outputs(self) -> None:
         config = self.config
         if config.midi:
@@ -160,6 +185,20 @@ class Daemon:
         if not self.outputs.outputs:
             self._warn("no output is open: the daemon runs and answers OSC, but nothing is heard")
 
+    def _listen_hint(self) -> str:
+        """How to hear the music when no output makes sound here (no FluidSynth audio driver)."""
+        if any(isinstance(o, FluidSynthOutput) and "no audio driver" not in o.name and "(file," not in o.name
+               for o in self.outputs.outputs):
+            return ""  # FluidSynth plays to a sound card
+        record = next((o for o in self.outputs.outputs if isinstance(o, MidiFileRecorder)), None)
+        font = find_soundfont(self.config.soundfont or None)
+        if record is not None:
+            return (f"no audio output here; after stopping, render the recording: fluidsynth -ni -F out.wav "
+                    f"{font or 'SOUNDFONT.sf2'} {record.path} (or one section: e2m-live generate "
+                    f"--mood happy -o x.mid --wav x.wav); with a sound card add --fluidsynth")
+        return ("no audio output here: connect the MIDI port to a synth, add --fluidsynth (with a sound "
+                "card), or --record FILE.mid and render it with fluidsynth -F")
+
     def _warn(self, text: str) -> None:
         self.report.warnings.append(text)
         log.warning("%s", text)
@@ -172,6 +211,8 @@ class Daemon:
         clock_out = ", MIDI clock out on the MIDI port" if self.clock_out else ""
         lines.append(f"  sync: {self.report.sync}{clock_out}")
         lines += [f"  warning: {w}" for w in self.report.warnings]
+        if self._listen_hint():
+            lines.append(f"  listen: {self._listen_hint()}")
         lines.append("  ready" + ("" if self.config.autoplay else " (send /e2m/play to start)"))
         print("\n".join(lines), file=self.out, flush=True)
 
@@ -186,15 +227,27 @@ class Daemon:
         engine, player = self.engine, self.player
         assert engine is not None and player is not None
         if command.kind == "features" or command.kind == "mood":
-            try:
-                if command.kind == "mood":
-                    features = MOODS[command.action]
-                else:
-                    features = engine.features.replace(**command.changes)
-            except FeatureError as error:
-                return [*replies, (ERROR_ADDRESS, [address, str(error)])]
-            engine.set_features(features)
-            self._feedback.put(self._feature_messages(features))
+            with self._control_lock:
+                try:
+                    if command.kind == "mood":
+                        features = MOODS[command.action]
+                    else:
+                        features = engine.features.replace(**command.changes)
+                except FeatureError as error:
+                    return [*replies, (ERROR_ADDRESS, [address, str(error)])]
+                self._set_features(features, cancel=command.changes if command.kind == "features" else None)
+        elif command.kind == "ramp":
+            changes = command.changes
+            with self._control_lock:
+                first = self.ramps.start(engine.features.to_dict(), {changes["feature"]: changes["target"]},
+                                         changes["bars"])
+                self._set_features(engine.features.replace(**first), cancel=())
+            self._feedback.put([("/e2m/state/ramp", [changes["feature"], float(changes["target"]),
+                                                     max(0, changes["bars"] - 1)])])
+        elif command.kind == "scene":
+            problem = self._scene(command)
+            if problem:
+                replies.append((ERROR_ADDRESS, [address, problem]))
         elif command.kind == "arrangement":
             try:
                 arrangement = self._arranged(engine.arrangement, command)
@@ -219,6 +272,63 @@ class Daemon:
             replies += state
             self._feedback.put(("targets", state))  # Max & co. receive on another socket
         return replies
+
+    def _set_features(self, features: EmotionFeatures, cancel: Any = None) -> None:
+        """Apply features (caller holds the control lock): the engine re-plans and adapts the bars
+        it has at once, the player's loudness gain follows from the next beat; the ramps of the
+        ``cancel`` features (None: all) stop, as a new value for them arrived."""
+        engine, player = self.engine, self.player
+        assert engine is not None and player is not None
+        old = engine.features
+        engine.set_features(features)
+        if features.loudness != old.loudness:
+            player.set_loudness(features.loudness)
+        stopped = self.ramps.cancel(FEATURE_ORDER if cancel is None else cancel)
+        self._feedback.put([*self._feature_messages(features),
+                            *(("/e2m/state/ramp", [r.feature, float(r.target), 0]) for r in stopped)])
+
+    def _scene(self, command: Command) -> str | None:
+        """scene/store, scene/recall [bars], scene/morph; returns why not, or None."""
+        engine = self.engine
+        assert engine is not None
+        changes, scenes = command.changes, self.scenes
+        try:
+            with self._control_lock:
+                if command.action == "store":
+                    scenes.store(changes["scene"], engine.features)
+                elif command.action == "recall":
+                    target = scenes.recall(changes["scene"])
+                    self.ramps.cancel(FEATURE_ORDER)
+                    first = self.ramps.start(engine.features.to_dict(), target.to_dict(), changes["bars"])
+                    self._set_features(engine.features.replace(**first), cancel=())
+                    self._feedback.put(self._ramp_messages(self.ramps.active()))
+                else:
+                    a, b, x = changes["a"], changes["b"], changes["x"]
+                    self._set_features(morph(scenes.get(a), scenes.get(b), x))
+                    self._feedback.put([("/e2m/state/morph", [a, b, float(x)])])
+        except (SceneError, OSError) as error:
+            return str(error)
+        self._feedback.put(self._scene_messages())
+        return None
+
+    def _advance_ramps(self) -> None:
+        """One bar line: every ramp takes its next step (feedback thread)."""
+        engine = self.engine
+        if engine is None:
+            return
+        with self._control_lock:
+            values, ramps = self.ramps.advance()
+            if not values:
+                return
+            self._set_features(engine.features.replace(**values), cancel=())
+        self._feedback.put(self._ramp_messages(ramps))
+
+    @staticmethod
+    def _ramp_messages(ramps: list[Ramp]) -> list[Reply]:
+        return [("/e2m/state/ramp", [r.feature, float(r.target), r.bars_left]) for r in ramps]
+
+    def _scene_messages(self) -> list[Reply]:
+        return [("/e2m/state/scene", [self.scenes.current]), ("/e2m/state/scenes", self.scenes.stored())]
 
     # ---- transport and sync ---------------------------------------------------------------------
     def _play(self) -> str | None:
@@ -348,7 +458,11 @@ class Daemon:
             self.sync_message(),
             *self._feature_messages(engine.features),
             *self._arrangement_messages(engine.arrangement),
+            *self._scene_messages(),
+            *self._ramp_messages(self.ramps.active()),
         ]
+        if self.measured is not None and self.measured.latest is not None:
+            messages += measured_messages(self.measured.latest)
         return messages
 
     # ---- other control surfaces (HTTP + WebSocket) ------------------------------------------------
@@ -404,18 +518,33 @@ class Daemon:
             log.info("bar %d: next bar not ready, repeating material (%d late so far)", info.number,
                      info.late_bars)
         self._feedback.put(messages)
+        self._feedback.put(("bar", info))  # ramps and "what is playing": on the feedback thread
+
+    def _bar_line(self, info: BarStarted) -> None:
+        """Feedback thread, once per bar: ramps step; the bar goes to the measurement."""
+        try:
+            self._advance_ramps()
+            if self.measured is not None and info.bar is not None:
+                self.measured.add_bar(info.bar, info.gain, info.tempo)
+        except Exception:
+            log.exception("bar-line work failed")
 
     def _on_output_lost(self, name: str, why: str) -> None:
         self._feedback.put([(ERROR_ADDRESS, ["output", f"lost {name}: {why}; playing on without it"])])
 
     def _on_state(self, playing: bool) -> None:
         self._feedback.put([("/e2m/state/playing", [int(playing)])])
+        if not playing and self.measured is not None:
+            self.measured.reset()
 
     def _feedback_loop(self) -> None:
         while True:
             messages = self._feedback.get()
             if messages is None:
                 return
+            if isinstance(messages, tuple) and messages[0] == "bar":
+                self._bar_line(messages[1])
+                continue
             if self.osc is not None:
                 try:
                     if isinstance(messages, tuple):
@@ -446,6 +575,8 @@ class Daemon:
             self.osc.close()
         if self.engine is not None:
             self.engine.close()
+        if self.measured is not None:
+            self.measured.close()
         if self.clock is not None:
             self.clock.close()
 

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import logging
@@ -32,6 +33,7 @@ from e2m_live.arrangement import Arrangement
 from e2m_live.features import KEY_NAMES, EmotionFeatures
 from e2m_live.live.generation import SECTION_BARS, create_generator
 from e2m_live.live.player import BarStarted, PlannedBar
+from e2m_live.live.transform import adapt
 from e2m_live.music import Bar
 
 log = logging.getLogger(__name__)
@@ -137,7 +139,7 @@ class Engine:
     def __init__(self, generator: str = "rules", generator_options: dict[str, Any] | None = None,
                  features: EmotionFeatures | None = None, *, loop: bool = False, seed: int | None = None,
                  debounce: float = 0.03, max_debounce: float = 0.25, niceness: int = 10,
-                 arrangement: Arrangement | None = None) -> None:
+                 arrangement: Arrangement | None = None, margin_bars: int = 1) -> None:
         self.generator = generator
         self.generator_options = dict(generator_options or {})
         self.features = features or EmotionFeatures()
@@ -149,6 +151,9 @@ class Engine:
         self.restarts = 0
         self.errors: list[str] = []
         self.sections: list[Section] = []  # history (bounded), for feedback and benchmarks
+        #: (time, bars decoded ahead) at every bar handed to the player, for benchmarks.
+        self.margins: collections.deque[tuple[float, int]] = collections.deque(maxlen=4096)
+        self.margin_bars = margin_bars
         self._rng = random.Random(seed)
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
@@ -274,16 +279,22 @@ class Engine:
                 self._waiting_since = None
             self._last_given = planned.bar
             self._maybe_continue()
+            self.margins.append((now, self._bars_ahead()))
             return planned
 
     def _choose(self, now: float) -> PlannedBar | None:
         pending = self._pending
-        if pending is not None and pending.immediate and pending.bars:
-            return self._switch_to(pending, continues=False)
         section = self._playing
+        following = self._index + 1
+        if pending is not None and pending.immediate and pending.bars and (
+                len(pending.bars) >= 1 + self.margin_bars or pending.complete or section is None
+                or not following < len(section.bars)):
+            # A change's section takes over once it is a bar ahead of the player (one-bar safety
+            # margin; the immediate answers carry the change until then), or at once if the
+            # playing section has nothing more to give.
+            return self._switch_to(pending, continues=False)
         if section is None:
             return None
-        following = self._index + 1
         if following < SECTION_BARS and not (section.complete and following >= len(section.bars)):
             if following < len(section.bars):
                 self._index = following
@@ -297,18 +308,27 @@ class Engine:
         planned.repeat = not self.loop
         return planned
 
+    def _bars_ahead(self) -> int:
+        """Bars decoded and not yet handed to the player (what it can play without a repeat)."""
+        section, pending = self._playing, self._pending
+        ahead = len(section.bars) - 1 - self._index if section is not None else 0
+        if pending is not None and (pending.immediate or (section is not None and section.complete)):
+            ahead = max(ahead, len(pending.bars)) if pending.immediate else ahead + len(pending.bars)
+        return max(0, ahead)
+
     def _switch_to(self, section: Section, continues: bool) -> PlannedBar:
         self._playing, self._pending, self._index = section, None, 0
         return self._planned(section, continues)
 
     def _planned(self, section: Section, continues: bool) -> PlannedBar:
-        bar = section.bars[self._index]
+        # Immediate answer: the decoded bar follows the key, mode and energy requested since.
+        bar = adapt(section.bars[self._index], section.features, self.features)
         state = "complete" if section.complete else f"{len(section.bars)}/{SECTION_BARS} ready"
         plan = (f"section {section.id} ({self.generator}, {_key_text(section.features)}, "
                 f"{section.features.time_signature}/4, energy {section.features.energy:.2f}, "
                 f"valence {section.features.valence:.2f}, {_arrangement_text(section.arrangement)}): "
                 f"bar {self._index + 1}/{SECTION_BARS}, {state}{', loop' if self.loop else ''}")
-        return PlannedBar(bar, section.id, continues=continues, plan=plan)
+        return PlannedBar(bar, section.id, continues=continues, plan=plan, loudness=section.features.loudness)
 
     def _maybe_continue(self) -> None:
         """Endless mode: request the next section once the current one is complete."""

@@ -48,6 +48,7 @@ from e2m_live.live.outputs import (
     OutputSet,
 )
 from e2m_live.live.realtime import PLAYER_PRIORITY, make_realtime
+from e2m_live.loudness import DB_PER_VELOCITY_DECADE
 from e2m_live.music import DRUM_CHANNEL, Bar
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class PlannedBar:
     lag_ms: float = 0.0  # how long the player held material waiting for it
     plan: str = ""
     repeat: bool = False  # material played again because the next bar was late
+    loudness: float | None = None  # dB the velocities were made for; None: never scaled
 
 
 class BarSource(Protocol):
@@ -94,6 +96,8 @@ class BarStarted:
     plan: str = ""
     numerator: int = 4  # time signature of the bar
     denominator: int = 4
+    bar: Bar | None = None  # the bar as scheduled (before the loudness gain)
+    gain: float = 1.0  # the loudness gain in force when it was scheduled
 
 
 @dataclass(order=True, slots=True)
@@ -103,6 +107,7 @@ class _Event:
     seq: int
     message: tuple[int, ...] = field(compare=False, default=())
     token: int = field(compare=False, default=0)
+    level: float = field(compare=False, default=0.0)  # note-on: 1 / gain of its bar's loudness; 0: as is
 
 
 class Player:
@@ -151,6 +156,11 @@ class Player:
         self._next_clock: Clock | None = None
         self._thread = threading.Thread(target=self._run, name="e2m-player", daemon=True)
         self._stopped = threading.Event()
+        # Loudness as a gain on note-on velocities (immediate answer): requested from any thread as
+        # (gain, time); the player applies it from the first beat after that time.
+        self._gain_request: tuple[float, float] | None = None  # None: velocities go out as made
+        self._gain_seen: tuple[float, float] | None = None
+        self._gain, self._gain_next, self._gain_from = 1.0, 1.0, 0.0
 
     # ---- control (any thread) ---------------------------------------------------------------------
     def start_thread(self) -> None:
@@ -186,6 +196,16 @@ class Player:
             self._thread.join(timeout)
         if self._thread.is_alive() or not self._stopped.is_set():
             self._last_word()  # thread stuck or never started: do it from here
+
+    def set_loudness(self, loudness_db: float) -> None:
+        """The requested loudness: note-on velocities are scaled from the next beat on by
+        ``10 ** ((loudness_db - made_for) / 40)``, ``made_for`` being the dB its bar was made for."""
+        self._gain_request = (10.0 ** (float(loudness_db) / DB_PER_VELOCITY_DECADE), time.monotonic())
+
+    @property
+    def gain(self) -> float:
+        """The loudness gain in force (relative to 0 dB)."""
+        return self._gain
 
     @property
     def open_notes(self) -> int:
@@ -325,6 +345,11 @@ class Player:
         """Send every event whose deadline has come (they share the wake-up)."""
         clock = self.clock
         now = clock.now()
+        if self._gain_request is not self._gain_seen:  # a new loudness: from the next beat on
+            first = self._gain_seen is None
+            self._gain_seen = request = self._gain_request
+            self._gain, self._gain_next = (request[0] if first else self._gain_next), request[0]
+            self._gain_from = math.ceil(clock.beat_at(request[1]) - 1e-6)
         while self._heap:
             deadline = clock.time_of(self._heap[0].beat)
             if deadline > now + 0.0002:
@@ -348,6 +373,11 @@ class Player:
             if key in self._open:
                 self._send((NOTE_OFF | key[0], key[1], 0), deadline)  # retrigger: close the old one
             self._open[key] = event.token
+            if event.level and self._gain_seen is not None:
+                if event.beat >= self._gain_from:
+                    self._gain = self._gain_next
+                velocity = round(message[2] * self._gain * event.level)
+                message = (message[0], message[1], 127 if velocity > 127 else 1 if velocity < 1 else velocity)
         self._send(message, deadline)
 
     def _send(self, message: tuple[int, ...], deadline: float) -> None:
@@ -410,8 +440,16 @@ class Player:
                 number=self.bar_number, index=planned.bar.index, section=planned.section, repeated=repeated,
                 late_bars=self.late_bars, lag_ms=planned.lag_ms, tempo=self._bar_tempo,
                 time=self.clock.time_of(self._next_bar_beat - planned.bar.quarters), plan=planned.plan,
-                numerator=planned.bar.numerator, denominator=planned.bar.denominator))
+                numerator=planned.bar.numerator, denominator=planned.bar.denominator, bar=planned.bar,
+                gain=self._bar_gain(planned)))
         return True
+
+    def _bar_gain(self, planned: PlannedBar) -> float:
+        """The velocity factor the latest requested loudness gives ``planned``'s notes."""
+        request = self._gain_request
+        if request is None or planned.loudness is None:
+            return 1.0
+        return request[0] * 10.0 ** (-planned.loudness / DB_PER_VELOCITY_DECADE)
 
     def _schedule(self, planned: PlannedBar) -> None:
         bar = planned.bar
@@ -436,6 +474,7 @@ class Player:
         for channel, program in changes:
             push(_Event(start, _PROGRAM, next(self._seq), (PROGRAM_CHANGE | channel, program & 0x7F)))
         length = bar.quarters
+        level = 0.0 if planned.loudness is None else 10.0 ** (-planned.loudness / DB_PER_VELOCITY_DECADE)
         for note in bar.notes:
             if not 0 <= note.pitch <= 127 or note.start >= length or note.start < 0:
                 continue
@@ -444,7 +483,8 @@ class Player:
             token = next(self._tokens)
             on_beat = start + note.start
             off_beat = on_beat + max(_MIN_DURATION, note.duration)
-            push(_Event(on_beat, _ON, next(self._seq), (NOTE_ON | channel, note.pitch, velocity), token))
+            push(_Event(on_beat, _ON, next(self._seq), (NOTE_ON | channel, note.pitch, velocity), token,
+                        level))
             push(_Event(off_beat, _OFF, next(self._seq), (NOTE_OFF | channel, note.pitch, 0), token))
         self._next_bar_beat = start + length
 

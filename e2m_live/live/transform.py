@@ -1,0 +1,106 @@
+"""Immediate answers: decoded bars adapted to the features requested since they were planned.
+
+A control change re-plans a section, and the model needs one to two bars to decode its first
+bar. Until it is ready the engine plays the bars it already has, passed through :func:`adapt`,
+so key, mode and energy are heard from the next bar line (loudness from the next beat, as a gain
+the player applies when it sends a note-on: :func:`loudness_gain`). All functions are pure: a new
+bar out, the decoded one untouched (it may be played again, or primed from).
+
+* key and mode: exact transposition by the shortest interval (-6..+5 semitones), and a change of
+  mode maps scale degree to scale degree of the parallel scale (major 3rd, 6th, 7th <-> minor
+  3rd, 6th, 7th); chromatic notes keep their interval from the tonic; drums are untouched;
+* energy: velocities scaled by ``10 ** (0.35 * delta)`` (0.6 up: x1.6); when energy falls the
+  weakest off-beat notes are dropped too (a fraction ``1.2 * |delta|``, at most 3/4), so the
+  music thins; notes on a beat always stay.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from e2m_live.features import EmotionFeatures
+from e2m_live.loudness import DB_PER_VELOCITY_DECADE
+from e2m_live.music import Bar, Note
+
+MAJOR = (0, 2, 4, 5, 7, 9, 11)
+MINOR = (0, 2, 3, 5, 7, 8, 10)  # natural minor: the parallel of MAJOR degree by degree
+#: Velocity factor per unit of energy, as a power of ten (0.6 up: x1.62, 0.6 down: x0.62).
+ENERGY_VELOCITY = 0.35
+#: Fraction of off-beat notes dropped per unit of energy fall, and the most ever dropped.
+ENERGY_THINNING, MAX_THINNING = 1.2, 0.75
+_ON_BEAT = 1e-3  # quarters: a note this close to a beat counts as on it
+
+
+def _shift(from_key: int, to_key: int) -> int:
+    """The shortest transposition from one tonic to another, -6..+5 semitones."""
+    return (to_key - from_key + 6) % 12 - 6
+
+
+def pitch_map(from_key: int, from_mode: int, to_key: int, to_mode: int) -> tuple[int, ...]:
+    """The semitone offset to add to each of the 12 pitch classes (index: pitch class)."""
+    source, target = (MAJOR if from_mode else MINOR), (MAJOR if to_mode else MINOR)
+    shift = _shift(from_key, to_key)
+    offsets = []
+    for pitch_class in range(12):
+        relative = (pitch_class - from_key) % 12
+        mapped = target[source.index(relative)] if relative in source else relative
+        offsets.append(mapped - relative + shift)
+    return tuple(offsets)
+
+
+def transpose_notes(notes: list[Note], from_key: int, from_mode: int, to_key: int,
+                    to_mode: int) -> list[Note]:
+    """Pitched notes moved into ``to_key``/``to_mode`` (see the module doc); drums untouched."""
+    if from_key == to_key and from_mode == to_mode:
+        return list(notes)
+    offsets = pitch_map(from_key, from_mode, to_key, to_mode)
+    out = []
+    for note in notes:
+        if note.is_drum:
+            out.append(note)
+            continue
+        pitch = note.pitch + offsets[note.pitch % 12]
+        while pitch > 127:
+            pitch -= 12
+        while pitch < 0:
+            pitch += 12
+        out.append(dataclasses.replace(note, pitch=pitch))
+    return out
+
+
+def energy_notes(notes: list[Note], from_energy: float, to_energy: float, beat: float = 1.0) -> list[Note]:
+    """Velocities scaled by the energy change; on a fall the weakest off-beat notes are dropped.
+    ``beat``: the beat length in quarters (1 for x/4)."""
+    delta = float(to_energy) - float(from_energy)
+    if abs(delta) < 1e-6:
+        return list(notes)
+    kept = list(notes)
+    if delta < 0:
+        off_beat = [i for i, n in enumerate(kept) if abs(n.start / beat - round(n.start / beat)) > _ON_BEAT]
+        count = round(len(off_beat) * min(MAX_THINNING, -delta * ENERGY_THINNING))
+        weakest = sorted(off_beat, key=lambda i: (kept[i].velocity, -kept[i].start))[:count]
+        dropped = set(weakest)
+        kept = [n for i, n in enumerate(kept) if i not in dropped]
+    factor = 10.0 ** (ENERGY_VELOCITY * delta)
+    return [dataclasses.replace(n, velocity=min(127, max(1, round(n.velocity * factor)))) for n in kept]
+
+
+def adapt(bar: Bar, planned: EmotionFeatures, requested: EmotionFeatures) -> Bar:
+    """``bar`` (decoded under ``planned``) as it should sound under ``requested``: key, mode and
+    energy. Returns ``bar`` itself when nothing differs."""
+    key_changed = (planned.key, planned.mode) != (requested.key, requested.mode)
+    energy_changed = abs(planned.energy - requested.energy) >= 1e-6
+    if not key_changed and not energy_changed:
+        return bar
+    notes = bar.notes
+    if key_changed:
+        notes = transpose_notes(notes, planned.key, planned.mode, requested.key, requested.mode)
+    if energy_changed:
+        notes = energy_notes(notes, planned.energy, requested.energy, beat=4.0 / bar.denominator)
+    return Bar(notes, bar.numerator, bar.denominator, bar.tempo, bar.index)
+
+
+def loudness_gain(planned_db: float, requested_db: float) -> float:
+    """The velocity factor that turns material made for ``planned_db`` into ``requested_db``
+    (General MIDI's curve, as :func:`e2m_live.loudness.velocity_gain`)."""
+    return float(10.0 ** ((float(requested_db) - float(planned_db)) / DB_PER_VELOCITY_DECADE))
