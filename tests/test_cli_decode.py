@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import wave
 from pathlib import Path
 
 import pretty_midi
@@ -75,7 +76,10 @@ def test_describe_json_with_edited_instruments_decodes_them(models: Path, beatle
 
 def test_a_midi_file_is_described_on_the_fly(models: Path, beatles: Path, tmp_path: Path, capsys) -> None:
     _stdout(["decode", str(beatles), "--bars", "5:6", "--mute", "drums", "--seed", "2", *SHORT,
-             "--model-dir", str(models), "-o", str(tmp_path / "out.mid")], capsys)
+             "--model-dir", str(models), "-o", str(tmp_path / "out.mid"), "--wav", str(tmp_path / "out.wav")],
+            capsys)
+    with wave.open(str(tmp_path / "out.wav")) as wav:  # FluidSynth rendered the same two bars
+        assert wav.getframerate() == 44100 and wav.getnframes() / 44100 >= 2 * 4 * 60 / 161 * 0.5
     midi = pretty_midi.PrettyMIDI(str(tmp_path / "out.mid"))
     assert not any(inst.is_drum and inst.notes for inst in midi.instruments)  # muted
     # Two 4/4 bars at the song's tempo (161 BPM, from the file).
@@ -186,3 +190,11 @@ def test_edited_tokens_beside_the_bars_are_named_edited_bars_are_not(tmp_path: P
     path.write_text(json.dumps(document))
     assert main(argv) == 2
     assert "'tokens' differ from 'bars' from token 6 on; decoding the bars" in capsys.readouterr().err
+
+
+def test_more_bars_than_the_model_takes_say_choose_some(models: Path, tmp_path: Path, capsys) -> None:
+    path = _plan_with(tmp_path, lambda d: d.update(bars=[{**d["bars"][0], "index": None}] * 300))
+    code = main(["decode", str(path), "--model-dir", str(models), "-o", str(tmp_path / "x.mid")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "the description has 300 bars, the model takes at most 256: choose some with --bars" in err

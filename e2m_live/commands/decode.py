@@ -340,6 +340,10 @@ def run(args: argparse.Namespace) -> int:
     except ModelsMissing as error:
         raise UsageError(str(error)) from None
     loaded = time.perf_counter()
+    most = min(pipeline.decoder.config.max_bars, 511)
+    if len(description) > most:
+        raise UsageError(f"the description has {len(description)} bars, the model takes at most {most}: "
+                         "choose some with --bars START:END")
     bars = []
     progress = tqdm(total=len(description), unit="bar", desc="decoding", file=sys.stderr, disable=None,
                     leave=False)
