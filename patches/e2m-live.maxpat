@@ -62,7 +62,7 @@
 					"numoutlets": 0,
 					"patching_rect": [
 						20.0,
-						1052.0,
+						1152.0,
 						170.0,
 						22.0
 					],
@@ -72,6 +72,60 @@
 			{
 				"box": {
 					"id": "obj-3",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						"bang"
+					],
+					"patching_rect": [
+						220.0,
+						1152.0,
+						70.0,
+						22.0
+					],
+					"text": "loadbang"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-4",
+					"maxclass": "newobj",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						"bang"
+					],
+					"patching_rect": [
+						300.0,
+						1152.0,
+						70.0,
+						22.0
+					],
+					"text": "delay 500"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-5",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						380.0,
+						1152.0,
+						90.0,
+						22.0
+					],
+					"text": "/e2m/status"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-6",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -86,60 +140,6 @@
 			},
 			{
 				"box": {
-					"id": "obj-4",
-					"maxclass": "slider",
-					"numinlets": 1,
-					"numoutlets": 1,
-					"outlettype": [
-						""
-					],
-					"parameter_enable": 0,
-					"patching_rect": [
-						20.0,
-						62.0,
-						24.0,
-						150.0
-					],
-					"floatoutput": 1,
-					"min": 0.0,
-					"size": 1.0
-				}
-			},
-			{
-				"box": {
-					"id": "obj-5",
-					"maxclass": "newobj",
-					"numinlets": 1,
-					"numoutlets": 1,
-					"outlettype": [
-						""
-					],
-					"patching_rect": [
-						20.0,
-						225.0,
-						100.0,
-						22.0
-					],
-					"text": "prepend /e2m/energy"
-				}
-			},
-			{
-				"box": {
-					"id": "obj-6",
-					"maxclass": "comment",
-					"numinlets": 1,
-					"numoutlets": 0,
-					"patching_rect": [
-						125.0,
-						40.0,
-						100.0,
-						20.0
-					],
-					"text": "valence"
-				}
-			},
-			{
-				"box": {
 					"id": "obj-7",
 					"maxclass": "slider",
 					"numinlets": 1,
@@ -149,7 +149,7 @@
 					],
 					"parameter_enable": 0,
 					"patching_rect": [
-						125.0,
+						20.0,
 						62.0,
 						24.0,
 						150.0
@@ -169,12 +169,12 @@
 						""
 					],
 					"patching_rect": [
-						125.0,
+						20.0,
 						225.0,
 						100.0,
 						22.0
 					],
-					"text": "prepend /e2m/valence"
+					"text": "prepend /e2m/energy"
 				}
 			},
 			{
@@ -184,12 +184,12 @@
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
-						230.0,
+						125.0,
 						40.0,
 						100.0,
 						20.0
 					],
-					"text": "danceability"
+					"text": "valence"
 				}
 			},
 			{
@@ -203,7 +203,7 @@
 					],
 					"parameter_enable": 0,
 					"patching_rect": [
-						230.0,
+						125.0,
 						62.0,
 						24.0,
 						150.0
@@ -223,12 +223,12 @@
 						""
 					],
 					"patching_rect": [
-						230.0,
+						125.0,
 						225.0,
 						100.0,
 						22.0
 					],
-					"text": "prepend /e2m/danceability"
+					"text": "prepend /e2m/valence"
 				}
 			},
 			{
@@ -238,12 +238,12 @@
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
-						335.0,
+						230.0,
 						40.0,
 						100.0,
 						20.0
 					],
-					"text": "acousticness"
+					"text": "danceability"
 				}
 			},
 			{
@@ -257,7 +257,7 @@
 					],
 					"parameter_enable": 0,
 					"patching_rect": [
-						335.0,
+						230.0,
 						62.0,
 						24.0,
 						150.0
@@ -277,6 +277,60 @@
 						""
 					],
 					"patching_rect": [
+						230.0,
+						225.0,
+						100.0,
+						22.0
+					],
+					"text": "prepend /e2m/danceability"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-15",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						335.0,
+						40.0,
+						100.0,
+						20.0
+					],
+					"text": "acousticness"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-16",
+					"maxclass": "slider",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"parameter_enable": 0,
+					"patching_rect": [
+						335.0,
+						62.0,
+						24.0,
+						150.0
+					],
+					"floatoutput": 1,
+					"min": 0.0,
+					"size": 1.0
+				}
+			},
+			{
+				"box": {
+					"id": "obj-17",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
 						335.0,
 						225.0,
 						100.0,
@@ -287,7 +341,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-15",
+					"id": "obj-18",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -302,7 +356,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-16",
+					"id": "obj-19",
 					"maxclass": "slider",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -323,7 +377,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-17",
+					"id": "obj-20",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -341,7 +395,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-18",
+					"id": "obj-21",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -356,7 +410,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-19",
+					"id": "obj-22",
 					"maxclass": "slider",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -377,7 +431,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-20",
+					"id": "obj-23",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -395,7 +449,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-21",
+					"id": "obj-24",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -410,7 +464,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-22",
+					"id": "obj-25",
 					"maxclass": "slider",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -431,7 +485,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-23",
+					"id": "obj-26",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -449,7 +503,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-24",
+					"id": "obj-27",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -464,7 +518,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-25",
+					"id": "obj-28",
 					"maxclass": "pictslider",
 					"numinlets": 2,
 					"numoutlets": 2,
@@ -487,7 +541,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-26",
+					"id": "obj-29",
 					"maxclass": "newobj",
 					"numinlets": 6,
 					"numoutlets": 1,
@@ -505,7 +559,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-27",
+					"id": "obj-30",
 					"maxclass": "newobj",
 					"numinlets": 6,
 					"numoutlets": 1,
@@ -523,7 +577,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-28",
+					"id": "obj-31",
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -541,7 +595,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-29",
+					"id": "obj-32",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -559,7 +613,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-30",
+					"id": "obj-33",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -574,7 +628,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-31",
+					"id": "obj-34",
 					"maxclass": "umenu",
 					"numinlets": 1,
 					"numoutlets": 3,
@@ -619,7 +673,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-32",
+					"id": "obj-35",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -637,7 +691,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-33",
+					"id": "obj-36",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -652,7 +706,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-34",
+					"id": "obj-37",
 					"maxclass": "umenu",
 					"numinlets": 1,
 					"numoutlets": 3,
@@ -677,7 +731,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-35",
+					"id": "obj-38",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -695,7 +749,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-36",
+					"id": "obj-39",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -710,7 +764,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-37",
+					"id": "obj-40",
 					"maxclass": "umenu",
 					"numinlets": 1,
 					"numoutlets": 3,
@@ -741,7 +795,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-38",
+					"id": "obj-41",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -759,7 +813,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-39",
+					"id": "obj-42",
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -777,7 +831,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-40",
+					"id": "obj-43",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -792,7 +846,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-41",
+					"id": "obj-44",
 					"maxclass": "umenu",
 					"numinlets": 1,
 					"numoutlets": 3,
@@ -829,7 +883,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-42",
+					"id": "obj-45",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -847,7 +901,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-43",
+					"id": "obj-46",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -862,7 +916,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-44",
+					"id": "obj-47",
 					"maxclass": "umenu",
 					"numinlets": 1,
 					"numoutlets": 3,
@@ -899,7 +953,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-45",
+					"id": "obj-48",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -917,7 +971,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-46",
+					"id": "obj-49",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -932,7 +986,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-47",
+					"id": "obj-50",
 					"maxclass": "umenu",
 					"numinlets": 1,
 					"numoutlets": 3,
@@ -959,7 +1013,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-48",
+					"id": "obj-51",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -977,7 +1031,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-49",
+					"id": "obj-52",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -988,76 +1042,6 @@
 						20.0
 					],
 					"text": "Store scene"
-				}
-			},
-			{
-				"box": {
-					"id": "obj-50",
-					"maxclass": "umenu",
-					"numinlets": 1,
-					"numoutlets": 3,
-					"outlettype": [
-						"int",
-						"",
-						""
-					],
-					"parameter_enable": 0,
-					"patching_rect": [
-						140.0,
-						580.0,
-						110.0,
-						22.0
-					],
-					"items": [
-						"0",
-						",",
-						"1",
-						",",
-						"2",
-						",",
-						"3",
-						",",
-						"4",
-						",",
-						"5",
-						",",
-						"6",
-						",",
-						"7"
-					]
-				}
-			},
-			{
-				"box": {
-					"id": "obj-51",
-					"maxclass": "newobj",
-					"numinlets": 1,
-					"numoutlets": 1,
-					"outlettype": [
-						""
-					],
-					"patching_rect": [
-						420.0,
-						580.0,
-						170.0,
-						22.0
-					],
-					"text": "prepend /e2m/scene/store"
-				}
-			},
-			{
-				"box": {
-					"id": "obj-52",
-					"maxclass": "comment",
-					"numinlets": 1,
-					"numoutlets": 0,
-					"patching_rect": [
-						20.0,
-						620.0,
-						120.0,
-						20.0
-					],
-					"text": "Recall scene"
 				}
 			},
 			{
@@ -1074,7 +1058,7 @@
 					"parameter_enable": 0,
 					"patching_rect": [
 						140.0,
-						620.0,
+						580.0,
 						110.0,
 						22.0
 					],
@@ -1108,6 +1092,76 @@
 					],
 					"patching_rect": [
 						420.0,
+						580.0,
+						170.0,
+						22.0
+					],
+					"text": "prepend /e2m/scene/store"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-55",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						20.0,
+						620.0,
+						120.0,
+						20.0
+					],
+					"text": "Recall scene"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-56",
+					"maxclass": "umenu",
+					"numinlets": 1,
+					"numoutlets": 3,
+					"outlettype": [
+						"int",
+						"",
+						""
+					],
+					"parameter_enable": 0,
+					"patching_rect": [
+						140.0,
+						620.0,
+						110.0,
+						22.0
+					],
+					"items": [
+						"0",
+						",",
+						"1",
+						",",
+						"2",
+						",",
+						"3",
+						",",
+						"4",
+						",",
+						"5",
+						",",
+						"6",
+						",",
+						"7"
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-57",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						420.0,
 						620.0,
 						170.0,
 						22.0
@@ -1117,7 +1171,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-55",
+					"id": "obj-58",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1132,7 +1186,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-56",
+					"id": "obj-59",
 					"maxclass": "flonum",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -1154,7 +1208,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-57",
+					"id": "obj-60",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1172,7 +1226,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-58",
+					"id": "obj-61",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1187,7 +1241,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-59",
+					"id": "obj-62",
 					"maxclass": "toggle",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1205,7 +1259,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-60",
+					"id": "obj-63",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1223,7 +1277,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-61",
+					"id": "obj-64",
 					"maxclass": "button",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1240,7 +1294,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-62",
+					"id": "obj-65",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1255,7 +1309,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-63",
+					"id": "obj-66",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -1273,7 +1327,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-64",
+					"id": "obj-67",
 					"maxclass": "button",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1290,7 +1344,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-65",
+					"id": "obj-68",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1305,7 +1359,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-66",
+					"id": "obj-69",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -1323,7 +1377,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-67",
+					"id": "obj-70",
 					"maxclass": "button",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1340,7 +1394,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-68",
+					"id": "obj-71",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1355,7 +1409,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-69",
+					"id": "obj-72",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -1373,7 +1427,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-70",
+					"id": "obj-73",
 					"maxclass": "button",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1390,7 +1444,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-71",
+					"id": "obj-74",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1405,7 +1459,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-72",
+					"id": "obj-75",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -1423,7 +1477,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-73",
+					"id": "obj-76",
 					"maxclass": "button",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1440,7 +1494,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-74",
+					"id": "obj-77",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1455,7 +1509,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-75",
+					"id": "obj-78",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -1473,7 +1527,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-76",
+					"id": "obj-79",
 					"maxclass": "button",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1490,7 +1544,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-77",
+					"id": "obj-80",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1505,7 +1559,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-78",
+					"id": "obj-81",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -1523,7 +1577,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-79",
+					"id": "obj-82",
 					"maxclass": "button",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1540,62 +1594,12 @@
 			},
 			{
 				"box": {
-					"id": "obj-80",
-					"maxclass": "comment",
-					"numinlets": 1,
-					"numoutlets": 0,
-					"patching_rect": [
-						48.0,
-						858.0,
-						120.0,
-						20.0
-					],
-					"text": "Defaults"
-				}
-			},
-			{
-				"box": {
-					"id": "obj-81",
-					"maxclass": "message",
-					"numinlets": 2,
-					"numoutlets": 1,
-					"outlettype": [
-						""
-					],
-					"patching_rect": [
-						50.0,
-						880.0,
-						322.0,
-						22.0
-					],
-					"text": "/e2m/features 0.5 0.5 -8 0 0.5 0.2 0 1 4 120"
-				}
-			},
-			{
-				"box": {
-					"id": "obj-82",
-					"maxclass": "button",
-					"numinlets": 1,
-					"numoutlets": 1,
-					"outlettype": [
-						"bang"
-					],
-					"patching_rect": [
-						220.0,
-						880.0,
-						24.0,
-						24.0
-					]
-				}
-			},
-			{
-				"box": {
 					"id": "obj-83",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
-						248.0,
+						48.0,
 						858.0,
 						120.0,
 						20.0
@@ -1613,12 +1617,12 @@
 						""
 					],
 					"patching_rect": [
-						250.0,
+						50.0,
 						880.0,
-						133.0,
+						322.0,
 						22.0
 					],
-					"text": "/e2m/ramp 0 0.5 4"
+					"text": "/e2m/features 0.5 0.5 -8 0 0.5 0.2 0 1 4 120"
 				}
 			},
 			{
@@ -1631,8 +1635,8 @@
 						"bang"
 					],
 					"patching_rect": [
-						420.0,
-						880.0,
+						20.0,
+						930.0,
 						24.0,
 						24.0
 					]
@@ -1645,8 +1649,8 @@
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
-						448.0,
-						858.0,
+						48.0,
+						908.0,
 						120.0,
 						20.0
 					],
@@ -1663,8 +1667,58 @@
 						""
 					],
 					"patching_rect": [
-						450.0,
-						880.0,
+						50.0,
+						930.0,
+						133.0,
+						22.0
+					],
+					"text": "/e2m/ramp 0 0.5 4"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-88",
+					"maxclass": "button",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						"bang"
+					],
+					"patching_rect": [
+						20.0,
+						980.0,
+						24.0,
+						24.0
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-89",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						48.0,
+						958.0,
+						120.0,
+						20.0
+					],
+					"text": "Defaults"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-90",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						50.0,
+						980.0,
 						182.0,
 						22.0
 					],
@@ -1673,13 +1727,13 @@
 			},
 			{
 				"box": {
-					"id": "obj-88",
+					"id": "obj-91",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
 						20.0,
-						940.0,
+						1040.0,
 						110.0,
 						20.0
 					],
@@ -1688,7 +1742,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-89",
+					"id": "obj-92",
 					"maxclass": "textedit",
 					"numinlets": 1,
 					"numoutlets": 4,
@@ -1700,7 +1754,7 @@
 					],
 					"patching_rect": [
 						140.0,
-						940.0,
+						1040.0,
 						200.0,
 						22.0
 					],
@@ -1710,7 +1764,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-90",
+					"id": "obj-93",
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 2,
@@ -1720,7 +1774,7 @@
 					],
 					"patching_rect": [
 						350.0,
-						940.0,
+						1040.0,
 						60.0,
 						22.0
 					],
@@ -1729,7 +1783,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-91",
+					"id": "obj-94",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1738,7 +1792,7 @@
 					],
 					"patching_rect": [
 						420.0,
-						940.0,
+						1040.0,
 						170.0,
 						22.0
 					],
@@ -1747,13 +1801,13 @@
 			},
 			{
 				"box": {
-					"id": "obj-92",
+					"id": "obj-95",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
 						20.0,
-						974.0,
+						1074.0,
 						110.0,
 						20.0
 					],
@@ -1762,7 +1816,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-93",
+					"id": "obj-96",
 					"maxclass": "textedit",
 					"numinlets": 1,
 					"numoutlets": 4,
@@ -1774,7 +1828,7 @@
 					],
 					"patching_rect": [
 						140.0,
-						974.0,
+						1074.0,
 						200.0,
 						22.0
 					],
@@ -1784,7 +1838,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-94",
+					"id": "obj-97",
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 2,
@@ -1794,7 +1848,7 @@
 					],
 					"patching_rect": [
 						350.0,
-						974.0,
+						1074.0,
 						60.0,
 						22.0
 					],
@@ -1803,7 +1857,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-95",
+					"id": "obj-98",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1812,7 +1866,7 @@
 					],
 					"patching_rect": [
 						420.0,
-						974.0,
+						1074.0,
 						170.0,
 						22.0
 					],
@@ -1821,13 +1875,13 @@
 			},
 			{
 				"box": {
-					"id": "obj-96",
+					"id": "obj-99",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
 						20.0,
-						1008.0,
+						1108.0,
 						110.0,
 						20.0
 					],
@@ -1836,7 +1890,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-97",
+					"id": "obj-100",
 					"maxclass": "textedit",
 					"numinlets": 1,
 					"numoutlets": 4,
@@ -1848,7 +1902,7 @@
 					],
 					"patching_rect": [
 						140.0,
-						1008.0,
+						1108.0,
 						200.0,
 						22.0
 					],
@@ -1858,7 +1912,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-98",
+					"id": "obj-101",
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 2,
@@ -1868,7 +1922,7 @@
 					],
 					"patching_rect": [
 						350.0,
-						1008.0,
+						1108.0,
 						60.0,
 						22.0
 					],
@@ -1877,7 +1931,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-99",
+					"id": "obj-102",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1886,7 +1940,7 @@
 					],
 					"patching_rect": [
 						420.0,
-						1008.0,
+						1108.0,
 						170.0,
 						22.0
 					],
@@ -1895,7 +1949,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-100",
+					"id": "obj-103",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1910,7 +1964,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-101",
+					"id": "obj-104",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1928,7 +1982,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-102",
+					"id": "obj-105",
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 22,
@@ -1967,7 +2021,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-103",
+					"id": "obj-106",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1985,7 +2039,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-104",
+					"id": "obj-107",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2003,7 +2057,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-105",
+					"id": "obj-108",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2021,7 +2075,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-106",
+					"id": "obj-109",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2039,7 +2093,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-107",
+					"id": "obj-110",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2057,7 +2111,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-108",
+					"id": "obj-111",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2075,7 +2129,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-109",
+					"id": "obj-112",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2093,7 +2147,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-110",
+					"id": "obj-113",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2111,7 +2165,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-111",
+					"id": "obj-114",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2129,7 +2183,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-112",
+					"id": "obj-115",
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -2147,7 +2201,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-113",
+					"id": "obj-116",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2165,7 +2219,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-114",
+					"id": "obj-117",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2183,7 +2237,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-115",
+					"id": "obj-118",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2201,7 +2255,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-116",
+					"id": "obj-119",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -2216,7 +2270,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-117",
+					"id": "obj-120",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -2235,7 +2289,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-118",
+					"id": "obj-121",
 					"maxclass": "number",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -2254,7 +2308,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-119",
+					"id": "obj-122",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -2269,7 +2323,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-120",
+					"id": "obj-123",
 					"maxclass": "number",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -2288,7 +2342,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-121",
+					"id": "obj-124",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -2303,7 +2357,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-122",
+					"id": "obj-125",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -2318,7 +2372,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-123",
+					"id": "obj-126",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2336,7 +2390,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-124",
+					"id": "obj-127",
 					"maxclass": "toggle",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2354,7 +2408,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-125",
+					"id": "obj-128",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -2369,57 +2423,6 @@
 			},
 			{
 				"box": {
-					"id": "obj-126",
-					"maxclass": "newobj",
-					"numinlets": 1,
-					"numoutlets": 1,
-					"outlettype": [
-						""
-					],
-					"patching_rect": [
-						990.0,
-						834.0,
-						80.0,
-						22.0
-					],
-					"text": "prepend set"
-				}
-			},
-			{
-				"box": {
-					"id": "obj-127",
-					"maxclass": "message",
-					"numinlets": 2,
-					"numoutlets": 1,
-					"outlettype": [
-						""
-					],
-					"patching_rect": [
-						990.0,
-						860.0,
-						240.0,
-						22.0
-					],
-					"text": ""
-				}
-			},
-			{
-				"box": {
-					"id": "obj-128",
-					"maxclass": "comment",
-					"numinlets": 1,
-					"numoutlets": 0,
-					"patching_rect": [
-						880.0,
-						890.0,
-						110.0,
-						20.0
-					],
-					"text": "Instruments"
-				}
-			},
-			{
-				"box": {
 					"id": "obj-129",
 					"maxclass": "newobj",
 					"numinlets": 1,
@@ -2429,7 +2432,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						890.0,
+						834.0,
 						80.0,
 						22.0
 					],
@@ -2447,7 +2450,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						916.0,
+						860.0,
 						240.0,
 						22.0
 					],
@@ -2462,11 +2465,11 @@
 					"numoutlets": 0,
 					"patching_rect": [
 						880.0,
-						946.0,
+						890.0,
 						110.0,
 						20.0
 					],
-					"text": "Muted"
+					"text": "Instruments"
 				}
 			},
 			{
@@ -2480,7 +2483,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						946.0,
+						890.0,
 						80.0,
 						22.0
 					],
@@ -2498,7 +2501,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						972.0,
+						916.0,
 						240.0,
 						22.0
 					],
@@ -2513,11 +2516,11 @@
 					"numoutlets": 0,
 					"patching_rect": [
 						880.0,
-						1002.0,
+						946.0,
 						110.0,
 						20.0
 					],
-					"text": "Plan"
+					"text": "Muted"
 				}
 			},
 			{
@@ -2531,7 +2534,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						1002.0,
+						946.0,
 						80.0,
 						22.0
 					],
@@ -2549,7 +2552,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						1028.0,
+						972.0,
 						240.0,
 						22.0
 					],
@@ -2564,6 +2567,57 @@
 					"numoutlets": 0,
 					"patching_rect": [
 						880.0,
+						1002.0,
+						110.0,
+						20.0
+					],
+					"text": "Plan"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-138",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						990.0,
+						1002.0,
+						80.0,
+						22.0
+					],
+					"text": "prepend set"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-139",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						990.0,
+						1028.0,
+						240.0,
+						22.0
+					],
+					"text": ""
+				}
+			},
+			{
+				"box": {
+					"id": "obj-140",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						880.0,
 						1058.0,
 						110.0,
 						20.0
@@ -2573,7 +2627,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-138",
+					"id": "obj-141",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -2592,7 +2646,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-139",
+					"id": "obj-142",
 					"maxclass": "number",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -2611,7 +2665,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-140",
+					"id": "obj-143",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -2626,7 +2680,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-141",
+					"id": "obj-144",
 					"maxclass": "flonum",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -2645,7 +2699,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-142",
+					"id": "obj-145",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -2660,7 +2714,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-143",
+					"id": "obj-146",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -2675,7 +2729,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-144",
+					"id": "obj-147",
 					"maxclass": "number",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -2694,7 +2748,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-145",
+					"id": "obj-148",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -2709,7 +2763,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-146",
+					"id": "obj-149",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2727,7 +2781,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-147",
+					"id": "obj-150",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -2745,6 +2799,18 @@
 			}
 		],
 		"lines": [
+			{
+				"patchline": {
+					"destination": [
+						"obj-4",
+						0
+					],
+					"source": [
+						"obj-3",
+						0
+					]
+				}
+			},
 			{
 				"patchline": {
 					"destination": [
@@ -2928,31 +2994,7 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-27",
-						0
-					],
-					"source": [
-						"obj-25",
-						1
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-28",
-						1
-					],
-					"source": [
-						"obj-27",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-28",
+						"obj-2",
 						0
 					],
 					"source": [
@@ -2976,11 +3018,23 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-2",
+						"obj-30",
 						0
 					],
 					"source": [
-						"obj-29",
+						"obj-28",
+						1
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-31",
+						1
+					],
+					"source": [
+						"obj-30",
 						0
 					]
 				}
@@ -2988,11 +3042,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-2",
+						"obj-31",
 						0
 					],
 					"source": [
-						"obj-32",
+						"obj-29",
 						0
 					]
 				}
@@ -3005,6 +3059,18 @@
 					],
 					"source": [
 						"obj-31",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-2",
+						0
+					],
+					"source": [
+						"obj-32",
 						0
 					]
 				}
@@ -3048,7 +3114,7 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-39",
+						"obj-38",
 						0
 					],
 					"source": [
@@ -3060,23 +3126,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-38",
-						0
-					],
-					"source": [
-						"obj-39",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
 						"obj-2",
 						0
 					],
 					"source": [
-						"obj-42",
+						"obj-41",
 						0
 					]
 				}
@@ -3088,8 +3142,20 @@
 						0
 					],
 					"source": [
+						"obj-40",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
 						"obj-41",
-						1
+						0
+					],
+					"source": [
+						"obj-42",
+						0
 					]
 				}
 			},
@@ -3137,7 +3203,7 @@
 					],
 					"source": [
 						"obj-47",
-						0
+						1
 					]
 				}
 			},
@@ -3192,11 +3258,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-57",
+						"obj-2",
 						0
 					],
 					"source": [
-						"obj-56",
+						"obj-57",
 						0
 					]
 				}
@@ -3204,11 +3270,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-2",
+						"obj-57",
 						0
 					],
 					"source": [
-						"obj-57",
+						"obj-56",
 						0
 					]
 				}
@@ -3244,7 +3310,7 @@
 						0
 					],
 					"source": [
-						"obj-61",
+						"obj-62",
 						0
 					]
 				}
@@ -3460,19 +3526,7 @@
 						0
 					],
 					"source": [
-						"obj-89",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-91",
-						0
-					],
-					"source": [
-						"obj-90",
+						"obj-88",
 						0
 					]
 				}
@@ -3484,7 +3538,19 @@
 						0
 					],
 					"source": [
-						"obj-91",
+						"obj-90",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-93",
+						0
+					],
+					"source": [
+						"obj-92",
 						0
 					]
 				}
@@ -3504,7 +3570,7 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-95",
+						"obj-2",
 						0
 					],
 					"source": [
@@ -3516,11 +3582,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-2",
+						"obj-97",
 						0
 					],
 					"source": [
-						"obj-95",
+						"obj-96",
 						0
 					]
 				}
@@ -3540,7 +3606,7 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-99",
+						"obj-2",
 						0
 					],
 					"source": [
@@ -3552,11 +3618,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-2",
+						"obj-101",
 						0
 					],
 					"source": [
-						"obj-99",
+						"obj-100",
 						0
 					]
 				}
@@ -3576,7 +3642,7 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-103",
+						"obj-2",
 						0
 					],
 					"source": [
@@ -3588,24 +3654,24 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-4",
+						"obj-105",
 						0
 					],
 					"source": [
-						"obj-103",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
 						"obj-104",
 						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-106",
+						0
 					],
 					"source": [
-						"obj-102",
-						1
+						"obj-105",
+						0
 					]
 				}
 			},
@@ -3616,7 +3682,7 @@
 						0
 					],
 					"source": [
-						"obj-104",
+						"obj-106",
 						0
 					]
 				}
@@ -3624,12 +3690,12 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-105",
+						"obj-107",
 						0
 					],
 					"source": [
-						"obj-102",
-						2
+						"obj-105",
+						1
 					]
 				}
 			},
@@ -3640,7 +3706,7 @@
 						0
 					],
 					"source": [
-						"obj-105",
+						"obj-107",
 						0
 					]
 				}
@@ -3648,12 +3714,12 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-106",
+						"obj-108",
 						0
 					],
 					"source": [
-						"obj-102",
-						3
+						"obj-105",
+						2
 					]
 				}
 			},
@@ -3664,7 +3730,7 @@
 						0
 					],
 					"source": [
-						"obj-106",
+						"obj-108",
 						0
 					]
 				}
@@ -3672,12 +3738,12 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-107",
+						"obj-109",
 						0
 					],
 					"source": [
-						"obj-102",
-						4
+						"obj-105",
+						3
 					]
 				}
 			},
@@ -3688,7 +3754,7 @@
 						0
 					],
 					"source": [
-						"obj-107",
+						"obj-109",
 						0
 					]
 				}
@@ -3696,12 +3762,12 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-108",
+						"obj-110",
 						0
 					],
 					"source": [
-						"obj-102",
-						5
+						"obj-105",
+						4
 					]
 				}
 			},
@@ -3712,7 +3778,7 @@
 						0
 					],
 					"source": [
-						"obj-108",
+						"obj-110",
 						0
 					]
 				}
@@ -3720,12 +3786,12 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-109",
+						"obj-111",
 						0
 					],
 					"source": [
-						"obj-102",
-						6
+						"obj-105",
+						5
 					]
 				}
 			},
@@ -3736,44 +3802,44 @@
 						0
 					],
 					"source": [
-						"obj-109",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-110",
-						0
-					],
-					"source": [
-						"obj-102",
-						7
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-31",
-						0
-					],
-					"source": [
-						"obj-110",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
 						"obj-111",
 						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-112",
+						0
 					],
 					"source": [
-						"obj-102",
-						8
+						"obj-105",
+						6
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-25",
+						0
+					],
+					"source": [
+						"obj-112",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-113",
+						0
+					],
+					"source": [
+						"obj-105",
+						7
 					]
 				}
 			},
@@ -3784,32 +3850,20 @@
 						0
 					],
 					"source": [
-						"obj-111",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-112",
-						0
-					],
-					"source": [
-						"obj-102",
-						9
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
 						"obj-113",
 						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-114",
+						0
 					],
 					"source": [
-						"obj-112",
-						0
+						"obj-105",
+						8
 					]
 				}
 			},
@@ -3820,30 +3874,6 @@
 						0
 					],
 					"source": [
-						"obj-113",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-114",
-						0
-					],
-					"source": [
-						"obj-102",
-						10
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-56",
-						0
-					],
-					"source": [
 						"obj-114",
 						0
 					]
@@ -3856,8 +3886,44 @@
 						0
 					],
 					"source": [
-						"obj-102",
-						11
+						"obj-105",
+						9
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-116",
+						0
+					],
+					"source": [
+						"obj-115",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-40",
+						0
+					],
+					"source": [
+						"obj-116",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-117",
+						0
+					],
+					"source": [
+						"obj-105",
+						10
 					]
 				}
 			},
@@ -3868,20 +3934,8 @@
 						0
 					],
 					"source": [
-						"obj-115",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
 						"obj-117",
 						0
-					],
-					"source": [
-						"obj-102",
-						12
 					]
 				}
 			},
@@ -3892,7 +3946,19 @@
 						0
 					],
 					"source": [
-						"obj-117",
+						"obj-105",
+						11
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-62",
+						0
+					],
+					"source": [
+						"obj-118",
 						0
 					]
 				}
@@ -3904,32 +3970,32 @@
 						0
 					],
 					"source": [
-						"obj-117",
+						"obj-105",
+						12
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-121",
+						0
+					],
+					"source": [
+						"obj-120",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-123",
+						0
+					],
+					"source": [
+						"obj-120",
 						1
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-123",
-						0
-					],
-					"source": [
-						"obj-102",
-						13
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-124",
-						0
-					],
-					"source": [
-						"obj-123",
-						0
 					]
 				}
 			},
@@ -3940,8 +4006,8 @@
 						0
 					],
 					"source": [
-						"obj-102",
-						14
+						"obj-105",
+						13
 					]
 				}
 			},
@@ -3964,8 +4030,8 @@
 						0
 					],
 					"source": [
-						"obj-102",
-						15
+						"obj-105",
+						14
 					]
 				}
 			},
@@ -3988,8 +4054,8 @@
 						0
 					],
 					"source": [
-						"obj-102",
-						16
+						"obj-105",
+						15
 					]
 				}
 			},
@@ -4012,8 +4078,8 @@
 						0
 					],
 					"source": [
-						"obj-102",
-						17
+						"obj-105",
+						16
 					]
 				}
 			},
@@ -4036,8 +4102,8 @@
 						0
 					],
 					"source": [
-						"obj-102",
-						18
+						"obj-105",
+						17
 					]
 				}
 			},
@@ -4060,8 +4126,20 @@
 						0
 					],
 					"source": [
-						"obj-138",
-						1
+						"obj-105",
+						18
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-142",
+						0
+					],
+					"source": [
+						"obj-141",
+						0
 					]
 				}
 			},
@@ -4072,20 +4150,8 @@
 						0
 					],
 					"source": [
-						"obj-102",
-						19
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-146",
-						0
-					],
-					"source": [
-						"obj-102",
-						20
+						"obj-141",
+						1
 					]
 				}
 			},
@@ -4096,7 +4162,31 @@
 						0
 					],
 					"source": [
-						"obj-146",
+						"obj-105",
+						19
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-149",
+						0
+					],
+					"source": [
+						"obj-105",
+						20
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-150",
+						0
+					],
+					"source": [
+						"obj-149",
 						0
 					]
 				}

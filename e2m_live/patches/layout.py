@@ -146,10 +146,13 @@ def _menu(entry: OscAddress) -> Control:
         low, high = (int(v) for v in _number_range(entry))
         values = tuple(range(low, high + 1))
         labels = tuple(f"{v}/4" if arg.unit == "beats/bar" else str(v) for v in values)
+    default = arg.default
+    if default in labels and default not in values:  # a name given as the default of an index menu (sync)
+        default = values[labels.index(default)]
     low_value = 0 if isinstance(values[0], str) else values[0]
     high_value = len(values) - 1 if isinstance(values[0], str) else values[-1]
     named = isinstance(values[0], str)
-    return Control("menu", name, entry.address, entry.label, low_value, high_value, arg.default,
+    return Control("menu", name, entry.address, entry.label, low_value, high_value, default,
                    integer=not named, labels=labels, values=values,
                    unit=arg.unit, follow=None if named else _follow(arg.name), effect=entry.effect)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import textwrap
 
 from e2m_live.patches.layout import Layout, format_number
+from e2m_live.patches.touchosc import HEIGHT, WIDTH
 
 
 def _box(lines: list[str]) -> list[str]:
@@ -70,7 +71,7 @@ def picture_touchosc(layout: Layout) -> list[str]:
     faders = "".join(f"|{f.name[:6]:^6}" for f in layout.faders) + "|"
     key, mode = (m for m in layout.menus if m.name in ("key", "mode"))
     lines = [
-        "e2m-live (TouchOSC, 1280 x 800)",
+        f"e2m-live (TouchOSC, {WIDTH} x {HEIGHT})",
         f"{faders}  +--------------+  | tempo |",
         f"{'|  ##  ' * len(layout.faders)}|  |      XY      |  |  ##   |",
         f"{'|  ##  ' * len(layout.faders)}|  | valence (x)  |  |  ##   |",
