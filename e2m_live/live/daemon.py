@@ -273,16 +273,18 @@ class Daemon:
             self._feedback.put(("targets", state))  # Max & co. receive on another socket
         return replies
 
-    def _set_features(self, features: EmotionFeatures, cancel: Any = None) -> None:
+    def _set_features(self, features: EmotionFeatures, cancel: Any = None,
+                      loudness_after: float | None = None) -> None:
         """Apply features (caller holds the control lock): the engine re-plans and adapts the bars
-        it has at once, the player's loudness gain follows from the next beat; the ramps of the
-        ``cancel`` features (None: all) stop, as a new value for them arrived."""
+        it has at once, the player's loudness gain follows from the next beat (after
+        ``loudness_after``, if given); the ramps of the ``cancel`` features (None: all) stop, as a
+        new value for them arrived."""
         engine, player = self.engine, self.player
         assert engine is not None and player is not None
         old = engine.features
         engine.set_features(features)
         if features.loudness != old.loudness:
-            player.set_loudness(features.loudness)
+            player.set_loudness(features.loudness, loudness_after)
         stopped = self.ramps.cancel(FEATURE_ORDER if cancel is None else cancel)
         self._feedback.put([*self._feature_messages(features),
                             *(("/e2m/state/ramp", [r.feature, float(r.target), 0]) for r in stopped)])
@@ -311,8 +313,9 @@ class Daemon:
         self._feedback.put(self._scene_messages())
         return None
 
-    def _advance_ramps(self) -> None:
-        """One bar line: every ramp takes its next step (feedback thread)."""
+    def _advance_ramps(self, info: BarStarted) -> None:
+        """The bar ``info`` was scheduled: every ramp takes its next step, heard from the bar line
+        after it (the bar is already scheduled, and a loudness step waits for that bar line)."""
         engine = self.engine
         if engine is None:
             return
@@ -320,7 +323,9 @@ class Daemon:
             values, ramps = self.ramps.advance()
             if not values:
                 return
-            self._set_features(engine.features.replace(**values), cancel=())
+            bar_seconds = info.numerator * 4.0 / info.denominator * 60.0 / info.tempo
+            self._set_features(engine.features.replace(**values), cancel=(),
+                               loudness_after=info.time + bar_seconds - 0.001)
         self._feedback.put(self._ramp_messages(ramps))
 
     @staticmethod
@@ -523,7 +528,7 @@ class Daemon:
     def _bar_line(self, info: BarStarted) -> None:
         """Feedback thread, once per bar: ramps step; the bar goes to the measurement."""
         try:
-            self._advance_ramps()
+            self._advance_ramps(info)
             if self.measured is not None and info.bar is not None:
                 self.measured.add_bar(info.bar, info.gain, info.tempo)
         except Exception:

@@ -73,6 +73,8 @@ class MeasuredFeatures:
             self._thread.join(2)
 
     def _run(self) -> None:
+        import numpy as np
+
         from e2m_live.analysis import estimate_features  # numpy + pretty_midi: off the startup path
 
         seen = 0
@@ -88,7 +90,8 @@ class MeasuredFeatures:
             if not any(bar.notes for bar in window):
                 continue
             try:
-                features = estimate_features(window)
+                with np.errstate(all="ignore"):  # e.g. log2(0) of a bar with no beat to fit
+                    features = estimate_features(window)
             except Exception as error:  # odd material must not end the feedback
                 log.debug("measuring the features played failed: %s", error)
                 continue

@@ -197,10 +197,12 @@ class Player:
         if self._thread.is_alive() or not self._stopped.is_set():
             self._last_word()  # thread stuck or never started: do it from here
 
-    def set_loudness(self, loudness_db: float) -> None:
-        """The requested loudness: note-on velocities are scaled from the next beat on by
-        ``10 ** ((loudness_db - made_for) / 40)``, ``made_for`` being the dB its bar was made for."""
-        self._gain_request = (10.0 ** (float(loudness_db) / DB_PER_VELOCITY_DECADE), time.monotonic())
+    def set_loudness(self, loudness_db: float, after: float | None = None) -> None:
+        """The requested loudness: note-on velocities are scaled from the first beat after
+        ``after`` (monotonic time; default now) by ``10 ** ((loudness_db - made_for) / 40)``,
+        ``made_for`` being the dB its bar was made for."""
+        when = time.monotonic() if after is None else after
+        self._gain_request = (10.0 ** (float(loudness_db) / DB_PER_VELOCITY_DECADE), when)
 
     @property
     def gain(self) -> float:
