@@ -614,6 +614,42 @@
 			{
 				"box": {
 					"id": "obj-33",
+					"maxclass": "newobj",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						895.0,
+						260.0,
+						63.0,
+						22.0
+					],
+					"text": "pak 0 0"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-34",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						895.0,
+						290.0,
+						80.0,
+						22.0
+					],
+					"text": "prepend set"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-35",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -628,7 +664,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-34",
+					"id": "obj-36",
 					"maxclass": "umenu",
 					"numinlets": 1,
 					"numoutlets": 3,
@@ -673,7 +709,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-35",
+					"id": "obj-37",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -691,7 +727,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-36",
+					"id": "obj-38",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -706,7 +742,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-37",
+					"id": "obj-39",
 					"maxclass": "umenu",
 					"numinlets": 1,
 					"numoutlets": 3,
@@ -731,7 +767,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-38",
+					"id": "obj-40",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -749,7 +785,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-39",
+					"id": "obj-41",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -764,7 +800,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-40",
+					"id": "obj-42",
 					"maxclass": "umenu",
 					"numinlets": 1,
 					"numoutlets": 3,
@@ -795,7 +831,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-41",
+					"id": "obj-43",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -813,7 +849,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-42",
+					"id": "obj-44",
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -831,7 +867,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-43",
+					"id": "obj-45",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -846,7 +882,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-44",
+					"id": "obj-46",
 					"maxclass": "umenu",
 					"numinlets": 1,
 					"numoutlets": 3,
@@ -883,7 +919,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-45",
+					"id": "obj-47",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -901,7 +937,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-46",
+					"id": "obj-48",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -916,7 +952,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-47",
+					"id": "obj-49",
 					"maxclass": "umenu",
 					"numinlets": 1,
 					"numoutlets": 3,
@@ -953,7 +989,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-48",
+					"id": "obj-50",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -971,7 +1007,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-49",
+					"id": "obj-51",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -986,7 +1022,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-50",
+					"id": "obj-52",
 					"maxclass": "umenu",
 					"numinlets": 1,
 					"numoutlets": 3,
@@ -1013,7 +1049,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-51",
+					"id": "obj-53",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1031,7 +1067,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-52",
+					"id": "obj-54",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1046,7 +1082,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-53",
+					"id": "obj-55",
 					"maxclass": "umenu",
 					"numinlets": 1,
 					"numoutlets": 3,
@@ -1083,7 +1119,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-54",
+					"id": "obj-56",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1101,7 +1137,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-55",
+					"id": "obj-57",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1116,7 +1152,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-56",
+					"id": "obj-58",
 					"maxclass": "umenu",
 					"numinlets": 1,
 					"numoutlets": 3,
@@ -1153,7 +1189,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-57",
+					"id": "obj-59",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1171,7 +1207,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-58",
+					"id": "obj-60",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1186,7 +1222,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-59",
+					"id": "obj-61",
 					"maxclass": "flonum",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -1208,7 +1244,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-60",
+					"id": "obj-62",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1226,7 +1262,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-61",
+					"id": "obj-63",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1241,7 +1277,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-62",
+					"id": "obj-64",
 					"maxclass": "toggle",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1259,7 +1295,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-63",
+					"id": "obj-65",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1277,7 +1313,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-64",
+					"id": "obj-66",
 					"maxclass": "button",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1294,7 +1330,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-65",
+					"id": "obj-67",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1309,7 +1345,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-66",
+					"id": "obj-68",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -1327,7 +1363,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-67",
+					"id": "obj-69",
 					"maxclass": "button",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1344,7 +1380,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-68",
+					"id": "obj-70",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1359,7 +1395,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-69",
+					"id": "obj-71",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -1377,7 +1413,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-70",
+					"id": "obj-72",
 					"maxclass": "button",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1394,7 +1430,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-71",
+					"id": "obj-73",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1409,7 +1445,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-72",
+					"id": "obj-74",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -1427,7 +1463,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-73",
+					"id": "obj-75",
 					"maxclass": "button",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1444,7 +1480,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-74",
+					"id": "obj-76",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1459,7 +1495,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-75",
+					"id": "obj-77",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -1477,7 +1513,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-76",
+					"id": "obj-78",
 					"maxclass": "button",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1494,7 +1530,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-77",
+					"id": "obj-79",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1509,7 +1545,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-78",
+					"id": "obj-80",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -1527,7 +1563,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-79",
+					"id": "obj-81",
 					"maxclass": "button",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1544,7 +1580,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-80",
+					"id": "obj-82",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1559,7 +1595,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-81",
+					"id": "obj-83",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -1577,7 +1613,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-82",
+					"id": "obj-84",
 					"maxclass": "button",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1594,7 +1630,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-83",
+					"id": "obj-85",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1609,7 +1645,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-84",
+					"id": "obj-86",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -1627,7 +1663,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-85",
+					"id": "obj-87",
 					"maxclass": "button",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1644,7 +1680,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-86",
+					"id": "obj-88",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1659,7 +1695,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-87",
+					"id": "obj-89",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -1677,7 +1713,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-88",
+					"id": "obj-90",
 					"maxclass": "button",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1694,7 +1730,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-89",
+					"id": "obj-91",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1709,7 +1745,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-90",
+					"id": "obj-92",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -1727,7 +1763,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-91",
+					"id": "obj-93",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1742,7 +1778,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-92",
+					"id": "obj-94",
 					"maxclass": "textedit",
 					"numinlets": 1,
 					"numoutlets": 4,
@@ -1764,7 +1800,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-93",
+					"id": "obj-95",
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 2,
@@ -1783,7 +1819,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-94",
+					"id": "obj-96",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1801,7 +1837,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-95",
+					"id": "obj-97",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1816,7 +1852,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-96",
+					"id": "obj-98",
 					"maxclass": "textedit",
 					"numinlets": 1,
 					"numoutlets": 4,
@@ -1838,7 +1874,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-97",
+					"id": "obj-99",
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 2,
@@ -1857,7 +1893,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-98",
+					"id": "obj-100",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1875,7 +1911,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-99",
+					"id": "obj-101",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1890,7 +1926,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-100",
+					"id": "obj-102",
 					"maxclass": "textedit",
 					"numinlets": 1,
 					"numoutlets": 4,
@@ -1912,7 +1948,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-101",
+					"id": "obj-103",
 					"maxclass": "newobj",
 					"numinlets": 2,
 					"numoutlets": 2,
@@ -1931,7 +1967,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-102",
+					"id": "obj-104",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1949,7 +1985,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-103",
+					"id": "obj-105",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
@@ -1964,7 +2000,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-104",
+					"id": "obj-106",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -1982,11 +2018,12 @@
 			},
 			{
 				"box": {
-					"id": "obj-105",
+					"id": "obj-107",
 					"maxclass": "newobj",
 					"numinlets": 2,
-					"numoutlets": 22,
+					"numoutlets": 23,
 					"outlettype": [
+						"",
 						"",
 						"",
 						"",
@@ -2016,43 +2053,7 @@
 						360.0,
 						22.0
 					],
-					"text": "route /e2m/state/energy /e2m/state/valence /e2m/state/danceability /e2m/state/acousticness /e2m/state/instrumentalness /e2m/state/loudness /e2m/state/key_lock /e2m/state/key /e2m/state/mode /e2m/state/time_signature /e2m/state/tempo /e2m/state/loop /e2m/state/bar /e2m/state/playing /e2m/state/ensemble /e2m/state/instruments /e2m/state/muted /e2m/state/plan /e2m/state/lag /e2m/state/scene /e2m/error"
-				}
-			},
-			{
-				"box": {
-					"id": "obj-106",
-					"maxclass": "newobj",
-					"numinlets": 1,
-					"numoutlets": 1,
-					"outlettype": [
-						""
-					],
-					"patching_rect": [
-						1060.0,
-						410.0,
-						80.0,
-						22.0
-					],
-					"text": "prepend set"
-				}
-			},
-			{
-				"box": {
-					"id": "obj-107",
-					"maxclass": "newobj",
-					"numinlets": 1,
-					"numoutlets": 1,
-					"outlettype": [
-						""
-					],
-					"patching_rect": [
-						1060.0,
-						436.0,
-						80.0,
-						22.0
-					],
-					"text": "prepend set"
+					"text": "route /e2m/state/energy /e2m/state/valence /e2m/state/danceability /e2m/state/acousticness /e2m/state/instrumentalness /e2m/state/loudness /e2m/state/key_lock /e2m/state/key /e2m/state/mode /e2m/state/time_signature /e2m/state/ensemble /e2m/state/sync /e2m/state/tempo /e2m/state/loop /e2m/state/bar /e2m/state/playing /e2m/state/instruments /e2m/state/muted /e2m/state/plan /e2m/state/lag /e2m/state/scene /e2m/error"
 				}
 			},
 			{
@@ -2065,9 +2066,9 @@
 						""
 					],
 					"patching_rect": [
-						1060.0,
-						462.0,
-						80.0,
+						1000.0,
+						410.0,
+						110.0,
 						22.0
 					],
 					"text": "prepend set"
@@ -2077,18 +2078,18 @@
 				"box": {
 					"id": "obj-109",
 					"maxclass": "newobj",
-					"numinlets": 1,
+					"numinlets": 6,
 					"numoutlets": 1,
 					"outlettype": [
 						""
 					],
 					"patching_rect": [
-						1060.0,
-						488.0,
-						80.0,
+						1000.0,
+						436.0,
+						85.0,
 						22.0
 					],
-					"text": "prepend set"
+					"text": "scale 0. 1. 0 127"
 				}
 			},
 			{
@@ -2101,9 +2102,9 @@
 						""
 					],
 					"patching_rect": [
-						1060.0,
-						514.0,
-						80.0,
+						1000.0,
+						462.0,
+						110.0,
 						22.0
 					],
 					"text": "prepend set"
@@ -2113,18 +2114,18 @@
 				"box": {
 					"id": "obj-111",
 					"maxclass": "newobj",
-					"numinlets": 1,
+					"numinlets": 6,
 					"numoutlets": 1,
 					"outlettype": [
 						""
 					],
 					"patching_rect": [
-						1060.0,
-						540.0,
-						80.0,
+						1000.0,
+						488.0,
+						85.0,
 						22.0
 					],
-					"text": "prepend set"
+					"text": "scale 0. 1. 0 127"
 				}
 			},
 			{
@@ -2137,9 +2138,9 @@
 						""
 					],
 					"patching_rect": [
-						1060.0,
-						566.0,
-						80.0,
+						1000.0,
+						514.0,
+						110.0,
 						22.0
 					],
 					"text": "prepend set"
@@ -2155,9 +2156,9 @@
 						""
 					],
 					"patching_rect": [
-						1060.0,
-						592.0,
-						80.0,
+						1000.0,
+						540.0,
+						110.0,
 						22.0
 					],
 					"text": "prepend set"
@@ -2173,9 +2174,9 @@
 						""
 					],
 					"patching_rect": [
-						1060.0,
-						618.0,
-						80.0,
+						1000.0,
+						566.0,
+						110.0,
 						22.0
 					],
 					"text": "prepend set"
@@ -2185,18 +2186,18 @@
 				"box": {
 					"id": "obj-115",
 					"maxclass": "newobj",
-					"numinlets": 2,
+					"numinlets": 1,
 					"numoutlets": 1,
 					"outlettype": [
-						"int"
+						""
 					],
 					"patching_rect": [
 						1000.0,
-						644.0,
-						40.0,
+						592.0,
+						110.0,
 						22.0
 					],
-					"text": "- 3"
+					"text": "prepend set"
 				}
 			},
 			{
@@ -2209,9 +2210,9 @@
 						""
 					],
 					"patching_rect": [
-						1060.0,
-						644.0,
-						80.0,
+						1000.0,
+						618.0,
+						110.0,
 						22.0
 					],
 					"text": "prepend set"
@@ -2227,9 +2228,9 @@
 						""
 					],
 					"patching_rect": [
-						1060.0,
-						670.0,
-						80.0,
+						1000.0,
+						644.0,
+						110.0,
 						22.0
 					],
 					"text": "prepend set"
@@ -2245,9 +2246,9 @@
 						""
 					],
 					"patching_rect": [
-						1060.0,
-						696.0,
-						80.0,
+						1000.0,
+						670.0,
+						110.0,
 						22.0
 					],
 					"text": "prepend set"
@@ -2256,12 +2257,139 @@
 			{
 				"box": {
 					"id": "obj-119",
+					"maxclass": "newobj",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						"int"
+					],
+					"patching_rect": [
+						1000.0,
+						696.0,
+						85.0,
+						22.0
+					],
+					"text": "- 3"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-120",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1090.0,
+						696.0,
+						110.0,
+						22.0
+					],
+					"text": "prepend set"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-121",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1000.0,
+						722.0,
+						110.0,
+						22.0
+					],
+					"text": "prepend setsymbol"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-122",
+					"maxclass": "newobj",
+					"numinlets": 2,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"patching_rect": [
+						1000.0,
+						748.0,
+						85.0,
+						22.0
+					],
+					"text": "zl nth 1"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-123",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1090.0,
+						748.0,
+						110.0,
+						22.0
+					],
+					"text": "prepend setsymbol"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-124",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1000.0,
+						774.0,
+						110.0,
+						22.0
+					],
+					"text": "prepend set"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-125",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1000.0,
+						800.0,
+						110.0,
+						22.0
+					],
+					"text": "prepend set"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-126",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
 						880.0,
-						722.0,
+						826.0,
 						110.0,
 						20.0
 					],
@@ -2270,7 +2398,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-120",
+					"id": "obj-127",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -2280,7 +2408,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						722.0,
+						826.0,
 						84.0,
 						22.0
 					],
@@ -2289,7 +2417,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-121",
+					"id": "obj-128",
 					"maxclass": "number",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -2300,7 +2428,7 @@
 					"parameter_enable": 0,
 					"patching_rect": [
 						990.0,
-						748.0,
+						852.0,
 						60.0,
 						22.0
 					]
@@ -2308,13 +2436,13 @@
 			},
 			{
 				"box": {
-					"id": "obj-122",
+					"id": "obj-129",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
 						990.0,
-						772.0,
+						876.0,
 						80.0,
 						20.0
 					],
@@ -2323,7 +2451,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-123",
+					"id": "obj-130",
 					"maxclass": "number",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -2334,127 +2462,10 @@
 					"parameter_enable": 0,
 					"patching_rect": [
 						1070.0,
-						748.0,
+						852.0,
 						60.0,
 						22.0
 					]
-				}
-			},
-			{
-				"box": {
-					"id": "obj-124",
-					"maxclass": "comment",
-					"numinlets": 1,
-					"numoutlets": 0,
-					"patching_rect": [
-						1070.0,
-						772.0,
-						80.0,
-						20.0
-					],
-					"text": "bar_in_section"
-				}
-			},
-			{
-				"box": {
-					"id": "obj-125",
-					"maxclass": "comment",
-					"numinlets": 1,
-					"numoutlets": 0,
-					"patching_rect": [
-						880.0,
-						802.0,
-						110.0,
-						20.0
-					],
-					"text": "Playing"
-				}
-			},
-			{
-				"box": {
-					"id": "obj-126",
-					"maxclass": "newobj",
-					"numinlets": 1,
-					"numoutlets": 1,
-					"outlettype": [
-						""
-					],
-					"patching_rect": [
-						990.0,
-						802.0,
-						80.0,
-						22.0
-					],
-					"text": "prepend set"
-				}
-			},
-			{
-				"box": {
-					"id": "obj-127",
-					"maxclass": "toggle",
-					"numinlets": 1,
-					"numoutlets": 1,
-					"outlettype": [
-						"int"
-					],
-					"parameter_enable": 0,
-					"patching_rect": [
-						1080.0,
-						802.0,
-						24.0,
-						24.0
-					]
-				}
-			},
-			{
-				"box": {
-					"id": "obj-128",
-					"maxclass": "comment",
-					"numinlets": 1,
-					"numoutlets": 0,
-					"patching_rect": [
-						880.0,
-						834.0,
-						110.0,
-						20.0
-					],
-					"text": "Ensemble"
-				}
-			},
-			{
-				"box": {
-					"id": "obj-129",
-					"maxclass": "newobj",
-					"numinlets": 1,
-					"numoutlets": 1,
-					"outlettype": [
-						""
-					],
-					"patching_rect": [
-						990.0,
-						834.0,
-						80.0,
-						22.0
-					],
-					"text": "prepend set"
-				}
-			},
-			{
-				"box": {
-					"id": "obj-130",
-					"maxclass": "message",
-					"numinlets": 2,
-					"numoutlets": 1,
-					"outlettype": [
-						""
-					],
-					"patching_rect": [
-						990.0,
-						860.0,
-						240.0,
-						22.0
-					],
-					"text": ""
 				}
 			},
 			{
@@ -2464,8 +2475,74 @@
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
+						1070.0,
+						876.0,
+						80.0,
+						20.0
+					],
+					"text": "bar_in_section"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-132",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
 						880.0,
-						890.0,
+						906.0,
+						110.0,
+						20.0
+					],
+					"text": "Playing"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-133",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						990.0,
+						906.0,
+						80.0,
+						22.0
+					],
+					"text": "prepend set"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-134",
+					"maxclass": "toggle",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						"int"
+					],
+					"parameter_enable": 0,
+					"patching_rect": [
+						1080.0,
+						906.0,
+						24.0,
+						24.0
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-135",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						880.0,
+						938.0,
 						110.0,
 						20.0
 					],
@@ -2474,7 +2551,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-132",
+					"id": "obj-136",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2483,7 +2560,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						890.0,
+						938.0,
 						80.0,
 						22.0
 					],
@@ -2492,7 +2569,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-133",
+					"id": "obj-137",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -2501,7 +2578,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						916.0,
+						964.0,
 						240.0,
 						22.0
 					],
@@ -2510,13 +2587,13 @@
 			},
 			{
 				"box": {
-					"id": "obj-134",
+					"id": "obj-138",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
 						880.0,
-						946.0,
+						994.0,
 						110.0,
 						20.0
 					],
@@ -2525,7 +2602,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-135",
+					"id": "obj-139",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2534,7 +2611,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						946.0,
+						994.0,
 						80.0,
 						22.0
 					],
@@ -2543,7 +2620,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-136",
+					"id": "obj-140",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -2552,7 +2629,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						972.0,
+						1020.0,
 						240.0,
 						22.0
 					],
@@ -2561,13 +2638,13 @@
 			},
 			{
 				"box": {
-					"id": "obj-137",
+					"id": "obj-141",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
 						880.0,
-						1002.0,
+						1050.0,
 						110.0,
 						20.0
 					],
@@ -2576,7 +2653,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-138",
+					"id": "obj-142",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2585,7 +2662,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						1002.0,
+						1050.0,
 						80.0,
 						22.0
 					],
@@ -2594,7 +2671,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-139",
+					"id": "obj-143",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -2603,7 +2680,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						1028.0,
+						1076.0,
 						240.0,
 						22.0
 					],
@@ -2612,13 +2689,13 @@
 			},
 			{
 				"box": {
-					"id": "obj-140",
+					"id": "obj-144",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
 						880.0,
-						1058.0,
+						1106.0,
 						110.0,
 						20.0
 					],
@@ -2627,7 +2704,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-141",
+					"id": "obj-145",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -2637,7 +2714,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						1058.0,
+						1106.0,
 						91.0,
 						22.0
 					],
@@ -2646,7 +2723,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-142",
+					"id": "obj-146",
 					"maxclass": "number",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -2657,7 +2734,7 @@
 					"parameter_enable": 0,
 					"patching_rect": [
 						990.0,
-						1084.0,
+						1132.0,
 						60.0,
 						22.0
 					]
@@ -2665,13 +2742,13 @@
 			},
 			{
 				"box": {
-					"id": "obj-143",
+					"id": "obj-147",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
 						990.0,
-						1108.0,
+						1156.0,
 						80.0,
 						20.0
 					],
@@ -2680,7 +2757,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-144",
+					"id": "obj-148",
 					"maxclass": "flonum",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -2691,7 +2768,7 @@
 					"parameter_enable": 0,
 					"patching_rect": [
 						1070.0,
-						1084.0,
+						1132.0,
 						60.0,
 						22.0
 					]
@@ -2699,13 +2776,13 @@
 			},
 			{
 				"box": {
-					"id": "obj-145",
+					"id": "obj-149",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
 						1070.0,
-						1108.0,
+						1156.0,
 						80.0,
 						20.0
 					],
@@ -2714,13 +2791,13 @@
 			},
 			{
 				"box": {
-					"id": "obj-146",
+					"id": "obj-150",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
 						880.0,
-						1138.0,
+						1186.0,
 						110.0,
 						20.0
 					],
@@ -2729,7 +2806,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-147",
+					"id": "obj-151",
 					"maxclass": "number",
 					"numinlets": 1,
 					"numoutlets": 2,
@@ -2740,7 +2817,7 @@
 					"parameter_enable": 0,
 					"patching_rect": [
 						990.0,
-						1138.0,
+						1186.0,
 						60.0,
 						22.0
 					]
@@ -2748,13 +2825,13 @@
 			},
 			{
 				"box": {
-					"id": "obj-148",
+					"id": "obj-152",
 					"maxclass": "comment",
 					"numinlets": 1,
 					"numoutlets": 0,
 					"patching_rect": [
 						880.0,
-						1170.0,
+						1218.0,
 						110.0,
 						20.0
 					],
@@ -2763,7 +2840,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-149",
+					"id": "obj-153",
 					"maxclass": "newobj",
 					"numinlets": 1,
 					"numoutlets": 1,
@@ -2772,7 +2849,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						1170.0,
+						1218.0,
 						80.0,
 						22.0
 					],
@@ -2781,7 +2858,7 @@
 			},
 			{
 				"box": {
-					"id": "obj-150",
+					"id": "obj-154",
 					"maxclass": "message",
 					"numinlets": 2,
 					"numoutlets": 1,
@@ -2790,7 +2867,7 @@
 					],
 					"patching_rect": [
 						990.0,
-						1196.0,
+						1244.0,
 						240.0,
 						22.0
 					],
@@ -3078,11 +3155,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-2",
+						"obj-34",
 						0
 					],
 					"source": [
-						"obj-35",
+						"obj-33",
 						0
 					]
 				}
@@ -3090,7 +3167,7 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-35",
+						"obj-28",
 						0
 					],
 					"source": [
@@ -3106,18 +3183,6 @@
 						0
 					],
 					"source": [
-						"obj-38",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-38",
-						0
-					],
-					"source": [
 						"obj-37",
 						0
 					]
@@ -3126,11 +3191,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-2",
+						"obj-37",
 						0
 					],
 					"source": [
-						"obj-41",
+						"obj-36",
 						0
 					]
 				}
@@ -3138,7 +3203,7 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-42",
+						"obj-2",
 						0
 					],
 					"source": [
@@ -3150,7 +3215,31 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-41",
+						"obj-40",
+						0
+					],
+					"source": [
+						"obj-39",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-2",
+						0
+					],
+					"source": [
+						"obj-43",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-44",
 						0
 					],
 					"source": [
@@ -3162,24 +3251,12 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-2",
-						0
-					],
-					"source": [
-						"obj-45",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-45",
+						"obj-43",
 						0
 					],
 					"source": [
 						"obj-44",
-						1
+						0
 					]
 				}
 			},
@@ -3187,22 +3264,22 @@
 				"patchline": {
 					"destination": [
 						"obj-2",
-						0
-					],
-					"source": [
-						"obj-48",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-48",
 						0
 					],
 					"source": [
 						"obj-47",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-47",
+						0
+					],
+					"source": [
+						"obj-46",
 						1
 					]
 				}
@@ -3211,18 +3288,6 @@
 				"patchline": {
 					"destination": [
 						"obj-2",
-						0
-					],
-					"source": [
-						"obj-51",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-51",
 						0
 					],
 					"source": [
@@ -3234,19 +3299,19 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-2",
+						"obj-50",
 						0
 					],
 					"source": [
-						"obj-54",
-						0
+						"obj-49",
+						1
 					]
 				}
 			},
 			{
 				"patchline": {
 					"destination": [
-						"obj-54",
+						"obj-2",
 						0
 					],
 					"source": [
@@ -3258,11 +3323,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-2",
+						"obj-53",
 						0
 					],
 					"source": [
-						"obj-57",
+						"obj-52",
 						0
 					]
 				}
@@ -3270,7 +3335,7 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-57",
+						"obj-2",
 						0
 					],
 					"source": [
@@ -3282,7 +3347,19 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-60",
+						"obj-56",
+						0
+					],
+					"source": [
+						"obj-55",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-2",
 						0
 					],
 					"source": [
@@ -3294,11 +3371,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-2",
+						"obj-59",
 						0
 					],
 					"source": [
-						"obj-60",
+						"obj-58",
 						0
 					]
 				}
@@ -3306,7 +3383,19 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-63",
+						"obj-62",
+						0
+					],
+					"source": [
+						"obj-61",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-2",
 						0
 					],
 					"source": [
@@ -3318,19 +3407,7 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-2",
-						0
-					],
-					"source": [
-						"obj-63",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-66",
+						"obj-65",
 						0
 					],
 					"source": [
@@ -3346,6 +3423,18 @@
 						0
 					],
 					"source": [
+						"obj-65",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-68",
+						0
+					],
+					"source": [
 						"obj-66",
 						0
 					]
@@ -3354,12 +3443,24 @@
 			{
 				"patchline": {
 					"destination": [
+						"obj-2",
+						0
+					],
+					"source": [
+						"obj-68",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-71",
+						0
+					],
+					"source": [
 						"obj-69",
 						0
-					],
-					"source": [
-						"obj-67",
-						0
 					]
 				}
 			},
@@ -3370,7 +3471,7 @@
 						0
 					],
 					"source": [
-						"obj-69",
+						"obj-71",
 						0
 					]
 				}
@@ -3378,19 +3479,7 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-72",
-						0
-					],
-					"source": [
-						"obj-70",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-2",
+						"obj-74",
 						0
 					],
 					"source": [
@@ -3402,12 +3491,24 @@
 			{
 				"patchline": {
 					"destination": [
+						"obj-2",
+						0
+					],
+					"source": [
+						"obj-74",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-77",
+						0
+					],
+					"source": [
 						"obj-75",
 						0
-					],
-					"source": [
-						"obj-73",
-						0
 					]
 				}
 			},
@@ -3418,7 +3519,7 @@
 						0
 					],
 					"source": [
-						"obj-75",
+						"obj-77",
 						0
 					]
 				}
@@ -3426,19 +3527,7 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-78",
-						0
-					],
-					"source": [
-						"obj-76",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-2",
+						"obj-80",
 						0
 					],
 					"source": [
@@ -3450,12 +3539,24 @@
 			{
 				"patchline": {
 					"destination": [
+						"obj-2",
+						0
+					],
+					"source": [
+						"obj-80",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-83",
+						0
+					],
+					"source": [
 						"obj-81",
 						0
-					],
-					"source": [
-						"obj-79",
-						0
 					]
 				}
 			},
@@ -3466,7 +3567,7 @@
 						0
 					],
 					"source": [
-						"obj-81",
+						"obj-83",
 						0
 					]
 				}
@@ -3474,19 +3575,7 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-84",
-						0
-					],
-					"source": [
-						"obj-82",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-2",
+						"obj-86",
 						0
 					],
 					"source": [
@@ -3498,11 +3587,23 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-87",
+						"obj-2",
 						0
 					],
 					"source": [
-						"obj-85",
+						"obj-86",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-89",
+						0
+					],
+					"source": [
+						"obj-87",
 						0
 					]
 				}
@@ -3514,7 +3615,7 @@
 						0
 					],
 					"source": [
-						"obj-87",
+						"obj-89",
 						0
 					]
 				}
@@ -3522,11 +3623,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-90",
+						"obj-92",
 						0
 					],
 					"source": [
-						"obj-88",
+						"obj-90",
 						0
 					]
 				}
@@ -3535,18 +3636,6 @@
 				"patchline": {
 					"destination": [
 						"obj-2",
-						0
-					],
-					"source": [
-						"obj-90",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-93",
 						0
 					],
 					"source": [
@@ -3558,11 +3647,23 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-94",
+						"obj-95",
 						0
 					],
 					"source": [
-						"obj-93",
+						"obj-94",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-96",
+						0
+					],
+					"source": [
+						"obj-95",
 						0
 					]
 				}
@@ -3571,18 +3672,6 @@
 				"patchline": {
 					"destination": [
 						"obj-2",
-						0
-					],
-					"source": [
-						"obj-94",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-97",
 						0
 					],
 					"source": [
@@ -3594,11 +3683,23 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-98",
+						"obj-99",
 						0
 					],
 					"source": [
-						"obj-97",
+						"obj-98",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-100",
+						0
+					],
+					"source": [
+						"obj-99",
 						0
 					]
 				}
@@ -3607,18 +3708,6 @@
 				"patchline": {
 					"destination": [
 						"obj-2",
-						0
-					],
-					"source": [
-						"obj-98",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-101",
 						0
 					],
 					"source": [
@@ -3630,11 +3719,23 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-102",
+						"obj-103",
 						0
 					],
 					"source": [
-						"obj-101",
+						"obj-102",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-104",
+						0
+					],
+					"source": [
+						"obj-103",
 						0
 					]
 				}
@@ -3646,18 +3747,6 @@
 						0
 					],
 					"source": [
-						"obj-102",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-105",
-						0
-					],
-					"source": [
 						"obj-104",
 						0
 					]
@@ -3666,11 +3755,23 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-106",
+						"obj-107",
 						0
 					],
 					"source": [
-						"obj-105",
+						"obj-106",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-108",
+						0
+					],
+					"source": [
+						"obj-107",
 						0
 					]
 				}
@@ -3682,7 +3783,7 @@
 						0
 					],
 					"source": [
-						"obj-106",
+						"obj-108",
 						0
 					]
 				}
@@ -3690,11 +3791,35 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-107",
+						"obj-109",
 						0
 					],
 					"source": [
-						"obj-105",
+						"obj-107",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-33",
+						1
+					],
+					"source": [
+						"obj-109",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-110",
+						0
+					],
+					"source": [
+						"obj-107",
 						1
 					]
 				}
@@ -3706,7 +3831,7 @@
 						0
 					],
 					"source": [
-						"obj-107",
+						"obj-110",
 						0
 					]
 				}
@@ -3714,11 +3839,35 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-108",
+						"obj-111",
 						0
 					],
 					"source": [
-						"obj-105",
+						"obj-107",
+						1
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-33",
+						0
+					],
+					"source": [
+						"obj-111",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-112",
+						0
+					],
+					"source": [
+						"obj-107",
 						2
 					]
 				}
@@ -3730,7 +3879,7 @@
 						0
 					],
 					"source": [
-						"obj-108",
+						"obj-112",
 						0
 					]
 				}
@@ -3738,11 +3887,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-109",
+						"obj-113",
 						0
 					],
 					"source": [
-						"obj-105",
+						"obj-107",
 						3
 					]
 				}
@@ -3754,7 +3903,7 @@
 						0
 					],
 					"source": [
-						"obj-109",
+						"obj-113",
 						0
 					]
 				}
@@ -3762,11 +3911,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-110",
+						"obj-114",
 						0
 					],
 					"source": [
-						"obj-105",
+						"obj-107",
 						4
 					]
 				}
@@ -3778,7 +3927,7 @@
 						0
 					],
 					"source": [
-						"obj-110",
+						"obj-114",
 						0
 					]
 				}
@@ -3786,11 +3935,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-111",
+						"obj-115",
 						0
 					],
 					"source": [
-						"obj-105",
+						"obj-107",
 						5
 					]
 				}
@@ -3802,7 +3951,7 @@
 						0
 					],
 					"source": [
-						"obj-111",
+						"obj-115",
 						0
 					]
 				}
@@ -3810,11 +3959,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-112",
+						"obj-116",
 						0
 					],
 					"source": [
-						"obj-105",
+						"obj-107",
 						6
 					]
 				}
@@ -3826,7 +3975,7 @@
 						0
 					],
 					"source": [
-						"obj-112",
+						"obj-116",
 						0
 					]
 				}
@@ -3834,11 +3983,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-113",
+						"obj-117",
 						0
 					],
 					"source": [
-						"obj-105",
+						"obj-107",
 						7
 					]
 				}
@@ -3846,11 +3995,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-34",
+						"obj-36",
 						0
 					],
 					"source": [
-						"obj-113",
+						"obj-117",
 						0
 					]
 				}
@@ -3858,11 +4007,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-114",
+						"obj-118",
 						0
 					],
 					"source": [
-						"obj-105",
+						"obj-107",
 						8
 					]
 				}
@@ -3870,11 +4019,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-37",
+						"obj-39",
 						0
 					],
 					"source": [
-						"obj-114",
+						"obj-118",
 						0
 					]
 				}
@@ -3882,84 +4031,12 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-115",
+						"obj-119",
 						0
 					],
 					"source": [
-						"obj-105",
+						"obj-107",
 						9
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-116",
-						0
-					],
-					"source": [
-						"obj-115",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-40",
-						0
-					],
-					"source": [
-						"obj-116",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-117",
-						0
-					],
-					"source": [
-						"obj-105",
-						10
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-59",
-						0
-					],
-					"source": [
-						"obj-117",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-118",
-						0
-					],
-					"source": [
-						"obj-105",
-						11
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-62",
-						0
-					],
-					"source": [
-						"obj-118",
-						0
 					]
 				}
 			},
@@ -3970,8 +4047,20 @@
 						0
 					],
 					"source": [
-						"obj-105",
-						12
+						"obj-119",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-42",
+						0
+					],
+					"source": [
+						"obj-120",
+						0
 					]
 				}
 			},
@@ -3982,8 +4071,32 @@
 						0
 					],
 					"source": [
-						"obj-120",
+						"obj-107",
+						10
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-49",
 						0
+					],
+					"source": [
+						"obj-121",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-122",
+						0
+					],
+					"source": [
+						"obj-107",
+						11
 					]
 				}
 			},
@@ -3994,20 +4107,68 @@
 						0
 					],
 					"source": [
-						"obj-120",
-						1
+						"obj-122",
+						0
 					]
 				}
 			},
 			{
 				"patchline": {
 					"destination": [
-						"obj-126",
+						"obj-52",
 						0
 					],
 					"source": [
-						"obj-105",
+						"obj-123",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-124",
+						0
+					],
+					"source": [
+						"obj-107",
+						12
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-61",
+						0
+					],
+					"source": [
+						"obj-124",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-125",
+						0
+					],
+					"source": [
+						"obj-107",
 						13
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-64",
+						0
+					],
+					"source": [
+						"obj-125",
+						0
 					]
 				}
 			},
@@ -4018,20 +4179,20 @@
 						0
 					],
 					"source": [
-						"obj-126",
-						0
+						"obj-107",
+						14
 					]
 				}
 			},
 			{
 				"patchline": {
 					"destination": [
-						"obj-129",
+						"obj-128",
 						0
 					],
 					"source": [
-						"obj-105",
-						14
+						"obj-127",
+						0
 					]
 				}
 			},
@@ -4042,20 +4203,8 @@
 						0
 					],
 					"source": [
-						"obj-129",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-132",
-						0
-					],
-					"source": [
-						"obj-105",
-						15
+						"obj-127",
+						1
 					]
 				}
 			},
@@ -4066,20 +4215,20 @@
 						0
 					],
 					"source": [
-						"obj-132",
-						0
+						"obj-107",
+						15
 					]
 				}
 			},
 			{
 				"patchline": {
 					"destination": [
-						"obj-135",
+						"obj-134",
 						0
 					],
 					"source": [
-						"obj-105",
-						16
+						"obj-133",
+						0
 					]
 				}
 			},
@@ -4090,20 +4239,20 @@
 						0
 					],
 					"source": [
-						"obj-135",
-						0
+						"obj-107",
+						16
 					]
 				}
 			},
 			{
 				"patchline": {
 					"destination": [
-						"obj-138",
+						"obj-137",
 						0
 					],
 					"source": [
-						"obj-105",
-						17
+						"obj-136",
+						0
 					]
 				}
 			},
@@ -4114,20 +4263,20 @@
 						0
 					],
 					"source": [
-						"obj-138",
-						0
+						"obj-107",
+						17
 					]
 				}
 			},
 			{
 				"patchline": {
 					"destination": [
-						"obj-141",
+						"obj-140",
 						0
 					],
 					"source": [
-						"obj-105",
-						18
+						"obj-139",
+						0
 					]
 				}
 			},
@@ -4138,7 +4287,19 @@
 						0
 					],
 					"source": [
-						"obj-141",
+						"obj-107",
+						18
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-143",
+						0
+					],
+					"source": [
+						"obj-142",
 						0
 					]
 				}
@@ -4146,23 +4307,11 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-144",
+						"obj-145",
 						0
 					],
 					"source": [
-						"obj-141",
-						1
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-147",
-						0
-					],
-					"source": [
-						"obj-105",
+						"obj-107",
 						19
 					]
 				}
@@ -4170,11 +4319,35 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-149",
+						"obj-146",
 						0
 					],
 					"source": [
-						"obj-105",
+						"obj-145",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-148",
+						0
+					],
+					"source": [
+						"obj-145",
+						1
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-151",
+						0
+					],
+					"source": [
+						"obj-107",
 						20
 					]
 				}
@@ -4182,11 +4355,23 @@
 			{
 				"patchline": {
 					"destination": [
-						"obj-150",
+						"obj-153",
 						0
 					],
 					"source": [
-						"obj-149",
+						"obj-107",
+						21
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-154",
+						0
+					],
+					"source": [
+						"obj-153",
 						0
 					]
 				}

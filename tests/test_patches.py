@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from e2m_live.cli import main
-from e2m_live.live.addresses import ADDRESSES, INPUTS, Argument, OscAddress
+from e2m_live.live.addresses import ADDRESSES, BY_ADDRESS, INPUTS, Argument, OscAddress
 from e2m_live.patches import FILES, LayoutError, build_layout, render_all, stale_files
 from e2m_live.patches.layout import FEEDBACK_PORT
 from e2m_live.patches.touchosc import HEIGHT, WIDTH
@@ -266,3 +266,158 @@ def test_open_stage_control_session_sends_every_address(rendered):
             assert target in ids, w
     defaults = next(w for w in widgets if w.get("address") == "/e2m/features")
     assert len(defaults["preArgs"]) == len(defaults["typeTags"]) == 10
+
+
+# ---- every patch asks for the state on load and follows the feedback of what it shows ----------
+
+def _feedback_of(name: str) -> str | None:
+    """From the table alone: the feedback message that carries an argument's value in force."""
+    exact = BY_ADDRESS.get(f"/e2m/state/{name}")
+    if exact is not None and exact.direction == "out":
+        return exact.address
+    for entry in ADDRESSES:
+        if entry.direction == "out" and entry.address != "/e2m/state/features" \
+                and any(arg.name == name for arg in entry.arguments):
+            return entry.address
+    return None
+
+
+def _expected_follows() -> dict[str, set[str]]:
+    """Input address -> the feedback each patch must wire to its control (buttons, presets and text
+    entries show no value of their own; the rest follow whatever the daemon reports for them)."""
+    expected = {}
+    for entry in ADDRESSES:
+        if entry.direction != "in" or entry.control in ("button", "multi", "entry"):
+            continue
+        found = {_feedback_of(arg.name) for arg in entry.arguments} - {None}
+        if found:
+            expected[entry.address] = found
+    return expected
+
+
+def test_the_table_gives_follows_for_the_controls_that_show_a_value():
+    expected = _expected_follows()
+    assert expected["/e2m/xy"] == {"/e2m/state/valence", "/e2m/state/energy"}
+    assert expected["/e2m/sync"] == {"/e2m/state/sync"}
+    assert expected["/e2m/ensemble"] == {"/e2m/state/ensemble"}
+    assert expected["/e2m/energy"] == {"/e2m/state/energy"} and "/e2m/mood" not in expected
+
+
+def _edges_by_outlet(pairs) -> dict[tuple, set]:
+    edges: dict[tuple, set] = defaultdict(set)
+    for source, outlet, destination in pairs:
+        edges[(source, outlet)].add(destination)
+    return edges
+
+
+def _reached(edges: dict[tuple, set], start: tuple) -> set:
+    """Nodes reached from one outlet (then through any outlet of what it reaches)."""
+    outlets = defaultdict(list)
+    for source, outlet in edges:
+        outlets[source].append(outlet)
+    seen: set = set()
+    todo = list(edges.get(start, ()))
+    while todo:
+        node = todo.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        for outlet in outlets[node]:
+            todo += edges[(node, outlet)]
+    return seen
+
+
+def test_max_asks_for_state_on_load_and_follows_every_control(rendered):
+    patch = json.loads(rendered["e2m-live.maxpat"])
+    boxes, edges = _max_graph(patch)
+    lines = [line["patchline"] for line in patch["patcher"]["lines"]]
+    pairs = [(line["source"][0], line["source"][1], line["destination"][0]) for line in lines]
+    by_outlet = _edges_by_outlet(pairs)
+    loadbang = next(i for i, b in boxes.items() if b.get("text") == "loadbang")
+    status = next(i for i, b in boxes.items()
+                  if b.get("text") == "/e2m/status" and b["maxclass"] == "message")
+    sender = next(i for i, b in boxes.items() if b.get("text", "").startswith("udpsend "))
+    assert _reaches(edges, loadbang, status) and _reaches(edges, status, sender)
+    route = next(i for i, b in boxes.items() if b.get("text", "").startswith("route /e2m/"))
+    routed = boxes[route]["text"].split()[1:]
+    ui = {"slider", "umenu", "flonum", "number", "toggle", "pictslider"}
+    for address, feedbacks in _expected_follows().items():
+        senders = [i for i, b in boxes.items() if re.fullmatch(rf"(prepend )?{re.escape(address)}( .*)?",
+                                                                  b.get("text", ""))]
+        widgets = {i for i, b in boxes.items()
+                   if b["maxclass"] in ui and any(_reaches(edges, i, s) for s in senders)}
+        for feedback in feedbacks:
+            assert feedback in routed, (address, feedback)
+            moved = _reached(by_outlet, (route, routed.index(feedback))) & widgets
+            assert moved, f"{feedback} does not move the control of {address}"
+
+
+def _pd_route_outlet(objects: list[str], by_outlet: dict[tuple, set], address: str) -> tuple[int, int]:
+    """Follow the patch's [route] chain for an address: the (object, outlet) it comes out of."""
+    node = next(i for i, r in enumerate(objects) if r.endswith(" route e2m"))
+    outlet = 0
+    for part in address.strip("/").split("/")[1:]:
+        routes = [n for n in by_outlet[(node, outlet)] if " route " in objects[n]]
+        hit = [(n, objects[n].split(" route ")[1].split().index(part)) for n in routes
+               if part in objects[n].split(" route ")[1].split()]
+        assert hit, f"{address}: no [route] takes {part}"
+        node, outlet = hit[0]
+    return node, outlet
+
+
+def test_pd_asks_for_state_on_load_and_follows_every_control(rendered):
+    text = rendered["e2m-live.pd"].decode()
+    objects, edges = _pd_graph(text)
+    pairs = [tuple(int(v) for v in r.split()[2:5]) for r in _pd_records(text) if r.startswith("#X connect ")]
+    by_outlet = _edges_by_outlet(pairs)
+    for source, targets in edges.items():  # [s name] -> [r name]
+        if re.fullmatch(r"#X obj -?\d+ -?\d+ s \S+", objects[source]):
+            by_outlet[(source, 0)] |= targets
+    loadbang = next(i for i, r in enumerate(objects) if r.endswith(" loadbang"))
+    ask = next(i for i, r in enumerate(objects) if "e2m-status bang" in r)
+    assert _reaches(edges, loadbang, ask)
+    ui = ("vsl ", "hsl ", "hradio ", "tgl ", "#X floatatom")
+    for address, feedbacks in _expected_follows().items():
+        parts = " ".join(address.strip("/").split("/"))
+        formatter = next(i for i, r in enumerate(objects) if r.endswith(f" oscformat {parts}"))
+        widgets = {i for i, r in enumerate(objects)
+                   if any(k in r for k in ui) and _reaches(edges, i, formatter)}
+        for feedback in feedbacks:
+            moved = _reached(by_outlet, _pd_route_outlet(objects, by_outlet, feedback)) & widgets
+            assert moved, f"{feedback} does not move the control of {address}"
+
+
+def test_touchosc_asks_for_state_on_load_and_follows_every_control(rendered):
+    root = ET.fromstring(zlib.decompress(rendered["e2m-live.tosc"]))
+    top = root.find("node")
+    script = next(p.findtext("value") for p in top.findall("./properties/property")
+                  if p.findtext("key") == "script")
+    assert "function init()" in script and "sendOSC('/e2m/status')" in script
+    nodes = {n.findtext("./properties/property[key='name']/value"): n for n in root.iter("node")}
+    for address, feedbacks in _expected_follows().items():
+        senders = [node for node, osc, path in _tosc_messages(root)
+                   if path == address and osc.findtext("send") == "1"]
+        assert senders, address
+        title = nodes.get(address.removeprefix("/e2m/").replace("/", "_") + "_title")  # names shown there
+        received = {path for node in [*senders, title] if node is not None
+                    for n, osc, path in _tosc_messages(node) if n is node and osc.findtext("receive") == "1"}
+        assert feedbacks <= received, (address, feedbacks - received)
+
+
+def test_open_stage_control_asks_for_state_on_load_and_follows_every_control(rendered):
+    session = json.loads(rendered["e2m-live.json"])
+    assert "send('/e2m/status')" in session["content"]["onCreate"]
+    widgets = list(_osc_widgets(session["content"]))
+    menus = {w["id"]: w for w in widgets if w["type"] == "dropdown"}
+    for menu in menus.values():  # every default is one of the menu's values (sync was "internal")
+        assert menu["default"] in menu["values"]["values"], menu
+    variables = [w for w in widgets if w["type"] == "variable"]
+    for address, feedbacks in _expected_follows().items():
+        ids = {w["id"] for w in widgets if w.get("address") == address and w["type"] != "variable"}
+        for feedback in feedbacks:
+            setters = {t for w in variables if w["address"] == feedback for t in re.findall(r"set\('(\w+)'",
+                                                                                              w["onValue"])}
+            assert ids & setters, f"{feedback} does not move the control of {address}"
+    displays = {w["id"] for w in widgets if w["type"] == "text"}
+    assert all(w.get("address", "") == "" for w in widgets if w["id"] in displays)  # set by a formatter
+    assert {f"state_{name}" for name in ("bar", "lag", "error")} <= displays

@@ -12,8 +12,10 @@ choices are derived here because the table has no field for them:
 * beats per bar (``number``, integer, five values) becomes a menu labelled ``3/4`` .. ``7/4``;
 * ``mode`` (a ``toggle`` with named choices) becomes a two-entry menu ``minor`` / ``major``;
 * ``/e2m/features`` (``multi``) becomes a *Defaults* button that sends the ten defaults;
-* a control follows the daemon when ``/e2m/state/<its argument>`` exists (faders, number menus,
-  tempo); a menu of names (ensemble) does not: its state is shown as text;
+* a control follows the daemon when some feedback message carries its argument
+  (:func:`feedback_for`: ``/e2m/state/<argument>``, else a message with an argument of that name,
+  such as the sync source in ``/e2m/state/sync``); menus of names follow names (ensemble, sync);
+  the XY pad follows valence and energy; mood has no feedback of its own;
 * an ``entry`` (instruments, mute, unmute) is a text field where the format has one, and its
   quick picks (the table's ``extra["quick"]``: label and arguments) are buttons where it has not.
 """
@@ -68,6 +70,14 @@ class Control:
     unit: str = ""
     follow: str | None = None
     effect: str = ""
+    follow_index: int = 0  # which argument of the feedback message carries the value
+    follow_name: bool = False  # the feedback carries a name (sync: "midi"), not the menu's value
+    axes_follow: tuple[str | None, ...] = ()  # an XY pad: the feedback of each axis
+
+    @property
+    def id(self) -> str:
+        """A name usable as a widget id or a Pd symbol (``scene/store`` -> ``scene_store``)."""
+        return self.name.replace("/", "_")
 
     @property
     def string_values(self) -> bool:
@@ -118,10 +128,38 @@ def _name(entry: OscAddress) -> str:
     return entry.address[len(PREFIX) + 1:]
 
 
+def feedback_for(argument_name: str, addresses: tuple[OscAddress, ...] = ADDRESSES
+                 ) -> tuple[str, int] | None:
+    """The feedback message that carries an argument's value in force, and the argument's index in
+    it: ``/e2m/state/<name>`` first, else any feedback message with an argument of that name
+    (the sync source is the first argument of ``/e2m/state/sync``); None when the daemon reports
+    none (mood)."""
+    outs = [a for a in addresses if a.direction == "out"]
+    exact = next((a for a in outs if a.address == f"{PREFIX}/state/{argument_name}"), None)
+    if exact is not None:
+        return exact.address, 0
+    for entry in outs:
+        if entry.control == "multi" and entry.address == f"{PREFIX}/state/features":
+            continue  # the ten features at once: each has its own message
+        for index, arg in enumerate(entry.arguments):
+            if arg.name == argument_name:
+                return entry.address, index
+    return None
+
+
 def _follow(argument_name: str) -> str | None:
-    address = f"{PREFIX}/state/{argument_name}"
-    target = BY_ADDRESS.get(address)
-    return address if target is not None and target.direction == "out" else None
+    found = feedback_for(argument_name)
+    return found[0] if found else None
+
+
+def _follow_fields(argument_name: str) -> dict[str, Any]:
+    """``follow``, ``follow_index`` and ``follow_name`` of a control whose argument is ``argument_name``."""
+    found = feedback_for(argument_name)
+    if found is None:
+        return {}
+    address, index = found
+    arg = BY_ADDRESS[address].arguments[index]
+    return {"follow": address, "follow_index": index, "follow_name": arg.types == "s"}
 
 
 def _number_range(entry: OscAddress) -> tuple[float, float]:
@@ -154,7 +192,7 @@ def _menu(entry: OscAddress) -> Control:
     named = isinstance(values[0], str)
     return Control("menu", name, entry.address, entry.label, low_value, high_value, default,
                    integer=not named, labels=labels, values=values,
-                   unit=arg.unit, follow=None if named else _follow(arg.name), effect=entry.effect)
+                   unit=arg.unit, effect=entry.effect, **_follow_fields(arg.name))
 
 
 def _is_menu(entry: OscAddress) -> bool:
@@ -188,7 +226,7 @@ def build_layout(addresses: tuple[OscAddress, ...] = ADDRESSES) -> Layout:
         elif control == "xy" and len(args) == 2:
             pads.append(Control("xy", name, entry.address, entry.label, 0.0, 1.0,
                                 tuple(a.default for a in args), axes=tuple(a.name for a in args),
-                                effect=entry.effect))
+                                effect=entry.effect, axes_follow=tuple(_follow(a.name) for a in args)))
         elif _is_menu(entry):
             menus.append(_menu(entry))
         elif control == "number" and len(args) == 1:
@@ -213,7 +251,7 @@ def build_layout(addresses: tuple[OscAddress, ...] = ADDRESSES) -> Layout:
             raise LayoutError(f"{entry.address}: no controller widget for control {control!r} "
                               f"with {len(args)} argument(s)")
     for c in (*faders, *menus, *numbers, *toggles):
-        if c.follow:
+        if c.follow and len(BY_ADDRESS[c.follow].arguments) == 1:  # more (sync): still displayed
             follows.add(c.follow)
     if len(pads) != 1 or len(numbers) != 1:
         raise LayoutError(f"expected one XY pad and one number box (tempo), found {len(pads)} and "

@@ -10,8 +10,10 @@ entries are ``textedit`` fields (type program numbers or names, one word each, a
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
+from e2m_live.live.addresses import BY_ADDRESS
 from e2m_live.patches.layout import Control, Display, Layout, format_number
 
 APPVERSION = {"major": 8, "minor": 6, "revision": 0, "architecture": "x64", "modernui": 1}
@@ -38,6 +40,8 @@ _OBJECTS: dict[str, tuple[int, list[str]]] = {
     "+": (2, ["int"]),
     "-": (2, ["int"]),
     "loadbang": (1, ["bang"]),
+    "pak": (2, [""]),
+    "zl": (2, ["", ""]),
     "delay": (2, ["bang"]),
 }
 
@@ -122,6 +126,21 @@ class MaxPatcher:
         return json.dumps({"patcher": patcher}, indent="\t") + "\n"
 
 
+@dataclass(frozen=True, slots=True)
+class Follower:
+    """Feedback wiring: through ``chain`` (objects), then ``prepend setter`` (none when empty),
+    into ``widget``'s ``inlet``."""
+
+    widget: str
+    chain: tuple[str, ...] = ()
+    setter: str = "set"
+    inlet: int = 0
+
+
+def _arguments(address: str) -> tuple:
+    return BY_ADDRESS[address].arguments if address in BY_ADDRESS else ()
+
+
 def _button_rows(layout: Layout) -> int:
     """Transport buttons three to a row (the layout puts them first), then one row per preset."""
     plain = sum(1 for b in layout.buttons if not b.send)
@@ -142,7 +161,7 @@ def render_maxpat(layout: Layout) -> str:
     rows = 40.0 * (len(layout.menus) + 1 + len(layout.toggles)) + 50.0 * button_rows
     bottom = 340.0 + rows + 50.0 + 34.0 * len(layout.entries) + 10  # below everything the controls use
     send = p.obj(20, max(800.0, bottom), f"udpsend {layout.daemon_host} {layout.daemon_port}", width=170)
-    followers: dict[str, tuple[str, str]] = {}  # feedback address -> (widget id, pre-object text)
+    followers: dict[str, list[Follower]] = {}  # feedback address -> what it moves
     # on load, ask for the daemon's state (the replies reach udpreceive through --feedback)
     loadbang = p.obj(220, max(800.0, bottom), "loadbang", width=70)
     wait = p.obj(300, max(800.0, bottom), "delay 500", width=70)
@@ -160,7 +179,7 @@ def render_maxpat(layout: Layout) -> str:
         p.connect(slider, 0, prepend)
         p.connect(prepend, 0, send)
         if fader.follow:
-            followers[fader.follow] = (slider, "")
+            followers.setdefault(fader.follow, []).append(Follower(slider))
         x += 105
 
     # valence / energy pad: pictslider x = valence, y = energy (0..127, scaled to 0..1)
@@ -179,6 +198,15 @@ def render_maxpat(layout: Layout) -> str:
     p.connect(scale_x, 0, pack, 0)
     p.connect(pack, 0, prepend)
     p.connect(prepend, 0, send)
+    # the pad follows valence and energy: each axis scaled to 0..127 into [pak], then "set x y"
+    pak = p.obj(px + 130, 260, "pak 0 0")
+    for axis, address in enumerate(pad.axes_follow):
+        if address:
+            scale = f"scale {format_number(pad.low)}. {format_number(pad.high)}. 0 127"
+            followers.setdefault(address, []).append(Follower(pak, (scale,), setter="", inlet=axis))
+    pad_set = p.obj(px + 130, 290, "prepend set", width=80)
+    p.connect(pak, 0, pad_set)
+    p.connect(pad_set, 0, pict)
 
     # menus
     y = 340.0
@@ -199,7 +227,12 @@ def render_maxpat(layout: Layout) -> str:
         else:
             p.connect(umenu, 0, prepend)
         if menu.follow:
-            followers[menu.follow] = (umenu, f"- {menu.values[0]}" if menu.values[0] else "")
+            chain = (f"zl nth {menu.follow_index + 1}",) if len(_arguments(menu.follow)) > 1 else ()
+            if menu.follow_name:  # select the item by its text (umenu's setsymbol does not output)
+                followers.setdefault(menu.follow, []).append(Follower(umenu, chain, setter="setsymbol"))
+            else:
+                offset = (f"- {menu.values[0]}",) if menu.values[0] else ()
+                followers.setdefault(menu.follow, []).append(Follower(umenu, chain + offset))
         y += 40
 
     # tempo, loop
@@ -211,7 +244,7 @@ def render_maxpat(layout: Layout) -> str:
     p.connect(number, 0, prepend)
     p.connect(prepend, 0, send)
     if tempo.follow:
-        followers[tempo.follow] = (number, "")
+        followers.setdefault(tempo.follow, []).append(Follower(number))
     y += 40
     for toggle in layout.toggles:
         p.comment(20, y, toggle.label, width=120)
@@ -220,7 +253,7 @@ def render_maxpat(layout: Layout) -> str:
         p.connect(widget, 0, prepend)
         p.connect(prepend, 0, send)
         if toggle.follow:
-            followers[toggle.follow] = (widget, "")
+            followers.setdefault(toggle.follow, []).append(Follower(widget))
         y += 40
 
     # buttons: a bang button and the message it sends (the message box is clickable too)
@@ -255,30 +288,32 @@ def render_maxpat(layout: Layout) -> str:
     return p.to_json()
 
 
-def _feedback(p: MaxPatcher, layout: Layout, followers: dict[str, tuple[str, str]], x: float,
+def _feedback(p: MaxPatcher, layout: Layout, followers: dict[str, list[Follower]], x: float,
               y: float) -> None:
     p.comment(x, y - 24, f"feedback: start the daemon with --feedback 127.0.0.1:{layout.feedback_port}",
               width=360)
     receive = p.obj(x, y, f"udpreceive {layout.feedback_port}", width=140)
-    addresses = [*followers, *(d.address for d in layout.displays)]
+    addresses = [*followers, *(d.address for d in layout.displays if d.address not in followers)]
     route = p.obj(x, y + 30, "route " + " ".join(addresses), width=360)
     p.connect(receive, 0, route)
     row = y + 70
     for outlet, address in enumerate(addresses):
-        if address in followers:
-            widget, pre = followers[address]
-            head = route
-            if pre:
-                step = p.obj(x + 120, row, pre)
-                p.connect(route, outlet, step)
-                head, outlet = step, 0
-            setter = p.obj(x + 180, row, "prepend set", width=80)
-            p.connect(head, outlet, setter)
-            p.connect(setter, 0, widget)
+        for follower in followers.get(address, ()):
+            head, head_outlet = route, outlet
+            for index, text in enumerate(follower.chain):
+                step = p.obj(x + 120 + 90 * index, row, text, width=85)
+                p.connect(head, head_outlet, step)
+                head, head_outlet = step, 0
+            if follower.setter:
+                setter_x = x + 120 + 90 * len(follower.chain)
+                setter = p.obj(setter_x, row, f"prepend {follower.setter}", width=110)
+                p.connect(head, head_outlet, setter)
+                head, head_outlet = setter, 0
+            p.connect(head, head_outlet, follower.widget, follower.inlet)
             row += 26
-            continue
-        display = next(d for d in layout.displays if d.address == address)
-        row = _display(p, x, row, route, outlet, display)
+        display = next((d for d in layout.displays if d.address == address), None)
+        if display is not None:
+            row = _display(p, x, row, route, outlet, display)
 
 
 def _display(p: MaxPatcher, x: float, y: float, route: str, outlet: int, display: Display) -> float:

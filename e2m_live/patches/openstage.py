@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from e2m_live.patches.layout import Control, Layout
+from e2m_live.live.addresses import BY_ADDRESS
+from e2m_live.patches.layout import Control, Layout, format_number
 
 #: Written into the session; Open Stage Control upgrades sessions older than the version they name.
 SESSION_VERSION = "1.26.2"
@@ -25,7 +26,7 @@ SESSION_VERSION = "1.26.2"
 
 def _fader(control: Control, horizontal: bool = False) -> dict[str, Any]:
     return {
-        "type": "fader", "id": control.name, "html": _caption(control), "expand": True,
+        "type": "fader", "id": control.id, "html": _caption(control), "expand": True,
         "horizontal": horizontal, "range": {"min": control.low, "max": control.high},
         "default": control.default, "decimals": 0 if horizontal else 2,
         "address": control.address, "typeTags": "f",
@@ -39,7 +40,7 @@ def _caption(control: Control) -> str:
 
 def _menu(control: Control) -> dict[str, Any]:
     return {
-        "type": "dropdown", "id": control.name, "label": f"{control.label}: %key", "expand": True,
+        "type": "dropdown", "id": control.id, "label": f"{control.label}: %key", "expand": True,
         "values": {"labels": list(control.labels), "values": list(control.values)},
         "default": control.default, "address": control.address,
         "typeTags": "s" if control.string_values else "i",
@@ -48,7 +49,7 @@ def _menu(control: Control) -> dict[str, Any]:
 
 def _button(control: Control) -> dict[str, Any]:
     widget: dict[str, Any] = {
-        "type": "button", "id": control.name, "label": control.label, "expand": True,
+        "type": "button", "id": control.id, "label": control.label, "expand": True,
         "mode": "momentary", "address": control.address,
     }
     if control.send:  # the Defaults preset: the ten values, typed as the daemon expects them
@@ -58,53 +59,55 @@ def _button(control: Control) -> dict[str, Any]:
 
 
 def _entry(control: Control) -> dict[str, Any]:
-    return {"type": "input", "id": control.name, "html": f"{control.label} (names or numbers, commas)",
+    return {"type": "input", "id": control.id, "html": f"{control.label} (names or numbers, commas)",
             "expand": True, "default": "", "address": control.address, "typeTags": "s"}
 
 
 def _follower(control: Control, also: str = "") -> dict[str, Any]:
+    """A variable on the control's feedback address that sets it without sending back."""
+    value = f"value[{control.follow_index}]" if len(_arguments(control.follow)) > 1 else "value"
+    if control.follow_name and not control.string_values:  # a name to an index menu (sync)
+        value = f"{json.dumps(list(control.labels))}.indexOf({value}) + {format_number(control.values[0])}"
     return {
-        "type": "variable", "id": f"follow_{control.name}", "address": control.follow,
-        "onValue": f"set('{control.name}', value, {{send: false}})" + also,
+        "type": "variable", "id": f"follow_{control.id}", "address": control.follow,
+        "onValue": f"set('{control.id}', {value}, {{send: false}})" + also,
     }
 
 
-def _pad_follow(layout: Layout, axis: int) -> str:
-    """Script that moves the XY pad's ``axis`` (0: x, 1: y) without sending, after its fader moved."""
-    pad = layout.pad.name
-    point = f"[value, get('{pad}')[1]]" if axis == 0 else f"[get('{pad}')[0], value]"
-    return f"; set('{pad}', {point}, {{send: false}})"
+def _arguments(address: str | None) -> tuple:
+    return BY_ADDRESS[address].arguments if address in BY_ADDRESS else ()
+
+
+def _pad_followers(pad: Control) -> list[dict[str, Any]]:
+    """The XY pad follows each axis's feedback, keeping the other axis where it is."""
+    followers = []
+    for axis, address in enumerate(pad.axes_follow):
+        if address is None:
+            continue
+        point = f"[value, get('{pad.id}')[1]]" if axis == 0 else f"[get('{pad.id}')[0], value]"
+        followers.append({"type": "variable", "id": f"follow_{pad.id}_{pad.axes[axis]}", "address": address,
+                          "onValue": f"set('{pad.id}', {point}, {{send: false}})"})
+    return followers
 
 
 def _script_follower(widget_id: str, address: str, script: str) -> dict[str, Any]:
     return {"type": "variable", "id": widget_id, "address": address, "onValue": script}
 
 
-def _named_menu_followers(layout: Layout) -> list[dict[str, Any]]:
-    """Menus of names follow their feedback: ensemble (/e2m/state/ensemble, a name), sync (the
-    source, first argument of /e2m/state/sync, to the menu's index) and mood (lit when the features
-    in force are one of the presets; no preset: empty)."""
+def _mood_follower(layout: Layout) -> list[dict[str, Any]]:
+    """The mood menu has no feedback of its own: it shows the preset the features in force are
+    (none: empty), from ``/e2m/state/features``."""
     from e2m_live.features import FEATURE_ORDER, MOODS
 
-    followers = []
-    for menu in layout.menus:
-        if menu.name == "ensemble":
-            followers.append(_script_follower("follow_ensemble", "/e2m/state/ensemble",
-                                              "set('ensemble', value, {send: false})"))
-        elif menu.name == "sync":
-            names = json.dumps(list(menu.labels))
-            followers.append(_script_follower(
-                "follow_sync", "/e2m/state/sync",
-                f"set('sync', {names}.indexOf(value[0]) + {int(menu.values[0])}, {{send: false}})"))
-        elif menu.name == "mood":
-            presets = json.dumps({m: [getattr(f, n) for n in FEATURE_ORDER] for m, f in MOODS.items()})
-            followers.append(_script_follower(
-                "follow_mood", "/e2m/state/features",
-                f"var presets = {presets}; var found = ''; "
-                "Object.keys(presets).forEach(function (m) { if (presets[m].every(function (v, i) "
-                "{ return Math.abs(v - value[i]) < 0.001 })) found = m }); "
-                "set('mood', found, {send: false})"))
-    return followers
+    if not any(m.name == "mood" for m in layout.menus) or "/e2m/state/features" not in BY_ADDRESS:
+        return []
+    presets = json.dumps({m: [getattr(f, n) for n in FEATURE_ORDER] for m, f in MOODS.items()})
+    return [_script_follower(
+        "follow_mood", "/e2m/state/features",
+        f"var presets = {presets}; var found = ''; "
+        "Object.keys(presets).forEach(function (m) { if (presets[m].every(function (v, i) "
+        "{ return Math.abs(v - value[i]) < 0.001 })) found = m }); "
+        "set('mood', found, {send: false})")]
 
 
 #: How a display shows its message (``value`` is the argument, or the list of arguments).
@@ -132,13 +135,13 @@ def build_session(layout: Layout) -> dict[str, Any]:
     """The session as a JSON-ready dict."""
     faders = [_fader(f) for f in layout.faders]
     pad = layout.pad
-    xy = {"type": "xy", "id": pad.name, "html": f"{pad.label}: {pad.axes[0]} (x), {pad.axes[1]} (y)",
+    xy = {"type": "xy", "id": pad.id, "html": f"{pad.label}: {pad.axes[0]} (x), {pad.axes[1]} (y)",
           "expand": True,
           "rangeX": {"min": pad.low, "max": pad.high}, "rangeY": {"min": pad.low, "max": pad.high},
           "default": list(pad.default), "address": pad.address, "typeTags": "ff"}
     tempo = _fader(layout.tempo, horizontal=True)
     menus = [_menu(m) for m in layout.menus]
-    toggles = [{"type": "button", "id": t.name, "label": t.label, "expand": True, "mode": "toggle",
+    toggles = [{"type": "button", "id": t.id, "label": t.label, "expand": True, "mode": "toggle",
                 "on": 1, "off": 0, "address": t.address, "typeTags": "i"} for t in layout.toggles]
     buttons = [_button(b) for b in layout.buttons]
     entries = [_entry(e) for e in layout.entries]
@@ -147,7 +150,6 @@ def build_session(layout: Layout) -> dict[str, Any]:
                  "html": f"<b>{d.label}</b>", "default": "-", "wrap": "soft", "address": ""}
                 for d in layout.displays]
     followed = [c for c in (*layout.faders, *layout.menus, layout.tempo, *layout.toggles) if c.follow]
-    axes = {name: index for index, name in enumerate(pad.axes)}
     content = {
         "type": "root", "id": "root", "layout": "vertical",
         "onCreate": "send('/e2m/status')",  # the daemon's state at once, not the built-in defaults
@@ -160,8 +162,9 @@ def build_session(layout: Layout) -> dict[str, Any]:
             _panel("entries", entries, "9%"),
             _panel("transport", [*buttons, *toggles], "12%"),
             _panel("feedback", displays, "18%", layout="vertical"),
-            *(_follower(c, _pad_follow(layout, axes[c.name]) if c.name in axes else "") for c in followed),
-            *_named_menu_followers(layout),
+            *(_follower(c) for c in followed),
+            *_pad_followers(pad),
+            *_mood_follower(layout),
             *(_display_follower(d.name, d.address) for d in layout.displays),
         ],
         "tabs": [],

@@ -103,16 +103,40 @@ def picture_openstage(layout: Layout) -> list[str]:
     return _box(lines)
 
 
+#: What each controller costs the performer: (controller, install, platforms, price).
+COSTS = (
+    ("browser surface (built in)", "nothing: open the address `serve` prints",
+     "any browser: phone, tablet, laptop", "free"),
+    ("Pure Data (`e2m-live.pd`)", "Pd vanilla (Debian: `puredata`)", "Linux, macOS, Windows", "free"),
+    ("Open Stage Control (`e2m-live.json`)", "gone from npm, upstream repository emptied: build a "
+     "fork's source (1.26.x)", "server on a computer, surface in any browser", "free, but a build"),
+    ("TouchOSC (`e2m-live.tosc`)", "the app from its store", "iOS, Android, macOS, Windows, Linux",
+     "paid app"),
+    ("Max (`e2m-live.maxpat`)", "Max 8 or newer", "macOS, Windows", "paid licence"),
+)
+
+
+def _cost_table() -> str:
+    rows = ["| controller | install | runs on | cost |", "|---|---|---|---|"]
+    return "\n".join(rows + [f"| {' | '.join(row)} |" for row in COSTS])
+
+
 def render_readme(layout: Layout) -> str:
     host, port, feedback = layout.daemon_host, layout.daemon_port, layout.feedback_port
     addresses = "\n".join(f"| `{c.address}` | {c.label} | {c.kind} |" for c in layout.controls)
     displays = "\n".join(f"| `{d.address}` | {d.label} | {', '.join(d.arguments)} |" for d in layout.displays)
-    followed = ", ".join(c.follow.rsplit("/", 1)[-1] for c in layout.controls if c.follow)
+    followed = ", ".join(dict.fromkeys(c.follow.removeprefix("/e2m/state/")
+                                       for c in layout.controls if c.follow))
     follows = textwrap.fill(
-        f"Faders, menus, tempo and loop follow the daemon's `/e2m/state/NAME` feedback ({followed}), "
-        "so a change made on one controller shows on the others (Max and Pd set them without "
-        "sending; TouchOSC receives on the control; Open Stage Control uses `variable` widgets). "
-        "The pad follows valence and energy in Pd and TouchOSC.", width=96)
+        f"Every control that shows a value follows the daemon's feedback for it ({followed}; the pad "
+        "follows valence and energy), so a change made on one controller shows on the others: Max "
+        "and Pd set them without sending, TouchOSC receives on the control (a menu of names shows "
+        "the name in force in its title), Open Stage Control uses `variable` widgets (its mood menu "
+        "also shows the preset the features in force match). Each patch asks for `/e2m/status` when "
+        "it opens, so it starts from the daemon's state, not from its own defaults. "
+        "`tests/test_patches.py` checks both for every control, from the address table.", width=96)
+
+    costs = _cost_table()
 
     def block(lines: list[str]) -> str:
         return "```\n" + "\n".join(lines) + "\n```"
@@ -124,6 +148,13 @@ def render_readme(layout: Layout) -> str:
 
 Open a patch or a layout and play: every control here sends to the daemon's OSC address table
 (`docs/osc.md`), and the patches are regenerated from that table, so they cannot drift from it.
+
+No app at all: `e2m-live serve` also serves a control surface to any browser, on
+`http://127.0.0.1:8080/` (`--http-port`, `--no-web`; see `docs/web.md` and the phone section below).
+
+What each controller costs the performer:
+
+{costs}
 
 | file | controller |
 |---|---|
@@ -155,8 +186,8 @@ listen on port {feedback}: start the daemon with a feedback target for them:
 ## On the same computer
 
 * **Max**: open `e2m-live.maxpat`; it sends to `{host}:{port}` and listens on `{feedback}`
-  (start the daemon with `--feedback 127.0.0.1:{feedback}`; *Status* replies go to `udpsend`'s
-  socket, so Max sees the state from the next change or bar on).
+  (start the daemon with `--feedback 127.0.0.1:{feedback}`; the daemon also sends its
+  `/e2m/status` replies there, so the patch's on-load request fills it).
 * **Pure Data**: open `e2m-live.pd` (it connects on load, asks for `/e2m/status` and shows the
   replies; it also listens on `{feedback}`). Other patches can drive it by name:
   `[s e2m-energy]`, `[s e2m-mood]` (a name), `[s e2m-play]` (bang), `[s e2m-xy]` (`x y`);
@@ -168,9 +199,18 @@ listen on port {feedback}: start the daemon with a feedback target for them:
 * **TouchOSC** on the same machine: connection 1 = UDP, host `{host}`, send port `{port}`,
   receive port `{feedback}`.
 
-## A phone or tablet on Wi-Fi (TouchOSC, or a browser for Open Stage Control)
+## A phone or tablet on Wi-Fi (a browser, TouchOSC, or Open Stage Control)
 
-The daemon binds `127.0.0.1` unless told otherwise. Bind it to the computer's Wi-Fi address
+The simplest: the browser surface. Bind the daemon to every interface and allow your Wi-Fi
+network; it prints the address to open on the phone (same network, no app):
+
+    e2m-live serve --host 0.0.0.0 --allow 192.168.1.0/24
+    ...
+      listening: browser http://192.168.1.20:8080/
+
+Any other client gets HTTP 403. The same `--host` and `--allow` apply to OSC.
+
+For TouchOSC: the daemon binds `127.0.0.1` unless told otherwise. Bind it to the computer's Wi-Fi address
 (`0.0.0.0` binds every interface) and allow the phone, or the Wi-Fi network, explicitly; packets
 from addresses not in the allow-list are ignored. With the computer at `192.168.1.20` and the
 phone at `192.168.1.35`:
@@ -201,8 +241,8 @@ Instrument entries (instruments, mute, unmute) take General MIDI names, program 
 (`violin, cello, drums`). Max's text field sends one word per instrument (program numbers or a
 unique part of a name: `40 42 drums`); Pd's symbol box takes one instrument. Typing `auto` in the
 instruments field returns to the ensemble. TouchOSC cannot type: it has quick-pick buttons
-(instruments auto, mute drums, unmute drums). The ensemble menu does not follow the daemon; the
-ensemble, instruments and muted displays show what is in force.
+(instruments auto, mute drums, unmute drums). The instruments and muted displays show what is in
+force.
 
 Feedback displays:
 

@@ -151,7 +151,7 @@ def _fader(control: Control, frame: tuple[int, int, int, int], horizontal: bool 
         "grid": ("b", 1), "gridSteps": ("i", 10), "response": ("i", 0), "responseFactor": ("i", 100),
         "orientation": ("i", 1 if horizontal else 0),
     }
-    return Node("FADER", control.name, frame, FEATURE, properties,
+    return Node("FADER", control.id, frame, FEATURE, properties,
                 {"x": _num(_normalised(control, control.default))}, messages)
 
 
@@ -182,16 +182,16 @@ def _radio(control: Control, frame: tuple[int, int, int, int]) -> list[Node]:
     first = int(control.values[0])
     scale = ("VALUE", "INTEGER", "x", first, first + 1)
     messages = [OscMessage(control.address, [scale])]
-    if control.follow:
+    if control.follow and not control.follow_name:  # a name: the title shows it (_title)
         messages.append(OscMessage(control.follow, [scale], send=False, receive=True))
     properties: dict[str, tuple[str, object]] = {
         "orientation": ("i", 1), "radioType": ("i", 0), "steps": ("i", len(control.values)),
     }
     default = control.values.index(control.default) if control.default in control.values else 0
-    radio = Node("RADIO", control.name, frame, MENU, properties, {"x": str(default)}, messages)
+    radio = Node("RADIO", control.id, frame, MENU, properties, {"x": str(default)}, messages)
     x, y, w, h = frame
     cell = w // len(control.labels)
-    labels = [_label(f"{control.name}_{i}", text, (x + i * cell, y, cell, h), size=16)
+    labels = [_label(f"{control.id}_{i}", text, (x + i * cell, y, cell, h), size=16)
               for i, text in enumerate(control.labels)]
     return [radio, *labels]
 
@@ -201,7 +201,7 @@ def _choice_buttons(control: Control, x: int, y: int, width: int, height: int) -
     nodes: list[Node] = []
     conversion = "STRING" if control.string_values else "INTEGER"
     for index, (label, value) in enumerate(zip(control.labels, control.values, strict=True)):
-        button = _button(f"{control.name}_{index}", control.address,
+        button = _button(f"{control.id}_{index}", control.address,
                          [("CONSTANT", conversion, str(value), 0, 1)],
                          (x + index * (width + 6), y, width, height), MENU)
         nodes += _labelled(button, label)
@@ -229,6 +229,30 @@ function onReceiveOSC(message, connections)
   return true
 end
 """
+
+
+_NAME_SCRIPT = """local ADDRESS = '{address}'
+local LABEL = '{label}'
+local INDEX = {index}
+
+function onReceiveOSC(message, connections)
+  if message[1] ~= ADDRESS then return false end
+  local argument = message[2][INDEX]
+  if argument then self.values.text = LABEL .. ': ' .. tostring(argument.value) end
+  return true
+end
+"""
+
+
+def _title(menu: Control, frame: tuple[int, int, int, int]) -> Node:
+    """A menu's title; where the feedback names the entry (ensemble, sync) the title shows the name
+    in force ("Sync: midi"): a radio can only take an index, buttons have no selected state."""
+    if not (menu.follow and menu.follow_name):
+        return _label(f"{menu.id}_title", menu.label, frame)
+    script = _NAME_SCRIPT.format(address=menu.follow, label=menu.label.replace("'", ""),
+                                 index=menu.follow_index + 1)
+    receive = OscMessage(menu.follow, [("VALUE", "STRING", "text", 0, 1)], send=False, receive=True)
+    return _label(f"{menu.id}_title", menu.label, frame, script=script, messages=[receive])
 
 
 def _display(display: Display, frame: tuple[int, int, int, int]) -> Node:
@@ -280,14 +304,14 @@ def build_root(layout: Layout) -> Node:
         width = 56 * len(menu.values)
         if x + 130 + width > WIDTH:
             y, x = y + 60, 20
-        children.append(_label(f"{menu.name}_title", menu.label, (x, y, 120, 50)))
+        children.append(_title(menu, (x, y, 120, 50)))
         children += _radio(menu, (x + 120, y, width, 50))
         x += 120 + width + 20
     for menu in layout.menus:
         if not menu.string_values:
             continue
         y += 60
-        children.append(_label(f"{menu.name}_title", menu.label, (20, y, 120, 50)))
+        children.append(_title(menu, (20, y, 120, 50)))
         children += _choice_buttons(menu, 140, y, 100, 50)
     y += 65
     x = 20
