@@ -164,9 +164,12 @@ def run(args: argparse.Namespace) -> int:
     bars = []
     progress = tqdm(total=args.bars, unit="bar", desc="decoding", file=sys.stderr, disable=None, leave=False)
     with progress:
-        for generated in stream:
-            bars.append(generated.bar)
-            progress.update(1)
+        try:
+            for generated in stream:
+                bars.append(generated.bar)
+                progress.update(1)
+        except (PipelineError, ValueError) as error:  # the decoder checks its arguments when it starts
+            raise UsageError(str(error)) from None
     finished = time.perf_counter()
     args.output.write_bytes(bars_to_smf(bars, default_tempo=features.tempo))
     music = section_duration(bars)
