@@ -10,9 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from e2m_live.live.addresses import ADDRESSES, Argument, OscAddress
 from e2m_live.live.config import build_config
 from e2m_live.live.daemon import Daemon
 from e2m_live.live.osc import encode_message
+from e2m_live.web import WebSurface
 
 from .live_helpers import wait_until
 
@@ -80,6 +82,7 @@ def _value(page: Page, selector: str) -> float:
 def test_moving_a_fader_changes_the_daemons_features(browser, daemon):
     page = _open(browser, daemon.web.port)
     try:
+        page.locator("#ctl-energy").scroll_into_view_if_needed()
         box = page.locator("#ctl-energy").bounding_box()
         page.mouse.click(box["x"] + 0.85 * box["width"], box["y"] + box["height"] / 2)
         moved = _value(page, "#ctl-energy")
@@ -206,3 +209,31 @@ def test_the_page_reconnects_after_a_daemon_restart(browser):
         page.close()
         if second is not None:
             second.shutdown()
+
+
+def test_an_address_added_to_the_table_appears_on_the_page(browser):
+    """The page has no list of controls: a new fader in the table is on it, and it sends."""
+    extra = OscAddress("/e2m/brightness", (Argument("brightness", "fi", 0.0, 1.0, default=0.5),),
+                       "Brightness", "a control the page has never heard of", group="colour")
+    received: list[tuple[str, list]] = []
+
+    def handle(address: str, args: list) -> list:
+        received.append((address, args))
+        return []
+
+    surface = WebSurface(handle, lambda: [("/e2m/state/brightness", [0.25])], port=0,
+                         addresses=(*ADDRESSES, extra,
+                                    OscAddress("/e2m/state/brightness", (Argument("brightness", "f"),),
+                                               "brightness", "echo", direction="out", group="state")))
+    surface.start()
+    page = _open(browser, surface.port)
+    try:
+        assert page.locator("#panel-colour h2").inner_text().lower() == "colour"
+        page.wait_for_function("document.getElementById('ctl-brightness').value === '0.25'", timeout=5000)
+        page.locator("#ctl-brightness").scroll_into_view_if_needed()
+        box = page.locator("#ctl-brightness").bounding_box()
+        page.mouse.click(box["x"] + 0.9 * box["width"], box["y"] + box["height"] / 2)
+        assert wait_until(lambda: any(a == "/e2m/brightness" and args[0] > 0.8 for a, args in received), 5)
+    finally:
+        page.close()
+        surface.close()

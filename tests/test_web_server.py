@@ -20,6 +20,7 @@ from e2m_live.live.osc import encode_message
 from e2m_live.music import Bar, Note
 from e2m_live.web import WebSurface, table_json
 from e2m_live.web.plan import bar_chord, bar_instruments
+from e2m_live.web.server import CLIENT_BACKLOG, _Client, interface_addresses
 
 from .live_helpers import wait_until
 
@@ -271,3 +272,23 @@ def test_shutdown_closes_the_websockets_so_pages_reconnect():
     assert kind in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
     assert code == 1001
     assert wait_until(lambda: daemon.web is None, 2.0)
+
+
+def test_a_slow_page_loses_its_backlog_and_gets_the_full_state_instead():
+    async def main():
+        client = _Client(None, "127.0.0.1")  # type: ignore[arg-type] - the queue alone is under test
+        for i in range(CLIENT_BACKLOG + 10):
+            client.offer(f"frame {i}")
+        return client.queue.qsize(), client.resync
+
+    size, resync = _run(main())
+    assert size < CLIENT_BACKLOG and resync
+
+
+def test_the_printed_addresses():
+    surface = WebSurface(lambda a, args: [], lambda: [], host="0.0.0.0", port=0)
+    surface.port = 8080  # not started: nothing is bound
+    urls = surface.urls()
+    assert urls and all(u.startswith("http://") and u.endswith(":8080/") for u in urls)
+    for address in interface_addresses():
+        assert not address.startswith("127.") and len(address.split(".")) == 4

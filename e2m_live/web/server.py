@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
+from e2m_live.live.addresses import ADDRESSES, OscAddress
 from e2m_live.live.osc import ERROR_ADDRESS, ClientFilter, Handler, Reply
 from e2m_live.music import Bar
 from e2m_live.web.plan import summarise
@@ -79,11 +80,13 @@ class _Client:
 
 class WebSurface:
     """The server. ``handle`` applies one control (the daemon's OSC handler), ``state`` returns
-    the full state, ``section_bars(n)`` the decoded bars of section ``n`` (for the bar strip)."""
+    the full state, ``section_bars(n)`` the decoded bars of section ``n`` (for the bar strip);
+    ``addresses`` is the table the page is built from (default: the daemon's)."""
 
     def __init__(self, handle: Handler, state: Callable[[], list[Reply]], *, host: str = "127.0.0.1",
                  port: int = 8080, allow: Iterable[str] = (),
-                 section_bars: Callable[[int], Sequence[Bar]] | None = None) -> None:
+                 section_bars: Callable[[int], Sequence[Bar]] | None = None,
+                 addresses: tuple[OscAddress, ...] | None = None) -> None:
         self._handle = handle
         self._state = state
         self._section_bars = section_bars
@@ -99,7 +102,7 @@ class WebSurface:
         self._apply = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="e2m-web-apply")
         self._section: int | None = None
         self._bars: list[dict[str, Any]] = []
-        self._table = json.dumps(table_json())
+        self._table = json.dumps(table_json(ADDRESSES if addresses is None else addresses))
 
     # ---- lifecycle (any thread) ---------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
@@ -170,9 +173,11 @@ class WebSurface:
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def _shutdown(self) -> None:
-        for client in list(self._clients):
+        async def close(client: _Client) -> None:
             with contextlib.suppress(Exception):
                 await client.ws.close(code=1001, message=b"daemon stopping")
+
+        await asyncio.gather(*(close(c) for c in list(self._clients)))
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -197,7 +202,9 @@ class WebSurface:
         origin = request.headers.get("Origin")
         if origin and urlsplit(origin).netloc != request.host:
             return web.Response(status=403, text=f"WebSocket from another site ({origin}) refused\n")
-        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=MAX_MESSAGE)
+        # timeout: how long closing waits for the page's answer (a phone gone to sleep never
+        # answers, and the daemon's shutdown must not wait on it)
+        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=MAX_MESSAGE, timeout=1.0)
         await ws.prepare(request)
         client = _Client(ws, request.remote or "")
         self._clients.add(client)
