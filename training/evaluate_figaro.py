@@ -6,7 +6,8 @@
 For each validation segment (one per song first, then more, in a fixed order) three systems turn the
 segment's description into REMI+ tokens:
 
-* ``model``: the FIGARO model, decoded bar by bar (grammar-constrained, ``--temperature``/``--top-p``);
+* ``model``: the FIGARO model, decoded bar by bar (grammar-constrained, ``--temperature``/``--top-p``,
+  the decode rules on or off with ``--rules``, the chord-tone bias set by ``--chord-bias``);
 * ``baseline``: :mod:`training.baseline`, random notes from the described chords at the described density;
 * ``ceiling``: the segment's own REMI+ (the ground truth), i.e. extract -> REMI -> MIDI.
 
@@ -25,7 +26,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +72,13 @@ def _renumbered_bars(tokens: Sequence[str], keep: int) -> list[str]:
     return out
 
 
-def select_segments(segments: Sequence[Any], limit: int | None, bars: int) -> list[EvalSegment]:
+def select_segments(
+    segments: Sequence[Any], limit: int | None, bars: int, skip: int = 0
+) -> list[EvalSegment]:
     """One segment per song first, then second segments, ...; within a round the corpora take
     turns (songs in sorted order within a corpus), so any ``limit`` covers every corpus. The
-    first ``bars`` bars of each segment, renumbered from 1."""
+    first ``bars`` bars of each segment, renumbered from 1. ``skip`` drops the first segments of
+    that order (to tune a setting on segments the table does not use)."""
     desc_vocab, remi_vocab = DescriptionVocab(), RemiVocab()
     by_song: dict[str, list[Any]] = {}
     corpus_of: dict[str, str] = {}
@@ -92,7 +96,7 @@ def select_segments(segments: Sequence[Any], limit: int | None, bars: int) -> li
         for k in range(max((len(q) for q in lists), default=0)):
             order += [by_song[q[k]][r] for q in lists if k < len(q)]
     out: list[EvalSegment] = []
-    for seg in order[: limit if limit else None]:
+    for seg in order[skip:][: limit if limit else None]:
         desc = [t for t in desc_vocab.decode(seg.description_ids) if not t.startswith("<")]
         remi = [t for t in remi_vocab.decode(seg.remi_ids) if not t.startswith("<")]
         out.append(
@@ -145,16 +149,51 @@ class GenerationSettings:
     max_tokens_per_bar: int = 512
     constrained: bool = True
     quantize: str | None = None
+    rules: bool = True  # the decode rules (DecodeRules()) or the grammar alone (DecodeRules.off())
+    chord_bias: float | None = None  # None: the rules' default (CHORD_BIAS on, 0 off)
+    rule_overrides: dict[str, Any] = field(default_factory=dict)  # other DecodeRules fields
+
+    def decode_rules(self) -> Any:
+        """The :class:`~e2m_live.figaro.constraints.DecodeRules` these settings decode with."""
+        from e2m_live.figaro.constraints import DecodeRules
+
+        rules = DecodeRules() if self.rules else DecodeRules.off()
+        if self.chord_bias is not None:
+            rules = replace(rules, chord_bias=self.chord_bias)
+        try:
+            return replace(rules, **self.rule_overrides)
+        except TypeError as err:  # an unknown field
+            raise ValueError(f"bad --rule: {err}") from err
 
     def label(self) -> str:
-        """A short name for tables, e.g. ``t=1.0 p=0.95 constrained``."""
+        """A short name for tables, e.g. ``t=1.0 p=0.95 constrained rules chord-bias 1``."""
         p = "-" if self.top_p is None else f"{self.top_p:g}"
         text = f"t={self.temperature:g} p={p}" + (f" k={self.top_k}" if self.top_k else "")
-        return (
-            text
-            + (" constrained" if self.constrained else " free")
-            + (f" {self.quantize}" if self.quantize else "")
-        )
+        if self.constrained:
+            text += f" constrained, rules {'on' if self.rules else 'off'}"
+            text += f", chord bias {self.decode_rules().chord_bias:g}"
+            text += "".join(f", {k} {v}" for k, v in sorted(self.rule_overrides.items()))
+        else:
+            text += " free"
+        return text + (f" {self.quantize}" if self.quantize else "")
+
+
+def steered_decoder_class() -> type:
+    """:class:`~e2m_live.figaro.decode.IncrementalDecoder` whose grammar state knows the description's
+    chords (:func:`~e2m_live.figaro.constraints.steer_plans`), for the chord-tone bias.
+
+    A stopgap while ``decode.bar_plan`` does not fill ``BarPlan.chords`` itself: once it does, the plans
+    arrive with chords and this adds nothing."""
+    from e2m_live.figaro.constraints import steer_plans
+    from e2m_live.figaro.decode import IncrementalDecoder
+
+    class SteeredDecoder(IncrementalDecoder):
+        def _run(self, desc: Any, state: Any, prime: list[str], n_bars: int, sampler: Any) -> Any:
+            if not any(plan.chords for plan in state.plans.values()):
+                state.plans = steer_plans(state.plans, desc.tokens)
+            return super()._run(desc, state, prime, n_bars, sampler)
+
+    return SteeredDecoder
 
 
 def model_generator(
@@ -163,14 +202,14 @@ def model_generator(
     """A function (segment, seed) -> generated REMI+ tokens, and the decoder (for statistics)."""
     import torch
 
-    from e2m_live.figaro.decode import IncrementalDecoder
     from training.figaro_export import load_exported
 
     if threads:
         torch.set_num_threads(threads)
-    decoder = IncrementalDecoder(
+    decoder = steered_decoder_class()(
         load_exported(model_dir), device="cpu", constrained=settings.constrained, quantize=settings.quantize
     )
+    rules = settings.decode_rules()
 
     def generate(segment: EvalSegment, seed: int) -> list[str]:
         bars = decoder.generate_bars(
@@ -180,6 +219,7 @@ def model_generator(
             top_p=settings.top_p,
             seed=seed,
             max_tokens_per_bar=settings.max_tokens_per_bar,
+            rules=rules,
         )
         return [tok for bar in bars for tok in bar]
 
@@ -394,6 +434,20 @@ def measure_speed(
     return out
 
 
+def parse_rule_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["note_budget_margin=1.0", ...]`` as ``{"note_budget_margin": 1.0, ...}`` (values are JSON)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--rule takes FIELD=JSON, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--rule {item!r}: the value is not JSON ({err})") from err
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.evaluate_figaro", description=__doc__.split("\n")[0])
     p.add_argument(
@@ -411,6 +465,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--top-k", type=int)
     p.add_argument("--unconstrained", action="store_true", help="decode without the REMI+ grammar mask")
+    p.add_argument(
+        "--rules", choices=["on", "off"], default="on", help="the decode rules, or the grammar alone"
+    )
+    p.add_argument(
+        "--chord-bias",
+        type=float,
+        help="logit bonus of the described chord's tones (default: CHORD_BIAS with the rules, 0 without)",
+    )
+    p.add_argument(
+        "--rule",
+        action="append",
+        default=[],
+        metavar="FIELD=JSON",
+        help="set a DecodeRules field, e.g. --rule note_budget_margin=1.0 --rule quarter_spread=null",
+    )
+    p.add_argument("--skip", type=int, default=0, help="skip the first N segments of the selection order")
     p.add_argument("--quantize", choices=["int8"], help="int8 weights for decoding (CPU)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads for generation (per worker)")
     p.add_argument("--workers", type=int, default=1, help="processes that score segments in parallel")
@@ -438,7 +508,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError("--bars must be at least 1")
         if args.card and not args.model:
             raise ValueError("--card needs --model")
-        segments = select_segments(load_eval_segments(args.data, args.split), args.limit or None, args.bars)
+        if args.skip < 0:
+            raise ValueError("--skip must be >= 0")
+        segments = select_segments(
+            load_eval_segments(args.data, args.split), args.limit or None, args.bars, args.skip
+        )
         if not segments:
             raise ValueError(f"no segments in split {args.split!r} of {args.data}")
         notes = Path(args.notes).read_text() if args.notes else ""
@@ -449,7 +523,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             constrained=not args.unconstrained,
             quantize=args.quantize,
             max_tokens_per_bar=args.max_tokens_per_bar,
+            rules=args.rules == "on",
+            chord_bias=args.chord_bias,
+            rule_overrides=parse_rule_overrides(args.rule),
         )
+        settings.decode_rules()  # a bad --chord-bias fails here, before anything is decoded
         speed = measure_speed(args.model, segments, args.threads, log) if args.speed and args.model else {}
         if args.workers < 1:
             raise ValueError("--workers must be at least 1")
@@ -488,7 +566,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seed": args.seed,
         "workers": args.workers,
         "threads": args.threads,
-        "settings": settings.__dict__,
+        "settings": {**settings.__dict__, "label": settings.label()},
         "summaries": result["summaries"],
         "by_corpus": result["by_corpus"],
         "timing": result["timing"],

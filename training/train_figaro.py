@@ -86,6 +86,7 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads per process
     compile: bool = False
     num_workers: int = 0  # DataLoader processes building batches (0: in the training loop)
+    init_from: str | None = None  # exported model directory to fine-tune (its sizes replace model_preset)
 
 
 # --- configuration ----------------------------------------------------------------------------
@@ -125,6 +126,8 @@ def make_train_config(data: dict[str, Any]) -> TrainConfig:
 
 
 def make_model_config(cfg: TrainConfig) -> FigaroConfig:
+    if cfg.init_from:
+        return FigaroConfig.load(Path(cfg.init_from) / "config.json")
     presets = {"compact": FigaroConfig.compact, "expert": FigaroConfig.expert, "default": FigaroConfig}
     if cfg.model_preset not in presets:
         raise ValueError(f"unknown model_preset {cfg.model_preset!r} (one of {sorted(presets)})")
@@ -526,6 +529,13 @@ def _train(
     optimizer = make_optimizer(model, cfg, fused=device.type == "cuda")
     step, tokens_seen, best_val, trained_seconds = 0, 0, math.inf, 0.0
     resume_path = _resume_path(resume, ckpt_dir)
+    if cfg.init_from and resume_path is None:
+        from training.figaro_export import load_exported_state
+
+        state_dict = {k: v.float() for k, v in load_exported_state(cfg.init_from).items()}
+        model.load_state_dict(state_dict)  # strict: a mismatch is an error, not a silent partial load
+        if ctx.main:
+            print(f"[train] fine-tuning {cfg.init_from}", flush=True)
     if resume_path is not None:
         ckpt = load_checkpoint(resume_path)
         if ckpt["model_config"] != model_cfg.to_dict():
@@ -793,6 +803,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=JSON",
         help="override any config key, e.g. --set val_max_windows=64 (repeatable)",
     )
+    p.add_argument("--init", dest="init_from", metavar="MODEL_DIR",
+                   help="fine-tune this exported model (config.json + safetensors) instead of a fresh one")
     p.add_argument("--resume", help="checkpoint to resume from, or 'auto' for OUT_DIR/checkpoints/last.pt")
     p.add_argument("--export", metavar="DIR", help="after training, write fp16 safetensors + config here")
     p.add_argument("--export-from", metavar="CKPT", help="only export this checkpoint to --export DIR")
@@ -814,6 +826,7 @@ _OVERRIDES = (
     "precision",
     "threads",
     "num_workers",
+    "init_from",
 )
 
 
