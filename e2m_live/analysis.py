@@ -614,7 +614,10 @@ def _terms(descriptors: Mapping[str, Any]) -> dict[str, np.ndarray]:
         "grid_onset_fraction": as_array["grid_onset_fraction"],
         "beat_onset_fraction": as_array["beat_onset_fraction"],
         "drum_beat_fraction": as_array["drum_beat_fraction"],
-        "tempo_fit": np.exp(-0.5 * (np.log2(as_array["tempo"] / _TEMPO_PEAK_BPM) / _TEMPO_WIDTH) ** 2),
+        # a tempo of 0 (broken tempo map) is as far from danceable as 1 BPM: fit 0 either way
+        "tempo_fit": np.exp(
+            -0.5 * (np.log2(np.maximum(as_array["tempo"], 1.0) / _TEMPO_PEAK_BPM) / _TEMPO_WIDTH) ** 2
+        ),
         "level_db": as_array["level_db"],
         "acoustic_share": as_array["acoustic_share"],
         "vocal_likeness": as_array["vocal_likeness"],
@@ -682,9 +685,11 @@ def composite_scores(
         for feature, weights in weights_of.items()
     }
     scores["loudness"] = terms["level_db"]  # already a dB scale: no need to standardise
+    # the tie-break keeps the a-priori energy, so a refitted energy moves no other feature
+    prior_energy = sum(weight * standard(term) for term, weight in COMPOSITES["energy"].items())
     scores["acousticness"] = (
         terms["acoustic_share"]
-        + ACOUSTICNESS_TIE_BREAK["energy"] * scores["energy"]
+        + ACOUSTICNESS_TIE_BREAK["energy"] * prior_energy
         + ACOUSTICNESS_TIE_BREAK["grid_onset_fraction"] * standard("grid_onset_fraction")
     )
     scores["instrumentalness"] = 1.0 - terms["vocal_likeness"]
@@ -798,9 +803,15 @@ def load_calibration(path: str | None = None) -> Calibration:
     return Calibration.from_dict(json.loads(text))
 
 
+_DEFAULT_TEMPO = 120.0
+
+
 def _fold_tempo(tempo: float) -> float:
-    """Tempo folded by octaves into the allowed range (MIDI files sometimes notate half/double)."""
+    """Tempo folded by octaves into the allowed range (MIDI files sometimes notate half/double); a
+    tempo that is not a positive number reads as MIDI's default, 120 BPM."""
     low, high = RANGES["tempo"]
+    if not (math.isfinite(tempo) and tempo > 0):
+        return _DEFAULT_TEMPO
     while tempo < low:
         tempo *= 2.0
     while tempo > high:
@@ -853,8 +864,7 @@ def feature_matrix(descriptors: np.ndarray, calibration: Calibration | None = No
     calibration = calibration or load_calibration()
     rows = np.asarray(descriptors, dtype=np.float64).reshape(-1, len(DESCRIPTOR_NAMES))
     columns = {name: rows[:, i] for i, name in enumerate(DESCRIPTOR_NAMES)}
-    with np.errstate(divide="ignore"):  # a tempo of 0 (no tempo event) gives tempo_fit 0, as per row
-        raw = composite_scores(columns, calibration.stats, calibration.composites)
+    raw = composite_scores(columns, calibration.stats, calibration.composites)
     values: dict[str, np.ndarray] = {}
     for name in CALIBRATED_FEATURES:
         low, high = RANGES[name]
@@ -862,10 +872,5 @@ def feature_matrix(descriptors: np.ndarray, calibration: Calibration | None = No
     values["key"] = np.trunc(columns["key"])
     values["mode"] = np.trunc(columns["mode"])
     values["time_signature"] = np.trunc(columns["time_signature"])
-    tempo = columns["tempo"].copy()
-    low, high = RANGES["tempo"]
-    for _ in range(8):  # octave folding, as _fold_tempo
-        tempo = np.where(tempo < low, tempo * 2.0, tempo)
-        tempo = np.where(tempo > high, tempo / 2.0, tempo)
-    values["tempo"] = tempo
+    values["tempo"] = np.array([_fold_tempo(float(t)) for t in columns["tempo"]])
     return np.column_stack([values[name] for name in FEATURE_ORDER]).astype(np.float32)

@@ -17,10 +17,13 @@ from e2m_live.analysis import (
     beats_per_bar,
     describe_segment,
     estimate_features,
+    feature_matrix,
+    features_from_descriptors,
     find_key,
     load_calibration,
+    term_statistics,
 )
-from e2m_live.features import RANGES, EmotionFeatures
+from e2m_live.features import FEATURE_ORDER, RANGES, EmotionFeatures
 from e2m_live.music import Bar, Note
 from training.report import auc, key_score, validate_emopia, validate_pop909, validate_vgmidi
 
@@ -371,3 +374,71 @@ def test_pop909_key_accuracy(datasets_dir: Path) -> None:
     assert result["songs"] == 150
     assert result["key_mode_accuracy"] >= 0.75
     assert result["weighted_half_credit"] >= result["key_mode_accuracy"]
+
+
+# --- refitted composites and the vectorised estimate ----------------------------------------------
+def _random_descriptors(count: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    columns = {name: rng.uniform(0.0, 1.0, count) for name in DESCRIPTOR_NAMES}
+    columns.update(
+        onset_rate=rng.lognormal(1.5, 0.7, count),
+        drum_onset_rate=rng.lognormal(0.5, 1.0, count) * (rng.random(count) < 0.6),
+        pitched_onset_rate=rng.lognormal(1.2, 0.7, count),
+        velocity_mean=rng.uniform(30, 120, count),
+        velocity_std=rng.choice([0.0, 8.0], count),
+        level_db=rng.normal(0, 4, count),
+        pitch_mean=rng.normal(60, 6, count),
+        tempo=np.append(rng.uniform(30, 400, count - 1), 0.0),  # a broken tempo map too
+        key=rng.integers(0, 12, count).astype(float),
+        mode=rng.integers(0, 2, count).astype(float),
+        time_signature=rng.choice([3.0, 4.0, 6.0], count),
+    )
+    return np.column_stack([columns[name] for name in DESCRIPTOR_NAMES])
+
+
+def _refitted(calibration: Calibration) -> Calibration:
+    data = calibration.to_dict()
+    rows = _random_descriptors(400, seed=1)
+    stats = term_statistics({name: rows[:, i] for i, name in enumerate(DESCRIPTOR_NAMES)})
+    data["term_stats"] = {**stats, **data["term_stats"]}
+    data["composites"] = {"valence": {"log_tempo": 1.0, "majorness": 0.5, "log_drum_onset_rate": 0.7}}
+    return Calibration.from_dict(data)
+
+
+def test_feature_matrix_equals_the_estimate_row_by_row() -> None:
+    rows = _random_descriptors(60)
+    for calibration in (load_calibration(), _refitted(load_calibration())):
+        matrix = feature_matrix(rows, calibration)
+        for row, values in zip(rows, matrix, strict=True):
+            single = features_from_descriptors(dict(zip(DESCRIPTOR_NAMES, row, strict=True)), calibration)
+            expected = [single.to_dict()[name] for name in FEATURE_ORDER]
+            np.testing.assert_allclose(values, expected, rtol=1e-6, atol=1e-5)
+
+
+def test_refitted_composites_change_only_their_feature_and_round_trip() -> None:
+    shipped = load_calibration()
+    refitted = _refitted(shipped)
+    rows = _random_descriptors(200)
+    before, after = feature_matrix(rows, shipped), feature_matrix(rows, refitted)
+    valence = FEATURE_ORDER.index("valence")
+    assert not np.allclose(before[:, valence], after[:, valence])
+    others = [i for i in range(len(FEATURE_ORDER)) if i != valence]
+    np.testing.assert_array_equal(before[:, others], after[:, others])
+    # faster songs are happier under this composite, everything else equal
+    slow, fast = rows[:1].copy(), rows[:1].copy()
+    slow[0, DESCRIPTOR_NAMES.index("tempo")], fast[0, DESCRIPTOR_NAMES.index("tempo")] = 70.0, 140.0
+    assert feature_matrix(fast, refitted)[0, valence] > feature_matrix(slow, refitted)[0, valence]
+    again = Calibration.from_dict(refitted.to_dict())
+    assert again.composites == refitted.composites
+    np.testing.assert_array_equal(feature_matrix(rows, again), after)
+
+
+def test_composites_with_unknown_terms_or_stats_are_rejected() -> None:
+    data = _refitted(load_calibration()).to_dict()
+    with pytest.raises(ValueError, match="malformed"):
+        Calibration.from_dict({**data, "composites": {"valence": {"no_such_term": 1.0}}})
+    without = {k: v for k, v in data["term_stats"].items() if k != "log_tempo"}
+    with pytest.raises(ValueError, match=r"term_stats\.log_tempo"):
+        Calibration.from_dict({**data, "term_stats": without})
+    with pytest.raises(ValueError, match="malformed"):
+        Calibration.from_dict({**data, "composites": {"tempo": {"log_tempo": 1.0}}})

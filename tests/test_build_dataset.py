@@ -428,3 +428,18 @@ def test_spotify_matched_table_gives_spotify_features(datasets_dir, tmp_path):
     assert not np.allclose(segments.estimated_features, segments.features)
     assert set(segments.song_ids) == {"TRAAAAA128F0000001"}
     assert len(FEATURE_NAMES) == segments.features.shape[1]
+
+
+def test_cache_key_ignores_the_calibration_part_of_the_estimator() -> None:
+    """Only the descriptor part of analysis.py is in the extractor's digest: a refitted composite or
+    calibration code must not invalidate the per-file cache; a descriptor change must."""
+    from training.build_dataset import REPO, extractor_source
+
+    name = "e2m_live/analysis.py"
+    text = (REPO / name).read_bytes()
+    part = extractor_source(name, text)
+    assert b"def describe_segment" in part and b"class Calibration" not in part
+    assert extractor_source(name, text + b"\nEXTRA = 1\n") == part
+    assert extractor_source(name, text.replace(b"_GRID_TOLERANCE = 0.08", b"_GRID_TOLERANCE = 0.1")) != part
+    other = "e2m_live/music.py"
+    assert extractor_source(other, b"anything\n# Composites: x") == b"anything\n# Composites: x"

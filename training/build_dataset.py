@@ -891,9 +891,11 @@ def extract_all(
     timeout_s: float,
     progress: bool,
     shard: tuple[int, int] | None = None,
+    cached_only: bool = False,
 ) -> tuple[dict[str, str], dict[str, float]]:
     """Fill the per-file cache: extract every file (of shard ``i`` of ``n``: every n-th file of the sorted
-    list) whose entry is missing. Returns piece name -> cache key (all files) and counts."""
+    list) whose entry is missing (none with ``cached_only``: they are only counted, ``missing``). Returns
+    piece name -> cache key (all files) and counts."""
     code = extractor_digest()
     ordered = [p for corpus in corpus_order(pieces) for p in sorted(pieces[corpus], key=lambda p: p.name)]
     keys = {p.name: cache_key(p, config, code) for p in ordered}
@@ -909,6 +911,8 @@ def extract_all(
         else:
             todo.append(piece)
     counts: dict[str, float] = {"files": len(mine), "cached": cached, "duplicates": duplicates}
+    if cached_only:
+        counts["missing"], todo = len(todo), []
     counts.update(extracted=0)
     counts.update(skipped=0, extract_cpu_seconds=0.0)
     if todo:
@@ -962,6 +966,7 @@ def build(
     progress: bool = True,
     cache_dir: Path | None = None,
     shard: tuple[int, int] | None = None,
+    cached_only: bool = False,
 ) -> dict:
     """Build (or resume) the dataset in ``out``; returns the manifest.
 
@@ -969,7 +974,9 @@ def build(
     ``out/cache``; only missing entries are extracted), then the files are deduplicated by note content,
     split by song and written as shards from the cache (a shard whose files and labels did not change
     is kept). With ``shard=(i, n)`` only the first step runs, for every n-th file: a cluster job array
-    fills one cache, and ``build`` without ``shard`` (the merge) writes the shards.
+    fills one cache, and ``build`` without ``shard`` (the merge) writes the shards. With ``cached_only``
+    nothing is extracted: the shards hold the files already in the cache (a partial dataset while a
+    build is running; the splits are those of the whole file list, so its held-out songs stay held out).
     """
     began = time.perf_counter()
     out = Path(out)
@@ -978,7 +985,14 @@ def build(
     _prepare_out_dir(out, config, overwrite)
     extract_began = time.perf_counter()
     keys, counts = extract_all(
-        pieces, config, cache_dir, workers=workers, timeout_s=timeout_s, progress=progress, shard=shard
+        pieces,
+        config,
+        cache_dir,
+        workers=workers,
+        timeout_s=timeout_s,
+        progress=progress,
+        shard=shard,
+        cached_only=cached_only,
     )
     counts["extract_seconds"] = round(time.perf_counter() - extract_began, 1)
     if shard is not None:
@@ -1004,6 +1018,8 @@ def build(
     manifest = summarise(out, config, kept, time.perf_counter() - began, dropped, chunks)
     manifest["files_extracted"] = counts["extracted"]
     manifest["files_from_cache"] = counts["cached"]
+    if cached_only:
+        manifest["files_not_in_cache"] = counts["missing"]
     manifest["extract_seconds"] = counts["extract_seconds"]
     manifest["extract_cpu_seconds"] = round(counts["extract_cpu_seconds"], 1)
     manifest["scan_seconds"] = round(extract_began - began, 1)
@@ -1079,9 +1095,10 @@ def _run_chunks(
         bar.close()
 
 
-def relabel(out: Path) -> int:
-    """Recompute every estimated feature from the stored descriptors with the current calibration
-    (after ``training.calibrate_features`` changed it); returns the number of segments."""
+def relabel(out: Path, calibration: Path | None = None) -> int:
+    """Recompute every estimated feature from the stored descriptors with the installed calibration
+    (after ``training.calibrate_features`` changed it) or the one at ``calibration``; returns the number
+    of segments."""
     from training.dataset import FEATURE_SOURCES, estimate_from_descriptors
 
     out = Path(out)
@@ -1092,7 +1109,7 @@ def relabel(out: Path) -> int:
     for shard in sorted(out.glob("*/*.npz")):
         with np.load(shard, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-        estimated = estimate_from_descriptors(arrays["seg_descriptors"])
+        estimated = estimate_from_descriptors(arrays["seg_descriptors"], calibration)
         use = arrays["seg_features_source"] == FEATURE_SOURCES.index("estimated")
         arrays["seg_features"][use] = estimated[use]
         partial = np.flatnonzero(arrays["seg_features_source"] == FEATURE_SOURCES.index("spotify_partial"))
@@ -1105,6 +1122,7 @@ def relabel(out: Path) -> int:
         total += len(estimated)
     manifest = json.loads(manifest_path.read_text())
     manifest["features_calibrated"] = True
+    manifest["calibration"] = str(calibration) if calibration is not None else "installed"
     manifest_path.write_text(json.dumps(manifest, indent=2))
     return total
 
@@ -1176,6 +1194,17 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument(
         "--relabel", action="store_true", help="only recompute estimated features of the dataset in --out"
     )
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        help="--relabel with this calibration JSON",
+    )
+    parser.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="extract nothing: assemble the files already in the cache (a partial build)",
+    )
     parser.add_argument("--cache", type=Path, default=None, help="per-file cache folder (default: OUT/cache)")
     parser.add_argument(
         "--shard", default=None, help="i/n: only extract every n-th file into the cache (a job array task)"
@@ -1193,8 +1222,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     )
     if args.relabel:
         try:
-            count = relabel(args.out)
-        except ValueError as exc:
+            count = relabel(args.out, args.calibration)
+        except (ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"relabelled {count} segments in {args.out}")
@@ -1232,6 +1261,7 @@ def main(argv: Iterable[str] | None = None) -> int:
             progress=not args.no_progress,
             cache_dir=args.cache,
             shard=shard,
+            cached_only=args.cached_only,
         )
     except (CorpusError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """Calibrate the feature estimator: quantile-match raw MIDI composites onto Spotify's marginals.
 
     python -m training.calibrate_features [--datasets DIR] [--jobs 2] [--descriptors OUT.npz]
+    python -m training.calibrate_features --refit-from data/dataset [--report refit.json]
 
 Cuts every piece of the shared MIDI corpora into 12-bar segments (up to ``--per-piece`` of them,
 evenly spaced; shorter pieces whole), measures :func:`e2m_live.analysis.describe_segment` on each,
@@ -8,7 +9,12 @@ and writes ``e2m_live/data/feature_calibration.json``: the median/IQR of each co
 for each continuous feature, 101 quantiles of the raw composite beside 101 quantiles of the Spotify
 feature. Every corpus gets the same total weight, so the big ones do not set the scale alone.
 Spotify energy and valence come from ``lakh_msd_spotify_features.csv`` (21k Lakh/MSD songs), the
-others from ``seed_matched_tracks.csv`` (the only table that has them).
+others from ``seed_matched_tracks.csv`` (the only table that has them). ``--corpus rpbot`` (and the
+other ``multi`` zips) reads the pieces in place from the zips.
+
+``--refit-from DATASET`` instead refits the valence and energy composites on the real labels stored in a
+built dataset (Spotify's for the matched rpbot songs, EMOPIA's and VGMIDI's quadrants) and installs them
+only where they beat the current ones on the validation songs: see :mod:`training.refit_estimator`.
 """
 
 from __future__ import annotations
@@ -103,7 +109,15 @@ def _describe_piece(job: tuple[Piece, int]) -> tuple[str, str, list[list[float]]
     rows: list[list[float]] = []
     seconds = 0.0
     try:
-        midi = pretty_midi.PrettyMIDI(str(piece.path))
+        if piece.member is not None:  # a multi corpus: read in place from its zip
+            from e2m_live.description.extract import load_midi
+            from training.corpora import read_piece_bytes
+
+            midi = load_midi(read_piece_bytes(piece))
+            if not midi.time_signature_changes:  # 4/4 by the MIDI standard, as the build assumes
+                midi.time_signature_changes = [pretty_midi.TimeSignature(4, 4, 0.0)]
+        else:
+            midi = pretty_midi.PrettyMIDI(str(piece.path))
         for start, end in segment_bounds(midi, piece, per_piece):
             began = time.perf_counter()
             try:
@@ -120,10 +134,15 @@ def _describe_piece(job: tuple[Piece, int]) -> tuple[str, str, list[list[float]]
 def describe_corpora(
     datasets: Path, *, per_piece: int = 3, jobs: int = 2, corpora: Iterable[str] | None = None
 ) -> SegmentTable:
-    """Descriptors of segments of every shared MIDI corpus."""
-    pieces = [
-        p for group in scan_corpora(datasets, list(corpora) if corpora else None).values() for p in group
-    ]
+    """Descriptors of segments of every shared MIDI corpus (the folders; the ``multi`` zips when named)."""
+    from training.multi_corpora import MULTI_CORPORA
+
+    names = list(corpora) if corpora else None
+    folders = [n for n in names if n not in MULTI_CORPORA] if names else None
+    groups = scan_corpora(datasets, folders).values() if folders is None or folders else []
+    pieces = [p for group in groups for p in group]
+    for name in [n for n in names or () if n in MULTI_CORPORA]:
+        pieces += MULTI_CORPORA[name].scan(datasets / MULTI_CORPORA[name].folder)
     rows: list[list[float]] = []
     corpus_of: list[str] = []
     song_of: list[str] = []
@@ -219,7 +238,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--from-descriptors", type=Path, help="reuse descriptors saved by --descriptors instead of the MIDI"
     )
+    parser.add_argument(
+        "--refit-from",
+        type=Path,
+        help="refit valence and energy on the real labels of this built dataset (training.refit_estimator)",
+    )
+    parser.add_argument("--report", type=Path, help="with --refit-from: write the before/after report (JSON)")
     args = parser.parse_args(argv)
+    if args.refit_from:
+        return _refit(args.refit_from, args.out, args.report)
     if not args.datasets.is_dir():
         print(f"error: datasets folder not found: {args.datasets}", file=sys.stderr)
         return 2
@@ -243,6 +270,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     if np.isfinite(table.seconds_per_segment):
         print(f"describe_segment: {1000 * table.seconds_per_segment:.2f} ms per segment (mean)")
     print(f"wrote {args.out} in {time.perf_counter() - began:.0f} s")
+    return 0
+
+
+def _refit(dataset: Path, out: Path, report_path: Path | None) -> int:
+    from e2m_live.analysis import load_calibration
+    from training.dataset import DatasetError
+    from training.refit_estimator import format_report, load_labelled, refit
+
+    began = time.perf_counter()
+    try:
+        splits = {split: load_labelled(dataset, split) for split in ("train", "val", "test")}
+    except DatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    current = load_calibration(str(out)) if out.is_file() else load_calibration()
+    calibration, report = refit(current, splits["train"], splits["val"], splits["test"])
+    report["dataset"] = str(dataset)
+    report["seconds"] = round(time.perf_counter() - began, 1)
+    print(format_report(report))
+    if report_path is not None:
+        report_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    if calibration is current:
+        print(f"no refit beat the current composites on the validation songs: {out} unchanged")
+        return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(calibration.to_dict(), indent=1) + "\n", encoding="utf-8")
+    print(
+        f"wrote {out} in {report['seconds']:.0f} s; "
+        "relabel the dataset: python -m training.build_dataset --relabel"
+    )
     return 0
 
 

@@ -352,6 +352,11 @@ class SegmentList(Sequence[Segment]):
         return self._corpus[self._seg_piece]
 
     @property
+    def start_bars(self) -> np.ndarray:
+        """Per segment: its first bar within its file."""
+        return self._seg_start
+
+    @property
     def files(self) -> np.ndarray:
         """Per segment: the file it was cut from."""
         return self._file[self._seg_piece]
@@ -392,12 +397,13 @@ class SegmentList(Sequence[Segment]):
         )
 
 
-def estimate_from_descriptors(descriptors: np.ndarray) -> np.ndarray:
-    """Estimated features (rows in ``FEATURE_ORDER``) from descriptor rows, with the current calibration."""
+def estimate_from_descriptors(descriptors: np.ndarray, path: Path | None = None) -> np.ndarray:
+    """Estimated features (rows in ``FEATURE_ORDER``) from descriptor rows, with the installed calibration
+    (or the one at ``path``)."""
     from e2m_live.analysis import feature_matrix, load_calibration
 
     try:
-        calibration = load_calibration()
+        calibration = load_calibration(str(path) if path is not None else None)
     except (OSError, ValueError, KeyError) as exc:
         raise DatasetError(
             "features were not calibrated when the dataset was built and no calibration is available "

@@ -200,14 +200,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-write", action="store_true", help="do not write evaluation.json")
+    parser.add_argument(
+        "--segment-stride",
+        type=int,
+        default=None,
+        help="only segments starting every N bars (default: the training's, from the model's config)",
+    )
+    parser.add_argument("--corpora", nargs="+", default=None, help="only the segments of these corpora")
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON here instead")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from training.dataset import DatasetError
 
     try:
         planner = Planner.load(args.models)
-        train_examples = load_examples(args.data, "train")
-        heldout_examples = load_examples(args.data, args.split)
+        stride = args.segment_stride
+        if stride is None:
+            stride = int(planner.metadata.get("config", {}).get("segment_stride", 0))
+        train_examples = load_examples(args.data, "train", stride, args.corpora)
+        heldout_examples = load_examples(args.data, args.split, stride, args.corpora)
     except (PlanError, DatasetError) as error:
         print(f"evaluate_planner: {error}", file=sys.stderr)
         return 2
@@ -224,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     result = {
         "split": args.split,
+        "data": str(args.data),
+        "corpora": args.corpora,
+        "segment_stride": stride,
         "songs": len({e.song_id for e in heldout_examples}),
         "segments": len(heldout_examples),
         "sigma": sigma,
@@ -233,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         "grid": {k: list(v) for k, v in GRID.items()},
         "seconds": round(time.monotonic() - started, 1),
     }
-    if not args.no_write:
+    if args.out is not None:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    elif not args.no_write:
         from e2m_live.planner.planner import DEFAULT_MODEL_DIR
 
         out = (args.models or DEFAULT_MODEL_DIR) / f"evaluation_{args.split}.json"

@@ -81,6 +81,13 @@ class TrainConfig:
     #: 2: train the stream model in a second process while the ordered models train here.
     processes: int = 2
     max_minutes: float = 14.0
+    #: Use only segments starting on a multiple of this many bars (0: all; 12: non-overlapping windows).
+    segment_stride: int = 0
+    #: One process: the share of ``max_minutes`` the four ordered models get (the stream the rest).
+    ordered_share: float = 0.32
+    #: Held-out curves on at most this many val segments (a seeded sample; 0: all). The full held-out
+    #: evaluation is ``training.evaluate_planner``'s.
+    val_limit: int = 0
     extra: dict = field(default_factory=dict)
 
 
@@ -128,16 +135,26 @@ def stream_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, flo
 # -- data ----------------------------------------------------------------------------------------
 
 
-def load_examples(root: Path, split: str) -> list[PlannerExample]:
-    """Planner examples of one split of the dataset at ``root``."""
+def load_examples(
+    root: Path, split: str, segment_stride: int = 0, corpora: Sequence[str] | None = None
+) -> list[PlannerExample]:
+    """Planner examples of one split of the dataset at ``root``; with ``segment_stride`` only the segments
+    starting on a multiple of that many bars (12: windows that do not overlap, a third of the stride-4
+    segments — parsing every window of the full set takes minutes and adds little); ``corpora``: only
+    their segments."""
     from training.dataset import load_split
 
-    segments = load_split(root, split)
-    examples, skipped = examples_from_segments(segments)
+    segments = load_split(root, split, corpora=corpora)
+    chosen: Sequence = segments
+    if segment_stride > 0:
+        keep = np.flatnonzero(segments.start_bars % segment_stride == 0)
+        chosen = [segments[int(i)] for i in keep]
+    examples, skipped = examples_from_segments(chosen)
     log.info(
-        "%s: %d segments -> %d examples (%d skipped: description does not parse)",
+        "%s: %d segments, %d used -> %d examples (%d skipped: description does not parse)",
         split,
         len(segments),
+        len(chosen),
         len(examples),
         skipped,
     )
@@ -386,6 +403,9 @@ def train(
     torch.set_num_threads(cfg.threads)
     started = time.monotonic()
     deadline = started + cfg.max_minutes * 60
+    if cfg.val_limit and len(val_examples) > cfg.val_limit:
+        chosen = np.random.default_rng(cfg.seed).choice(len(val_examples), cfg.val_limit, replace=False)
+        val_examples = [val_examples[i] for i in sorted(chosen)]
     train_batch, val_batch = batch_examples(train_examples), batch_examples(val_examples)
     history: dict = {}
     ordered = {}
@@ -404,9 +424,9 @@ def train(
         stream.eval()
         history.update(stream_history)
     else:
-        # One process: the ordered models are cheap; the stream gets what is left.
+        # One process: the ordered models share ``ordered_share`` of the time; the stream gets the rest.
         for name in ORDERED_CLASSES:
-            own_deadline = min(time.monotonic() + cfg.max_minutes * 60 * 0.08, deadline)
+            own_deadline = min(time.monotonic() + cfg.max_minutes * 60 * cfg.ordered_share / 4, deadline)
             ordered[name] = train_ordered(name, train_batch, val_batch, cfg, history, own_deadline)
         stream = train_stream(train_batch, val_batch, cfg, history, deadline)
     wall = time.monotonic() - started
@@ -488,6 +508,21 @@ def main(argv: list[str] | None = None) -> int:
         help="stop training (after the current epoch) when this much wall time has passed",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--ordered-share",
+        type=float,
+        default=defaults.ordered_share,
+        help="with --processes 1: share of the time for the four ordered models",
+    )
+    parser.add_argument(
+        "--val-limit", type=int, default=defaults.val_limit, help="held-out curves on N val segments (0: all)"
+    )
+    parser.add_argument(
+        "--segment-stride",
+        type=int,
+        default=defaults.segment_stride,
+        help="use only segments starting every N bars (12: non-overlapping windows; 0: all)",
+    )
     parser.add_argument("--limit", type=int, default=0, help="use only the first N training segments (debug)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -498,17 +533,25 @@ def main(argv: list[str] | None = None) -> int:
         sigma=args.sigma,
         hidden=args.hidden,
         stream_hidden=args.stream_hidden,
-        dropout=args.dropout, stream_dropout=args.stream_dropout,
+        dropout=args.dropout,
+        stream_dropout=args.stream_dropout,
         threads=args.threads,
+        processes=args.processes,
         max_minutes=args.max_minutes,
         seed=args.seed,
+        samples_per_epoch=args.samples_per_epoch,
+        instrument_embedding=args.instrument_embedding,
+        layers=args.layers,
+        segment_stride=args.segment_stride,
+        ordered_share=args.ordered_share,
+        val_limit=args.val_limit,
     )
     from training.dataset import DatasetError, read_manifest
 
     try:
         manifest = read_manifest(args.data)
-        train_examples = load_examples(args.data, "train")
-        val_examples = load_examples(args.data, "val")
+        train_examples = load_examples(args.data, "train", args.segment_stride)
+        val_examples = load_examples(args.data, "val", args.segment_stride)
     except DatasetError as error:
         print(f"train_planner: {error}", file=sys.stderr)
         return 2
