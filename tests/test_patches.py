@@ -406,7 +406,7 @@ def test_touchosc_asks_for_state_on_load_and_follows_every_control(rendered):
 
 def test_open_stage_control_asks_for_state_on_load_and_follows_every_control(rendered):
     session = json.loads(rendered["e2m-live.json"])
-    assert "send('/e2m/status')" in session["content"]["onCreate"]
+    assert "send(false, '/e2m/status')" in session["content"]["onCreate"]
     widgets = list(_osc_widgets(session["content"]))
     menus = {w["id"]: w for w in widgets if w["type"] == "dropdown"}
     for menu in menus.values():  # every default is one of the menu's values (sync was "internal")
