@@ -168,9 +168,7 @@ class WebSurface:
         except BaseException:
             await self._runner.cleanup()
             raise
-        server = site._server  # aiohttp exposes the bound port only through the server's sockets
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._runner.addresses[0][1]  # the port bound (port 0: the one picked)
 
     async def _shutdown(self) -> None:
         async def close(client: _Client) -> None:
