@@ -15,7 +15,10 @@ moods), ``--seeds`` seeds each. Printed tables:
 * Spearman rho of each feature against its plan statistic (the danceability statistic is the
   groove score: share of bars with drums + half the share with bass, the plan-level part of the
   analysis' drum-beat term);
-* single-instrument share at the default features and per mood;
+* single-instrument share at the default features and per mood, and per mood the distribution of
+  ensemble sizes (distinct instruments of the section, drums counted as one) and the share of sections
+  with drums (``--learned``: also with the instruments chosen by the stream LSTM, ``auto_ensemble``
+  off, i.e. what the models learned from the data);
 * tonic in the first bar and a cadence (V or IV, iv in minor, then the tonic as the last chord)
   by key lock;
 * every preset: the least share of bars any palette instrument plays, instruments outside the
@@ -80,6 +83,7 @@ def section_stats(description: Description, key: int, mode: int) -> dict[str, fl
         "bass": float(bass_bars > 0),
         "groove": (drum_bars + 0.5 * bass_bars) / n,
         "single": float(len({name for b in bars for name in b.instruments}) == 1),
+        "size": float(len({name for b in bars for name in b.instruments})),
         "acoustic_share": base["acoustic_share"],
         "voice_lead": float(voice_bars >= n / 2),
         "note_density": base["note_density"],
@@ -152,14 +156,26 @@ def sweep(planner: Planner, feature: str, seeds: int) -> dict[str, object]:
     return {"levels": table, "spearman": rho}
 
 
+SIZE_BINS = ("1", "2", "3", "4", "5+")
+
+
+def ensemble_sizes(rows: Sequence[dict[str, float]]) -> dict[str, object]:
+    """Share of sections by number of instruments (1, 2, 3, 4, 5+), the mean, and the share with drums."""
+    sizes = np.array([r["size"] for r in rows])
+    bins = np.clip(sizes, 1, 5).astype(int)
+    return {
+        "sizes": {label: float(np.mean(bins == k)) for k, label in enumerate(SIZE_BINS, start=1)},
+        "mean_size": float(sizes.mean()),
+        "drums": float(np.mean([r["drums"] for r in rows])),
+    }
+
+
 def measure(planner: Planner, seeds: int) -> dict[str, object]:
     out: dict[str, object] = {"seeds": seeds}
     out["sweeps"] = {feature: sweep(planner, feature, seeds) for feature in SWEPT}
-    single = {
-        name: float(np.mean([r["single"] for r in plan_rows(planner, [f], seeds * 4)]))
-        for name, f in BASES.items()
-    }
-    out["single_share"] = single
+    per_base = {name: plan_rows(planner, [f], seeds * 4) for name, f in BASES.items()}
+    out["single_share"] = {name: float(np.mean([r["single"] for r in v])) for name, v in per_base.items()}
+    out["ensembles"] = {name: ensemble_sizes(rows) for name, rows in per_base.items()}
     cadence = {}
     for lock in KEY_LOCKS:
         rows = plan_rows(planner, list(BASES.values()), seeds, Arrangement(key_lock=lock))
@@ -194,6 +210,10 @@ def print_report(result: dict[str, object], label: str) -> None:
         print(f"  Spearman vs {feature}: {rho}\n")
     single = result["single_share"]
     print("single-instrument share: " + ", ".join(f"{k} {v:.2f}" for k, v in single.items()))  # type: ignore[union-attr]
+    print("ensemble sizes per mood (share of sections with 1 / 2 / 3 / 4 / 5+ instruments; mean; drums):")
+    for name, row in result["ensembles"].items():  # type: ignore[union-attr]
+        sizes = " / ".join(f"{v:.2f}" for v in row["sizes"].values())
+        print(f"  {name}: {sizes}; mean {row['mean_size']:.1f}; drums {row['drums']:.2f}")
     print("tonic first bar / cadence by key lock: " + ", ".join(
         f"{lock}: {v['tonic_first']:.2f} / {v['cadence']:.2f}" for lock, v in result["cadence"].items()  # type: ignore[union-attr]
     ))
@@ -208,10 +228,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--models", type=Path, default=None)
     parser.add_argument("--before", action="store_true", help="also measure with the issue-14 terms off")
+    parser.add_argument(
+        "--learned", action="store_true", help="also measure with the stream choosing the instruments"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     planner = Planner.load(args.models)
     results = {"shipped": measure(planner, args.seeds)}
+    if args.learned:
+        shipped = planner.steering
+        planner.set_steering(Steering.from_dict({**shipped.to_dict(), "auto_ensemble": False}))
+        results["learned_instruments"] = measure(planner, args.seeds)
+        planner.set_steering(shipped)
+        print_report(results["learned_instruments"], "instruments chosen by the stream (auto_ensemble off)")
     if args.before:
         shipped = planner.steering
         old = {k: v for k, v in shipped.to_dict().items() if k not in NEW_TERMS}
