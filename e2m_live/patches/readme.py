@@ -208,7 +208,8 @@ network; it prints the address to open on the phone (same network, no app):
     ...
       listening: browser http://192.168.1.20:8080/
 
-Any other client gets HTTP 403. The same `--host` and `--allow` apply to OSC.
+Any other client gets HTTP 403 (the computer itself too, unless you add `--allow 127.0.0.1`). The
+same `--host` and `--allow` apply to OSC.
 
 For TouchOSC: the daemon binds `127.0.0.1` unless told otherwise. Bind it to the computer's Wi-Fi address
 (`0.0.0.0` binds every interface) and allow the phone, or the Wi-Fi network, explicitly; packets
