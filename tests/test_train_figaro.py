@@ -320,3 +320,17 @@ def test_resuming_another_model_size_is_refused(
     assert tf.main([*args, "--max-steps", "2"]) == 0
     assert tf.main([*args, "--max-steps", "4", "--resume", "auto", "--set", 'model={"d_model": 64}']) == 2
     assert "another configuration" in capsys.readouterr().err
+
+
+def test_init_fine_tunes_an_exported_model(pack: Path, tmp_path: Path):
+    first, export, second = tmp_path / "first", tmp_path / "export", tmp_path / "second"
+    args = ["--config", str(TINY), "--data", str(pack), "--no-progress", "--lr", "5e-3"]
+    assert tf.main([*args, "--out-dir", str(first), "--max-steps", "30", "--export", str(export)]) == 0
+    trained = [r for r in _log(first) if r["event"] == "val"][-1]["val_loss"]
+    # steps 0: only the validation of the starting weights, which are the exported ones (fp16)
+    assert tf.main([*args, "--out-dir", str(second), "--max-steps", "0", "--init", str(export)]) == 0
+    start = next(r for r in _log(second) if r["event"] == "val")["val_loss"]
+    assert start == pytest.approx(trained, abs=0.02)
+    fresh = next(r for r in _log(first) if r["event"] == "val")["val_loss"]
+    assert start < fresh - 0.5
+    assert tf.main([*args, "--out-dir", str(tmp_path / "bad"), "--init", str(tmp_path / "missing")]) == 2
