@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# Train the compact FIGARO for a wall-clock budget and leave everything in $OUT.
+# Train FIGARO for a wall-clock budget and leave everything in $OUT.
 #
-#   OUT=/path/out training/device_train.sh data/figaro_pack.npz        # GPU: 8 minutes, bf16, batch 64
+#   OUT=/path/out training/device_train.sh data/figaro_pack.npz        # GPU: compact, 8 minutes, bf16
+#   SIZES="compact fast" MINUTES=5 OUT=/path/out training/device_train.sh data/figaro_pack.npz
+#                                      # issue 15: both live sizes on the new data, one after the other
 #   DEVICE=cpu CONFIG=training/configs/figaro_compact_cpu.json MINUTES=120 \
 #       OUT=runs/cpu training/device_train.sh data/figaro_pack.npz        # the CPU fallback
+#   DRY_RUN=1 SIZES="compact fast wide" training/device_train.sh data/figaro_pack.npz  # print the commands
 #
 # DATA is a pack written by `python -m training.train_figaro --pack data/figaro_pack.npz --data
-# data/dataset` (one compressed .npz; a dataset directory also works where pretty_midi is installed).
-# Options after DATA go to training.train_figaro. Environment: OUT (default ./device_out), MINUTES (8), DEVICE (cuda), CONFIG
-# (training/configs/figaro_compact_gpu.json), PYTHON (python3), KEEP_BEST (0: drop best.pt once
-# exported, it is ~100 MiB), RESUME (a checkpoint or "auto").
+# data/dataset --pack-max-segments 60000` (one compressed .npz; a device run carries at most 64 MiB; a
+# dataset directory also works where pretty_midi is installed).
+# Options after DATA go to training.train_figaro. Environment: OUT (default ./device_out), MINUTES (8, per
+# size), DEVICE (cuda), CONFIG (training/configs/figaro_compact_gpu.json), PYTHON (python3), KEEP_BEST (0:
+# drop best.pt once exported, it is ~100 MiB), RESUME (a checkpoint or "auto"), SIZES (unset: one run of
+# CONFIG as it is, into $OUT/run and $OUT/export; else a list of sizes, each into $OUT/<size>/: compact =
+# the config's model, fast = 3 decoder layers (figaro-fast), wide = d_model 384, 6 heads, FFN 1536, 3 decoder
+# layers (~1.4x compact's step cost on the CPU; ship it only if measure_realtime gives RTF <= 0.35 int8 on
+# one thread)), INIT (an exported model directory to fine-tune instead of starting fresh; compact only).
 #
 # Works on a bare machine with only torch + numpy: wheels found in .whl/ are installed offline
 # (numpy, safetensors, tqdm, mido, pretty_midi); without pretty_midi, a stand-in giving the 128 General MIDI
@@ -77,37 +85,65 @@ fi
 } > "$OUT/env.txt" 2>&1 || true
 cat "$OUT/env.txt"
 
-# 4. train, export
-ARGS=(--config "$CONFIG" --data "$DATA" --out-dir "$OUT/run" --max-minutes "$MINUTES"
-      --device "$DEVICE" --export "$OUT/export" --no-progress)
-[ -n "$RESUME" ] && ARGS+=(--resume "$RESUME")
-ARGS+=("$@")  # anything after DATA goes to the trainer, e.g. --max-steps 100 --batch-size 32
-START=$(date +%s)
-set +e
-"$PYTHON" -m training.train_figaro "${ARGS[@]}"
-STATUS=$?
-set -e
-ELAPSED=$(( $(date +%s) - START ))
-echo "[device_train] trainer exit status $STATUS after $ELAPSED s"
-
-# A run that died before its first checkpoint (e.g. DataLoader workers without shared memory) is
-# retried once in the time left, with batches built in the training process.
-if [ "$STATUS" -ne 0 ] && [ ! -f "$OUT/run/checkpoints/last.pt" ]; then
-    LEFT=$("$PYTHON" -c "print(round($MINUTES - $ELAPSED / 60 - 0.5, 2))")
-    if "$PYTHON" -c "import sys; sys.exit(0 if $LEFT > 1 else 1)"; then
-        echo "[device_train] retrying with --num-workers 0 for $LEFT minutes"
-        ARGS+=(--num-workers 0 --max-minutes "$LEFT")
-        set +e
-        "$PYTHON" -m training.train_figaro "${ARGS[@]}"
-        STATUS=$?
-        set -e
-        echo "[device_train] retry exit status $STATUS"
+# 4. train, export (one size)
+train_one() {  # train_one DIR [extra trainer options...]
+    local dir="$1"
+    shift
+    local args=(--config "$CONFIG" --data "$DATA" --out-dir "$dir/run" --max-minutes "$MINUTES"
+                --device "$DEVICE" --export "$dir/export" --no-progress)
+    [ -n "$RESUME" ] && args+=(--resume "$RESUME")
+    args+=("$@")
+    if [ "${DRY_RUN:-0}" = "1" ]; then
+        echo "[device_train] would run: $PYTHON -m training.train_figaro ${args[*]}"
+        return 0
     fi
+    local start status elapsed left
+    start=$(date +%s)
+    set +e
+    "$PYTHON" -m training.train_figaro "${args[@]}"
+    status=$?
+    set -e
+    elapsed=$(( $(date +%s) - start ))
+    echo "[device_train] trainer exit status $status after $elapsed s"
+
+    # A run that died before its first checkpoint (e.g. DataLoader workers without shared memory) is
+    # retried once in the time left, with batches built in the training process.
+    if [ "$status" -ne 0 ] && [ ! -f "$dir/run/checkpoints/last.pt" ]; then
+        left=$("$PYTHON" -c "print(round($MINUTES - $elapsed / 60 - 0.5, 2))")
+        if "$PYTHON" -c "import sys; sys.exit(0 if $left > 1 else 1)"; then
+            echo "[device_train] retrying with --num-workers 0 for $left minutes"
+            args+=(--num-workers 0 --max-minutes "$left")
+            set +e
+            "$PYTHON" -m training.train_figaro "${args[@]}"
+            status=$?
+            set -e
+            echo "[device_train] retry exit status $status"
+        fi
+    fi
+
+    if [ "$KEEP_BEST" != "1" ] && [ -f "$dir/export/training.json" ]; then
+        rm -f "$dir/run/checkpoints/best.pt"
+    fi
+    ls -la "$dir" "$dir/run" "$dir/run/checkpoints" "$dir/export" 2>/dev/null || true
+    [ -f "$dir/run/summary.json" ] && cat "$dir/run/summary.json"
+    return "$status"
+}
+
+if [ -z "${SIZES:-}" ]; then
+    STATUS=0
+    train_one "$OUT" "$@" || STATUS=$?  # anything after DATA goes to the trainer, e.g. --max-steps 100
+    exit "$STATUS"
 fi
 
-if [ "$KEEP_BEST" != "1" ] && [ -f "$OUT/export/training.json" ]; then
-    rm -f "$OUT/run/checkpoints/best.pt"
-fi
-ls -la "$OUT" "$OUT/run" "$OUT/run/checkpoints" "$OUT/export" 2>/dev/null || true
-[ -f "$OUT/run/summary.json" ] && cat "$OUT/run/summary.json"
+STATUS=0
+for SIZE in $SIZES; do
+    case "$SIZE" in
+        compact) EXTRA=(${INIT:+--init "$INIT"}) ;;
+        fast) EXTRA=(--set 'model={"decoder_layers": 3}') ;;
+        wide) EXTRA=(--set 'model={"d_model": 384, "heads": 6, "ffn": 1536, "decoder_layers": 3}') ;;
+        *) echo "[device_train] error: unknown size $SIZE (compact, fast, wide)"; exit 2 ;;
+    esac
+    echo "[device_train] $(date -u +%FT%TZ) size $SIZE: $MINUTES minutes"
+    train_one "$OUT/$SIZE" "${EXTRA[@]}" "$@" || STATUS=$?
+done
 exit "$STATUS"

@@ -148,9 +148,18 @@ def load_segments(data: str, split: str) -> list[Any]:
     return non_overlapping(list(load_split(Path(data), split)))
 
 
-def pack_dataset(data: str, out: str, splits: Sequence[str] = ("train", "val")) -> Path:
-    """Write the non-overlapping segments of ``splits`` as one compact pack for a remote machine."""
-    return save_pack(out, {split: load_segments(data, split) for split in splits})
+def pack_dataset(
+    data: str, out: str, splits: Sequence[str] = ("train", "val"), max_train_segments: int | None = None
+) -> Path:
+    """Write the non-overlapping segments of ``splits`` as one compact pack for a remote machine;
+    ``max_train_segments`` keeps a seeded random subset of the training segments (a device run carries
+    at most 64 MiB: about 60,000 segments)."""
+    chosen = {split: load_segments(data, split) for split in splits}
+    train = chosen.get("train", [])
+    if max_train_segments is not None and len(train) > max_train_segments:
+        keep = np.sort(np.random.default_rng(0).permutation(len(train))[:max_train_segments])
+        chosen["train"] = [train[i] for i in keep]
+    return save_pack(out, chosen)
 
 
 def prepare_windows(
@@ -809,6 +818,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", metavar="DIR", help="after training, write fp16 safetensors + config here")
     p.add_argument("--export-from", metavar="CKPT", help="only export this checkpoint to --export DIR")
     p.add_argument("--pack", metavar="OUT.npz", help="only write a compact pack of --data (train + val)")
+    p.add_argument("--pack-max-segments", type=int, metavar="N",
+                   help="with --pack: at most N training segments (a seeded random subset)")
     p.add_argument("--plot", metavar="RUN_DIR", help="only draw RUN_DIR/loss_curves.png from its log")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
     return p
@@ -839,7 +850,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.pack:
             if not args.data:
                 raise ValueError("--pack needs --data DATASET_DIR")
-            path = pack_dataset(args.data, args.pack)
+            path = pack_dataset(args.data, args.pack, max_train_segments=args.pack_max_segments)
             print(f"{path} ({path.stat().st_size / 2**20:.1f} MiB)")
             return 0
         if args.export_from:
