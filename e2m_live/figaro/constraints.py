@@ -71,8 +71,6 @@ from e2m_live.description.vocab import (
     DURATION_KEY,
     EOS_TOKEN,
     INSTRUMENT_KEY,
-    MEAN_PITCH_BINS,
-    MEAN_PITCH_KEY,
     NO_CHORD,
     NOTE_DENSITY_BINS,
     PITCH_CLASSES,
@@ -150,16 +148,6 @@ CHORD_INTERVALS: dict[str, tuple[int, ...]] = {
     "min7": (0, 3, 7, 10),
     "None": (0,),
 }
-#: Onsets one quarter of a bar may hold: this many times the bar's described onsets per quarter (at least
-#: MIN_QUARTER_NOTES). The model bunches notes (onsets per quarter vary twice as much as the data's).
-QUARTER_SPREAD: float | None = None
-MIN_QUARTER_NOTES = 2
-#: Pitch pull: once a bar has notes, a pitched note's logit gets ``-pull x (e / 12) x (p - c) / 12``, ``c``
-#: the described mean pitch (``Mean Pitch_*``, drums included as the description counts them), ``e`` the
-#: bar's mean pitch so far minus ``c`` (semitones, rounded, within +-24): lower pitches are favoured
-#: while the bar runs high and higher ones while it runs low; the spread is left alone.
-PITCH_PULL = 0.0
-MAX_PITCH_ERROR = 24
 SIXTEENTH = POSITIONS_PER_QUARTER // 4
 EIGHTH = POSITIONS_PER_QUARTER // 2
 
@@ -209,22 +197,15 @@ class DecodeRules:
     groove: bool = True  # apply the decode's groove strength (0 changes nothing either way)
     pile_guard: bool = True  # per position: MAX_CHORD_NOTES an instrument, MAX_NOTES_AT_POSITION in all
     chord_bias: float = CHORD_BIAS  # logit bonus of the described chord's tones (0: off)
-    quarter_spread: float | None = QUARTER_SPREAD  # onsets a quarter may hold, x the described mean
-    pitch_pull: float = PITCH_PULL  # tilt of pitched notes against the bar's mean-pitch error (0: off)
 
     @classmethod
     def off(cls) -> DecodeRules:
         """The grammar alone, as before issue 14."""
         return cls(rising_pitches=False, section_end=False, max_duration=None, note_budget_margin=None,
                    coverage=False, pitch_ranges=False, monophonic_voices=False, groove=False,
-                   pile_guard=False, chord_bias=0.0, quarter_spread=None,
-                   pitch_pull=0.0)
+                   pile_guard=False, chord_bias=0.0)
 
     def __post_init__(self) -> None:
-        if self.quarter_spread is not None and not self.quarter_spread > 0:
-            raise ValueError("quarter_spread must be > 0 (or None)")
-        if not (math.isfinite(self.pitch_pull) and self.pitch_pull >= 0):
-            raise ValueError(f"pitch_pull must be a finite number >= 0, got {self.pitch_pull!r}")
         if not (math.isfinite(self.chord_bias) and self.chord_bias >= 0):
             raise ValueError(f"chord_bias must be a finite number >= 0, got {self.chord_bias!r}")
         if self.max_duration is not None and self.max_duration < 1:
@@ -333,7 +314,6 @@ class BarPlan:
     #: the pitches (0..127) of the chord in force in each equal part of the bar (:func:`chord_timeline`);
     #: an empty tuple for a part without a chord (``N:N``)
     chords: tuple[tuple[int, ...], ...] = ()
-    mean_pitch: float | None = None  # the described mean pitch (MIDI, drum keys included)
 
     def chord_pitches(self, position: int, bar_positions: int) -> tuple[int, ...]:
         """The pitches of the described chord at ``position`` of a bar of ``bar_positions``."""
@@ -367,28 +347,24 @@ def chord_timeline(chords: Sequence[str], previous: str | None) -> list[str]:
 
 
 def steer_plans(plans: dict[int, BarPlan], description: Sequence[str]) -> dict[int, BarPlan]:
-    """``plans`` with the chords and mean pitches of ``description`` (its bars numbered like the plans'
+    """``plans`` with the chords of ``description`` (its bars numbered like the plans'
     keys: the ``i``-th ``Bar_*`` is bar ``i``)."""
     out = dict(plans)
     previous: str | None = None
     bars: list[list[str]] = []
-    centres: list[float | None] = []
     for tok in description:
         key, _, value = tok.partition("_")
         if key == BAR_KEY:
             bars.append([])
-            centres.append(None)
         elif bars and key == CHORD_KEY:
             bars[-1].append(value)
-        elif bars and key == MEAN_PITCH_KEY and value.isdigit() and int(value) < len(MEAN_PITCH_BINS):
-            centres[-1] = float(MEAN_PITCH_BINS[int(value)])
-    for number, (labels, centre) in enumerate(zip(bars, centres, strict=True), start=1):
+    for number, labels in enumerate(bars, start=1):
         timeline = chord_timeline(labels, previous)
         if labels:
             previous = labels[-1]
         classes = [chord_pitch_classes(c) for c in timeline]
         pitches = tuple(tuple(p for p in range(128) if p % 12 in pcs) for pcs in classes)
-        out[number] = replace(out.get(number, BarPlan()), chords=pitches, mean_pitch=centre)
+        out[number] = replace(out.get(number, BarPlan()), chords=pitches)
     return out
 
 
@@ -504,7 +480,7 @@ class RemiGrammar:
             allowed = pos[(values >= lo) & (values < hi)]
             return self._mask(key, torch.cat([allowed, torch.tensor(sorted(terminators), dtype=torch.long)]))
         if kind == "pitch":  # pitches lo..hi, key lock (pitched), favoured drum keys (groove) or chord tones
-            _, drum, lo, hi, lock, favoured, *steer = key
+            _, drum, lo, hi, lock, favoured = key
             ids = self.ids(TokenClass.DRUM_PITCH if drum else TokenClass.PITCH)
             mask = torch.full((self.size,), float("-inf"))
             mask[ids[lo:hi + 1]] = 0.0
@@ -514,10 +490,6 @@ class RemiGrammar:
                 pitches, bonus = favoured
                 chosen = ids[[p for p in pitches if lo <= p <= hi]]
                 mask[chosen] += bonus
-            if steer and steer[0] is not None:  # pitch pull: a tilt against the bar's mean-pitch error
-                centre, error, pull = steer[0]
-                pitches = torch.arange(lo, hi + 1, dtype=mask.dtype)
-                mask[ids[lo:hi + 1]] -= pull * (error / 12) * (pitches - centre) / 12
             return self._store(key, mask)
         if kind == "duration":  # the first n duration bins (bins ascend)
             return self._mask(key, self.ids(TokenClass.DURATION)[: key[1]])
@@ -552,9 +524,6 @@ class GrammarState:
     drum: bool = False
     instrument: int = -1
     notes_in_bar: int = 0
-    quarter_notes: dict[int, int] = field(default_factory=dict)  # quarter of the bar -> onsets in it
-    quarter_cap: int | None = None  # spread: onsets one quarter may hold
-    pitch_sum: int = 0  # pitches (drum keys included) of this bar's notes, for the pitch pull
     max_notes: int | None = None  # this bar's note budget
     played: set[int] = field(default_factory=set)  # instruments that played in this bar
     top_pitch: dict[int, int] = field(default_factory=dict)  # instrument -> last pitch at this position
@@ -583,8 +552,6 @@ class GrammarState:
             self.position = 0
             self.bar_positions = None
             self.notes_in_bar = 0
-            self.quarter_notes = {}
-            self.pitch_sum = 0
             self.played = set()
             self.top_pitch, self.chord_size = {}, {}
             self.beats, self.covered, self.downbeat = (), set(), frozenset()
@@ -603,9 +570,6 @@ class GrammarState:
             self.chord_size[self.instrument] = self.chord_size.get(self.instrument, 0) + 1
             self.played.add(self.instrument)
             self.notes_in_bar += 1
-            quarter = self.position // POSITIONS_PER_QUARTER
-            self.quarter_notes[quarter] = self.quarter_notes.get(quarter, 0) + 1
-            self.pitch_sum += g.pitch_value[token_id]
             if self.drum:
                 self.covered.add(self.position)
             elif self.position == 0 and self.instrument in self.downbeat:
@@ -632,15 +596,6 @@ class GrammarState:
             # the groove's beats fit in the budget (energy still sets the notes between them)
             self.max_notes = max(math.ceil(margin * plan.density_notes), described + len(self.beats),
                                  MIN_NOTES_PER_BAR)
-        spread = self.rules.quarter_spread
-        if spread is None or plan.density_notes is None or not self.bar_positions:
-            self.quarter_cap = None
-        else:
-            # the bin's own value (half a bin for bin 0), as training.baseline reads it: notes per position
-            half = float(NOTE_DENSITY_BINS[1] - NOTE_DENSITY_BINS[0]) / 2
-            per_position = max(plan.density_notes / self.bar_positions - half, half)
-            self.quarter_cap = max(MIN_QUARTER_NOTES,
-                                   math.ceil(spread * per_position * POSITIONS_PER_QUARTER))
         # a voice still sounding from the bar before is heard in this bar
         self.played |= {v for v, end in self.sounding.items() if end > self.offset}
         length = self.bar_positions or 0
@@ -745,19 +700,7 @@ class GrammarState:
         elif not self.drum and self.rules.chord_bias > 0 and self.bar_positions:
             pitches = self.plans.get(self.bar, BarPlan()).chord_pitches(self.position, self.bar_positions)
             favoured = (pitches, self.rules.chord_bias) if pitches else None
-        lock = None if self.drum else self.lock
-        return ("pitch", self.drum, lo, min(hi, 127), lock, favoured, self._pull())
-
-    def _pull(self) -> tuple[float, int, float] | None:
-        """The pitch pull's (centre, error, strength) for a pitched note now, or None."""
-        if self.drum or self.rules.pitch_pull <= 0 or not self.notes_in_bar:
-            return None
-        centre = self.plans.get(self.bar, BarPlan()).mean_pitch
-        if centre is None:
-            return None
-        error = round(self.pitch_sum / self.notes_in_bar - centre)
-        error = max(-MAX_PITCH_ERROR, min(MAX_PITCH_ERROR, error))
-        return (centre, error, self.rules.pitch_pull) if error else None
+        return ("pitch", self.drum, lo, min(hi, 127), None if self.drum else self.lock, favoured)
 
     def _duration(self) -> tuple:
         limit = self.rules.max_duration or 10**9
@@ -775,11 +718,6 @@ class GrammarState:
         if (self.rules.pile_guard and sum(self.chord_size.values()) >= MAX_NOTES_AT_POSITION
                 and lo + 1 < hi and not any(pos == lo for pos, _ in duties)):
             lo += 1  # this position is full: move on
-        if self.quarter_cap is not None and self.quarter_notes.get(lo // POSITIONS_PER_QUARTER, 0) \
-                >= self.quarter_cap:
-            following = (lo // POSITIONS_PER_QUARTER + 1) * POSITIONS_PER_QUARTER
-            if following < hi:
-                lo = following  # this quarter has its share of onsets: move on to the next
         return ("position", lo, hi, self._terminators() if may_end else frozenset())
 
     def snap(self, token_id: int, u: float) -> int:
