@@ -488,7 +488,8 @@ class Daemon:
             return list(found[-1].bars) if found else []
 
         surface = WebSurface(self.handle, self.state_messages, host=self.config.host, port=port,
-                             allow=self.config.allow, section_bars=section_bars)
+                             allow=self.config.allow, section_bars=section_bars,
+                             realtime_priority=DAEMON_PRIORITY if self.config.realtime else None)
         try:
             surface.start()
         except OSError as error:

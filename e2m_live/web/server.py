@@ -13,8 +13,9 @@ the same as OSC clients get, and replies) and ``{"type": "bars", "section": n, "
 
 Nothing here runs on the player thread: feedback arrives through :meth:`WebSurface.publish`
 (called on the daemon's feedback thread, it only hands the batch to this loop), controls are
-applied on one worker thread, in order, and a client too slow to take its feedback loses its
-backlog and gets the full state instead, so no queue grows without bound.
+applied on the loop in the order they came (a sync switch, which may wait, on one worker
+thread), and a client too slow to take its feedback loses its backlog and gets the full state
+instead, so no queue grows without bound.
 
 Host policy: the server binds the daemon's ``host``; a client outside the OSC allow-list gets
 HTTP 403 (the WebSocket handshake included), and a WebSocket whose ``Origin`` is another site is
@@ -41,6 +42,7 @@ from aiohttp import WSMsgType, web
 
 from e2m_live.live.addresses import ADDRESSES, OscAddress
 from e2m_live.live.osc import ERROR_ADDRESS, ClientFilter, Handler, Reply
+from e2m_live.live.realtime import make_realtime
 from e2m_live.music import Bar
 from e2m_live.web.plan import summarise
 from e2m_live.web.table import table_json
@@ -53,6 +55,8 @@ MAX_MESSAGE = 16384
 #: Feedback frames queued for one client before it is considered too slow (then: full state).
 CLIENT_BACKLOG = 256
 _SECTION = re.compile(r"section (\d+)\b")
+#: Controls whose handling may wait (switching the clock opens MIDI or Link): applied on the worker.
+BLOCKING = frozenset({"/e2m/sync"})
 
 
 def _arguments_ok(args: Any) -> bool:
@@ -81,12 +85,16 @@ class _Client:
 class WebSurface:
     """The server. ``handle`` applies one control (the daemon's OSC handler), ``state`` returns
     the full state, ``section_bars(n)`` the decoded bars of section ``n`` (for the bar strip);
-    ``addresses`` is the table the page is built from (default: the daemon's)."""
+    ``addresses`` is the table the page is built from (default: the daemon's);
+    ``realtime_priority``: SCHED_FIFO for the server's threads (see ``e2m_live/live/realtime.py``:
+    a thread preempted while it holds the GIL stalls the player; threads started later, as the
+    worker is, do not inherit it, hence set here)."""
 
     def __init__(self, handle: Handler, state: Callable[[], list[Reply]], *, host: str = "127.0.0.1",
                  port: int = 8080, allow: Iterable[str] = (),
                  section_bars: Callable[[int], Sequence[Bar]] | None = None,
-                 addresses: tuple[OscAddress, ...] | None = None) -> None:
+                 addresses: tuple[OscAddress, ...] | None = None,
+                 realtime_priority: int | None = None) -> None:
         self._handle = handle
         self._state = state
         self._section_bars = section_bars
@@ -99,7 +107,9 @@ class WebSurface:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         # One worker: controls apply in the order they came, and never on the event loop.
-        self._apply = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="e2m-web-apply")
+        self._priority = realtime_priority
+        self._apply = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="e2m-web-apply",
+                                                            initializer=self._raise_priority)
         self._section: int | None = None
         self._bars: list[dict[str, Any]] = []
         self._table = json.dumps(table_json(ADDRESSES if addresses is None else addresses))
@@ -139,7 +149,12 @@ class WebSurface:
         self._thread = None
 
     # ---- the loop thread ----------------------------------------------------------------------
+    def _raise_priority(self) -> None:
+        if self._priority is not None:
+            make_realtime(threading.get_native_id(), self._priority)
+
     def _run(self, ready: concurrent.futures.Future[None]) -> None:
+        self._raise_priority()
         asyncio.set_event_loop(self._loop)
         try:
             self._loop.run_until_complete(self._serve())
@@ -248,7 +263,10 @@ class WebSurface:
             self._reply(client, [(ERROR_ADDRESS, [address, why])])
             return
         try:
-            replies = await self._loop.run_in_executor(self._apply, self._handle, address, args)
+            if address in BLOCKING:  # may wait (opening a clock source): off the loop
+                replies = await self._loop.run_in_executor(self._apply, self._handle, address, args)
+            else:  # quick: here, saving two thread switches per control
+                replies = self._handle(address, args)
         except Exception as error:  # a handler bug must not take the server down
             log.exception("web control %s failed", address)
             replies = [(ERROR_ADDRESS, [address, f"internal error: {error}"[:200]])]
