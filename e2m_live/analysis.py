@@ -593,7 +593,6 @@ EXTRA_TERMS: tuple[str, ...] = (
     "dissonance",
     "pitch_std",
     "log_tempo",
-    "velocity_mean",
 )
 _TEMPO_PEAK_BPM = 115.0  # most danceable tempo (Moelants 2002: preferred tempo ~120 BPM)
 _TEMPO_WIDTH = 0.5  # octaves of tempo
@@ -628,7 +627,6 @@ def _terms(descriptors: Mapping[str, Any]) -> dict[str, np.ndarray]:
         "dissonance": as_array["dissonance"],
         "pitch_std": as_array["pitch_std"],
         "log_tempo": np.log(np.maximum(as_array["tempo"], 1.0)),
-        "velocity_mean": as_array["velocity_mean"],
     }
 
 

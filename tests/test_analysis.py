@@ -401,7 +401,10 @@ def _refitted(calibration: Calibration) -> Calibration:
     rows = _random_descriptors(400, seed=1)
     stats = term_statistics({name: rows[:, i] for i, name in enumerate(DESCRIPTOR_NAMES)})
     data["term_stats"] = {**stats, **data["term_stats"]}
-    data["composites"] = {"valence": {"log_tempo": 1.0, "majorness": 0.5, "log_drum_onset_rate": 0.7}}
+    data["composites"] = {
+        **data.get("composites", {}),
+        "valence": {"log_tempo": 1.0, "majorness": 0.5, "log_drum_onset_rate": 0.7},
+    }
     return Calibration.from_dict(data)
 
 

@@ -294,6 +294,9 @@ def _refit(dataset: Path, out: Path, report_path: Path | None) -> int:
     if calibration is current:
         print(f"no refit beat the current composites on the validation songs: {out} unchanged")
         return 0
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    used = sum(s.get("files_used", 0) for c in manifest["corpora"].values() for s in c["splits"].values())
+    calibration.info["refit"]["dataset"] = {"path": str(dataset), "files_used": used}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(calibration.to_dict(), indent=1) + "\n", encoding="utf-8")
     print(

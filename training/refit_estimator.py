@@ -37,6 +37,10 @@ from e2m_live.analysis import (
 from e2m_live.features import FEATURE_ORDER
 
 REFIT_FEATURES = ("valence", "energy")
+#: Terms a refit may not use: raw velocity level. A file with one velocity everywhere carries no
+#: performance dynamics (``expressive_velocity`` is NaN there), so its energy and valence must not
+#: depend on that velocity; loudness is the feature that does.
+EXCLUDED_TERMS = ("level_db",)
 #: Corpus label column of each feature: EMOPIA / VGMIDI give (valence, arousal).
 EMOTION_COLUMN = {"valence": 0, "energy": 1}
 SOURCE_WEIGHTS = {"spotify": 0.5, "emopia": 0.25, "vgmidi": 0.25}
@@ -159,7 +163,7 @@ def score(result: Mapping[str, Mapping[str, float]]) -> float:
 def standardised_terms(descriptors: Mapping[str, np.ndarray], stats: Mapping) -> tuple[list[str], np.ndarray]:
     """Every term of ``analysis._terms`` standardised with ``stats`` (missing -> 0, the median)."""
     terms = _terms(descriptors)
-    names = sorted(name for name in terms if name in stats)
+    names = sorted(name for name in terms if name in stats and name not in EXCLUDED_TERMS)
     columns = []
     for name in names:
         z = (terms[name] - stats[name]["median"]) / stats[name]["scale"]
