@@ -14,9 +14,16 @@ Also times ``e2m-live serve --generator rules --midi-api jack`` as a subprocess 
 ``ready`` line (``serve_ready_s``, best and worst of ``--startup-runs``), the figure the tests no
 longer assert. ``--quick``: 15 s of playing and one startup (``make bench``).
 
+``--changes mixed`` (the default) cycles loudness (-26 <-> -10 dB), key (C <-> F#, a tritone: the
+two major scales share two notes) and energy (0.3 <-> 0.8), one every ``--change-every`` bars at a
+random point in the bar, and measures from the JACK receiver's notes when each is first heard
+(the immediate answers: loudness from the next beat, key and energy from the next bar line) apart
+from when the first bar of the re-planned section starts. ``--changes energy``: the old energy
+flips. ``--no-measure`` turns the "what is playing" estimate off (compare the sender figures).
+
 Targets: p99 send error <= 1 ms, max <= 5 ms; p99 at the receiver <= one JACK period + 1 ms; a
-change lands at the first bar line after its first bar is decoded; RSS <= 600 MB; serve ready
-within 5 s.
+change first heard at the next bar line (next beat for loudness) for >= 99 %; no repeated bars;
+RSS <= 600 MB; serve ready within 5 s.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import random
 import socket
@@ -119,7 +127,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             "udp_port": 0, "tcp_port": -1, "midi_api": "jack", "midi_name": name, "generator": args.generator,
             "tempo": args.tempo, "mood": "happy", "debounce_ms": 30.0})
         options = {"seconds_per_bar": args.load_per_bar} if args.generator == "rules+load" else {}
-        daemon = Daemon(config, out=io.StringIO(), generator_options=options, record_timing=True)
+        daemon = Daemon(config, out=io.StringIO(), generator_options=options, record_timing=True,
+                        measure=args.measure)
         bars: list = []
         original_on_bar = daemon._on_bar
 
@@ -142,16 +151,30 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         target = ("127.0.0.1", daemon.osc.udp_port)
         bar_seconds = 4 * 60.0 / args.tempo
+        state = dict(INITIAL)
+        if args.changes == "mixed":
+            for name, value in state.items():
+                sock.sendto(encode_message(f"/e2m/{name}", [value]), target)
         sock.sendto(encode_message("/e2m/play", []), target)
         t_end = time.monotonic() + args.seconds
-        energy = 0.8
-        next_change = time.monotonic() + bar_seconds * (args.change_every + rng.random())
+        changes: list[dict] = []
+        kinds = ("loudness", "key", "energy") if args.changes == "mixed" else ("energy",)
+        first_change = time.monotonic() + 4 * bar_seconds  # let the first sections settle
+        next_change = first_change + bar_seconds * rng.random()
         while time.monotonic() < t_end:
             if time.monotonic() >= next_change:
-                energy = 0.2 if energy > 0.5 else 0.8
-                sock.sendto(encode_message("/e2m/energy", [energy]), target)
-                next_change = time.monotonic() + bar_seconds * (args.change_every + rng.random())
-            time.sleep(0.02)
+                kind = kinds[len(changes) % len(kinds)]
+                old = state[kind]
+                new = {"loudness": -26.0 if old > -18 else -10.0, "key": 6 if old == 0 else 0,
+                       "energy": 0.3 if old > 0.5 else 0.8}[kind]
+                state[kind] = new
+                sent = time.monotonic()
+                sock.sendto(encode_message(f"/e2m/{kind}", [new]), target)
+                changes.append({"kind": kind, "old": old, "new": new, "at": sent})
+                # A change every `change_every` bars, at a random point of the bar.
+                bar_index = math.floor((sent - first_change) / bar_seconds)
+                next_change = first_change + bar_seconds * (bar_index + args.change_every + rng.random())
+            time.sleep(0.005)
         worker_pid = daemon.engine.worker_pid
         cpu_main, rss_main = _proc_stats(os.getpid())
         cpu_worker, rss_worker = _proc_stats(worker_pid)
@@ -159,6 +182,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         time.sleep(0.3)
         timing = list(daemon.player.timing)  # (deadline, actual send time) of every message
         sections = list(daemon.engine.sections)
+        margins = list(daemon.engine.margins)
+        measured = daemon.measured.estimates if daemon.measured is not None else 0
         late_bars = daemon.player.late_bars
         daemon.shutdown()
         receiver.wait(timeout=30)
@@ -204,13 +229,131 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     result["change_latency_ms"] = _percentiles(latencies)
     result["change_to_first_bar_decoded_ms"] = _percentiles(to_first_bar)
     result["change_on_first_bar_line_after_decode"] = f"{sum(on_first_line)}/{len(on_first_line)}"
+    if offsets:
+        heard = [(r[0] - constant, r[1]) for r in received]  # receiver notes on the deadline timeline
+        result["first_audible"] = first_audible(changes, heard, bars, daemon.player.prepare_ahead, sections)
+    ahead = [bars_ahead * bar_seconds for t, bars_ahead in margins if t >= first_change]  # after startup
+    result["decoded_ahead_s"] = {**_percentiles(ahead),
+                                 "p1": sorted(ahead)[len(ahead) // 100] if ahead else None}
+    result["measured_estimates"] = measured
     result["late_bars"] = late_bars
     result["bars_played"] = len(bars)
     result["cpu_s"] = {"daemon": round(cpu_main, 2), "worker": round(cpu_worker, 2), "wall": round(wall, 1)}
     result["peak_rss_mb"] = {"daemon": round(rss_main / 2**20, 1), "worker": round(rss_worker / 2**20, 1)}
     result["settings"] = {"seconds": args.seconds, "tempo": args.tempo, "generator": args.generator,
-                          "load_per_bar_s": args.load_per_bar, "change_every_bars": args.change_every}
+                          "load_per_bar_s": args.load_per_bar, "change_every_bars": args.change_every,
+                          "changes": args.changes, "measure": args.measure}
     return result
+
+
+# ---- when a change is first heard, from the receiver's notes ----------------------------------------
+
+MAJOR = (0, 2, 4, 5, 7, 9, 11)
+#: The mixed changes start here.
+INITIAL = {"loudness": -10.0, "key": 0, "energy": 0.8}
+#: A loudness change is heard in a beat whose median velocity moved by this factor (asked: x2.5);
+#: an energy change in a bar whose velocity sum moved by this factor (thinning and velocity).
+LOUDNESS_HEARD, ENERGY_HEARD = 1.5, 1.25
+
+
+def _note_ons(heard: list, start: float, end: float, pitched: bool = False) -> list[list[int]]:
+    return [m for t, m in heard if start <= t < end and len(m) == 3 and m[0] & 0xF0 == 0x90 and m[2] > 0
+            and not (pitched and m[0] & 0x0F == 9)]
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def _key_heard(notes: list[list[int]], old: int, new: int) -> bool:
+    old_scale, new_scale = {(old + d) % 12 for d in MAJOR}, {(new + d) % 12 for d in MAJOR}
+    classes = [m[1] % 12 for m in notes]
+    inside = sum(c in new_scale for c in classes)
+    return bool(classes) and inside >= 0.8 * len(classes) and any(c not in old_scale for c in classes)
+
+
+def _energy_ratio(notes: list[list[int]], line, change: dict, changes: list[dict],
+                  sections: dict) -> float | None:
+    """Velocity sum heard in a bar over what the old plan would have sent there: its decoded bar
+    with the energy in force before the change and the loudness gain in force (the model's bars
+    differ too much from one to the next to compare with the bar before). None: the bar comes from
+    a section planned after the change (the new plan: heard), or its section is no longer known."""
+    from e2m_live.live.transform import energy_notes, loudness_gain
+
+    section = sections.get(line.section)
+    if section is None or section.changed_at >= change["at"] or line.index >= len(section.bars):
+        return None
+    loudness = next((c["new"] for c in reversed(changes) if c["kind"] == "loudness" and c["at"] < line.time),
+                    INITIAL["loudness"])
+    gain = loudness_gain(section.features.loudness, loudness)
+    old_plan = energy_notes(section.bars[line.index].notes, section.features.energy, change["old"])
+    expected = sum(min(127, max(1, round(n.velocity * gain))) for n in old_plan)
+    return sum(m[2] for m in notes) / max(1, expected)
+
+
+def first_audible(changes: list[dict], heard: list, bars: list, prepare_ahead: float,
+                  sections: list | None = None) -> dict:
+    """For each change: the first bar (key, energy) or beat (loudness) whose notes at the receiver
+    show it, and whether that is the next bar line (beat). Loudness against the beat before the
+    change; key by the scale of the notes; energy against what the old plan would have played."""
+    by_id = {s.id: s for s in sections or []}
+    lines = sorted({round(b.time, 6): b for b in bars}.values(), key=lambda b: b.time)
+    latencies: dict[str, list[float]] = {"loudness": [], "key": [], "energy": []}
+    missed: list[dict] = []
+    on_time: dict[str, list[bool]] = {"loudness": [], "key": [], "energy": []}
+    for change in changes:
+        at, kind = change["at"], change["kind"]
+        index = next((i for i, b in enumerate(lines) if b.time >= at + prepare_ahead), None)
+        if index is None or index == 0 or index + 4 >= len(lines):
+            continue
+        previous, next_line = lines[index - 1], lines[index]
+        found = None
+        if kind == "loudness":
+            beat = 60.0 / previous.tempo
+            reference = _median([m[2] for m in _note_ons(heard, at - 4 * beat, at)])
+            first_beat = previous.time + math.ceil((at - previous.time) / beat - 1e-6) * beat
+            windows = [(first_beat + k * beat, first_beat + (k + 1) * beat) for k in range(8)]
+            played = [w for w in windows if _note_ons(heard, *w)]
+            for start, end in played:
+                level = _median([m[2] for m in _note_ons(heard, start, end)])
+                ratio = level / reference if reference else 0.0
+                up = change["new"] > change["old"]
+                if (ratio >= LOUDNESS_HEARD) if up else (0 < ratio <= 1 / LOUDNESS_HEARD):
+                    found = start
+                    break
+            expected = played[0][0] if played else None
+        else:
+            reference_notes = _note_ons(heard, previous.time, next_line.time, pitched=kind == "key")
+            seen = []
+            for k in range(index, index + 4):
+                notes = _note_ons(heard, lines[k].time, lines[k + 1].time, pitched=kind == "key")
+                if kind == "key":
+                    hit = _key_heard(notes, change["old"], change["new"])
+                else:
+                    ratio = _energy_ratio(notes, lines[k], change, changes, by_id) if by_id else \
+                        sum(m[2] for m in notes) / max(1, sum(m[2] for m in reference_notes))
+                    seen.append((None if ratio is None else round(ratio, 2), lines[k].section, lines[k].index,
+                                 lines[k].repeated))
+                    up = change["new"] > change["old"]
+                    hit = ratio is None or (ratio >= ENERGY_HEARD if up else ratio <= 1 / ENERGY_HEARD)
+                if hit:
+                    found = lines[k].time
+                    break
+            expected = next_line.time
+        if found is None:
+            on_time[kind].append(False)
+        else:
+            latencies[kind].append((found - at) * 1000)
+            on_time[kind].append(expected is not None and abs(found - expected) < 1e-6)
+        if not on_time[kind][-1] and kind == "energy":
+            missed.append({"kind": kind, "old": change["old"], "new": change["new"],
+                           "bars (ratio, section, index, repeated)": seen})
+    heard_in_time = sum(sum(v) for v in on_time.values())
+    return {kind: {"changes": len(on_time[kind]), "heard_ms": _percentiles(latencies[kind]),
+                   "at_next_line": f"{sum(on_time[kind])}/{len(on_time[kind])}"}
+            for kind in latencies if on_time[kind]} | {
+        "all_at_next_line": f"{heard_in_time}/{sum(len(v) for v in on_time.values())}",
+        "energy_missed": missed}
 
 
 def main() -> int:
@@ -223,7 +366,11 @@ def main() -> int:
     parser.add_argument("--generator", default="rules+load", help="rules, rules+load or model")
     parser.add_argument("--load-per-bar", type=float, default=0.8,
                         help="seconds of one-thread matmul per generated bar (rules+load)")
-    parser.add_argument("--change-every", type=float, default=3.0, help="bars between energy changes")
+    parser.add_argument("--change-every", type=float, default=2.0, help="bars between changes")
+    parser.add_argument("--changes", choices=("mixed", "energy"), default="mixed",
+                        help="mixed: loudness, key, energy in turn; energy: energy flips only")
+    parser.add_argument("--no-measure", dest="measure", action="store_false",
+                        help='turn the "what is playing" feature estimate off')
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--startup-runs", type=int, default=3, help="times `e2m-live serve` is started")
     parser.add_argument("--quick", action="store_true", help="15 s and one startup (make bench)")

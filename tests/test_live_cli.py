@@ -55,6 +55,8 @@ def test_serve_without_any_midi_backend_starts_and_stops_cleanly(tmp_path):
     assert "listening: OSC udp 127.0.0.1:" in text
     assert "playing to: recorder" in text
     assert "no MIDI output" in text  # degrades with a clear message instead of crashing
+    listen = next(line for line in text.splitlines() if line.strip().startswith("listen:"))
+    assert "render the recording" in listen and str(record) in listen  # no sound card: how to hear it
     # The model generator when its weights are installed, otherwise rules with a warning.
     assert "generator: model" in text or (
         "generator: rules" in text and "falling back to 'rules'" in text), text

@@ -93,6 +93,27 @@ def test_engine_adapts_the_bars_it_has_until_the_new_section_is_ready():
         engine.close()
 
 
+def test_exact_answers_need_no_new_plan_other_changes_re_plan():
+    engine = Engine("rules", features=EmotionFeatures(key=0, mode=1), debounce=0.01, max_debounce=0.05,
+                    seed=2)
+    engine.start()
+    try:
+        assert engine.wait_first_bar(10)
+        engine.next_bar()
+        assert _wait(lambda: engine._pending is not None and engine._pending.complete, 10)
+        changes = len([s for s in engine.sections if s.immediate])
+        engine.set_features(engine.features.replace(key=5, loudness=-20.0, tempo=100.0))
+        time.sleep(0.3)
+        assert len([s for s in engine.sections if s.immediate]) == changes  # transposition, gain, tempo
+        pitch_classes = {n.pitch % 12 for n in engine.next_bar().bar.notes if not n.is_drum}
+        assert pitch_classes <= {(5 + d) % 12 for d in MAJOR}
+        engine.set_features(engine.features.replace(mode=0))
+        assert _wait(lambda: len([s for s in engine.sections if s.immediate]) == changes + 1, 5)
+        assert engine.sections[-1].features.key == 5  # the new plan keeps the key asked for before
+    finally:
+        engine.close()
+
+
 class _Source:
     def __init__(self, bar: Bar, loudness: float) -> None:
         self.bar, self.loudness = bar, loudness

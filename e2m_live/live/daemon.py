@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import queue
 import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from e2m_live.arrangement import Arrangement, ArrangementError
@@ -43,6 +45,23 @@ from e2m_live.live.sync import describe_source, open_clock
 log = logging.getLogger(__name__)
 
 _INT_FIELDS = ("key", "mode", "time_signature")
+
+
+def default_audio_driver() -> str | None:
+    """The audio driver FluidSynth plays to when none is configured: the platform's sound server,
+    or ALSA with a sound card; None (no sound card): FluidSynth runs without one."""
+    if sys.platform == "darwin":
+        return "coreaudio"
+    if sys.platform == "win32":
+        return "wasapi"
+    runtime = Path(os.environ.get("XDG_RUNTIME_DIR", f"/run/user/{os.getuid()}"))
+    if (runtime / "pipewire-0").exists():
+        return "pipewire"
+    if (runtime / "pulse" / "native").exists():
+        return "pulseaudio"
+    if any(Path("/dev/snd").glob("pcmC*D*p")):
+        return "alsa"
+    return None
 
 
 @dataclass(slots=True)
@@ -87,7 +106,8 @@ class Daemon:
         self._control_lock = threading.RLock()
         self.ramps = Ramps()
         self.scenes = SceneBook(SCENE_SLOTS)
-        self.measured = MeasuredFeatures(self._feedback.put) if measure else None
+        self._measure = measure
+        self.measured: MeasuredFeatures | None = None
 
     # ---- startup ----------------------------------------------------------------------------------
     def start(self) -> StartupReport:
@@ -102,6 +122,9 @@ class Daemon:
         self.engine = Engine(name, self._generator_options, features, loop=config.mode == "loop",
                              seed=None if config.seed < 0 else config.seed,
                              debounce=config.debounce_ms / 1000, arrangement=config.starting_arrangement())
+        if self._measure:
+            self.measured = MeasuredFeatures(self.engine.measure, self._feedback.put)
+            self.engine.on_measured = self.measured.receive
         self.engine.start(wait=0)
         self.clock = self._open_clock(config.sync, features.tempo, features.time_signature)
         self.player = Player(self.clock, self.outputs, self.engine,
@@ -110,8 +133,6 @@ class Daemon:
                              on_output_lost=self._on_output_lost, clock_out=self.clock_out)
         self.player.set_loudness(features.loudness)
         self.player.start_thread()
-        if self.measured is not None:
-            self.measured.start()
         self.osc = OscServer(self.handle, host=config.host,
                              udp_port=None if config.udp_port < 0 else config.udp_port,
                              tcp_port=None if config.tcp_port < 0 else config.tcp_port,
@@ -170,7 +191,8 @@ class Daemon:
                 self._warn(problem or "no MIDI output")
         if config.fluidsynth:
             try:
-                self.outputs.add(FluidSynthOutput(config.soundfont or None, config.audio_driver or None,
+                driver = config.audio_driver or default_audio_driver()
+                self.outputs.add(FluidSynthOutput(config.soundfont or None, driver,
                                                   gain=config.gain, file_name=config.audio_file or None))
             except OutputError as error:
                 self._warn(f"no FluidSynth audio: {error}")
@@ -581,8 +603,6 @@ class Daemon:
             self.osc.close()
         if self.engine is not None:
             self.engine.close()
-        if self.measured is not None:
-            self.measured.close()
         if self.clock is not None:
             self.clock.close()
 

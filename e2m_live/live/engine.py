@@ -26,6 +26,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,9 +69,36 @@ class Section:
     failed: str | None = None
 
 
+def _measure_loop(measures: mp.Queue, results: mp.Queue) -> None:
+    """Worker thread: estimate the features of the latest window played (see measured.py)."""
+    from e2m_live.live.measured import estimate
+
+    parent = os.getppid()
+    while True:
+        try:
+            window = measures.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:
+                return
+            continue
+        with contextlib.suppress(queue.Empty):
+            while window is not None:  # latest wins
+                window = measures.get_nowait()
+        if window is None:
+            return
+        try:
+            features = estimate(window)
+        except Exception as error:  # odd material must not end the feedback
+            results.put(("measure-error", f"{type(error).__name__}: {error}"))
+            continue
+        if features is not None:
+            results.put(("measured", features.to_dict()))
+
+
 def _worker_main(name: str, options: dict[str, Any], requests: mp.Queue, results: mp.Queue,
-                 niceness: int) -> None:
-    """The worker process: latest request wins, bars are sent as soon as each is ready."""
+                 niceness: int, measures: mp.Queue | None = None) -> None:
+    """The worker process: latest request wins, bars are sent as soon as each is ready; a thread
+    estimates the features of what was played (``measures``)."""
     # Ctrl-C, and SIGTERM sent to the whole process group (``timeout``, service managers), reach
     # the worker too; the daemon decides when the worker ends (it kills it if it has to).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -78,6 +106,9 @@ def _worker_main(name: str, options: dict[str, Any], requests: mp.Queue, results
     with contextlib.suppress(OSError):
         os.nice(niceness)
     generator = create_generator(name, **options)
+    if measures is not None:
+        threading.Thread(target=_measure_loop, args=(measures, results), name="e2m-measure",
+                         daemon=True).start()
     results.put(("ready", os.getpid()))
 
     parent = os.getppid()
@@ -171,6 +202,9 @@ class Engine:
         self._process: mp.process.BaseProcess | None = None
         self._requests: mp.Queue | None = None
         self._results: mp.Queue | None = None
+        self._measures: mp.Queue | None = None
+        #: Called (engine thread) with the features estimated from a window played (:meth:`measure`).
+        self.on_measured: Callable[[EmotionFeatures], None] | None = None
         self._ready = threading.Event()
         self._quit = threading.Event()
         self._thread = threading.Thread(target=self._run, name="e2m-engine", daemon=True)
@@ -202,9 +236,10 @@ class Engine:
             self._changed.notify_all()
         if self._thread.is_alive():
             self._thread.join(2)
-        if self._requests is not None:
-            with contextlib.suppress(OSError, ValueError):
-                self._requests.put(None)
+        for q in (self._requests, self._measures):
+            if q is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    q.put(None)
         if self._process is not None:
             self._process.join(1)
             if self._process.is_alive():
@@ -214,20 +249,25 @@ class Engine:
     def _spawn(self) -> None:
         self._requests = self._ctx.Queue()
         self._results = self._ctx.Queue()
+        self._measures = self._ctx.Queue()
         self._ready.clear()
         self._process = self._ctx.Process(
             target=_worker_main, name="e2m-generator", daemon=True,
-            args=(self.generator, self.generator_options, self._requests, self._results, self.niceness))
+            args=(self.generator, self.generator_options, self._requests, self._results, self.niceness,
+                  self._measures))
         self._process.start()
         self.worker_pid = self._process.pid
 
     # ---- controls (any thread) ---------------------------------------------------------------------
     def set_features(self, features: EmotionFeatures) -> None:
-        """New features (latest wins). A tempo-only change applies at the next bar line without
-        new material; anything else requests a new section after the debounce."""
+        """New features (latest wins). Every change is heard at once through the immediate answers
+        (:func:`~e2m_live.live.transform.adapt` on the bars already decoded, the player's loudness
+        gain). Tempo, loudness and a key change within the mode are exact that way and need no new
+        material (the next section is planned with them); anything else also requests a new
+        section after the debounce."""
         with self._lock:
             old, self.features = self.features, features
-            if old.replace(tempo=features.tempo) != features:
+            if old.replace(tempo=features.tempo, loudness=features.loudness, key=features.key) != features:
                 self._mark_dirty(immediate=True, now=time.monotonic())
 
     def set_arrangement(self, arrangement: Arrangement) -> None:
@@ -247,6 +287,13 @@ class Engine:
         with self._lock:
             self.loop = loop
             self._maybe_continue()
+
+    def measure(self, window: list) -> None:
+        """Estimate the features of ``window`` (``measured.Played`` tuples) in the worker process;
+        the answer goes to :attr:`on_measured`. Never blocks (latest wins in the worker)."""
+        if self._measures is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._measures.put(window)
 
     @property
     def tempo(self) -> float:
@@ -299,7 +346,10 @@ class Engine:
             if following < len(section.bars):
                 self._index = following
                 return self._planned(section, continues=True)
-            return None  # late: the player holds the bar it has
+            # Late: the bar being played again, adapted to the features requested now.
+            planned = self._planned(section, continues=False)
+            planned.repeat = True
+            return planned
         # The section is over (or ended early).
         if not self.loop and pending is not None and pending.bars:
             return self._switch_to(pending, continues=True)
@@ -411,6 +461,16 @@ class Engine:
             self.worker_pid = item[1]
             self._ready.set()
             return
+        if kind == "measured":
+            if self.on_measured is not None:
+                try:
+                    self.on_measured(EmotionFeatures.from_dict(item[1]))
+                except Exception:
+                    log.exception("measured-features callback failed")
+            return
+        if kind == "measure-error":
+            log.debug("measuring the features played failed: %s", item[1])
+            return
         with self._lock:
             section = next((s for s in (self._pending, self._playing) if s and s.id == item[1]), None)
             if section is None:
@@ -441,7 +501,7 @@ class Engine:
         log.error("generation worker died (exit code %s); restarting it", code)
         self.restarts += 1
         self.errors = [*self.errors[-9:], f"worker died (exit code {code}), restarted"]
-        for q in (self._requests, self._results):
+        for q in (self._requests, self._results, self._measures):
             if q is not None:
                 q.close()
                 q.cancel_join_thread()
