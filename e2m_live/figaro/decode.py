@@ -44,6 +44,12 @@ from e2m_live.figaro.inputs import description_vocab, filter_description, remi_v
 from e2m_live.figaro.model import DecoderCache, FigaroModel
 from e2m_live.figaro.quantize import quantize_int8
 
+#: Grammar masks one decoder keeps (5.4 KB each at the REMI+ vocabulary). Keys carry fader values (the
+#: groove's drum bonus follows danceability, the key lock its strength), so a live session keeps making
+#: new ones; a section uses about 150 and adds ~18 after the first. The grammar's own bound (4096, 22 MB)
+#: made a 22 MB sawtooth in the worker's RSS (issue 20); 512 keeps it under 3 MB.
+MASK_CACHE_SIZE = 512
+
 
 @dataclass
 class Description:
@@ -191,6 +197,7 @@ class IncrementalDecoder:
             raise ValueError(f"window_keep must be in [1, {context - 1}]")
         self.vocab = remi_vocab()
         self.grammar = RemiGrammar(self.vocab, self.device)
+        self.grammar.MAX_CACHED_MASKS = MASK_CACHE_SIZE
         self.tokens_generated = 0  # statistics of the last run
         self.windows_started = 0
         self.token_ids: list[int] = []  # every token id the last run chose (forced ones included)
