@@ -13,7 +13,6 @@ message's deadline on the monotonic clock.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import os
 import sys
@@ -325,22 +324,34 @@ class CaptureOutput(Output):
 
 
 class MidiFileRecorder(Output):
-    """Records the performance to a type-1 ``.mid`` (written on :meth:`close` and :meth:`flush`).
+    """Records the performance to a ``.mid`` that is on disk, valid, up to the last bar line.
 
-    The player marks every bar line (:meth:`mark_bar`), so the file carries the tempo map and time
-    signatures of the performance and its bars fall where they were played: the recording can be
-    read back with ``e2m-live describe``. Before the first bar line, 120 BPM is assumed.
+    **While recording** the file is a standard type-0 MIDI file (one track, every channel, tempo and
+    time signatures inline) that grows at every bar line: :meth:`mark_bar` hands the events before it
+    to a writer thread, which appends them, closes the notes still sounding at the last event
+    (provisional note-offs), writes the end of track and patches the track's length; the next bar's
+    events overwrite the provisional tail. So after a crash or SIGKILL the file plays, and ``e2m-live
+    describe`` reads it, up to the last bar line written (a kill in the microseconds between the
+    append and the length patch of one flush would lose that flush). Memory stays bounded: only the
+    events since the last bar line, the sounding notes and a few tempo anchors are kept.
 
-    Track 0 holds the tempo map and time signatures; then comes one track per instrument that
-    played, named after it (``"Drums"`` or the General MIDI program name), drums first, then
-    programs ascending. A note belongs to the program its channel had when it started (channel 10:
-    drums; a channel shared by two programs, ``channels.py``'s last resort, plays as the program it
-    was set to). Each message keeps its channel, and program changes go to the track of the program
-    they select, so the file plays as the performance did. Notes of one pitch on one instrument
-    never overlap (the earlier ends where the later starts; of two with equal start the longer is
-    kept), a note still sounding when the file is written ends at the last recorded event, and
-    controller messages go to the track of their channel's instrument (dropped on channels where
+    **On close** (:meth:`close`, e.g. SIGTERM or the end of ``serve``) the file is rewritten, from
+    itself, as type 1: track 0 holds the tempo map and time signatures; then comes one track per
+    instrument that played, named after it (``"Drums"`` or the General MIDI program name), drums
+    first, then programs ascending. A note belongs to the program its channel had when it started
+    (channel 10: drums; a channel shared by two programs, ``channels.py``'s last resort, plays as the
+    program it was set to). Each message keeps its channel, and program changes go to the track of
+    the program they select, so the file plays as the performance did. Notes of one pitch on one
+    instrument never overlap (the earlier ends where the later starts; of two with equal start the
+    longer is kept), a note still sounding when the file is written ends at the last recorded event,
+    and controller messages go to the track of their channel's instrument (dropped on channels where
     no instrument played).
+
+    The player marks every bar line (:meth:`mark_bar`) just before the bar starts, so the file
+    carries the tempo map and time signatures of the performance and its bars fall where they were
+    played. Before the first bar line, 120 BPM is assumed. A message that arrives after events later
+    than it were written (never from the player, which sends in deadline order) is written at the
+    time of the last one.
     """
 
     def __init__(self, path: str | os.PathLike, ticks_per_beat: int = 960) -> None:
@@ -348,72 +359,239 @@ class MidiFileRecorder(Output):
         if not self.path.parent.is_dir():
             raise OutputError(f"cannot record to {self.path}: folder {self.path.parent} does not exist")
         self.ticks_per_beat = ticks_per_beat
-        self._messages: list[tuple[float, tuple[int, ...]]] = []
-        self._bars: list[tuple[float, float, int, int]] = []  # (when, tempo, numerator, denominator)
-        self._lock = threading.Lock()
         self.name = f"recorder {self.path}"
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._pending: list[tuple[float, int, tuple[int, ...] | None, tuple[float, int, int] | None]] = []
+        self._seq = 0  # arrival order, the tie-break at one time
+        self._latest_sent = float("-inf")  # the latest deadline sent so far
+        self._bar_lines: list[float] = []  # the last two bar lines marked
+        self._horizon = float("-inf")  # events up to here may be written
+        self._closing = False
+        try:
+            self._stream = _Stream(self.path, ticks_per_beat)
+        except OSError as error:
+            raise OutputError(f"cannot record to {self.path}: {error}") from None
+        self._error: BaseException | None = None
+        self._writer = threading.Thread(target=self._write_loop, name="e2m-recorder", daemon=True)
+        self._writer.start()
 
     def send(self, message: Message, when: float) -> None:
         with self._lock:
-            self._messages.append((when, tuple(message)))
+            self._seq += 1
+            self._pending.append((when, self._seq, tuple(message), None))
+            if when > self._latest_sent:
+                self._latest_sent = when
 
     def mark_bar(self, when: float, tempo: float, numerator: int, denominator: int) -> None:
-        with self._lock:
-            self._bars.append((when, float(tempo), int(numerator), int(denominator)))
+        """A bar line at ``when``: what was sent before this call (and the bar line before this one)
+        is complete, so the writer thread puts it on disk."""
+        with self._wake:
+            self._seq += 1
+            self._pending.append((when, self._seq, None, (float(tempo), int(numerator), int(denominator))))
+            previous = self._bar_lines[-1] if self._bar_lines else float("-inf")
+            self._bar_lines = [previous, when]
+            self._horizon = max(self._horizon, self._latest_sent, previous)
+            self._wake.notify()
 
-    def _tempo_map(self, bars: list[tuple[float, float, int, int]], origin: float):
-        """Seconds -> ticks through the bar lines' tempos (120 BPM before the first)."""
-        tpb = self.ticks_per_beat
-        anchors: list[tuple[float, float, float]] = []  # (seconds, tick, ticks per second)
-        tick = 0.0
-        previous = (origin, 2.0 * tpb)
-        for when, tempo, _, _ in sorted(bars):
-            tick += max(0.0, when - previous[0]) * previous[1]
-            previous = (when, tempo / 60.0 * tpb)
-            anchors.append((when, tick, previous[1]))
-        starts = [a[0] for a in anchors]
+    def _take(self, horizon: float) -> list:
+        """Pending items up to ``horizon`` in time order (the lock is held)."""
+        due = [item for item in self._pending if item[0] <= horizon]
+        if due:
+            self._pending = [item for item in self._pending if item[0] > horizon]
+        due.sort(key=lambda item: (item[0], item[1]))
+        return due
 
-        def to_tick(when: float) -> int:
-            i = bisect.bisect_right(starts, when) - 1
-            if i < 0:
-                return max(0, round((when - origin) * 2.0 * tpb))
-            seconds, base, rate = anchors[i]
-            return round(base + (when - seconds) * rate)
-
-        return to_tick
+    def _write_loop(self) -> None:
+        written = float("-inf")
+        while True:
+            with self._wake:
+                while self._horizon <= written and not self._closing:
+                    self._wake.wait()
+                if self._closing:
+                    return
+                written = self._horizon
+                due = self._take(written)
+            try:
+                self._stream.append(due)
+            except Exception as error:  # a full disk must not take the player down
+                log.error("recording to %s failed: %s", self.path, error)
+                self._error = error
+                return
 
     def flush(self) -> None:
-        import mido
-
-        with self._lock:
-            messages = list(self._messages)
-            bars = list(self._bars)
-        times = [m[0] for m in messages] + [b[0] for b in bars]
-        origin = min(times) if times else 0.0
-        to_tick = self._tempo_map(bars, origin)
-        conductor: list[tuple[int, int, object]] = []  # (tick, order, message)
-        if not bars:
-            conductor.append((0, 0, mido.MetaMessage("set_tempo", tempo=500000)))
-        last_meta: tuple[float, int, int] | None = None
-        for when, tempo, numerator, denominator in sorted(bars):
-            tick = to_tick(when)
-            if last_meta is None or last_meta[0] != tempo:
-                conductor.append((tick, 0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo))))
-            if last_meta is None or last_meta[1:] != (numerator, denominator):
-                conductor.append((tick, 0, mido.MetaMessage(
-                    "time_signature", numerator=numerator, denominator=denominator)))
-            last_meta = (tempo, numerator, denominator)
-        timed = sorted(((to_tick(when), message) for when, message in messages), key=lambda e: e[0])
-        midi = mido.MidiFile(type=1, ticks_per_beat=self.ticks_per_beat)
-        midi.tracks.append(_track(conductor))
-        for name, events in _instrument_tracks(timed):
-            midi.tracks.append(_track([(0, -1, mido.MetaMessage("track_name", name=name)), *events]))
-        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        midi.save(str(tmp))
-        os.replace(tmp, self.path)
+        """Write what was sent so far (the file stays valid: notes sounding are closed provisionally)."""
+        with self._wake:
+            self._horizon = max(self._horizon, self._latest_sent)
+            self._wake.notify()
 
     def close(self) -> None:
-        self.flush()
+        """Write everything, then rewrite the file as one track per instrument (see the class doc)."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._writer.join()
+        with self._lock:
+            due = self._take(float("inf"))
+        if self._error is None:
+            self._stream.append(due)
+        self._stream.close()
+        _rewrite_by_instrument(self.path, self.ticks_per_beat)
+
+
+class _Stream:
+    """The recording as a type-0 file that grows at every :meth:`append` and is valid after each.
+
+    Layout: ``MThd`` (format 0, one track), ``MTrk`` + length, the events written so far, then the
+    provisional tail (note-offs of the notes still sounding, at the last event's tick) and the end of
+    track. :meth:`append` overwrites the tail with the new events and a new tail, then patches the
+    length (``os.pwrite``: the file is never read back while recording).
+    """
+
+    _LENGTH_AT = 18  # 14 bytes of MThd, then "MTrk"
+
+    def __init__(self, path: Path, ticks_per_beat: int) -> None:
+        self.path = path
+        self.ticks_per_beat = ticks_per_beat
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        header = b"MThd" + (6).to_bytes(4, "big") + (0).to_bytes(2, "big") + (1).to_bytes(2, "big")
+        header += ticks_per_beat.to_bytes(2, "big") + b"MTrk"
+        os.pwrite(self._fd, header + (0).to_bytes(4, "big"), 0)
+        self._body_end = len(header) + 4  # where the tail starts
+        self._origin: float | None = None
+        self._anchors: list[tuple[float, float, float]] = []  # the last few (seconds, tick, ticks a second)
+        self._tick = 0  # tick of the last event written
+        self._sounding: dict[tuple[int, int], int] = {}  # (channel, pitch) -> note-ons not yet ended
+        self._write_tail()
+
+    def _to_tick(self, when: float) -> int:
+        if self._origin is None:
+            self._origin = when
+        anchor = next((a for a in reversed(self._anchors) if a[0] <= when), None)
+        if anchor is None:
+            tick = (when - self._origin) * 2.0 * self.ticks_per_beat  # 120 BPM before the first bar line
+        else:
+            tick = anchor[1] + (when - anchor[0]) * anchor[2]
+        return max(self._tick, round(tick))  # never back in time (late stragglers)
+
+    def _anchor(self, when: float, tempo: float) -> None:
+        if self._anchors:
+            seconds, tick, rate = self._anchors[-1]
+            when = max(when, seconds)
+            base = tick + (when - seconds) * rate
+        else:
+            if self._origin is None:
+                self._origin = when
+            base = max(0.0, when - self._origin) * 2.0 * self.ticks_per_beat
+        self._anchors = [*self._anchors[-7:], (when, base, tempo / 60.0 * self.ticks_per_beat)]
+
+    def append(self, items: list) -> None:
+        """Write ``items`` ((when, seq, message or None, (tempo, numerator, denominator) or None), in
+        time order) and a fresh tail."""
+        if not items:
+            return
+        data = bytearray()
+        for when, _, message, bar in items:
+            if bar is not None:
+                self._anchor(when, bar[0])
+            tick = self._to_tick(when)
+            if bar is not None:
+                data += _vlq(tick - self._tick) + _meta(0x51, round(60_000_000 / bar[0]).to_bytes(3, "big"))
+                data += b"\x00" + _meta(0x58, bytes((bar[1], max(0, bar[2].bit_length() - 1), 24, 8)))
+                self._tick = tick
+                continue
+            if not message or not 0x80 <= message[0] < 0xF0:
+                continue  # system messages (clock, ...) are not recorded
+            size = 2 if message[0] & 0xF0 in (PROGRAM_CHANGE, 0xD0) else 3
+            if len(message) < size:
+                continue
+            data += _vlq(tick - self._tick) + bytes(message[:size])
+            self._tick = tick
+            status, channel = message[0] & 0xF0, message[0] & 0x0F
+            key = (channel, message[1])
+            if status == NOTE_ON and message[2] > 0:
+                self._sounding[key] = self._sounding.get(key, 0) + 1
+            elif status in (NOTE_ON, NOTE_OFF) and key in self._sounding:
+                del self._sounding[key]  # one note-off ends every note-on of the key (as synths do)
+        os.pwrite(self._fd, bytes(data), self._body_end)
+        self._body_end += len(data)
+        self._write_tail()
+
+    def _write_tail(self) -> None:
+        tail = bytearray()
+        for channel, pitch in self._sounding:
+            tail += b"\x00" + bytes((NOTE_OFF | channel, pitch, 0))
+        tail += b"\x00\xff\x2f\x00"
+        os.pwrite(self._fd, bytes(tail), self._body_end)
+        end = self._body_end + len(tail)
+        os.ftruncate(self._fd, end)
+        os.pwrite(self._fd, (end - self._LENGTH_AT - 4).to_bytes(4, "big"), self._LENGTH_AT)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _vlq(value: int) -> bytes:
+    """A MIDI variable-length quantity."""
+    out = [value & 0x7F]
+    value >>= 7
+    while value:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    return bytes(reversed(out))
+
+
+def _meta(kind: int, data: bytes) -> bytes:
+    return bytes((0xFF, kind)) + _vlq(len(data)) + data
+
+
+def _read_stream(path: Path) -> tuple[int, list[tuple[int, object]], list[tuple[int, tuple[int, ...]]]]:
+    """Our type-0 stream: ticks per beat, (tick, meta message) and (tick, channel message) in order."""
+    import mido
+
+    midi = mido.MidiFile(str(path))
+    metas: list[tuple[int, object]] = []
+    timed: list[tuple[int, tuple[int, ...]]] = []
+    tick = 0
+    for message in midi.tracks[0] if midi.tracks else ():
+        tick += message.time
+        if message.is_meta:
+            if message.type in ("set_tempo", "time_signature"):
+                metas.append((tick, message))
+        else:
+            timed.append((tick, tuple(message.bytes())))
+    return midi.ticks_per_beat, metas, timed
+
+
+def _rewrite_by_instrument(path: Path, ticks_per_beat: int) -> None:
+    """Rewrite the streamed recording as type 1: the conductor track, then one track per instrument."""
+    import mido
+
+    _, metas, timed = _read_stream(path)
+    # The stream closed sounding notes provisionally at its end: the last real event.
+    conductor: list[tuple[int, int, object]] = [(tick, 0, message) for tick, message in metas]
+    if not metas:
+        conductor.append((0, 0, mido.MetaMessage("set_tempo", tempo=500000)))
+    else:
+        conductor = _dedupe_conductor(conductor)
+    midi = mido.MidiFile(type=1, ticks_per_beat=ticks_per_beat)
+    midi.tracks.append(_track(conductor))
+    for name, events in _instrument_tracks(timed):
+        midi.tracks.append(_track([(0, -1, mido.MetaMessage("track_name", name=name)), *events]))
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    midi.save(str(tmp))
+    os.replace(tmp, path)
+
+
+def _dedupe_conductor(conductor: list[tuple[int, int, object]]) -> list[tuple[int, int, object]]:
+    """Tempo and time signature only where they change (the stream repeats them at every bar line)."""
+    kept, last = [], {}
+    for tick, order, message in conductor:
+        value = message.tempo if message.type == "set_tempo" else (message.numerator, message.denominator)
+        if last.get(message.type) != value:
+            kept.append((tick, order, message))
+            last[message.type] = value
+    return kept
 
 
 _Key = tuple[int, bool]  # an instrument: (program, is_drum)

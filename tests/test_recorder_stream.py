@@ -1,0 +1,151 @@
+"""The live recording streams to disk (issue 20): valid after every bar line, after SIGKILL up to the bars
+played, memory bounded however long it runs; on close, one track per instrument."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mido
+
+from e2m_live.live.outputs import MidiFileRecorder
+from tests.live_helpers import osc_request, wait_until
+from tests.test_midi_tracks import assert_clean, read_tracks
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = (sys.executable, "-c", "import sys; from e2m_live.cli import main; sys.exit(main())")
+BEAT = 0.5  # 120 BPM
+
+
+def play_bar(recorder: MidiFileRecorder, number: int, held: bool = False) -> None:
+    """What the player sends for one 4/4 bar: the bar mark, a program change, four piano notes, a drum
+    hit, and (``held``) a note that sounds across the next bar line."""
+    start = number * 4 * BEAT
+    recorder.mark_bar(start, 120.0, 4, 4)
+    recorder.send((0xC0, 0), start)
+    for beat in range(4):
+        recorder.send((0x90, 60 + beat, 80), start + beat * BEAT)
+        recorder.send((0x99, 36, 100), start + beat * BEAT)
+        recorder.send((0x89, 36, 0), start + beat * BEAT + 0.1)
+        recorder.send((0x80, 60 + beat, 0), start + (beat + 0.5) * BEAT)
+    if held:
+        recorder.send((0x91, 40, 90), start + 3 * BEAT)  # its note-off comes in the next bar
+
+
+def notes_of(data: bytes) -> tuple[mido.MidiFile, list[tuple[int, int, int]], int]:
+    """(file, (start, end, pitch) of every note, notes never ended) of a MIDI file in memory."""
+    midi, tracks = read_tracks(data)
+    return midi, sorted(n for t in tracks for n in t.notes), sum(t.hanging for t in tracks)
+
+
+def test_the_file_is_valid_after_every_bar_line(tmp_path: Path) -> None:
+    path = tmp_path / "live.mid"
+    recorder = MidiFileRecorder(path)
+    sizes = [path.stat().st_size]  # the header and an empty track: already a valid file
+    assert notes_of(path.read_bytes())[1] == []
+    for number in range(6):
+        play_bar(recorder, number, held=number == 2)
+        if number == 3:
+            recorder.send((0x81, 40, 0), number * 4 * BEAT + 0.25)  # ends the note held across bar line 3
+        if number == 0:
+            continue  # nothing before the first bar line
+        # The bar before this one is complete once this bar is marked: the writer puts it on disk.
+        assert wait_until(lambda: path.stat().st_size > sizes[-1], 10), number
+        sizes.append(path.stat().st_size)
+        midi, notes, hanging = notes_of(path.read_bytes())  # what a crash right now would leave
+        assert midi.type == 0 and hanging == 0
+        assert {n[2] for n in notes} >= {36, 60, 61, 62, 63}
+    assert sizes == sorted(sizes)
+    midi, notes, _ = notes_of(path.read_bytes())
+    tpb = midi.ticks_per_beat
+    # Five bars are on disk while the sixth plays; the held bass note sounds into bar 4.
+    assert (8 * tpb + 3 * tpb, 12 * tpb + tpb // 2, 40) in notes
+    assert len([n for n in notes if n[2] == 36]) >= 5 * 4
+    recorder.close()
+    midi, tracks = read_tracks(path)
+    assert midi.type == 1
+    assert [t.name for t in tracks] == ["", "Drums", "Acoustic Grand Piano"]  # channels 0 and 1: one program
+    assert_clean(tracks, None)
+    assert sum(len(t.notes) for t in tracks) == 6 * 8 + 1  # nothing lost in the rewrite
+
+
+def test_memory_stays_bounded_over_a_long_recording(tmp_path: Path) -> None:
+    path = tmp_path / "long.mid"
+    recorder = MidiFileRecorder(path)
+    for number in range(2000):  # 2000 bars: more than an hour at 120 BPM
+        play_bar(recorder, number)
+        if number % 100 == 99:
+            assert wait_until(lambda: len(recorder._pending) < 40, 10)  # the writer keeps up
+    stream = recorder._stream
+    assert len(stream._anchors) <= 8 and not stream._sounding
+    _, notes, hanging = notes_of(path.read_bytes())
+    assert hanging == 0 and len(notes) >= 1999 * 8
+    recorder.close()
+    _, tracks = read_tracks(path)
+    assert sum(len(t.notes) for t in tracks) == 2000 * 8
+
+
+def test_a_recorder_that_cannot_write_says_so(tmp_path: Path) -> None:
+    from e2m_live.live.outputs import OutputError
+
+    try:
+        MidiFileRecorder(tmp_path / "missing" / "x.mid")
+    except OutputError as error:
+        assert "does not exist" in str(error)
+    else:
+        raise AssertionError("no error for a missing folder")
+
+
+def test_sigkill_mid_performance_leaves_the_bars_played(tmp_path: Path) -> None:
+    """The daemon (rules generator, no MIDI port, recording) killed with SIGKILL: the file reads back,
+    with mido and `e2m-live describe`, and holds the bars played up to the last bar line."""
+    record = tmp_path / "gig.mid"
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--generator", "rules", "--no-midi", "--udp-port", "0", "--tcp-port", "-1",
+         "--autoplay", "--record", str(record), "--tempo", "240", "--no-web"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env={**os.environ, "JACK_DEFAULT_SERVER": "e2m-none", "PYTHONUNBUFFERED": "1"})
+    try:
+        lines = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.strip().startswith("ready"):
+                break
+        port = int(re.search(r"OSC udp 127\.0\.0\.1:(\d+)", "".join(lines)).group(1))
+
+        def bars_started() -> int:
+            replies = dict(osc_request(port, "/e2m/status", wait=0.5))
+            return int(replies.get("/e2m/state/bar", [0])[0])
+
+        assert wait_until(lambda: bars_started() >= 8, 120, step=0.2), "".join(lines)
+        played = bars_started()
+        os.kill(proc.pid, signal.SIGKILL)  # the daemon alone; its worker notices and exits
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left (the worker)
+    data = record.read_bytes()
+    midi = mido.MidiFile(file=io.BytesIO(data))
+    assert midi.type == 0  # the streamed form: nothing rewrote it
+    _, notes, hanging = notes_of(data)
+    assert hanging == 0 and notes
+    bar_ticks = 4 * midi.ticks_per_beat
+    signatures = [m for m in midi.tracks[0] if m.type == "time_signature"]
+    last_note = max(end for _, end, _ in notes)
+    # Bar lines written: every bar played but the one sounding (and the one being prepared).
+    assert len(signatures) >= played - 2 and last_note >= (played - 2) * bar_ticks
+    described = subprocess.run([*CLI, "describe", str(record), "--json"], cwd=REPO, capture_output=True,
+                               text=True, timeout=120)
+    assert described.returncode == 0, described.stderr
+    assert '"bars"' in described.stdout
