@@ -1,0 +1,593 @@
+"""Soak benchmark: the daemon for hours, a change every two bars; memory, late bars, timing, recording.
+
+    nice -n 5 .venv/bin/python benchmarks/soak.py --minutes 120 --record --out /tmp/soak
+
+Starts a private dummy JACK server (48 kHz, 256-frame periods), the daemon as its own process (the
+model generator by default, JACK virtual output, ``--record``: a ``.mid`` recording) and a JACK
+receiving client in this process. Every two bars (at the tempo in force) one OSC change goes out:
+mostly a feature (energy, valence, danceability, acousticness, instrumentalness, loudness), else a
+mood, tempo, key and mode, key lock, ensemble, a sync switch (to ``link`` and back to ``internal`` a bar
+later: alone in a Link session nothing starts the transport), transport stop then play, or panic then
+play. Every ``--sample-every``
+seconds one CSV row: resident memory of the daemon and of each of its descendants (the generation
+worker), bars played and repeated (``/e2m/state/lag`` feedback), the daemon's own send error
+(deadline vs the time the message went out, collected in the daemon process), the receiver's
+note-ons against the position grid, notes open at the receiver, the recording's size. At the end:
+stop, SIGTERM, notes left open at the receiver, ``e2m-live describe`` on the recording, a PNG plot
+and the verdicts on the targets of issue 20:
+
+* resident memory (daemon + children) after minute 5 grows <= 5 %;
+* 0 late (repeated) bars after the first minute (the first section of the model is its warm start);
+* sender p99 <= 1 ms in the first and in the last 10 minutes (halves of shorter runs);
+* 0 notes hanging at the receiver at the end; the recording reads back with ``e2m-live describe``.
+
+The daemon process is ``e2m-live serve`` with the same flags, started by this script (``--serve-child``)
+only so that the player keeps each message's deadline and send time (drained every 5 s into a
+summary file, so it does not grow). ``--plain`` runs the ``e2m-live serve`` command itself (no sender
+figures). ``--minutes 2 --generator rules`` is the smoke test's size (``tests/test_soak_smoke.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import math
+import os
+import random
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+JACK_RATE, JACK_PERIOD_FRAMES = 48000, 256
+POSITIONS_PER_QUARTER = 12
+TIMING_EVERY_S = 5.0
+COLUMNS = ("t_s", "rss_daemon_mb", "rss_children_mb", "rss_total_mb", "children", "bars", "late_bars",
+           "sender_n", "sender_p50_ms", "sender_p99_ms", "sender_max_ms", "receiver_note_ons",
+           "receiver_grid_p99_ms", "open_notes", "record_bytes", "changes")
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
+
+
+# ---- the daemon process (--serve-child) ------------------------------------------------------------
+
+def serve_child(timing_file: str, serve_args: list[str]) -> int:
+    """``e2m-live serve`` as ``e2m_live.commands.serve.run`` does it, keeping the player's send times."""
+    import argparse as ap
+    import faulthandler
+
+    from e2m_live.commands.serve import add_arguments
+    from e2m_live.live.config import config_from_args
+    from e2m_live.live.daemon import Daemon
+    from e2m_live.live.realtime import DAEMON_PRIORITY, make_realtime
+
+    parser = ap.ArgumentParser(prog="soak-serve")
+    add_arguments(parser)
+    config = config_from_args(parser.parse_args(serve_args))
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    sys.setswitchinterval(0.0005)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    daemon = Daemon(config, record_timing=True)
+    daemon.start()
+    if config.realtime:
+        make_realtime(threading.get_native_id(), DAEMON_PRIORITY)
+
+    def drain() -> None:
+        if config.realtime:  # holding the GIL, it must not be preempted (see e2m_live/live/realtime.py)
+            make_realtime(threading.get_native_id(), DAEMON_PRIORITY)
+        with open(timing_file, "a") as out:
+            while not stop.wait(TIMING_EVERY_S):
+                player = daemon.player
+                if player is None or player.timing is None:
+                    continue
+                taken, player.timing = player.timing, []
+                errors = [abs(sent - deadline) * 1000 for deadline, sent in taken]
+                out.write(json.dumps({"t": time.monotonic(), "n": len(errors),
+                                      "p50": percentile(errors, 0.5), "p99": percentile(errors, 0.99),
+                                      "max": max(errors, default=None),
+                                      "over_1ms": sum(e > 1.0 for e in errors)}) + "\n")
+                out.flush()
+
+    threading.Thread(target=drain, name="soak-timing", daemon=True).start()
+    try:
+        daemon.wait(stop)
+    finally:
+        daemon.shutdown()
+        print("e2m-live serve: stopped, all notes released", flush=True)
+    return 0
+
+
+# ---- process memory ------------------------------------------------------------------------------
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (from /proc/*/stat)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, pp in parents.items() if pp == parent]
+        found += children
+        frontier += children
+    return found
+
+
+# ---- the receiver's timing against the grid ---------------------------------------------------------
+
+def grid_errors(times: list[float], tempo: float) -> list[float]:
+    """|error| (ms) of note-on times against the position grid (12 a quarter) at ``tempo``, phase fitted.
+
+    The grid's phase is the circular mean of the times modulo one position; the constant offset
+    left (the port's latency) is the median residual."""
+    if len(times) < 8:
+        return []
+    step = 60.0 / tempo / POSITIONS_PER_QUARTER
+    angles = [2 * math.pi * ((t / step) % 1.0) for t in times]
+    phase = math.atan2(sum(map(math.sin, angles)), sum(map(math.cos, angles))) / (2 * math.pi) * step
+    residuals = [((t - phase + step / 2) % step) - step / 2 for t in times]
+    middle = statistics.median(residuals)
+    return [abs(r - middle) * 1000 for r in residuals]
+
+
+# ---- the run -------------------------------------------------------------------------------------
+
+@dataclass
+class Controls:
+    """What the soak has set, and when the last change that moves the grid went out."""
+
+    tempo: float
+    beats: int = 4
+    playing: bool = True
+    grid_moved_at: float = 0.0
+    sent: int = 0
+    log: list[tuple[float, str, list]] = field(default_factory=list)
+
+
+FEATURES = ("energy", "valence", "danceability", "acousticness", "instrumentalness", "loudness")
+MOODS = ("happy", "sad", "calm", "angry", "tense", "dreamy", "triumphant", "melancholic")
+ENSEMBLES = ("auto", "band", "rock", "electronic", "strings", "jazz", "piano", "orchestra")
+#: (what, weight): mostly fader moves, as a performer makes them.
+CHANGES = (("feature", 12), ("mood", 2), ("tempo", 2), ("key", 2), ("key_lock", 1), ("ensemble", 1),
+           ("sync", 1), ("stop_play", 1), ("panic", 1))
+
+
+class Soak:
+    def __init__(self, args: argparse.Namespace, out: Path) -> None:
+        self.args = args
+        self.out = out
+        self.rng = random.Random(args.seed)
+        self.controls = Controls(tempo=args.tempo)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.feedback = {"bar": 0, "late_bars": 0, "lag_ms": 0.0}
+        self.errors: list[str] = []
+        self._quit = threading.Event()
+        self.udp_port = 0
+
+    def bar_seconds(self) -> float:
+        return self.controls.beats * 60.0 / self.controls.tempo
+
+    # -- OSC ---------------------------------------------------------------------------------------
+    def send(self, address: str, *args) -> None:
+        from e2m_live.live.osc import encode_message
+
+        self.sock.sendto(encode_message(address, list(args)), ("127.0.0.1", self.udp_port))
+        self.controls.log.append((time.monotonic(), address, list(args)))
+
+    def listen(self) -> None:
+        from pythonosc.osc_message import OscMessage
+
+        while not self._quit.is_set():
+            try:
+                message = OscMessage(self.sock.recv(65536))
+            except (TimeoutError, OSError):
+                continue
+            except Exception:  # a packet we cannot parse: not ours to judge here
+                continue
+            if message.address == "/e2m/state/lag":
+                self.feedback["late_bars"], self.feedback["lag_ms"] = message.params[0], message.params[1]
+            elif message.address == "/e2m/state/bar":
+                self.feedback["bar"] = message.params[0]
+            elif message.address == "/e2m/state/tempo":  # a mood sets it too
+                self.controls.tempo = float(message.params[0])
+            elif message.address == "/e2m/state/time_signature":
+                self.controls.beats = int(message.params[0])
+            elif message.address == "/e2m/error":
+                self.errors = [*self.errors[-19:], " ".join(map(str, message.params))]
+
+    def change(self) -> None:
+        """One change, drawn by weight."""
+        rng, controls = self.rng, self.controls
+        kind = rng.choices([c for c, _ in CHANGES], [w for _, w in CHANGES])[0]
+        now = time.monotonic()
+        if kind == "feature":
+            name = rng.choice(FEATURES)
+            value = round(rng.uniform(-40, -4), 1) if name == "loudness" else round(rng.random(), 3)
+            self.send(f"/e2m/{name}", value)
+        elif kind == "mood":
+            self.send("/e2m/mood", rng.choice(MOODS))
+            controls.grid_moved_at = now  # a mood sets the tempo too
+        elif kind == "tempo":
+            self.send("/e2m/tempo", float(rng.choice((84, 96, 108, 120, 132, 144))))
+            controls.grid_moved_at = now
+        elif kind == "key":
+            self.send("/e2m/key", rng.randrange(12))
+            self.send("/e2m/mode", rng.randrange(2))
+        elif kind == "key_lock":
+            self.send("/e2m/key_lock", round(rng.random(), 2))
+        elif kind == "ensemble":
+            self.send("/e2m/ensemble", rng.choice(ENSEMBLES))
+        elif kind == "sync":
+            # Alone in a Link session nothing starts the transport: back to internal after a bar.
+            self.send("/e2m/sync", "link" if self.args.link else "internal")
+            time.sleep(self.bar_seconds())
+            self.send("/e2m/sync", "internal")
+            controls.grid_moved_at = time.monotonic()
+        elif kind == "stop_play":
+            self.send("/e2m/stop")
+            time.sleep(60.0 / controls.tempo)  # one beat of silence
+            self.send("/e2m/play")
+            controls.grid_moved_at = time.monotonic()
+        elif kind == "panic":
+            self.send("/e2m/panic")
+            time.sleep(60.0 / controls.tempo)
+            self.send("/e2m/play")
+            controls.grid_moved_at = time.monotonic()
+        controls.sent += 1
+
+    # -- the daemon --------------------------------------------------------------------------------
+    def start_daemon(self, midi_name: str, timing_file: Path, record: Path | None):
+        serve = ["--generator", self.args.generator, "--midi-api", "jack", "--midi-name", midi_name,
+                 "--udp-port", "0", "--tcp-port", "-1", "--tempo", str(self.args.tempo), "--no-web"]
+        serve += ["--record", str(record)] if record else []
+        if self.args.plain:
+            command = [sys.executable, "-c", "import sys; from e2m_live.cli import main; sys.exit(main())",
+                       "serve", *serve]
+        else:
+            command = [sys.executable, __file__, "--serve-child", str(timing_file), "--", *serve]
+        log = open(self.out / "daemon.log", "w")  # noqa: SIM115 - the daemon's whole life
+        proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 120
+        for line in proc.stdout:
+            log.write(line)
+            if match := re.search(r"OSC udp [\d.]+:(\d+)", line):
+                self.udp_port = int(match.group(1))
+            if line.strip().startswith("ready") or time.monotonic() > deadline:
+                break
+        if not self.udp_port or proc.poll() is not None:
+            proc.kill()
+            raise SystemExit(f"the daemon did not start; see {self.out / 'daemon.log'}")
+
+        def drain() -> None:
+            for line in proc.stdout:
+                log.write(line)
+            log.close()
+
+        threading.Thread(target=drain, daemon=True).start()
+        return proc
+
+
+def run(args: argparse.Namespace) -> dict:
+    from tests.live_helpers import JackMidiRecorder, jack_server
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    soak = Soak(args, out)
+    record = out / "soak.mid" if args.record else None
+    timing_file = out / "sender_timing.jsonl"
+    timing_file.write_text("")
+    midi_name = f"e2m-soak-{os.getpid()}"
+    rows: list[dict] = []
+    result: dict = {"settings": vars(args), "machine": {"cpus": os.cpu_count(),
+                                                        "load_avg_before": os.getloadavg()}}
+    with jack_server(f"e2msoak{os.getpid()}"):
+        started = time.monotonic()
+        proc = soak.start_daemon(midi_name, timing_file, record)
+        result["ready_s"] = round(time.monotonic() - started, 2)
+        receiver = JackMidiRecorder(f"e2m-soak-receiver-{os.getpid()}")
+        receiver.connect(midi_name)
+        listener = threading.Thread(target=soak.listen, daemon=True)
+        listener.start()
+        soak.send("/e2m/status")  # registers this socket for feedback
+        soak.send("/e2m/play")
+        t0 = time.monotonic()
+        end = t0 + args.minutes * 60
+        sounding: set[tuple[int, int]] = set()
+        note_times: list[float] = []
+        timing_offset = 0
+        next_sample = t0 + args.sample_every
+        next_change = t0 + 4 * soak.bar_seconds()
+        try:
+            while time.monotonic() < end:
+                now = time.monotonic()
+                if proc.poll() is not None:
+                    result["crash"] = f"daemon exited with {proc.returncode}"
+                    break
+                if now >= next_change:
+                    soak.change()
+                    next_change = time.monotonic() + args.change_every * soak.bar_seconds()
+                if now >= next_sample:
+                    received = receiver.snapshot()
+                    receiver.clear()
+                    window_ons = []
+                    for r in received:
+                        status, message = r.message[0] & 0xF0, r.message
+                        if len(message) < 3:
+                            continue
+                        key = (message[0] & 0x0F, message[1])
+                        if status == 0x90 and message[2] > 0:
+                            sounding.add(key)
+                            window_ons.append(r.jack_time)
+                        elif status in (0x80, 0x90):
+                            sounding.discard(key)
+                        elif status == 0xB0 and message[1] in (120, 123):
+                            sounding = {k for k in sounding if k[0] != key[0]}
+                    # Grid timing only over windows the grid did not move in (tempo, sync, transport).
+                    steady = now - soak.controls.grid_moved_at > args.sample_every + 4 * soak.bar_seconds()
+                    grid = grid_errors(window_ons, soak.controls.tempo) if steady else []
+                    note_times += window_ons
+                    timing, timing_offset = read_timing(timing_file, timing_offset)
+                    daemon_rss = rss_mb(proc.pid) or 0.0
+                    kids = [(pid, rss_mb(pid) or 0.0) for pid in descendants(proc.pid)]
+                    children_rss = sum(r for _, r in kids)
+                    row = {
+                        "t_s": round(now - t0, 1), "rss_daemon_mb": round(daemon_rss, 1),
+                        "rss_children_mb": round(children_rss, 1),
+                        "rss_total_mb": round(daemon_rss + children_rss, 1), "children": len(kids),
+                        "bars": soak.feedback["bar"], "late_bars": soak.feedback["late_bars"],
+                        **timing, "receiver_note_ons": len(window_ons),
+                        "receiver_grid_p99_ms": _round(percentile(grid, 0.99)),
+                        "open_notes": len(sounding),
+                        "record_bytes": record.stat().st_size if record and record.exists() else 0,
+                        "changes": soak.controls.sent,
+                    }
+                    rows.append(row)
+                    write_csv(out / "soak.csv", rows)
+                    if args.verbose:
+                        print(json.dumps(row), flush=True)
+                    next_sample += args.sample_every
+                time.sleep(0.01)
+            # The end: stop, let the releases arrive, then SIGTERM.
+            soak.send("/e2m/stop")
+            time.sleep(1.0)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                result["exit_code"] = proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                result["exit_code"] = "killed after 60 s"
+            time.sleep(0.5)
+        finally:
+            soak._quit.set()
+            if proc.poll() is None:
+                proc.kill()
+            received = receiver.snapshot()
+            receiver.close()
+        for r in received:
+            status, message = r.message[0] & 0xF0, r.message
+            if len(message) < 3:
+                continue
+            key = (message[0] & 0x0F, message[1])
+            if status == 0x90 and message[2] > 0:
+                sounding.add(key)
+            elif status in (0x80, 0x90):
+                sounding.discard(key)
+    result["hanging_notes_at_end"] = len(sounding)
+    result["osc_errors"] = soak.errors
+    result["changes_sent"] = soak.controls.sent
+    result["rows"] = len(rows)
+    if record is not None:
+        result["recording"] = describe_recording(record)
+    result.update(verdicts(rows, result, args))
+    (out / "soak.json").write_text(json.dumps(result, indent=2))
+    if rows:
+        with contextlib.suppress(ImportError):
+            plot(rows, out / "soak.png", args)
+    return result
+
+
+def _round(value: float | None, digits: int = 3) -> float | str:
+    return "" if value is None else round(value, digits)
+
+
+def read_timing(path: Path, offset: int) -> tuple[dict, int]:
+    """The daemon's send-error summaries written since ``offset``, merged (p99 and max: the worst)."""
+    with open(path) as source:
+        source.seek(offset)
+        text = source.read()
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        text = "".join(lines[:-1])
+        lines = lines[:-1]
+    chunks = [json.loads(line) for line in lines if line.strip()]
+    chunks = [c for c in chunks if c["n"]]
+    merged = {"sender_n": sum(c["n"] for c in chunks),
+              "sender_p50_ms": _round(statistics.median(c["p50"] for c in chunks)) if chunks else "",
+              "sender_p99_ms": _round(max(c["p99"] for c in chunks)) if chunks else "",
+              "sender_max_ms": _round(max(c["max"] for c in chunks)) if chunks else ""}
+    return merged, offset + len(text.encode())
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def describe_recording(path: Path) -> dict:
+    """``e2m-live describe`` on the recording: exit code and the bars it found; size; tracks."""
+    command = [sys.executable, "-c", "import sys; from e2m_live.cli import main; sys.exit(main())",
+               "describe", str(path), "--json"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    info: dict = {"path": str(path), "bytes": path.stat().st_size if path.exists() else 0,
+                  "describe_exit": done.returncode}
+    if done.returncode == 0:
+        with contextlib.suppress(json.JSONDecodeError, KeyError):
+            info["described_bars"] = len(json.loads(done.stdout)["bars"])
+    else:
+        info["describe_error"] = done.stderr.strip()[-300:]
+    with contextlib.suppress(Exception):
+        import mido
+
+        midi = mido.MidiFile(str(path))
+        info["tracks"] = len(midi.tracks)
+        info["seconds"] = round(midi.length, 1)
+    return info
+
+
+def verdicts(rows: list[dict], result: dict, args: argparse.Namespace) -> dict:
+    """The targets of issue 20 against this run (see the module docstring)."""
+    out: dict = {}
+    settle = 300.0 if args.minutes > 10 else args.minutes * 60 / 2
+    after = [r for r in rows if r["t_s"] >= settle]
+    if after:
+        base = after[0]["rss_total_mb"]
+        peak = max(r["rss_total_mb"] for r in after)
+        out["rss_mb"] = {"at_settle": base, "peak_after": peak, "last": after[-1]["rss_total_mb"],
+                         "peak_overall": max(r["rss_total_mb"] for r in rows), "settle_s": settle}
+        out["rss_growth_pct"] = round(100 * (peak - base) / base, 2) if base else None
+    warm = [r for r in rows if r["t_s"] >= min(60.0, args.minutes * 60 / 2)]
+    late_start = warm[0]["late_bars"] if warm else 0
+    out["late_bars"] = {"total": rows[-1]["late_bars"] if rows else None,
+                        "after_first_minute": (rows[-1]["late_bars"] - late_start) if warm else None,
+                        "first_minute": late_start,
+                        "bars_played": rows[-1]["bars"] if rows else 0}
+    span = 600.0 if args.minutes >= 20 else args.minutes * 60 / 2
+    total = rows[-1]["t_s"] if rows else 0.0
+    first = [r["sender_p99_ms"] for r in rows if r["t_s"] <= span and r["sender_p99_ms"] != ""]
+    last = [r["sender_p99_ms"] for r in rows if r["t_s"] > total - span and r["sender_p99_ms"] != ""]
+    out["sender_p99_ms"] = {"first": max(first, default=None), "last": max(last, default=None),
+                            "span_s": span, "note": "worst 5-s window's p99 in each span"}
+    grid = [r["receiver_grid_p99_ms"] for r in rows if r["receiver_grid_p99_ms"] != ""]
+    out["receiver_grid_p99_ms"] = {"median_window": statistics.median(grid) if grid else None,
+                                   "worst_window": max(grid, default=None),
+                                   "jack_period_ms": round(1000 * JACK_PERIOD_FRAMES / JACK_RATE, 2)}
+    recording = result.get("recording")
+    checks = {
+        "rss_growth_le_5pct": out.get("rss_growth_pct") is not None and out["rss_growth_pct"] <= 5.0,
+        "no_late_bars": out["late_bars"]["after_first_minute"] == 0,
+        "sender_p99_le_1ms": None not in (out["sender_p99_ms"]["first"], out["sender_p99_ms"]["last"])
+        and max(out["sender_p99_ms"]["first"], out["sender_p99_ms"]["last"]) <= 1.0,
+        "no_hanging_notes": result.get("hanging_notes_at_end") == 0,
+        "recording_reads_back": None if recording is None else recording.get("describe_exit") == 0,
+        "no_crash": "crash" not in result and result.get("exit_code") == 0,
+    }
+    out["verdicts"] = checks
+    return out
+
+
+def plot(rows: list[dict], path: Path, args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    minutes = [r["t_s"] / 60 for r in rows]
+    fig, axes = plt.subplots(4, 1, figsize=(9, 10), sharex=True)
+    ax = axes[0]
+    for key, label in (("rss_total_mb", "daemon + worker"), ("rss_children_mb", "worker (children)"),
+                       ("rss_daemon_mb", "daemon")):
+        ax.plot(minutes, [r[key] for r in rows], label=label)
+    ax.axhline(600, color="grey", linestyle=":", label="600 MB bound")
+    ax.set_ylabel("RSS (MB)")
+    ax.legend(loc="center right", fontsize=8)
+    ax = axes[1]
+    ax.plot(minutes, [r["late_bars"] for r in rows], label="repeated (late) bars, cumulative")
+    ax.plot(minutes, [r["open_notes"] for r in rows], label="notes open at the receiver", alpha=0.6)
+    ax.set_ylabel("count")
+    ax.legend(loc="upper left", fontsize=8)
+    ax = axes[2]
+
+    def series(key: str) -> tuple[list[float], list[float]]:
+        pairs = [(m, r[key]) for m, r in zip(minutes, rows, strict=True) if r[key] != ""]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    ax.plot(*series("sender_p99_ms"), ".", markersize=3, label="sender p99 (window)")
+    ax.plot(*series("receiver_grid_p99_ms"), ".", markersize=3, label="JACK receiver vs grid, p99 (window)")
+    ax.axhline(1.0, color="grey", linestyle=":")
+    ax.set_ylabel("ms")
+    ax.set_yscale("log")
+    ax.legend(loc="upper left", fontsize=8)
+    ax = axes[3]
+    ax.plot(minutes, [r["record_bytes"] / 1024 for r in rows])
+    ax.set_ylabel("recording (KiB)")
+    ax.set_xlabel("minutes")
+    fig.suptitle(f"soak: {args.generator} generator, a change every {args.change_every:g} bars, "
+                 f"{args.minutes:g} min")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--serve-child"]:
+        return serve_child(argv[1], argv[3:] if argv[2:3] == ["--"] else argv[2:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=120.0)
+    parser.add_argument("--generator", default="model", help="model (default), rules or rules+load")
+    parser.add_argument("--tempo", type=float, default=120.0)
+    parser.add_argument("--change-every", type=float, default=2.0, help="bars between changes")
+    parser.add_argument("--sample-every", type=float, default=10.0, help="seconds between CSV rows")
+    parser.add_argument("--record", action="store_true", help="record to OUT/soak.mid (and check it)")
+    parser.add_argument("--no-link", dest="link", action="store_false",
+                        help="sync switches stay on internal (Link needs the optional aalink)")
+    parser.add_argument("--plain", action="store_true",
+                        help="run `e2m-live serve` itself (no sender figures)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", default="soak-out", help="folder for soak.csv, soak.png, soak.json")
+    parser.add_argument("--verbose", action="store_true", help="print every row")
+    args = parser.parse_args(argv)
+    # SIGTERM (timeout, a CI runner) ends the run like Ctrl-C: the daemon and JACK are taken down.
+    signal.signal(signal.SIGTERM, _interrupt)
+    if args.link:
+        try:
+            import aalink  # noqa: F401
+        except ImportError:
+            args.link = False
+    result = run(args)
+    print(json.dumps({k: v for k, v in result.items() if k != "settings"}, indent=2))
+    return 0 if all(v in (True, None) for v in result.get("verdicts", {}).values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
