@@ -46,8 +46,9 @@ from e2m_live.figaro.quantize import quantize_int8
 
 #: Grammar masks one decoder keeps (5.4 KB each at the REMI+ vocabulary). Keys carry fader values (the
 #: groove's drum bonus follows danceability, the key lock its strength), so a live session keeps making
-#: new ones; a section uses about 150 and adds ~18 after the first. The grammar's own bound (4096, 22 MB)
-#: made a 22 MB sawtooth in the worker's RSS (issue 20); 512 keeps it under 3 MB.
+#: new ones: ~15 a section when every request moves a fader (421 after 28 sections,
+#: ``tests/test_worker_memory.py``'s driver). The grammar's own bound (4096, 22 MB) made a 22 MB sawtooth
+#: in the worker's RSS over a long session (issue 20); 512 keeps it under 3 MB.
 MASK_CACHE_SIZE = 512
 
 
