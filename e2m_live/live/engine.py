@@ -1,16 +1,23 @@
 """The generation engine: a worker process that makes bars, and the bar source the player reads.
 
 * Generation runs in its own process (niced), so the player thread never waits for the model or
-  for a GIL the model holds. A crashed worker is restarted and its request resubmitted.
-* Control changes (features, and the :class:`~e2m_live.arrangement.Arrangement` beside them:
+  for a GIL the model holds. A crashed worker is restarted and its request resubmitted. The same
+  process estimates the features of what was played (:meth:`Engine.measure`, measured.py).
+* Every control change is heard at once: each bar handed to the player is first adapted to the
+  features requested since it was planned (:func:`~e2m_live.live.transform.adapt`: key, mode,
+  energy); loudness is the player's gain. Tempo, loudness and a key change within the mode are
+  exact that way and need no new material.
+* Other changes (features, and the :class:`~e2m_live.arrangement.Arrangement` beside them:
   key lock, ensemble, instruments, muted) are coalesced (latest wins) and debounced: a request
   goes out ``debounce`` seconds after the last change, or ``max_debounce`` after the first of a
   burst (a fader being dragged still produces new material).
-* A change requests a new section primed with the bar being played; it starts at the first bar
-  line after its first bar is ready. In endless mode the next section (same features, primed
-  with the section's last bar) is requested as soon as the current one is complete; in loop
-  mode the current 12 bars repeat.
-* If a bar is late the player holds (repeats) material, and the lag is reported.
+* A re-plan requests a new section primed with the bar being played; it takes over at the first
+  bar line where it is ``margin_bars`` ahead of the player (or at once if the playing section has
+  nothing more). In endless mode the next section (same features, primed with the section's last
+  bar) is requested as soon as the current one is complete; in loop mode the current 12 bars
+  repeat.
+* If a bar is late the player gets the bar being played again (adapted), and the lag is
+  reported; :attr:`Engine.margins` records the bars decoded ahead at every bar, for benchmarks.
 """
 
 from __future__ import annotations
