@@ -164,6 +164,8 @@ def format_report(heldout: dict, control_on: dict, control_off: dict, split: str
             f"| {_REPORT_NAMES[name]} | {r_acc:.2f} | {'-' if r_kl is None else f'{r_kl:.2f}'} | "
             f"{m['accuracy']:.2f} | {kl} | {m['majority_accuracy']:.2f} | {prev} | {first} |"
         )
+    if not control_on:
+        return "\n".join(lines)
     lines += [
         "",
         "Controllability (Spearman over the grid; steered | learned models alone):",
@@ -208,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--corpora", nargs="+", default=None, help="only the segments of these corpora")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here instead")
+    parser.add_argument("--no-control", action="store_true", help="held-out metrics only (no grid)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from training.dataset import DatasetError
@@ -227,10 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     train_batch, heldout_batch = batch_examples(train_examples), batch_examples(heldout_examples)
     heldout = heldout_metrics(planner, train_batch, heldout_batch, sigma)
     shipped = planner.steering
-    control_on = controllability(planner, seed=args.seed)
-    planner.set_steering(Steering.off())
-    control_off = controllability(planner, seed=args.seed)
-    planner.set_steering(shipped)
+    control_on: dict = {}
+    control_off: dict = {}
+    if not args.no_control:
+        control_on = controllability(planner, seed=args.seed)
+        planner.set_steering(Steering.off())
+        control_off = controllability(planner, seed=args.seed)
+        planner.set_steering(shipped)
     report = format_report(heldout, control_on, control_off, args.split)
     print(report)
     result = {

@@ -49,6 +49,13 @@ DEFAULT_STEERING = Steering(
     key_scale_chords=1.0,
     acousticness_instruments=6.0,
     instrumentalness_voices=6.0,
+    # issue 14: danceability, tonic opening and cadence terms, instruments drawn from the features
+    danceability_note_density=1.0,
+    danceability_mean_duration=2.0,
+    danceability_steady_density=3.0,
+    tonic_opening=3.0,
+    cadence=3.5,
+    auto_ensemble=True,
 )
 
 
