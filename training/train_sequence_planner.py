@@ -49,25 +49,25 @@ _V = SEQUENCE_VOCAB
 @dataclass
 class SequenceTrainConfig:
     kind: str = "transformer"
-    epochs: int = 40
-    samples_per_epoch: int = 8192
-    batch_size: int = 64
+    epochs: int = 12
+    samples_per_epoch: int = 4096
+    batch_size: int = 32
     learning_rate: float = 2e-3
     dropout: float = 0.1
     # Transformer
-    d_model: int = 128
+    d_model: int = 96
     heads: int = 4
     layers: int = 2
-    ffn: int = 256
+    ffn: int = 192
     # single LSTM
-    hidden: int = 256
-    embedding: int = 64
+    hidden: int = 128
+    embedding: int = 48
     sigma: float = 1.0
     seed: int = 0
     threads: int = 1
-    max_minutes: float = 12.0
+    max_minutes: float = 20.0
     segment_stride: int = 0
-    val_limit: int = 1000
+    val_limit: int = 300
 
 
 def make_model(cfg: SequenceTrainConfig, plan_bars: int) -> nn.Module:

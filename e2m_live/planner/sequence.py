@@ -725,7 +725,7 @@ class SingleLSTMPlanner(SequencePlanner):
         return model
 
 
-def single_lstm(hidden: int = 256, embedding: int = 64, dropout: float = 0.1, plan_bars: int = 12,
+def single_lstm(hidden: int = 128, embedding: int = 48, dropout: float = 0.1, plan_bars: int = 12,
                 layers: int = 1) -> StreamLSTM:
     """A fresh single LSTM over the whole description."""
     return StreamLSTM(StreamLSTMConfig(vocab_size=_V.size, embedding=embedding, hidden=hidden, layers=layers,

@@ -43,10 +43,10 @@ class TransformerConfig:
 
     vocab_size: int = SEQUENCE_VOCAB.size
     n_features: int = len(FEATURE_ORDER)
-    d_model: int = 128
+    d_model: int = 96
     heads: int = 4
     layers: int = 2
-    ffn: int = 256
+    ffn: int = 192
     max_tokens: int = 256
     plan_bars: int = 12
     dropout: float = 0.1
