@@ -428,6 +428,8 @@ class MidiFileRecorder(Output):
     def close(self) -> None:
         """Write everything, then rewrite the file as one track per instrument (see the class doc)."""
         with self._wake:
+            if self._closing:
+                return
             self._closing = True
             self._wake.notify()
         self._writer.join()
