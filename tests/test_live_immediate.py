@@ -15,7 +15,9 @@ from e2m_live.live.player import PlannedBar, Player
 from e2m_live.live.transform import (
     MAJOR,
     MINOR,
+    Adaptation,
     adapt,
+    adaptation,
     energy_notes,
     loudness_gain,
     pitch_map,
@@ -83,12 +85,13 @@ def test_engine_adapts_the_bars_it_has_until_the_new_section_is_ready():
         planned = engine.next_bar()
         assert planned.section == first.section and planned.bar.index == 1  # still the old plan
         decoded = engine._playing.bars[1]
-        assert planned.bar.notes == transpose_notes(decoded.notes, 0, 1, 6, 0)
+        assert planned.bar is decoded  # left alone: the player applies the adaptation as it schedules
+        assert planned.adaptation.apply(decoded).notes == transpose_notes(decoded.notes, 0, 1, 6, 0)
         assert planned.loudness == EmotionFeatures().loudness  # the gain is the player's business
         assert _wait(lambda: engine._pending is not None and len(engine._pending.bars) >= 2, 15)
         newer = engine.next_bar()
         assert newer.section != first.section and newer.bar.index == 0
-        assert newer.bar is engine._playing.bars[0]  # made for these features: played as decoded
+        assert newer.bar is engine._playing.bars[0] and newer.adaptation is None  # made for these features
     finally:
         engine.close()
 
@@ -105,7 +108,8 @@ def test_exact_answers_need_no_new_plan_other_changes_re_plan():
         engine.set_features(engine.features.replace(key=5, loudness=-20.0, tempo=100.0))
         time.sleep(0.3)
         assert len([s for s in engine.sections if s.immediate]) == changes  # transposition, gain, tempo
-        pitch_classes = {n.pitch % 12 for n in engine.next_bar().bar.notes if not n.is_drum}
+        planned = engine.next_bar()
+        pitch_classes = {n.pitch % 12 for n in planned.adaptation.apply(planned.bar).notes if not n.is_drum}
         assert pitch_classes <= {(5 + d) % 12 for d in MAJOR}
         engine.set_features(engine.features.replace(mode=0))
         assert _wait(lambda: len([s for s in engine.sections if s.immediate]) == changes + 1, 5)
@@ -115,11 +119,33 @@ def test_exact_answers_need_no_new_plan_other_changes_re_plan():
 
 
 class _Source:
-    def __init__(self, bar: Bar, loudness: float) -> None:
-        self.bar, self.loudness = bar, loudness
+    def __init__(self, bar: Bar, loudness: float | None, change: Adaptation | None = None) -> None:
+        self.bar, self.loudness, self.change = bar, loudness, change
 
     def next_bar(self) -> PlannedBar:
-        return PlannedBar(self.bar, 1, continues=True, loudness=self.loudness)
+        return PlannedBar(self.bar, 1, continues=True, loudness=self.loudness, adaptation=self.change)
+
+
+def test_the_player_schedules_exactly_what_adapt_builds():
+    bar = Bar([Note(60 + 2 * i, 40 + 10 * i, i * 0.5, 0.25, program=0) for i in range(8)]
+              + [Note(38, 90, 1.5, 0.1, is_drum=True)])
+    planned = EmotionFeatures(key=0, mode=1, energy=0.8)
+    requested = EmotionFeatures(key=9, mode=0, energy=0.3)
+    change = adaptation(bar, planned, requested)
+    assert change is not None and change.dropped and change.offsets is not None
+    expected = sorted((n.pitch, n.velocity) for n in adapt(bar, planned, requested).notes)
+    capture = CaptureOutput()
+    player = Player(InternalClock(240.0), OutputSet([capture]), _Source(bar, None, change), tempo=240.0,
+                    realtime=False)
+    player.start_thread()
+    player.play()
+    try:
+        assert _wait(lambda: len(_ons(capture)) >= 2 * len(expected))
+    finally:
+        player.shutdown()
+    ons = sorted(_ons(capture))
+    first_bar = [m for t, m in ons if t < ons[0][0] + 0.99]  # 240 BPM, 4/4: a bar a second
+    assert sorted((m[1], m[2]) for m in first_bar) == expected
 
 
 def test_player_applies_a_loudness_change_from_the_next_beat():

@@ -553,7 +553,7 @@ class Daemon:
         try:
             self._advance_ramps(info)
             if self.measured is not None and info.bar is not None:
-                self.measured.add_bar(info.bar, info.gain, info.tempo)
+                self.measured.add_bar(info.bar, info.gain, info.tempo, info.adaptation)
         except Exception:
             log.exception("bar-line work failed")
 

@@ -41,7 +41,7 @@ from e2m_live.arrangement import Arrangement
 from e2m_live.features import KEY_NAMES, EmotionFeatures
 from e2m_live.live.generation import SECTION_BARS, create_generator
 from e2m_live.live.player import BarStarted, PlannedBar
-from e2m_live.live.transform import adapt
+from e2m_live.live.transform import adaptation
 from e2m_live.music import Bar
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ class Engine:
         self._playing: Section | None = None
         self._index = -1
         self._pending: Section | None = None  # the newest requested section not yet playing
-        self._last_given: Bar | None = None
+        self._last_given: PlannedBar | None = None  # the prime of a re-plan (adapted when it is sent)
         self._waiting_since: float | None = None
         self._inflight: Request | None = None
         self._ctx = mp.get_context("spawn")
@@ -331,7 +331,7 @@ class Engine:
             else:
                 planned.lag_ms = 0.0 if self._waiting_since is None else (now - self._waiting_since) * 1000
                 self._waiting_since = None
-            self._last_given = planned.bar
+            self._last_given = planned
             self._maybe_continue()
             self.margins.append((now, self._bars_ahead()))
             return planned
@@ -365,6 +365,13 @@ class Engine:
         planned.repeat = not self.loop
         return planned
 
+    def _given_bar(self) -> Bar | None:
+        """The bar last handed to the player, as it sounded (engine thread: builds the notes)."""
+        given = self._last_given
+        if given is None:
+            return None
+        return given.bar if given.adaptation is None else given.adaptation.apply(given.bar)
+
     def _bars_ahead(self) -> int:
         """Bars decoded and not yet handed to the player (what it can play without a repeat)."""
         section, pending = self._playing, self._pending
@@ -378,14 +385,17 @@ class Engine:
         return self._planned(section, continues)
 
     def _planned(self, section: Section, continues: bool) -> PlannedBar:
-        # Immediate answer: the decoded bar follows the key, mode and energy requested since.
-        bar = adapt(section.bars[self._index], section.features, self.features)
+        # Immediate answer: the decoded bar follows the key, mode and energy requested since (the
+        # player applies it note by note as it schedules the bar).
+        bar = section.bars[self._index]
+        adapted = adaptation(bar, section.features, self.features)
         state = "complete" if section.complete else f"{len(section.bars)}/{SECTION_BARS} ready"
         plan = (f"section {section.id} ({self.generator}, {_key_text(section.features)}, "
                 f"{section.features.time_signature}/4, energy {section.features.energy:.2f}, "
                 f"valence {section.features.valence:.2f}, {_arrangement_text(section.arrangement)}): "
                 f"bar {self._index + 1}/{SECTION_BARS}, {state}{', loop' if self.loop else ''}")
-        return PlannedBar(bar, section.id, continues=continues, plan=plan, loudness=section.features.loudness)
+        return PlannedBar(bar, section.id, continues=continues, plan=plan, loudness=section.features.loudness,
+                          adaptation=adapted)
 
     def _maybe_continue(self) -> None:
         """Endless mode: request the next section once the current one is complete."""
@@ -444,10 +454,10 @@ class Engine:
             section = Section(next(self._ids), self.features, self._rng.randrange(2**31), immediate,
                               changed_at=self._dirty_last, requested_at=now, arrangement=self.arrangement)
             if immediate or self._playing is None:
-                prime = self._last_given
+                prime = self._given_bar()
                 section.immediate = True
             else:
-                prime = self._playing.bars[-1] if self._playing.bars else self._last_given
+                prime = self._playing.bars[-1] if self._playing.bars else self._given_bar()
             self._dirty_first = self._dirty_last = None
             self._dirty_immediate = False
             self._pending = section

@@ -20,13 +20,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from e2m_live.features import FEATURE_ORDER, INTEGER_FIELDS, EmotionFeatures
+from e2m_live.live.transform import Adaptation
 from e2m_live.music import Bar
 
 Reply = tuple[str, list[Any]]
 #: Bars the estimate looks back over.
 WINDOW_BARS = 4
-#: One bar of the window: the bar as scheduled, the loudness gain its notes went out with, its tempo.
-Played = tuple[Bar, float, float]
+#: One bar of the window: the bar as decoded, the loudness gain its notes went out with, its tempo,
+#: and the immediate answers it was played with.
+Played = tuple[Bar, float, float, Adaptation | None]
 
 
 def measured_messages(features: EmotionFeatures) -> list[Reply]:
@@ -44,8 +46,9 @@ def estimate(window: Sequence[Played]) -> EmotionFeatures | None:
     from e2m_live.analysis import estimate_features
     from e2m_live.loudness import scale_velocities
 
+    played = [bar if change is None else change.apply(bar) for bar, _, _, change in window]
     bars = [Bar(scale_velocities(bar.notes, gain), bar.numerator, bar.denominator, tempo, bar.index)
-            for bar, gain, tempo in window]
+            for bar, (_, gain, tempo, _) in zip(played, window, strict=True)]
     if not any(bar.notes for bar in bars):
         return None
     with np.errstate(all="ignore"):  # e.g. log2(0) of a window with no beat to fit
@@ -64,9 +67,10 @@ class MeasuredFeatures:
         self.estimates = 0
         self._bars: collections.deque[Played] = collections.deque(maxlen=window)
 
-    def add_bar(self, bar: Bar, gain: float, tempo: float) -> None:
-        """A bar the player scheduled: its notes, the loudness gain they go out with, its tempo."""
-        self._bars.append((bar, gain, tempo))
+    def add_bar(self, bar: Bar, gain: float, tempo: float, adaptation: Adaptation | None = None) -> None:
+        """A bar the player scheduled: as decoded, the loudness gain its notes go out with, its
+        tempo and the immediate answers it is played with (applied in the worker)."""
+        self._bars.append((bar, gain, tempo, adaptation))
         self.submit(list(self._bars))
 
     def receive(self, features: EmotionFeatures) -> None:

@@ -48,6 +48,7 @@ from e2m_live.live.outputs import (
     OutputSet,
 )
 from e2m_live.live.realtime import PLAYER_PRIORITY, make_realtime
+from e2m_live.live.transform import Adaptation
 from e2m_live.loudness import DB_PER_VELOCITY_DECADE
 from e2m_live.music import DRUM_CHANNEL, Bar
 
@@ -73,6 +74,7 @@ class PlannedBar:
     plan: str = ""
     repeat: bool = False  # material played again because the next bar was late
     loudness: float | None = None  # dB the velocities were made for; None: never scaled
+    adaptation: Adaptation | None = None  # the immediate answers, applied as the bar is scheduled
 
 
 class BarSource(Protocol):
@@ -96,7 +98,8 @@ class BarStarted:
     plan: str = ""
     numerator: int = 4  # time signature of the bar
     denominator: int = 4
-    bar: Bar | None = None  # the bar as scheduled (before the loudness gain)
+    bar: Bar | None = None  # the bar as decoded
+    adaptation: Adaptation | None = None  # and the immediate answers it was scheduled with
     gain: float = 1.0  # the loudness gain in force when it was scheduled
 
 
@@ -429,7 +432,8 @@ class Player:
                     self._next_bar_beat = 0.0
                 return False
             planned = PlannedBar(self._last.bar, self._last.section, continues=False,
-                                 lag_ms=self._last.lag_ms, plan=self._last.plan)
+                                 lag_ms=self._last.lag_ms, plan=self._last.plan, loudness=self._last.loudness,
+                                 adaptation=self._last.adaptation)
             repeated = True
         repeated = repeated or planned.repeat
         if repeated:
@@ -443,6 +447,7 @@ class Player:
                 late_bars=self.late_bars, lag_ms=planned.lag_ms, tempo=self._bar_tempo,
                 time=self.clock.time_of(self._next_bar_beat - planned.bar.quarters), plan=planned.plan,
                 numerator=planned.bar.numerator, denominator=planned.bar.denominator, bar=planned.bar,
+                adaptation=planned.adaptation,
                 gain=self._bar_gain(planned)))
         return True
 
@@ -477,17 +482,21 @@ class Player:
             push(_Event(start, _PROGRAM, next(self._seq), (PROGRAM_CHANGE | channel, program & 0x7F)))
         length = bar.quarters
         level = 0.0 if planned.loudness is None else 10.0 ** (-planned.loudness / DB_PER_VELOCITY_DECADE)
-        for note in bar.notes:
-            if not 0 <= note.pitch <= 127 or note.start >= length or note.start < 0:
+        adaptation = planned.adaptation
+        dropped = adaptation.dropped if adaptation is not None else ()
+        for index, note in enumerate(bar.notes):
+            if not 0 <= note.pitch <= 127 or note.start >= length or note.start < 0 or index in dropped:
                 continue
             channel = DRUM_CHANNEL if note.is_drum else mapping[note.program]
-            velocity = min(127, max(1, int(note.velocity)))
+            if adaptation is None:
+                pitch, velocity = note.pitch, min(127, max(1, int(note.velocity)))
+            else:
+                pitch, velocity = adaptation.pitch(note), adaptation.velocity(note)
             token = next(self._tokens)
             on_beat = start + note.start
             off_beat = on_beat + max(_MIN_DURATION, note.duration)
-            push(_Event(on_beat, _ON, next(self._seq), (NOTE_ON | channel, note.pitch, velocity), token,
-                        level))
-            push(_Event(off_beat, _OFF, next(self._seq), (NOTE_OFF | channel, note.pitch, 0), token))
+            push(_Event(on_beat, _ON, next(self._seq), (NOTE_ON | channel, pitch, velocity), token, level))
+            push(_Event(off_beat, _OFF, next(self._seq), (NOTE_OFF | channel, pitch, 0), token))
         self._next_bar_beat = start + length
 
     def _push(self, event: _Event) -> None:

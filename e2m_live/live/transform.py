@@ -1,7 +1,8 @@
 """Immediate answers: decoded bars adapted to the features requested since they were planned.
 
 A control change re-plans a section, and the model needs one to two bars to decode its first
-bar. Until it is ready the engine plays the bars it already has, passed through :func:`adapt`,
+bar. Until it is ready the engine plays the bars it already has, with an :class:`Adaptation`
+(the player applies it note by note as it schedules the bar; :func:`adapt` builds the bar),
 so key, mode and energy are heard from the next bar line (loudness from the next beat, as a gain
 the player applies when it sends a note-on: :func:`loudness_gain`). All functions are pure: a new
 bar out, the decoded one untouched (it may be played again, or primed from).
@@ -17,6 +18,7 @@ bar out, the decoded one untouched (it may be played again, or primed from).
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 from e2m_live.features import EmotionFeatures
 from e2m_live.loudness import DB_PER_VELOCITY_DECADE
@@ -54,18 +56,9 @@ def transpose_notes(notes: list[Note], from_key: int, from_mode: int, to_key: in
     if from_key == to_key and from_mode == to_mode:
         return list(notes)
     offsets = pitch_map(from_key, from_mode, to_key, to_mode)
-    out = []
-    for note in notes:
-        if note.is_drum:
-            out.append(note)
-            continue
-        pitch = note.pitch + offsets[note.pitch % 12]
-        while pitch > 127:
-            pitch -= 12
-        while pitch < 0:
-            pitch += 12
-        out.append(dataclasses.replace(note, pitch=pitch))
-    return out
+    return [note if note.is_drum
+            else dataclasses.replace(note, pitch=_in_range(note.pitch + offsets[note.pitch % 12]))
+            for note in notes]
 
 
 def energy_notes(notes: list[Note], from_energy: float, to_energy: float, beat: float = 1.0) -> list[Note]:
@@ -76,28 +69,70 @@ def energy_notes(notes: list[Note], from_energy: float, to_energy: float, beat: 
         return list(notes)
     kept = list(notes)
     if delta < 0:
-        off_beat = [i for i, n in enumerate(kept) if abs(n.start / beat - round(n.start / beat)) > _ON_BEAT]
-        count = round(len(off_beat) * min(MAX_THINNING, -delta * ENERGY_THINNING))
-        weakest = sorted(off_beat, key=lambda i: (kept[i].velocity, -kept[i].start))[:count]
-        dropped = set(weakest)
+        dropped = _thinned(kept, -delta, beat)
         kept = [n for i, n in enumerate(kept) if i not in dropped]
     factor = 10.0 ** (ENERGY_VELOCITY * delta)
     return [dataclasses.replace(n, velocity=min(127, max(1, round(n.velocity * factor)))) for n in kept]
 
 
+def _in_range(pitch: int) -> int:
+    while pitch > 127:
+        pitch -= 12
+    while pitch < 0:
+        pitch += 12
+    return pitch
+
+
+@dataclass(frozen=True, slots=True)
+class Adaptation:
+    """What the immediate answers do to one decoded bar, as plain numbers: cheap to make, and
+    applied note by note where the bar is scheduled (the player), so no note objects are built
+    on the player thread. :meth:`apply` builds the adapted bar (priming, measuring)."""
+
+    offsets: tuple[int, ...] | None = None  # semitones to add, per pitch class; None: pitches kept
+    factor: float = 1.0  # velocity factor (energy)
+    dropped: frozenset[int] = frozenset()  # indices of the notes left out (energy fell)
+
+    def pitch(self, note: Note) -> int:
+        if self.offsets is None or note.is_drum:
+            return note.pitch
+        return _in_range(note.pitch + self.offsets[note.pitch % 12])
+
+    def velocity(self, note: Note) -> int:
+        return note.velocity if self.factor == 1.0 else min(127, max(1, round(note.velocity * self.factor)))
+
+    def apply(self, bar: Bar) -> Bar:
+        notes = [Note(self.pitch(n), self.velocity(n), n.start, n.duration, n.program, n.is_drum)
+                 for i, n in enumerate(bar.notes) if i not in self.dropped]
+        return Bar(notes, bar.numerator, bar.denominator, bar.tempo, bar.index)
+
+
+def _thinned(notes: list[Note], fall: float, beat: float) -> frozenset[int]:
+    """Indices of the weakest off-beat notes: a share ``ENERGY_THINNING * fall``, at most 3/4."""
+    off_beat = [i for i, n in enumerate(notes) if abs(n.start / beat - round(n.start / beat)) > _ON_BEAT]
+    count = round(len(off_beat) * min(MAX_THINNING, fall * ENERGY_THINNING))
+    return frozenset(sorted(off_beat, key=lambda i: (notes[i].velocity, -notes[i].start))[:count])
+
+
+def adaptation(bar: Bar, planned: EmotionFeatures, requested: EmotionFeatures) -> Adaptation | None:
+    """How ``bar`` (decoded under ``planned``) should sound under ``requested`` (key, mode,
+    energy); None when nothing differs."""
+    key_changed = (planned.key, planned.mode) != (requested.key, requested.mode)
+    delta = float(requested.energy) - float(planned.energy)
+    if not key_changed and abs(delta) < 1e-6:
+        return None
+    offsets = pitch_map(planned.key, planned.mode, requested.key, requested.mode) if key_changed else None
+    if abs(delta) < 1e-6:
+        return Adaptation(offsets)
+    dropped = _thinned(bar.notes, -delta, 4.0 / bar.denominator) if delta < 0 else frozenset()
+    return Adaptation(offsets, 10.0 ** (ENERGY_VELOCITY * delta), dropped)
+
+
 def adapt(bar: Bar, planned: EmotionFeatures, requested: EmotionFeatures) -> Bar:
     """``bar`` (decoded under ``planned``) as it should sound under ``requested``: key, mode and
     energy. Returns ``bar`` itself when nothing differs."""
-    key_changed = (planned.key, planned.mode) != (requested.key, requested.mode)
-    energy_changed = abs(planned.energy - requested.energy) >= 1e-6
-    if not key_changed and not energy_changed:
-        return bar
-    notes = bar.notes
-    if key_changed:
-        notes = transpose_notes(notes, planned.key, planned.mode, requested.key, requested.mode)
-    if energy_changed:
-        notes = energy_notes(notes, planned.energy, requested.energy, beat=4.0 / bar.denominator)
-    return Bar(notes, bar.numerator, bar.denominator, bar.tempo, bar.index)
+    change = adaptation(bar, planned, requested)
+    return bar if change is None else change.apply(bar)
 
 
 def loudness_gain(planned_db: float, requested_db: float) -> float:
