@@ -53,6 +53,8 @@ class LiveConfig:
         "(0: any free port, -1: off)"))
     web: bool = field(default=True, metadata=_opt(
         "serve the browser control surface (--no-web: off, like --http-port -1)"))
+    scenes: str = field(default="", metadata=_opt(
+        "scene slots from and to this JSON file (read at startup, written on every /e2m/scene/store)"))
     midi: bool = field(default=True, metadata=_opt("play to a MIDI port"))
     midi_api: str = field(default="auto", metadata=_opt(
         "MIDI API: auto, alsa, jack, coremidi, winmm", choices=("auto", "alsa", "jack", "coremidi", "winmm")))

@@ -138,13 +138,13 @@ class Daemon:
                              tcp_port=None if config.tcp_port < 0 else config.tcp_port,
                              allow=config.allow, feedback=[parse_host_port(t) for t in config.feedback])
         self.osc.start()
-        self._start_web_surface()
-        self._feedback_thread.start()
         if self.osc.udp_port is not None:
             self.report.listening.append(f"OSC udp {config.host}:{self.osc.udp_port}")
         if self.osc.tcp_port is not None:
             self.report.listening.append(
                 f"OSC tcp {config.host}:{self.osc.tcp_port} (OSC 1.0 or 1.1 framing)")
+        self._start_web_surface()
+        self._feedback_thread.start()
         if config.host not in ("127.0.0.1", "::1", "localhost"):
             allowed = ", ".join(config.allow) or "loopback only"
             self._warn(f"OSC bound to {config.host}; clients allowed: {allowed}")
@@ -171,7 +171,7 @@ class Daemon:
 
     def _open_scenes(self) -> None:
         """Scenes from the --scenes file (kept there as they are stored), if one is configured."""
-        path = getattr(self.config, "scenes", "") or None
+        path = self.config.scenes or None
         if path is None:
             return
         try:
