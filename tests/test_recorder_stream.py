@@ -83,13 +83,40 @@ def test_memory_stays_bounded_over_a_long_recording(tmp_path: Path) -> None:
         play_bar(recorder, number)
         if number % 100 == 99:
             assert wait_until(lambda: len(recorder._pending) < 40, 10)  # the writer keeps up
+    # All but the last bar on disk once the writer has caught up.
+    assert wait_until(lambda: len(notes_of(path.read_bytes())[1]) >= 1999 * 8, 10, step=0.2)
     stream = recorder._stream
-    assert len(stream._anchors) <= 8 and not stream._sounding
-    _, notes, hanging = notes_of(path.read_bytes())
-    assert hanging == 0 and len(notes) >= 1999 * 8
+    assert len(stream._anchors) <= 8 and not stream._sounding and len(recorder._pending) < 40
+    assert notes_of(path.read_bytes())[2] == 0  # nothing hanging
     recorder.close()
     _, tracks = read_tracks(path)
     assert sum(len(t.notes) for t in tracks) == 2000 * 8
+
+
+def test_the_file_parses_between_the_two_writes_of_a_flush(tmp_path: Path, monkeypatch) -> None:
+    """A kill between a flush's events and its length patch leaves a file that parses, with the events of
+    the flush before (the notes sounding then lose their provisional note-offs to the padding)."""
+    from e2m_live.live import outputs
+
+    path = tmp_path / "cut.mid"
+    stream = outputs._Stream(path, 960)
+    stream.append([(0.0, 1, (0x90, 60, 90), None), (0.1, 2, (0x90, 64, 90), None)])  # two notes sounding
+    before = notes_of(path.read_bytes())[1]
+    writes = []
+    real = os.pwrite
+    monkeypatch.setattr(outputs.os, "pwrite", lambda fd, data, at: writes.append(at) or (
+        len(data) if at == stream._LENGTH_AT else real(fd, data, at)))  # the length patch never lands
+    stream.append([(0.5, 3, (0x80, 60, 0), None), (0.6, 4, (0x90, 67, 80), None)])
+    assert writes[-1] == stream._LENGTH_AT
+    midi, notes, hanging = notes_of(path.read_bytes())
+    assert before == [(0, 192, 60), (192, 192, 64)] and notes == [] and hanging == 2
+    assert [m.type for m in midi.tracks[0] if m.type != "text"] == ["note_on", "note_on"]  # text: padding
+    assert not any(m.type == "end_of_track" for m in midi.tracks[0])  # readers take a track without one
+    monkeypatch.setattr(outputs.os, "pwrite", real)
+    stream.append([(0.7, 5, (0x80, 64, 0), None)])
+    _, notes, hanging = notes_of(path.read_bytes())
+    assert [n[2] for n in notes] == [60, 64, 67] and hanging == 0
+    stream.close()
 
 
 def test_a_recorder_that_cannot_write_says_so(tmp_path: Path) -> None:

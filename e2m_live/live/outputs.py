@@ -331,9 +331,9 @@ class MidiFileRecorder(Output):
     to a writer thread, which appends them, closes the notes still sounding at the last event
     (provisional note-offs), writes the end of track and patches the track's length; the next bar's
     events overwrite the provisional tail. So after a crash or SIGKILL the file plays, and ``e2m-live
-    describe`` reads it, up to the last bar line written (a kill in the microseconds between the
-    append and the length patch of one flush would lose that flush). Memory stays bounded: only the
-    events since the last bar line, the sounding notes and a few tempo anchors are kept.
+    describe`` reads it, up to the last bar line written (the file parses at every instant, see
+    :class:`_Stream`). Memory stays bounded: only the events since the last bar line, the sounding
+    notes and a few tempo anchors are kept.
 
     **On close** (:meth:`close`, e.g. SIGTERM or the end of ``serve``) the file is rewritten, from
     itself, as type 1: track 0 holds the tempo map and time signatures; then comes one track per
@@ -446,8 +446,13 @@ class _Stream:
 
     Layout: ``MThd`` (format 0, one track), ``MTrk`` + length, the events written so far, then the
     provisional tail (note-offs of the notes still sounding, at the last event's tick) and the end of
-    track. :meth:`append` overwrites the tail with the new events and a new tail, then patches the
-    length (``os.pwrite``: the file is never read back while recording).
+    track. :meth:`append` writes, over the old tail, as many empty text events (``FF 01 00``, four bytes
+    with their delta, like every tail entry) as the tail had bytes, the new events and a new tail, in
+    one ``pwrite``; then it patches the length. So the file parses at every instant: before the patch
+    the old length ends on the padding (a track without its end-of-track event, which readers accept),
+    after it the new length ends on the new end of track. Only a kill between those two writes leaves
+    the notes that sounded at the previous flush without note-offs. The padding costs four bytes per
+    sounding note and bar; the rewrite on close drops it.
     """
 
     _LENGTH_AT = 18  # 14 bytes of MThd, then "MTrk"
@@ -458,13 +463,14 @@ class _Stream:
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         header = b"MThd" + (6).to_bytes(4, "big") + (0).to_bytes(2, "big") + (1).to_bytes(2, "big")
         header += ticks_per_beat.to_bytes(2, "big") + b"MTrk"
-        os.pwrite(self._fd, header + (0).to_bytes(4, "big"), 0)
         self._body_end = len(header) + 4  # where the tail starts
+        self._tail_bytes = 0
         self._origin: float | None = None
         self._anchors: list[tuple[float, float, float]] = []  # the last few (seconds, tick, ticks a second)
         self._tick = 0  # tick of the last event written
         self._sounding: dict[tuple[int, int], int] = {}  # (channel, pitch) -> note-ons not yet ended
-        self._write_tail()
+        os.pwrite(self._fd, header + (0).to_bytes(4, "big"), 0)
+        self._write(b"")
 
     def _to_tick(self, when: float) -> int:
         if self._origin is None:
@@ -492,7 +498,7 @@ class _Stream:
         time order) and a fresh tail."""
         if not items:
             return
-        data = bytearray()
+        data = bytearray(_EMPTY_TEXT * (self._tail_bytes // len(_EMPTY_TEXT)))
         for when, _, message, bar in items:
             if bar is not None:
                 self._anchor(when, bar[0])
@@ -515,22 +521,26 @@ class _Stream:
                 self._sounding[key] = self._sounding.get(key, 0) + 1
             elif status in (NOTE_ON, NOTE_OFF) and key in self._sounding:
                 del self._sounding[key]  # one note-off ends every note-on of the key (as synths do)
-        os.pwrite(self._fd, bytes(data), self._body_end)
-        self._body_end += len(data)
-        self._write_tail()
+        self._write(bytes(data))
 
-    def _write_tail(self) -> None:
+    def _write(self, events: bytes) -> None:
+        """``events`` (padding first) over the old tail, a new tail, then the new length."""
         tail = bytearray()
         for channel, pitch in self._sounding:
             tail += b"\x00" + bytes((NOTE_OFF | channel, pitch, 0))
         tail += b"\x00\xff\x2f\x00"
-        os.pwrite(self._fd, bytes(tail), self._body_end)
+        os.pwrite(self._fd, events + bytes(tail), self._body_end)
+        self._body_end += len(events)
+        self._tail_bytes = len(tail)
         end = self._body_end + len(tail)
-        os.ftruncate(self._fd, end)
         os.pwrite(self._fd, (end - self._LENGTH_AT - 4).to_bytes(4, "big"), self._LENGTH_AT)
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+#: An empty text event with a zero delta: four bytes that change nothing (the stream's padding).
+_EMPTY_TEXT = b"\x00\xff\x01\x00"
 
 
 def _vlq(value: int) -> bytes:
