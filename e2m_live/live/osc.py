@@ -98,7 +98,7 @@ class ClientFilter:
         ok = any(ip in network for network in self.networks if network.version == ip.version)
         if not ok and client_ip not in self._warned:
             self._warned.add(client_ip)
-            log.warning("ignoring OSC from %s (not in the allow-list)", client_ip)
+            log.warning("refusing client %s (OSC or browser): not in the allow-list", client_ip)
         return ok
 
 
