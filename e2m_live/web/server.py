@@ -2,7 +2,8 @@
 
 Routes: ``/`` the page, ``/static/*`` its assets (shipped in the package), ``/api/table`` the OSC
 address table as JSON (the page builds its controls from it), ``/api/state`` the daemon's full
-state, ``/ws`` the WebSocket.
+state, ``/ws`` the WebSocket; the generation API under ``/api/generate``, ``/api/jobs`` and
+``/api/openapi.json`` (:mod:`e2m_live.web.api`: jobs in a worker process, started on the first job).
 
 WebSocket protocol (JSON text frames). The page sends ``{"address": "/e2m/energy", "args":
 [0.8]}`` (applied exactly like an OSC message; the replies, ``/e2m/error`` included, go back to
@@ -44,6 +45,7 @@ from e2m_live.live.addresses import ADDRESSES, OscAddress
 from e2m_live.live.osc import ERROR_ADDRESS, ClientFilter, Handler, Reply
 from e2m_live.live.realtime import make_realtime
 from e2m_live.music import Bar
+from e2m_live.web.api import GenerationApi
 from e2m_live.web.plan import summarise
 from e2m_live.web.table import table_json
 
@@ -88,14 +90,17 @@ class WebSurface:
     ``addresses`` is the table the page is built from (default: the daemon's);
     ``realtime_priority``: SCHED_FIFO for the server's threads (see ``e2m_live/live/realtime.py``:
     a thread preempted while it holds the GIL stalls the player; threads started later, as the
-    worker is, do not inherit it, hence set here)."""
+    worker is, do not inherit it, hence set here); ``api``: the generation API mounted under
+    ``/api/`` (default: :class:`~e2m_live.web.api.GenerationApi` with its defaults; closed with the
+    server)."""
 
     def __init__(self, handle: Handler, state: Callable[[], list[Reply]], *, host: str = "127.0.0.1",
                  port: int = 8080, allow: Iterable[str] = (),
                  section_bars: Callable[[int], Sequence[Bar]] | None = None,
                  addresses: tuple[OscAddress, ...] | None = None,
-                 realtime_priority: int | None = None) -> None:
+                 realtime_priority: int | None = None, api: GenerationApi | None = None) -> None:
         self._handle = handle
+        self.api = api or GenerationApi()
         self._state = state
         self._section_bars = section_bars
         self.host = host
@@ -146,6 +151,7 @@ class WebSurface:
             self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout)
         self._apply.shutdown(wait=False, cancel_futures=True)
+        self.api.close()
         self._thread = None
 
     # ---- the loop thread ----------------------------------------------------------------------
@@ -174,6 +180,7 @@ class WebSurface:
         app.router.add_get("/api/table", self._table_route)
         app.router.add_get("/api/state", self._state_route)
         app.router.add_get("/ws", self._websocket)
+        self.api.add_routes(app)
         app.router.add_static("/static/", STATIC, follow_symlinks=False)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -198,6 +205,9 @@ class WebSurface:
     async def _policy(self, request: web.Request, handler: Callable) -> web.StreamResponse:
         remote = request.remote or ""
         if not self.filter.allows(remote):
+            if request.path.startswith("/api/"):
+                return web.json_response({"error": f"{remote} is not in the daemon's allow-list (--allow)"},
+                                         status=403)
             return web.Response(status=403, text=f"{remote} is not in the daemon's allow-list (--allow)\n")
         return await handler(request)
 
