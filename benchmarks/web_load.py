@@ -14,6 +14,13 @@ server and a JACK receiver process (as ``benchmarks/live_timing.py`` does; rule 
 
 The three runs are repeated ``--repeats`` times, interleaved, and the medians compared.
 
+``--api`` runs ``idle`` (the reference) and ``api`` instead: a client process submits generation jobs
+to ``POST /api/generate`` one after another (``--api-bars`` bars each, the shipped models, no WAV),
+polls each twice a second until it is done and downloads its MIDI, while the daemon plays; the jobs
+run in the API's worker process. Reported: jobs and bars done, and api/idle ratios of p99 and max.
+
+    .venv/bin/python benchmarks/web_load.py --api --seconds 30 --repeats 2
+
 Reported per run: the player's send error (actual send time minus deadline) p50/p99/max, messages
 past 1 ms, late bars; and the ratios web/osc and web/idle of p99 and max. The machine's load is part
 of the figure: run it on an idle machine for absolute numbers, compare ratios otherwise.
@@ -75,6 +82,32 @@ def run_client(url: str, seconds: float, rate: float, seed: int) -> None:
     print(json.dumps(asyncio.run(_client(url, seconds, rate, seed))), flush=True)
 
 
+def run_api_client(base: str, seconds: float, bars: int, seed: int) -> None:
+    """Generation jobs one after another for ``seconds`` (the one running then is waited for)."""
+    import urllib.request
+
+    def call(path: str, body: dict | None = None) -> bytes:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read()
+
+    done = bars_done = failed = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        job = json.loads(call("/api/generate", {"mood": "happy", "bars": bars, "seed": seed + done}))
+        while job["state"] in ("queued", "running"):
+            time.sleep(0.5)
+            job = json.loads(call(job["status_url"]))
+        if job["state"] == "done":
+            call(job["midi_url"])
+            done += 1
+            bars_done += job["progress"]["bars_done"]
+        else:
+            failed += 1
+    print(json.dumps({"jobs_done": done, "bars_done": bars_done, "jobs_failed": failed}), flush=True)
+
+
 # ---- one run ---------------------------------------------------------------------------------------
 
 def _osc_load(port: int, seconds: float, rate: float, seed: int) -> int:
@@ -126,9 +159,17 @@ def run_once(kind: str, args: argparse.Namespace, tmp: str) -> dict:
         reports = [json.loads(c.communicate(timeout=args.seconds + 30)[0]) for c in clients]
         load = {"sent": sum(r["sent"] for r in reports),
                 "frames_received": sum(r["frames_received"] for r in reports)}
+    elif kind == "api":
+        client = subprocess.Popen([sys.executable, __file__, "--api-client", f"http://127.0.0.1:{daemon.web.port}",
+                                   str(args.seconds), str(args.api_bars), str(args.seed)],
+                                  stdout=subprocess.PIPE, text=True)
+        time.sleep(args.seconds)  # timing is taken over the same span as the other runs
+        timing = list(daemon.player.timing)
+        load = json.loads(client.communicate(timeout=300)[0])
     else:
         time.sleep(args.seconds)
-    timing = list(daemon.player.timing)
+    if kind != "api":
+        timing = list(daemon.player.timing)
     late = daemon.player.late_bars
     daemon.shutdown()
     receiver.wait(timeout=30)
@@ -142,6 +183,9 @@ def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
         run_client(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))
         return 0
+    if len(sys.argv) > 1 and sys.argv[1] == "--api-client":
+        run_api_client(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds of playing per run")
     parser.add_argument("--rate", type=float, default=50.0, help="control messages a second per client")
@@ -149,6 +193,9 @@ def main() -> int:
                         help="WebSocket clients in the web run (1: the same traffic as the OSC run)")
     parser.add_argument("--repeats", type=int, default=2, help="rounds of the three runs (medians reported)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--api", action="store_true",
+                        help="runs idle and api (generation jobs while playing) instead of idle, osc, web")
+    parser.add_argument("--api-bars", type=int, default=4, help="bars per generation job in the api run")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     from tests.live_helpers import jack_server
@@ -156,7 +203,8 @@ def main() -> int:
     sys.setswitchinterval(0.0005)  # as `e2m-live serve` does
     result: dict = {"machine": {"cpus": os.cpu_count(), "load_avg_before": os.getloadavg()},
                     "settings": vars(args)}
-    runs: dict[str, list[dict]] = {"idle": [], "osc": [], "web": []}
+    kinds = ("idle", "api") if args.api else ("idle", "osc", "web")
+    runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
     with jack_server(f"e2mwebload{os.getpid()}"), tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeats):  # interleaved, so a change in the machine's load hits all three
             for kind in runs:
@@ -164,11 +212,12 @@ def main() -> int:
     for kind, done in runs.items():
         result[kind] = {"runs": done, **{f"median_{stat}_ms": statistics.median(
             r["sender_error_ms"].get(stat, 0.0) for r in done) for stat in ("p50", "p99", "max")}}
-    for base in ("osc", "idle"):
+    measured = "api" if args.api else "web"
+    for base in ("idle",) if args.api else ("osc", "idle"):
         for stat in ("p99", "max"):
             reference = result[base][f"median_{stat}_ms"]
-            value = result["web"][f"median_{stat}_ms"]
-            result[f"web_over_{base}_{stat}"] = round(value / reference, 2) if reference else None
+            value = result[measured][f"median_{stat}_ms"]
+            result[f"{measured}_over_{base}_{stat}"] = round(value / reference, 2) if reference else None
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,8 +114,10 @@ def worker_main(requests: mp.Queue, results: mp.Queue, model_dir: str | None, ni
                 results.put(("exit", "", 0))
                 return
             continue
-        if item is None:
-            return
+        if item is None:  # nothing left to save: skip the interpreter's teardown (2 s with torch loaded)
+            results.close()
+            results.join_thread()
+            os._exit(0)
         job_id, request, folder = item
         results.put(("running", job_id, 0))
         try:
@@ -149,6 +152,9 @@ class JobRunner:
         self._requests: mp.Queue | None = None
         self._results: mp.Queue | None = None
         self._closed = False
+        #: Called first on the dispatcher thread (the server gives it its real-time priority: a thread
+        #: of the daemon's process preempted while it holds the GIL would stall the player).
+        self.thread_setup: Callable[[], None] | None = None
 
     # ---- any thread ------------------------------------------------------------------------------------
     def submit(self, request: dict[str, Any]) -> Job:
@@ -209,6 +215,8 @@ class JobRunner:
 
     # ---- the dispatcher thread (mostly waiting) -------------------------------------------------------
     def _run(self) -> None:
+        if self.thread_setup is not None:
+            self.thread_setup()
         while True:
             with self._lock:
                 while not self._waiting and not self._closed:

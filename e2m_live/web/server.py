@@ -101,6 +101,7 @@ class WebSurface:
                  realtime_priority: int | None = None, api: GenerationApi | None = None) -> None:
         self._handle = handle
         self.api = api or GenerationApi()
+        self.api.runner.thread_setup = self._raise_priority
         self._state = state
         self._section_bars = section_bars
         self.host = host
