@@ -138,6 +138,8 @@ def test_a_worker_that_fails_a_job_reports_it_and_the_results_are_kept_bounded(t
     (b"{not json", None, "not JSON"),
     (b'{"bars": NaN}', None, "not JSON"),
     (b"[1, 2]", None, "JSON object"),
+    (b"[" * 8000 + b"]" * 8000, None, "not JSON"),
+    (b"\xff\xfe{}", None, "not JSON"),
     ({"features": {"energy": 1.5}}, "features.energy", "energy must be a number in 0..1, got 1.5"),
     ({"features": {"tempo": "fast"}}, "features.tempo", "tempo must be a number in 40..240"),
     ({"features": {"key": "H"}}, "features.key", "cannot parse 'H'"),

@@ -200,7 +200,7 @@ class GenerationApi:
             return _error(413, f"the body is {len(body)} bytes; at most {MAX_BODY}")
         try:
             data = json.loads(body, parse_constant=_no_constant)
-        except (ValueError, UnicodeDecodeError) as error:
+        except (ValueError, RecursionError) as error:  # RecursionError: nested too deep
             return _error(400, f"the body is not JSON ({error})")
         try:
             parsed = parse_request(data)
