@@ -9,6 +9,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import mido
 import pytest
@@ -38,7 +39,7 @@ def server() -> Iterator[WebSurface]:
     surface.close()
 
 
-def _request(surface: WebSurface, method: str, path: str, body: bytes | dict | None = None,
+def _request(surface: WebSurface | SimpleNamespace, method: str, path: str, body: bytes | dict | None = None,
              headers: dict | None = None) -> tuple[int, dict[str, str], bytes]:
     """One real HTTP request on loopback (urllib), any status returned, not raised."""
     import urllib.error
@@ -54,7 +55,8 @@ def _request(surface: WebSurface, method: str, path: str, body: bytes | dict | N
         return error.code, dict(error.headers), error.read()
 
 
-def _json(surface: WebSurface, method: str, path: str, body: bytes | dict | None = None) -> tuple[int, dict]:
+def _json(surface: WebSurface | SimpleNamespace, method: str, path: str,
+          body: bytes | dict | None = None) -> tuple[int, dict]:
     status, headers, data = _request(surface, method, path, body)
     assert headers["Content-Type"].startswith("application/json"), (status, data[:200])
     return status, json.loads(data)
@@ -220,3 +222,30 @@ def test_the_daemon_serves_the_api_and_the_worker_starts_only_with_a_job():
         assert daemon.web.api.runner.worker_pid is None
     finally:
         daemon.shutdown()
+
+
+def test_the_standalone_api_command_serves_refuses_bad_input_and_stops_on_sigint():
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import argparse, sys; from e2m_live.commands import api; p = argparse.ArgumentParser(); "
+            "api.add_arguments(p); sys.exit(api.run(p.parse_args(sys.argv[1:])))")
+    process = subprocess.Popen([sys.executable, "-c", code, "--port", "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/api/", line)
+        assert match, line
+        surface = SimpleNamespace(port=int(match.group(1)))
+        status, document = _json(surface, "GET", "/api/openapi.json")
+        assert status == 200 and ("POST", "/api/generate") in routes_of(document)
+        status, error = _json(surface, "POST", "/api/generate", {"features": {"valence": -1}})
+        assert status == 400 and error["field"] == "features.valence"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=20) == 0
+        assert "stopped" in process.stdout.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
