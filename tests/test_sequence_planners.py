@@ -297,3 +297,29 @@ def test_tiny_training_run_writes_a_loadable_planner(reference_dir, tmp_path) ->
         planner = load_planner(kind, tmp_path / kind)
         validate(planner.plan(MOODS["happy"], seed=0).tokens())
         assert planner.steering == STEERED
+
+
+@pytest.mark.parametrize("kind", ["transformer", "single-lstm"])
+def test_key_transposes_the_chords_exactly(kind: str) -> None:
+    from e2m_live.description.vocab import PITCH_CLASSES
+
+    planner = _tiny(kind)
+    in_c = planner.plan(MOODS["sad"].replace(key=0), seed=4)
+    in_a = planner.plan(MOODS["sad"].replace(key=9), seed=4)
+    for bar_c, bar_a in zip(in_c.bars, in_a.bars, strict=True):
+        assert bar_c.instruments == bar_a.instruments and bar_c.note_density == bar_a.note_density
+        for chord_c, chord_a in zip(bar_c.chords, bar_a.chords, strict=True):
+            root_c, _, quality = chord_c.partition(":")
+            assert chord_a == f"{PITCH_CLASSES[(PITCH_CLASSES.index(root_c) + 9) % 12]}:{quality}"
+
+
+@pytest.mark.parametrize("kind", ["transformer", "single-lstm"])
+def test_shipped_sequence_planners_plan_valid_descriptions(kind: str) -> None:
+    try:
+        planner = load_planner(kind)
+    except PlanError as error:
+        pytest.skip(f"{kind} models missing: {error}")
+    plans = planner.plan_many(_random_features(np.random.default_rng(5), 300), seed=0)
+    for description in plans:
+        validate(description.tokens())
+        assert len(description.bars) == 12
