@@ -15,6 +15,7 @@ import sys
 #: subcommand name -> (module under e2m_live.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "run the live daemon (OSC in, MIDI/audio out)"),
+    "api": ("api", "the generation HTTP API alone, without the player"),
     "generate": ("generate", "offline: features -> plan -> MIDI (and WAV)"),
     "plan": ("plan", "print a 12-bar description planned from emotion features"),
     "decode": ("decode", "offline: a description (plan/describe JSON or a MIDI file) -> MIDI (and WAV)"),
