@@ -179,3 +179,30 @@ def test_bad_arguments_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFi
     assert ev.main(["--data", str(tmp_path / "none.npz"), "--quiet"]) == 2
     assert "evaluate_figaro: error" in capsys.readouterr().err
     assert ev.main(["--card", str(tmp_path), "--quiet"]) == 2
+
+
+def test_fidelity_table_joins_runs_and_counts_wins(tmp_path):
+    from training import fidelity_table as ft
+
+    def run(name: str, chord: float, segments: list) -> str:
+        folder = tmp_path / name
+        folder.mkdir()
+        summaries = {"model": {"chord_f1": chord, "inst_f1": 1.0, "note_density_nrmse": 0.5},
+                     "baseline": {"chord_f1": 0.6, "inst_f1": 1.0, "note_density_nrmse": 0.4},
+                     "ceiling": {"chord_f1": 0.9}}
+        by_corpus = {"pop": summaries}
+        (folder / "metrics.json").write_text(json.dumps(
+            {"segments": segments, "summaries": summaries, "by_corpus": by_corpus}))
+        return f"{name}={folder}"
+
+    segs = [{"song_id": "a", "corpus": "pop", "bars": 2}]
+    runs = ft.load_runs([run("off", 0.3, segs), run("on", 0.7, segs)])
+    table = ft.pooled_table(runs)
+    assert "| chord_f1 | 0.300 | 0.700 | 0.600 | 0.900 | >= 0.65 |" in table
+    assert "| **pooled** | 1 | 0.300 | 0.700 | 0.600 |" in ft.corpus_table(runs, "chord_f1")
+    assert ft.against_baseline(runs[1][1]) == {
+        "chord_f1": "win", "inst_f1": "tie", "note_density_nrmse": "loss"}
+    other = run("other", 0.5, [{"song_id": "b", "corpus": "pop", "bars": 2}])
+    with pytest.raises(ValueError, match="other segments"):
+        ft.load_runs([run("first", 0.3, segs), other])
+    assert ft.main([other, "--by-corpus", "no_such_metric"]) == 2
