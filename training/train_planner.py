@@ -42,8 +42,9 @@ log = logging.getLogger("train_planner")
 #: docs/planner.md for how these strengths were chosen).
 DEFAULT_STEERING = Steering(
     # issue 15: on the band-heavy data the learned energy -> velocity link is weak (rho +0.17 alone), so
-    # energy and loudness steer velocity harder (grid rho 0.55 -> 0.76 and 0.43 -> 0.41 with 2.0 / 4.0)
-    energy_note_density=4.5,
+    # energy and loudness steer velocity harder (grid rho 0.55 -> 0.76; loudness 0.41); density 3.5 gives
+    # rho 0.81, while 4.5 (rho 0.85) doubles the mean density bin at energy 0.9
+    energy_note_density=3.5,
     energy_mean_velocity=2.0,
     loudness_mean_velocity=4.0,
     valence_major_chords=1.0,
