@@ -351,8 +351,9 @@ def markdown(results: dict) -> str:
                   "|---|" + "---|" * len(names)]
         features = [f for f in e[names[0]]["features"] if e[names[0]]["features"][f]["n"]]
         for f in features:
-            lines.append(f"| {f}: estimated at low -> high request | " + " | ".join(
-                " -> ".join(_f(x) for x in e[n]["features"][f]["by_level"].values()) for n in names) + " |")
+            lines.append(f"| {f}: estimated at low -> high request (Spearman) | " + " | ".join(
+                " -> ".join(_f(x) for x in e[n]["features"][f]["by_level"].values())
+                + f" ({_f(e[n]['features'][f]['rho'])})" for n in names) + " |")
         rows = (("key + mode exact", lambda r: r["exact"]["key_mode"]),
                 ("pitched time on the plan's chord tones (tritone chance)",
                  lambda r: f"{_f(r['chords']['on_plan_chords'])} ({_f(r['chords']['tritone_chance'])})"),
