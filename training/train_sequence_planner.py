@@ -1,6 +1,6 @@
 """Train a whole-description planner (issue 19): a small Transformer decoder or one LSTM (CPU).
 
-    python -m training.train_sequence_planner --kind transformer [--data data/dataset] [--max-minutes 12]
+    python -m training.train_sequence_planner --kind transformer [--data data/dataset] [--max-minutes 20]
     python -m training.train_sequence_planner --kind single-lstm
 
 Same data, split and feature input as the shipped class LSTMs (``training.train_planner``): the
