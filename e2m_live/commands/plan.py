@@ -17,6 +17,7 @@ from e2m_live.planner.cli_features import (
     arrangement_from_args,
     features_from_args,
 )
+from e2m_live.planner.registry import DEFAULT_PLANNER, PLANNER_NAMES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,19 +28,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=1.0,
                         help="sampling temperature; 0 = most likely tokens (default 1.0)")
     parser.add_argument("--model-dir", type=Path, default=None,
-                        help="planner models (default models/planner)")
+                        help="planner models (default: the planner's folder under models/)")
+    parser.add_argument("--planner", choices=PLANNER_NAMES, default=DEFAULT_PLANNER,
+                        help=f"which planner (default {DEFAULT_PLANNER}; see docs/planner_comparison.md)")
     parser.add_argument("--json", action="store_true",
                         help='print {"features", "arrangement", "tokens", "bars"} as JSON')
 
 
 def run(args: argparse.Namespace) -> int:
     from e2m_live.cli import UsageError
-    from e2m_live.planner import PlanError, Planner
+    from e2m_live.planner import PlanError
+    from e2m_live.planner.registry import load_planner
 
     features = features_from_args(args)
     arrangement = arrangement_from_args(args)
     try:
-        planner = Planner.load(args.model_dir)
+        planner = load_planner(args.planner, args.model_dir)
         description = planner.plan(features, bars=args.bars, seed=args.seed, temperature=args.temperature,
                                    arrangement=arrangement)
     except PlanError as error:
