@@ -378,7 +378,7 @@ def density_notes(density_bin: int, positions: int) -> float:
 class RemiGrammar:
     """Vocabulary-level tables for the REMI+ grammar; one instance serves many decodes."""
 
-    MAX_CACHED_MASKS = 4096
+    MAX_CACHED_MASKS = 512
 
     def __init__(self, vocab: RemiVocab | None = None, device: str | torch.device = "cpu") -> None:
         self.vocab = vocab or RemiVocab()

@@ -39,6 +39,7 @@ from e2m_live.figaro.constraints import (
     TokenClass,
     bar_length_in_positions,
     density_notes,
+    steer_plans,
 )
 from e2m_live.figaro.inputs import description_vocab, filter_description, remi_vocab
 from e2m_live.figaro.model import DecoderCache, FigaroModel
@@ -265,6 +266,7 @@ class IncrementalDecoder:
         desc = prepare_description(numbered, self.config.description_options)
         restrict = (self.config.description_options or {}).get("instruments", True)
         plans = {i: bar_plan(bar, restrict) for i, bar in enumerate(numbered, start=1)}
+        plans = steer_plans(plans, desc.tokens)  # the described chords, for the chord-tone bias
         lock = ScaleLock(int(scale[0]), int(scale[1]), float(key_lock)) if scale is not None else None
         if lock is None and not 0.0 <= key_lock <= 1.0:
             raise ValueError(f"key_lock must be in 0..1, got {key_lock!r}")
