@@ -189,21 +189,29 @@ class Pipeline:
 
     @classmethod
     def load(cls, paths: ModelPaths | str | os.PathLike | None = None, *, threads: int = DEFAULT_THREADS,
-             quantize: str | None = DEFAULT_QUANTIZE, device: str = "cpu") -> Pipeline:
-        """Load both models (``paths``: a :class:`ModelPaths`, a ``models/``-like folder, or the default).
+             quantize: str | None = DEFAULT_QUANTIZE, device: str = "cpu",
+             planner: str = "class-lstm") -> Pipeline:
+        """Load both models (``paths``: a :class:`ModelPaths`, a ``models/``-like folder, or the default;
+        ``planner``: a name of :data:`e2m_live.planner.registry.PLANNER_NAMES`).
 
         Raises :class:`e2m_live.models.ModelsMissing` when a model folder is missing.
         """
         prepare_torch_threads(threads)
         from e2m_live.figaro.checkpoint import load_pretrained
-        from e2m_live.planner import Planner
+        from e2m_live.planner.registry import load_planner
 
+        given = paths
         if not isinstance(paths, ModelPaths):
             paths = model_paths(Path(paths) if paths is not None else None)
         require_models(paths)
-        planner = Planner.load(paths.planner)
+        # The class LSTMs live in paths.planner; another planner in its own folder beside it when a
+        # models folder is given, else where that planner looks by default (its environment override).
+        planner_dir: Path | None = paths.planner
+        if planner != "class-lstm":
+            planner_dir = None if given is None else paths.planner.parent / f"planner-{planner}"
+        planner_model = load_planner(planner, planner_dir)
         model = load_pretrained(paths.figaro, device=device)
-        return cls(planner, model, threads=threads, quantize=quantize, device=device)
+        return cls(planner_model, model, threads=threads, quantize=quantize, device=device)
 
     # -- the two stages ---------------------------------------------------------------------------
     def plan(self, features: EmotionFeatures, *, bars: int = 12, seed: int | None = None,

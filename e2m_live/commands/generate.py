@@ -25,6 +25,7 @@ from e2m_live.planner.cli_features import (
     arrangement_from_args,
     features_from_args,
 )
+from e2m_live.planner.registry import DEFAULT_PLANNER, PLANNER_NAMES
 
 WAV_SAMPLE_RATE = 44100
 
@@ -50,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-dir", type=Path, default=None,
                         help="folder holding planner/ and figaro-compact/ "
                              "(default: models/ or $E2M_MODELS_DIR)")
+    parser.add_argument("--planner", choices=PLANNER_NAMES, default=DEFAULT_PLANNER,
+                        help=f"which planner (default {DEFAULT_PLANNER}; see docs/planner_comparison.md)")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for decoding (default 1: faster than 2 for one-token steps)")
     parser.add_argument("--top-p", type=float, default=None,
@@ -142,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        pipeline = Pipeline.load(args.model_dir, threads=args.threads,
+        pipeline = Pipeline.load(args.model_dir, threads=args.threads, planner=args.planner,
                                  quantize=None if args.float32 else "int8")
     except ModelsMissing as error:
         raise UsageError(str(error)) from None

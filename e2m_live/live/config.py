@@ -53,6 +53,9 @@ class LiveConfig:
         "(0: any free port, -1: off)"))
     web: bool = field(default=True, metadata=_opt(
         "serve the browser control surface (--no-web: off, like --http-port -1)"))
+    planner: str = field(default="class-lstm", metadata=_opt(
+        "planner of the model generator (see docs/planner_comparison.md)",
+        choices=("class-lstm", "transformer", "single-lstm")))
     scenes: str = field(default="", metadata=_opt(
         "scene slots from and to this JSON file (read at startup, written on every /e2m/scene/store)"))
     midi: bool = field(default=True, metadata=_opt("play to a MIDI port"))

@@ -119,7 +119,10 @@ class Daemon:
         self.report.generator = name
         self._open_scenes()
         self._open_outputs()
-        self.engine = Engine(name, self._generator_options, features, loop=config.mode == "loop",
+        options = dict(self._generator_options)
+        if name.startswith("model") and config.planner != "class-lstm":
+            options.setdefault("planner", config.planner)
+        self.engine = Engine(name, options, features, loop=config.mode == "loop",
                              seed=None if config.seed < 0 else config.seed,
                              debounce=config.debounce_ms / 1000, arrangement=config.starting_arrangement())
         if self._measure:

@@ -416,7 +416,7 @@ class ModelGenerator:
     def __init__(self, *, threads: int = 1, models_dir: str | None = None, quantize: str | None = "int8",
                  temperature: float = 1.0, top_p: float | None = None, max_tokens_per_bar: int = 512,
                  remember: int = 2 * SECTION_BARS, warm_start: bool = True,
-                 ensemble_seed: int | None = None) -> None:
+                 ensemble_seed: int | None = None, planner: str = "class-lstm") -> None:
         import os
         import threading
 
@@ -424,6 +424,7 @@ class ModelGenerator:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         bound_native_heap()  # before the weights load (see bound_native_heap)
         self.threads, self.models_dir, self.quantize = threads, models_dir, quantize
+        self.planner = planner
         self.temperature = temperature
         self.top_p = top_p
         self.max_tokens_per_bar = max_tokens_per_bar
@@ -446,7 +447,8 @@ class ModelGenerator:
         try:
             from e2m_live.pipeline import Pipeline
 
-            self._pipeline = Pipeline.load(self.models_dir, threads=self.threads, quantize=self.quantize)
+            self._pipeline = Pipeline.load(self.models_dir, threads=self.threads, quantize=self.quantize,
+                                           planner=self.planner)
         except Exception as error:  # reported by generate(), in the worker's error channel
             self._error = error
         trim_native_heap()  # what loading and quantising freed
