@@ -38,19 +38,9 @@ from e2m_live.description.vocab import (
     VELOCITY_KEY,
     token,
 )
+from e2m_live.figaro.constraints import CHORD_INTERVALS
 from training.fidelity import split_bars
 
-#: Semitones above the root of each chord quality FIGARO's chord recogniser names.
-CHORD_INTERVALS: dict[str, tuple[int, ...]] = {
-    "maj": (0, 4, 7),
-    "min": (0, 3, 7),
-    "dim": (0, 3, 6),
-    "aug": (0, 4, 8),
-    "dom7": (0, 4, 7, 10),
-    "maj7": (0, 4, 7, 11),
-    "min7": (0, 3, 7, 10),
-    "None": (0,),
-}
 DRUM_PITCHES = (36, 38, 42, 42)  # kick, snare, closed hi-hat twice as often
 GRID = POSITIONS_PER_QUARTER // 4  # 16th notes
 MAX_NOTES_PER_BAR = 256

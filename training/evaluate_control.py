@@ -51,6 +51,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 # isort: off
+from e2m_live.figaro.constraints import CHORD_INTERVALS
 from e2m_live.pipeline import DecodingOptions, Pipeline  # first: sets OpenMP's wait policy
 
 # isort: on
@@ -93,21 +94,12 @@ FAIL_RECALL = 0.5
 TIME_SIGNATURES = (3, 4, 5, 6, 7)
 TEMPOS = (60.0, 90.0, 120.0, 150.0, 180.0)
 MIDI_EMOTION_L1 = 0.195
-CHORD_INTERVALS = {
-    "maj": (0, 4, 7),
-    "min": (0, 3, 7),
-    "dim": (0, 3, 6),
-    "aug": (0, 4, 8),
-    "dom7": (0, 4, 7, 10),
-    "maj7": (0, 4, 7, 11),
-    "min7": (0, 3, 7, 10),
-}
 
 
 def chord_pitch_classes(value: str) -> set[int]:
-    """Pitch classes of a FIGARO chord value (``"A:min7"``); empty for ``N:N`` and rootless chords."""
+    """Pitch classes of a FIGARO chord value (``"A:min7"``); empty for ``N:N`` and quality-less chords."""
     root, _, quality = value.partition(":")
-    if root not in KEY_NAMES or quality not in CHORD_INTERVALS:
+    if root not in KEY_NAMES or quality == "None" or quality not in CHORD_INTERVALS:
         return set()
     return {(KEY_NAMES.index(root) + step) % 12 for step in CHORD_INTERVALS[quality]}
 

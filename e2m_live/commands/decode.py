@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from e2m_live.cli import UsageError
+from e2m_live.commands.generate import check_decoding_arguments
 
 # e2m_live.pipeline sets OpenMP's wait policy: it must be imported before anything loads OpenMP.
 from e2m_live.pipeline import DecodingOptions, Pipeline, PipelineError, section_duration
@@ -286,35 +287,11 @@ def _select(description: Description, spec: str | None) -> Description:
     return Description(kept)
 
 
-def _check_output(path: Path, flag: str) -> None:
-    if path.is_dir():
-        raise UsageError(f"{flag} {path} is a directory")
-    if not path.parent.exists():
-        raise UsageError(f"{flag}: folder {path.parent} does not exist")
-
-
-def _check_arguments(args: argparse.Namespace) -> None:
-    if args.seed is not None and args.seed < 0:
-        raise UsageError(f"--seed must be >= 0, got {args.seed}")
-    if not 0 <= args.temperature <= 10:
-        raise UsageError(f"--temperature must be in 0..10, got {args.temperature}")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise UsageError(f"--top-p must be in (0, 1], got {args.top_p}")
-    if not 16 <= args.max_tokens_per_bar <= 4096:
-        raise UsageError(f"--max-tokens-per-bar must be in 16..4096, got {args.max_tokens_per_bar}")
-    if not 1 <= args.threads <= 64:
-        raise UsageError(f"--threads must be in 1..64, got {args.threads}")
-    _check_output(args.output, "-o")
-    for path, flag in ((args.wav, "--wav"), (args.plan_out, "--plan-out")):
-        if path is not None:
-            _check_output(path, flag)
-
-
 # --- the command ---------------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace) -> int:
-    _check_arguments(args)
+    check_decoding_arguments(args)
     source = load_source(args.description)
     features = _features(args, source)
     arrangement = arrangement_from_args(args)

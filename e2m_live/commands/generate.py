@@ -93,9 +93,8 @@ def _check_output(path: Path, what: str) -> None:
         raise UsageError(f"{what}: folder {path.parent} does not exist")
 
 
-def _check_arguments(args: argparse.Namespace) -> None:
-    if not 1 <= args.bars <= 256:
-        raise UsageError(f"--bars must be in 1..256, got {args.bars}")
+def check_decoding_arguments(args: argparse.Namespace) -> None:
+    """The checks ``generate`` and ``decode`` share: seed, sampling, threads, and the output paths."""
     if args.seed is not None and args.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     if not 0 <= args.temperature <= 10:
@@ -110,6 +109,12 @@ def _check_arguments(args: argparse.Namespace) -> None:
     for path, flag in ((args.wav, "--wav"), (args.plan_out, "--plan-out")):
         if path is not None:
             _check_output(path, flag)
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    if not 1 <= args.bars <= 256:
+        raise UsageError(f"--bars must be in 1..256, got {args.bars}")
+    check_decoding_arguments(args)
 
 
 def render_wav(midi, path: Path, soundfont: Path | None = None, sample_rate: int = WAV_SAMPLE_RATE) -> Path:

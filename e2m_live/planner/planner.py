@@ -192,23 +192,8 @@ class Planner:
         rng: np.random.Generator,
         greedy: bool = False,
     ) -> list[Ensemble] | None:
-        """Each plan's instruments and core: the arrangement's palette, or in ``auto`` the
-        features' draw (:func:`~e2m_live.planner.ensemble.choose_ensemble`); ``None`` in ``auto``
-        when ``steering.auto_ensemble`` is off (the stream chooses)."""
-        palette = arrangement.palette()
-        if palette is not None:
-            ensemble = Ensemble(palette, core_of(palette))
-            return [ensemble] * len(features)
-        if not self.steering.auto_ensemble:
-            return None
-        draws = rng.random((len(features), DRAWS_PER_PLAN))
-        try:
-            return [
-                choose_ensemble(f, u, arrangement.excluded(), greedy)
-                for f, u in zip(features, draws, strict=True)
-            ]
-        except ValueError as error:
-            raise PlanError(str(error)) from None
+        """Each plan's instruments and core (see :func:`choose_ensembles`)."""
+        return choose_ensembles(features, arrangement, self.steering, rng, greedy)
 
     def _instrument_masks(
         self,
@@ -220,17 +205,7 @@ class Planner:
         greedy: bool,
     ) -> InstrumentMasks | None:
         ensembles = self.ensembles(features, arrangement, ensemble_rng, greedy)
-        if ensembles is None:
-            excluded = arrangement.excluded()
-            if not excluded:
-                return None
-            if len(excluded) >= len(INSTRUMENT_NAMES):
-                raise PlanError("every instrument is muted")
-            return InstrumentMasks.excluding(excluded)
-        schedules = [
-            schedule(e, bars, None if greedy else rng.random((len(e.instruments), 3))) for e in ensembles
-        ]
-        return InstrumentMasks.from_schedules(schedules)
+        return instrument_masks(ensembles, arrangement, bars, rng, greedy)
 
     # -- persistence ---------------------------------------------------------------------------
     @classmethod
@@ -314,3 +289,51 @@ def _check_arguments(
         or not 0 <= temperature <= 10
     ):
         raise PlanError(f"temperature must be a number in 0..10, got {temperature!r}")
+
+
+def choose_ensembles(
+    features: Sequence[EmotionFeatures],
+    arrangement: Arrangement,
+    steering: Steering,
+    rng: np.random.Generator,
+    greedy: bool = False,
+) -> list[Ensemble] | None:
+    """Each plan's instruments and core: the arrangement's palette, or in ``auto`` the
+    features' draw (:func:`~e2m_live.planner.ensemble.choose_ensemble`); ``None`` in ``auto``
+    when ``steering.auto_ensemble`` is off (the stream chooses). Shared by every planner."""
+    palette = arrangement.palette()
+    if palette is not None:
+        ensemble = Ensemble(palette, core_of(palette))
+        return [ensemble] * len(features)
+    if not steering.auto_ensemble:
+        return None
+    draws = rng.random((len(features), DRAWS_PER_PLAN))
+    try:
+        return [
+            choose_ensemble(f, u, arrangement.excluded(), greedy)
+            for f, u in zip(features, draws, strict=True)
+        ]
+    except ValueError as error:
+        raise PlanError(str(error)) from None
+
+
+def instrument_masks(
+    ensembles: list[Ensemble] | None,
+    arrangement: Arrangement,
+    bars: int,
+    rng: np.random.Generator,
+    greedy: bool,
+) -> InstrumentMasks | None:
+    """The per-bar instrument masks of ``ensembles`` (their schedules), or of the arrangement's mutes
+    when the stream chooses; ``None`` when nothing is restricted. Shared by every planner."""
+    if ensembles is None:
+        excluded = arrangement.excluded()
+        if not excluded:
+            return None
+        if len(excluded) >= len(INSTRUMENT_NAMES):
+            raise PlanError("every instrument is muted")
+        return InstrumentMasks.excluding(excluded)
+    schedules = [
+        schedule(e, bars, None if greedy else rng.random((len(e.instruments), 3))) for e in ensembles
+    ]
+    return InstrumentMasks.from_schedules(schedules)

@@ -49,7 +49,7 @@ from e2m_live.planner.classes import (
     ORDERED_CLASSES,
     STREAM_VOCAB,
 )
-from e2m_live.planner.ensemble import DRAWS_PER_PLAN, Ensemble, choose_ensemble, core_of, schedule
+from e2m_live.planner.ensemble import Ensemble
 from e2m_live.planner.examples import PlannerExample
 from e2m_live.planner.inference import LSTMStepper, single_threaded_blas
 from e2m_live.planner.model import StreamLSTM, StreamLSTMConfig, load_model, save_model
@@ -57,6 +57,8 @@ from e2m_live.planner.planner import (
     DEFAULT_TIME_SIGNATURES,
     PlanError,
     _check_arguments,
+    choose_ensembles,
+    instrument_masks,
 )
 from e2m_live.planner.sampling import BarPlan, InstrumentMasks
 from e2m_live.planner.steering import Steering, SteeringBias
@@ -619,33 +621,13 @@ class SequencePlanner:
     def ensembles(self, features: Sequence[EmotionFeatures], arrangement: Arrangement,
                   rng: np.random.Generator, greedy: bool = False) -> list[Ensemble] | None:
         """Each plan's instruments, chosen exactly as :meth:`Planner.ensembles` chooses them."""
-        palette = arrangement.palette()
-        if palette is not None:
-            return [Ensemble(palette, core_of(palette))] * len(features)
-        if not self.steering.auto_ensemble:
-            return None
-        draws = rng.random((len(features), DRAWS_PER_PLAN))
-        try:
-            return [choose_ensemble(f, u, arrangement.excluded(), greedy)
-                    for f, u in zip(features, draws, strict=True)]
-        except ValueError as error:
-            raise PlanError(str(error)) from None
+        return choose_ensembles(features, arrangement, self.steering, rng, greedy)
 
     def _instrument_masks(self, features: list[EmotionFeatures], bars: int, arrangement: Arrangement,
                           ensemble_rng: np.random.Generator, rng: np.random.Generator,
                           greedy: bool) -> InstrumentMasks | None:
         ensembles = self.ensembles(features, arrangement, ensemble_rng, greedy)
-        if ensembles is None:
-            excluded = arrangement.excluded()
-            if not excluded:
-                return None
-            if len(excluded) >= len(INSTRUMENT_NAMES):
-                raise PlanError("every instrument is muted")
-            return InstrumentMasks.excluding(excluded)
-        schedules = [
-            schedule(e, bars, None if greedy else rng.random((len(e.instruments), 3))) for e in ensembles
-        ]
-        return InstrumentMasks.from_schedules(schedules)
+        return instrument_masks(ensembles, arrangement, bars, rng, greedy)
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, directory: str | Path, training: dict[str, Any] | None = None) -> None:
