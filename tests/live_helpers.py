@@ -420,11 +420,23 @@ def _fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return my - b * mx, b
 
 
+def _lateness(pulses: list[float], k: int, window: int = 24) -> float:
+    """Pulse ``k`` minus the time the line through the ``window`` pulses before it predicts."""
+    if k < window:
+        return 0.0
+    xs = [float(i) for i in range(k - window, k)]
+    a, b = _fit(xs, pulses[k - window:k])
+    return pulses[k] - (a + b * k)
+
+
 @dataclass
 class FollowFigures:
     """How the daemon's notes followed a MIDI clock master, both seen by one JACK recorder."""
 
     bar_errors: list[float]  # daemon bar start - master downbeat, seconds, per master bar
+    #: master downbeat - the line through the bar's previous 24 pulses (0.0 for the first bar):
+    #: how late the test's own clock thread sent that pulse, which the daemon could not foresee
+    downbeat_lateness: list[float]
     bars_without_onset: int
     tempo_errors: list[float]  # |daemon tempo / master tempo - 1| per segment, from 2 beats in
     notes_after_stop: int
@@ -444,11 +456,12 @@ def follow_figures(master: list[Received], daemon: list[Received], segments: lis
     pulses = [t for t, r in events if r.message[0] == 0xF8 and start_at <= t < stop_at]
     onsets = [t for t, r in events if r.message[0] & 0xF0 == 0x90 and r.message[2] > 0]
     per_bar = 24 * beats_per_bar
-    bar_errors, missing = [], 0
+    bar_errors, lateness, missing = [], [], 0
     for k in range(0, len(pulses), per_bar):
         near = [t - pulses[k] for t in onsets if abs(t - pulses[k]) < 0.06]
         if near:
             bar_errors.append(min(near, key=abs))
+            lateness.append(_lateness(pulses, k))
         else:
             missing += 1
     tempo_errors = []
@@ -486,7 +499,8 @@ def follow_figures(master: list[Received], daemon: list[Received], segments: lis
             offs[key] = t
     after = [t for t in onsets if stop_at + 0.002 < t < resumed_at]
     last_off = max((t for t in offs.values() if stop_at <= t < resumed_at), default=stop_at)
-    return FollowFigures(bar_errors, missing, tempo_errors, len(after), len(sounding), last_off - stop_at)
+    return FollowFigures(bar_errors, lateness, missing, tempo_errors, len(after), len(sounding),
+                         last_off - stop_at)
 
 
 def continue_error(master: list[Received], daemon: list[Received]) -> float | None:
