@@ -337,3 +337,24 @@ def test_link_start_stop_is_the_transport_and_sync_switches_live(daemon):
             close_peer()
             _exchange(d, sock, "/e2m/sync", "internal", wait=0.2)
     assert d.clock.source == "internal"
+
+
+@pytest.mark.skipif(link_available() is not None, reason="the optional link extra (aalink) is not installed")
+def test_a_sync_round_trip_keeps_the_performers_play(daemon):
+    """Playing, to a Link session nobody starts (silence: waiting for the session), and back to the
+    internal clock: playing again. The soak benchmark found minutes of silence here."""
+    d, _, _ = daemon
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.1)
+        _exchange(d, sock, "/e2m/play", wait=0.3)
+        assert wait_until(lambda: d.player.playing)
+        _exchange(d, sock, "/e2m/sync", "link", wait=0.3)
+        assert wait_until(lambda: not d.player.playing), "alone in a Link session the transport waits"
+        _exchange(d, sock, "/e2m/sync", "internal", wait=0.3)
+        assert wait_until(lambda: d.player.playing), "back on the internal clock, play resumes"
+        _exchange(d, sock, "/e2m/stop", wait=0.2)
+        assert wait_until(lambda: not d.player.playing)
+        _exchange(d, sock, "/e2m/sync", "link", wait=0.2)
+        _exchange(d, sock, "/e2m/sync", "internal", wait=0.2)
+        time.sleep(0.3)
+        assert not d.player.playing, "a stop stays a stop across a sync round trip"

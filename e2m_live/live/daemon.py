@@ -98,6 +98,9 @@ class Daemon:
         self.clock: Clock | None = None
         self.clock_out: OutputSet | None = None
         self._sync_lock = threading.Lock()
+        #: The performer's transport intent (play pressed, not stopped since): a sync switch keeps
+        #: it, so switching to a Link session nobody starts and back resumes playing.
+        self._play_wanted = False
         self._feedback_thread = threading.Thread(target=self._feedback_loop, name="e2m-feedback", daemon=True)
         self._listeners: list[Callable[[list[Reply]], None]] = []
         self.web: Any = None
@@ -364,6 +367,7 @@ class Daemon:
     def _play(self) -> str | None:
         player, clock = self.player, self.clock
         assert player is not None and clock is not None
+        self._play_wanted = True
         if not clock.follows_external_tempo or clock.running:
             player.play()
             return None
@@ -374,6 +378,7 @@ class Daemon:
 
     def _stop(self) -> None:
         assert self.player is not None
+        self._play_wanted = False
         self.player.stop()
         if isinstance(self.clock, LinkClock):
             self.clock.set_playing(False)
@@ -383,11 +388,13 @@ class Daemon:
         assert player is not None and clock is not None
         if clock.follows_external_tempo:
             return self._play()
+        self._play_wanted = True
         player.resume()
         return None
 
     def _panic(self) -> None:
         assert self.player is not None
+        self._play_wanted = False
         self.player.panic()
 
     def _open_clock(self, source: str, tempo: float, beats_per_bar: float) -> Clock:
@@ -414,7 +421,7 @@ class Daemon:
                 clock = open_clock(source, self.config, features.tempo, features.time_signature)
             except SyncUnavailable as error:
                 return f"cannot sync to {source}: {error}"
-            was_playing = player.playing
+            was_playing = player.playing or self._play_wanted
             clock.on_transport(self._on_master_transport)
             self.clock = clock
             player.set_clock(clock)
