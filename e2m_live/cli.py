@@ -12,6 +12,8 @@ import importlib
 import logging
 import sys
 
+from e2m_live.commands.errors import UsageError
+
 #: subcommand name -> (module under e2m_live.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "run the live daemon (OSC in, MIDI/audio out)"),
@@ -25,10 +27,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("doctor", "check models, soundfont and MIDI backends"),
     "patches": ("patches", "write the controller patches from the OSC address table"),
 }
-
-
-class UsageError(Exception):
-    """A user error: printed as one line, exit code 2."""
 
 
 def _load(name: str):

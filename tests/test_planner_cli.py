@@ -9,16 +9,16 @@ import pytest
 
 from e2m_live import cli
 from e2m_live.arrangement import Arrangement
-from e2m_live.cli import UsageError
-from e2m_live.description.grammar import validate
-from e2m_live.features import FEATURE_ORDER, MOODS, EmotionFeatures
-from e2m_live.planner.cli_features import (
+from e2m_live.commands.errors import UsageError
+from e2m_live.commands.feature_flags import (
     add_arrangement_arguments,
     add_feature_arguments,
     arrangement_from_args,
     features_from_args,
     flag_name,
 )
+from e2m_live.description.grammar import validate
+from e2m_live.features import FEATURE_ORDER, MOODS, EmotionFeatures
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

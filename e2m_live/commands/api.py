@@ -15,7 +15,7 @@ import asyncio
 import signal
 from pathlib import Path
 
-from e2m_live.cli import UsageError
+from e2m_live.commands.errors import UsageError
 from e2m_live.live.osc import ClientFilter
 
 

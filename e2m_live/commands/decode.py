@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from e2m_live.cli import UsageError
+from e2m_live.commands.errors import UsageError
 from e2m_live.commands.generate import check_decoding_arguments
 
 # e2m_live.pipeline sets OpenMP's wait policy: it must be imported before anything loads OpenMP.
@@ -30,6 +30,7 @@ from e2m_live.pipeline import DecodingOptions, Pipeline, PipelineError, section_
 
 # isort: split
 from e2m_live.arrangement import DEFAULT_KEY_LOCK, Arrangement, ArrangementError, instrument_name
+from e2m_live.commands.feature_flags import add_feature_arguments, arrangement_from_args, features_from_args
 from e2m_live.description.grammar import BarDescription, Description, GrammarError, parse
 from e2m_live.description.vocab import (
     BAR_KEY,
@@ -43,7 +44,6 @@ from e2m_live.description.vocab import (
 )
 from e2m_live.features import FEATURE_ORDER, EmotionFeatures, FeatureError
 from e2m_live.loudness import REFERENCE_DB
-from e2m_live.planner.cli_features import add_feature_arguments, arrangement_from_args, features_from_args
 
 #: Features where the input carries none (describe JSON, tokens, MIDI): velocities as decoded
 #: (loudness at the gain-1 reference) and no groove rules (danceability 0.4, where they start), so
@@ -306,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     from tqdm import tqdm
 
-    from e2m_live.commands.generate import render_wav
+    from e2m_live.commands.generate import write_wav
     from e2m_live.description.remi import bars_to_midi, bars_to_smf
     from e2m_live.models import ModelsMissing
 
@@ -350,6 +350,6 @@ def run(args: argparse.Namespace) -> int:
                                              "bars": description.to_json()["bars"]}) + "\n")
         print(f"wrote {args.plan_out}")
     if args.wav is not None:
-        font = render_wav(bars_to_midi(bars, default_tempo=features.tempo), args.wav, args.soundfont)
+        font = write_wav(bars_to_midi(bars, default_tempo=features.tempo), args.wav, args.soundfont)
         print(f"wrote {args.wav} ({font.name})")
     return 0

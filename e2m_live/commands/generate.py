@@ -15,19 +15,20 @@ import sys
 import time
 from pathlib import Path
 
-from e2m_live.cli import UsageError
+from e2m_live.audio import AudioError, render_wav
+from e2m_live.commands.errors import UsageError
 
 # e2m_live.pipeline sets OpenMP's wait policy: it must be imported before anything loads OpenMP.
 from e2m_live.pipeline import DecodingOptions, Pipeline, PipelineError, section_duration
-from e2m_live.planner.cli_features import (
+
+# isort: split
+from e2m_live.commands.feature_flags import (
     add_arrangement_arguments,
     add_feature_arguments,
     arrangement_from_args,
     features_from_args,
 )
 from e2m_live.planner.registry import DEFAULT_PLANNER, PLANNER_NAMES
-
-WAV_SAMPLE_RATE = 44100
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,26 +118,12 @@ def _check_arguments(args: argparse.Namespace) -> None:
     check_decoding_arguments(args)
 
 
-def render_wav(midi, path: Path, soundfont: Path | None = None, sample_rate: int = WAV_SAMPLE_RATE) -> Path:
-    """Render a PrettyMIDI to a 16-bit mono WAV with FluidSynth; returns the soundfont used."""
-    import numpy as np
-    from scipy.io import wavfile
-
-    from e2m_live.live.outputs import find_soundfont
-
-    font = find_soundfont(soundfont)
-    if font is None:
-        raise UsageError(f"no soundfont found{f' at {soundfont}' if soundfont else ''}; install "
-                         "fluid-soundfont-gm or pass --soundfont FILE.sf2")
+def write_wav(midi, path: Path, soundfont: Path | None = None) -> Path:
+    """:func:`e2m_live.audio.render_wav`, its errors as usage errors; returns the soundfont used."""
     try:
-        audio = midi.fluidsynth(fs=sample_rate, sf2_path=str(font))
-    except ImportError as error:
-        raise UsageError(f"FluidSynth is not available ({error}); install libfluidsynth3") from None
-    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-    if peak > 0:
-        audio = audio / peak * 0.9
-    wavfile.write(str(path), sample_rate, (audio * 32767).astype(np.int16))
-    return font
+        return render_wav(midi, path, soundfont)
+    except AudioError as error:
+        raise UsageError(str(error)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -187,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
           f"generated in {finished - loaded:.1f} s (+{loaded - started:.1f} s loading), "
           f"{music / max(finished - loaded, 1e-9):.2f}x real time")
     if args.wav is not None:
-        font = render_wav(bars_to_midi(bars, default_tempo=features.tempo), args.wav, args.soundfont)
+        font = write_wav(bars_to_midi(bars, default_tempo=features.tempo), args.wav, args.soundfont)
         print(f"wrote {args.wav} ({font.name})")
     if args.plan_out is not None:
         print(f"wrote {args.plan_out}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from e2m_live.cli import UsageError
+from e2m_live.commands.errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

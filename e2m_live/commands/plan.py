@@ -11,7 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
-from e2m_live.planner.cli_features import (
+from e2m_live.commands.errors import UsageError
+from e2m_live.commands.feature_flags import (
     add_arrangement_arguments,
     add_feature_arguments,
     arrangement_from_args,
@@ -36,7 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from e2m_live.cli import UsageError
     from e2m_live.planner import PlanError
     from e2m_live.planner.registry import load_planner
 

@@ -10,6 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
+from e2m_live.commands.errors import UsageError
+
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """FILE and --bars, shared with `e2m-live describe`."""
@@ -24,8 +26,6 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 def bar_range(bars: list[list[str]], spec: str | None) -> list[list[str]]:
     """Select bars by a 1-based inclusive ``START:END`` spec (either side may be empty)."""
-    from e2m_live.cli import UsageError
-
     if spec is None:
         return bars
     start_text, sep, end_text = spec.partition(":")
@@ -43,7 +43,6 @@ def bar_range(bars: list[list[str]], spec: str | None) -> list[list[str]]:
 
 def extract_or_usage_error(path: Path):
     """Extract a file, turning any MIDI problem into a one-line usage error (exit code 2)."""
-    from e2m_live.cli import UsageError
     from e2m_live.description.extract import MidiError, extract
 
     try:

@@ -87,7 +87,7 @@ def _generate(pipeline: Any, job_id: str, request: dict[str, Any], folder: Path,
     midi.write_bytes(bars_to_smf(bars, default_tempo=features.tempo))
     wav = None
     if request["wav"]:
-        from e2m_live.commands.generate import render_wav
+        from e2m_live.audio import render_wav
 
         wav = folder / f"{job_id}.wav"
         render_wav(bars_to_midi(bars, default_tempo=features.tempo), wav)

@@ -4,7 +4,7 @@
 (``--energy``, ``--time-signature``, ``--key F#``, ``--mode minor``, ...).
 ``features_from_args(args)`` starts from the mood preset (or the defaults of
 :class:`~e2m_live.features.EmotionFeatures`) and applies every flag given, so explicit flags
-override the mood. Bad values raise :class:`e2m_live.cli.UsageError` (one line, exit code 2).
+override the mood. Bad values raise :class:`~e2m_live.commands.errors.UsageError` (one line, exit code 2).
 
 ``add_arrangement_arguments(parser)`` adds ``--key-lock``, ``--ensemble``, ``--instruments`` and
 ``--mute`` (the :class:`~e2m_live.arrangement.Arrangement` beside the features);
@@ -24,6 +24,7 @@ from e2m_live.arrangement import (
     parse_instruments,
     split_names,
 )
+from e2m_live.commands.errors import UsageError
 from e2m_live.features import (
     FEATURE_ORDER,
     INTEGER_FIELDS,
@@ -87,8 +88,6 @@ def _convert(name: str, text: Any) -> int | float:
 
 def features_from_args(args: argparse.Namespace) -> EmotionFeatures:
     """The features the flags ask for: the mood preset (or defaults), then each given flag."""
-    from e2m_live.cli import UsageError
-
     mood = getattr(args, "mood", None)
     if mood is not None and mood not in MOODS:
         raise UsageError(f"unknown mood {mood!r}; moods are {', '.join(sorted(MOODS))}")
@@ -122,8 +121,6 @@ def add_arrangement_arguments(parser: argparse.ArgumentParser) -> None:
 
 def arrangement_from_args(args: argparse.Namespace) -> Arrangement:
     """The arrangement the flags ask for (defaults where none is given)."""
-    from e2m_live.cli import UsageError
-
     arrangement = Arrangement()
     try:
         text = getattr(args, "key_lock", None)
