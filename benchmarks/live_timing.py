@@ -46,6 +46,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from e2m_live.testing.load import LOAD_GENERATOR  # noqa: E402
+
 JACK_RATE, JACK_PERIOD_FRAMES = 48000, 256
 
 
@@ -126,7 +128,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         config = build_config(overrides={
             "udp_port": 0, "tcp_port": -1, "midi_api": "jack", "midi_name": name, "generator": args.generator,
             "tempo": args.tempo, "mood": "happy", "debounce_ms": 30.0})
-        options = {"seconds_per_bar": args.load_per_bar} if args.generator == "rules+load" else {}
+        options = {"seconds_per_bar": args.load_per_bar} if args.generator == LOAD_GENERATOR else {}
         daemon = Daemon(config, out=io.StringIO(), generator_options=options, record_timing=True,
                         measure=args.measure)
         bars: list = []
@@ -363,9 +365,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--tempo", type=float, default=120.0)
-    parser.add_argument("--generator", default="rules+load", help="rules, rules+load or model")
+    parser.add_argument("--generator", default=LOAD_GENERATOR,
+                        help="rules, model or an import path (default: the rule generator plus a CPU load, "
+                             f"{LOAD_GENERATOR})")
     parser.add_argument("--load-per-bar", type=float, default=0.8,
-                        help="seconds of one-thread matmul per generated bar (rules+load)")
+                        help="seconds of one-thread matmul per generated bar (the default generator)")
     parser.add_argument("--change-every", type=float, default=2.0, help="bars between changes")
     parser.add_argument("--changes", choices=("mixed", "energy"), default="mixed",
                         help="mixed: loudness, key, energy in turn; energy: energy flips only")

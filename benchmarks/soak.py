@@ -603,7 +603,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve_child(argv[1], argv[3:] if argv[2:3] == ["--"] else argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=120.0)
-    parser.add_argument("--generator", default="model", help="model (default), rules or rules+load")
+    parser.add_argument("--generator", default="model",
+                        help="model (default), rules or a path such as e2m_live.testing.load:rules_with_load")
     parser.add_argument("--tempo", type=float, default=120.0)
     parser.add_argument("--change-every", type=float, default=2.0, help="bars between changes")
     parser.add_argument("--sample-every", type=float, default=10.0, help="seconds between CSV rows")

@@ -13,7 +13,7 @@ events when a merged buffer fills).
    its bar starts against the master's downbeats, the notes open one pulse after Stop, the time
    from Stop to the last note-off, and the first bar after Continue against the master's.
 2. Clock out: the daemon plays on its own clock with ``--clock-out`` while the worker generates
-   (``rules+load``: the rule generator plus 0.2 s of matmul per bar); the recorder measures the
+   (``e2m_live.testing.load``: the rule generator plus 0.2 s of matmul per bar); the recorder measures the
    pulse intervals (p50/p99/max error against 60/(24 * tempo)).
 3. Link (if aalink is installed): a daemon-side LinkClock and a test peer on loopback; tempo
    and phase agreement after a tempo change made by the peer.
@@ -30,6 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from e2m_live.testing.load import LOAD_GENERATOR  # noqa: E402
 from tests.live_helpers import (  # noqa: E402
     JackClockMaster,
     JackMidiRecorder,
@@ -98,7 +99,7 @@ def follow(bars: int, beats_per_bar: int) -> dict:
 
 
 def clock_out(seconds: float, tempo: float) -> dict:
-    d = start_daemon("--generator", "rules+load", "--clock-out", "--tempo", str(tempo))
+    d = start_daemon("--generator", LOAD_GENERATOR, "--clock-out", "--tempo", str(tempo))
     recorder = JackMidiRecorder("e2m-bench-clock-recorder", timing=True)
     try:
         recorder.connect(f"{d.midi_name}:out")

@@ -166,7 +166,7 @@ def test_a_change_replans_and_the_worker_honours_the_palette(daemon):
 def test_the_model_generator_keeps_to_the_palette(tmp_path_factory):
     """The planner + FIGARO path: the arrangement reaches Pipeline.generate and the bars hold only
     the palette's instruments (here a bass and drums)."""
-    from e2m_live.live.generation import ModelGenerator
+    from e2m_live.generators.model import ModelGenerator
     from tests.test_pipeline import models_root
 
     models = models_root(tmp_path_factory.mktemp("models"))

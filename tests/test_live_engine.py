@@ -9,8 +9,9 @@ import time
 import pytest
 
 from e2m_live.features import EmotionFeatures
+from e2m_live.generators.base import SECTION_BARS
 from e2m_live.live.engine import Engine
-from e2m_live.live.generation import SECTION_BARS
+from e2m_live.testing.load import LOAD_GENERATOR
 
 
 def _wait(predicate, timeout=8.0):
@@ -125,3 +126,14 @@ def test_worker_exits_when_the_daemon_is_killed():
         return False
 
     assert _wait(gone, 5), "the generation worker outlived its daemon"
+
+
+def test_the_spawned_worker_imports_a_generator_named_by_path():
+    # The benchmarks' load generator is no registered name: the worker process imports it itself.
+    engine = Engine(LOAD_GENERATOR, {"seconds_per_bar": 0.001}, seed=1)
+    engine.start()
+    try:
+        assert engine.wait_first_bar(30)
+        assert not engine.errors
+    finally:
+        engine.close()

@@ -7,17 +7,18 @@ import statistics
 import pytest
 
 from e2m_live.features import EmotionFeatures
-from e2m_live.live.generation import (
+from e2m_live.generators.base import SECTION_BARS, GeneratorUnavailable
+from e2m_live.generators.registry import (
     GENERATORS,
-    SECTION_BARS,
     GeneratorEntry,
-    GeneratorUnavailable,
-    RuleBasedGenerator,
     create_generator,
     register,
     resolve_generator,
+    unavailable_reason,
 )
+from e2m_live.generators.rules import RuleBasedGenerator
 from e2m_live.music import Bar, Note
+from e2m_live.testing.load import LOAD_GENERATOR
 
 
 def _section(**features) -> list[Bar]:
@@ -94,3 +95,15 @@ def test_registry_falls_back_to_rules_when_a_generator_is_unavailable():
     assert resolve_generator("rules") == ("rules", None)
     with pytest.raises(GeneratorUnavailable, match="no generator named"):
         create_generator("nonexistent")
+
+
+def test_an_import_path_names_a_generator_outside_the_registry():
+    # The benchmarks' CPU-load generator is not registered: the daemon and its worker import it by path.
+    assert LOAD_GENERATOR not in GENERATORS and "rules+load" not in GENERATORS
+    assert resolve_generator(LOAD_GENERATOR) == (LOAD_GENERATOR, None)
+    features = EmotionFeatures(energy=0.6)
+    loaded = list(create_generator(LOAD_GENERATOR, seconds_per_bar=0.0).generate(features, seed=7))
+    assert [b.notes for b in loaded] == [b.notes for b in RuleBasedGenerator().generate(features, seed=7)]
+    assert "cannot import" in unavailable_reason("e2m_live.nowhere:factory")
+    assert "cannot import" in unavailable_reason("e2m_live.testing.load:nothing")
+    assert "not callable" in unavailable_reason("e2m_live.testing.load:LOAD_GENERATOR")

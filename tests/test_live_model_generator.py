@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from e2m_live.features import EmotionFeatures
+from e2m_live.generators.base import SECTION_BARS
+from e2m_live.generators.model import ModelGenerator
+from e2m_live.generators.registry import GENERATORS, unavailable_reason
 from e2m_live.live.engine import Engine
-from e2m_live.live.generation import GENERATORS, SECTION_BARS, ModelGenerator, unavailable_reason
 from e2m_live.music import Bar, Note
 from tests.test_pipeline import models_root
 
@@ -74,7 +76,7 @@ def test_check_is_cheap_and_names_the_doctor(tmp_path: Path, monkeypatch: pytest
     monkeypatch.delenv("E2M_FIGARO_DIR", raising=False)
     reason = unavailable_reason("model")
     assert reason is not None and "e2m-live doctor" in reason and "planner" in reason
-    code = ("import sys; from e2m_live.live.generation import unavailable_reason; "
+    code = ("import sys; from e2m_live.generators.registry import unavailable_reason; "
             "unavailable_reason('model'); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "E2M_MODELS_DIR": str(tmp_path)})

@@ -1,7 +1,7 @@
 """The generation worker's memory stays flat (issue 20): the model generator driven as the worker drives
 it, a new request every two bars with other features and arrangements, in a fresh process; its resident
 memory after the warm-up sections may not keep growing. Before the fix it grew by about 1 MB a section
-(glibc's sliding mmap threshold, see ``e2m_live.live.generation.bound_native_heap``)."""
+(glibc's sliding mmap threshold, see ``e2m_live.generators.heap.bound_native_heap``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from e2m_live.figaro.decode import MASK_CACHE_SIZE
-from e2m_live.live.generation import bound_native_heap
+from e2m_live.generators.heap import bound_native_heap
 from e2m_live.models import missing_models
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: turns the heap settings off (how the growth was measured, see the module docstring).
 DRIVER = r"""
 import json, os, random, sys
-import e2m_live.live.generation as generation
+import e2m_live.generators.model as generation  # the module whose heap helpers ModelGenerator calls
 if "--no-fix" in sys.argv:
     generation.bound_native_heap = generation.trim_native_heap = lambda: None
 from e2m_live.arrangement import Arrangement

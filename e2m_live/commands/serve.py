@@ -18,9 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from e2m_live.generators.base import GeneratorUnavailable
     from e2m_live.live.config import ConfigError, config_from_args
     from e2m_live.live.daemon import Daemon
-    from e2m_live.live.generation import GeneratorUnavailable
     from e2m_live.live.realtime import DAEMON_PRIORITY, make_realtime
 
     try:  # settings first: a bad one is a one-line error before anything starts

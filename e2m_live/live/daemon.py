@@ -20,11 +20,11 @@ from typing import Any, TextIO
 
 from e2m_live.arrangement import Arrangement, ArrangementError
 from e2m_live.features import FEATURE_ORDER, MOODS, EmotionFeatures, FeatureError
+from e2m_live.generators.registry import resolve_generator
 from e2m_live.live.addresses import SCENE_SLOTS, Command, OscRejected, parse_message
 from e2m_live.live.clock import Clock, InternalClock
 from e2m_live.live.config import LiveConfig, parse_host_port
 from e2m_live.live.engine import Engine
-from e2m_live.live.generation import resolve_generator
 from e2m_live.live.link import LinkClock, SyncUnavailable
 from e2m_live.live.measured import MeasuredFeatures, measured_messages
 from e2m_live.live.osc import ERROR_ADDRESS, OscServer, Reply

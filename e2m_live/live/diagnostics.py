@@ -88,7 +88,7 @@ def midi_checks() -> list[Check]:
 
 
 def model_checks() -> list[Check]:
-    from e2m_live.live.generation import GENERATORS, unavailable_reason
+    from e2m_live.generators.registry import GENERATORS, unavailable_reason
 
     checks = []
     for name, entry in GENERATORS.items():

@@ -39,7 +39,8 @@ from typing import Any
 
 from e2m_live.arrangement import Arrangement
 from e2m_live.features import KEY_NAMES, EmotionFeatures
-from e2m_live.live.generation import SECTION_BARS, create_generator
+from e2m_live.generators.base import SECTION_BARS
+from e2m_live.generators.registry import create_generator
 from e2m_live.live.player import BarStarted, PlannedBar
 from e2m_live.live.transform import adaptation
 from e2m_live.music import Bar

@@ -6,8 +6,8 @@ from typing import Any
 
 from e2m_live.arrangement import instrument_name
 from e2m_live.features import FEATURE_ORDER, MOODS
+from e2m_live.generators.base import SECTION_BARS
 from e2m_live.live.addresses import ADDRESSES, Argument, OscAddress
-from e2m_live.live.generation import SECTION_BARS
 
 
 def _argument(arg: Argument) -> dict[str, Any]:

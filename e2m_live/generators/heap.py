@@ -1,0 +1,50 @@
+"""The generation worker's native heap: keep glibc from holding on to what decoding frees (issue 20)."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import sys
+
+#: glibc's ``mallopt`` parameter numbers (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: Blocks from this size up are mmap()ed and go back to the system when freed.
+MMAP_THRESHOLD = 128 * 1024
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt, libc.malloc_trim  # noqa: B018 - glibc only (musl has neither)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def bound_native_heap() -> bool:
+    """Keep glibc from holding on to the memory a long decoding session frees (Linux, glibc).
+
+    Measured (issue 20): the worker's RSS grew by about 1 MB per abandoned section, with no growth in
+    Python objects (``tracemalloc``: +0.5 MB over 34 sections). glibc raises its mmap threshold to the
+    largest block freed so far (up to 32 MB; loading the weights frees large ones), so the decoder's
+    per-window buffers (KV cache, cross-attention keys and values: 0.25-2 MB each) then come from the
+    heap, which fragments as they are freed and reallocated. A fixed threshold (setting it turns the
+    sliding one off) sends them back to mmap; the worker also trims after every section
+    (:func:`trim_native_heap`). Returns False where this is not glibc.
+    """
+    libc = _glibc()
+    if libc is None:
+        return False
+    ok = libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+    return libc.mallopt(_M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD) == 1 and ok
+
+
+def trim_native_heap() -> None:
+    """Return free heap pages to the system (glibc ``malloc_trim``; a no-op elsewhere)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)

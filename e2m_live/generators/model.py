@@ -1,0 +1,122 @@
+"""The model generator: the planner + FIGARO decoder (:mod:`e2m_live.pipeline`) in the worker process."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from e2m_live.arrangement import Arrangement
+from e2m_live.features import EmotionFeatures
+from e2m_live.generators.base import SECTION_BARS, GeneratorUnavailable
+from e2m_live.generators.heap import bound_native_heap, trim_native_heap
+from e2m_live.generators.rules import RuleBasedGenerator
+from e2m_live.music import Bar
+
+
+class ModelGenerator:
+    """The planner LSTMs + FIGARO decoder (:mod:`e2m_live.pipeline`), loaded in the worker process.
+
+    Construction is instant: the models load on a background thread, so the worker reports
+    ``ready`` at once. With ``warm_start`` (default), a section requested while the models are
+    still loading opens with one rule-based bar (so the daemon has a bar to play within a second
+    of starting); the model then decodes the section's other bars, primed with it. Bars are yielded
+    as soon as each is decoded; a prime bar this generator made itself is fed back as its own tokens
+    (and its description bar), any other bar is converted to tokens.
+    """
+
+    def __init__(self, *, threads: int = 1, models_dir: str | None = None, quantize: str | None = "int8",
+                 temperature: float = 1.0, top_p: float | None = None, max_tokens_per_bar: int = 512,
+                 remember: int = 2 * SECTION_BARS, warm_start: bool = True,
+                 ensemble_seed: int | None = None, planner: str = "class-lstm") -> None:
+        import os
+        import threading
+
+        # Before torch (and OpenMP) load in this process: passive OpenMP waiting (see e2m_live.pipeline).
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        bound_native_heap()  # before the weights load (see bound_native_heap)
+        self.threads, self.models_dir, self.quantize = threads, models_dir, quantize
+        self.planner = planner
+        self.temperature = temperature
+        self.top_p = top_p
+        self.max_tokens_per_bar = max_tokens_per_bar
+        self.warm_start = warm_start
+        self.remember = remember
+        self.load_seconds: float | None = None
+        self._pipeline: Any = None
+        self._error: BaseException | None = None
+        self._made: dict[tuple, tuple[list[str], list[str]]] = {}  # our bars -> (tokens, description)
+        # One auto-ensemble draw for the generator's life: the band stays from section to section,
+        # and a fader crosses a role's threshold once (drums come in as danceability rises, and stay).
+        if ensemble_seed is None:
+            ensemble_seed = random.SystemRandom().randrange(2**31)
+        self.ensemble_seed = ensemble_seed
+        self._loader = threading.Thread(target=self._load, name="e2m-model-load", daemon=True)
+        self._loader.start()
+
+    def _load(self) -> None:
+        started = time.monotonic()
+        try:
+            from e2m_live.pipeline import Pipeline
+
+            self._pipeline = Pipeline.load(self.models_dir, threads=self.threads, quantize=self.quantize,
+                                           planner=self.planner)
+        except Exception as error:  # reported by generate(), in the worker's error channel
+            self._error = error
+        trim_native_heap()  # what loading and quantising freed
+        self.load_seconds = time.monotonic() - started
+
+    @property
+    def pipeline(self) -> Any:
+        """The loaded :class:`~e2m_live.pipeline.Pipeline` (waits for the background load)."""
+        self._loader.join()
+        if self._error is not None:
+            raise GeneratorUnavailable(f"the model could not be loaded: {self._error}")
+        return self._pipeline
+
+    @staticmethod
+    def _key(bar: Bar) -> tuple:
+        return (tuple(bar.notes), bar.numerator, bar.denominator)
+
+    def generate(
+        self, features: EmotionFeatures, *, prime: Bar | None = None, seed: int | None = None,
+        arrangement: Arrangement | None = None,
+    ) -> Iterator[Bar]:
+        from e2m_live.pipeline import DecodingOptions
+
+        first = 0
+        if self.warm_start and self._loader.is_alive():
+            prime = next(iter(RuleBasedGenerator().generate(features, prime=prime, seed=seed,
+                                                            arrangement=arrangement)))
+            yield prime
+            first = 1
+        pipeline = self.pipeline
+        options = DecodingOptions(temperature=self.temperature, top_p=self.top_p,
+                                  max_tokens_per_bar=self.max_tokens_per_bar)
+        known = self._made.get(self._key(prime)) if prime is not None else None
+        prime_tokens: Any = known[0] if known else prime
+        prime_description = known[1] if known else None
+        section = pipeline.generate(features, bars=SECTION_BARS - first, seed=seed,
+                                    temperature=self.temperature, prime=prime_tokens,
+                                    prime_description=prime_description, options=options,
+                                    arrangement=arrangement, ensemble_seed=self.ensemble_seed)
+        try:
+            for generated in section:
+                self._made[self._key(generated.bar)] = (generated.tokens, generated.description)
+                while len(self._made) > self.remember:
+                    self._made.pop(next(iter(self._made)))
+                bar = generated.bar
+                bar.index += first
+                yield bar
+        finally:  # also when the worker abandons the section for a newer request
+            section.close()
+            trim_native_heap()
+
+
+def model_unavailable_reason() -> str | None:
+    """Cheap: are the weight files there? (no torch import)."""
+    from e2m_live.models import missing_models
+
+    problems = missing_models()
+    return "; ".join(problems) + " (see `e2m-live doctor`)" if problems else None
