@@ -1,8 +1,10 @@
 """The ten emotion controls, with Spotify's audio-feature semantics and ranges.
 
 :class:`EmotionFeatures` is the value the performer steers (OSC faders, mood presets) and the
-label the models are trained on. Field order, ranges and the normalised model-input vector are
-defined once here; see ``docs/features.md`` for the table and the mood presets.
+label the models are trained on. :data:`FEATURES` holds one :class:`FeatureSpec` per feature
+(range, whole numbers or not, unit, help, what a live control does out of range); the
+validation here, the OSC address table, the command-line flags and the daemon's configuration
+are derived from it. See ``docs/features.md`` for the table and the mood presets.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 __all__ = [
+    "FEATURES",
     "FEATURE_ORDER",
     "INTEGER_FIELDS",
     "KEY_NAMES",
@@ -24,10 +27,12 @@ __all__ = [
     "RANGES",
     "EmotionFeatures",
     "FeatureError",
+    "FeatureSpec",
     "clamp",
     "key_name",
     "parse_key",
     "parse_mode",
+    "parse_names",
 ]
 
 
@@ -35,37 +40,41 @@ class FeatureError(ValueError):
     """A feature value is missing, of the wrong type or outside its range."""
 
 
-#: Field order of :class:`EmotionFeatures`, of its vector, of ``/e2m/features`` and of the JSON.
-FEATURE_ORDER: tuple[str, ...] = (
-    "energy",
-    "valence",
-    "loudness",
-    "instrumentalness",
-    "danceability",
-    "acousticness",
-    "key",
-    "mode",
-    "time_signature",
-    "tempo",
-)
+#: What a live control (OSC, the browser surface) does with a number outside a feature's range,
+#: or with a fraction for a whole-number feature: ``clamp`` (or round) it and say so, or ``reject`` it.
+Policy = Literal["clamp", "reject"]
 
-#: Inclusive range of every field. Tempo 40..240 BPM covers Spotify's tempo estimates
-#: (the 1,248 seed tracks span 62..205 BPM) with room for very slow and very fast material.
-RANGES: dict[str, tuple[float, float]] = {
-    "energy": (0.0, 1.0),
-    "valence": (0.0, 1.0),
-    "loudness": (-60.0, 0.0),
-    "instrumentalness": (0.0, 1.0),
-    "danceability": (0.0, 1.0),
-    "acousticness": (0.0, 1.0),
-    "key": (0, 11),
-    "mode": (0, 1),
-    "time_signature": (3, 7),
-    "tempo": (40.0, 240.0),
-}
 
-#: Fields that hold whole numbers (pitch class, minor/major, beats per bar).
-INTEGER_FIELDS: frozenset[str] = frozenset({"key", "mode", "time_signature"})
+@dataclass(frozen=True, slots=True)
+class FeatureSpec:
+    """One feature, the single source every consumer derives from: the validation of
+    :class:`EmotionFeatures` (:func:`clamp` too), the OSC address table's arguments and feedback,
+    the command-line flags and the ``[features]`` keys of the daemon's TOML configuration."""
+
+    name: str
+    low: float  #: inclusive range (an ``int`` for whole-number features)
+    high: float
+    help: str  #: one line for ``--help``; ``{range}`` stands for ``low..high``
+    integer: bool = False  #: whole numbers only (pitch class, minor/major, beats per bar)
+    unit: str = ""  #: shown beside the range (docs/osc.md, the patches)
+    names: tuple[str, ...] = ()  #: value ``i`` is called ``names[i]`` (key: C..B; mode: minor, major)
+    parse_name: Callable[[str], int] | None = None  #: a name (aliases too) -> value, for ``names``
+    out_of_range: Policy = "clamp"  #: a live control outside the range: clamped (and reported) or rejected
+    fraction: Policy = "clamp"  #: a live control's fraction for an ``integer`` feature: rounded or rejected
+
+    @property
+    def range(self) -> str:
+        """``"0..1"``, ``"-60..0"``, ``"40..240"``."""
+        return f"{self.low:g}..{self.high:g}"
+
+    def describe(self) -> str:
+        """``"an integer in 3..7"``, ``"a number in 0..1"`` (the validation messages' wording)."""
+        return f"an integer in {self.range}" if self.integer else f"a number in {self.range}"
+
+    def flag_help(self) -> str:
+        """The command-line help, e.g. ``"BPM, 40..240"``."""
+        return self.help.format(range=self.range)
+
 
 #: Pitch-class names, sharps for the black keys (as pretty_midi names notes).
 KEY_NAMES: tuple[str, ...] = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -114,29 +123,55 @@ def parse_mode(name: str | int) -> int:
     raise FeatureError(f"mode must be 'major', 'minor', 0 or 1, got {name!r}")
 
 
-def _range_text(field: str) -> str:
-    low, high = RANGES[field]
-    if field in INTEGER_FIELDS:
-        return f"an integer in {int(low)}..{int(high)}"
-    return f"a number in {low:g}..{high:g}"
+#: The ten features, in the field order of :class:`EmotionFeatures`, of its vector, of
+#: ``/e2m/features`` and of the JSON. Tempo 40..240 BPM covers Spotify's tempo estimates (the
+#: 1,248 seed tracks span 62..205 BPM) with room for very slow and very fast material. Key and
+#: mode reject what is out of range (a pitch class 12 or a mode 2 means nothing near), and key
+#: rejects fractions (3.5 names no pitch class; a mode toggle's 0.7 rounds to major).
+FEATURES: dict[str, FeatureSpec] = {spec.name: spec for spec in (
+    FeatureSpec("energy", 0.0, 1.0, "intensity and activity, {range}"),
+    FeatureSpec("valence", 0.0, 1.0, "musical positiveness, {range}"),
+    FeatureSpec("loudness", -60.0, 0.0, "overall loudness in dB, {range}", unit="dB"),
+    FeatureSpec("instrumentalness", 0.0, 1.0, "absence of a sung line, {range}"),
+    FeatureSpec("danceability", 0.0, 1.0, "suitability for dancing, {range}"),
+    FeatureSpec("acousticness", 0.0, 1.0, "acoustic rather than electric/electronic sound, {range}"),
+    FeatureSpec("key", 0, 11, "tonic: C, C#, Db, ... B or {range}", integer=True, names=KEY_NAMES,
+                parse_name=parse_key, out_of_range="reject", fraction="reject"),
+    FeatureSpec("mode", 0, 1, "major or minor (1/0)", integer=True, names=("minor", "major"),
+                parse_name=parse_mode, out_of_range="reject"),
+    FeatureSpec("time_signature", 3, 7, "beats per bar, {range}", integer=True, unit="beats/bar"),
+    FeatureSpec("tempo", 40.0, 240.0, "BPM, {range}", unit="BPM"),
+)}
+
+#: Field order of :class:`EmotionFeatures`, of its vector, of ``/e2m/features`` and of the JSON.
+FEATURE_ORDER: tuple[str, ...] = tuple(FEATURES)
+#: Inclusive range of every field.
+RANGES: dict[str, tuple[float, float]] = {name: (spec.low, spec.high) for name, spec in FEATURES.items()}
+#: Fields that hold whole numbers (pitch class, minor/major, beats per bar).
+INTEGER_FIELDS: frozenset[str] = frozenset(name for name, spec in FEATURES.items() if spec.integer)
+
+
+def _spec(field: str) -> FeatureSpec:
+    spec = FEATURES.get(field)
+    if spec is None:
+        raise FeatureError(f"unknown feature {field!r}; features are {', '.join(FEATURE_ORDER)}")
+    return spec
 
 
 def _check_value(field: str, value: Any) -> int | float:
     """Validate one value and return it as ``int`` (integer fields) or ``float``."""
-    if field not in RANGES:
-        raise FeatureError(f"unknown feature {field!r}; features are {', '.join(FEATURE_ORDER)}")
+    spec = _spec(field)
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise FeatureError(f"{field} must be {_range_text(field)}, got {value!r}")
+        raise FeatureError(f"{field} must be {spec.describe()}, got {value!r}")
     number = float(value)
     if not math.isfinite(number):
-        raise FeatureError(f"{field} must be {_range_text(field)}, got {value!r}")
-    low, high = RANGES[field]
-    if field in INTEGER_FIELDS:
+        raise FeatureError(f"{field} must be {spec.describe()}, got {value!r}")
+    if spec.integer:
         if number != round(number):
-            raise FeatureError(f"{field} must be {_range_text(field)}, got {value!r}")
+            raise FeatureError(f"{field} must be {spec.describe()}, got {value!r}")
         number = round(number)
-    if not low <= number <= high:
-        raise FeatureError(f"{field} must be {_range_text(field)}, got {value!r}")
+    if not spec.low <= number <= spec.high:
+        raise FeatureError(f"{field} must be {spec.describe()}, got {value!r}")
     return number
 
 
@@ -146,19 +181,28 @@ def clamp(field: str, value: float) -> tuple[int | float, bool]:
     Integer fields are rounded to the nearest whole number first (rounding alone does not
     count as clamping). Raises :class:`FeatureError` for an unknown field or a non-finite value.
     """
-    if field not in RANGES:
-        raise FeatureError(f"unknown feature {field!r}; features are {', '.join(FEATURE_ORDER)}")
+    spec = _spec(field)
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise FeatureError(f"{field} must be a number, got {value!r}")
     number = float(value)
     if not math.isfinite(number):
         raise FeatureError(f"{field} must be a finite number, got {value!r}")
-    low, high = RANGES[field]
-    if field in INTEGER_FIELDS:
+    if spec.integer:
         number = float(round(number))
-    clamped = min(max(number, low), high)
-    result: int | float = int(clamped) if field in INTEGER_FIELDS else clamped
+    clamped = min(max(number, spec.low), spec.high)
+    result: int | float = int(clamped) if spec.integer else clamped
     return result, clamped != number
+
+
+def parse_names(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with every name turned into its number (``{"key": "F#"}`` -> ``{"key": 6}``);
+    features without names, and numbers, are left as they are (the dataclass checks them)."""
+    parsed = dict(values)
+    for name, value in values.items():
+        spec = FEATURES.get(name)
+        if isinstance(value, str) and spec is not None and spec.parse_name is not None:
+            parsed[name] = spec.parse_name(value)
+    return parsed
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,12 +278,7 @@ class EmotionFeatures:
             raise FeatureError(f"unknown feature(s) {', '.join(map(str, unknown))}")
         if missing:
             raise FeatureError(f"missing feature(s) {', '.join(missing)}")
-        values = dict(data)
-        if isinstance(values["key"], str):
-            values["key"] = parse_key(values["key"])
-        if isinstance(values["mode"], str):
-            values["mode"] = parse_mode(values["mode"])
-        return cls(**values)
+        return cls(**parse_names(data))
 
     def to_json(self) -> str:
         """JSON object with the ten fields in :data:`FEATURE_ORDER`."""
@@ -262,11 +301,7 @@ class EmotionFeatures:
             raise FeatureError(
                 f"unknown feature(s) {', '.join(unknown)}; features are {', '.join(FEATURE_ORDER)}"
             )
-        if isinstance(changes.get("key"), str):
-            changes["key"] = parse_key(changes["key"])
-        if isinstance(changes.get("mode"), str):
-            changes["mode"] = parse_mode(changes["mode"])
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **parse_names(changes))
 
     @property
     def key_label(self) -> str:

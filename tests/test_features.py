@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from e2m_live.features import (
     FEATURE_ORDER,
+    FEATURES,
     INTEGER_FIELDS,
     KEY_NAMES,
     MOODS,
@@ -21,6 +22,7 @@ from e2m_live.features import (
     key_name,
     parse_key,
     parse_mode,
+    parse_names,
 )
 
 
@@ -250,3 +252,25 @@ def test_moods_sit_in_their_russell_quadrant() -> None:
     # Louder and faster with more arousal, as in the Spotify tables.
     assert MOODS["angry"].loudness > MOODS["sad"].loudness
     assert MOODS["happy"].tempo > MOODS["calm"].tempo
+
+
+def test_one_spec_per_feature_drives_the_derived_tables() -> None:
+    assert tuple(FEATURES) == FEATURE_ORDER
+    for name, spec in FEATURES.items():
+        assert spec.name == name and RANGES[name] == (spec.low, spec.high)
+        assert (name in INTEGER_FIELDS) == spec.integer
+        assert spec.low <= getattr(EmotionFeatures(), name) <= spec.high
+        assert spec.out_of_range in ("clamp", "reject") and spec.fraction in ("clamp", "reject")
+        assert bool(spec.names) == (spec.parse_name is not None)
+        for value, label in enumerate(spec.names):  # every name parses back to its value
+            assert spec.parse_name(label) == value
+        assert "{" not in spec.flag_help()
+    assert FEATURES["tempo"].flag_help() == "BPM, 40..240"
+    assert FEATURES["key"].describe() == "an integer in 0..11"
+
+
+def test_parse_names_turns_names_into_values_and_leaves_the_rest() -> None:
+    assert parse_names({"key": "Bb", "mode": "minor", "energy": 0.3, "tempo": "fast"}) == {
+        "key": 10, "mode": 0, "energy": 0.3, "tempo": "fast"}
+    with pytest.raises(FeatureError, match="key"):
+        parse_names({"key": "H"})

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from e2m_live.arrangement import ENSEMBLE_NAMES, Arrangement
-from e2m_live.features import FEATURE_ORDER, RANGES
+from e2m_live.features import FEATURE_ORDER, FEATURES, RANGES
 from e2m_live.live.addresses import ADDRESSES, INPUTS, OscRejected, parse_message, render_markdown
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "osc.md"
@@ -133,3 +133,29 @@ def test_arrangement_feedback_is_in_the_table_and_the_docs():
                     "/e2m/state/instruments", "/e2m/state/muted"):
         assert f"`{address}`" in doc
     assert "any number of `instrument`" in doc
+
+
+def test_feature_arguments_and_feedback_follow_the_feature_schema():
+    outputs = {a.address: a for a in ADDRESSES if a.direction == "out"}
+    for name, spec in FEATURES.items():
+        (single,) = INPUTS[f"/e2m/{name}"].arguments
+        in_all = INPUTS["/e2m/features"].arguments[FEATURE_ORDER.index(name)]
+        for arg in (single, in_all):
+            assert (arg.low, arg.high, arg.out_of_range) == (spec.low, spec.high, spec.out_of_range)
+            assert ("s" in arg.types) == bool(spec.names)
+        assert (single.unit, single.choices) == (spec.unit, spec.names)
+        for address in (f"/e2m/state/{name}", f"/e2m/state/measured/{name}"):
+            (state,) = outputs[address].arguments
+            assert state.types == ("i" if spec.integer else "f") and (state.low, state.high) == RANGES[name]
+    assert [a.types for a in outputs["/e2m/state/features"].arguments] == [
+        "i" if FEATURES[n].integer else "f" for n in FEATURE_ORDER]
+
+
+def test_fractions_of_whole_number_features_round_or_are_rejected_as_the_schema_says():
+    assert FEATURES["key"].fraction == "reject"
+    with pytest.raises(OscRejected, match=r"key must be an integer 0\.\.11"):
+        parse_message("/e2m/key", [3.5])
+    assert parse_message("/e2m/mode", [0.7]).changes == {"mode": 1}
+    assert parse_message("/e2m/time_signature", [4.4]).changes == {"time_signature": 4}
+    with pytest.raises(OscRejected, match=r"mode must be in 0\.\.1"):
+        parse_message("/e2m/mode", [2])

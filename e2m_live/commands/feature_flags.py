@@ -1,7 +1,8 @@
 """Command-line flags for the ten emotion features, shared by ``e2m-live plan`` and ``generate``.
 
-``add_feature_arguments(parser)`` adds ``--mood`` and one flag per feature, named after it
-(``--energy``, ``--time-signature``, ``--key F#``, ``--mode minor``, ...).
+``add_feature_arguments(parser)`` adds ``--mood`` and one flag per feature of
+:data:`e2m_live.features.FEATURES`, named after it (``--energy``, ``--time-signature``, ``--key F#``,
+``--mode minor``, ...), with the spec's help.
 ``features_from_args(args)`` starts from the mood preset (or the defaults of
 :class:`~e2m_live.features.EmotionFeatures`) and applies every flag given, so explicit flags
 override the mood. Bad values raise :class:`~e2m_live.commands.errors.UsageError` (one line, exit code 2).
@@ -25,29 +26,7 @@ from e2m_live.arrangement import (
     split_names,
 )
 from e2m_live.commands.errors import UsageError
-from e2m_live.features import (
-    FEATURE_ORDER,
-    INTEGER_FIELDS,
-    MOODS,
-    RANGES,
-    EmotionFeatures,
-    FeatureError,
-    parse_key,
-    parse_mode,
-)
-
-_HELP = {
-    "energy": "intensity and activity, 0..1",
-    "valence": "musical positiveness, 0..1",
-    "loudness": "overall loudness in dB, -60..0",
-    "instrumentalness": "absence of a sung line, 0..1",
-    "danceability": "suitability for dancing, 0..1",
-    "acousticness": "acoustic rather than electric/electronic sound, 0..1",
-    "key": "tonic: C, C#, Db, ... B or 0..11",
-    "mode": "major or minor (1/0)",
-    "time_signature": "beats per bar, 3..7",
-    "tempo": "BPM, 40..240",
-}
+from e2m_live.features import FEATURES, MOODS, EmotionFeatures, FeatureError
 
 
 def flag_name(feature: str) -> str:
@@ -62,24 +41,21 @@ def add_feature_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--mood", choices=sorted(MOODS), default=None, help="start from a mood preset (default: neutral)"
     )
-    for name in FEATURE_ORDER:
-        low, high = RANGES[name]
-        metavar = {"key": "KEY", "mode": "MODE"}.get(name, "N" if name in INTEGER_FIELDS else "X")
-        group.add_argument(
-            flag_name(name), dest=name, default=None, metavar=metavar, help=_HELP.get(name, f"{low}..{high}")
-        )
+    for name, spec in FEATURES.items():  # one flag per feature spec: its help, its kind of value
+        metavar = name.upper() if spec.names else ("N" if spec.integer else "X")
+        group.add_argument(flag_name(name), dest=name, default=None, metavar=metavar, help=spec.flag_help())
 
 
 def _convert(name: str, text: Any) -> int | float:
-    if name == "key":
-        return parse_key(text)
-    if name == "mode":
-        return parse_mode(text)
+    """A flag's text as the feature's value: a name (key, mode), a whole number or a number."""
+    spec = FEATURES[name]
+    if spec.parse_name is not None:
+        return spec.parse_name(text)
     try:
         number = float(text)
     except (TypeError, ValueError):
         raise FeatureError(f"{name} must be a number, got {text!r}") from None
-    if name in INTEGER_FIELDS:
+    if spec.integer:
         if number != int(number):
             raise FeatureError(f"{name} must be a whole number, got {text!r}")
         return int(number)
@@ -94,7 +70,7 @@ def features_from_args(args: argparse.Namespace) -> EmotionFeatures:
     base = MOODS[mood] if mood is not None else EmotionFeatures()
     changes: dict[str, int | float] = {}
     try:
-        for name in FEATURE_ORDER:
+        for name in FEATURES:
             value = getattr(args, name, None)
             if value is not None:
                 changes[name] = _convert(name, value)

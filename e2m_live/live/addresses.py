@@ -32,13 +32,11 @@ from e2m_live.arrangement import (
 )
 from e2m_live.features import (
     FEATURE_ORDER,
-    KEY_NAMES,
+    FEATURES,
+    INTEGER_FIELDS,
     MOODS,
-    RANGES,
     EmotionFeatures,
     FeatureError,
-    parse_key,
-    parse_mode,
 )
 
 PREFIX = "/e2m"
@@ -47,7 +45,7 @@ SCENE_SLOTS = 8
 #: The most bars a ramp or a scene recall may take.
 MAX_RAMP_BARS = 64
 #: Features a ramp moves smoothly (the whole-number ones switch at a ramp's end in a scene recall).
-RAMPABLE = tuple(n for n in FEATURE_ORDER if n not in ("key", "mode", "time_signature"))
+RAMPABLE = tuple(n for n in FEATURE_ORDER if n not in INTEGER_FIELDS)
 #: Clock sources for ``/e2m/sync`` and ``--sync``.
 SYNC_SOURCES = ("internal", "midi", "link")
 _DEFAULTS = EmotionFeatures()
@@ -102,9 +100,21 @@ class OscAddress:
         return "".join(a.types[0] for a in self.arguments)
 
 
-def _unit(name: str) -> Argument:
-    low, high = RANGES[name]
-    return Argument(name, "fi", low, high, default=getattr(_DEFAULTS, name))
+def _feature(name: str, detailed: bool = True) -> Argument:
+    """A feature as a control's argument, from its :class:`~e2m_live.features.FeatureSpec`: range,
+    clamp or reject, and the type tags (a named feature takes its names as strings too); ``detailed``
+    adds the names as choices and the unit (the one-feature addresses; ``/e2m/features`` omits them)."""
+    spec = FEATURES[name]
+    types = "is" if spec.names else ("i" if spec.integer else "fi")
+    return Argument(name, types, spec.low, spec.high, choices=spec.names if detailed else (),
+                    default=getattr(_DEFAULTS, name), unit=spec.unit if detailed else "",
+                    out_of_range=spec.out_of_range)
+
+
+def _state(name: str) -> Argument:
+    """A feature as a feedback argument: ``i`` for whole-number features, else ``f``, with its range."""
+    spec = FEATURES[name]
+    return Argument(name, "i" if spec.integer else "f", spec.low, spec.high)
 
 
 _FADER_EFFECT = {
@@ -122,38 +132,28 @@ QUICK_PICKS = "quick"
 
 ADDRESSES: tuple[OscAddress, ...] = (
     *(
-        OscAddress(f"{PREFIX}/{name}", (_unit(name),), name.capitalize(),
+        OscAddress(f"{PREFIX}/{name}", (_feature(name),), name.capitalize(),
                    f"set {name} ({_FADER_EFFECT[name]}); new material from the next ready bar")
         for name in ("energy", "valence", "danceability", "acousticness", "instrumentalness")
     ),
-    OscAddress(f"{PREFIX}/loudness", (Argument("loudness", "fi", -60.0, 0.0, default=_DEFAULTS.loudness,
-                                               unit="dB"),),
-               "Loudness", "set loudness (note velocities); new material from the next ready bar"),
-    OscAddress(f"{PREFIX}/key", (Argument("key", "is", 0, 11, choices=KEY_NAMES, default=_DEFAULTS.key,
-                                          out_of_range="reject"),),
-               "Key", "set the key (pitch class 0 = C, or a name such as F# or Bb)", control="menu"),
-    OscAddress(f"{PREFIX}/mode", (Argument("mode", "is", 0, 1, choices=("minor", "major"),
-                                           default=_DEFAULTS.mode, out_of_range="reject"),),
-               "Mode", "set the mode: 0 minor, 1 major", control="toggle"),
-    OscAddress(f"{PREFIX}/time_signature", (Argument("time_signature", "i", 3, 7,
-                                                     default=_DEFAULTS.time_signature, unit="beats/bar"),),
-               "Beats per bar", "set beats per bar (x/4); new material from the next ready bar",
+    OscAddress(f"{PREFIX}/loudness", (_feature("loudness"),), "Loudness",
+               "set loudness (note velocities); new material from the next ready bar"),
+    OscAddress(f"{PREFIX}/key", (_feature("key"),), "Key",
+               "set the key (pitch class 0 = C, or a name such as F# or Bb)", control="menu"),
+    OscAddress(f"{PREFIX}/mode", (_feature("mode"),), "Mode", "set the mode: 0 minor, 1 major",
+               control="toggle"),
+    OscAddress(f"{PREFIX}/time_signature", (_feature("time_signature"),), "Beats per bar",
+               "set beats per bar (x/4); new material from the next ready bar",
                control="number"),
-    OscAddress(f"{PREFIX}/tempo", (Argument("tempo", "fi", *RANGES["tempo"], default=_DEFAULTS.tempo,
-                                            unit="BPM"),),
-               "Tempo", "set the tempo; applies at the next bar line", control="number"),
-    OscAddress(f"{PREFIX}/features", tuple(
-        Argument(n, "is" if n in ("key", "mode") else ("i" if n == "time_signature" else "fi"),
-                 *RANGES[n], default=getattr(_DEFAULTS, n),
-                 out_of_range="reject" if n in ("key", "mode") else "clamp")
-        for n in FEATURE_ORDER),
+    OscAddress(f"{PREFIX}/tempo", (_feature("tempo"),), "Tempo",
+               "set the tempo; applies at the next bar line", control="number"),
+    OscAddress(f"{PREFIX}/features", tuple(_feature(n, detailed=False) for n in FEATURE_ORDER),
                "All features", f"set all ten features at once, in the order {', '.join(FEATURE_ORDER)}",
                control="multi"),
     OscAddress(f"{PREFIX}/mood", (Argument("mood", "s", choices=tuple(MOODS), default="happy",
                                            out_of_range="reject"),),
                "Mood", "apply a mood preset (all ten features)", control="menu"),
-    OscAddress(f"{PREFIX}/xy", (Argument("valence", "fi", 0.0, 1.0, default=_DEFAULTS.valence),
-                                Argument("energy", "fi", 0.0, 1.0, default=_DEFAULTS.energy)),
+    OscAddress(f"{PREFIX}/xy", (_feature("valence", detailed=False), _feature("energy", detailed=False)),
                "Valence / energy pad", "set valence (x) and energy (y) from an XY pad", control="xy"),
     OscAddress(f"{PREFIX}/key_lock", (Argument("key_lock", "fi", 0.0, 1.0, default=DEFAULT_KEY_LOCK),),
                "Key lock", "how strictly pitched instruments keep to the scale of key and mode: 1 scale "
@@ -243,14 +243,11 @@ ADDRESSES: tuple[OscAddress, ...] = (
                "Sync", "clock source, the tempo it runs at, 1 while its transport runs (internal: "
                "always), and Link peers (0 otherwise); sent on every bar line and change",
                direction="out", control="multi", group="state"),
-    OscAddress(f"{PREFIX}/state/features", tuple(
-        Argument(n, "i" if n in ("key", "mode", "time_signature") else "f", *RANGES[n])
-        for n in FEATURE_ORDER),
+    OscAddress(f"{PREFIX}/state/features", tuple(_state(n) for n in FEATURE_ORDER),
                "Features in force", "the ten features in force, in the order of /e2m/features",
                direction="out", control="multi", group="state"),
     *(
-        OscAddress(f"{PREFIX}/state/{name}", (Argument(name, "i" if name in ("key", "mode", "time_signature")
-                                                       else "f", *RANGES[name]),),
+        OscAddress(f"{PREFIX}/state/{name}", (_state(name),),
                    name, f"{name} in force (lets a controller's {name} widget follow other controllers)",
                    direction="out", control="fader", group="state")
         for name in FEATURE_ORDER
@@ -288,16 +285,12 @@ ADDRESSES: tuple[OscAddress, ...] = (
                                          Argument("x", "f", 0.0, 1.0)),
                "Morph", "the last scene morph: a, b and the position x", direction="out", control="multi",
                group="state"),
-    OscAddress(f"{PREFIX}/state/measured", tuple(
-        Argument(n, "i" if n in ("key", "mode", "time_signature") else "f", *RANGES[n])
-        for n in FEATURE_ORDER),
+    OscAddress(f"{PREFIX}/state/measured", tuple(_state(n) for n in FEATURE_ORDER),
                "Measured features", "the ten features re-estimated (e2m_live.analysis) from the notes "
                "played in the last 4 bars, in the order of /e2m/features; sent every bar",
                direction="out", control="multi", group="state"),
     *(
-        OscAddress(f"{PREFIX}/state/measured/{name}",
-                   (Argument(name, "i" if name in ("key", "mode", "time_signature") else "f",
-                             *RANGES[name]),),
+        OscAddress(f"{PREFIX}/state/measured/{name}", (_state(name),),
                    f"measured {name}", f"{name} re-estimated from the notes played in the last 4 bars "
                    "(beside /e2m/state/" + name + ", the one requested); sent every bar",
                    direction="out", control="fader", group="state")
@@ -356,25 +349,22 @@ def _show(value: Any) -> str:
 
 
 def _feature_value(arg: Argument, value: Any, notes: list[str]) -> int | float:
-    name = arg.name
-    try:
-        if name == "key":
-            if isinstance(value, str):
-                return parse_key(value)
-            number = _number(arg, value, notes)
-            if number != round(number):
-                raise OscRejected(f"key must be an integer 0..11 or a name such as F#, got {number:g}")
-            return int(number)
-        if name == "mode":
-            if isinstance(value, str):
-                return parse_mode(value)
-            return round(_number(arg, value, notes))
-    except FeatureError as error:
-        raise OscRejected(str(error)) from None
+    """One feature's value, by its spec: a name (key, mode), or a number clamped or rejected
+    (:func:`_number`, the argument carries the spec's policy); a whole-number feature's fraction is
+    rounded, or rejected where the spec says so (key)."""
+    spec = FEATURES[arg.name]
+    if isinstance(value, str) and spec.parse_name is not None:
+        try:
+            return spec.parse_name(value)
+        except FeatureError as error:
+            raise OscRejected(str(error)) from None
     number = _number(arg, value, notes)
-    if name == "time_signature":
-        return round(number)
-    return number
+    if not spec.integer:
+        return number
+    if number != round(number) and spec.fraction == "reject":
+        names = " or a name" if spec.names else ""
+        raise OscRejected(f"{spec.name} must be an integer {spec.range}{names}, got {number:g}")
+    return round(number)
 
 
 def parse_message(address: str, args: Sequence[Any]) -> Command:
@@ -448,8 +438,7 @@ def _ramp_or_scene(name: str, entry: OscAddress, args: list[Any], notes: list[st
             raise OscRejected(f"a ramp moves one of {', '.join(RAMPABLE)} (or 0..{len(RAMPABLE) - 1}), "
                               f"got {_show(feature)}")
         feature = feature.strip().lower()
-        low, high = RANGES[feature]
-        value = _number(Argument(feature, "fi", low, high), target, notes)
+        value = _number(_feature(feature, detailed=False), target, notes)
         return Command("ramp", {"feature": feature, "target": value,
                                 "bars": _whole(required[2], bars, notes)}, action="ramp", notes=notes)
     action = name.rsplit("/", 1)[-1]

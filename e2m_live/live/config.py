@@ -2,7 +2,8 @@
 
 A TOML file (``e2m-live serve --config live.toml``) sets any key at top level (``udp_port =
 9000``; the arrangement too: ``key_lock``, ``ensemble``, ``instruments``, ``muted``) and the
-starting features in a ``[features]`` table; a command-line flag (``--udp-port 9000``,
+starting features in a ``[features]`` table (the keys and ranges of
+:data:`e2m_live.features.FEATURES`); a command-line flag (``--udp-port 9000``,
 ``--instruments piano,drums``, ``--mute drums``) overrides the file. See ``examples/*.toml``.
 """
 
@@ -23,7 +24,7 @@ from e2m_live.arrangement import (
     ArrangementError,
     split_names,
 )
-from e2m_live.features import MOODS, EmotionFeatures, FeatureError
+from e2m_live.features import FEATURES, MOODS, EmotionFeatures, FeatureError
 
 
 class ConfigError(ValueError):
@@ -79,7 +80,9 @@ class LiveConfig:
         "endless: fresh 12-bar sections under the same features; loop: repeat the current 12 bars",
         choices=("endless", "loop")))
     mood: str = field(default="", metadata=_opt(f"starting mood preset ({', '.join(MOODS)})"))
-    tempo: float = field(default=0.0, metadata=_opt("starting tempo in BPM (default: from the features)"))
+    tempo: float = field(default=0.0, metadata=_opt(
+        f"starting tempo in {FEATURES['tempo'].unit}, {FEATURES['tempo'].range} "
+        "(default: from the features)"))
     seed: int = field(default=-1, metadata=_opt("random seed (-1: random)"))
     autoplay: bool = field(default=False, metadata=_opt(
         "start playing at once (otherwise wait for /e2m/play)"))
@@ -100,7 +103,8 @@ class LiveConfig:
         "SCHED_FIFO for the player thread (and, below it, the daemon's other threads) where permitted"))
     debounce_ms: float = field(default=30.0, metadata=_opt("wait this long after the last control change"))
     features: dict[str, Any] = field(default_factory=dict, metadata=_opt(
-        "starting features ([features] table in TOML)", cli=False))
+        f"starting features ([features] table in TOML; keys: {', '.join(FEATURES)}; "
+        f"{' and '.join(n for n, s in FEATURES.items() if s.names)} also by name)", cli=False))
     key_lock: float = field(default=DEFAULT_KEY_LOCK, metadata=_opt(
         "how strictly pitched instruments keep to the scale, 0..1 (1: scale tones only, 0: free)"))
     ensemble: str = field(default=AUTO, metadata=_opt(
