@@ -112,7 +112,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     from e2m_live.live.daemon import Daemon
     from e2m_live.live.osc import encode_message
     from e2m_live.live.realtime import DAEMON_PRIORITY, make_realtime
-    from tests.live_helpers import jack_server, start_daemon
+    from e2m_live.testing.daemon import start_daemon
+    from e2m_live.testing.jack import jack_server
 
     sys.setswitchinterval(0.0005)  # as `e2m-live serve` does
     result: dict = {"machine": {"cpus": os.cpu_count(), "load_avg_before": os.getloadavg()}}

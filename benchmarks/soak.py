@@ -303,7 +303,7 @@ class Soak:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from tests.live_helpers import JackMidiRecorder, jack_server
+    from e2m_live.testing.jack import JackMidiRecorder, jack_server
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -30,20 +30,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from e2m_live.testing.load import LOAD_GENERATOR  # noqa: E402
-from tests.live_helpers import (  # noqa: E402
-    JackClockMaster,
-    JackMidiRecorder,
+from e2m_live.testing.daemon import start_daemon, wait_until  # noqa: E402
+from e2m_live.testing.follow import (  # noqa: E402
     clock_schedule,
     continue_error,
     follow_figures,
-    jack_server,
-    jack_xruns,
     pulse_interval_errors,
     resume_schedule,
-    start_daemon,
-    wait_until,
 )
+from e2m_live.testing.jack import JackClockMaster, JackMidiRecorder, jack_server, jack_xruns  # noqa: E402
+from e2m_live.testing.load import LOAD_GENERATOR  # noqa: E402
 
 
 def _pct(values: list[float], scale: float = 1000.0) -> dict[str, float]:

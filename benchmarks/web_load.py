@@ -198,7 +198,7 @@ def main() -> int:
     parser.add_argument("--api-bars", type=int, default=4, help="bars per generation job in the api run")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
-    from tests.live_helpers import jack_server
+    from e2m_live.testing.jack import jack_server
 
     sys.setswitchinterval(0.0005)  # as `e2m-live serve` does
     result: dict = {"machine": {"cpus": os.cpu_count(), "load_avg_before": os.getloadavg()},

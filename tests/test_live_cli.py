@@ -13,7 +13,8 @@ import pytest
 
 from e2m_live.features import FEATURE_ORDER, MOODS, EmotionFeatures
 from e2m_live.live.config import ConfigError, build_config, load_toml
-from tests.live_helpers import osc_request, wait_until
+from e2m_live.testing.daemon import wait_until
+from tests.live_helpers import osc_request
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = (sys.executable, "-c", "import sys; from e2m_live.cli import main; sys.exit(main())")

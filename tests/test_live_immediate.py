@@ -24,7 +24,9 @@ from e2m_live.live.transform import (
     transpose_notes,
 )
 from e2m_live.music import Bar, Note
-from tests.live_helpers import JackMidiRecorder, jack, start_daemon  # noqa: F401 - jack is a fixture
+from e2m_live.testing.daemon import start_daemon
+from e2m_live.testing.jack import JackMidiRecorder
+from tests.live_helpers import jack  # noqa: F401 - jack is a fixture
 
 
 def _bar(pitches=(60, 64, 67, 71), drum=36) -> Bar:

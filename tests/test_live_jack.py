@@ -20,7 +20,9 @@ import pytest
 
 from e2m_live.description.extract import extract
 from e2m_live.live.osc import encode_message
-from tests.live_helpers import JackMidiRecorder, jack, osc_request, start_daemon  # noqa: F401
+from e2m_live.testing.daemon import start_daemon
+from e2m_live.testing.jack import JackMidiRecorder
+from tests.live_helpers import jack, osc_request  # noqa: F401
 
 pytestmark = pytest.mark.jack
 

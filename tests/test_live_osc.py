@@ -15,7 +15,8 @@ from e2m_live.live.config import build_config
 from e2m_live.live.daemon import Daemon
 from e2m_live.live.osc import ClientFilter, encode_message, length_prefix, slip_decode, slip_encode
 from e2m_live.live.outputs import CaptureOutput
-from tests.live_helpers import collect_osc, wait_until
+from e2m_live.testing.daemon import wait_until
+from tests.live_helpers import collect_osc
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ from e2m_live.live.daemon import Daemon
 from e2m_live.live.osc import encode_message
 from e2m_live.live.outputs import CaptureOutput
 from e2m_live.live.ramps import Ramps
-from tests.live_helpers import collect_osc, wait_until
+from e2m_live.testing.daemon import wait_until
+from tests.live_helpers import collect_osc
 
 BAR = 1.0
 

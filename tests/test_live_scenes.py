@@ -15,7 +15,8 @@ from e2m_live.live.config import build_config
 from e2m_live.live.daemon import Daemon
 from e2m_live.live.osc import encode_message
 from e2m_live.live.scenes import SceneBook, SceneError, morph
-from tests.live_helpers import collect_osc, wait_until
+from e2m_live.testing.daemon import wait_until
+from tests.live_helpers import collect_osc
 
 BAR = 1.0
 CALM = EmotionFeatures(energy=0.1, valence=0.2, loudness=-30.0, key=0, mode=1, tempo=240.0)

@@ -16,7 +16,8 @@ from pathlib import Path
 import mido
 
 from e2m_live.live.outputs import MidiFileRecorder
-from tests.live_helpers import osc_request, wait_until
+from e2m_live.testing.daemon import wait_until
+from tests.live_helpers import osc_request
 from tests.test_midi_tracks import assert_clean, read_tracks
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live_helpers import jack_available
+from e2m_live.testing.jack import jack_available
 
 REPO = Path(__file__).resolve().parents[1]
 SOAK = REPO / "benchmarks" / "soak.py"

@@ -31,7 +31,8 @@ from e2m_live.live.osc import encode_message
 from e2m_live.live.outputs import CaptureOutput, OutputSet
 from e2m_live.live.player import PlannedBar, Player
 from e2m_live.music import Bar, Note
-from tests.live_helpers import collect_osc, wait_until
+from e2m_live.testing.daemon import wait_until
+from tests.live_helpers import collect_osc
 
 JACK_PERIOD = 256 / 48000
 

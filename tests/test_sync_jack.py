@@ -15,20 +15,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.live_helpers import (
-    JackClockMaster,
-    JackMidiRecorder,
+from e2m_live.testing.daemon import start_daemon, wait_until
+from e2m_live.testing.follow import (
     clock_schedule,
     continue_error,
     follow_figures,
-    jack_available,
-    jack_server,
-    jack_xruns,
     pulse_interval_errors,
     resume_schedule,
-    start_daemon,
-    wait_until,
 )
+from e2m_live.testing.jack import JackClockMaster, JackMidiRecorder, jack_available, jack_server, jack_xruns
 
 pytestmark = pytest.mark.jack
 

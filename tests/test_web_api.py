@@ -19,11 +19,10 @@ from e2m_live.live.config import build_config
 from e2m_live.live.daemon import Daemon
 from e2m_live.live.outputs import find_soundfont
 from e2m_live.models import missing_models
+from e2m_live.testing.daemon import wait_until
 from e2m_live.web import WebSurface
 from e2m_live.web.api import MAX_BODY, GenerationApi, openapi_document, parse_request, routes_of
 from e2m_live.web.jobs import JobRunner
-
-from .live_helpers import wait_until
 
 QUEUE_SIZE = 2
 #: A small job: 2 bars, a short token budget (CPU is scarce where the suite runs).

@@ -14,9 +14,8 @@ from e2m_live.live.addresses import ADDRESSES, Argument, OscAddress
 from e2m_live.live.config import build_config
 from e2m_live.live.daemon import Daemon
 from e2m_live.live.osc import encode_message
+from e2m_live.testing.daemon import wait_until
 from e2m_live.web import WebSurface
-
-from .live_helpers import wait_until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 try:

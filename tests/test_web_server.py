@@ -18,11 +18,10 @@ from e2m_live.live.config import add_config_arguments, build_config, config_from
 from e2m_live.live.daemon import Daemon
 from e2m_live.live.osc import encode_message
 from e2m_live.music import Bar, Note
+from e2m_live.testing.daemon import wait_until
 from e2m_live.web import WebSurface, table_json
 from e2m_live.web.plan import bar_chord, bar_instruments
 from e2m_live.web.server import CLIENT_BACKLOG, _Client, interface_addresses
-
-from .live_helpers import wait_until
 
 
 def _daemon(**overrides) -> Daemon:
