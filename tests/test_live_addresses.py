@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from e2m_live.arrangement import ENSEMBLE_NAMES, Arrangement
 from e2m_live.features import FEATURE_ORDER, FEATURES, RANGES
-from e2m_live.live.addresses import ADDRESSES, INPUTS, OscRejected, parse_message, render_markdown
+from e2m_live.live.addresses import ADDRESSES, INPUTS, STATE, OscRejected, parse_message, render_markdown
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "osc.md"
 
@@ -159,3 +160,12 @@ def test_fractions_of_whole_number_features_round_or_are_rejected_as_the_schema_
     assert parse_message("/e2m/time_signature", [4.4]).changes == {"time_signature": 4}
     with pytest.raises(OscRejected, match=r"mode must be in 0\.\.1"):
         parse_message("/e2m/mode", [2])
+
+
+def test_the_daemon_sends_only_feedback_addresses_of_the_table():
+    source = (Path(__file__).resolve().parents[1] / "e2m_live" / "live" / "daemon.py").read_text()
+    used = set(re.findall(r'STATE\["([^"]+)"\]', source))
+    assert used and used <= set(STATE), used - set(STATE)
+    assert "/e2m/state/" not in source  # every feedback address comes from the table
+    assert STATE["bar"] == "/e2m/state/bar" and STATE["measured/key"] == "/e2m/state/measured/key"
+    assert all(STATE[name] == f"/e2m/state/{name}" for name in FEATURE_ORDER)

@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from e2m_live.cli import UsageError
+from e2m_live.commands.errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -303,6 +303,10 @@ ADDRESSES: tuple[OscAddress, ...] = (
 
 BY_ADDRESS: dict[str, OscAddress] = {a.address: a for a in ADDRESSES}
 INPUTS: dict[str, OscAddress] = {a.address: a for a in ADDRESSES if a.direction == "in"}
+#: The feedback addresses under ``/e2m/state/`` by their short name (``STATE["bar"] ==
+#: "/e2m/state/bar"``, ``STATE["measured/energy"]``): the daemon sends only what the table documents.
+STATE: dict[str, str] = {a.address.removeprefix(f"{PREFIX}/state/"): a.address for a in ADDRESSES
+                         if a.direction == "out" and a.address.startswith(f"{PREFIX}/state/")}
 
 
 class OscRejected(ValueError):

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from e2m_live.arrangement import Arrangement, ArrangementError
-from e2m_live.features import FEATURE_ORDER, MOODS, EmotionFeatures, FeatureError
+from e2m_live.features import FEATURE_ORDER, INTEGER_FIELDS, MOODS, EmotionFeatures, FeatureError
 from e2m_live.generators.registry import resolve_generator
-from e2m_live.live.addresses import SCENE_SLOTS, Command, OscRejected, parse_message
+from e2m_live.live.addresses import SCENE_SLOTS, STATE, Command, OscRejected, parse_message
 from e2m_live.live.clock import Clock, InternalClock
 from e2m_live.live.config import LiveConfig, parse_host_port
 from e2m_live.live.engine import Engine
@@ -43,9 +43,6 @@ from e2m_live.live.scenes import SceneBook, SceneError, morph
 from e2m_live.live.sync import describe_source, open_clock
 
 log = logging.getLogger(__name__)
-
-_INT_FIELDS = ("key", "mode", "time_signature")
-
 
 def default_audio_driver() -> str | None:
     """The audio driver FluidSynth plays to when none is configured: the platform's sound server,
@@ -270,7 +267,7 @@ class Daemon:
                 first = self.ramps.start(engine.features.to_dict(), {changes["feature"]: changes["target"]},
                                          changes["bars"])
                 self._set_features(engine.features.replace(**first), cancel=())
-            self._feedback.put([("/e2m/state/ramp", [changes["feature"], float(changes["target"]),
+            self._feedback.put([(STATE["ramp"], [changes["feature"], float(changes["target"]),
                                                      max(0, changes["bars"] - 1)])])
         elif command.kind == "scene":
             problem = self._scene(command)
@@ -294,7 +291,7 @@ class Daemon:
                 replies.append((ERROR_ADDRESS, [address, problem]))
         elif command.kind == "loop":
             engine.set_loop(command.flag)
-            self._feedback.put([("/e2m/state/loop", [int(command.flag)])])
+            self._feedback.put([(STATE["loop"], [int(command.flag)])])
         elif command.kind == "status":
             state = self.state_messages()
             replies += state
@@ -315,7 +312,7 @@ class Daemon:
             player.set_loudness(features.loudness, loudness_after)
         stopped = self.ramps.cancel(FEATURE_ORDER if cancel is None else cancel)
         self._feedback.put([*self._feature_messages(features),
-                            *(("/e2m/state/ramp", [r.feature, float(r.target), 0]) for r in stopped)])
+                            *((STATE["ramp"], [r.feature, float(r.target), 0]) for r in stopped)])
 
     def _scene(self, command: Command) -> str | None:
         """scene/store, scene/recall [bars], scene/morph; returns why not, or None."""
@@ -335,7 +332,7 @@ class Daemon:
                 else:
                     a, b, x = changes["a"], changes["b"], changes["x"]
                     self._set_features(morph(scenes.get(a), scenes.get(b), x))
-                    self._feedback.put([("/e2m/state/morph", [a, b, float(x)])])
+                    self._feedback.put([(STATE["morph"], [a, b, float(x)])])
         except (SceneError, OSError) as error:
             return str(error)
         self._feedback.put(self._scene_messages())
@@ -358,10 +355,10 @@ class Daemon:
 
     @staticmethod
     def _ramp_messages(ramps: list[Ramp]) -> list[Reply]:
-        return [("/e2m/state/ramp", [r.feature, float(r.target), r.bars_left]) for r in ramps]
+        return [(STATE["ramp"], [r.feature, float(r.target), r.bars_left]) for r in ramps]
 
     def _scene_messages(self) -> list[Reply]:
-        return [("/e2m/state/scene", [self.scenes.current]), ("/e2m/state/scenes", self.scenes.stored())]
+        return [(STATE["scene"], [self.scenes.current]), (STATE["scenes"], self.scenes.stored())]
 
     # ---- transport and sync ---------------------------------------------------------------------
     def _play(self) -> str | None:
@@ -450,7 +447,7 @@ class Daemon:
         clock = self.clock
         assert clock is not None
         peers = clock.peers if isinstance(clock, LinkClock) else 0
-        return ("/e2m/state/sync", [clock.source, float(round(clock.tempo, 3)), int(clock.running), peers])
+        return (STATE["sync"], [clock.source, float(round(clock.tempo, 3)), int(clock.running), peers])
 
     @staticmethod
     def _arranged(current: Arrangement, command: Command) -> Arrangement:
@@ -469,17 +466,17 @@ class Daemon:
     def _arrangement_messages(arrangement: Arrangement) -> list[Reply]:
         data = arrangement.to_dict()
         palette = arrangement.palette()
-        return [("/e2m/state/key_lock", [float(arrangement.key_lock)]),
-                ("/e2m/state/ensemble", [arrangement.ensemble]),
-                ("/e2m/state/instruments", list(palette) if palette is not None else ["auto"]),
-                ("/e2m/state/muted", data["muted"] or ["none"])]
+        return [(STATE["key_lock"], [float(arrangement.key_lock)]),
+                (STATE["ensemble"], [arrangement.ensemble]),
+                (STATE["instruments"], list(palette) if palette is not None else ["auto"]),
+                (STATE["muted"], data["muted"] or ["none"])]
 
     @staticmethod
     def _feature_messages(features: EmotionFeatures) -> list[Reply]:
-        values = [int(getattr(features, n)) if n in _INT_FIELDS else float(getattr(features, n))
+        values = [int(getattr(features, n)) if n in INTEGER_FIELDS else float(getattr(features, n))
                   for n in FEATURE_ORDER]
-        return [("/e2m/state/features", values),
-                *((f"/e2m/state/{n}", [v]) for n, v in zip(FEATURE_ORDER, values, strict=True))]
+        return [(STATE["features"], values),
+                *((STATE[n], [v]) for n, v in zip(FEATURE_ORDER, values, strict=True))]
 
     def state_messages(self) -> list[Reply]:
         """The full state, as sent in reply to ``/e2m/status``."""
@@ -487,11 +484,11 @@ class Daemon:
         assert engine is not None and player is not None
         bar = self._last_bar
         messages: list[Reply] = [
-            ("/e2m/state/playing", [int(player.playing)]),
-            ("/e2m/state/loop", [int(engine.loop)]),
-            ("/e2m/state/bar", [bar.number if bar else 0, bar.index if bar else 0]),
-            ("/e2m/state/lag", [player.late_bars, float(bar.lag_ms) if bar else 0.0]),
-            ("/e2m/state/plan", [self._last_plan or "nothing played yet"]),
+            (STATE["playing"], [int(player.playing)]),
+            (STATE["loop"], [int(engine.loop)]),
+            (STATE["bar"], [bar.number if bar else 0, bar.index if bar else 0]),
+            (STATE["lag"], [player.late_bars, float(bar.lag_ms) if bar else 0.0]),
+            (STATE["plan"], [self._last_plan or "nothing played yet"]),
             self.sync_message(),
             *self._feature_messages(engine.features),
             *self._arrangement_messages(engine.arrangement),
@@ -544,14 +541,14 @@ class Daemon:
         self.outputs.mark_bar(info.time, info.tempo, info.numerator, info.denominator)
         if self.engine is not None:
             self.engine.bar_started(info)
-        messages: list[Reply] = [("/e2m/state/bar", [info.number, info.index]),
-                                 ("/e2m/state/lag", [info.late_bars, float(info.lag_ms)]),
+        messages: list[Reply] = [(STATE["bar"], [info.number, info.index]),
+                                 (STATE["lag"], [info.late_bars, float(info.lag_ms)]),
                                  self.sync_message()]
         if isinstance(self.clock, LinkClock) and self.engine is not None:
             self.clock.quantum = self.engine.features.time_signature  # the bar is Link's quantum
         if info.plan != self._last_plan:
             self._last_plan = info.plan
-            messages.append(("/e2m/state/plan", [info.plan]))
+            messages.append((STATE["plan"], [info.plan]))
         if info.repeated:
             log.info("bar %d: next bar not ready, repeating material (%d late so far)", info.number,
                      info.late_bars)
@@ -571,7 +568,7 @@ class Daemon:
         self._feedback.put([(ERROR_ADDRESS, ["output", f"lost {name}: {why}; playing on without it"])])
 
     def _on_state(self, playing: bool) -> None:
-        self._feedback.put([("/e2m/state/playing", [int(playing)])])
+        self._feedback.put([(STATE["playing"], [int(playing)])])
         if not playing and self.measured is not None:
             self.measured.reset()
 
