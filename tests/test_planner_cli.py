@@ -18,7 +18,7 @@ from e2m_live.commands.feature_flags import (
     flag_name,
 )
 from e2m_live.description.grammar import validate
-from e2m_live.features import FEATURE_ORDER, MOODS, EmotionFeatures
+from e2m_live.features import FEATURE_ORDER, FEATURES, MOODS, EmotionFeatures
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -112,3 +112,13 @@ def test_plan_command_keeps_to_the_instruments_asked_for(capsys) -> None:
                                    "muted": ["Cello"]}
     assert all(set(bar["instruments"]) <= {"Violin"} for bar in data["bars"]), data["bars"]
     assert any(bar["instruments"] for bar in data["bars"])
+
+
+def test_flag_help_and_metavar_come_from_the_feature_schema() -> None:
+    parser = argparse.ArgumentParser()
+    add_feature_arguments(parser)
+    actions = {action.dest: action for action in parser._actions}
+    for name, spec in FEATURES.items():
+        assert actions[name].help == spec.flag_help()
+    assert (actions["tempo"].help, actions["key"].metavar, actions["time_signature"].metavar) == (
+        "BPM, 40..240", "KEY", "N")
