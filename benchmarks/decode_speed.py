@@ -48,13 +48,13 @@ def peak_rss_mb() -> float:
 def worker(args: argparse.Namespace) -> dict:
     import torch
 
+    from e2m_live.description.vocab import split_bars
     from e2m_live.figaro.config import FigaroConfig
     from e2m_live.figaro.constraints import DecodeRules
     from e2m_live.figaro.decode import (
         IncrementalDecoder,
         figaro_reference_decode,
         prepare_description,
-        split_bars,
     )
     from e2m_live.figaro.model import FigaroModel
 
@@ -118,8 +118,9 @@ def mask_cost(decoder, desc_tokens: list[str], budget: int, rules, key_lock: flo
     the last run's tokens: what the rules of issue 14 cost, apart from the model."""
     import torch
 
+    from e2m_live.description.vocab import split_bars
     from e2m_live.figaro.constraints import GrammarState, ScaleLock
-    from e2m_live.figaro.decode import bar_plan, split_bars
+    from e2m_live.figaro.decode import bar_plan
 
     plans = {k: bar_plan(bar, True) for k, bar in enumerate(split_bars(desc_tokens, "description"), start=1)}
     logits = torch.zeros(decoder.grammar.size, device=decoder.device)

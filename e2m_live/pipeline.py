@@ -58,7 +58,7 @@ import numpy as np  # noqa: E402
 
 from e2m_live.arrangement import Arrangement  # noqa: E402
 from e2m_live.description.grammar import Description  # noqa: E402
-from e2m_live.description.vocab import BAR_KEY, TEMPO_BINS, TEMPO_KEY  # noqa: E402
+from e2m_live.description.vocab import BAR_KEY, TEMPO_BINS, TEMPO_KEY, split_bars  # noqa: E402
 from e2m_live.features import EmotionFeatures  # noqa: E402
 from e2m_live.figaro.constraints import DecodeRules, groove_strength  # noqa: E402
 from e2m_live.models import ModelPaths, model_paths, require_models  # noqa: E402
@@ -160,18 +160,11 @@ def _check_seed(seed: object) -> None:
 
 
 def _split_description(description: Description | Sequence[str]) -> list[list[str]]:
-    tokens = description.tokens() if isinstance(description, Description) else list(description)
-    bars: list[list[str]] = []
-    for tok in tokens:
-        if tok.startswith(BAR_KEY + "_"):
-            bars.append([tok])
-        elif bars:
-            bars[-1].append(tok)
-        else:
-            raise PipelineError(f"a description must start with a {BAR_KEY}_* token, got {tok!r}")
-    if not bars:
-        raise PipelineError("empty description")
-    return bars
+    tokens = description.tokens() if isinstance(description, Description) else description
+    try:
+        return split_bars(tokens, "a description")
+    except ValueError as error:
+        raise PipelineError(str(error)) from None
 
 
 class Pipeline:

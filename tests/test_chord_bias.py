@@ -9,6 +9,7 @@ from functools import lru_cache
 import pytest
 import torch
 
+from e2m_live.description.vocab import split_bars
 from e2m_live.figaro.config import FigaroConfig
 from e2m_live.figaro.constraints import (
     CHORD_BIAS,
@@ -20,7 +21,7 @@ from e2m_live.figaro.constraints import (
     chord_timeline,
     steer_plans,
 )
-from e2m_live.figaro.decode import bar_plan, split_bars
+from e2m_live.figaro.decode import bar_plan
 from e2m_live.figaro.inputs import remi_vocab
 from e2m_live.figaro.model import FigaroModel
 from training.evaluate_figaro import GenerationSettings, main, parse_rule_overrides, steered_decoder_class

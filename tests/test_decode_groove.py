@@ -13,7 +13,7 @@ from functools import lru_cache
 import pytest
 import torch
 
-from e2m_live.description.vocab import DURATION_BINS
+from e2m_live.description.vocab import DURATION_BINS, split_bars
 from e2m_live.figaro.config import FigaroConfig
 from e2m_live.figaro.constraints import (
     BASS_RANGE,
@@ -29,7 +29,7 @@ from e2m_live.figaro.constraints import (
     groove_strength,
     pitch_range,
 )
-from e2m_live.figaro.decode import IncrementalDecoder, split_bars
+from e2m_live.figaro.decode import IncrementalDecoder
 from e2m_live.figaro.inputs import remi_vocab
 from e2m_live.figaro.model import FigaroModel
 

@@ -16,7 +16,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from e2m_live.description.vocab import DURATION_BINS
+from e2m_live.description.vocab import DURATION_BINS, split_bars
 from e2m_live.figaro.config import FigaroConfig
 from e2m_live.figaro.constraints import (
     KEY_LOCK_SHARPNESS,
@@ -33,7 +33,7 @@ from e2m_live.figaro.constraints import (
     bar_length_in_positions,
     density_notes,
 )
-from e2m_live.figaro.decode import IncrementalDecoder, bar_plan, split_bars
+from e2m_live.figaro.decode import IncrementalDecoder, bar_plan
 from e2m_live.figaro.inputs import remi_vocab
 from e2m_live.figaro.model import FigaroModel
 from e2m_live.key_profiles import KK_MAJOR

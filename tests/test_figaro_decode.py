@@ -8,13 +8,13 @@ from functools import lru_cache
 import pytest
 import torch
 
+from e2m_live.description.vocab import split_bars
 from e2m_live.figaro.config import FigaroConfig
 from e2m_live.figaro.constraints import bar_length_in_positions
 from e2m_live.figaro.decode import (
     IncrementalDecoder,
     figaro_reference_decode,
     prepare_description,
-    split_bars,
 )
 from e2m_live.figaro.inputs import remi_vocab as model_vocab
 from e2m_live.figaro.model import FigaroModel

@@ -31,7 +31,7 @@ from e2m_live.description.grammar import (
     parse,
     validate,
 )
-from e2m_live.description.vocab import SPECIALS, DescriptionVocab
+from e2m_live.description.vocab import SPECIALS, DescriptionVocab, split_bars
 from tests.conftest import REFERENCE, shared_missing_reason
 
 VOCAB = DescriptionVocab()
@@ -89,15 +89,6 @@ def accepts(tokens: list[str]) -> bool:
     except GrammarError:
         return False
     return True
-
-
-def split_bars(tokens: list[str]) -> list[list[str]]:
-    bars: list[list[str]] = []
-    for t in tokens:
-        if t.startswith("Bar_"):
-            bars.append([])
-        bars[-1].append(t)
-    return bars
 
 
 # --- reference data -----------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from e2m_live.description.vocab import TEMPO_BINS
+from e2m_live.description.vocab import TEMPO_BINS, split_bars
 from e2m_live.features import EmotionFeatures
 from e2m_live.models import ModelPaths, ModelsMissing, missing_models, model_paths, require_models
 from e2m_live.music import Bar, Note
@@ -60,7 +60,7 @@ def test_bars_carry_the_plans_time_signature_and_the_requested_tempo(pipeline: P
     bars = list(pipeline.decode(description, features, seed=5, options=SMALL))
     assert [g.index for g in bars] == [0, 1, 2]
     assert [g.description for g in bars] == [
-        [f"Bar_{i}", *tokens[1:]] for i, tokens in enumerate(_split(description.tokens()), start=1)]
+        [f"Bar_{i}", *tokens[1:]] for i, tokens in enumerate(split_bars(description.tokens()), start=1)]
     for generated in bars:
         assert generated.tokens[0] == f"Bar_{generated.index + 1}"
         assert generated.tokens[1] == "Time Signature_3/4"
@@ -69,15 +69,6 @@ def test_bars_carry_the_plans_time_signature_and_the_requested_tempo(pipeline: P
         tempos = {t for t in generated.tokens if t.startswith("Tempo_")}
         assert tempos <= {tempo_token(97.0)}
         assert all(0 <= n.start < 3.0 for n in generated.bar.notes)
-
-
-def _split(tokens: list[str]) -> list[list[str]]:
-    out: list[list[str]] = []
-    for tok in tokens:
-        if tok.startswith("Bar_"):
-            out.append([])
-        out[-1].append(tok)
-    return out
 
 
 def test_same_seed_same_music_other_seed_other_music(pipeline: Pipeline) -> None:

@@ -60,6 +60,7 @@ from e2m_live.description.vocab import (
     TIME_SIGNATURE_KEY,
     VELOCITY_BINS,
     VELOCITY_KEY,
+    split_bars,
 )
 
 #: Instrument key of drum notes in the arrays below (sorts before every program).
@@ -119,16 +120,6 @@ def load_midi(source: str | os.PathLike | bytes | pretty_midi.PrettyMIDI) -> pre
 # --- result ------------------------------------------------------------------------------------
 
 
-def _split_bars(tokens: list[str]) -> list[list[str]]:
-    bars: list[list[str]] = []
-    for tok in tokens:
-        if tok.startswith(BAR_KEY + "_"):
-            bars.append([tok])
-        elif bars:
-            bars[-1].append(tok)
-    return bars
-
-
 @dataclass
 class Extraction:
     """REMI+ events and FIGARO description of one MIDI file."""
@@ -139,11 +130,11 @@ class Extraction:
 
     def remi_bars(self) -> list[list[str]]:
         """REMI+ events split per bar; each list starts with its ``Bar_`` token."""
-        return _split_bars(self.remi)
+        return split_bars(self.remi)
 
     def description_bars(self) -> list[list[str]]:
         """Description tokens split per bar; each list starts with its ``Bar_`` token."""
-        return _split_bars(self.description)
+        return split_bars(self.description)
 
     @property
     def n_bars(self) -> int:

@@ -36,27 +36,19 @@ from e2m_live.description.vocab import (
     INSTRUMENT_KEY,
     MAX_BARS,
     MEAN_DURATION_BINS,
+    MEAN_DURATION_KEY,
     MEAN_PITCH_BINS,
+    MEAN_PITCH_KEY,
     MEAN_VELOCITY_BINS,
+    MEAN_VELOCITY_KEY,
     NOTE_DENSITY_BINS,
+    NOTE_DENSITY_KEY,
     TIME_SIGNATURE_KEY,
     Vocab,
-    _chord_tokens,
-    _instrument_names,
-    _time_signature_tokens,
+    chord_tokens,
+    instrument_names,
+    time_signature_tokens,
     token,
-)
-from e2m_live.description.vocab import (
-    MEAN_DURATION_KEY as _MD_KEY,
-)
-from e2m_live.description.vocab import (
-    MEAN_PITCH_KEY as _MP_KEY,
-)
-from e2m_live.description.vocab import (
-    MEAN_VELOCITY_KEY as _MV_KEY,
-)
-from e2m_live.description.vocab import (
-    NOTE_DENSITY_KEY as _ND_KEY,
 )
 
 __all__ = [
@@ -87,16 +79,17 @@ assert N_MEAN_BINS == len(MEAN_VELOCITY_BINS) == len(MEAN_PITCH_BINS) == len(MEA
 #: Time signatures with a token, in vocabulary order.
 TIME_SIGNATURES: tuple[tuple[int, int], ...] = tuple(
     (int(n), int(d))
-    for n, d in (t.removeprefix(TIME_SIGNATURE_KEY + "_").split("/") for t in _time_signature_tokens())
+    for n, d in (t.removeprefix(TIME_SIGNATURE_KEY + "_").split("/") for t in time_signature_tokens())
 )
 #: Instrument names with a token (128 General MIDI names, then ``"drum"``), in vocabulary order.
-INSTRUMENTS: tuple[str, ...] = tuple(_instrument_names())
+INSTRUMENTS: tuple[str, ...] = tuple(instrument_names())
 #: Chord names with a token (``"C:maj"`` .. ``"B:None"``, ``"N:N"``), in vocabulary order.
-CHORDS: tuple[str, ...] = tuple(t.removeprefix(CHORD_KEY + "_") for t in _chord_tokens())
+CHORDS: tuple[str, ...] = tuple(t.removeprefix(CHORD_KEY + "_") for t in chord_tokens())
 
 # Token kinds; a bar's header is BAR, TS, ND, MV, MP, MD in this order.
 _BAR, _TS, _ND, _MV, _MP, _MD, _INSTR, _CHORD, _EOS = range(9)
-_HEADER_KEYS = (BAR_KEY, TIME_SIGNATURE_KEY, _ND_KEY, _MV_KEY, _MP_KEY, _MD_KEY)
+_HEADER_KEYS = (BAR_KEY, TIME_SIGNATURE_KEY, NOTE_DENSITY_KEY, MEAN_VELOCITY_KEY, MEAN_PITCH_KEY,
+                MEAN_DURATION_KEY)
 _KIND_NAMES = (*_HEADER_KEYS, INSTRUMENT_KEY, CHORD_KEY, EOS_TOKEN)
 
 
@@ -107,7 +100,7 @@ def _token_table() -> dict[str, tuple[int, Any]]:
         table[token(BAR_KEY, k)] = (_BAR, k)
     for ts in TIME_SIGNATURES:
         table[token(TIME_SIGNATURE_KEY, f"{ts[0]}/{ts[1]}")] = (_TS, ts)
-    for kind, key in ((_ND, _ND_KEY), (_MV, _MV_KEY), (_MP, _MP_KEY), (_MD, _MD_KEY)):
+    for kind, key in zip((_ND, _MV, _MP, _MD), _HEADER_KEYS[2:], strict=True):
         for i in range(N_MEAN_BINS):
             table[token(key, i)] = (kind, i)
     for i, name in enumerate(INSTRUMENTS):
@@ -541,10 +534,10 @@ class BarDescription:
         return [
             _BAR_TOKENS[number],
             f"{TIME_SIGNATURE_KEY}_{num}/{den}",
-            f"{_ND_KEY}_{self.note_density}",
-            f"{_MV_KEY}_{self.mean_velocity}",
-            f"{_MP_KEY}_{self.mean_pitch}",
-            f"{_MD_KEY}_{self.mean_duration}",
+            f"{NOTE_DENSITY_KEY}_{self.note_density}",
+            f"{MEAN_VELOCITY_KEY}_{self.mean_velocity}",
+            f"{MEAN_PITCH_KEY}_{self.mean_pitch}",
+            f"{MEAN_DURATION_KEY}_{self.mean_duration}",
             *(f"{INSTRUMENT_KEY}_{name}" for name in self.instruments),
             *(f"{CHORD_KEY}_{name}" for name in self.chords),
         ]

@@ -80,16 +80,39 @@ def token(key: str, value: object) -> str:
     return f"{key}_{value}"
 
 
-def _time_signature_tokens() -> list[str]:
+def split_bars(tokens: Iterable[str], what: str | None = None) -> list[list[str]]:
+    """Split a token list at its ``Bar_*`` tokens: one list a bar, each starting with its ``Bar_`` token.
+
+    Without ``what``, tokens before the first bar (``<bos>``) are dropped. With it the list must start
+    with a bar and hold one, else a ``ValueError`` names ``what`` (``"prime"``, ``"a description"``).
+    """
+    prefix = BAR_KEY + "_"
+    bars: list[list[str]] = []
+    for tok in tokens:
+        if tok.startswith(prefix):
+            bars.append([tok])
+        elif bars:
+            bars[-1].append(tok)
+        elif what is not None:
+            raise ValueError(f"{what} must start with a {BAR_KEY}_* token, got {tok!r}")
+    if not bars and what is not None:
+        raise ValueError(f"{what} is empty")
+    return bars
+
+
+def time_signature_tokens() -> list[str]:
+    """``Time Signature_n/d`` for d in 2, 4, 8, 16 and n up to 3 d, in FIGARO's order."""
     denoms = [2, 4, 8, 16]
     return [token(TIME_SIGNATURE_KEY, f"{n}/{d}") for d in denoms for n in range(1, 3 * d + 1)]
 
 
-def _instrument_names() -> list[str]:
+def instrument_names() -> list[str]:
+    """The 128 General MIDI program names and ``drum``, in FIGARO's order."""
     return [pretty_midi.program_to_instrument_name(p) for p in range(128)] + [DRUM_INSTRUMENT]
 
 
-def _chord_tokens() -> list[str]:
+def chord_tokens() -> list[str]:
+    """``Chord_root:quality`` for every root and quality, then the no-chord token."""
     return [token(CHORD_KEY, f"{r}:{q}") for r in PITCH_CLASSES for q in CHORD_QUALITIES] + [
         token(CHORD_KEY, NO_CHORD)
     ]
@@ -99,16 +122,16 @@ def remi_tokens() -> list[str]:
     """The 1,357 REMI+ tokens in FIGARO's id order."""
     return [
         *SPECIALS,
-        *_time_signature_tokens(),
+        *time_signature_tokens(),
         *(token(TEMPO_KEY, i) for i in range(len(TEMPO_BINS))),
-        *(token(INSTRUMENT_KEY, name) for name in _instrument_names()),
+        *(token(INSTRUMENT_KEY, name) for name in instrument_names()),
         *(token(PITCH_KEY, i) for i in range(128)),
         *(token(PITCH_KEY, f"drum_{i}") for i in range(128)),
         *(token(VELOCITY_KEY, i) for i in range(len(VELOCITY_BINS))),
         *(token(DURATION_KEY, i) for i in range(len(DURATION_BINS))),
         *(token(BAR_KEY, i) for i in range(MAX_BARS)),
         *(token(POSITION_KEY, i) for i in range(4 * 3 * POSITIONS_PER_QUARTER)),
-        *_chord_tokens(),
+        *chord_tokens(),
     ]
 
 
@@ -116,9 +139,9 @@ def description_tokens() -> list[str]:
     """The 965 description tokens in FIGARO's id order."""
     return [
         *SPECIALS,
-        *_time_signature_tokens(),
-        *(token(INSTRUMENT_KEY, name) for name in _instrument_names()),
-        *_chord_tokens(),
+        *time_signature_tokens(),
+        *(token(INSTRUMENT_KEY, name) for name in instrument_names()),
+        *chord_tokens(),
         *(token(NOTE_DENSITY_KEY, i) for i in range(len(NOTE_DENSITY_BINS))),
         *(token(MEAN_VELOCITY_KEY, i) for i in range(len(MEAN_VELOCITY_BINS))),
         *(token(MEAN_PITCH_KEY, i) for i in range(len(MEAN_PITCH_BINS))),

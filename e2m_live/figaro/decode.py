@@ -27,6 +27,7 @@ from e2m_live.description.vocab import (
     NOTE_DENSITY_KEY,
     PAD_TOKEN,
     TIME_SIGNATURE_KEY,
+    split_bars,
 )
 from e2m_live.figaro.constraints import (
     MIN_TOKENS_PER_BAR,
@@ -72,21 +73,6 @@ class Description:
         ids[:count] = self.ids[start:start + count]
         bars[:count] = self.bar_ids[start:start + count]
         return ids, bars
-
-
-def split_bars(tokens: Sequence[str], what: str) -> list[list[str]]:
-    """Split a token list at ``Bar_*`` tokens; it must start with one."""
-    bars: list[list[str]] = []
-    for tok in tokens:
-        if tok.startswith(BAR_KEY + "_"):
-            bars.append([tok])
-        elif not bars:
-            raise ValueError(f"{what} must start with a {BAR_KEY}_* token, got {tok!r}")
-        else:
-            bars[-1].append(tok)
-    if not bars:
-        raise ValueError(f"{what} is empty")
-    return bars
 
 
 def _renumber(bar: list[str], number: int) -> list[str]:
