@@ -2,13 +2,13 @@
 
 For every key lock given, generates ``--bars`` bars for each of the 24 keys x modes x ``--seeds``
 seeds with :class:`e2m_live.pipeline.Pipeline` (features at their Spotify medians, as
-``training.evaluate_control``'s key sweep) and reports:
+``training.evaluation.control``'s key sweep) and reports:
 
 * pitched note time in the requested scale: ``scale`` as the key lock defines it (minor = natural +
-  the harmonic raised 7th) and ``natural`` (minor = natural minor, as ``training.pathology``);
+  the harmonic raised 7th) and ``natural`` (minor = natural minor, as ``training.evaluation.pathology``);
 * key, mode and key + mode re-estimated with :func:`e2m_live.analysis.estimate_features`;
-* pathologies per piece (``training.pathology``): repeated notes, longest note (bars), overhang past
-  the last bar line (bars), notes per piece.
+* pathologies per piece (``training.evaluation.pathology``): repeated notes, longest note (bars),
+  overhang past the last bar line (bars), notes per piece.
 
 ``--rules off`` decodes with the grammar alone (``DecodeRules.off()``), the state before issue 14.
 
@@ -45,8 +45,8 @@ def _one(task: tuple[int, int, int, float, str, int]) -> dict:
     from e2m_live.arrangement import Arrangement
     from e2m_live.figaro.constraints import SCALE_DEGREES, DecodeRules
     from e2m_live.pipeline import DecodingOptions
-    from training.evaluate_control import median_features
-    from training.pathology import count_piece
+    from training.evaluation.control import median_features
+    from training.evaluation.pathology import count_piece
 
     key, mode, seed, lock, rules, bars = task
     features = median_features().replace(key=key, mode=mode)

@@ -25,7 +25,7 @@ from e2m_live.analysis import (
 )
 from e2m_live.features import FEATURE_ORDER, RANGES, EmotionFeatures
 from e2m_live.music import Bar, Note
-from training.report import auc, key_score, validate_emopia, validate_pop909, validate_vgmidi
+from training.data.report import auc, key_score, validate_emopia, validate_pop909, validate_vgmidi
 
 MAJOR_TRIADS = ((0, 4, 7), (5, 9, 12), (7, 11, 14), (0, 4, 7))  # I IV V I
 MINOR_TRIADS = ((0, 3, 7), (5, 8, 12), (7, 11, 14), (0, 3, 7))  # i iv V i (harmonic minor)
@@ -279,7 +279,12 @@ def test_malformed_calibration_is_rejected() -> None:
 
 def test_quantile_matching_reproduces_spotify_marginals(datasets_dir: Path) -> None:
     """Calibrating on a corpus makes that corpus' estimated marginals equal Spotify's."""
-    from training.calibrate_features import SegmentTable, calibrate, estimated_features, spotify_quantiles
+    from training.data.calibrate_features import (
+        SegmentTable,
+        calibrate,
+        estimated_features,
+        spotify_quantiles,
+    )
 
     rng = np.random.default_rng(0)
     count = 3000

@@ -10,9 +10,9 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from training.build_dataset import BuildConfig, assign_splits, build, main
-from training.corpora import scan_corpora, scan_emopia
-from training.dataset import (
+from training.data.build import BuildConfig, assign_splits, build, main
+from training.data.corpora import scan_corpora, scan_emopia
+from training.data.dataset import (
     DatasetError,
     TransposeError,
     load_split,
@@ -167,7 +167,7 @@ def test_segments_are_aligned_bars_with_features(built):
 def test_segments_equal_a_fresh_extraction(built):
     """The stored tokens are the extraction's tokens of those bars (POP909: bars and time signatures
     from its beat annotation)."""
-    from training.corpora import annotated_time_signatures, read_pop909_downbeats
+    from training.data.corpora import annotated_time_signatures, read_pop909_downbeats
 
     out, _, config = built
     segments = [s for split in ("train", "val") for s in load_split(out, split) if s.corpus == "pop909"]
@@ -276,7 +276,7 @@ def _clear_chord_midi() -> pretty_midi.PrettyMIDI:
 @pytest.mark.parametrize("k", [-5, -1, 3, 6])
 def test_token_transposition_equals_reextraction_where_chords_are_clear(k):
     """Every token (pitches, chord roots, Mean Pitch counting drums) equals extracting the transposed MIDI."""
-    from training.dataset import _desc_vocab, _remi_vocab
+    from training.data.dataset import _desc_vocab, _remi_vocab
 
     original = _extract().extract(_clear_chord_midi())
     assert any(t.startswith("Chord_C:maj") for t in original.description)
@@ -305,7 +305,7 @@ def test_token_transposition_matches_reextraction_on_corpus_files(built, k):
     """On real files every non-chord token equals re-extraction exactly. Chords agree in most bars only:
     FIGARO's recogniser breaks score ties by pitch-class order (C first), which transposition does not
     preserve, so re-extraction may pick another of equally scored chords (see docs/dataset.md)."""
-    from training.dataset import _desc_vocab, _remi_vocab
+    from training.data.dataset import _desc_vocab, _remi_vocab
 
     out, _, _ = built
     files = {}
@@ -365,7 +365,7 @@ def test_transpose_segment_shifts_key_and_keeps_drums(built):
 def test_mean_pitch_bin_and_range_errors():
     assert mean_pitch_bin([]) == 0
     assert mean_pitch_bin([60, 64, 67]) == int(np.argmin(np.abs(np.linspace(0, 128, 33) - 191 / 3)))
-    from training.dataset import _desc_vocab, _remi_vocab
+    from training.data.dataset import _desc_vocab, _remi_vocab
 
     remi = np.asarray(
         _remi_vocab().encode(["Bar_1", "Position_0", "Instrument_Acoustic Grand Piano", "Pitch_126"])
@@ -380,8 +380,8 @@ def test_estimates_missing_at_build_time_are_filled_in_and_relabel_recomputes(bu
     stored descriptors, and ``--relabel`` rewrites them, both equal to estimating from the descriptors."""
     import shutil
 
-    from training.build_dataset import relabel
-    from training.dataset import estimate_from_descriptors
+    from training.data.build import relabel
+    from training.data.dataset import estimate_from_descriptors
 
     out, _, _ = built
     copy = tmp_path / "copy"
@@ -404,8 +404,9 @@ def test_estimates_missing_at_build_time_are_filled_in_and_relabel_recomputes(bu
 
 
 def test_spotify_matched_table_gives_spotify_features(datasets_dir, tmp_path):
-    """Rows of a ``training.match_spotify`` table become a corpus whose segments carry Spotify's features."""
-    from training.match_spotify import FEATURE_NAMES, MatchRow, write_table
+    """Rows of a ``training.data.match_spotify`` table become a corpus whose segments carry Spotify's
+    features."""
+    from training.data.match_spotify import FEATURE_NAMES, MatchRow, write_table
 
     _extract()
     features = (0.9, 0.1, -4.0, 0.0, 0.7, 0.05, 9.0, 0.0, 4.0, 128.0)
@@ -433,7 +434,7 @@ def test_spotify_matched_table_gives_spotify_features(datasets_dir, tmp_path):
 def test_cache_key_ignores_the_calibration_part_of_the_estimator() -> None:
     """Only the descriptor part of analysis.py is in the extractor's digest: a refitted composite or
     calibration code must not invalidate the per-file cache; a descriptor change must."""
-    from training.build_dataset import REPO, extractor_source
+    from training.data.build import REPO, extractor_source
 
     name = "e2m_live/analysis.py"
     text = (REPO / name).read_bytes()

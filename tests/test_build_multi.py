@@ -13,9 +13,9 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from training.build_dataset import BuildConfig, build, main
-from training.corpora import note_hash
-from training.dataset import SPLITS, load_split
+from training.data.build import BuildConfig, build, main
+from training.data.corpora import note_hash
+from training.data.dataset import SPLITS, load_split
 
 pytest.importorskip("e2m_live.description.extract")
 

@@ -24,7 +24,7 @@ from e2m_live.figaro.constraints import (
 from e2m_live.figaro.decode import bar_plan
 from e2m_live.figaro.inputs import remi_vocab
 from e2m_live.figaro.model import FigaroModel
-from training.evaluate_figaro import GenerationSettings, main, parse_rule_overrides, steered_decoder_class
+from training.figaro.evaluate import GenerationSettings, main, parse_rule_overrides, steered_decoder_class
 
 PIANO, DRUMS = "Instrument_Acoustic Grand Piano", "Instrument_drum"
 A_MAJOR = frozenset({9, 1, 4})  # A C# E

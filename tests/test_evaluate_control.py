@@ -1,4 +1,4 @@
-"""training/evaluate_control: the reduced (CI) grid end to end, its chord-tone and instrument measures."""
+"""training/evaluation/control: the reduced (CI) grid end to end, its chord-tone and instrument measures."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from e2m_live.description.remi import bars_to_smf
 from e2m_live.figaro import constraints
 from e2m_live.music import Bar, Note
 from tests.test_pipeline import models_root
-from training import evaluate_control
-from training.evaluate_control import (
+from training.evaluation import control as evaluate_control
+from training.evaluation.control import (
     CONTINUOUS,
     ENSEMBLE_SWEEP,
     GridRow,
@@ -26,7 +26,7 @@ from training.evaluate_control import (
     planned_instruments,
     spotify_levels,
 )
-from training.pathology import count_piece
+from training.evaluation.pathology import count_piece
 
 
 def _writer_keeps_one_track_per_instrument() -> bool:

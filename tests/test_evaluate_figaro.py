@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from e2m_live.description.extract import extract
-from training import evaluate_figaro as ev
-from training import figaro_card
-from training import train_figaro as tf
-from training.baseline import baseline_remi
-from training.figaro_data import PackedSegment, save_pack
+from training.figaro import card as figaro_card
+from training.figaro import evaluate as ev
+from training.figaro import train as tf
+from training.figaro.baseline import baseline_remi
+from training.figaro.data import PackedSegment, save_pack
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "training" / "configs" / "figaro_tiny_test.toml"
+TINY = REPO / "training" / "figaro" / "configs" / "figaro_tiny_test.toml"
 DESCRIPTION = [
     "Bar_1", "Time Signature_4/4", "Note Density_2", "Mean Velocity_20", "Mean Pitch_15", "Mean Duration_32",
     "Instrument_Acoustic Grand Piano", "Instrument_drum", "Chord_A:min",
@@ -182,7 +182,7 @@ def test_bad_arguments_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_fidelity_table_joins_runs_and_counts_wins(tmp_path):
-    from training import fidelity_table as ft
+    from training.figaro import fidelity_table as ft
 
     def run(name: str, chord: float, segments: list) -> str:
         folder = tmp_path / name

@@ -298,11 +298,11 @@ def test_chord_of_mask(pitch_classes, expected):
     assert chords.chord_of_mask(mask)[:3] == expected
 
 
-# --- chord evaluation against POP909 (training/eval_chords.py) ---------------------------------
+# --- chord evaluation against POP909 (training/data/eval_chords.py) ---------------------------------
 
 
 def test_pop909_labels_map_to_figaro_qualities():
-    from training.eval_chords import harte_to_figaro
+    from training.data.eval_chords import harte_to_figaro
 
     assert harte_to_figaro("Bb:min7/b7") == "A#:min7"
     assert harte_to_figaro("C#:7") == "C#:dom7"
@@ -314,7 +314,7 @@ def test_pop909_labels_map_to_figaro_qualities():
 
 
 def test_chord_scoring_is_time_weighted():
-    from training.eval_chords import score
+    from training.data.eval_chords import score
 
     truth = [(0.0, 2.0, "C:maj"), (2.0, 4.0, "A:min"), (4.0, 5.0, "N:N")]
     predicted = [(0.0, 1.0, "C:maj"), (1.0, 3.0, "C:min"), (3.0, 5.0, "A:min")]
@@ -325,7 +325,7 @@ def test_chord_scoring_is_time_weighted():
 
 
 def test_eval_chords_on_a_few_pop909_songs(datasets_dir):
-    from training.eval_chords import evaluate, ours
+    from training.data.eval_chords import evaluate, ours
 
     result = evaluate(datasets_dir / "pop909", {"ours": ours}, limit=3)
     assert result["songs"] == 3

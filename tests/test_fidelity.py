@@ -10,8 +10,8 @@ import pytest
 
 from e2m_live.description.vocab import NOTE_DENSITY_BINS, DescriptionVocab, RemiVocab
 from e2m_live.music import Note
-from training import fidelity as fm
-from training.baseline import baseline_remi, chord_pitch_classes, parse_description
+from training.figaro import fidelity as fm
+from training.figaro.baseline import baseline_remi, chord_pitch_classes, parse_description
 
 
 def _bar(notes, chords=(), sig=(4, 4)) -> fm.BarFacts:

@@ -11,7 +11,7 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from training.match_spotify import (
+from training.data.match_spotify import (
     FEATURE_NAMES,
     MatchInputError,
     compare_with_seed,

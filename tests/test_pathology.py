@@ -1,4 +1,4 @@
-"""training/pathology: the listener's counters on hand-made bars and on .mid files read back."""
+"""training/evaluation/pathology: the listener's counters on hand-made bars and on .mid files read back."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import mido
 import pytest
 
 from e2m_live.music import Bar, Note
-from training.pathology import (
+from training.evaluation.pathology import (
     DRUM_SLOT,
     count_piece,
     in_scale_share,

@@ -8,8 +8,8 @@ import pytest
 from e2m_live.description.grammar import validate
 from e2m_live.features import FEATURE_ORDER, MOODS, RANGES, EmotionFeatures
 from e2m_live.planner import PlanError, Planner, Steering
-from e2m_live.planner.statistics import plan_statistics
 from e2m_live.planner.steering import SCALE_DEGREES
+from training.planner.statistics import plan_statistics
 
 NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
 

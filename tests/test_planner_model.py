@@ -26,7 +26,7 @@ from e2m_live.planner.model import (
     save_model,
 )
 from e2m_live.planner.sampling import BarPlan, draw
-from training.train_planner import ordered_metrics, soft_labels
+from training.planner.train import ordered_metrics, soft_labels
 
 
 def test_relative_chords_transpose_to_any_key() -> None:

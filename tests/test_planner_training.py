@@ -10,7 +10,7 @@ from e2m_live.description.grammar import Description, parse, validate
 from e2m_live.features import MOODS
 from e2m_live.planner import Planner
 from e2m_live.planner.examples import example_from_description
-from training.train_planner import TrainConfig, train
+from training.planner.train import TrainConfig, train
 
 
 def _examples(reference_dir, n_files: int = 12):

@@ -1,4 +1,4 @@
-"""The valence / energy refit on real labels (training.refit_estimator), on synthetic descriptor rows."""
+"""The valence / energy refit on real labels (training.data.refit_estimator), on synthetic descriptor rows."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 
 from e2m_live.analysis import DESCRIPTOR_NAMES, Calibration, feature_matrix, load_calibration
 from e2m_live.features import FEATURE_ORDER
-from training.refit_estimator import Labelled, agreement, auc, refit, score
+from training.data.refit_estimator import Labelled, agreement, auc, refit, score
 
 VALENCE, ENERGY = FEATURE_ORDER.index("valence"), FEATURE_ORDER.index("energy")
 

@@ -274,7 +274,7 @@ def test_registry_errors_and_names(tmp_path) -> None:
 
 
 def test_tiny_training_run_writes_a_loadable_planner(reference_dir, tmp_path) -> None:
-    from training.train_sequence_planner import SequenceTrainConfig, train
+    from training.planner.train_sequence import SequenceTrainConfig, train
 
     data = json.loads((reference_dir / "figaro_reference_outputs.json").read_text())
     rng = np.random.default_rng(0)

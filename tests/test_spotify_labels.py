@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.label_rpbot import IndexRow, feature_tuple, match_index, read_labels
-from training.spotify_agreement import rankdata, spearman
+from training.data.label_rpbot import IndexRow, feature_tuple, match_index, read_labels
+from training.data.spotify_agreement import rankdata, spearman
 
 TABLE = """track_id,song_id,artist,title,spotify_ids,tempo,valence,energy
 TR01,S1,The Beatles,Yesterday - Remastered 2009,,97.0,0.31,0.18

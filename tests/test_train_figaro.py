@@ -16,10 +16,10 @@ import torch
 
 from e2m_live.description.vocab import DescriptionVocab, RemiVocab
 from e2m_live.figaro.inputs import make_training_example, training_windows
-from training import figaro_export as fx
-from training import train_figaro as tf
-from training.baseline import baseline_remi
-from training.figaro_data import (
+from training.figaro import export as fx
+from training.figaro import train as tf
+from training.figaro.baseline import baseline_remi
+from training.figaro.data import (
     PackedSegment,
     SegmentWindows,
     TokenTables,
@@ -30,7 +30,7 @@ from training.figaro_data import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "training" / "configs" / "figaro_tiny_test.toml"
+TINY = REPO / "training" / "figaro" / "configs" / "figaro_tiny_test.toml"
 INSTRUMENTS = ["Acoustic Grand Piano", "drum", "Violin", "Electric Bass (finger)"]
 CHORDS = ["C:maj", "A:min", "F:maj", "G:dom7"]
 
@@ -239,7 +239,7 @@ def test_ddp_on_two_cpu_processes_keeps_ranks_in_sync(pack: Path, tmp_path: Path
         "--nproc_per_node",
         "2",
         "-m",
-        "training.train_figaro",
+        "training.figaro.train",
         "--config",
         str(TINY),
         "--data",
@@ -275,7 +275,7 @@ def test_device_script_on_cpu_without_pretty_midi(pack: Path, tmp_path: Path):
         PYTHON=sys.executable,
     )
     result = subprocess.run(
-        ["bash", str(REPO / "training" / "device_train.sh"), str(pack), "--max-steps", "100000"],
+        ["bash", str(REPO / "training" / "figaro" / "device_train.sh"), str(pack), "--max-steps", "100000"],
         cwd=REPO,
         env=env,
         capture_output=True,
