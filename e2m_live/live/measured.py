@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from e2m_live.features import FEATURE_ORDER, INTEGER_FIELDS, EmotionFeatures
+from e2m_live.live.addresses import STATE
 from e2m_live.live.transform import Adaptation
 from e2m_live.music import Bar
 
@@ -35,8 +36,8 @@ def measured_messages(features: EmotionFeatures) -> list[Reply]:
     """``/e2m/state/measured`` (all ten) and one ``/e2m/state/measured/<feature>`` each."""
     values = [int(getattr(features, n)) if n in INTEGER_FIELDS else float(getattr(features, n))
               for n in FEATURE_ORDER]
-    return [("/e2m/state/measured", values),
-            *((f"/e2m/state/measured/{n}", [v]) for n, v in zip(FEATURE_ORDER, values, strict=True))]
+    return [(STATE["measured"], values),
+            *((STATE[f"measured/{n}"], [v]) for n, v in zip(FEATURE_ORDER, values, strict=True))]
 
 
 def estimate(window: Sequence[Played]) -> EmotionFeatures | None:
