@@ -45,9 +45,10 @@ def _openmp_loaded() -> bool:
 
 
 # OpenMP reads its wait policy once, when the library loads (pretty_midi's fluidsynth loads it, and torch
-# then shares that copy), so this must run before the imports below.
+# then shares that copy): whether it waits passively is known here, before the imports below can load it.
+# The package sets the policy (``e2m_live/__init__.py``, the one place), so this is False only when the
+# environment asked for another policy and something loaded OpenMP first.
 _PASSIVE_OPENMP = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" or not _openmp_loaded()
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from collections.abc import Iterator, Sequence  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402

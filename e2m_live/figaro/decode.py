@@ -55,7 +55,7 @@ MASK_CACHE_SIZE = 512
 
 
 @dataclass
-class Description:
+class EncodedDescription:
     """A description prepared for the encoder: ``<bos> tokens <eos>`` ids and their bar ids."""
 
     ids: Tensor
@@ -79,7 +79,8 @@ def _renumber(bar: list[str], number: int) -> list[str]:
     return [f"{BAR_KEY}_{number}", *bar[1:]]
 
 
-def prepare_description(bars: Sequence[Sequence[str]], options: dict[str, bool] | None = None) -> Description:
+def prepare_description(bars: Sequence[Sequence[str]],
+                        options: dict[str, bool] | None = None) -> EncodedDescription:
     """``<bos>`` + bars (already numbered) + ``<eos>`` as ids with FIGARO's description bar ids."""
     vocab = description_vocab()
     tokens = [BOS_TOKEN]
@@ -93,7 +94,7 @@ def prepare_description(bars: Sequence[Sequence[str]], options: dict[str, bool] 
     unknown = [t for t in tokens if t not in vocab]
     if unknown:
         raise ValueError(f"unknown description tokens: {unknown[:5]}")
-    return Description(torch.tensor(vocab.encode(tokens)), torch.tensor(bar_ids), tokens)
+    return EncodedDescription(torch.tensor(vocab.encode(tokens)), torch.tensor(bar_ids), tokens)
 
 
 def bar_plan(bar: Sequence[str], restrict_instruments: bool) -> BarPlan:
@@ -266,7 +267,7 @@ class IncrementalDecoder:
     # --- internals -----------------------------------------------------------------------
 
     @torch.inference_mode()
-    def _run(self, desc: Description, state: GrammarState, prime: list[str], n_bars: int,
+    def _run(self, desc: EncodedDescription, state: GrammarState, prime: list[str], n_bars: int,
              sampler: _Sampler) -> Iterator[list[str]]:
         vocab, grammar = self.vocab, self.grammar
         itos = vocab.itos
@@ -344,7 +345,7 @@ class _History:
 class _Window:
     """The current decoder window: its description encoding and KV cache."""
 
-    def __init__(self, decoder: IncrementalDecoder, desc: Description) -> None:
+    def __init__(self, decoder: IncrementalDecoder, desc: EncodedDescription) -> None:
         self.decoder = decoder
         self.model = decoder.model
         self.desc = desc
@@ -396,8 +397,8 @@ class _Window:
 
 
 @torch.inference_mode()
-def figaro_reference_decode(model: FigaroModel, desc: Description, n_tokens: int, *, greedy: bool = True,
-                            seed: int = 0, prefix: Sequence[int] = (),
+def figaro_reference_decode(model: FigaroModel, desc: EncodedDescription, n_tokens: int, *,
+                            greedy: bool = True, seed: int = 0, prefix: Sequence[int] = (),
                             device: str | torch.device = "cpu") -> list[int]:
     """FIGARO's own sampler (``Seq2SeqModule.sample``), unconstrained: the whole window of the
     last ``context_size`` tokens is recomputed for every token. Starts from ``<bos>`` + ``prefix``

@@ -30,11 +30,9 @@ class ModelGenerator:
                  temperature: float = 1.0, top_p: float | None = None, max_tokens_per_bar: int = 512,
                  remember: int = 2 * SECTION_BARS, warm_start: bool = True,
                  ensemble_seed: int | None = None, planner: str = "class-lstm") -> None:
-        import os
         import threading
 
-        # Before torch (and OpenMP) load in this process: passive OpenMP waiting (see e2m_live.pipeline).
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # Passive OpenMP waiting is already set: the package's import does it (e2m_live/__init__.py).
         bound_native_heap()  # before the weights load (see bound_native_heap)
         self.threads, self.models_dir, self.quantize = threads, models_dir, quantize
         self.planner = planner

@@ -261,16 +261,16 @@ class MidiClockInput:
                  client_name: str = "e2m-live", port_name: str = "clock_in") -> None:
         from e2m_live.live.outputs import (
             OutputError,
-            _api_problem,
-            _match_port,
-            _rtmidi,
             compiled_midi_apis,
             default_midi_api,
+            import_rtmidi,
+            match_port,
             midi_api_names,
+            midi_api_problem,
         )
 
         os.environ.setdefault("JACK_NO_START_SERVER", "1")
-        rtmidi = _rtmidi()
+        rtmidi = import_rtmidi()
         self.follower = follower
         apis = [api]
         if api == "auto":
@@ -286,7 +286,7 @@ class MidiClockInput:
                 self.api = name
                 break
             except Exception as error:
-                problems.append(f"cannot open {name} MIDI input: {_api_problem(name)} ({error})")
+                problems.append(f"cannot open {name} MIDI input: {midi_api_problem(name)} ({error})")
         if self._in is None:
             raise OutputError("no MIDI clock input: " + "; ".join(problems))
         self._in.ignore_types(sysex=True, timing=False, active_sense=True)
@@ -299,7 +299,7 @@ class MidiClockInput:
             self.name = f"{self.api} virtual port '{client_name}:{port_name}'"
         else:
             ports = list(self._in.get_ports())
-            index = _match_port(port, ports)
+            index = match_port(port, ports)
             if index is None:
                 self._in.delete()
                 raise OutputError(f"no {self.api} MIDI input matches {port!r}; "

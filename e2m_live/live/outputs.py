@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,8 @@ class Output(ABC):
 
 # ---- MIDI ports -----------------------------------------------------------------------------------
 
-def _rtmidi():
+def import_rtmidi() -> ModuleType:
+    """The ``rtmidi`` module (python-rtmidi), imported on first use: ports only, not every command."""
     import rtmidi
 
     return rtmidi
@@ -70,7 +72,7 @@ def _rtmidi():
 
 def midi_api_names() -> dict[str, int]:
     """Our API names -> rtmidi API constants."""
-    rtmidi = _rtmidi()
+    rtmidi = import_rtmidi()
     return {
         "alsa": rtmidi.API_LINUX_ALSA,
         "jack": rtmidi.API_UNIX_JACK,
@@ -81,7 +83,7 @@ def midi_api_names() -> dict[str, int]:
 
 def compiled_midi_apis() -> list[str]:
     """Names of the MIDI APIs this python-rtmidi build supports."""
-    compiled = set(_rtmidi().get_compiled_api())
+    compiled = set(import_rtmidi().get_compiled_api())
     return [name for name, api in midi_api_names().items() if api in compiled]
 
 
@@ -96,7 +98,7 @@ def default_midi_api() -> str:
 def jack_server_running() -> bool:
     """True if a JACK server answers (without starting one)."""
     os.environ.setdefault("JACK_NO_START_SERVER", "1")
-    rtmidi = _rtmidi()
+    rtmidi = import_rtmidi()
     if rtmidi.API_UNIX_JACK not in rtmidi.get_compiled_api():
         return False
     try:
@@ -110,7 +112,7 @@ def jack_server_running() -> bool:
 def list_midi_ports(api: str) -> list[str] | None:
     """Output ports of ``api``, or None if the API is unusable here."""
     os.environ.setdefault("JACK_NO_START_SERVER", "1")
-    rtmidi = _rtmidi()
+    rtmidi = import_rtmidi()
     try:
         out = rtmidi.MidiOut(midi_api_names()[api], name="e2m-live-list")
     except Exception:
@@ -121,7 +123,8 @@ def list_midi_ports(api: str) -> list[str] | None:
         out.delete()
 
 
-def _api_problem(api: str) -> str:
+def midi_api_problem(api: str) -> str:
+    """Why MIDI ``api`` failed to initialise here, in words a performer can act on."""
     if api == "alsa" and not Path("/dev/snd/seq").exists():
         return "no ALSA sequencer here (/dev/snd/seq is missing: no sound hardware or snd-seq module)"
     if api == "jack":
@@ -135,7 +138,7 @@ class MidiPortOutput(Output):
     def __init__(self, api: str = "auto", port: str | None = None, client_name: str = "e2m-live",
                  port_name: str = "out") -> None:
         os.environ.setdefault("JACK_NO_START_SERVER", "1")
-        rtmidi = _rtmidi()
+        rtmidi = import_rtmidi()
         api = default_midi_api() if api == "auto" else api
         names = midi_api_names()
         if api not in names:
@@ -146,7 +149,7 @@ class MidiPortOutput(Output):
         try:
             self._out = rtmidi.MidiOut(names[api], name=client_name)
         except Exception as error:
-            raise OutputError(f"cannot open {api} MIDI: {_api_problem(api)} ({error})") from None
+            raise OutputError(f"cannot open {api} MIDI: {midi_api_problem(api)} ({error})") from None
         self.api = api
         self._lock = threading.Lock()
         if port is None:
@@ -160,7 +163,7 @@ class MidiPortOutput(Output):
             self.name = f"{api} virtual port '{client_name}:{port_name}'"
         else:
             ports = list(self._out.get_ports())
-            index = _match_port(port, ports)
+            index = match_port(port, ports)
             if index is None:
                 self._out.delete()
                 raise OutputError(f"no {api} MIDI port matches {port!r}; ports: {', '.join(ports) or 'none'}")
@@ -179,7 +182,8 @@ class MidiPortOutput(Output):
                 self._out.delete()
 
 
-def _match_port(wanted: str, ports: list[str]) -> int | None:
+def match_port(wanted: str, ports: list[str]) -> int | None:
+    """Index of the port named ``wanted``, else of the first whose name contains it (any case)."""
     for i, name in enumerate(ports):
         if name == wanted:
             return i

@@ -239,8 +239,7 @@ class JobRunner:
             return
         if self._process is not None:
             self._process.join(0.1)
-        # The worker's children must not busy-wait OpenMP threads (the project's policy; see pipeline).
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # The worker inherits passive OpenMP waiting from this process (set by e2m_live/__init__.py).
         context = mp.get_context("spawn")
         self._requests, self._results = context.Queue(), context.Queue()
         self._process = context.Process(target=worker_main, name="e2m-api-worker", daemon=True,
