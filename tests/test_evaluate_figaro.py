@@ -14,6 +14,9 @@ from training.figaro import evaluate as ev
 from training.figaro import train as tf
 from training.figaro.baseline import baseline_remi
 from training.figaro.data import PackedSegment, save_pack
+from training.figaro.segments import EvalSegment, first_bars, select_segments
+from training.figaro.speed import measure_realtime
+from training.figaro.tables import metrics_table
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "training" / "figaro" / "configs" / "figaro_tiny_test.toml"
@@ -25,8 +28,8 @@ DESCRIPTION = [
 ]  # fmt: skip
 
 
-def _segment(song: str, seed: int) -> ev.EvalSegment:
-    return ev.EvalSegment(song, "synthetic", list(DESCRIPTION), baseline_remi(DESCRIPTION, seed=seed))
+def _segment(song: str, seed: int) -> EvalSegment:
+    return EvalSegment(song, "synthetic", list(DESCRIPTION), baseline_remi(DESCRIPTION, seed=seed))
 
 
 def test_extraction_path_keeps_bars_aligned():
@@ -41,7 +44,7 @@ def test_extraction_path_keeps_bars_aligned():
     facts = ev.facts_through_midi(remi)
     assert len(facts) == 3
     assert facts[0].notes == ()  # the leading empty bar extraction drops is put back
-    original = ev.reference_facts(ev.EvalSegment("s", "", ["Bar_1", *DESCRIPTION], remi))
+    original = ev.reference_facts(EvalSegment("s", "", ["Bar_1", *DESCRIPTION], remi))
     assert sorted((n.pitch, n.start) for n in facts[1].notes) == sorted(
         (n.pitch, n.start) for n in original[1].notes
     )
@@ -64,15 +67,15 @@ def test_ceiling_beats_baseline_on_extracted_material():
         assert ceiling[key] == pytest.approx(1.0, abs=0.02), key
     assert baseline["groove_sim"] < ceiling["groove_sim"] - 0.2
     assert "model" not in result["summaries"]
-    table = ev.metrics_table(result["summaries"])
+    table = metrics_table(result["summaries"])
     assert "| chord_f1 |" in table and ">= 0.6" in table
 
 
 def test_ceiling_on_a_shared_corpus_file(datasets_dir: Path):
     path = sorted((datasets_dir / "nottingham").glob("*.mid"))[0]
     found = extract(path)
-    seg = ev.EvalSegment(
-        "n", "nottingham", ev._renumbered_bars(found.description, 8), ev._renumbered_bars(found.remi, 8)
+    seg = EvalSegment(
+        "n", "nottingham", first_bars(found.description, 8), first_bars(found.remi, 8)
     )
     summary = ev.evaluate([seg], None, log=lambda _m: None)["summaries"]["ceiling"]
     assert summary["time_sig_acc"] == 1.0 and summary["inst_f1"] == 1.0
@@ -87,7 +90,7 @@ def test_select_segments_takes_one_per_song_first():
         PackedSegment(np.array(dv.encode(DESCRIPTION)), np.array(rv.encode(baseline_remi(DESCRIPTION))), song)
         for song in ["b", "a", "b", "c"]
     ]
-    chosen = ev.select_segments(segs, limit=3, bars=1)
+    chosen = select_segments(segs, limit=3, bars=1)
     assert [s.song_id for s in chosen] == ["a", "b", "c"]
     assert chosen[0].n_bars == 1 and chosen[0].remi[0] == "Bar_1"
 
@@ -164,7 +167,7 @@ def test_evaluation_and_card_in_one_command(tmp_path: Path):
     assert "The model by corpus" in card and report["by_corpus"]["synthetic"]["model"]["inst_f1"] >= 0
 
     # the card again from the finished evaluation, with a measured real-time factor
-    speed = figaro_card.measure_realtime(model, DESCRIPTION, threads=1, tokens_per_bar=24, repeats=1)
+    speed = measure_realtime(model, DESCRIPTION, threads=1, tokens_per_bar=24, repeats=1)
     assert 2 * 20 <= speed["tokens"] <= 2 * 28 and speed["real_time_factor"] > 0
     (out / "speed.json").write_text(json.dumps({"float32, 1 thread": speed}))
     notes.write_text("Second look: the drums sit on the beat.\n")

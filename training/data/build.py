@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from e2m_live.description.vocab import BAR_KEY, MAX_BARS, DescriptionVocab, RemiVocab
-from training.common import REPO
+from training.common import REPO, default_datasets_root
 from training.data.corpora import (
     CORPORA,
     SPOTIFY_MATCHED,
@@ -66,12 +66,6 @@ DEFAULT_OUT = REPO / "data" / "dataset"
 CONFIG_FILE = "build_config.json"
 SPLITS_FILE = "splits.json"
 N_FEATURES = 10
-
-
-def default_datasets_root() -> Path:
-    """``$E2M_SHARED/datasets``, else ``../shared/datasets`` beside the repository."""
-    shared = Path(os.environ.get("E2M_SHARED", REPO.parent / "shared"))
-    return shared / "datasets"
 
 
 @dataclass(frozen=True)

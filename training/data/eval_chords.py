@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import warnings
@@ -29,9 +28,9 @@ import pretty_midi
 
 from e2m_live.description import chords
 from e2m_live.description.extract import MidiError, load_midi
-from training.common import REPO
+from training.common import default_datasets_root
 
-DEFAULT_POP909 = Path(os.environ.get("E2M_SHARED", REPO.parent / "shared")) / "datasets" / "pop909"
+DEFAULT_POP909 = default_datasets_root() / "pop909"
 
 #: Harte quality (POP909's vocabulary) -> FIGARO quality. Suspended and power chords have no third,
 #: which FIGARO's recogniser reports as "None".

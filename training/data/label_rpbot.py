@@ -233,7 +233,7 @@ def feature_tuple(label: SpotifyLabel, order: Sequence[str]) -> tuple[float, ...
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from training.data.build import default_datasets_root
+    from training.common import default_datasets_root
 
     parser = argparse.ArgumentParser(
         prog="python -m training.data.label_rpbot", description=__doc__.split("\n")[0]

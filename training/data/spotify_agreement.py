@@ -155,7 +155,7 @@ def agreement(datasets: Path, *, songs: int, bars: int, seed: int, workers: int,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from training.data.build import default_datasets_root
+    from training.common import default_datasets_root
 
     parser = argparse.ArgumentParser(
         prog="python -m training.data.spotify_agreement", description=__doc__.split("\n")[0]

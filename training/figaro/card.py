@@ -23,6 +23,8 @@ import numpy as np
 from e2m_live.description.remi import tokens_to_bars, tokens_to_midi
 from e2m_live.music import Bar
 from training.figaro import fidelity
+from training.figaro.speed import REFERENCE_SECONDS, REFERENCE_TOKENS
+from training.figaro.tables import corpus_table, metrics_table
 
 SOUNDFONT = Path("/usr/share/sounds/sf2/default-GM.sf2")
 SAMPLE_RATE = 22050
@@ -34,72 +36,9 @@ LICENCES = {
     "vgmidi": "VGMIDI (lucasnfe/vgmidi): no licence file, research use",
     "nottingham": "Nottingham (jukedeck/nottingham-dataset): GPL-3.0",
 }
-#: 12 bars of 2,800 tokens at 120 BPM in 4/4 last 24 s: the real-time yardstick of issue 5.
-REFERENCE_TOKENS, REFERENCE_SECONDS = 2800, 24.0
 
 
 # --- speed ---------------------------------------------------------------------------------------
-
-
-def measure_realtime(
-    model_dir: str | Path,
-    description: Sequence[str],
-    threads: int = 2,
-    tokens_per_bar: int = REFERENCE_TOKENS // 12,
-    quantize: str | None = None,
-    repeats: int = 2,
-) -> dict[str, Any]:
-    """Time the incremental decoder of the exported model on ``description`` (12 bars), the token
-    count pinned near ``tokens_per_bar`` per bar so every run decodes ~2,800 tokens.
-
-    Returns the best of ``repeats`` runs (after a one-bar warm-up): tokens, wall and CPU seconds,
-    time to the first bar, tokens/s and the real-time factor (wall time / 24 s of 12 bars at 120 BPM;
-    scaled to ``REFERENCE_TOKENS`` when the count differs), with the 1-minute load average.
-    """
-    import time
-
-    import torch
-
-    from e2m_live.figaro.decode import IncrementalDecoder
-    from training.figaro.export import load_exported
-
-    if threads < 1 or repeats < 1:
-        raise ValueError("threads and repeats must be >= 1")
-    torch.set_num_threads(threads)
-    decoder = IncrementalDecoder(load_exported(model_dir), quantize=quantize)
-    first_bar = [t for t in description if t.startswith("Bar_")][:2]
-    warm_up = description[: description.index(first_bar[1])] if len(first_bar) > 1 else description
-    list(decoder.generate_bars(warm_up, seed=0))
-    runs = []
-    for seed in range(repeats):
-        cpu_start, start = time.process_time(), time.perf_counter()
-        first = 0.0
-        for _bar in decoder.generate_bars(
-            description,
-            seed=seed,
-            temperature=1.0,
-            top_p=0.95,
-            max_tokens_per_bar=tokens_per_bar + 3,
-            min_tokens_per_bar=tokens_per_bar - 3,
-        ):
-            first = first or time.perf_counter() - start
-        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-        tokens = decoder.tokens_generated
-        runs.append(
-            {
-                "tokens": tokens,
-                "seconds": round(wall, 2),
-                "cpu_seconds": round(cpu, 2),
-                "first_bar_seconds": round(first, 3),
-                "tokens_per_s": round(tokens / wall, 1),
-                "real_time_factor": round(wall * REFERENCE_TOKENS / tokens / REFERENCE_SECONDS, 3),
-                # CPU time summed over threads: what the run costs without other processes competing
-                "cpu_real_time_factor": round(cpu * REFERENCE_TOKENS / tokens / REFERENCE_SECONDS, 3),
-                "load_average_1min": round(os.getloadavg()[0], 2),
-            }
-        )
-    best = min(runs, key=lambda r: r["real_time_factor"])
-    return {**best, "threads": threads, "quantize": quantize, "runs": runs}
 
 
 # --- listening check ---------------------------------------------------------------------------
@@ -259,7 +198,7 @@ def run_end(model_dir: Path) -> dict[str, Any]:
 
 
 def speed_lines(speed: dict[str, Any]) -> list[str]:
-    """Card lines for :func:`measure_realtime` results keyed by weight format."""
+    """Card lines for :func:`~training.figaro.speed.measure_realtime` results keyed by weight format."""
     lines = []
     for fmt, r in speed.items():
         lines.append(
@@ -373,7 +312,7 @@ def write_card(
         "bar by bar with the segment (`training/figaro/fidelity.py`). `ceiling` is the ground truth itself "
         "through the same path; `baseline` draws random chord tones at the described density.",
         "",
-        _metrics_table(summaries),
+        metrics_table(summaries),
         "",
         "Command: `"
         + report.get(
@@ -443,18 +382,6 @@ def write_card(
     return path
 
 
-def _metrics_table(summaries: dict[str, dict[str, float]]) -> str:
-    from training.figaro.evaluate import metrics_table
-
-    return metrics_table(summaries)
-
-
-def corpus_table(by_corpus: dict[str, dict[str, dict[str, float]]], counts: dict[str, int]) -> str:
-    from training.figaro.evaluate import corpus_table as table
-
-    return table(by_corpus, counts)
-
-
 # --- command line: rewrite the card from a finished evaluation ----------------------------------
 
 
@@ -486,7 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         examples = json.loads((run / "examples.json").read_text())
         notes = Path(args.notes).read_text() if args.notes else ""
         if args.speed:
-            from training.figaro.evaluate import load_eval_segments, measure_speed, select_segments
+            from training.figaro.segments import load_eval_segments, select_segments
+            from training.figaro.speed import measure_speed
 
             segments = select_segments(load_eval_segments(args.data, "val"), report["n_segments"], 12)
             speed = measure_speed(args.model, segments, args.threads, print)

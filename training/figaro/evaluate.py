@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -33,82 +32,13 @@ from typing import Any
 
 from e2m_live.description.extract import MidiError, extract
 from e2m_live.description.remi import bars_to_midi, tokens_to_bars, tokens_to_midi
-from e2m_live.description.vocab import BAR_KEY, DescriptionVocab, RemiVocab
 from e2m_live.music import Bar
 from training.figaro import fidelity
 from training.figaro.baseline import baseline_remi
-
-# An idle OpenMP thread that spins while the other core is busy makes 2-thread decoding ~10x slower
-# on a shared 2-core machine (docs/figaro.md); set before torch is imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-SYSTEMS = ("model", "baseline", "ceiling")
-
-
-@dataclass(frozen=True)
-class EvalSegment:
-    """A validation segment as tokens, bars numbered from 1."""
-
-    song_id: str
-    corpus: str
-    description: list[str]
-    remi: list[str]
-
-    @property
-    def n_bars(self) -> int:
-        return sum(t.startswith(BAR_KEY + "_") for t in self.description)
-
-
-def _renumbered_bars(tokens: Sequence[str], keep: int) -> list[str]:
-    out: list[str] = []
-    n = 0
-    for tok in tokens:
-        if tok.startswith(BAR_KEY + "_"):
-            n += 1
-            if n > keep:
-                break
-            out.append(f"{BAR_KEY}_{n}")
-        elif n:
-            out.append(tok)
-    return out
-
-
-def select_segments(
-    segments: Sequence[Any], limit: int | None, bars: int, skip: int = 0
-) -> list[EvalSegment]:
-    """One segment per song first, then second segments, ...; within a round the corpora take
-    turns (songs in sorted order within a corpus), so any ``limit`` covers every corpus. The
-    first ``bars`` bars of each segment, renumbered from 1. ``skip`` drops the first segments of
-    that order (to tune a setting on segments the table does not use)."""
-    desc_vocab, remi_vocab = DescriptionVocab(), RemiVocab()
-    by_song: dict[str, list[Any]] = {}
-    corpus_of: dict[str, str] = {}
-    for seg in segments:
-        by_song.setdefault(str(seg.song_id), []).append(seg)
-        corpus_of.setdefault(str(seg.song_id), str(getattr(seg, "corpus", "")))
-    order: list[Any] = []
-    rounds = max((len(v) for v in by_song.values()), default=0)
-    for r in range(rounds):
-        queues: dict[str, list[str]] = {}
-        for song in sorted(by_song):
-            if r < len(by_song[song]):
-                queues.setdefault(corpus_of[song], []).append(song)
-        lists = [queues[c] for c in sorted(queues)]
-        for k in range(max((len(q) for q in lists), default=0)):
-            order += [by_song[q[k]][r] for q in lists if k < len(q)]
-    out: list[EvalSegment] = []
-    for seg in order[skip:][: limit if limit else None]:
-        desc = [t for t in desc_vocab.decode(seg.description_ids) if not t.startswith("<")]
-        remi = [t for t in remi_vocab.decode(seg.remi_ids) if not t.startswith("<")]
-        out.append(
-            EvalSegment(
-                str(seg.song_id),
-                str(getattr(seg, "corpus", "")),
-                _renumbered_bars(desc, bars),
-                _renumbered_bars(remi, bars),
-            )
-        )
-    return out
+from training.figaro.card import write_card
+from training.figaro.segments import EvalSegment, load_eval_segments, select_segments
+from training.figaro.speed import measure_speed
+from training.figaro.tables import corpus_table, metrics_table
 
 
 def reference_facts(segment: EvalSegment) -> list[fidelity.BarFacts]:
@@ -350,52 +280,6 @@ def summaries_by_corpus(
     return out
 
 
-CORPUS_METRICS = (
-    "inst_f1",
-    "chord_f1",
-    "time_sig_acc",
-    "note_density_oa",
-    "pitch_oa",
-    "velocity_oa",
-    "chroma_sim",
-    "groove_sim",
-)
-
-
-def corpus_table(
-    by_corpus: dict[str, dict[str, dict[str, float]]], counts: dict[str, int], system: str = "model"
-) -> str:
-    """A markdown table of ``system``'s main metrics per corpus (one row per corpus)."""
-    lines = [
-        "| corpus | segments | " + " | ".join(CORPUS_METRICS) + " |",
-        "|---" * (len(CORPUS_METRICS) + 2) + "|",
-    ]
-    for corpus, systems in by_corpus.items():
-        if system not in systems:
-            continue
-        cells = [_cell(systems[system].get(k)) for k in CORPUS_METRICS]
-        lines.append(f"| {corpus or '?'} | {counts.get(corpus, 0)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _cell(value: float | None) -> str:
-    """A table cell: 3 decimals, ``n/a`` for a missing or NaN value (JSON stores NaN as null)."""
-    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
-
-
-def metrics_table(summaries: dict[str, dict[str, float]]) -> str:
-    """A markdown table: one row per metric, one column per system, plus the target."""
-    names = [n for n in SYSTEMS if n in summaries]
-    lines = ["| metric | " + " | ".join(names) + " | target |", "|---" * (len(names) + 2) + "|"]
-    for key in fidelity.SUMMARY_METRICS:
-        cells = []
-        for n in names:
-            cells.append(_cell(summaries[n].get(key)))
-        target = fidelity.TARGETS.get(key)
-        lines.append(f"| {key} | " + " | ".join(cells) + f" | {'>= ' + str(target) if target else ''} |")
-    return "\n".join(lines)
-
-
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -404,35 +288,6 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, list):
         return [_json_safe(v) for v in value]
     return value
-
-
-def load_eval_segments(data: str, split: str) -> list[Any]:
-    """Validation segments (non-overlapping) from a dataset directory or a pack."""
-    from training.figaro.train import load_segments
-
-    return load_segments(data, split)
-
-
-def densest(segments: Sequence[EvalSegment]) -> EvalSegment:
-    """The segment with the most REMI+ tokens (the hardest real-time case among them)."""
-    return max(segments, key=lambda s: len(s.remi))
-
-
-def measure_speed(
-    model_dir: str, segments: Sequence[EvalSegment], threads: int, log: Callable[[str], None]
-) -> dict[str, dict[str, Any]]:
-    """Real-time factor of 12 bars of the densest segment's description, float32 and int8 weights."""
-    from training.figaro.card import measure_realtime
-
-    seg = densest(segments)
-    out = {}
-    for fmt, quantize in ((f"float32, {threads} threads", None), (f"int8, {threads} threads", "int8")):
-        out[fmt] = {
-            "song_id": seg.song_id,
-            **measure_realtime(model_dir, seg.description, threads, quantize=quantize),
-        }
-        log(f"[speed] {fmt}: {out[fmt]}")
-    return out
 
 
 def parse_rule_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -596,8 +451,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"({t['model_tokens'] / max(t['model_seconds'], 1e-9):.0f} tokens/s, {args.threads} threads)"
         )
     if args.card:
-        from training.figaro.card import write_card
-
         examples = result["tokens"].get("model", [])
         path = write_card(
             args.card,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from training.figaro.fidelity import SUMMARY_METRICS
+from training.figaro.tables import cell
 
 #: Targets of issue 15: instrument F1, chord F1, density, pitch, chroma and groove.
 ISSUE_TARGETS = {
@@ -52,10 +53,6 @@ def load_runs(items: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
     return runs
 
 
-def _cell(value: float | None) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
-
-
 def pooled_table(runs: list[tuple[str, dict[str, Any]]], targets: bool = True) -> str:
     """Metric rows; a column per run's model, then the baseline and the ground truth."""
     columns = [(label, run["summaries"].get("model", {})) for label, run in runs]
@@ -63,7 +60,7 @@ def pooled_table(runs: list[tuple[str, dict[str, Any]]], targets: bool = True) -
     head = "| metric | " + " | ".join(label for label, _ in columns) + (" | target |" if targets else " |")
     lines = [head, "|---" * (len(columns) + 1 + targets) + "|"]
     for key in SUMMARY_METRICS:
-        cells = [_cell(summary.get(key)) for _, summary in columns]
+        cells = [cell(summary.get(key)) for _, summary in columns]
         row = f"| {key} | " + " | ".join(cells)
         if targets:
             target = ISSUE_TARGETS.get(key)
@@ -84,11 +81,11 @@ def corpus_table(runs: list[tuple[str, dict[str, Any]]], metric: str) -> str:
         "|---" * (len(labels) + 3) + "|",
     ]
     for corpus in sorted(by_corpus):
-        cells = [_cell(run["by_corpus"][corpus].get("model", {}).get(metric)) for _, run in runs]
-        base = _cell(by_corpus[corpus].get("baseline", {}).get(metric))
+        cells = [cell(run["by_corpus"][corpus].get("model", {}).get(metric)) for _, run in runs]
+        base = cell(by_corpus[corpus].get("baseline", {}).get(metric))
         lines.append(f"| {corpus} | {counts.get(corpus, 0)} | " + " | ".join(cells) + f" | {base} |")
-    pooled = [_cell(run["summaries"].get("model", {}).get(metric)) for _, run in runs]
-    base = _cell(runs[0][1]["summaries"].get("baseline", {}).get(metric))
+    pooled = [cell(run["summaries"].get("model", {}).get(metric)) for _, run in runs]
+    base = cell(runs[0][1]["summaries"].get("baseline", {}).get(metric))
     lines.append(f"| **pooled** | {len(runs[0][1]['segments'])} | " + " | ".join(pooled) + f" | {base} |")
     return "\n".join(lines)
 
