@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from e2m_live.description.grammar import parse  # noqa: E402
-from tests.test_grammar import plan_like_the_planner  # noqa: E402
+from e2m_live.testing.plans import plan_like_the_planner  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

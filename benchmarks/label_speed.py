@@ -25,8 +25,8 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from e2m_live.analysis import estimate_features  # noqa: E402
+from e2m_live.description.remi import bars_to_midi  # noqa: E402
 from e2m_live.music import Bar, Note  # noqa: E402
-from tests.test_analysis import bars_to_midi  # noqa: E402
 
 
 def dense_piece(n_bars: int = 96):

@@ -32,6 +32,7 @@ from e2m_live.description.grammar import (
     validate,
 )
 from e2m_live.description.vocab import SPECIALS, DescriptionVocab, split_bars
+from e2m_live.testing.plans import plan_like_the_planner
 from tests.conftest import REFERENCE, shared_missing_reason
 
 VOCAB = DescriptionVocab()
@@ -501,35 +502,6 @@ def test_from_json_rejects_bad_shapes(data):
 
 
 # --- speed and our own extractor ----------------------------------------------------------
-
-
-POOL = ["drum", "Acoustic Grand Piano", "Electric Bass (finger)", "String Ensemble 1", "Flute", "Trumpet"]
-
-
-def plan_like_the_planner(rng: random.Random) -> list[str]:
-    """12 bars walked through the grammar the way the planner does: header tokens drawn from the
-    mask, 0..4 instruments (one more if the means require notes), 1..3 chords."""
-    chord_ids = VOCAB.ids_with_prefix("Chord")
-    state, tokens = DescriptionState(first_bar=1), []
-
-    def put(tok: str) -> None:
-        state.advance(tok)
-        tokens.append(tok)
-
-    for bar in range(12):
-        put(f"Bar_{bar + 1}")
-        for _ in range(5):
-            put(VOCAB_TOKENS[rng.choice(state.allowed_ids(VOCAB))])
-        for name in rng.sample(POOL, rng.randint(0, 4)):
-            put(f"Instrument_{name}")
-        if not state.allowed_mask(VOCAB)[VOCAB["Chord_C:maj"]]:
-            put(f"Instrument_{POOL[0]}")  # the means say the bar has notes
-        for _ in range(rng.randint(1, 3)):
-            chord = rng.choice(chord_ids)
-            assert state.allowed_mask(VOCAB)[chord]
-            put(VOCAB_TOKENS[chord])
-    assert state.is_complete()
-    return tokens
 
 
 def test_planner_like_walks_give_complete_plans():
