@@ -12,7 +12,10 @@ from e2m_live.features import EmotionFeatures
 from e2m_live.generators.base import SECTION_BARS, GeneratorUnavailable
 from e2m_live.generators.heap import bound_native_heap, trim_native_heap
 from e2m_live.generators.rules import RuleBasedGenerator
-from e2m_live.music import Bar
+from e2m_live.music import Bar, Note
+
+#: A bar as the generator remembers it made it: its notes and metre.
+_BarKey = tuple[tuple[Note, ...], int, int]
 
 
 class ModelGenerator:
@@ -44,7 +47,7 @@ class ModelGenerator:
         self.load_seconds: float | None = None
         self._pipeline: Any = None
         self._error: BaseException | None = None
-        self._made: dict[tuple, tuple[list[str], list[str]]] = {}  # our bars -> (tokens, description)
+        self._made: dict[_BarKey, tuple[list[str], list[str]]] = {}  # our bars -> (tokens, description)
         # One auto-ensemble draw for the generator's life: the band stays from section to section,
         # and a fader crosses a role's threshold once (drums come in as danceability rises, and stay).
         if ensemble_seed is None:
@@ -74,7 +77,7 @@ class ModelGenerator:
         return self._pipeline
 
     @staticmethod
-    def _key(bar: Bar) -> tuple:
+    def _key(bar: Bar) -> _BarKey:
         return (tuple(bar.notes), bar.numerator, bar.denominator)
 
     def generate(

@@ -63,7 +63,7 @@ _COMPING_PROGRAMS = (*range(0, 32), 44, 45, 46, *range(48, 52), *range(88, 96), 
 
 
 def _program(name: str) -> int:
-    return pretty_midi.instrument_name_to_program(name)
+    return int(pretty_midi.instrument_name_to_program(name))
 
 
 def arranged_band(features: EmotionFeatures, arrangement: Arrangement | None) -> Band:

@@ -38,7 +38,7 @@ def wait_until(predicate: Callable[[], object], timeout: float = 5.0, step: floa
 class DaemonProcess:
     """``e2m-live serve`` as a subprocess, with its OSC ports parsed from its startup output."""
 
-    proc: subprocess.Popen
+    proc: subprocess.Popen[str]
     udp_port: int
     tcp_port: int
     midi_name: str
@@ -100,7 +100,7 @@ def start_daemon(*extra: str, midi_name: str | None = None, timeout: float = 15.
     return DaemonProcess(proc, udp, tcp, midi_name, lines, time.monotonic() - started)
 
 
-def _drain(proc: subprocess.Popen, lines: list[str]) -> None:
+def _drain(proc: subprocess.Popen[str], lines: list[str]) -> None:
     assert proc.stdout is not None
     for line in proc.stdout:
         lines.append(line.rstrip())

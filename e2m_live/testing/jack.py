@@ -125,7 +125,7 @@ class JackMidiRecorder:
             for index, name in enumerate(ports):
                 if port_part in name:
                     self.midi_in.open_port(index, "in")
-                    return name
+                    return str(name)
             time.sleep(0.05)
         raise AssertionError(f"no JACK MIDI port containing {port_part!r}: {self.midi_in.get_ports()}")
 
@@ -197,7 +197,7 @@ class JackClockMaster:
             for index, name in enumerate(self.out.get_ports()):
                 if port_part in name:
                     self.out.open_port(index, "clock")
-                    return name
+                    return str(name)
             time.sleep(0.05)
         raise AssertionError(f"no JACK MIDI input containing {port_part!r}: {self.out.get_ports()}")
 
