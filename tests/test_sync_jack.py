@@ -97,9 +97,10 @@ def test_daemon_follows_midi_clock_tempo_bars_and_stop(jack_256):
 
 def test_clock_out_pulse_intervals_while_generating(jack_fast):
     tempo = 200.0  # 80 pulses a second: a p99 over ~350 intervals in a short run
-    # The rule generator: the benchmark's `rules+load` imports torch in the niced worker, which a
-    # loaded machine starved of CPU for minutes before its first bar (the pulses' steadiness under
-    # that load is benchmarks/sync.py's figure; a CPU hog does the same to the daemon here).
+    # The rule generator: the benchmark's load generator (e2m_live.testing.load) imports torch in
+    # the niced worker, which a loaded machine starved of CPU for minutes before its first bar (the
+    # pulses' steadiness under that load is benchmarks/sync.py's figure; a CPU hog does the same to
+    # the daemon here).
     d = start_daemon("--generator", "rules", "--clock-out", "--tempo", str(tempo))
     recorder = JackMidiRecorder("e2m-clock-recorder", timing=True)
     try:
