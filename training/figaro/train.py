@@ -25,7 +25,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -492,16 +492,35 @@ def train(
             dist.destroy_process_group()
 
 
-def _train(
-    cfg: TrainConfig,
-    model_cfg: FigaroConfig,
-    ctx: Dist,
-    started: float,
-    resume: str | None,
-    export: str | None,
-    progress_bar: bool,
-    stop: StopFlag,
-) -> dict[str, Any]:
+@dataclass
+class _Done:
+    """What the run has done: saved in every checkpoint, restored on resume."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    best_val: float = math.inf
+    #: Seconds trained before this process (a resumed run's earlier time).
+    trained_seconds: float = 0.0
+    last_val: dict[str, float] = field(default_factory=dict)
+    last_val_step: int = -1
+    skipped_steps: int = 0
+    bad_in_a_row: int = 0
+
+
+@dataclass
+class _Data:
+    """Training windows (sampled) and validation windows (fixed) of the run."""
+
+    tables: TokenTables
+    train_segments: list[SegmentWindows]
+    val_segments: list[SegmentWindows]
+    sampler: WindowSampler
+    val_windows: list[tuple[int, Window]]
+    val_songs: list[str]
+
+
+def _setup_device(cfg: TrainConfig, ctx: Dist) -> tuple[torch.device, bool]:
+    """The device of this rank (TF32 matmuls on CUDA) and torch's threads; whether to use bf16."""
     device = pick_device(cfg, ctx.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -509,21 +528,30 @@ def _train(
         torch.backends.cudnn.allow_tf32 = True
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    return device, cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
 
+
+def _autocast(device: torch.device, use_bf16: bool) -> Callable[[], Any]:
     def autocast() -> Any:
         if use_bf16:
             return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    return autocast
+
+
+def _prepare_out_dir(cfg: TrainConfig, model_cfg: FigaroConfig, ctx: Dist) -> tuple[Path, Path]:
+    """``out_dir`` and its ``checkpoints/``; the main process writes both configurations there."""
     out_dir = Path(cfg.out_dir)
     ckpt_dir = out_dir / "checkpoints"
     if ctx.main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
         model_cfg.save(out_dir / "config.json")
-    log = RunLog(out_dir / "log.jsonl", ctx.main)
+    return out_dir, ckpt_dir
 
+
+def _load_data(cfg: TrainConfig, model_cfg: FigaroConfig, ctx: Dist) -> _Data:
     tables = TokenTables()
     context = model_cfg.context_size
     train_segments = prepare_windows(load_segments(cfg.data, cfg.train_split), tables, cfg.renumber_bars)
@@ -532,12 +560,18 @@ def _train(
     val_windows, val_songs = validation_windows(
         val_segments, context, cfg.val_windows_per_segment, cfg.val_max_windows
     )
+    return _Data(tables, train_segments, val_segments, sampler, val_windows, val_songs)
 
+
+def _build_model(
+    cfg: TrainConfig, model_cfg: FigaroConfig, ctx: Dist, device: torch.device, resume_path: Path | None
+) -> tuple[FigaroModel, torch.optim.Optimizer, _Done]:
+    """The model (same initial weights on every rank) and its optimizer: fresh, fine-tuned from
+    ``cfg.init_from``, or resumed from a checkpoint with what that run had done."""
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = FigaroModel(model_cfg).to(device)
     optimizer = make_optimizer(model, cfg, fused=device.type == "cuda")
-    step, tokens_seen, best_val, trained_seconds = 0, 0, math.inf, 0.0
-    resume_path = _resume_path(resume, ckpt_dir)
+    done = _Done()
     if cfg.init_from and resume_path is None:
         from training.figaro.export import load_exported_state
 
@@ -551,11 +585,17 @@ def _train(
             raise ValueError(f"{resume_path} holds a model of another configuration than this run's")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        step, tokens_seen = int(ckpt["step"]), int(ckpt["tokens_seen"])
-        best_val, trained_seconds = float(ckpt["best_val_loss"]), float(ckpt["trained_seconds"])
+        done.step, done.tokens_seen = int(ckpt["step"]), int(ckpt["tokens_seen"])
+        done.best_val, done.trained_seconds = float(ckpt["best_val_loss"]), float(ckpt["trained_seconds"])
         if ctx.main:
-            print(f"[train] resumed from {resume_path} at step {step}", flush=True)
+            print(f"[train] resumed from {resume_path} at step {done.step}", flush=True)
+    return model, optimizer, done
 
+
+def _wrap_for_training(
+    model: torch.nn.Module, cfg: TrainConfig, ctx: Dist, device: torch.device
+) -> torch.nn.Module:
+    """What the loop calls: the model, compiled if asked, in DistributedDataParallel on several ranks."""
     train_model: torch.nn.Module = model
     if cfg.compile:
         train_model = torch.compile(model)  # type: ignore[assignment]
@@ -565,169 +605,242 @@ def _train(
         train_model = DistributedDataParallel(
             train_model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    return train_model
 
-    n_params = sum(p.numel() for p in model.parameters())
-    log.write(
-        {
-            "event": "start",
-            "step": step,
-            "world_size": ctx.world,
-            "device": str(device),
-            "bf16": use_bf16,
-            "parameters": n_params,
-            "train_segments": len(train_segments),
-            "val_segments": len(val_segments),
-            "val_windows": len(val_windows),
-            "val_songs": len(val_songs),
-            "context_size": context,
-            "tokens_per_step": cfg.batch_size * cfg.grad_accum * ctx.world * context,
-        }
+
+def _control(run_start: float, stop: StopFlag, ctx: Dist, device: torch.device) -> tuple[float, bool]:
+    """One small collective per step: elapsed time (rank 0's) and the stop request."""
+    control = torch.tensor([time.monotonic() - run_start, float(stop.set)], device=device)
+    all_reduce(control, ctx, dist.ReduceOp.MAX if ctx.world > 1 else None)
+    return float(control[0]), bool(control[1] > 0)
+
+
+def _accumulate_gradients(
+    train_model: torch.nn.Module,
+    micro_batches: Sequence[dict[str, torch.Tensor]],
+    cfg: TrainConfig,
+    ctx: Dist,
+    device: torch.device,
+    autocast: Callable[[], Any],
+    pad: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward over one step's micro-batches (gradients synchronised on the last);
+    returns the summed token loss and the token count."""
+    step_loss = torch.zeros((), device=device)
+    step_tokens = torch.zeros((), device=device, dtype=torch.long)
+    for micro, cpu_batch in enumerate(micro_batches):
+        batch = {k: v.to(device, non_blocking=True) for k, v in cpu_batch.items()}
+        sync = micro == cfg.grad_accum - 1 or ctx.world == 1
+        with contextlib.nullcontext() if sync else train_model.no_sync():  # type: ignore[operator]
+            with autocast():
+                logits = train_model(
+                    batch["desc_ids"],
+                    batch["desc_bar_ids"],
+                    batch["remi_ids"],
+                    batch["remi_bar_ids"],
+                    batch["remi_position_ids"],
+                )
+            loss_sum, n_tok = token_loss(logits, batch["labels"], pad)
+            (loss_sum / max(1, int(n_tok)) / cfg.grad_accum).backward()
+        step_loss += loss_sum.detach()
+        step_tokens += n_tok
+    return step_loss, step_tokens
+
+
+def _optimizer_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig, done: _Done
+) -> float:
+    """Clip, step (skipped when the gradient norm is not finite, counted in ``done``), zero the
+    gradients; returns the norm."""
+    # the norm of the (already all-reduced) gradients is the same on every rank, so all skip together
+    grad_norm = float(
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
     )
+    if math.isfinite(grad_norm):
+        optimizer.step()
+        done.bad_in_a_row = 0
+    else:
+        done.skipped_steps += 1
+        done.bad_in_a_row += 1
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+def _start_row(
+    cfg: TrainConfig,
+    model_cfg: FigaroConfig,
+    ctx: Dist,
+    device: torch.device,
+    use_bf16: bool,
+    n_params: int,
+    data: _Data,
+    step: int,
+) -> dict[str, Any]:
+    """The log's ``start`` event: where the run starts, on what, with how much data."""
+    context = model_cfg.context_size
+    return {
+        "event": "start",
+        "step": step,
+        "world_size": ctx.world,
+        "device": str(device),
+        "bf16": use_bf16,
+        "parameters": n_params,
+        "train_segments": len(data.train_segments),
+        "val_segments": len(data.val_segments),
+        "val_windows": len(data.val_windows),
+        "val_songs": len(data.val_songs),
+        "context_size": context,
+        "tokens_per_step": cfg.batch_size * cfg.grad_accum * ctx.world * context,
+    }
+
+
+def _train_row(
+    window_loss: float,
+    window_tokens: int,
+    ctx: Dist,
+    device: torch.device,
+    done: _Done,
+    lr: float,
+    grad_norm: float,
+    started: float,
+) -> dict[str, Any]:
+    """The log's ``train`` event: the token-weighted loss since the last one, summed over the ranks
+    (whose tokens are added to ``done.tokens_seen``)."""
+    totals = torch.tensor([window_loss, float(window_tokens)], dtype=torch.float64, device=device)
+    all_reduce(totals, ctx)
+    done.tokens_seen += int(totals[1])
+    return {
+        "event": "train",
+        "step": done.step,
+        "train_loss": float(totals[0] / max(1.0, float(totals[1]))),
+        "lr": lr,
+        "grad_norm": grad_norm,
+        "tokens": done.tokens_seen,
+        "elapsed_s": time.monotonic() - started,
+    }
+
+
+def _train(
+    cfg: TrainConfig,
+    model_cfg: FigaroConfig,
+    ctx: Dist,
+    started: float,
+    resume: str | None,
+    export: str | None,
+    progress_bar: bool,
+    stop: StopFlag,
+) -> dict[str, Any]:
+    """The run in its steps: device, output folder, data, model; the loop (stop or budget check,
+    learning rate, gradients, optimizer step, train log, validation, checkpoint); the end."""
+    device, use_bf16 = _setup_device(cfg, ctx)
+    autocast = _autocast(device, use_bf16)
+    out_dir, ckpt_dir = _prepare_out_dir(cfg, model_cfg, ctx)
+    log = RunLog(out_dir / "log.jsonl", ctx.main)
+    data = _load_data(cfg, model_cfg, ctx)
+    model, optimizer, done = _build_model(cfg, model_cfg, ctx, device, _resume_path(resume, ckpt_dir))
+    train_model = _wrap_for_training(model, cfg, ctx, device)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.write(_start_row(cfg, model_cfg, ctx, device, use_bf16, n_params, data, done.step))
 
     budget_s = cfg.max_minutes * 60.0 if cfg.max_minutes else None
     run_start = time.monotonic()
-    pad = tables.pad
-    last_val: dict[str, float] = {}
+    pad = data.tables.pad
     window_loss, window_tokens = 0.0, 0
     reason = "max_steps"
-    skipped_steps, bad_in_a_row = 0, 0
 
     def state() -> dict[str, Any]:
         return {
-            "step": step,
-            "tokens_seen": tokens_seen,
-            "best_val_loss": best_val,
-            "trained_seconds": trained_seconds + (time.monotonic() - run_start),
+            "step": done.step,
+            "tokens_seen": done.tokens_seen,
+            "best_val_loss": done.best_val,
+            "trained_seconds": done.trained_seconds + (time.monotonic() - run_start),
             "train_config": asdict(cfg),
             "model_config": model_cfg.to_dict(),
             "command": " ".join(["python -m training.figaro.train", *sys.argv[1:]]),
-            "validation": dict(last_val),
+            "validation": dict(done.last_val),
         }
 
-    last_val_step = -1
-
     def run_validation() -> None:
-        nonlocal best_val, last_val, last_val_step
-        if last_val_step == step:
+        if done.last_val_step == done.step:
             return
-        last_val_step = step
-        last_val = validate(
-            model, val_windows, len(val_songs), ctx, device, autocast, pad, cfg.eval_batch_size
+        done.last_val_step = done.step
+        done.last_val = validate(
+            model, data.val_windows, len(data.val_songs), ctx, device, autocast, pad, cfg.eval_batch_size
         )
-        log.write({"event": "val", "step": step, "tokens": tokens_seen, **last_val})
-        if ctx.main and last_val["val_loss"] < best_val:
-            best_val = last_val["val_loss"]
+        log.write({"event": "val", "step": done.step, "tokens": done.tokens_seen, **done.last_val})
+        if ctx.main and done.last_val["val_loss"] < done.best_val:
+            done.best_val = done.last_val["val_loss"]
             save_checkpoint(ckpt_dir / "best.pt", model, optimizer, state())
 
-    batches = step_batches(sampler, cfg, step, pad, pin=device.type == "cuda")
+    batches = step_batches(data.sampler, cfg, done.step, pad, pin=device.type == "cuda")
     model.train()
-    for _ in progress(range(step, cfg.max_steps), progress_bar and ctx.main, step):
-        # one small collective per step: elapsed time (rank 0's) and the stop request
-        control = torch.tensor([time.monotonic() - run_start, float(stop.set)], device=device)
-        all_reduce(control, ctx, dist.ReduceOp.MAX if ctx.world > 1 else None)
-        elapsed, stop_requested = float(control[0]), bool(control[1] > 0)
+    for _ in progress(range(done.step, cfg.max_steps), progress_bar and ctx.main, done.step):
+        elapsed, stop_requested = _control(run_start, stop, ctx, device)
         if stop_requested:
             reason = "signal"
             break
         if budget_s is not None and elapsed >= budget_s:
             reason = "max_minutes"
             break
-        lr = learning_rate(cfg, step, elapsed / budget_s if budget_s else 0.0)
+        lr = learning_rate(cfg, done.step, elapsed / budget_s if budget_s else 0.0)
         for group in optimizer.param_groups:
             group["lr"] = lr
-
-        step_loss = torch.zeros((), device=device)
-        step_tokens = torch.zeros((), device=device, dtype=torch.long)
-        for micro, cpu_batch in enumerate(next(batches)):
-            batch = {k: v.to(device, non_blocking=True) for k, v in cpu_batch.items()}
-            sync = micro == cfg.grad_accum - 1 or ctx.world == 1
-            with contextlib.nullcontext() if sync else train_model.no_sync():  # type: ignore[operator]
-                with autocast():
-                    logits = train_model(
-                        batch["desc_ids"],
-                        batch["desc_bar_ids"],
-                        batch["remi_ids"],
-                        batch["remi_bar_ids"],
-                        batch["remi_position_ids"],
-                    )
-                loss_sum, n_tok = token_loss(logits, batch["labels"], pad)
-                (loss_sum / max(1, int(n_tok)) / cfg.grad_accum).backward()
-            step_loss += loss_sum.detach()
-            step_tokens += n_tok
-        # the norm of the (already all-reduced) gradients is the same on every rank, so all skip together
-        grad_norm = float(
-            torch.nn.utils.clip_grad_norm_(
-                model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-            )
+        step_loss, step_tokens = _accumulate_gradients(
+            train_model, next(batches), cfg, ctx, device, autocast, pad
         )
-        if math.isfinite(grad_norm):
-            optimizer.step()
-            bad_in_a_row = 0
-        else:
-            skipped_steps += 1
-            bad_in_a_row += 1
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        if bad_in_a_row >= MAX_NONFINITE_STEPS:
+        grad_norm = _optimizer_step(model, optimizer, cfg, done)
+        done.step += 1
+        if done.bad_in_a_row >= MAX_NONFINITE_STEPS:
             reason = "nonfinite"
             break
 
         window_loss += float(step_loss)
         window_tokens += int(step_tokens)
-        if step % cfg.log_every == 0 or step == 1:
-            totals = torch.tensor([window_loss, float(window_tokens)], dtype=torch.float64, device=device)
-            all_reduce(totals, ctx)
-            tokens_seen += int(totals[1])
-            log.write(
-                {
-                    "event": "train",
-                    "step": step,
-                    "train_loss": float(totals[0] / max(1.0, float(totals[1]))),
-                    "lr": lr,
-                    "grad_norm": grad_norm,
-                    "tokens": tokens_seen,
-                    "elapsed_s": time.monotonic() - started,
-                },
-                echo=not progress_bar,
-            )
+        if done.step % cfg.log_every == 0 or done.step == 1:
+            row = _train_row(window_loss, window_tokens, ctx, device, done, lr, grad_norm, started)
+            log.write(row, echo=not progress_bar)
             window_loss, window_tokens = 0.0, 0
-        if step % cfg.eval_every == 0:
+        if done.step % cfg.eval_every == 0:
             run_validation()
-        if step % cfg.checkpoint_every == 0 and ctx.main:
+        if done.step % cfg.checkpoint_every == 0 and ctx.main:
             save_checkpoint(ckpt_dir / "last.pt", model, optimizer, state())
 
     del batches  # stops DataLoader workers before the final validation
     # flush the unlogged tail of the token count
     totals = torch.tensor([float(window_tokens)], dtype=torch.float64, device=device)
-    tokens_seen += int(all_reduce(totals, ctx)[0])
+    done.tokens_seen += int(all_reduce(totals, ctx)[0])
     run_validation()
     if ctx.main:
         save_checkpoint(ckpt_dir / "last.pt", model, optimizer, state())
     _write_rank_checksum(out_dir, model, ctx)
-
     summary = {
         "event": "end",
         "reason": reason,
-        "step": step,
-        "tokens_seen": tokens_seen,
+        "step": done.step,
+        "tokens_seen": done.tokens_seen,
         "wall_s": time.monotonic() - started,
         "trained_s": state()["trained_seconds"],
-        "skipped_steps": skipped_steps,
-        "best_val_loss": best_val,
+        "skipped_steps": done.skipped_steps,
+        "best_val_loss": done.best_val,
         "parameters": n_params,
         "world_size": ctx.world,
         "device": str(device),
-        **last_val,
+        **done.last_val,
     }
     log.write(summary)
     if ctx.main:
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        with contextlib.suppress(Exception):  # plots are a convenience, never a failure
-            plot_curves(out_dir / "log.jsonl", out_dir / "loss_curves.png")
-        if export:
-            source = ckpt_dir / ("best.pt" if (ckpt_dir / "best.pt").exists() else "last.pt")
-            export_checkpoint(source, export)
+        _write_results(out_dir, ckpt_dir, summary, export)
     return summary
+
+
+def _write_results(out_dir: Path, ckpt_dir: Path, summary: dict[str, Any], export: str | None) -> None:
+    """``summary.json``, the loss curves and, when asked, the exported best (else last) checkpoint."""
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with contextlib.suppress(Exception):  # plots are a convenience, never a failure
+        plot_curves(out_dir / "log.jsonl", out_dir / "loss_curves.png")
+    if export:
+        source = ckpt_dir / ("best.pt" if (ckpt_dir / "best.pt").exists() else "last.pt")
+        export_checkpoint(source, export)
 
 
 def _resume_path(resume: str | None, ckpt_dir: Path) -> Path | None:

@@ -21,7 +21,7 @@ import multiprocessing
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -193,6 +193,60 @@ def _batches(n: int, size: int, samples: int, rng: np.random.Generator) -> list[
     return [order[i : i + size] for i in range(0, len(order), size)]
 
 
+def fit(
+    model: nn.Module,
+    name: str,
+    epoch_losses: Callable[[], Iterator[torch.Tensor]],
+    evaluate: Callable[[], dict[str, float]],
+    *,
+    epochs: int,
+    learning_rate: float,
+    eval_every: int,
+    history: dict,
+    deadline: float,
+) -> None:
+    """The loop both trainers share: Adam with cosine annealing over ``epochs``, gradients clipped at
+    norm 1, one optimiser step per loss ``epoch_losses()`` yields; the held-out ``evaluate()`` every
+    ``eval_every`` epochs and after the last one, which is ``epochs`` or the first to end past
+    ``deadline``. Losses and metrics go to ``history[name]``."""
+    opt = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    record = history.setdefault(name, {"epoch": [], "train_loss": [], "eval_epoch": [], "val": []})
+    label = "stream" if name == "instruments_chords" else name
+    for epoch in range(1, epochs + 1):
+        model.train()
+        losses = []
+        for loss in epoch_losses():
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            losses.append(loss.item())
+        sched.step()
+        record["epoch"].append(epoch)
+        record["train_loss"].append(float(np.mean(losses)))
+        last = epoch == epochs or time.monotonic() > deadline
+        if epoch % eval_every == 0 or last:
+            model.eval()
+            with torch.no_grad():
+                metrics = evaluate()
+            record["eval_epoch"].append(epoch)
+            record["val"].append(metrics)
+            kl = f" KL {metrics['kl']:.3f}" if "kl" in metrics else ""
+            log.info(
+                "%-13s epoch %3d  train %.3f  val loss %.3f acc %.3f%s",
+                label,
+                epoch,
+                record["train_loss"][-1],
+                metrics["loss"],
+                metrics["accuracy"],
+                kl,
+            )
+        if last:
+            break
+    model.eval()
+
+
 def train_ordered(
     name: str, train: Batch, val: Batch, cfg: TrainConfig, history: dict, deadline: float
 ) -> OrderedClassLSTM:
@@ -210,8 +264,6 @@ def train_ordered(
             context=list(ORDERED_CLASSES[:column]) if cfg.chain_context else [],
         )
     )
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     x_train, y_train = torch.from_numpy(train.features), torch.from_numpy(train.bins[:, :, column])
     p_train = ordered_inputs(train.bins[:, :, column], n_classes)
     x_val, y_val = torch.from_numpy(val.features), torch.from_numpy(val.bins[:, :, column])
@@ -220,43 +272,30 @@ def train_ordered(
     c_train = context_inputs(train.bins, model.config.context, n_classes)
     c_val = context_inputs(val.bins, model.config.context, n_classes)
     rng = np.random.default_rng(cfg.seed)
-    record = history.setdefault(name, {"epoch": [], "train_loss": [], "eval_epoch": [], "val": []})
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        losses = []
+
+    def epoch_losses() -> Iterator[torch.Tensor]:
+        """Soft-label cross-entropy of random batches (bars without a bin are left out)."""
         for idx in _batches(len(x_train), cfg.batch_size, cfg.samples_per_epoch, rng):
             logits = model(x_train[idx], p_train[idx], i_train[idx], c_train[idx])
             targets = y_train[idx]
             valid = targets >= 0
             q = soft_labels(targets[valid], n_classes, cfg.sigma)
-            loss = -(q * torch.log_softmax(logits[valid], -1)).sum(-1).mean()
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            losses.append(loss.item())
-        sched.step()
-        record["epoch"].append(epoch)
-        record["train_loss"].append(float(np.mean(losses)))
-        last = epoch == cfg.epochs or time.monotonic() > deadline
-        if epoch % cfg.eval_every == 0 or last:
-            model.eval()
-            with torch.no_grad():
-                metrics = ordered_metrics(model(x_val, p_val, i_val, c_val), y_val, cfg.sigma)
-            record["eval_epoch"].append(epoch)
-            record["val"].append(metrics)
-            log.info(
-                "%-13s epoch %3d  train %.3f  val loss %.3f acc %.3f KL %.3f",
-                name,
-                epoch,
-                record["train_loss"][-1],
-                metrics["loss"],
-                metrics["accuracy"],
-                metrics["kl"],
-            )
-        if last:
-            break
-    model.eval()
+            yield -(q * torch.log_softmax(logits[valid], -1)).sum(-1).mean()
+
+    def evaluate() -> dict[str, float]:
+        return ordered_metrics(model(x_val, p_val, i_val, c_val), y_val, cfg.sigma)
+
+    fit(
+        model,
+        name,
+        epoch_losses,
+        evaluate,
+        epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        eval_every=cfg.eval_every,
+        history=history,
+        deadline=deadline,
+    )
     return model
 
 
@@ -269,8 +308,6 @@ def train_stream(train: Batch, val: Batch, cfg: TrainConfig, history: dict, dead
             plan_bars=max(train.bins.shape[1], 1),
         )
     )
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.stream_learning_rate)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.stream_epochs)
     feats = torch.from_numpy(train.features[train.stream_rows])
     inputs, targets = torch.from_numpy(train.stream_inputs), torch.from_numpy(train.stream_targets)
     bars = torch.from_numpy(train.stream_bars)
@@ -279,18 +316,10 @@ def train_stream(train: Batch, val: Batch, cfg: TrainConfig, history: dict, dead
     val_in, val_tg = torch.from_numpy(val.stream_inputs), torch.from_numpy(val.stream_targets)
     val_bars = torch.from_numpy(val.stream_bars)
     rng = np.random.default_rng(cfg.seed + 1)
-    # Batches of similar length waste little time on padding.
-    by_length = np.argsort(lengths, kind="stable")
-    chunks = [
-        by_length[i : i + cfg.stream_batch_size] for i in range(0, len(by_length), cfg.stream_batch_size)
-    ]
-    record = history.setdefault(
-        "instruments_chords", {"epoch": [], "train_loss": [], "eval_epoch": [], "val": []}
-    )
-    for epoch in range(1, cfg.stream_epochs + 1):
-        model.train()
-        losses = []
-        # A random subset, in batches of similar length (little time wasted on padding).
+
+    def epoch_losses() -> Iterator[torch.Tensor]:
+        """Next-token cross-entropy of a random subset, in batches of similar length (little time
+        wasted on padding), the batches in random order."""
         subset = rng.permutation(len(feats))[: cfg.samples_per_epoch]
         subset = subset[np.argsort(lengths[subset], kind="stable")]
         chunks = [subset[i : i + cfg.stream_batch_size] for i in range(0, len(subset), cfg.stream_batch_size)]
@@ -298,34 +327,23 @@ def train_stream(train: Batch, val: Batch, cfg: TrainConfig, history: dict, dead
             idx = chunks[c]
             width = int(lengths[idx].max())
             logits = model(feats[idx], inputs[idx, :width], bars[idx, :width])
-            loss = nn.functional.cross_entropy(
+            yield nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]),
                 targets[idx, :width].reshape(-1),
                 ignore_index=STREAM_VOCAB.PAD,
             )
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            losses.append(loss.item())
-        sched.step()
-        record["epoch"].append(epoch)
-        record["train_loss"].append(float(np.mean(losses)))
-        last = epoch == cfg.stream_epochs or time.monotonic() > deadline
-        if epoch % cfg.eval_every == 0 or last:
-            metrics = evaluate_stream(model, val_feats, val_in, val_tg, val_bars)
-            record["eval_epoch"].append(epoch)
-            record["val"].append(metrics)
-            log.info(
-                "stream        epoch %3d  train %.3f  val loss %.3f acc %.3f",
-                epoch,
-                record["train_loss"][-1],
-                metrics["loss"],
-                metrics["accuracy"],
-            )
-        if last:
-            break
-    model.eval()
+
+    fit(
+        model,
+        "instruments_chords",
+        epoch_losses,
+        lambda: evaluate_stream(model, val_feats, val_in, val_tg, val_bars),
+        epochs=cfg.stream_epochs,
+        learning_rate=cfg.stream_learning_rate,
+        eval_every=cfg.eval_every,
+        history=history,
+        deadline=deadline,
+    )
     return model
 
 
