@@ -227,18 +227,32 @@ def write_card(
     log: Callable[[str], None] = print,
 ) -> Path:
     """Render the examples and write ``MODEL_CARD.md`` into ``model_dir``."""
-    from e2m_live.figaro.config import FigaroConfig
-    from e2m_live.figaro.model import FigaroModel
-
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    config = FigaroConfig.load(model_dir / "config.json")
-    n_params = FigaroModel(config).num_parameters()
-    end = run_end(model_dir)
     training_path = model_dir / "training.json"
     training = json.loads(training_path.read_text()) if training_path.is_file() else {}
-    train_cfg = training.get("train_config", {})
-    files = sorted(model_dir.glob("model*.safetensors"))
+    listening = render_examples(examples, example_descriptions, model_dir, out_dir, log)
+    lines = [
+        *_model_lines(model_dir, training.get("train_config", {})),
+        *_training_lines(training, run_end(model_dir)),
+        *_fidelity_lines(report, model_dir),
+        *_speed_section(report),
+        *_listening_lines(listening, out_dir, notes),
+        *_weakness_lines(report["summaries"]),
+    ]
+    path = model_dir / "MODEL_CARD.md"
+    path.write_text("\n".join(lines))
+    return path
 
+
+def render_examples(
+    examples: Sequence[Sequence[str]],
+    example_descriptions: Sequence[Sequence[str]],
+    model_dir: Path,
+    out_dir: Path,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Each example as WAV and MIDI (``out_dir``) and a piano roll (``model_dir``), with its listening
+    statistics."""
     listening = []
     for i, tokens in enumerate(examples):
         stats = listening_stats(tokens)
@@ -254,10 +268,17 @@ def write_card(
         )
         listening.append({"stats": stats, "audio": audio, "png": png.name})
         log(f"[card] example {i}: {stats} audio={audio}")
+    return listening
 
-    summaries = report["summaries"]
-    timing = report.get("timing", {})
-    tok_s = timing.get("model_tokens", 0) / max(timing.get("model_seconds", 0.0), 1e-9)
+
+def _model_lines(model_dir: Path, train_cfg: dict[str, Any]) -> list[str]:
+    """Title, weights, architecture, data and its licences."""
+    from e2m_live.figaro.config import FigaroConfig
+    from e2m_live.figaro.model import FigaroModel
+
+    config = FigaroConfig.load(model_dir / "config.json")
+    n_params = FigaroModel(config).num_parameters()
+    files = sorted(model_dir.glob("model*.safetensors"))
     lines = [
         "# figaro-compact",
         "",
@@ -285,6 +306,14 @@ def write_card(
         "- Licences of the data bind the weights' use: EMOPIA is non-commercial (CC-BY-NC-SA), VGMIDI has "
         "no licence (research use), Nottingham is GPL-3.0.",
         "",
+    ]
+    return lines
+
+
+def _training_lines(training: dict[str, Any], end: dict[str, Any]) -> list[str]:
+    """The command, the run and the shipped (best validation) checkpoint."""
+    train_cfg = training.get("train_config", {})
+    return [
         "## Training",
         f"- Command: `{training.get('command', '?')}`",
         (
@@ -303,6 +332,12 @@ def write_card(
         f"perplexity {_fmt(training.get('validation', {}).get('val_ppl', math.nan), 2)}, mean per-song "
         f"perplexity {_fmt(training.get('validation', {}).get('val_song_ppl', math.nan), 2)}.",
         "",
+    ]
+
+
+def _fidelity_lines(report: dict[str, Any], model_dir: Path) -> list[str]:
+    """The fidelity table against the baseline and the ceiling, and by corpus."""
+    return [
         "## Description fidelity",
         f"{report['n_segments']} validation segments ({report['bars']} bars each), one per song first, "
         "the corpora taking turns; "
@@ -312,7 +347,7 @@ def write_card(
         "bar by bar with the segment (`training/figaro/fidelity.py`). `ceiling` is the ground truth itself "
         "through the same path; `baseline` draws random chord tones at the described density.",
         "",
-        metrics_table(summaries),
+        metrics_table(report["summaries"]),
         "",
         "Command: `"
         + report.get(
@@ -336,6 +371,14 @@ def write_card(
             else []
         ),
         "",
+    ]
+
+
+def _speed_section(report: dict[str, Any]) -> list[str]:
+    """Measured real-time factors and the evaluation's own generation rate."""
+    timing = report.get("timing", {})
+    tok_s = timing.get("model_tokens", 0) / max(timing.get("model_seconds", 0.0), 1e-9)
+    return [
         "## Speed",
         *speed_lines(report.get("speed", {})),
         "- Generation during the evaluation (segments after the first, real token counts): "
@@ -346,6 +389,12 @@ def write_card(
         f"  at that rate 12 bars of {REFERENCE_TOKENS} tokens at 120 BPM (24 s of music) take a real-time "
         f"factor of {(REFERENCE_TOKENS / tok_s) / REFERENCE_SECONDS if tok_s else math.nan:.3f}.",
         "",
+    ]
+
+
+def _listening_lines(listening: list[dict[str, Any]], out_dir: Path, notes: str) -> list[str]:
+    """What each rendered example holds, then the listener's notes."""
+    lines = [
         "## Listening check",
         "Three 12-bar examples from validation descriptions, rendered with FluidSynth "
         f"(`{SOUNDFONT}`) to `{out_dir}/example_*.wav`; piano rolls here:",
@@ -366,8 +415,12 @@ def write_card(
         )
     if notes:
         lines += ["", notes.strip()]
+    return lines
+
+
+def _weakness_lines(summaries: dict[str, dict[str, float]]) -> list[str]:
     below = [k for k, ok in fidelity.meets_targets(summaries.get("model", {})).items() if not ok]
-    lines += [
+    return [
         "",
         "## Known weaknesses",
         f"- Metrics below target: {', '.join(below) if below else 'none'}.",
@@ -377,9 +430,6 @@ def write_card(
         "grid, which disagrees with the originals where the source MIDI's beats were unreliable (POP909).",
         "",
     ]
-    path = model_dir / "MODEL_CARD.md"
-    path.write_text("\n".join(lines))
-    return path
 
 
 # --- command line: rewrite the card from a finished evaluation ----------------------------------
