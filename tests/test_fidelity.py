@@ -10,6 +10,7 @@ import pytest
 
 from e2m_live.description.vocab import NOTE_DENSITY_BINS, DescriptionVocab, RemiVocab
 from e2m_live.music import Note
+from training.common import set_scores
 from training.figaro import fidelity as fm
 from training.figaro.baseline import baseline_remi, chord_pitch_classes, parse_description
 
@@ -58,8 +59,8 @@ def test_instrument_and_chord_sets():
 
 
 def test_empty_sets_agree_and_missing_predictions_are_undefined_precision():
-    assert fm.set_scores(np.zeros(3, bool), np.zeros(3, bool)) == (1.0, 1.0, 1.0)
-    p, r, f1 = fm.set_scores(np.array([True, False]), np.zeros(2, bool))
+    assert set_scores(np.zeros(3, bool), np.zeros(3, bool)) == (1.0, 1.0, 1.0)
+    p, r, f1 = set_scores(np.array([True, False]), np.zeros(2, bool))
     assert math.isnan(p) and r == 0.0 and f1 == 0.0
 
 

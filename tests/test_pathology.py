@@ -9,8 +9,8 @@ import mido
 import pytest
 
 from e2m_live.music import Bar, Note
+from training.common import DRUM_SLOT
 from training.evaluation.pathology import (
-    DRUM_SLOT,
     count_piece,
     in_scale_share,
     instruments,

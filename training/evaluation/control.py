@@ -51,7 +51,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 # isort: off
-from e2m_live.figaro.constraints import CHORD_INTERVALS
+from e2m_live.figaro import constraints
 from e2m_live.pipeline import DecodingOptions, Pipeline  # first: sets OpenMP's wait policy
 
 # isort: on
@@ -62,10 +62,10 @@ from scipy.stats import spearmanr
 from e2m_live.analysis import estimate_features, load_calibration
 from e2m_live.arrangement import AUTO, DEFAULT_KEY_LOCK, ENSEMBLES, Arrangement
 from e2m_live.description.vocab import DRUM_INSTRUMENT, INSTRUMENT_KEY
-from e2m_live.features import KEY_NAMES, RANGES, EmotionFeatures
+from e2m_live.features import RANGES, EmotionFeatures
 from e2m_live.music import Bar
+from training.common import DRUM_SLOT, set_scores
 from training.evaluation import pathology
-from training.figaro.fidelity import set_scores
 
 CONTINUOUS = ("energy", "valence", "loudness", "danceability", "acousticness", "instrumentalness")
 #: Issue 14: energy and loudness keep >= 0.8; the instrumentation controls reach 0.6.
@@ -96,17 +96,15 @@ TEMPOS = (60.0, 90.0, 120.0, 150.0, 180.0)
 MIDI_EMOTION_L1 = 0.195
 
 
-def chord_pitch_classes(value: str) -> set[int]:
-    """Pitch classes of a FIGARO chord value (``"A:min7"``); empty for ``N:N`` and quality-less chords."""
-    root, _, quality = value.partition(":")
-    if root not in KEY_NAMES or quality == "None" or quality not in CHORD_INTERVALS:
-        return set()
-    return {(KEY_NAMES.index(root) + step) % 12 for step in CHORD_INTERVALS[quality]}
+def chord_pitch_classes(value: str) -> frozenset[int]:
+    """Pitch classes of a FIGARO chord value (``"A:min7"``); empty for ``N:N`` and, unlike the
+    decoder's chord-tone bias, for quality-less chords (``"A:None"``)."""
+    return frozenset() if value.endswith(":None") else constraints.chord_pitch_classes(value)
 
 
 def instrument_slot(name: str) -> int:
     """Instrument slot (program 0..127, drums 128) of a FIGARO instrument name."""
-    return pathology.DRUM_SLOT if name == DRUM_INSTRUMENT else pretty_midi.instrument_name_to_program(name)
+    return DRUM_SLOT if name == DRUM_INSTRUMENT else pretty_midi.instrument_name_to_program(name)
 
 
 def planned_instruments(description_bar: Sequence[str]) -> tuple[int, ...]:

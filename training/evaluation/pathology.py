@@ -34,10 +34,10 @@ import numpy as np
 from e2m_live.arrangement import instrument_name
 from e2m_live.description.vocab import DRUM_INSTRUMENT, POSITIONS_PER_QUARTER
 from e2m_live.music import DRUM_CHANNEL, Bar, Note
+from training.common import DRUM_SLOT
 
 __all__ = [
     "BASS_PROGRAMS",
-    "DRUM_SLOT",
     "PieceCounts",
     "count_piece",
     "drum_hits_per_bar",
@@ -53,7 +53,6 @@ __all__ = [
     "summarise",
 ]
 
-DRUM_SLOT = 128  # drums beside the 128 programs, as in training.figaro.fidelity
 #: GM bass family (Acoustic Bass .. Synth Bass 2) and Contrabass: what plays a bass line.
 BASS_PROGRAMS = frozenset({*range(32, 40), 43})
 MAJOR_STEPS = (0, 2, 4, 5, 7, 9, 11)

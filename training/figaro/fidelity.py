@@ -41,6 +41,7 @@ from e2m_live.description.vocab import (
     TIME_SIGNATURE_KEY,
 )
 from e2m_live.music import Bar, Note
+from training.common import DRUM_SLOT, set_scores
 
 #: Every chord label FIGARO knows, in its order ("C:maj" ... "B:None", "N:N").
 CHORD_LABELS: tuple[str, ...] = (
@@ -48,7 +49,6 @@ CHORD_LABELS: tuple[str, ...] = (
     NO_CHORD,
 )
 _CHORD_INDEX = {label: i for i, label in enumerate(CHORD_LABELS)}
-DRUM_SLOT = 128  # instrument index of drums in the 129-slot instrument vector
 
 #: The metrics a summary reports, in table order.
 SUMMARY_METRICS: tuple[str, ...] = (
@@ -164,19 +164,6 @@ def chord_vector(chords: Iterable[str]) -> np.ndarray:
         if idx is not None:
             flags[idx] = True
     return flags
-
-
-def set_scores(reference: np.ndarray, sample: np.ndarray) -> tuple[float, float, float]:
-    """Precision, recall and F1 of the flags ``sample`` against ``reference``."""
-    n_ref, n_sample = int(reference.sum()), int(sample.sum())
-    if n_ref == 0 and n_sample == 0:
-        return 1.0, 1.0, 1.0
-    tp = int((reference & sample).sum())
-    precision = tp / n_sample if n_sample else math.nan
-    recall = tp / n_ref if n_ref else math.nan
-    if tp == 0:
-        return precision, recall, 0.0
-    return precision, recall, 2 * precision * recall / (precision + recall)
 
 
 def overlapping_area(a: Sequence[float], b: Sequence[float]) -> float:
