@@ -1,1 +1,1 @@
-
+"""The whole system as a listener takes it: control over the features, pathologies, listening set."""

@@ -1,1 +1,1 @@
-
+"""The planners: training, held-out evaluation, comparison, plan statistics."""
