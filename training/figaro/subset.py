@@ -2,7 +2,7 @@
 
     python -m training.figaro.subset --full data/dataset --sample data/sample-ft --out data/figaro-ft.npz
 
-A sample build (``build_dataset --sample-per-corpus N``) draws its own split from the songs it holds, so
+A sample build (``training.data.build --sample-per-corpus N``) draws its own split from the songs it holds, so
 its validation songs are not the full build's. This computes the split the full build gives every song
 (the same scan, deduplication and seeded permutation as :func:`training.data.build.build`, from the
 full build's ``build_config.json``; no file is extracted: note hashes come from the multi corpora's
