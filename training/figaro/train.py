@@ -1,6 +1,6 @@
 """Train FIGARO (description -> REMI+) on the segment dataset.
 
-    python -m training.figaro.train --config training/figaro/configs/figaro_compact.json
+    python -m training.figaro.train --config training/figaro/configs/figaro_compact_gpu.json
     torchrun --nproc_per_node 2 -m training.figaro.train --config ... --device cpu   # DDP (gloo on CPU)
 
 FIGARO's objective: teacher-forced next-token cross-entropy over windows of ``context_size`` REMI+
