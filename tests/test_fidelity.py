@@ -8,7 +8,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from e2m_live.description.vocab import NOTE_DENSITY_BINS, DescriptionVocab, RemiVocab
+from e2m_live.description.vocab import NOTE_DENSITY_BINS, DescriptionVocab, RemiVocab, split_bars
 from e2m_live.music import Note
 from training.common import set_scores
 from training.figaro import fidelity as fm
@@ -160,7 +160,7 @@ def test_baseline_follows_description():
     tokens = baseline_remi(DESCRIPTION, seed=3)
     remi = RemiVocab()
     assert all(t in remi for t in tokens), [t for t in tokens if t not in remi]
-    bars = fm.split_bars(tokens)
+    bars = split_bars(tokens)
     assert len(bars) == 3
     described = parse_description(DESCRIPTION)
     for bar, facts in zip(bars, described, strict=True):
@@ -172,7 +172,7 @@ def test_baseline_follows_description():
         assert n_notes == expected
         used = {t.removeprefix("Instrument_") for t in bar if t.startswith("Instrument_")}
         assert used == set(facts.instruments)  # every described instrument plays
-    assert bars[0][0] == "Time Signature_4/4" and bars[1][0] == "Time Signature_3/4"
+    assert bars[0][1] == "Time Signature_4/4" and bars[1][1] == "Time Signature_3/4"  # after each Bar_ token
     allowed = set(chord_pitch_classes("F:maj7")) | set(chord_pitch_classes("G:maj"))
     pitched = [int(t.split("_")[1]) for t in bars[1] if t.startswith("Pitch_")]
     assert pitched and all(p % 12 in allowed for p in pitched)

@@ -36,10 +36,10 @@ from e2m_live.description.vocab import (
     TIME_SIGNATURE_KEY,
     VELOCITY_BINS,
     VELOCITY_KEY,
+    split_bars,
     token,
 )
 from e2m_live.figaro.constraints import CHORD_INTERVALS
-from training.figaro.fidelity import split_bars
 
 DRUM_PITCHES = (36, 38, 42, 42)  # kick, snare, closed hi-hat twice as often
 GRID = POSITIONS_PER_QUARTER // 4  # 16th notes

@@ -32,13 +32,13 @@ from statistics import NormalDist
 import numpy as np
 
 from e2m_live.description.vocab import (
-    BAR_KEY,
     CHORD_KEY,
     CHORD_QUALITIES,
     NO_CHORD,
     PITCH_CLASSES,
     POSITIONS_PER_QUARTER,
     TIME_SIGNATURE_KEY,
+    split_bars,
 )
 from e2m_live.music import Bar, Note
 from training.common import DRUM_SLOT, set_scores
@@ -105,18 +105,6 @@ EMPTY_BAR = BarFacts(notes=())
 
 
 # --- reading descriptions -------------------------------------------------------------------
-
-
-def split_bars(tokens: Sequence[str]) -> list[list[str]]:
-    """Split a token sequence (description or REMI) at its ``Bar_*`` tokens; tokens before the first
-    bar (``<bos>``) and special tokens are dropped."""
-    bars: list[list[str]] = []
-    for tok in tokens:
-        if tok.startswith(BAR_KEY + "_"):
-            bars.append([])
-        elif bars and not tok.startswith("<"):
-            bars[-1].append(tok)
-    return bars
 
 
 def chords_by_bar(description: Sequence[str]) -> list[tuple[str, ...]]:
