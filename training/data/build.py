@@ -936,7 +936,7 @@ def extract_all(
     return keys, counts
 
 
-def _note_hashes(pieces: dict[str, list[Piece]], keys: dict[str, str], cache_dir: Path) -> dict[str, str]:
+def note_hashes(pieces: dict[str, list[Piece]], keys: dict[str, str], cache_dir: Path) -> dict[str, str]:
     hashes = {}
     for corpus_pieces in pieces.values():
         for piece in corpus_pieces:
@@ -994,7 +994,7 @@ def build(
         report = {"shard": f"{shard[0]}/{shard[1]}", **counts, "seconds": seconds}
         (out / f"shard-{shard[0]}-of-{shard[1]}.json").write_text(json.dumps(report, indent=2))
         return report
-    kept, dropped = deduplicate(pieces, _note_hashes(pieces, keys, cache_dir))
+    kept, dropped = deduplicate(pieces, note_hashes(pieces, keys, cache_dir))
     splits = assign_splits(
         kept, seed=config.seed, val_fraction=config.val_fraction, test_fraction=config.test_fraction
     )

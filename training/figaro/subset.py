@@ -27,9 +27,9 @@ from training.data.build import (
     cache_key,
     deduplicate,
     extractor_digest,
+    note_hashes,
     scan_all,
 )
-from training.data.build import _note_hashes as note_hashes
 from training.figaro.data import save_pack
 from training.figaro.train import load_segments
 
