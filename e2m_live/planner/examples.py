@@ -86,7 +86,7 @@ def example_from_tokens(
 
 
 def examples_from_segments(segments: Iterable) -> tuple[list[PlannerExample], int]:
-    """Examples of ``training.dataset.Segment`` objects; returns ``(examples, n_skipped)`` where
+    """Examples of ``training.data.dataset.Segment`` objects; returns ``(examples, n_skipped)`` where
     skipped segments are those whose description does not parse."""
     examples: list[PlannerExample] = []
     skipped = 0
