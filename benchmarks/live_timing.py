@@ -254,10 +254,15 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 MAJOR = (0, 2, 4, 5, 7, 9, 11)
 #: The mixed changes start here.
 INITIAL = {"loudness": -10.0, "key": 0, "energy": 0.8}
-#: A change that arrives this close before a beat is expected from the beat after: the OSC packet,
-#: the daemon's handler and the player's wake-up take a few milliseconds, and no ear tells a change
-#: 20 ms before a beat from one 20 ms after it.
-LOUDNESS_MARGIN_S = 0.020
+#: A change that arrives this close before a beat (loudness) or before the player prepares a bar
+#: (``prepare_ahead`` before its line: key, energy) is expected from the beat or bar after: the OSC
+#: packet, the daemon's handler and the player's wake-up take a few milliseconds, and no ear tells
+#: a change 20 ms before a beat from one 20 ms after it.
+REACTION_S = 0.020
+#: The receiver hears a message at the start of a JACK period, so a note on a beat or bar line is
+#: heard up to half a period either side of it (after the constant offset is removed): windows of
+#: heard notes start this much early, so the note on the line falls in the window it belongs to.
+HEARD_EARLY_S = 0.5 * JACK_PERIOD_FRAMES / JACK_RATE + 0.0005
 
 
 def _note_ons(heard: list, start: float, end: float, pitched: bool = False) -> list[list[int]]:
@@ -337,7 +342,7 @@ def _energy_heard(notes: list[list[int]], line, change: dict, sections: dict) ->
 def first_audible(changes: list[dict], heard: list, bars: list, prepare_ahead: float,
                   sections: list | None = None) -> dict:
     """For each change: the first bar (key, energy) or beat (loudness) whose notes at the receiver
-    show it, and whether that is the next bar line (the next beat at least ``LOUDNESS_MARGIN_S``
+    show it, and whether that is the next bar line (the next beat at least ``REACTION_S``
     after the change, for loudness). Loudness and energy: the notes heard against the same bar as
     scheduled, answered for the old and for the new value; key by the scale of the notes."""
     by_id = {s.id: s for s in sections or []}
@@ -347,7 +352,7 @@ def first_audible(changes: list[dict], heard: list, bars: list, prepare_ahead: f
     on_time: dict[str, list[bool]] = {"loudness": [], "key": [], "energy": []}
     for change in changes:
         at, kind = change["at"], change["kind"]
-        index = next((i for i, b in enumerate(lines) if b.time >= at + prepare_ahead), None)
+        index = next((i for i, b in enumerate(lines) if b.time >= at + prepare_ahead + REACTION_S), None)
         if index is None or index == 0 or index + 4 >= len(lines):
             continue
         next_line = lines[index]
@@ -355,13 +360,14 @@ def first_audible(changes: list[dict], heard: list, bars: list, prepare_ahead: f
         seen: list = []
         if kind == "loudness":
             beat = 60.0 / lines[index - 1].tempo
-            earliest = at + LOUDNESS_MARGIN_S
+            earliest = at + REACTION_S
             first_line = max((b for b in lines if b.time <= earliest), key=lambda b: b.time, default=lines[0])
             first_beat = first_line.time + math.ceil((earliest - first_line.time) / beat - 1e-6) * beat
             for k in range(8):
                 window = (first_beat + k * beat, first_beat + (k + 1) * beat)
                 line = max((b for b in lines if b.time <= window[0] + 1e-6), key=lambda b: b.time)
-                hit = _loudness_heard(_note_ons(heard, *window), window, line, change, by_id)
+                notes = _note_ons(heard, window[0] - HEARD_EARLY_S, window[1] - HEARD_EARLY_S)
+                hit = _loudness_heard(notes, window, line, change, by_id)
                 seen.append((round(window[0] - at, 3), hit))
                 if hit is None:
                     continue
@@ -372,7 +378,8 @@ def first_audible(changes: list[dict], heard: list, bars: list, prepare_ahead: f
         else:
             expected = next_line.time
             for k in range(index, index + 4):
-                notes = _note_ons(heard, lines[k].time, lines[k + 1].time, pitched=kind == "key")
+                notes = _note_ons(heard, lines[k].time - HEARD_EARLY_S, lines[k + 1].time - HEARD_EARLY_S,
+                                  pitched=kind == "key")
                 if kind == "key":
                     hit = _key_heard(notes, change["old"], change["new"])
                 else:
@@ -390,7 +397,9 @@ def first_audible(changes: list[dict], heard: list, bars: list, prepare_ahead: f
         if not on_time[kind][-1] and kind != "key":
             what = "bars (heard, section, index, repeated)" if kind == "energy" else \
                 "beats (s after the change, heard)"
-            missed.append({"kind": kind, "old": change["old"], "new": change["new"], what: seen})
+            due = None if expected is None else round(expected - at, 3)
+            missed.append({"kind": kind, "old": change["old"], "new": change["new"], "due_after_s": due,
+                           what: seen})
     heard_in_time = sum(sum(v) for v in on_time.values())
     return {kind: {"changes": len(on_time[kind]), "heard_ms": _percentiles(latencies[kind]),
                    "at_next_line": f"{sum(on_time[kind])}/{len(on_time[kind])}"}
