@@ -813,13 +813,25 @@ def _train(
     if ctx.main:
         save_checkpoint(ckpt_dir / "last.pt", model, optimizer, state())
     _write_rank_checksum(out_dir, model, ctx)
-    summary = {
+    summary = _end_row(reason, done, started, state()["trained_seconds"], n_params, ctx, device)
+    log.write(summary)
+    if ctx.main:
+        _write_results(out_dir, ckpt_dir, summary, export)
+    return summary
+
+
+def _end_row(
+    reason: str, done: _Done, started: float, trained_s: float, n_params: int, ctx: Dist, device: torch.device
+) -> dict[str, Any]:
+    """The log's ``end`` event, also the run's ``summary.json``: why and where it stopped, the last
+    validation."""
+    return {
         "event": "end",
         "reason": reason,
         "step": done.step,
         "tokens_seen": done.tokens_seen,
         "wall_s": time.monotonic() - started,
-        "trained_s": state()["trained_seconds"],
+        "trained_s": trained_s,
         "skipped_steps": done.skipped_steps,
         "best_val_loss": done.best_val,
         "parameters": n_params,
@@ -827,10 +839,6 @@ def _train(
         "device": str(device),
         **done.last_val,
     }
-    log.write(summary)
-    if ctx.main:
-        _write_results(out_dir, ckpt_dir, summary, export)
-    return summary
 
 
 def _write_results(out_dir: Path, ckpt_dir: Path, summary: dict[str, Any], export: str | None) -> None:
