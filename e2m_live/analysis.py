@@ -9,7 +9,7 @@ music follows the requested features. Two steps:
 2. :func:`estimate_features` combines a few descriptors per feature (weights in
    :data:`COMPOSITES`) and maps each continuous composite onto Spotify's scale by quantile
    matching against ``e2m_live/data/feature_calibration.json`` (made by
-   ``python -m training.calibrate_features``), so estimated marginals follow Spotify's.
+   ``python -m training.data.calibrate_features``), so estimated marginals follow Spotify's.
 
 Tempo, time signature, key and mode are measured directly. See ``docs/features.md``.
 """
@@ -582,7 +582,7 @@ COMPOSITES: dict[str, dict[str, float]] = {
 #: and energy correlate at -0.68) and freer, performed timing (off the sixteenth grid) are heard
 #: as acoustic recordings rather than produced, sequenced music.
 ACOUSTICNESS_TIE_BREAK: dict[str, float] = {"energy": -0.05, "grid_onset_fraction": -0.05}
-#: Terms a refitted composite (``Calibration.composites``, ``training.refit_estimator``) may use besides
+#: Terms a refitted composite (``Calibration.composites``, ``training.data.refit_estimator``) may use besides
 #: those of :data:`COMPOSITES`: rhythm, texture and tempo descriptors that carry Spotify's valence and
 #: energy on band music (docs/dataset.md).
 EXTRA_TERMS: tuple[str, ...] = (
@@ -716,7 +716,7 @@ class Calibration:
     spotify_quantiles: dict[str, np.ndarray]
     info: dict[str, Any]
     #: Refitted term weights of some features (replacing :data:`COMPOSITES`'), e.g. valence and energy
-    #: fitted to Spotify's labels by ``training.refit_estimator``; ``None``: the a-priori weights.
+    #: fitted to Spotify's labels by ``training.data.refit_estimator``; ``None``: the a-priori weights.
     composites: Mapping[str, Mapping[str, float]] | None = None
 
     def __post_init__(self) -> None:
@@ -761,7 +761,7 @@ class Calibration:
             needed = {term for weights in chosen.values() for term in weights} | {"grid_onset_fraction"}
             missing += sorted(f"term_stats.{term}" for term in needed - set(data["term_stats"]))
             if missing:
-                raise KeyError(", ".join(missing) + "; rerun python -m training.calibrate_features")
+                raise KeyError(", ".join(missing) + "; rerun python -m training.data.calibrate_features")
             return cls(
                 stats={
                     k: {"median": float(v["median"]), "scale": float(v["scale"])}

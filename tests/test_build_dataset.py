@@ -439,8 +439,22 @@ def test_cache_key_ignores_the_calibration_part_of_the_estimator() -> None:
     name = "e2m_live/analysis.py"
     text = (REPO / name).read_bytes()
     part = extractor_source(name, text)
-    assert b"def describe_segment" in part and b"class Calibration" not in part
+    assert b"'describe_segment'" in part and b"'feature_matrix'" not in part
     assert extractor_source(name, text + b"\nEXTRA = 1\n") == part
     assert extractor_source(name, text.replace(b"_GRID_TOLERANCE = 0.08", b"_GRID_TOLERANCE = 0.1")) != part
     other = "e2m_live/music.py"
-    assert extractor_source(other, b"anything\n# Composites: x") == b"anything\n# Composites: x"
+    code = b"x = 1\n# Composites: of another module\ny = 2\n"
+    assert b"'y'" in extractor_source(other, code) and b"'y'" not in extractor_source(name, code)
+
+
+def test_cache_key_ignores_layout_docstrings_comments_and_type_hints() -> None:
+    """Reformatting, re-documenting or retyping the extractor keeps the per-file cache; changing
+    what it computes does not."""
+    from training.data.build import extractor_source
+
+    name = "e2m_live/music.py"
+    code = b'"""Doc."""\n\ndef f(x: int) -> int:\n    """Twice."""\n    y: int = x * 2  # why\n    return y\n'
+    same = b'def f(x):\n    # another comment\n    y = (\n        x * 2\n    )\n    return y\n'
+    other = b'def f(x: int) -> int:\n    y: int = x * 3\n    return y\n'
+    assert extractor_source(name, code) == extractor_source(name, same)
+    assert extractor_source(name, code) != extractor_source(name, other)

@@ -217,7 +217,7 @@ class Planner:
         root = Path(DEFAULT_MODEL_DIR if directory is None else directory)
         config_path = root / CONFIG_NAME
         if not config_path.is_file():
-            raise PlanError(f"{config_path} not found: train with `python -m training.train_planner`")
+            raise PlanError(f"{config_path} not found: train with `python -m training.planner.train`")
         try:
             config = json.loads(config_path.read_text())
         except ValueError as error:

@@ -24,7 +24,7 @@ after the requested number of bars, ``END``. The planner's arrangement handling 
 planner's: the same palette / auto-ensemble draw and schedule (forced instrument tokens), muted
 instruments masked out, and the same steering and cadence biases mapped onto this vocabulary.
 :func:`sample_sequences` with ``masked=False`` samples the learned model alone, unconstrained
-(validity without the mask, ``training/compare_planners.py``).
+(validity without the mask, ``training/planner/compare.py``).
 """
 
 from __future__ import annotations
@@ -655,7 +655,7 @@ class SequencePlanner:
         config_path = root / CONFIG_NAME
         if not config_path.is_file():
             raise PlanError(
-                f"{config_path} not found: train with `python -m training.train_sequence_planner`"
+                f"{config_path} not found: train with `python -m training.planner.train_sequence`"
             )
         try:
             config = json.loads(config_path.read_text())
