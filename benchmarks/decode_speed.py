@@ -31,13 +31,26 @@ SIZES = ("expert", "compact")
 
 def description(n_bars: int) -> list[str]:
     """A plausible 12-bar pop description (4/4, drums, bass, piano, guitar, strings)."""
-    instruments = ["Instrument_drum", "Instrument_Electric Bass (finger)", "Instrument_Acoustic Grand Piano",
-                   "Instrument_Electric Guitar (clean)", "Instrument_String Ensemble 1"]
+    instruments = [
+        "Instrument_drum",
+        "Instrument_Electric Bass (finger)",
+        "Instrument_Acoustic Grand Piano",
+        "Instrument_Electric Guitar (clean)",
+        "Instrument_String Ensemble 1",
+    ]
     chords = ["Chord_C:maj", "Chord_A:min", "Chord_F:maj", "Chord_G:maj"]
     tokens: list[str] = []
     for i in range(n_bars):
-        tokens += [f"Bar_{i + 1}", "Time Signature_4/4", "Note Density_12", "Mean Velocity_24",
-                   "Mean Pitch_15", "Mean Duration_14", *instruments, chords[i % 4]]
+        tokens += [
+            f"Bar_{i + 1}",
+            "Time Signature_4/4",
+            "Note Density_12",
+            "Mean Velocity_24",
+            "Mean Pitch_15",
+            "Mean Duration_14",
+            *instruments,
+            chords[i % 4],
+        ]
     return tokens
 
 
@@ -73,9 +86,15 @@ def worker(args: argparse.Namespace) -> dict:
         cpu_start = time.process_time()
         start = time.perf_counter()
         first = None
-        stream = decoder.generate_bars(desc_tokens[: len(desc_tokens) * n_bars // args.bars], seed=0,
-                                       max_tokens_per_bar=budget, min_tokens_per_bar=budget - 5, rules=rules,
-                                       scale=(0, 1), key_lock=args.key_lock)
+        stream = decoder.generate_bars(
+            desc_tokens[: len(desc_tokens) * n_bars // args.bars],
+            seed=0,
+            max_tokens_per_bar=budget,
+            min_tokens_per_bar=budget - 5,
+            rules=rules,
+            scale=(0, 1),
+            key_lock=args.key_lock,
+        )
         for _ in stream:
             sync()
             first = first or time.perf_counter() - start
@@ -88,13 +107,21 @@ def worker(args: argparse.Namespace) -> dict:
     cpu_seconds = run.cpu_seconds  # type: ignore[attr-defined]
     seconds_of_music = args.bars * 4 * 60 / 120
     result = {
-        "size": args.size, "threads": args.worker_threads, "device": args.device, "quantize": args.quantize,
-        "parameters": model.num_parameters(), "tokens": tokens, "seconds": round(wall, 3),
-        "tokens_per_s": round(tokens / wall, 1), "first_bar_s": round(first_bar, 3),
+        "size": args.size,
+        "threads": args.worker_threads,
+        "device": args.device,
+        "quantize": args.quantize,
+        "parameters": model.num_parameters(),
+        "tokens": tokens,
+        "seconds": round(wall, 3),
+        "tokens_per_s": round(tokens / wall, 1),
+        "first_bar_s": round(first_bar, 3),
         "cpu_seconds": round(cpu_seconds, 3),  # all threads; on a busy machine wall time includes waiting
         "load_average_1min": round(os.getloadavg()[0], 2),
-        "real_time_factor": round(wall / seconds_of_music, 3), "windows": decoder.windows_started,
-        "rules": args.rules, "key_lock": args.key_lock,
+        "real_time_factor": round(wall / seconds_of_music, 3),
+        "windows": decoder.windows_started,
+        "rules": args.rules,
+        "key_lock": args.key_lock,
         "mask_us_per_token": mask_cost(decoder, desc_tokens, budget, rules, args.key_lock),
     }
     if args.reference_tokens > 0:
@@ -127,8 +154,15 @@ def mask_cost(decoder, desc_tokens: list[str], budget: int, rules, key_lock: flo
     lock = ScaleLock(0, 1, key_lock) if key_lock > 0 else None
     best = float("inf")
     for _ in range(3):
-        state = GrammarState(decoder.grammar, plans=plans, final_bar=len(plans), budget=budget,
-                             minimum=budget - 5, rules=rules, lock=lock)
+        state = GrammarState(
+            decoder.grammar,
+            plans=plans,
+            final_bar=len(plans),
+            budget=budget,
+            minimum=budget - 5,
+            rules=rules,
+            lock=lock,
+        )
         start = time.process_time()
         for token_id in decoder.token_ids:
             _ = logits + state.mask()
@@ -179,6 +213,7 @@ def ablation(args: argparse.Namespace) -> dict:
             with torch.inference_mode():
                 cache.length = half
                 m.decode_cached(ids[:, half:], zeros[:, half:], zeros[:, half:], cache, fast=fast)
+
         return step
 
     def full_window(m):
@@ -189,6 +224,7 @@ def ablation(args: argparse.Namespace) -> dict:
         def step():
             with torch.inference_mode():
                 m.decode(window, memory, bars, bars)
+
         return step
 
     reps = 40 if args.size == "compact" else 15
@@ -200,31 +236,51 @@ def ablation(args: argparse.Namespace) -> dict:
     if dev.type == "cpu":
         variants["+ int8 weights"] = (cached_step(quantize_int8(model), True), reps)
     rows = {name: timed(fn, n, name) for name, (fn, n) in variants.items()}
-    return {"size": args.size, "threads": args.worker_threads, "device": args.device,
-            "ms_per_token": {k: round(v, 2) for k, v in rows.items()}, "cpu_ms_per_token": cpu_ms,
-            "load_average_1min": round(os.getloadavg()[0], 2)}
+    return {
+        "size": args.size,
+        "threads": args.worker_threads,
+        "device": args.device,
+        "ms_per_token": {k: round(v, 2) for k, v in rows.items()},
+        "cpu_ms_per_token": cpu_ms,
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", nargs="+", choices=SIZES, default=list(SIZES))
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--quantize", choices=["int8"], default=None, help="int8 weights (CPU only)")
     parser.add_argument("--bars", type=int, default=12)
     parser.add_argument("--tokens-per-bar", type=int, default=234, help="12 x 234 ~ 2,800 tokens")
-    parser.add_argument("--reference-tokens", type=int, default=8,
-                        help="tokens timed with FIGARO's full-recompute sampler (0: skip)")
-    parser.add_argument("--omp-wait-policy", choices=["ACTIVE", "PASSIVE"],
-                        help="OMP_WAIT_POLICY for the workers (PASSIVE: idle OpenMP threads sleep instead of "
-                             "spinning, which keeps 2 threads usable on a busy 2-core machine)")
-    parser.add_argument("--rules", choices=["on", "off"], default="on",
-                        help="the clean-note rules of the grammar mask (DecodeRules), or the grammar alone")
+    parser.add_argument(
+        "--reference-tokens",
+        type=int,
+        default=8,
+        help="tokens timed with FIGARO's full-recompute sampler (0: skip)",
+    )
+    parser.add_argument(
+        "--omp-wait-policy",
+        choices=["ACTIVE", "PASSIVE"],
+        help="OMP_WAIT_POLICY for the workers (PASSIVE: idle OpenMP threads sleep instead of "
+        "spinning, which keeps 2 threads usable on a busy 2-core machine)",
+    )
+    parser.add_argument(
+        "--rules",
+        choices=["on", "off"],
+        default="on",
+        help="the clean-note rules of the grammar mask (DecodeRules), or the grammar alone",
+    )
     parser.add_argument("--key-lock", type=float, default=0.0, help="key lock to C major (0: none)")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--ablation", action="store_true",
-                        help="per-token step time of each optimisation instead of whole 12-bar runs")
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="per-token step time of each optimisation instead of whole 12-bar runs",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--size", choices=SIZES, help=argparse.SUPPRESS)
     parser.add_argument("--worker-threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -238,11 +294,27 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(__file__).resolve().parents[1]
     for size in args.sizes:
         for threads in args.threads:
-            cmd = [sys.executable, __file__, "--worker", "--size", size, "--worker-threads", str(threads),
-                   "--device", args.device, "--bars", str(args.bars),
-                   "--tokens-per-bar", str(args.tokens_per_bar),
-                   "--reference-tokens", str(args.reference_tokens), "--rules", args.rules,
-                   "--key-lock", str(args.key_lock)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                "--size",
+                size,
+                "--worker-threads",
+                str(threads),
+                "--device",
+                args.device,
+                "--bars",
+                str(args.bars),
+                "--tokens-per-bar",
+                str(args.tokens_per_bar),
+                "--reference-tokens",
+                str(args.reference_tokens),
+                "--rules",
+                args.rules,
+                "--key-lock",
+                str(args.key_lock),
+            ]
             if args.quantize:
                 cmd += ["--quantize", args.quantize]
             if args.ablation:
@@ -258,22 +330,30 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
             if args.ablation:
                 wait = env.get("OMP_WAIT_POLICY", "")
-                print(f"{size} {threads} thread(s) {args.device} {wait}, load {result['load_average_1min']}, "
-                      "per token (wall, CPU of all threads):")
+                print(
+                    f"{size} {threads} thread(s) {args.device} {wait}, load {result['load_average_1min']}, "
+                    "per token (wall, CPU of all threads):"
+                )
                 for name, ms in result["ms_per_token"].items():
                     cpu = result["cpu_ms_per_token"][name]
                     print(f"  {ms:9.2f} ms {cpu:9.2f} ms  {1000 / ms:8.1f} tok/s  {name}", flush=True)
                 continue
-            ref = (f", FIGARO sampler {result['reference_tokens_per_s']} tok/s (x{result['speedup']})"
-                   if "speedup" in result else "")
+            ref = (
+                f", FIGARO sampler {result['reference_tokens_per_s']} tok/s (x{result['speedup']})"
+                if "speedup" in result
+                else ""
+            )
             policy = f" OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}" if "OMP_WAIT_POLICY" in env else ""
-            print(f"{size:8s} {threads} thread(s) {args.device}{' int8' if args.quantize else ''}{policy}: "
-                  f"{result['tokens_per_s']:7.1f} tok/s, {result['tokens']} tokens in {result['seconds']} s, "
-                  f"RTF {result['real_time_factor']}, first bar {result['first_bar_s']} s{ref}, "
-                  f"peak RSS {result['peak_rss_mb']} MB, CPU {result['cpu_seconds']} s, "
-                  f"rules {args.rules}, key lock {args.key_lock:g}, "
-                  f"mask {result['mask_us_per_token']} us/token, "
-                  f"load {result['load_average_1min']}", flush=True)
+            print(
+                f"{size:8s} {threads} thread(s) {args.device}{' int8' if args.quantize else ''}{policy}: "
+                f"{result['tokens_per_s']:7.1f} tok/s, {result['tokens']} tokens in {result['seconds']} s, "
+                f"RTF {result['real_time_factor']}, first bar {result['first_bar_s']} s{ref}, "
+                f"peak RSS {result['peak_rss_mb']} MB, CPU {result['cpu_seconds']} s, "
+                f"rules {args.rules}, key lock {args.key_lock:g}, "
+                f"mask {result['mask_us_per_token']} us/token, "
+                f"load {result['load_average_1min']}",
+                flush=True,
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

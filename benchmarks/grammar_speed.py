@@ -33,8 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.plans):
         n_tokens += len(parse(plan_like_the_planner(rng)).tokens())
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    print(f"{args.plans} plans, {n_tokens} tokens: wall {wall:.2f} s, CPU {cpu:.2f} s "
-          f"({cpu / args.plans * 1e3:.3f} ms CPU per plan, {cpu / n_tokens * 1e6:.2f} us per token)")
+    print(
+        f"{args.plans} plans, {n_tokens} tokens: wall {wall:.2f} s, CPU {cpu:.2f} s "
+        f"({cpu / args.plans * 1e3:.3f} ms CPU per plan, {cpu / n_tokens * 1e6:.2f} us per token)"
+    )
     return 0
 
 

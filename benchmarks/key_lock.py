@@ -53,8 +53,15 @@ def _one(task: tuple[int, int, int, float, str, int]) -> dict:
     options = DecodingOptions(rules=DecodeRules() if rules == "on" else DecodeRules.off())
     assert _PIPELINE is not None
     start = time.perf_counter()
-    generated = list(_PIPELINE.generate(features, bars=bars, seed=1000 * seed + 17, options=options,
-                                        arrangement=Arrangement(key_lock=lock)))
+    generated = list(
+        _PIPELINE.generate(
+            features,
+            bars=bars,
+            seed=1000 * seed + 17,
+            options=options,
+            arrangement=Arrangement(key_lock=lock),
+        )
+    )
     seconds = time.perf_counter() - start
     decoded = [g.bar for g in generated]
     counts = count_piece(decoded, key, mode)
@@ -68,11 +75,20 @@ def _one(task: tuple[int, int, int, float, str, int]) -> dict:
     except (ValueError, IndexError):
         estimated = None
     return {
-        "key": key, "mode": mode, "seed": seed, "lock": lock, "rules": rules, "seconds": round(seconds, 2),
+        "key": key,
+        "mode": mode,
+        "seed": seed,
+        "lock": lock,
+        "rules": rules,
+        "seconds": round(seconds, 2),
         "tokens": sum(len(g.tokens) for g in generated),
-        "scale_share": inside / total if total else math.nan, "natural_share": counts.in_scale_share,
-        "estimated": estimated, "notes": counts.notes, "repeated": counts.repeated_notes,
-        "longest_bars": counts.longest_note_bars, "overhang_bars": counts.overhang_bars,
+        "scale_share": inside / total if total else math.nan,
+        "natural_share": counts.in_scale_share,
+        "estimated": estimated,
+        "notes": counts.notes,
+        "repeated": counts.repeated_notes,
+        "longest_bars": counts.longest_note_bars,
+        "overhang_bars": counts.overhang_bars,
         "instruments": list(counts.instruments),
     }
 
@@ -88,7 +104,8 @@ def summarise(rows: list[dict]) -> dict:
         "natural_share": mean("natural_share"),
         "key": float(np.mean([r["estimated"][0] == r["key"] for r in est])) if est else math.nan,
         "mode": float(np.mean([r["estimated"][1] == r["mode"] for r in est])) if est else math.nan,
-        "key_mode": float(np.mean([tuple(r["estimated"]) == (r["key"], r["mode"]) for r in est])) if est
+        "key_mode": float(np.mean([tuple(r["estimated"]) == (r["key"], r["mode"]) for r in est]))
+        if est
         else math.nan,
         "repeated_per_piece": mean("repeated"),
         "longest_bars_max": float(np.max([r["longest_bars"] for r in rows])),
@@ -114,8 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     keys = [(k, m) for m in (1, 0) for k in range(12)][: args.keys]
-    tasks = [(k, m, s, lock, args.rules, args.bars) for lock in args.key_lock for s in range(args.seeds)
-             for k, m in keys]
+    tasks = [
+        (k, m, s, lock, args.rules, args.bars)
+        for lock in args.key_lock
+        for s in range(args.seeds)
+        for k, m in keys
+    ]
     if args.workers > 1:
         context = multiprocessing.get_context("spawn")
         with context.Pool(args.workers, _init, (args.models, args.device)) as pool:
@@ -123,24 +144,43 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _init(args.models, args.device)
         rows = [_one(t) for t in tasks]
-    print(f"rules {args.rules}, {len(keys)} keys x {args.seeds} seeds, {args.bars} bars, "
-          f"load {os.getloadavg()[0]:.1f}")
-    header = ("key lock", "in scale", "natural", "key", "mode", "key+mode", "repeated/piece",
-              "longest p50 / max (bars)", "overhang max", "notes/piece", "tok/s")
+    print(
+        f"rules {args.rules}, {len(keys)} keys x {args.seeds} seeds, {args.bars} bars, "
+        f"load {os.getloadavg()[0]:.1f}"
+    )
+    header = (
+        "key lock",
+        "in scale",
+        "natural",
+        "key",
+        "mode",
+        "key+mode",
+        "repeated/piece",
+        "longest p50 / max (bars)",
+        "overhang max",
+        "notes/piece",
+        "tok/s",
+    )
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     summaries = {}
     for lock in args.key_lock:
         s = summarise([r for r in rows if r["lock"] == lock])
         summaries[str(lock)] = s
-        print(f"| {lock:g} | {s['scale_share']:.4f} | {s['natural_share']:.4f} | {s['key']:.2f} "
-              f"| {s['mode']:.2f} | {s['key_mode']:.2f} | {s['repeated_per_piece']:.1f} "
-              f"| {s['longest_bars_p50']:.2f} / "
-              f"{s['longest_bars_max']:.2f} | {s['overhang_bars_max']:.2f} | {s['notes_per_piece']:.0f} "
-              f"| {s['tokens_per_s']:.0f} |")
+        print(
+            f"| {lock:g} | {s['scale_share']:.4f} | {s['natural_share']:.4f} | {s['key']:.2f} "
+            f"| {s['mode']:.2f} | {s['key_mode']:.2f} | {s['repeated_per_piece']:.1f} "
+            f"| {s['longest_bars_p50']:.2f} / "
+            f"{s['longest_bars_max']:.2f} | {s['overhang_bars_max']:.2f} | {s['notes_per_piece']:.0f} "
+            f"| {s['tokens_per_s']:.0f} |"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "summary": summaries,
-                                         "pieces": rows}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {"args": vars(args) | {"json": str(args.json)}, "summary": summaries, "pieces": rows},
+                indent=1,
+            )
+        )
     return 0
 
 

@@ -59,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             estimate_features(midi, start=start, end=end)
         wall.append((time.perf_counter() - began) / len(bounds) * 1000)
         cpu.append((time.process_time() - began_cpu) / len(bounds) * 1000)
-    print(f"estimate_features, one 12-bar segment of a dense 96-bar piece ({len(bounds)} segments x "
-          f"{args.repeat} passes, budget {args.budget_ms:g} ms):")
+    print(
+        f"estimate_features, one 12-bar segment of a dense 96-bar piece ({len(bounds)} segments x "
+        f"{args.repeat} passes, budget {args.budget_ms:g} ms):"
+    )
     for label, values in (("CPU time", cpu), ("wall time", wall)):
         print(f"  {label:9s} best {min(values):6.2f} ms  median {statistics.median(values):6.2f} ms")
     print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")

@@ -76,6 +76,7 @@ def _proc_stats(pid: int) -> tuple[float, int]:
 
 # ---- the receiver process -------------------------------------------------------------------------
 
+
 def run_receiver(port_part: str, out_file: str, seconds: float) -> None:
     import rtmidi
 
@@ -107,6 +108,7 @@ def run_receiver(port_part: str, out_file: str, seconds: float) -> None:
 
 # ---- the benchmark --------------------------------------------------------------------------------
 
+
 def run_benchmark(args: argparse.Namespace) -> dict:
     from e2m_live.live.config import build_config
     from e2m_live.live.daemon import Daemon
@@ -123,15 +125,28 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             served = start_daemon(timeout=60.0)
             ready.append(served.started_in)
             served.terminate()
-        result["serve_ready_s"] = {"runs": len(ready), "best": round(min(ready), 2),
-                                   "worst": round(max(ready), 2)} if ready else {"runs": 0}
+        result["serve_ready_s"] = (
+            {"runs": len(ready), "best": round(min(ready), 2), "worst": round(max(ready), 2)}
+            if ready
+            else {"runs": 0}
+        )
         name = f"e2m-bench-{os.getpid()}"
-        config = build_config(overrides={
-            "udp_port": 0, "tcp_port": -1, "midi_api": "jack", "midi_name": name, "generator": args.generator,
-            "tempo": args.tempo, "mood": "happy", "debounce_ms": 30.0})
+        config = build_config(
+            overrides={
+                "udp_port": 0,
+                "tcp_port": -1,
+                "midi_api": "jack",
+                "midi_name": name,
+                "generator": args.generator,
+                "tempo": args.tempo,
+                "mood": "happy",
+                "debounce_ms": 30.0,
+            }
+        )
         options = {"seconds_per_bar": args.load_per_bar} if args.generator == LOAD_GENERATOR else {}
-        daemon = Daemon(config, out=io.StringIO(), generator_options=options, record_timing=True,
-                        measure=args.measure)
+        daemon = Daemon(
+            config, out=io.StringIO(), generator_options=options, record_timing=True, measure=args.measure
+        )
         bars: list = []
         original_on_bar = daemon._on_bar
 
@@ -147,7 +162,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         receiver_file = Path(tmp) / "received.json"
         receiver = subprocess.Popen(
             [sys.executable, __file__, "--receiver", name, str(receiver_file), str(args.seconds + 3)],
-            stdout=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert receiver.stdout is not None
         receiver.stdout.readline()
         rng = random.Random(args.seed)
@@ -168,8 +185,11 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             if time.monotonic() >= next_change:
                 kind = kinds[len(changes) % len(kinds)]
                 old = state[kind]
-                new = {"loudness": -26.0 if old > -18 else -10.0, "key": 6 if old == 0 else 0,
-                       "energy": 0.3 if old > 0.5 else 0.8}[kind]
+                new = {
+                    "loudness": -26.0 if old > -18 else -10.0,
+                    "key": 6 if old == 0 else 0,
+                    "energy": 0.3 if old > 0.5 else 0.8,
+                }[kind]
                 state[kind] = new
                 sent = time.monotonic()
                 sock.sendto(encode_message(f"/e2m/{kind}", [new]), target)
@@ -204,8 +224,10 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     def since_bar_line(t: float) -> float:
         return round(t - max([line for line in bar_starts if line <= t] or [0.0]), 4)
 
-    result["sender_worst"] = [{"error_ms": round(errors[i], 3), "index": i,
-                               "s_after_bar_line": since_bar_line(timing[i][0])} for i in worst]
+    result["sender_worst"] = [
+        {"error_ms": round(errors[i], 3), "index": i, "s_after_bar_line": since_bar_line(timing[i][0])}
+        for i in worst
+    ]
 
     # Receiver: JACK time of each message against its deadline, minus the constant offset.
     # Messages arrive in order; the receiver also gets the stop's note-offs and CCs after these.
@@ -236,16 +258,24 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         heard = [(r[0] - constant, r[1]) for r in received]  # receiver notes on the deadline timeline
         result["first_audible"] = first_audible(changes, heard, bars, daemon.player.prepare_ahead, sections)
     ahead = [bars_ahead * bar_seconds for t, bars_ahead in margins if t >= first_change]  # after startup
-    result["decoded_ahead_s"] = {**_percentiles(ahead),
-                                 "p1": sorted(ahead)[len(ahead) // 100] if ahead else None}
+    result["decoded_ahead_s"] = {
+        **_percentiles(ahead),
+        "p1": sorted(ahead)[len(ahead) // 100] if ahead else None,
+    }
     result["measured_estimates"] = measured
     result["late_bars"] = late_bars
     result["bars_played"] = len(bars)
     result["cpu_s"] = {"daemon": round(cpu_main, 2), "worker": round(cpu_worker, 2), "wall": round(wall, 1)}
     result["peak_rss_mb"] = {"daemon": round(rss_main / 2**20, 1), "worker": round(rss_worker / 2**20, 1)}
-    result["settings"] = {"seconds": args.seconds, "tempo": args.tempo, "generator": args.generator,
-                          "load_per_bar_s": args.load_per_bar, "change_every_bars": args.change_every,
-                          "changes": args.changes, "measure": args.measure}
+    result["settings"] = {
+        "seconds": args.seconds,
+        "tempo": args.tempo,
+        "generator": args.generator,
+        "load_per_bar_s": args.load_per_bar,
+        "change_every_bars": args.change_every,
+        "changes": args.changes,
+        "measure": args.measure,
+    }
     return result
 
 
@@ -266,8 +296,15 @@ HEARD_EARLY_S = 0.5 * JACK_PERIOD_FRAMES / JACK_RATE + 0.0005
 
 
 def _note_ons(heard: list, start: float, end: float, pitched: bool = False) -> list[list[int]]:
-    return [m for t, m in heard if start <= t < end and len(m) == 3 and m[0] & 0xF0 == 0x90 and m[2] > 0
-            and not (pitched and m[0] & 0x0F == 9)]
+    return [
+        m
+        for t, m in heard
+        if start <= t < end
+        and len(m) == 3
+        and m[0] & 0xF0 == 0x90
+        and m[2] > 0
+        and not (pitched and m[0] & 0x0F == 9)
+    ]
 
 
 def _median(values: list[float]) -> float:
@@ -293,8 +330,9 @@ def _played_bar(line):
     return line.bar if line.adaptation is None else line.adaptation.apply(line.bar)
 
 
-def _loudness_heard(notes: list[list[int]], window: tuple[float, float], line, change: dict,
-                    sections: dict) -> bool | None:
+def _loudness_heard(
+    notes: list[list[int]], window: tuple[float, float], line, change: dict, sections: dict
+) -> bool | None:
     """Whether a beat's note-ons went out at the new loudness rather than the old: their median
     velocity against the same notes of the bar as scheduled (same energy answer), scaled to the old
     and to the new loudness from the loudness the bar was made for. None: nothing to compare."""
@@ -304,8 +342,11 @@ def _loudness_heard(notes: list[list[int]], window: tuple[float, float], line, c
     if section is None or bar is None or not notes:
         return None
     seconds_per_quarter = 60.0 / line.tempo
-    velocities = [n.velocity for n in bar.notes
-                  if window[0] - 1e-4 <= line.time + n.start * seconds_per_quarter < window[1] - 1e-4]
+    velocities = [
+        n.velocity
+        for n in bar.notes
+        if window[0] - 1e-4 <= line.time + n.start * seconds_per_quarter < window[1] - 1e-4
+    ]
     if not velocities:
         return None
     made_for = section.features.loudness
@@ -339,8 +380,9 @@ def _energy_heard(notes: list[list[int]], line, change: dict, sections: dict) ->
     return _closer_to_new(sum(m[2] for m in notes), level(change["old"]), level(change["new"]))
 
 
-def first_audible(changes: list[dict], heard: list, bars: list, prepare_ahead: float,
-                  sections: list | None = None) -> dict:
+def first_audible(
+    changes: list[dict], heard: list, bars: list, prepare_ahead: float, sections: list | None = None
+) -> dict:
     """For each change: the first bar (key, energy) or beat (loudness) whose notes at the receiver
     show it, and whether that is the next bar line (the next beat at least ``REACTION_S``
     after the change, for loudness). Loudness and energy: the notes heard against the same bar as
@@ -378,8 +420,12 @@ def first_audible(changes: list[dict], heard: list, bars: list, prepare_ahead: f
         else:
             expected = next_line.time
             for k in range(index, index + 4):
-                notes = _note_ons(heard, lines[k].time - HEARD_EARLY_S, lines[k + 1].time - HEARD_EARLY_S,
-                                  pitched=kind == "key")
+                notes = _note_ons(
+                    heard,
+                    lines[k].time - HEARD_EARLY_S,
+                    lines[k + 1].time - HEARD_EARLY_S,
+                    pitched=kind == "key",
+                )
                 if kind == "key":
                     hit = _key_heard(notes, change["old"], change["new"])
                 else:
@@ -395,17 +441,25 @@ def first_audible(changes: list[dict], heard: list, bars: list, prepare_ahead: f
             latencies[kind].append((found - at) * 1000)
             on_time[kind].append(expected is not None and abs(found - expected) < 1e-6)
         if not on_time[kind][-1] and kind != "key":
-            what = "bars (heard, section, index, repeated)" if kind == "energy" else \
-                "beats (s after the change, heard)"
+            what = (
+                "bars (heard, section, index, repeated)"
+                if kind == "energy"
+                else "beats (s after the change, heard)"
+            )
             due = None if expected is None else round(expected - at, 3)
-            missed.append({"kind": kind, "old": change["old"], "new": change["new"], "due_after_s": due,
-                           what: seen})
+            missed.append(
+                {"kind": kind, "old": change["old"], "new": change["new"], "due_after_s": due, what: seen}
+            )
     heard_in_time = sum(sum(v) for v in on_time.values())
-    return {kind: {"changes": len(on_time[kind]), "heard_ms": _percentiles(latencies[kind]),
-                   "at_next_line": f"{sum(on_time[kind])}/{len(on_time[kind])}"}
-            for kind in latencies if on_time[kind]} | {
-        "all_at_next_line": f"{heard_in_time}/{sum(len(v) for v in on_time.values())}",
-        "missed": missed}
+    return {
+        kind: {
+            "changes": len(on_time[kind]),
+            "heard_ms": _percentiles(latencies[kind]),
+            "at_next_line": f"{sum(on_time[kind])}/{len(on_time[kind])}",
+        }
+        for kind in latencies
+        if on_time[kind]
+    } | {"all_at_next_line": f"{heard_in_time}/{sum(len(v) for v in on_time.values())}", "missed": missed}
 
 
 def main() -> int:
@@ -415,16 +469,31 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--tempo", type=float, default=120.0)
-    parser.add_argument("--generator", default=LOAD_GENERATOR,
-                        help="rules, model or an import path (default: the rule generator plus a CPU load, "
-                             f"{LOAD_GENERATOR})")
-    parser.add_argument("--load-per-bar", type=float, default=0.8,
-                        help="seconds of one-thread matmul per generated bar (the default generator)")
+    parser.add_argument(
+        "--generator",
+        default=LOAD_GENERATOR,
+        help="rules, model or an import path (default: the rule generator plus a CPU load, "
+        f"{LOAD_GENERATOR})",
+    )
+    parser.add_argument(
+        "--load-per-bar",
+        type=float,
+        default=0.8,
+        help="seconds of one-thread matmul per generated bar (the default generator)",
+    )
     parser.add_argument("--change-every", type=float, default=2.0, help="bars between changes")
-    parser.add_argument("--changes", choices=("mixed", "energy"), default="mixed",
-                        help="mixed: loudness, key, energy in turn; energy: energy flips only")
-    parser.add_argument("--no-measure", dest="measure", action="store_false",
-                        help='turn the "what is playing" feature estimate off')
+    parser.add_argument(
+        "--changes",
+        choices=("mixed", "energy"),
+        default="mixed",
+        help="mixed: loudness, key, energy in turn; energy: energy flips only",
+    )
+    parser.add_argument(
+        "--no-measure",
+        dest="measure",
+        action="store_false",
+        help='turn the "what is playing" feature estimate off',
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--startup-runs", type=int, default=3, help="times `e2m-live serve` is started")
     parser.add_argument("--quick", action="store_true", help="15 s and one startup (make bench)")

@@ -47,11 +47,15 @@ def main(argv: list[str] | None = None) -> int:
         cpu.append((time.thread_time() - start_cpu) * 1000)
         wall.append((time.perf_counter() - start) * 1000)
         tokens.append(len(description.tokens()))
-    print(f"{args.plans} plans of {args.bars} bars on 1 thread, {np.mean(tokens):.0f} tokens per plan "
-          f"(budget {args.budget_ms:g} ms):")
+    print(
+        f"{args.plans} plans of {args.bars} bars on 1 thread, {np.mean(tokens):.0f} tokens per plan "
+        f"(budget {args.budget_ms:g} ms):"
+    )
     for label, values in (("CPU time", np.array(cpu)), ("wall time", np.array(wall))):
-        print(f"  {label:9s} median {np.median(values):5.1f} ms  p90 {np.percentile(values, 90):5.1f} ms"
-              f"  max {values.max():5.1f} ms")
+        print(
+            f"  {label:9s} median {np.median(values):5.1f} ms  p90 {np.percentile(values, 90):5.1f} ms"
+            f"  max {values.max():5.1f} ms"
+        )
     try:
         load = os.getloadavg()[0]
         print(f"  load average {load:.1f} on {os.cpu_count()} cores")

@@ -56,9 +56,24 @@ sys.path.insert(0, str(REPO))
 JACK_RATE, JACK_PERIOD_FRAMES = 48000, 256
 POSITIONS_PER_QUARTER = 12
 TIMING_EVERY_S = 5.0
-COLUMNS = ("t_s", "rss_daemon_mb", "rss_children_mb", "rss_total_mb", "children", "bars", "late_bars",
-           "sender_n", "sender_p50_ms", "sender_p99_ms", "sender_max_ms", "receiver_note_ons",
-           "receiver_grid_p99_ms", "open_notes", "record_bytes", "changes")
+COLUMNS = (
+    "t_s",
+    "rss_daemon_mb",
+    "rss_children_mb",
+    "rss_total_mb",
+    "children",
+    "bars",
+    "late_bars",
+    "sender_n",
+    "sender_p50_ms",
+    "sender_p99_ms",
+    "sender_max_ms",
+    "receiver_note_ons",
+    "receiver_grid_p99_ms",
+    "open_notes",
+    "record_bytes",
+    "changes",
+)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -67,6 +82,7 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 # ---- the daemon process (--serve-child) ------------------------------------------------------------
+
 
 def serve_child(timing_file: str, serve_args: list[str]) -> int:
     """``e2m-live serve`` as ``e2m_live.commands.serve.run`` does it, keeping the player's send times."""
@@ -101,10 +117,19 @@ def serve_child(timing_file: str, serve_args: list[str]) -> int:
                     continue
                 taken, player.timing = player.timing, []
                 errors = [abs(sent - deadline) * 1000 for deadline, sent in taken]
-                out.write(json.dumps({"t": time.monotonic(), "n": len(errors),
-                                      "p50": percentile(errors, 0.5), "p99": percentile(errors, 0.99),
-                                      "max": max(errors, default=None),
-                                      "over_1ms": sum(e > 1.0 for e in errors)}) + "\n")
+                out.write(
+                    json.dumps(
+                        {
+                            "t": time.monotonic(),
+                            "n": len(errors),
+                            "p50": percentile(errors, 0.5),
+                            "p99": percentile(errors, 0.99),
+                            "max": max(errors, default=None),
+                            "over_1ms": sum(e > 1.0 for e in errors),
+                        }
+                    )
+                    + "\n"
+                )
                 out.flush()
 
     threading.Thread(target=drain, name="soak-timing", daemon=True).start()
@@ -117,6 +142,7 @@ def serve_child(timing_file: str, serve_args: list[str]) -> int:
 
 
 # ---- process memory ------------------------------------------------------------------------------
+
 
 def rss_mb(pid: int) -> float | None:
     try:
@@ -146,6 +172,7 @@ def descendants(pid: int) -> list[int]:
 
 # ---- the receiver's timing against the grid ---------------------------------------------------------
 
+
 def grid_errors(times: list[float], tempo: float) -> list[float]:
     """|error| (ms) of note-on times against the position grid (12 a quarter) at ``tempo``, phase fitted.
 
@@ -163,6 +190,7 @@ def grid_errors(times: list[float], tempo: float) -> list[float]:
 
 # ---- the run -------------------------------------------------------------------------------------
 
+
 @dataclass
 class Controls:
     """What the soak has set, and when the last change that moves the grid went out."""
@@ -179,8 +207,17 @@ FEATURES = ("energy", "valence", "danceability", "acousticness", "instrumentalne
 MOODS = ("happy", "sad", "calm", "angry", "tense", "dreamy", "triumphant", "melancholic")
 ENSEMBLES = ("auto", "band", "rock", "electronic", "strings", "jazz", "piano", "orchestra")
 #: (what, weight): mostly fader moves, as a performer makes them.
-CHANGES = (("feature", 12), ("mood", 2), ("tempo", 2), ("key", 2), ("key_lock", 1), ("ensemble", 1),
-           ("sync", 1), ("stop_play", 1), ("panic", 1))
+CHANGES = (
+    ("feature", 12),
+    ("mood", 2),
+    ("tempo", 2),
+    ("key", 2),
+    ("key_lock", 1),
+    ("ensemble", 1),
+    ("sync", 1),
+    ("stop_play", 1),
+    ("panic", 1),
+)
 
 
 class Soak:
@@ -270,17 +307,41 @@ class Soak:
 
     # -- the daemon --------------------------------------------------------------------------------
     def start_daemon(self, midi_name: str, timing_file: Path, record: Path | None):
-        serve = ["--generator", self.args.generator, "--midi-api", "jack", "--midi-name", midi_name,
-                 "--udp-port", "0", "--tcp-port", "-1", "--tempo", str(self.args.tempo), "--no-web"]
+        serve = [
+            "--generator",
+            self.args.generator,
+            "--midi-api",
+            "jack",
+            "--midi-name",
+            midi_name,
+            "--udp-port",
+            "0",
+            "--tcp-port",
+            "-1",
+            "--tempo",
+            str(self.args.tempo),
+            "--no-web",
+        ]
         serve += ["--record", str(record)] if record else []
         if self.args.plain:
-            command = [sys.executable, "-c", "import sys; from e2m_live.cli import main; sys.exit(main())",
-                       "serve", *serve]
+            command = [
+                sys.executable,
+                "-c",
+                "import sys; from e2m_live.cli import main; sys.exit(main())",
+                "serve",
+                *serve,
+            ]
         else:
             command = [sys.executable, __file__, "--serve-child", str(timing_file), "--", *serve]
         log = open(self.out / "daemon.log", "w")  # noqa: SIM115 - the daemon's whole life
-        proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            command,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         assert proc.stdout is not None
         deadline = time.monotonic() + 120
         for line in proc.stdout:
@@ -313,8 +374,10 @@ def run(args: argparse.Namespace) -> dict:
     timing_file.write_text("")
     midi_name = f"e2m-soak-{os.getpid()}"
     rows: list[dict] = []
-    result: dict = {"settings": vars(args), "machine": {"cpus": os.cpu_count(),
-                                                        "load_avg_before": os.getloadavg()}}
+    result: dict = {
+        "settings": vars(args),
+        "machine": {"cpus": os.cpu_count(), "load_avg_before": os.getloadavg()},
+    }
     with jack_server(f"e2msoak{os.getpid()}"):
         started = time.monotonic()
         proc = soak.start_daemon(midi_name, timing_file, record)
@@ -367,11 +430,15 @@ def run(args: argparse.Namespace) -> dict:
                     kids = [(pid, rss_mb(pid) or 0.0) for pid in descendants(proc.pid)]
                     children_rss = sum(r for _, r in kids)
                     row = {
-                        "t_s": round(now - t0, 1), "rss_daemon_mb": round(daemon_rss, 1),
+                        "t_s": round(now - t0, 1),
+                        "rss_daemon_mb": round(daemon_rss, 1),
                         "rss_children_mb": round(children_rss, 1),
-                        "rss_total_mb": round(daemon_rss + children_rss, 1), "children": len(kids),
-                        "bars": soak.feedback["bar"], "late_bars": soak.feedback["late_bars"],
-                        **timing, "receiver_note_ons": len(window_ons),
+                        "rss_total_mb": round(daemon_rss + children_rss, 1),
+                        "children": len(kids),
+                        "bars": soak.feedback["bar"],
+                        "late_bars": soak.feedback["late_bars"],
+                        **timing,
+                        "receiver_note_ons": len(window_ons),
                         "receiver_grid_p99_ms": _round(percentile(grid, 0.99)),
                         "open_notes": len(sounding),
                         "record_bytes": record.stat().st_size if record and record.exists() else 0,
@@ -440,10 +507,12 @@ def read_timing(path: Path, offset: int) -> tuple[dict, int]:
         lines = lines[:-1]
     chunks = [json.loads(line) for line in lines if line.strip()]
     chunks = [c for c in chunks if c["n"]]
-    merged = {"sender_n": sum(c["n"] for c in chunks),
-              "sender_p50_ms": _round(statistics.median(c["p50"] for c in chunks)) if chunks else "",
-              "sender_p99_ms": _round(max(c["p99"] for c in chunks)) if chunks else "",
-              "sender_max_ms": _round(max(c["max"] for c in chunks)) if chunks else ""}
+    merged = {
+        "sender_n": sum(c["n"] for c in chunks),
+        "sender_p50_ms": _round(statistics.median(c["p50"] for c in chunks)) if chunks else "",
+        "sender_p99_ms": _round(max(c["p99"] for c in chunks)) if chunks else "",
+        "sender_max_ms": _round(max(c["max"] for c in chunks)) if chunks else "",
+    }
     return merged, offset + len(text.encode())
 
 
@@ -458,11 +527,20 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 def describe_recording(path: Path) -> dict:
     """``e2m-live describe`` on the recording: exit code and the bars it found; size; tracks."""
-    command = [sys.executable, "-c", "import sys; from e2m_live.cli import main; sys.exit(main())",
-               "describe", str(path), "--json"]
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from e2m_live.cli import main; sys.exit(main())",
+        "describe",
+        str(path),
+        "--json",
+    ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    info: dict = {"path": str(path), "bytes": path.stat().st_size if path.exists() else 0,
-                  "describe_exit": done.returncode}
+    info: dict = {
+        "path": str(path),
+        "bytes": path.stat().st_size if path.exists() else 0,
+        "describe_exit": done.returncode,
+    }
     if done.returncode == 0:
         with contextlib.suppress(json.JSONDecodeError, KeyError):
             info["described_bars"] = len(json.loads(done.stdout)["bars"])
@@ -485,15 +563,22 @@ def verdicts(rows: list[dict], result: dict, args: argparse.Namespace) -> dict:
     if after:
         base = after[0]["rss_total_mb"]
         peak = max(r["rss_total_mb"] for r in after)
-        out["rss_mb"] = {"at_settle": base, "peak_after": peak, "last": after[-1]["rss_total_mb"],
-                         "peak_overall": max(r["rss_total_mb"] for r in rows), "settle_s": settle}
+        out["rss_mb"] = {
+            "at_settle": base,
+            "peak_after": peak,
+            "last": after[-1]["rss_total_mb"],
+            "peak_overall": max(r["rss_total_mb"] for r in rows),
+            "settle_s": settle,
+        }
         out["rss_growth_pct"] = round(100 * (peak - base) / base, 2) if base else None
     warm = [r for r in rows if r["t_s"] >= min(60.0, args.minutes * 60 / 2)]
     late_start = warm[0]["late_bars"] if warm else 0
-    out["late_bars"] = {"total": rows[-1]["late_bars"] if rows else None,
-                        "after_first_minute": (rows[-1]["late_bars"] - late_start) if warm else None,
-                        "first_minute": late_start,
-                        "bars_played": rows[-1]["bars"] if rows else 0}
+    out["late_bars"] = {
+        "total": rows[-1]["late_bars"] if rows else None,
+        "after_first_minute": (rows[-1]["late_bars"] - late_start) if warm else None,
+        "first_minute": late_start,
+        "bars_played": rows[-1]["bars"] if rows else 0,
+    }
     span = 600.0 if args.minutes >= 20 else args.minutes * 60 / 2
     total = rows[-1]["t_s"] if rows else 0.0
     timing = Path(args.out) / "sender_timing.jsonl"
@@ -501,18 +586,24 @@ def verdicts(rows: list[dict], result: dict, args: argparse.Namespace) -> dict:
     if t0 is None and timing.exists():  # runs before t0 was kept: the first summary comes ~5 s in
         first_line = timing.read_text().split("\n", 1)[0]
         t0 = json.loads(first_line)["t"] - TIMING_EVERY_S if first_line else None
-    out["sender"] = {"span_s": span, "first": sender_span(timing, t0, 0.0, span) if t0 else None,
-                     "last": sender_span(timing, t0, total - span, total) if t0 else None}
+    out["sender"] = {
+        "span_s": span,
+        "first": sender_span(timing, t0, 0.0, span) if t0 else None,
+        "last": sender_span(timing, t0, total - span, total) if t0 else None,
+    }
     grid = [r["receiver_grid_p99_ms"] for r in rows if r["receiver_grid_p99_ms"] != ""]
-    out["receiver_grid_p99_ms"] = {"median_window": statistics.median(grid) if grid else None,
-                                   "worst_window": max(grid, default=None),
-                                   "jack_period_ms": round(1000 * JACK_PERIOD_FRAMES / JACK_RATE, 2)}
+    out["receiver_grid_p99_ms"] = {
+        "median_window": statistics.median(grid) if grid else None,
+        "worst_window": max(grid, default=None),
+        "jack_period_ms": round(1000 * JACK_PERIOD_FRAMES / JACK_RATE, 2),
+    }
     recording = result.get("recording")
     checks = {
         "rss_growth_le_5pct": out.get("rss_growth_pct") is not None and out["rss_growth_pct"] <= 5.0,
         "no_late_bars": out["late_bars"]["after_first_minute"] == 0,
-        "sender_p99_le_1ms": all(out["sender"][k] and out["sender"][k]["p99_le_1ms"]
-                                 for k in ("first", "last")),
+        "sender_p99_le_1ms": all(
+            out["sender"][k] and out["sender"][k]["p99_le_1ms"] for k in ("first", "last")
+        ),
         "no_hanging_notes": result.get("hanging_notes_at_end") == 0,
         "recording_reads_back": None if recording is None else recording.get("describe_exit") == 0,
         "no_crash": "crash" not in result and result.get("exit_code") == 0,
@@ -528,11 +619,15 @@ def sender_span(path: Path, t0: float, start: float, end: float) -> dict:
     chunks = [c for c in chunks if c["n"] and start <= c["t"] - t0 <= end + TIMING_EVERY_S]
     n = sum(c["n"] for c in chunks)
     over = sum(c["over_1ms"] for c in chunks)
-    return {"messages": n, "over_1ms": over, "share_over_1ms_pct": round(100 * over / n, 3) if n else None,
-            "p99_le_1ms": bool(n) and over <= 0.01 * n,
-            "p50_ms": round(statistics.median(c["p50"] for c in chunks), 3) if chunks else None,
-            "worst_window_p99_ms": round(max(c["p99"] for c in chunks), 3) if chunks else None,
-            "max_ms": round(max(c["max"] for c in chunks), 3) if chunks else None}
+    return {
+        "messages": n,
+        "over_1ms": over,
+        "share_over_1ms_pct": round(100 * over / n, 3) if n else None,
+        "p99_le_1ms": bool(n) and over <= 0.01 * n,
+        "p50_ms": round(statistics.median(c["p50"] for c in chunks), 3) if chunks else None,
+        "worst_window_p99_ms": round(max(c["p99"] for c in chunks), 3) if chunks else None,
+        "max_ms": round(max(c["max"] for c in chunks), 3) if chunks else None,
+    }
 
 
 def analyse(out: Path, args: argparse.Namespace) -> dict:
@@ -559,8 +654,11 @@ def plot(rows: list[dict], path: Path, args: argparse.Namespace) -> None:
     minutes = [r["t_s"] / 60 for r in rows]
     fig, axes = plt.subplots(4, 1, figsize=(9, 10), sharex=True)
     ax = axes[0]
-    for key, label in (("rss_total_mb", "daemon + worker"), ("rss_children_mb", "worker (children)"),
-                       ("rss_daemon_mb", "daemon")):
+    for key, label in (
+        ("rss_total_mb", "daemon + worker"),
+        ("rss_children_mb", "worker (children)"),
+        ("rss_daemon_mb", "daemon"),
+    ):
         ax.plot(minutes, [r[key] for r in rows], label=label)
     ax.axhline(600, color="grey", linestyle=":", label="600 MB bound")
     ax.set_ylabel("RSS (MB)")
@@ -586,8 +684,9 @@ def plot(rows: list[dict], path: Path, args: argparse.Namespace) -> None:
     ax.plot(minutes, [r["record_bytes"] / 1024 for r in rows])
     ax.set_ylabel("recording (KiB)")
     ax.set_xlabel("minutes")
-    fig.suptitle(f"soak: {args.generator} generator, a change every {args.change_every:g} bars, "
-                 f"{args.minutes:g} min")
+    fig.suptitle(
+        f"soak: {args.generator} generator, a change every {args.change_every:g} bars, {args.minutes:g} min"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -603,16 +702,24 @@ def main(argv: list[str] | None = None) -> int:
         return serve_child(argv[1], argv[3:] if argv[2:3] == ["--"] else argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=120.0)
-    parser.add_argument("--generator", default="model",
-                        help="model (default), rules or a path such as e2m_live.testing.load:rules_with_load")
+    parser.add_argument(
+        "--generator",
+        default="model",
+        help="model (default), rules or a path such as e2m_live.testing.load:rules_with_load",
+    )
     parser.add_argument("--tempo", type=float, default=120.0)
     parser.add_argument("--change-every", type=float, default=2.0, help="bars between changes")
     parser.add_argument("--sample-every", type=float, default=10.0, help="seconds between CSV rows")
     parser.add_argument("--record", action="store_true", help="record to OUT/soak.mid (and check it)")
-    parser.add_argument("--no-link", dest="link", action="store_false",
-                        help="sync switches stay on internal (Link needs the optional aalink)")
-    parser.add_argument("--plain", action="store_true",
-                        help="run `e2m-live serve` itself (no sender figures)")
+    parser.add_argument(
+        "--no-link",
+        dest="link",
+        action="store_false",
+        help="sync switches stay on internal (Link needs the optional aalink)",
+    )
+    parser.add_argument(
+        "--plain", action="store_true", help="run `e2m-live serve` itself (no sender figures)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default="soak-out", help="folder for soak.csv, soak.png, soak.json")
     parser.add_argument("--verbose", action="store_true", help="print every row")

@@ -115,9 +115,12 @@ def clock_out(seconds: float, tempo: float) -> dict:
     errors, lost = pulse_interval_errors(received, tempo)
     statuses = [r.message[0] for r in received if r.message[0] in (0xFA, 0xFB, 0xFC)]
     big = [(i, round(e * 1000, 2)) for i, e in enumerate(errors) if e > 0.001]
-    return {"pulse_interval_error_ms": _pct(errors), "intervals_off_by_over_1ms": big[:20],
-            "pulses_lost_in_jack": lost,
-            "transport": [hex(s) for s in statuses]}
+    return {
+        "pulse_interval_error_ms": _pct(errors),
+        "intervals_off_by_over_1ms": big[:20],
+        "pulses_lost_in_jack": lost,
+        "transport": [hex(s) for s in statuses],
+    }
 
 
 def link(seconds: float) -> dict:
@@ -143,8 +146,12 @@ def link(seconds: float) -> dict:
             phase_errors.append((ours - peer_beat) * 60.0 / peer.tempo)
             tempo_errors.append(abs(clock.tempo / peer.tempo - 1))
             time.sleep(0.01)
-        return {"peers": clock.peers, "tempo": clock.tempo, "phase_error_ms": _pct(phase_errors),
-                "tempo_error_max_pct": round(max(tempo_errors) * 100, 4)}
+        return {
+            "peers": clock.peers,
+            "tempo": clock.tempo,
+            "phase_error_ms": _pct(phase_errors),
+            "tempo_error_max_pct": round(max(tempo_errors) * 100, 4),
+        }
     finally:
         clock.close()
         close_peer()
@@ -152,8 +159,9 @@ def link(seconds: float) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--follow-period", type=int, default=256,
-                        help="JACK period (frames at 48 kHz) for following a master")
+    parser.add_argument(
+        "--follow-period", type=int, default=256, help="JACK period (frames at 48 kHz) for following a master"
+    )
     parser.add_argument("--bars", type=int, default=4, help="bars per tempo")
     parser.add_argument("--beats-per-bar", type=int, default=3)
     parser.add_argument("--clock-seconds", type=float, default=20.0)
@@ -164,14 +172,19 @@ def main() -> int:
     results: dict = {}
     name = f"e2msyncbench{args.follow_period}"
     with jack_server(name, period=args.follow_period):
-        results["follow"] = {"jack_period_ms": round(args.follow_period / 48, 3),
-                             **follow(args.bars, args.beats_per_bar), "jack_xruns": jack_xruns(name)}
+        results["follow"] = {
+            "jack_period_ms": round(args.follow_period / 48, 3),
+            **follow(args.bars, args.beats_per_bar),
+            "jack_xruns": jack_xruns(name),
+        }
     # Clock out at 0.67 ms periods (192 kHz, 128 frames): a JACK receiver sees each message at the
     # start of the period after it was sent, so the period bounds what it can resolve.
     with jack_server("e2msyncbenchfast", period=128, rate=192000):
-        results["clock_out"] = {"jack_period_ms": round(128 / 192, 3),
-                                **clock_out(args.clock_seconds, 120.0),
-                                "jack_xruns": jack_xruns("e2msyncbenchfast")}
+        results["clock_out"] = {
+            "jack_period_ms": round(128 / 192, 3),
+            **clock_out(args.clock_seconds, 120.0),
+            "jack_xruns": jack_xruns("e2msyncbenchfast"),
+        }
     results["link"] = link(5.0)
     print(json.dumps(results, indent=1))
     return 0

@@ -50,6 +50,7 @@ from benchmarks.live_timing import _percentiles  # noqa: E402 - after the path i
 
 # ---- a browser-like client (its own process, as a phone would be) ----------------------------------
 
+
 async def _client(url: str, seconds: float, rate: float, seed: int) -> dict:
     import aiohttp
 
@@ -110,6 +111,7 @@ def run_api_client(base: str, seconds: float, bars: int, seed: int) -> None:
 
 # ---- one run ---------------------------------------------------------------------------------------
 
+
 def _osc_load(port: int, seconds: float, rate: float, seed: int) -> int:
     from e2m_live.live.osc import encode_message
 
@@ -133,15 +135,31 @@ def run_once(kind: str, args: argparse.Namespace, tmp: str) -> dict:
     from e2m_live.live.realtime import DAEMON_PRIORITY, make_realtime
 
     name = f"e2m-webload-{os.getpid()}-{kind}"
-    config = build_config(overrides={"udp_port": 0, "tcp_port": -1, "http_port": 0, "midi_api": "jack",
-                                     "midi_name": name, "generator": "rules", "tempo": 120.0, "mood": "happy",
-                                     "debounce_ms": 30.0})
+    config = build_config(
+        overrides={
+            "udp_port": 0,
+            "tcp_port": -1,
+            "http_port": 0,
+            "midi_api": "jack",
+            "midi_name": name,
+            "generator": "rules",
+            "tempo": 120.0,
+            "mood": "happy",
+            "debounce_ms": 30.0,
+        }
+    )
     daemon = Daemon(config, out=io.StringIO(), record_timing=True)
     daemon.start()
     make_realtime(threading.get_native_id(), DAEMON_PRIORITY)  # as `e2m-live serve` does
     receiver_file = Path(tmp) / f"{kind}.json"
-    command = [sys.executable, str(REPO / "benchmarks" / "live_timing.py"), "--receiver", name,
-               str(receiver_file), str(args.seconds + 3)]
+    command = [
+        sys.executable,
+        str(REPO / "benchmarks" / "live_timing.py"),
+        "--receiver",
+        name,
+        str(receiver_file),
+        str(args.seconds + 3),
+    ]
     receiver = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert receiver.stdout is not None
     receiver.stdout.readline()
@@ -153,16 +171,41 @@ def run_once(kind: str, args: argparse.Namespace, tmp: str) -> dict:
         load["sent"] = _osc_load(daemon.osc.udp_port, args.seconds, args.rate, args.seed)
     elif kind == "web":
         url = f"http://127.0.0.1:{daemon.web.port}/ws"
-        clients = [subprocess.Popen([sys.executable, __file__, "--client", url, str(args.seconds),
-                                     str(args.rate), str(args.seed + i)], stdout=subprocess.PIPE, text=True)
-                   for i in range(args.clients)]
+        clients = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--client",
+                    url,
+                    str(args.seconds),
+                    str(args.rate),
+                    str(args.seed + i),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(args.clients)
+        ]
         reports = [json.loads(c.communicate(timeout=args.seconds + 30)[0]) for c in clients]
-        load = {"sent": sum(r["sent"] for r in reports),
-                "frames_received": sum(r["frames_received"] for r in reports)}
+        load = {
+            "sent": sum(r["sent"] for r in reports),
+            "frames_received": sum(r["frames_received"] for r in reports),
+        }
     elif kind == "api":
-        client = subprocess.Popen([sys.executable, __file__, "--api-client", f"http://127.0.0.1:{daemon.web.port}",
-                                   str(args.seconds), str(args.api_bars), str(args.seed)],
-                                  stdout=subprocess.PIPE, text=True)
+        client = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--api-client",
+                f"http://127.0.0.1:{daemon.web.port}",
+                str(args.seconds),
+                str(args.api_bars),
+                str(args.seed),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(args.seconds)  # timing is taken over the same span as the other runs
         timing = list(daemon.player.timing)
         load = json.loads(client.communicate(timeout=300)[0])
@@ -174,9 +217,14 @@ def run_once(kind: str, args: argparse.Namespace, tmp: str) -> dict:
     daemon.shutdown()
     receiver.wait(timeout=30)
     errors = [abs(sent - deadline) * 1000 for deadline, sent in timing]
-    return {"sender_error_ms": {k: round(v, 3) if isinstance(v, float) else v
-                                for k, v in _percentiles(errors).items()},
-            "over_1ms": sum(1 for e in errors if e > 1.0), "late_bars": late, "load": load}
+    return {
+        "sender_error_ms": {
+            k: round(v, 3) if isinstance(v, float) else v for k, v in _percentiles(errors).items()
+        },
+        "over_1ms": sum(1 for e in errors if e > 1.0),
+        "late_bars": late,
+        "load": load,
+    }
 
 
 def main() -> int:
@@ -189,20 +237,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds of playing per run")
     parser.add_argument("--rate", type=float, default=50.0, help="control messages a second per client")
-    parser.add_argument("--clients", type=int, default=1,
-                        help="WebSocket clients in the web run (1: the same traffic as the OSC run)")
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=1,
+        help="WebSocket clients in the web run (1: the same traffic as the OSC run)",
+    )
     parser.add_argument("--repeats", type=int, default=2, help="rounds of the three runs (medians reported)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--api", action="store_true",
-                        help="runs idle and api (generation jobs while playing) instead of idle, osc, web")
+    parser.add_argument(
+        "--api",
+        action="store_true",
+        help="runs idle and api (generation jobs while playing) instead of idle, osc, web",
+    )
     parser.add_argument("--api-bars", type=int, default=4, help="bars per generation job in the api run")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     from e2m_live.testing.jack import jack_server
 
     sys.setswitchinterval(0.0005)  # as `e2m-live serve` does
-    result: dict = {"machine": {"cpus": os.cpu_count(), "load_avg_before": os.getloadavg()},
-                    "settings": vars(args)}
+    result: dict = {
+        "machine": {"cpus": os.cpu_count(), "load_avg_before": os.getloadavg()},
+        "settings": vars(args),
+    }
     kinds = ("idle", "api") if args.api else ("idle", "osc", "web")
     runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
     with jack_server(f"e2mwebload{os.getpid()}"), tempfile.TemporaryDirectory() as tmp:
@@ -210,8 +267,13 @@ def main() -> int:
             for kind in runs:
                 runs[kind].append(run_once(kind, args, tmp))
     for kind, done in runs.items():
-        result[kind] = {"runs": done, **{f"median_{stat}_ms": statistics.median(
-            r["sender_error_ms"].get(stat, 0.0) for r in done) for stat in ("p50", "p99", "max")}}
+        result[kind] = {
+            "runs": done,
+            **{
+                f"median_{stat}_ms": statistics.median(r["sender_error_ms"].get(stat, 0.0) for r in done)
+                for stat in ("p50", "p99", "max")
+            },
+        }
     measured = "api" if args.api else "web"
     for base in ("idle",) if args.api else ("osc", "idle"):
         for stat in ("p99", "max"):

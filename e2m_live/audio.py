@@ -14,8 +14,9 @@ class AudioError(RuntimeError):
     """No soundfont, or FluidSynth is not installed; ``str()`` says what to install."""
 
 
-def render_wav(midi: Any, path: Path, soundfont: Path | None = None,
-               sample_rate: int = WAV_SAMPLE_RATE) -> Path:
+def render_wav(
+    midi: Any, path: Path, soundfont: Path | None = None, sample_rate: int = WAV_SAMPLE_RATE
+) -> Path:
     """Render a PrettyMIDI to a 16-bit mono WAV with FluidSynth, peak at 0.9; returns the soundfont
     used. Raises :class:`AudioError` when no soundfont is found or FluidSynth is missing."""
     import numpy as np
@@ -25,8 +26,10 @@ def render_wav(midi: Any, path: Path, soundfont: Path | None = None,
 
     font = find_soundfont(soundfont)
     if font is None:
-        raise AudioError(f"no soundfont found{f' at {soundfont}' if soundfont else ''}; install "
-                         "fluid-soundfont-gm or pass --soundfont FILE.sf2")
+        raise AudioError(
+            f"no soundfont found{f' at {soundfont}' if soundfont else ''}; install "
+            "fluid-soundfont-gm or pass --soundfont FILE.sf2"
+        )
     try:
         audio = midi.fluidsynth(fs=sample_rate, sf2_path=str(font))
     except ImportError as error:

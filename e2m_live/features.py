@@ -128,20 +128,40 @@ def parse_mode(name: str | int) -> int:
 #: 1,248 seed tracks span 62..205 BPM) with room for very slow and very fast material. Key and
 #: mode reject what is out of range (a pitch class 12 or a mode 2 means nothing near), and key
 #: rejects fractions (3.5 names no pitch class; a mode toggle's 0.7 rounds to major).
-FEATURES: dict[str, FeatureSpec] = {spec.name: spec for spec in (
-    FeatureSpec("energy", 0.0, 1.0, "intensity and activity, {range}"),
-    FeatureSpec("valence", 0.0, 1.0, "musical positiveness, {range}"),
-    FeatureSpec("loudness", -60.0, 0.0, "overall loudness in dB, {range}", unit="dB"),
-    FeatureSpec("instrumentalness", 0.0, 1.0, "absence of a sung line, {range}"),
-    FeatureSpec("danceability", 0.0, 1.0, "suitability for dancing, {range}"),
-    FeatureSpec("acousticness", 0.0, 1.0, "acoustic rather than electric/electronic sound, {range}"),
-    FeatureSpec("key", 0, 11, "tonic: C, C#, Db, ... B or {range}", integer=True, names=KEY_NAMES,
-                parse_name=parse_key, out_of_range="reject", fraction="reject"),
-    FeatureSpec("mode", 0, 1, "major or minor (1/0)", integer=True, names=("minor", "major"),
-                parse_name=parse_mode, out_of_range="reject"),
-    FeatureSpec("time_signature", 3, 7, "beats per bar, {range}", integer=True, unit="beats/bar"),
-    FeatureSpec("tempo", 40.0, 240.0, "BPM, {range}", unit="BPM"),
-)}
+FEATURES: dict[str, FeatureSpec] = {
+    spec.name: spec
+    for spec in (
+        FeatureSpec("energy", 0.0, 1.0, "intensity and activity, {range}"),
+        FeatureSpec("valence", 0.0, 1.0, "musical positiveness, {range}"),
+        FeatureSpec("loudness", -60.0, 0.0, "overall loudness in dB, {range}", unit="dB"),
+        FeatureSpec("instrumentalness", 0.0, 1.0, "absence of a sung line, {range}"),
+        FeatureSpec("danceability", 0.0, 1.0, "suitability for dancing, {range}"),
+        FeatureSpec("acousticness", 0.0, 1.0, "acoustic rather than electric/electronic sound, {range}"),
+        FeatureSpec(
+            "key",
+            0,
+            11,
+            "tonic: C, C#, Db, ... B or {range}",
+            integer=True,
+            names=KEY_NAMES,
+            parse_name=parse_key,
+            out_of_range="reject",
+            fraction="reject",
+        ),
+        FeatureSpec(
+            "mode",
+            0,
+            1,
+            "major or minor (1/0)",
+            integer=True,
+            names=("minor", "major"),
+            parse_name=parse_mode,
+            out_of_range="reject",
+        ),
+        FeatureSpec("time_signature", 3, 7, "beats per bar, {range}", integer=True, unit="beats/bar"),
+        FeatureSpec("tempo", 40.0, 240.0, "BPM, {range}", unit="BPM"),
+    )
+}
 
 #: Field order of :class:`EmotionFeatures`, of its vector, of ``/e2m/features`` and of the JSON.
 FEATURE_ORDER: tuple[str, ...] = tuple(FEATURES)

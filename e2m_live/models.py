@@ -17,8 +17,14 @@ CHECKOUT_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 PLANNER_NAME = "planner"
 FIGARO_NAME = "figaro-compact"
 #: Files each model folder must hold to be usable.
-PLANNER_FILES = ("config.json", "note_density.safetensors", "mean_velocity.safetensors",
-                 "mean_pitch.safetensors", "mean_duration.safetensors", "instruments_chords.safetensors")
+PLANNER_FILES = (
+    "config.json",
+    "note_density.safetensors",
+    "mean_velocity.safetensors",
+    "mean_pitch.safetensors",
+    "mean_duration.safetensors",
+    "instruments_chords.safetensors",
+)
 FIGARO_FILES = ("config.json",)
 
 
@@ -75,5 +81,6 @@ def require_models(paths: ModelPaths | None = None) -> ModelPaths:
     if problems:
         raise ModelsMissing(
             "models not found (" + "; ".join(problems) + "); run `e2m-live doctor` for how to install them, "
-            "or point E2M_MODELS_DIR at a folder holding planner/ and figaro-compact/")
+            "or point E2M_MODELS_DIR at a folder holding planner/ and figaro-compact/"
+        )
     return paths

@@ -92,8 +92,11 @@ def prepare_torch_threads(threads: int) -> None:
         raise PipelineError(f"threads must be a positive integer, got {threads!r}")
     if threads > 1 and not _PASSIVE_OPENMP and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
         # Spinning OpenMP threads on a shared machine: one thread is faster (docs/figaro.md).
-        log.warning("OpenMP was loaded before e2m_live.pipeline without OMP_WAIT_POLICY=PASSIVE; "
-                    "decoding with one thread instead of %d", threads)
+        log.warning(
+            "OpenMP was loaded before e2m_live.pipeline without OMP_WAIT_POLICY=PASSIVE; "
+            "decoding with one thread instead of %d",
+            threads,
+        )
         threads = 1
     import torch
 
@@ -171,20 +174,34 @@ def _split_description(description: Description | Sequence[str]) -> list[list[st
 class Pipeline:
     """The planner and the FIGARO decoder, loaded once."""
 
-    def __init__(self, planner: Planner, model: FigaroModel, *, threads: int = DEFAULT_THREADS,
-                 quantize: str | None = DEFAULT_QUANTIZE, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        planner: Planner,
+        model: FigaroModel,
+        *,
+        threads: int = DEFAULT_THREADS,
+        quantize: str | None = DEFAULT_QUANTIZE,
+        device: str = "cpu",
+    ) -> None:
         from e2m_live.figaro.decode import IncrementalDecoder
 
         prepare_torch_threads(threads)
         self.planner = planner
         self.threads = threads
-        self.decoder: IncrementalDecoder = IncrementalDecoder(model, device=device, constrained=True,
-                                                              quantize=quantize if device == "cpu" else None)
+        self.decoder: IncrementalDecoder = IncrementalDecoder(
+            model, device=device, constrained=True, quantize=quantize if device == "cpu" else None
+        )
 
     @classmethod
-    def load(cls, paths: ModelPaths | str | os.PathLike | None = None, *, threads: int = DEFAULT_THREADS,
-             quantize: str | None = DEFAULT_QUANTIZE, device: str = "cpu",
-             planner: str = "class-lstm") -> Pipeline:
+    def load(
+        cls,
+        paths: ModelPaths | str | os.PathLike | None = None,
+        *,
+        threads: int = DEFAULT_THREADS,
+        quantize: str | None = DEFAULT_QUANTIZE,
+        device: str = "cpu",
+        planner: str = "class-lstm",
+    ) -> Pipeline:
         """Load both models (``paths``: a :class:`ModelPaths`, a ``models/``-like folder, or the default;
         ``planner``: a name of :data:`e2m_live.planner.registry.PLANNER_NAMES`).
 
@@ -208,23 +225,43 @@ class Pipeline:
         return cls(planner_model, model, threads=threads, quantize=quantize, device=device)
 
     # -- the two stages ---------------------------------------------------------------------------
-    def plan(self, features: EmotionFeatures, *, bars: int = 12, seed: int | None = None,
-             temperature: float = 1.0, arrangement: Arrangement | None = None,
-             ensemble_seed: int | None = None) -> Description:
+    def plan(
+        self,
+        features: EmotionFeatures,
+        *,
+        bars: int = 12,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        arrangement: Arrangement | None = None,
+        ensemble_seed: int | None = None,
+    ) -> Description:
         """The 12-bar (or ``bars``) description for ``features`` (instruments as ``arrangement`` says;
         ``ensemble_seed`` fixes the ``auto`` ensemble draw, see :meth:`Planner.plan`)."""
         from e2m_live.planner import PlanError
 
         try:
-            return self.planner.plan(features, bars=bars, seed=seed, temperature=temperature,
-                                     arrangement=arrangement, ensemble_seed=ensemble_seed)
+            return self.planner.plan(
+                features,
+                bars=bars,
+                seed=seed,
+                temperature=temperature,
+                arrangement=arrangement,
+                ensemble_seed=ensemble_seed,
+            )
         except PlanError as error:
             raise PipelineError(str(error)) from None
 
-    def decode(self, description: Description | Sequence[str], features: EmotionFeatures, *,
-               prime: Sequence[str] | Bar | None = None, prime_description: Sequence[str] | None = None,
-               seed: int | None = None, options: DecodingOptions | None = None,
-               arrangement: Arrangement | None = None) -> Iterator[GeneratedBar]:
+    def decode(
+        self,
+        description: Description | Sequence[str],
+        features: EmotionFeatures,
+        *,
+        prime: Sequence[str] | Bar | None = None,
+        prime_description: Sequence[str] | None = None,
+        seed: int | None = None,
+        options: DecodingOptions | None = None,
+        arrangement: Arrangement | None = None,
+    ) -> Iterator[GeneratedBar]:
         """Decode ``description`` bar by bar, yielding each bar as soon as it is complete.
 
         Pitched instruments keep to ``features.key``/``features.mode`` as strictly as
@@ -238,18 +275,26 @@ class Pipeline:
         prime_tokens = bar_to_tokens(prime) if isinstance(prime, Bar) else (list(prime) if prime else None)
         try:
             stream = self.decoder.generate_bars(
-                [t for bar in desc_bars for t in bar], prime=prime_tokens,
+                [t for bar in desc_bars for t in bar],
+                prime=prime_tokens,
                 prime_description=prime_description if prime_tokens else None,
-                temperature=options.temperature, top_k=options.top_k, top_p=options.top_p, seed=seed,
-                max_tokens_per_bar=options.max_tokens_per_bar, rules=options.rules,
-                scale=(int(features.key), int(features.mode)), key_lock=float(arrangement.key_lock),
-                groove=groove_strength(float(features.danceability)))
+                temperature=options.temperature,
+                top_k=options.top_k,
+                top_p=options.top_p,
+                seed=seed,
+                max_tokens_per_bar=options.max_tokens_per_bar,
+                rules=options.rules,
+                scale=(int(features.key), int(features.mode)),
+                key_lock=float(arrangement.key_lock),
+                groove=groove_strength(float(features.danceability)),
+            )
         except ValueError as error:
             raise PipelineError(str(error)) from None
         return self._bars(stream, desc_bars, features)
 
-    def _bars(self, stream: Iterator[list[str]], desc_bars: list[list[str]],
-              features: EmotionFeatures) -> Iterator[GeneratedBar]:
+    def _bars(
+        self, stream: Iterator[list[str]], desc_bars: list[list[str]], features: EmotionFeatures
+    ) -> Iterator[GeneratedBar]:
         from e2m_live.description.remi import tokens_to_bars
         from e2m_live.loudness import scale_velocities, velocity_gain
 
@@ -265,11 +310,20 @@ class Pipeline:
             yield GeneratedBar(index, Bar(notes, numerator, denominator, tempo, index), tokens, description)
 
     # -- both ---------------------------------------------------------------------------------------
-    def generate(self, features: EmotionFeatures, *, bars: int = 12, seed: int | None = None,
-                 temperature: float = 1.0, plan_temperature: float | None = None,
-                 prime: Sequence[str] | Bar | None = None, prime_description: Sequence[str] | None = None,
-                 options: DecodingOptions | None = None, arrangement: Arrangement | None = None,
-                 ensemble_seed: int | None = None) -> Iterator[GeneratedBar]:
+    def generate(
+        self,
+        features: EmotionFeatures,
+        *,
+        bars: int = 12,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        plan_temperature: float | None = None,
+        prime: Sequence[str] | Bar | None = None,
+        prime_description: Sequence[str] | None = None,
+        options: DecodingOptions | None = None,
+        arrangement: Arrangement | None = None,
+        ensemble_seed: int | None = None,
+    ) -> Iterator[GeneratedBar]:
         """Plan ``bars`` bars for ``features`` and decode them (see :meth:`plan` and :meth:`decode`).
 
         ``temperature`` is the decoder's (unless ``options`` is given) and, unless ``plan_temperature``
@@ -277,13 +331,24 @@ class Pipeline:
         The planner uses ``seed``, the decoder ``seed + 1``: the same seed gives the same music.
         """
         _check_seed(seed)
-        description = self.plan(features, bars=bars, seed=seed,
-                                temperature=temperature if plan_temperature is None else plan_temperature,
-                                arrangement=arrangement, ensemble_seed=ensemble_seed)
+        description = self.plan(
+            features,
+            bars=bars,
+            seed=seed,
+            temperature=temperature if plan_temperature is None else plan_temperature,
+            arrangement=arrangement,
+            ensemble_seed=ensemble_seed,
+        )
         options = options or DecodingOptions(temperature=temperature)
-        return self.decode(description, features, prime=prime, prime_description=prime_description,
-                           seed=None if seed is None else seed + 1, options=options, arrangement=arrangement)
-
+        return self.decode(
+            description,
+            features,
+            prime=prime,
+            prime_description=prime_description,
+            seed=None if seed is None else seed + 1,
+            options=options,
+            arrangement=arrangement,
+        )
 
 
 def _time_signature_of(description_bar: Sequence[str]) -> tuple[int, int] | None:

@@ -34,9 +34,19 @@ def main() -> int:
     from e2m_live.live.config import build_config
     from e2m_live.live.daemon import Daemon
 
-    config = build_config(overrides={"udp_port": 0, "tcp_port": -1, "midi": False, "generator": "rules",
-                                     "http_port": 0, "realtime": False, "mood": "dreamy", "autoplay": True,
-                                     "seed": 7})
+    config = build_config(
+        overrides={
+            "udp_port": 0,
+            "tcp_port": -1,
+            "midi": False,
+            "generator": "rules",
+            "http_port": 0,
+            "realtime": False,
+            "mood": "dreamy",
+            "autoplay": True,
+            "seed": 7,
+        }
+    )
     daemon = Daemon(config, out=io.StringIO())
     daemon.start()
     out = Path(args.out)
@@ -46,11 +56,13 @@ def main() -> int:
         daemon.handle("/e2m/mute", ["drums"])
         time.sleep(6)  # a few bars, so the strip shows chords and the bar playing
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
-                                                 args=["--no-sandbox"])
+            browser = playwright.chromium.launch(
+                executable_path=shutil.which("chromium"), headless=True, args=["--no-sandbox"]
+            )
             for name, (viewport, phone) in SIZES.items():
-                page = browser.new_page(viewport=viewport, is_mobile=phone, has_touch=phone,
-                                        device_scale_factor=2 if phone else 1)
+                page = browser.new_page(
+                    viewport=viewport, is_mobile=phone, has_touch=phone, device_scale_factor=2 if phone else 1
+                )
                 page.goto(f"http://127.0.0.1:{daemon.web.port}/")
                 page.wait_for_selector("body[data-connected='1']")
                 page.evaluate("window.e2m.send('/e2m/mood', ['grumpy'])")  # an error to show

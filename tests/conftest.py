@@ -62,5 +62,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> Generator[N
     terminalreporter.write_line(
         f"{tests} skipped: shared data missing ({', '.join(missing)}); get them by setting E2M_SHARED "
         f"to a copy of the shared folder (datasets/, reference/) or checking it out as ../shared "
-        f"beside the repository", yellow=True)
+        f"beside the repository",
+        yellow=True,
+    )
     return result

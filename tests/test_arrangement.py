@@ -32,23 +32,44 @@ def test_defaults():
     assert arrangement.palette() is None and arrangement.excluded() == frozenset()
 
 
-@pytest.mark.parametrize("value,name", [
-    (0, "Acoustic Grand Piano"), ("0", "Acoustic Grand Piano"), (" 33 ", "Electric Bass (finger)"),
-    (127, "Gunshot"), ("violin", "Violin"), ("VIOLIN", "Violin"),
-    ("acoustic grand piano", "Acoustic Grand Piano"),
-    ("drums", DRUM_INSTRUMENT), ("Drum Kit", DRUM_INSTRUMENT), ("percussion", DRUM_INSTRUMENT),
-    ("sawtooth", "Lead 2 (sawtooth)"), ("piano", "Acoustic Grand Piano"), ("Bass", "Electric Bass (finger)"),
-    ("sax", "Tenor Sax"),
-])
+@pytest.mark.parametrize(
+    "value,name",
+    [
+        (0, "Acoustic Grand Piano"),
+        ("0", "Acoustic Grand Piano"),
+        (" 33 ", "Electric Bass (finger)"),
+        (127, "Gunshot"),
+        ("violin", "Violin"),
+        ("VIOLIN", "Violin"),
+        ("acoustic grand piano", "Acoustic Grand Piano"),
+        ("drums", DRUM_INSTRUMENT),
+        ("Drum Kit", DRUM_INSTRUMENT),
+        ("percussion", DRUM_INSTRUMENT),
+        ("sawtooth", "Lead 2 (sawtooth)"),
+        ("piano", "Acoustic Grand Piano"),
+        ("Bass", "Electric Bass (finger)"),
+        ("sax", "Tenor Sax"),
+    ],
+)
 def test_instrument_names(value, name):
     assert instrument_name(value) == name
 
 
-@pytest.mark.parametrize("value,why", [
-    ("electric", "ambiguous"), ("acoustic", "ambiguous"), ("kazoo", "unknown instrument"), ("", "unknown"),
-    (128, "0..127"), (-1, "0..127"), ("200", "0..127"),
-    (True, "not an instrument"), (1.5, "not an instrument"), (None, "not an instrument"),
-])
+@pytest.mark.parametrize(
+    "value,why",
+    [
+        ("electric", "ambiguous"),
+        ("acoustic", "ambiguous"),
+        ("kazoo", "unknown instrument"),
+        ("", "unknown"),
+        (128, "0..127"),
+        (-1, "0..127"),
+        ("200", "0..127"),
+        (True, "not an instrument"),
+        (1.5, "not an instrument"),
+        (None, "not an instrument"),
+    ],
+)
 def test_bad_instruments_raise_arrangement_errors(value, why):
     with pytest.raises(ArrangementError, match=why):
         instrument_name(value)
@@ -68,8 +89,11 @@ def test_parse_instruments_orders_by_vocabulary_and_drops_duplicates():
 
 def test_ensembles_are_valid_and_auto_is_not_a_preset():
     assert ENSEMBLE_NAMES[0] == AUTO and AUTO not in ENSEMBLES
-    assert set(ENSEMBLE_NAMES[1:]) == set(ENSEMBLES) >= {"piano", "band", "rock", "electronic", "strings",
-                                                          "orchestra", "jazz"}
+    assert (
+        set(ENSEMBLE_NAMES[1:])
+        == set(ENSEMBLES)
+        >= {"piano", "band", "rock", "electronic", "strings", "orchestra", "jazz"}
+    )
     for name, members in ENSEMBLES.items():
         assert members and all(m in GM or m == DRUM_INSTRUMENT for m in members), name
         assert Arrangement(ensemble=name).palette() == members
@@ -100,13 +124,21 @@ def test_muting_every_instrument_of_a_palette_raises():
         Arrangement(instruments=("drums",), muted=frozenset({"drums"})).palette()
 
 
-@pytest.mark.parametrize("changes,why", [
-    ({"key_lock": 1.5}, "key_lock"), ({"key_lock": -0.1}, "key_lock"), ({"key_lock": math.nan}, "key_lock"),
-    ({"key_lock": "high"}, "key_lock"), ({"key_lock": True}, "key_lock"),
-    ({"ensemble": "disco"}, "unknown ensemble"), ({"ensemble": "Band"}, "unknown ensemble"),
-    ({"instruments": ()}, "at least one"), ({"instruments": ("kazoo",)}, "unknown instrument"),
-    ({"muted": frozenset({"kazoo"})}, "unknown instrument"),
-])
+@pytest.mark.parametrize(
+    "changes,why",
+    [
+        ({"key_lock": 1.5}, "key_lock"),
+        ({"key_lock": -0.1}, "key_lock"),
+        ({"key_lock": math.nan}, "key_lock"),
+        ({"key_lock": "high"}, "key_lock"),
+        ({"key_lock": True}, "key_lock"),
+        ({"ensemble": "disco"}, "unknown ensemble"),
+        ({"ensemble": "Band"}, "unknown ensemble"),
+        ({"instruments": ()}, "at least one"),
+        ({"instruments": ("kazoo",)}, "unknown instrument"),
+        ({"muted": frozenset({"kazoo"})}, "unknown instrument"),
+    ],
+)
 def test_bad_values_raise(changes, why):
     with pytest.raises(ArrangementError, match=why):
         Arrangement(**changes)
@@ -117,12 +149,16 @@ def test_key_lock_is_stored_as_a_float():
 
 
 def test_dict_round_trip_and_unknown_fields():
-    arrangement = Arrangement(key_lock=0.5, ensemble="rock", instruments=("drums", 30),
-                              muted=frozenset({"Cello", "drums"}))
+    arrangement = Arrangement(
+        key_lock=0.5, ensemble="rock", instruments=("drums", 30), muted=frozenset({"Cello", "drums"})
+    )
     data = arrangement.to_dict()
-    assert data == {"key_lock": 0.5, "ensemble": "rock",
-                    "instruments": ["Distortion Guitar", DRUM_INSTRUMENT],
-                    "muted": ["Cello", DRUM_INSTRUMENT]}
+    assert data == {
+        "key_lock": 0.5,
+        "ensemble": "rock",
+        "instruments": ["Distortion Guitar", DRUM_INSTRUMENT],
+        "muted": ["Cello", DRUM_INSTRUMENT],
+    }
     assert Arrangement.from_dict(data) == arrangement
     assert Arrangement.from_dict({}) == Arrangement()
     with pytest.raises(ArrangementError, match="unknown arrangement field"):
@@ -138,13 +174,19 @@ def test_it_is_frozen_hashable_and_pickles():
     assert pickle.loads(pickle.dumps(arrangement)) == arrangement
 
 
-@given(key_lock=st.floats(0.0, 1.0), ensemble=st.sampled_from(ENSEMBLE_NAMES),
-       instruments=st.none() | st.lists(st.integers(0, 127) | st.just("drums"), min_size=1, max_size=6),
-       muted=st.lists(st.integers(0, 127) | st.just("drums"), max_size=4))
+@given(
+    key_lock=st.floats(0.0, 1.0),
+    ensemble=st.sampled_from(ENSEMBLE_NAMES),
+    instruments=st.none() | st.lists(st.integers(0, 127) | st.just("drums"), min_size=1, max_size=6),
+    muted=st.lists(st.integers(0, 127) | st.just("drums"), max_size=4),
+)
 def test_any_valid_arrangement_round_trips(key_lock, ensemble, instruments, muted):
-    arrangement = Arrangement(key_lock=key_lock, ensemble=ensemble,
-                              instruments=None if instruments is None else tuple(instruments),
-                              muted=frozenset(muted))
+    arrangement = Arrangement(
+        key_lock=key_lock,
+        ensemble=ensemble,
+        instruments=None if instruments is None else tuple(instruments),
+        muted=frozenset(muted),
+    )
     assert Arrangement.from_dict(arrangement.to_dict()) == arrangement
     try:
         palette = arrangement.palette()

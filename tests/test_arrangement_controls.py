@@ -37,8 +37,17 @@ def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[Daemon]:
-    config = build_config(overrides={"udp_port": 0, "tcp_port": -1, "midi": False, "generator": "rules",
-                                     "debounce_ms": 10.0, "realtime": False, "ensemble": "band"})
+    config = build_config(
+        overrides={
+            "udp_port": 0,
+            "tcp_port": -1,
+            "midi": False,
+            "generator": "rules",
+            "debounce_ms": 10.0,
+            "realtime": False,
+            "ensemble": "band",
+        }
+    )
     d = Daemon(config, out=io.StringIO())
     d.start()
     yield d
@@ -202,28 +211,34 @@ def test_every_patch_contains_the_new_addresses():
 
 def test_toml_keys_and_their_errors(tmp_path):
     path = tmp_path / "live.toml"
-    path.write_text('key_lock = 1\nensemble = "rock"\ninstruments = ["violin", 42, "drums"]\n'
-                    'muted = ["drums"]\n')
+    path.write_text(
+        'key_lock = 1\nensemble = "rock"\ninstruments = ["violin", 42, "drums"]\nmuted = ["drums"]\n'
+    )
     config = build_config(load_toml(path))
-    assert config.starting_arrangement() == Arrangement(key_lock=1.0, ensemble="rock",
-                                                        instruments=("Violin", "Cello", "drums"),
-                                                        muted=frozenset({"drums"}))
-    for text, why in (('ensemble = "disco"', "ensemble: unknown ensemble"),
-                      ("key_lock = 3", "key_lock: key_lock must be"),
-                      ('instruments = "electric"', "instruments: instrument 'electric' is ambiguous"),
-                      ('ensemble = "piano"\nmuted = [0]', "muted: every instrument")):
+    assert config.starting_arrangement() == Arrangement(
+        key_lock=1.0, ensemble="rock", instruments=("Violin", "Cello", "drums"), muted=frozenset({"drums"})
+    )
+    for text, why in (
+        ('ensemble = "disco"', "ensemble: unknown ensemble"),
+        ("key_lock = 3", "key_lock: key_lock must be"),
+        ('instruments = "electric"', "instruments: instrument 'electric' is ambiguous"),
+        ('ensemble = "piano"\nmuted = [0]', "muted: every instrument"),
+    ):
         path.write_text(text + "\n")
         with pytest.raises(ConfigError, match=why):
             build_config(load_toml(path))
 
 
 @pytest.mark.parametrize("command", ["plan", "generate", "serve"])
-@pytest.mark.parametrize("flags,why", [
-    (["--ensemble", "disco"], "ensemble"),
-    (["--key-lock", "1.5"], "key_lock"),
-    (["--instruments", "violin,kazoo"], "unknown instrument 'kazoo'"),
-    (["--ensemble", "piano", "--mute", "0"], "muted"),
-])
+@pytest.mark.parametrize(
+    "flags,why",
+    [
+        (["--ensemble", "disco"], "ensemble"),
+        (["--key-lock", "1.5"], "key_lock"),
+        (["--instruments", "violin,kazoo"], "unknown instrument 'kazoo'"),
+        (["--ensemble", "piano", "--mute", "0"], "muted"),
+    ],
+)
 def test_cli_flags_validate_with_exit_2(command, flags, why, tmp_path, capsys):
     extra = ["-o", str(tmp_path / "x.mid")] if command == "generate" else []
     assert main([command, *flags, *extra]) == 2
@@ -235,9 +250,23 @@ def test_serve_flags_reach_the_config():
     from e2m_live.cli import build_parser
     from e2m_live.live.config import config_from_args
 
-    argv = ["serve", "--key-lock", "0.3", "--ensemble", "orchestra", "--instruments", "flute, 40",
-            "--mute", "violin", "--mute", "drums"]
+    argv = [
+        "serve",
+        "--key-lock",
+        "0.3",
+        "--ensemble",
+        "orchestra",
+        "--instruments",
+        "flute, 40",
+        "--mute",
+        "violin",
+        "--mute",
+        "drums",
+    ]
     config = config_from_args(build_parser(argv).parse_args(argv))
-    assert config.starting_arrangement() == Arrangement(key_lock=0.3, ensemble="orchestra",
-                                                        instruments=("Violin", "Flute"),
-                                                        muted=frozenset({"Violin", "drums"}))
+    assert config.starting_arrangement() == Arrangement(
+        key_lock=0.3,
+        ensemble="orchestra",
+        instruments=("Violin", "Flute"),
+        muted=frozenset({"Violin", "drums"}),
+    )

@@ -454,7 +454,7 @@ def test_cache_key_ignores_layout_docstrings_comments_and_type_hints() -> None:
 
     name = "e2m_live/music.py"
     code = b'"""Doc."""\n\ndef f(x: int) -> int:\n    """Twice."""\n    y: int = x * 2  # why\n    return y\n'
-    same = b'def f(x):\n    # another comment\n    y = (\n        x * 2\n    )\n    return y\n'
-    other = b'def f(x: int) -> int:\n    y: int = x * 3\n    return y\n'
+    same = b"def f(x):\n    # another comment\n    y = (\n        x * 2\n    )\n    return y\n"
+    other = b"def f(x: int) -> int:\n    y: int = x * 3\n    return y\n"
     assert extractor_source(name, code) == extractor_source(name, same)
     assert extractor_source(name, code) != extractor_source(name, other)

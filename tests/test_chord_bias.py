@@ -52,8 +52,22 @@ def test_chord_timeline_drops_the_carried_over_chord():
 
 
 def test_steer_plans_reads_the_chords():
-    desc = ["<bos>", "Bar_1", "Time Signature_4/4", "Mean Pitch_15", PIANO, "Chord_A:maj", "Chord_E:maj",
-            "Bar_2", "Time Signature_4/4", PIANO, "Chord_E:maj", "Chord_D:min", "Bar_3", "<eos>"]
+    desc = [
+        "<bos>",
+        "Bar_1",
+        "Time Signature_4/4",
+        "Mean Pitch_15",
+        PIANO,
+        "Chord_A:maj",
+        "Chord_E:maj",
+        "Bar_2",
+        "Time Signature_4/4",
+        PIANO,
+        "Chord_E:maj",
+        "Chord_D:min",
+        "Bar_3",
+        "<eos>",
+    ]
     bars = split_bars(desc[1:-1], "description")
     plans = steer_plans({i: bar_plan(b, True) for i, b in enumerate(bars, start=1)}, desc)
     assert plans[1].instrument_ids == bar_plan(bars[0], True).instrument_ids  # the rest is kept
@@ -109,7 +123,9 @@ def test_bad_chord_bias_is_refused(bad: float):
 
 def test_rule_overrides_parse_and_refuse_bad_input():
     assert parse_rule_overrides(["note_budget_margin=1.0", "coverage=false"]) == {
-        "note_budget_margin": 1.0, "coverage": False}
+        "note_budget_margin": 1.0,
+        "coverage": False,
+    }
     for bad in (["margin"], ["=1"], ["chord_bias=abc"]):
         with pytest.raises(ValueError):
             parse_rule_overrides(bad)
@@ -123,8 +139,16 @@ def test_evaluate_refuses_a_bad_bias(tmp_path, capsys):
     assert main(["--data", str(tmp_path / "missing"), "--chord-bias", "-2", "--out", str(tmp_path)]) == 2
 
 
-TINY = FigaroConfig(d_model=32, encoder_layers=1, decoder_layers=2, heads=2, ffn=64, context_size=64,
-                    max_bars=16, relative_cross_attention=True)
+TINY = FigaroConfig(
+    d_model=32,
+    encoder_layers=1,
+    decoder_layers=2,
+    heads=2,
+    ffn=64,
+    context_size=64,
+    max_bars=16,
+    relative_cross_attention=True,
+)
 
 
 @lru_cache(maxsize=1)
@@ -148,8 +172,9 @@ def _chord_tone_share(bias: float) -> float:
         desc += [f"Bar_{k}", "Time Signature_4/4", "Note Density_2", "Mean Pitch_15", PIANO, "Chord_A:maj"]
     hits = total = 0
     for seed in range(3):
-        for bar in decoder.generate_bars(desc, seed=seed, rules=DecodeRules(chord_bias=bias),
-                                         max_tokens_per_bar=64):
+        for bar in decoder.generate_bars(
+            desc, seed=seed, rules=DecodeRules(chord_bias=bias), max_tokens_per_bar=64
+        ):
             pitches = [int(t.rsplit("_", 1)[1]) for t in bar if t.startswith("Pitch_") and "drum" not in t]
             hits += sum(p % 12 in A_MAJOR for p in pitches)
             total += len(pitches)

@@ -17,11 +17,14 @@ def test_features_table_takes_the_schema_keys_names_included() -> None:
     assert features.valence == MOODS["sad"].valence
 
 
-@pytest.mark.parametrize(("table", "why"), [
-    ({"tempo": 300}, "features: tempo must be a number in 40..240"),
-    ({"key": "H"}, "features: key: cannot parse 'H'"),
-    ({"brightness": 0.5}, "features: unknown feature"),
-])
+@pytest.mark.parametrize(
+    ("table", "why"),
+    [
+        ({"tempo": 300}, "features: tempo must be a number in 40..240"),
+        ({"key": "H"}, "features: key: cannot parse 'H'"),
+        ({"brightness": 0.5}, "features: unknown feature"),
+    ],
+)
 def test_bad_features_name_the_key(table: dict, why: str) -> None:
     with pytest.raises(ConfigError) as error:
         build_config({"features": table})

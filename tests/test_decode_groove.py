@@ -33,18 +33,51 @@ from e2m_live.figaro.decode import IncrementalDecoder
 from e2m_live.figaro.inputs import remi_vocab
 from e2m_live.figaro.model import FigaroModel
 
-TINY = FigaroConfig(d_model=32, encoder_layers=1, decoder_layers=2, heads=2, ffn=64, context_size=48,
-                    max_bars=40, relative_cross_attention=True)
+TINY = FigaroConfig(
+    d_model=32,
+    encoder_layers=1,
+    decoder_layers=2,
+    heads=2,
+    ffn=64,
+    context_size=48,
+    max_bars=40,
+    relative_cross_attention=True,
+)
 
 PIANO, BASS, DRUMS = "Instrument_Acoustic Grand Piano", "Instrument_Electric Bass (finger)", "Instrument_drum"
 VOICES = ("Instrument_Voice Oohs", "Instrument_Synth Choir")
 DESCRIPTION = [
-    "Bar_1", "Time Signature_4/4", "Note Density_3", "Mean Velocity_25", "Mean Pitch_13", "Mean Duration_32",
-    BASS, DRUMS, PIANO, VOICES[0], "Chord_A:maj",
-    "Bar_2", "Time Signature_6/8", "Note Density_2", "Mean Velocity_20", "Mean Pitch_11", "Mean Duration_20",
-    BASS, DRUMS, VOICES[1], "Chord_D:min",
-    "Bar_3", "Time Signature_3/4", "Note Density_3", "Mean Velocity_25", "Mean Pitch_14", "Mean Duration_30",
-    DRUMS, PIANO, VOICES[0], "Chord_E:dom7",
+    "Bar_1",
+    "Time Signature_4/4",
+    "Note Density_3",
+    "Mean Velocity_25",
+    "Mean Pitch_13",
+    "Mean Duration_32",
+    BASS,
+    DRUMS,
+    PIANO,
+    VOICES[0],
+    "Chord_A:maj",
+    "Bar_2",
+    "Time Signature_6/8",
+    "Note Density_2",
+    "Mean Velocity_20",
+    "Mean Pitch_11",
+    "Mean Duration_20",
+    BASS,
+    DRUMS,
+    VOICES[1],
+    "Chord_D:min",
+    "Bar_3",
+    "Time Signature_3/4",
+    "Note Density_3",
+    "Mean Velocity_25",
+    "Mean Pitch_14",
+    "Mean Duration_30",
+    DRUMS,
+    PIANO,
+    VOICES[0],
+    "Chord_E:dom7",
 ]
 
 
@@ -58,10 +91,22 @@ def wild_model(seed: int) -> FigaroModel:
     with torch.no_grad():
         direction = torch.ones(TINY.d_model) / TINY.d_model**0.5
         model.decoder_layers[-1].ffn.norm.bias += 2 * direction
-        pushes = {"Instrument_": 3.0, "Duration_2": 1.0, "Duration_20": 1.0, "Position_4": 2.0,
-                  "Position_8": 2.0, "Position_16": 2.0}
-        exact = {"Pitch_10": 3.0, "Pitch_120": 3.0, "Pitch_60": 2.0, "Pitch_drum_20": 3.0,
-                 "Pitch_drum_100": 3.0, "Pitch_drum_49": 2.0}
+        pushes = {
+            "Instrument_": 3.0,
+            "Duration_2": 1.0,
+            "Duration_20": 1.0,
+            "Position_4": 2.0,
+            "Position_8": 2.0,
+            "Position_16": 2.0,
+        }
+        exact = {
+            "Pitch_10": 3.0,
+            "Pitch_120": 3.0,
+            "Pitch_60": 2.0,
+            "Pitch_drum_20": 3.0,
+            "Pitch_drum_100": 3.0,
+            "Pitch_drum_49": 2.0,
+        }
         for name, push in {**pushes, **exact}.items():
             ids = [i for i, t in enumerate(itos) if (t == name if name in exact else t.startswith(name))]
             model.output.weight[ids] += push * direction
@@ -90,8 +135,18 @@ def notes_of(bar: list[str]) -> list[tuple[int, str, int, int]]:
 
 def decode(seed: int, groove: float, rules: DecodeRules | None = None, budget: int = 200) -> list[list[str]]:
     decoder = IncrementalDecoder(wild_model(seed % 2))
-    return list(decoder.generate_bars(DESCRIPTION, seed=seed, temperature=1.3, max_tokens_per_bar=budget,
-                                      rules=rules, scale=(9, 1), key_lock=0.5, groove=groove))
+    return list(
+        decoder.generate_bars(
+            DESCRIPTION,
+            seed=seed,
+            temperature=1.3,
+            max_tokens_per_bar=budget,
+            rules=rules,
+            scale=(9, 1),
+            key_lock=0.5,
+            groove=groove,
+        )
+    )
 
 
 def test_family_ranges():
@@ -187,8 +242,18 @@ def test_groove_zero_changes_nothing():
 
 def test_snap_quantises_off_grid_positions_forward():
     grammar = RemiGrammar(remi_vocab())
-    bar = [remi_vocab()[t] for t in ("Bar_1", "Time Signature_4/4", "Position_6", "Instrument_drum",
-                                      "Pitch_drum_42", "Velocity_20", "Duration_3")]
+    bar = [
+        remi_vocab()[t]
+        for t in (
+            "Bar_1",
+            "Time Signature_4/4",
+            "Position_6",
+            "Instrument_drum",
+            "Pitch_drum_42",
+            "Velocity_20",
+            "Duration_3",
+        )
+    ]
     state = GrammarState(grammar, plans={1: BarPlan()}, final_bar=1, rules=DecodeRules(), groove=1.0)
     for token in bar:
         state.advance(token)
@@ -202,6 +267,7 @@ def test_snap_quantises_off_grid_positions_forward():
     for token in bar:
         half.advance(token)
     assert half.snap(position[10], 0.7) == position[10]  # u >= g: kept
-    off = GrammarState(grammar, plans={1: BarPlan()}, final_bar=1, rules=DecodeRules(groove=False),
-                       groove=1.0)
+    off = GrammarState(
+        grammar, plans={1: BarPlan()}, final_bar=1, rules=DecodeRules(groove=False), groove=1.0
+    )
     assert off.groove == 0.0 and off.snap(position[10], 0.0) == position[10]

@@ -38,21 +38,68 @@ from e2m_live.figaro.inputs import remi_vocab
 from e2m_live.figaro.model import FigaroModel
 from e2m_live.key_profiles import KK_MAJOR
 
-TINY = FigaroConfig(d_model=32, encoder_layers=1, decoder_layers=2, heads=2, ffn=64, context_size=48,
-                    max_bars=40, relative_cross_attention=True)
+TINY = FigaroConfig(
+    d_model=32,
+    encoder_layers=1,
+    decoder_layers=2,
+    heads=2,
+    ffn=64,
+    context_size=48,
+    max_bars=40,
+    relative_cross_attention=True,
+)
 
 PIANO, BASS, DRUMS = "Instrument_Acoustic Grand Piano", "Instrument_Electric Bass (finger)", "Instrument_drum"
 DESCRIPTIONS = [
-    ["Bar_1", "Time Signature_4/4", "Note Density_2", "Mean Velocity_25", "Mean Pitch_13", "Mean Duration_32",
-     BASS, DRUMS, PIANO, "Chord_A:maj",
-     "Bar_2", "Time Signature_3/4", "Note Density_0", "Mean Velocity_20", "Mean Pitch_11", "Mean Duration_20",
-     DRUMS, PIANO, "Chord_D:min",
-     "Bar_3", "Time Signature_2/4", "Note Density_1", "Mean Velocity_25", "Mean Pitch_14", "Mean Duration_30",
-     PIANO, "Instrument_Violin", "Chord_E:dom7"],
-    ["Bar_1", "Time Signature_6/8", "Note Density_3", "Mean Velocity_25", "Mean Pitch_13", "Mean Duration_32",
-     PIANO, "Chord_C:maj",
-     "Bar_2", "Time Signature_6/8", "Note Density_0", "Mean Velocity_20", "Mean Pitch_11", "Mean Duration_31",
-     PIANO, BASS, "Chord_G:maj"],
+    [
+        "Bar_1",
+        "Time Signature_4/4",
+        "Note Density_2",
+        "Mean Velocity_25",
+        "Mean Pitch_13",
+        "Mean Duration_32",
+        BASS,
+        DRUMS,
+        PIANO,
+        "Chord_A:maj",
+        "Bar_2",
+        "Time Signature_3/4",
+        "Note Density_0",
+        "Mean Velocity_20",
+        "Mean Pitch_11",
+        "Mean Duration_20",
+        DRUMS,
+        PIANO,
+        "Chord_D:min",
+        "Bar_3",
+        "Time Signature_2/4",
+        "Note Density_1",
+        "Mean Velocity_25",
+        "Mean Pitch_14",
+        "Mean Duration_30",
+        PIANO,
+        "Instrument_Violin",
+        "Chord_E:dom7",
+    ],
+    [
+        "Bar_1",
+        "Time Signature_6/8",
+        "Note Density_3",
+        "Mean Velocity_25",
+        "Mean Pitch_13",
+        "Mean Duration_32",
+        PIANO,
+        "Chord_C:maj",
+        "Bar_2",
+        "Time Signature_6/8",
+        "Note Density_0",
+        "Mean Velocity_20",
+        "Mean Pitch_11",
+        "Mean Duration_31",
+        PIANO,
+        BASS,
+        "Chord_G:maj",
+    ],
 ]
 
 
@@ -65,8 +112,13 @@ def eager_model(seed: int) -> FigaroModel:
     with torch.no_grad():
         direction = torch.ones(TINY.d_model) / TINY.d_model**0.5
         model.decoder_layers[-1].ffn.norm.bias += 2 * direction
-        pushes = {"Instrument_": 3.0, "Duration_5": 2.0, "Pitch_60": 4.0, "Pitch_drum_36": 4.0,
-                  "Position_0": 1.0}  # pitches exactly; the others as prefixes
+        pushes = {
+            "Instrument_": 3.0,
+            "Duration_5": 2.0,
+            "Pitch_60": 4.0,
+            "Pitch_drum_36": 4.0,
+            "Position_0": 1.0,
+        }  # pitches exactly; the others as prefixes
         for prefix, push in pushes.items():
             exact = "Pitch" in prefix
             ids = [i for i, t in enumerate(itos) if (t == prefix if exact else t.startswith(prefix))]
@@ -115,8 +167,9 @@ def check_rules(bars: list[list[str]], description: list[str], budget: int, lock
                 assert value % 12 in lock.pitch_classes()
         plan = bar_plan(desc, True)
         assert plan.density_notes is not None and plan.instrument_ids is not None
-        assert len(notes) <= max(math.ceil(NOTE_BUDGET_MARGIN * plan.density_notes), len(plan.instrument_ids),
-                                 MIN_NOTES_PER_BAR)
+        assert len(notes) <= max(
+            math.ceil(NOTE_BUDGET_MARGIN * plan.density_notes), len(plan.instrument_ids), MIN_NOTES_PER_BAR
+        )
         described = {t for t in desc if t.startswith("Instrument_")}
         if len(bar) + 5 * len(described) <= budget:  # room was left: every described instrument played
             assert described <= {n[1] for n in notes}, (described, bar)
@@ -124,15 +177,29 @@ def check_rules(bars: list[list[str]], description: list[str], budget: int, lock
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**16), which=st.integers(0, len(DESCRIPTIONS) - 1), model=st.integers(0, 1),
-       key=st.integers(0, 11), mode=st.integers(0, 1), lock=st.sampled_from([0.0, 0.7, 1.0]),
-       budget=st.sampled_from([40, 90, 160]))
+@given(
+    seed=st.integers(0, 2**16),
+    which=st.integers(0, len(DESCRIPTIONS) - 1),
+    model=st.integers(0, 1),
+    key=st.integers(0, 11),
+    mode=st.integers(0, 1),
+    lock=st.sampled_from([0.0, 0.7, 1.0]),
+    budget=st.sampled_from([40, 90, 160]),
+)
 def test_decoded_streams_obey_every_rule(seed, which, model, key, mode, lock, budget):
     decoder = IncrementalDecoder(eager_model(model))
     description = DESCRIPTIONS[which]
     scale = ScaleLock(key, mode, lock)
-    bars = list(decoder.generate_bars(description, seed=seed, temperature=1.5, max_tokens_per_bar=budget,
-                                      scale=(key, mode), key_lock=lock))
+    bars = list(
+        decoder.generate_bars(
+            description,
+            seed=seed,
+            temperature=1.5,
+            max_tokens_per_bar=budget,
+            scale=(key, mode),
+            key_lock=lock,
+        )
+    )
     check_rules(bars, description, budget, scale)
 
 
@@ -141,8 +208,11 @@ def test_rules_are_exercised_not_vacuous():
     broken = {"repeat": 0, "past end": 0, "too long": 0}
     for seed in range(6):
         decoder = IncrementalDecoder(eager_model(seed % 2))
-        bars = list(decoder.generate_bars(DESCRIPTIONS[0], seed=seed, temperature=1.5, max_tokens_per_bar=160,
-                                          rules=DecodeRules.off()))
+        bars = list(
+            decoder.generate_bars(
+                DESCRIPTIONS[0], seed=seed, temperature=1.5, max_tokens_per_bar=160, rules=DecodeRules.off()
+            )
+        )
         section_left = [96, 48, 24]  # 4/4 + 3/4 + 2/4, in positions from each bar's start to the end
         for k, bar in enumerate(bars):
             seen = set()
@@ -159,8 +229,11 @@ def test_key_lock_one_gives_scale_tones_and_leaves_drums_alone():
     pitched, drum_classes = 0, set()
     for seed in range(4):
         decoder = IncrementalDecoder(eager_model(seed % 2))
-        bars = list(decoder.generate_bars(description, seed=seed, temperature=1.5, max_tokens_per_bar=160,
-                                          scale=(2, 1), key_lock=1.0))  # D major: no C, the pushed pitch
+        bars = list(
+            decoder.generate_bars(
+                description, seed=seed, temperature=1.5, max_tokens_per_bar=160, scale=(2, 1), key_lock=1.0
+            )
+        )  # D major: no C, the pushed pitch
         for bar in bars:
             for _, instrument, pitch, _ in notes_of(bar):
                 value = int(pitch.rsplit("_", 1)[1])
@@ -211,8 +284,9 @@ def test_density_budget_and_plans():
     assert plan.density_notes == pytest.approx((0.75 + 0.1875) * 48)  # bin 2: up to 0.9375 notes/position
     assert bar_plan(["Bar_1", "Time Signature_4/4", PIANO], True).density_notes is None
     assert density_notes(0, 48) == pytest.approx(9.0)
-    state = GrammarState(RemiGrammar(remi_vocab()), plans={1: BarPlan(density_notes=2.0)}, final_bar=1,
-                         rules=DecodeRules())
+    state = GrammarState(
+        RemiGrammar(remi_vocab()), plans={1: BarPlan(density_notes=2.0)}, final_bar=1, rules=DecodeRules()
+    )
     for token in ["Bar_1", "Time Signature_4/4"]:
         state.advance(remi_vocab()[token])
     assert state.max_notes == MIN_NOTES_PER_BAR

@@ -39,8 +39,21 @@ def _writer_keeps_one_track_per_instrument() -> bool:
 def test_quick_grid_runs_and_reports_every_figure(tmp_path_factory) -> None:
     models = models_root(tmp_path_factory.mktemp("models"))
     out = tmp_path_factory.mktemp("report")
-    code = evaluate_control.main(["--quick", "--bars", "1", "--max-tokens-per-bar", "64", "--threads", "1",
-                                  "--model-dir", str(models), "--out", str(out)])
+    code = evaluate_control.main(
+        [
+            "--quick",
+            "--bars",
+            "1",
+            "--max-tokens-per-bar",
+            "64",
+            "--threads",
+            "1",
+            "--model-dir",
+            str(models),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     report = json.loads((out / "control.json").read_text())
     summary = report["summary"]
@@ -66,8 +79,16 @@ def test_quick_grid_runs_and_reports_every_figure(tmp_path_factory) -> None:
     if _writer_keeps_one_track_per_instrument():
         assert pathology["tracks_per_instrument_max"] == 1
     table = (out / "control_table.md").read_text()
-    rows = ("| energy | Spearman", "midi-emotion: 0.195", "| repeated notes |", "| tracks per instrument |",
-            "| solo share |", "| drum share |", "| key lock 0.9 |", "| ensemble piano |")
+    rows = (
+        "| energy | Spearman",
+        "midi-emotion: 0.195",
+        "| repeated notes |",
+        "| tracks per instrument |",
+        "| solo share |",
+        "| drum share |",
+        "| key lock 0.9 |",
+        "| ensemble piano |",
+    )
     for row in rows:
         assert row in table
     assert (out / "control_features.png").stat().st_size > 10_000
@@ -97,13 +118,24 @@ def test_levels_rise_and_the_grid_holds_the_others_at_the_median() -> None:
 
 def test_instrument_f1_and_the_instruments_the_decoder_leaves_out() -> None:
     assert planned_instruments(["Bar_1", "Instrument_drum", "Instrument_Acoustic Bass", "Chord_C:maj"]) == (
-        32, 128)
+        32,
+        128,
+    )
     row = GridRow("ensemble", 0, evaluate_control.median_features(), "jazz")
     sample = evaluate_control.Sample(
-        sweep=row.sweep, seed=0, requested=row.features, ensemble="jazz", estimated=None, chord_share=1.0,
-        chance_share=0.0, seconds=1.0, music_seconds=2.0, notes=1,
+        sweep=row.sweep,
+        seed=0,
+        requested=row.features,
+        ensemble="jazz",
+        estimated=None,
+        chord_share=1.0,
+        chance_share=0.0,
+        seconds=1.0,
+        music_seconds=2.0,
+        notes=1,
         counts=count_piece([Bar([Note(60, 80, 0.0, 1.0, 0)])]),
-        planned=[(0, 32, 128), (0, 66)], played=[(0, 32, 128), (0,)],
+        planned=[(0, 32, 128), (0, 66)],
+        played=[(0, 32, 128), (0,)],
     )
     scores = ensemble_scores([sample])["jazz"]
     assert scores["inst_f1"] == pytest.approx((1.0 + 2 / 3) / 2)  # bar 2: precision 1, recall 1/2
@@ -122,8 +154,9 @@ def test_chord_share_counts_note_time_on_the_planned_chord_tones() -> None:
     assert all(math.isnan(x) for x in chord_shares([bar], [["Bar_1"]]))
 
 
-def _band(*, program: int = 0, drums: bool = False, bass: int | None = None, lead: int | None = None,
-          bars: int = 8) -> list[Bar]:
+def _band(
+    *, program: int = 0, drums: bool = False, bass: int | None = None, lead: int | None = None, bars: int = 8
+) -> list[Bar]:
     """Block chords with a free melody on top, and optional drums, bass line and monophonic lead."""
     out = []
     for index in range(bars):
@@ -131,8 +164,10 @@ def _band(*, program: int = 0, drums: bool = False, bass: int | None = None, lea
         notes += [Note(72 + (3 * i + index) % 7, 60 + 5 * i, 0.3 + 0.6 * i, 0.4, program) for i in range(6)]
         for beat in range(4):
             if drums:
-                notes += [Note(36 if beat % 2 == 0 else 38, 100, float(beat), 0.25, 0, True),
-                          Note(42, 80, beat + 0.5, 0.25, 0, True)]
+                notes += [
+                    Note(36 if beat % 2 == 0 else 38, 100, float(beat), 0.25, 0, True),
+                    Note(42, 80, beat + 0.5, 0.25, 0, True),
+                ]
             if bass is not None:
                 notes.append(Note(36 + (beat % 2) * 7, 90, float(beat), 0.9, bass))
             if lead is not None:
@@ -146,13 +181,18 @@ def test_the_re_estimator_hears_the_instrumentation_controls() -> None:
     planner now changes (drums and bass; acoustic vs electric programs; a voice-like lead)."""
     from e2m_live.analysis import estimate_features
 
-    dance = [estimate_features(b).danceability for b in (
-        _band(), _band(bass=33), _band(drums=True), _band(drums=True, bass=33))]
+    dance = [
+        estimate_features(b).danceability
+        for b in (_band(), _band(bass=33), _band(drums=True), _band(drums=True, bass=33))
+    ]
     assert dance == sorted(dance) and dance[2] > dance[0] + 0.05
     # piano; piano and electric bass; electric piano, synth bass and drums
-    acoustic = [estimate_features(b).acousticness for b in (
-        _band(), _band(bass=33), _band(program=4, bass=38, drums=True))]
+    acoustic = [
+        estimate_features(b).acousticness
+        for b in (_band(), _band(bass=33), _band(program=4, bass=38, drums=True))
+    ]
     assert acoustic == sorted(acoustic, reverse=True) and acoustic[0] > acoustic[-1] + 0.1
-    instrumental = [estimate_features(b).instrumentalness for b in (
-        _band(), _band(lead=73), _band(lead=52))]  # no lead; flute lead; choir-aahs lead
+    instrumental = [
+        estimate_features(b).instrumentalness for b in (_band(), _band(lead=73), _band(lead=52))
+    ]  # no lead; flute lead; choir-aahs lead
     assert instrumental[0] > instrumental[1] > instrumental[2]

@@ -74,9 +74,7 @@ def test_ceiling_beats_baseline_on_extracted_material():
 def test_ceiling_on_a_shared_corpus_file(datasets_dir: Path):
     path = sorted((datasets_dir / "nottingham").glob("*.mid"))[0]
     found = extract(path)
-    seg = EvalSegment(
-        "n", "nottingham", first_bars(found.description, 8), first_bars(found.remi, 8)
-    )
+    seg = EvalSegment("n", "nottingham", first_bars(found.description, 8), first_bars(found.remi, 8))
     summary = ev.evaluate([seg], None, log=lambda _m: None)["summaries"]["ceiling"]
     assert summary["time_sig_acc"] == 1.0 and summary["inst_f1"] == 1.0
     assert summary["chord_f1"] > 0.8 and summary["pitch_oa"] > 0.95
@@ -190,12 +188,15 @@ def test_fidelity_table_joins_runs_and_counts_wins(tmp_path):
     def run(name: str, chord: float, segments: list) -> str:
         folder = tmp_path / name
         folder.mkdir()
-        summaries = {"model": {"chord_f1": chord, "inst_f1": 1.0, "note_density_nrmse": 0.5},
-                     "baseline": {"chord_f1": 0.6, "inst_f1": 1.0, "note_density_nrmse": 0.4},
-                     "ceiling": {"chord_f1": 0.9}}
+        summaries = {
+            "model": {"chord_f1": chord, "inst_f1": 1.0, "note_density_nrmse": 0.5},
+            "baseline": {"chord_f1": 0.6, "inst_f1": 1.0, "note_density_nrmse": 0.4},
+            "ceiling": {"chord_f1": 0.9},
+        }
         by_corpus = {"pop": summaries}
-        (folder / "metrics.json").write_text(json.dumps(
-            {"segments": segments, "summaries": summaries, "by_corpus": by_corpus}))
+        (folder / "metrics.json").write_text(
+            json.dumps({"segments": segments, "summaries": summaries, "by_corpus": by_corpus})
+        )
         return f"{name}={folder}"
 
     segs = [{"song_id": "a", "corpus": "pop", "bars": 2}]
@@ -204,7 +205,10 @@ def test_fidelity_table_joins_runs_and_counts_wins(tmp_path):
     assert "| chord_f1 | 0.300 | 0.700 | 0.600 | 0.900 | >= 0.65 |" in table
     assert "| **pooled** | 1 | 0.300 | 0.700 | 0.600 |" in ft.corpus_table(runs, "chord_f1")
     assert ft.against_baseline(runs[1][1]) == {
-        "chord_f1": "win", "inst_f1": "tie", "note_density_nrmse": "loss"}
+        "chord_f1": "win",
+        "inst_f1": "tie",
+        "note_density_nrmse": "loss",
+    }
     other = run("other", 0.5, [{"song_id": "b", "corpus": "pop", "bars": 2}])
     with pytest.raises(ValueError, match="other segments"):
         ft.load_runs([run("first", 0.3, segs), other])

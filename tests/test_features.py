@@ -271,6 +271,10 @@ def test_one_spec_per_feature_drives_the_derived_tables() -> None:
 
 def test_parse_names_turns_names_into_values_and_leaves_the_rest() -> None:
     assert parse_names({"key": "Bb", "mode": "minor", "energy": 0.3, "tempo": "fast"}) == {
-        "key": 10, "mode": 0, "energy": 0.3, "tempo": "fast"}
+        "key": 10,
+        "mode": 0,
+        "energy": 0.3,
+        "tempo": "fast",
+    }
     with pytest.raises(FeatureError, match="key"):
         parse_names({"key": "H"})

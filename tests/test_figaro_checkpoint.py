@@ -34,16 +34,30 @@ def write_official_checkpoint(path, *, relative_cross_attention: bool, seed: int
     state = ref.state_dict()
     # older transformers versions saved this buffer; FIGARO's loader drops it, so must we
     state["transformer.encoder.embeddings.position_ids"] = torch.arange(1024)[None]
-    hparams = {**ref.hparams, "lr": 1e-4, "lr_schedule": "const", "warmup_steps": 4000, "max_steps": None,
-               "d_latent": 512, "n_codes": 512, "n_groups": 8, "use_pretrained_latent_embeddings": True}
+    hparams = {
+        **ref.hparams,
+        "lr": 1e-4,
+        "lr_schedule": "const",
+        "warmup_steps": 4000,
+        "max_steps": None,
+        "d_latent": 512,
+        "n_codes": 512,
+        "n_groups": 8,
+        "use_pretrained_latent_embeddings": True,
+    }
     hparams.update(overrides.pop("hparams", {}))
     for key, value in overrides.pop("state", {}).items():
         if value is None:
             state.pop(key)
         else:
             state[key] = value
-    ckpt = {"epoch": 3, "global_step": 1000, "pytorch-lightning_version": "1.5.10",
-            "state_dict": state, "hyper_parameters": hparams}
+    ckpt = {
+        "epoch": 3,
+        "global_step": 1000,
+        "pytorch-lightning_version": "1.5.10",
+        "state_dict": state,
+        "hyper_parameters": hparams,
+    }
     torch.save(ckpt, path)
     return ref
 
@@ -92,8 +106,11 @@ def test_mismatched_vocabulary_is_refused(tmp_path):
 
 def test_missing_weight_and_damaged_file_are_clear_errors(tmp_path):
     path = tmp_path / "broken.ckpt"
-    write_official_checkpoint(path, relative_cross_attention=False,
-                              state={"transformer.encoder.encoder.layer.1.output.dense.bias": None})
+    write_official_checkpoint(
+        path,
+        relative_cross_attention=False,
+        state={"transformer.encoder.encoder.layer.1.output.dense.bias": None},
+    )
     with pytest.raises(CheckpointError, match="lacks weight"):
         load_figaro_checkpoint(path)
     garbage = tmp_path / "garbage.ckpt"
@@ -118,8 +135,17 @@ def test_pickled_code_is_never_executed(tmp_path):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_save_and_load_pretrained_round_trip(tmp_path, dtype):
     torch.manual_seed(0)
-    config = FigaroConfig(d_model=32, encoder_layers=1, decoder_layers=1, heads=4, ffn=48, context_size=24,
-                          max_bars=24, relative_cross_attention=True, description_options={"chords": False})
+    config = FigaroConfig(
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        heads=4,
+        ffn=48,
+        context_size=24,
+        max_bars=24,
+        relative_cross_attention=True,
+        description_options={"chords": False},
+    )
     model = FigaroModel(config).eval()
     out = save_pretrained(model, tmp_path / "m", dtype=dtype)
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
@@ -136,8 +162,11 @@ def test_save_and_load_pretrained_round_trip(tmp_path, dtype):
 
 
 def test_damaged_pretrained_files_give_clear_errors(tmp_path):
-    model = FigaroModel(FigaroConfig(d_model=16, encoder_layers=1, decoder_layers=1, heads=2, ffn=16,
-                                     context_size=8, max_bars=8))
+    model = FigaroModel(
+        FigaroConfig(
+            d_model=16, encoder_layers=1, decoder_layers=1, heads=2, ffn=16, context_size=8, max_bars=8
+        )
+    )
     out = save_pretrained(model, tmp_path / "m")
     data = (out / "model.safetensors").read_bytes()
     (out / "model.safetensors").write_bytes(data[: len(data) // 2])
@@ -147,8 +176,10 @@ def test_damaged_pretrained_files_give_clear_errors(tmp_path):
     (out / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="cannot read FIGARO config"):
         load_pretrained(out)
-    (out / "config.json").write_text('{"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, '
-                                     '"ffn": 16, "context_size": 8, "max_bars": 8}')
+    (out / "config.json").write_text(
+        '{"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, '
+        '"ffn": 16, "context_size": 8, "max_bars": 8}'
+    )
     with pytest.raises(CheckpointError, match="shape"):
         load_pretrained(out)
     with pytest.raises(CheckpointError, match="not a saved FIGARO model"):

@@ -19,16 +19,45 @@ from e2m_live.figaro.decode import (
 from e2m_live.figaro.inputs import remi_vocab as model_vocab
 from e2m_live.figaro.model import FigaroModel
 
-TINY = FigaroConfig(d_model=32, encoder_layers=1, decoder_layers=2, heads=2, ffn=64, context_size=40,
-                    max_bars=40, relative_cross_attention=True)
+TINY = FigaroConfig(
+    d_model=32,
+    encoder_layers=1,
+    decoder_layers=2,
+    heads=2,
+    ffn=64,
+    context_size=40,
+    max_bars=40,
+    relative_cross_attention=True,
+)
 
 DESCRIPTION = [
-    "Bar_1", "Time Signature_4/4", "Note Density_3", "Mean Velocity_25", "Mean Pitch_13", "Mean Duration_32",
-    "Instrument_Electric Bass (finger)", "Instrument_drum", "Instrument_Acoustic Grand Piano", "Chord_A:maj",
-    "Bar_2", "Time Signature_3/4", "Note Density_2", "Mean Velocity_20", "Mean Pitch_11", "Mean Duration_20",
-    "Instrument_drum", "Chord_D:min",
-    "Bar_3", "Time Signature_4/4", "Note Density_4", "Mean Velocity_25", "Mean Pitch_14", "Mean Duration_12",
-    "Instrument_Acoustic Grand Piano", "Instrument_Violin", "Chord_E:dom7",
+    "Bar_1",
+    "Time Signature_4/4",
+    "Note Density_3",
+    "Mean Velocity_25",
+    "Mean Pitch_13",
+    "Mean Duration_32",
+    "Instrument_Electric Bass (finger)",
+    "Instrument_drum",
+    "Instrument_Acoustic Grand Piano",
+    "Chord_A:maj",
+    "Bar_2",
+    "Time Signature_3/4",
+    "Note Density_2",
+    "Mean Velocity_20",
+    "Mean Pitch_11",
+    "Mean Duration_20",
+    "Instrument_drum",
+    "Chord_D:min",
+    "Bar_3",
+    "Time Signature_4/4",
+    "Note Density_4",
+    "Mean Velocity_25",
+    "Mean Pitch_14",
+    "Mean Duration_12",
+    "Instrument_Acoustic Grand Piano",
+    "Instrument_Violin",
+    "Chord_E:dom7",
 ]
 
 
@@ -85,8 +114,11 @@ def test_first_window_equals_figaros_own_sampler():
 def test_same_seed_same_output_and_different_seed_differs():
     model = random_model(3)
     decoder = IncrementalDecoder(model)
-    run = lambda seed: list(decoder.generate_bars(DESCRIPTION, seed=seed, temperature=1.0, top_k=50,  # noqa: E731
-                                                  max_tokens_per_bar=40))
+
+    def run(seed: int) -> list:
+        bars = decoder.generate_bars(DESCRIPTION, seed=seed, temperature=1.0, top_k=50, max_tokens_per_bar=40)
+        return list(bars)
+
     assert run(7) == run(7)
     assert run(7) != run(8)
 
@@ -106,7 +138,7 @@ def check_grammar(bars: list[list[str]], description: list[str], first_bar: int,
         last_position, i = 0, 2
         assert bar[i].startswith("Position_")
         while i < len(bar):
-            assert bar[i].startswith("Position_"), bar[i:i + 5]
+            assert bar[i].startswith("Position_"), bar[i : i + 5]
             position = int(bar[i].split("_")[1])
             assert last_position <= position < length
             last_position = position
@@ -114,7 +146,7 @@ def check_grammar(bars: list[list[str]], description: list[str], first_bar: int,
             if nxt.startswith(("Chord_", "Tempo_")):
                 i += 2
                 continue
-            instrument, pitch, velocity, duration = bar[i + 1:i + 5]
+            instrument, pitch, velocity, duration = bar[i + 1 : i + 5]
             assert instrument in allowed
             assert pitch.startswith("Pitch_drum_") == (instrument == "Instrument_drum")
             assert pitch.startswith("Pitch_")
@@ -144,8 +176,17 @@ def test_constrained_sampling_gives_complete_ordered_notes_even_with_random_weig
 def test_priming_continues_after_the_prime_bar():
     model = random_model(5)
     decoder = IncrementalDecoder(model)
-    prime = ["Bar_12", "Time Signature_4/4", "Position_0", "Instrument_drum", "Pitch_drum_36", "Velocity_20",
-             "Duration_5", "Position_12", "Chord_A:min"]
+    prime = [
+        "Bar_12",
+        "Time Signature_4/4",
+        "Position_0",
+        "Instrument_drum",
+        "Pitch_drum_36",
+        "Velocity_20",
+        "Duration_5",
+        "Position_12",
+        "Chord_A:min",
+    ]
     bars = list(decoder.generate_bars(DESCRIPTION, prime=prime, seed=3, max_tokens_per_bar=45))
     check_grammar(bars, DESCRIPTION, first_bar=2, budget=45)
     unprimed = list(decoder.generate_bars(DESCRIPTION, seed=3, max_tokens_per_bar=45))

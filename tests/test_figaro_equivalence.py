@@ -20,6 +20,7 @@ from e2m_live.figaro.model import FigaroModel
 
 transformers = pytest.importorskip("transformers")
 
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Small models on a shared 2-core machine: one thread avoids OpenMP contention."""
@@ -29,23 +30,45 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-SMALL = {"d_model": 64, "encoder_layers": 2, "decoder_layers": 2, "num_attention_heads": 4,
-         "intermediate_size": 96, "context_size": 48}
+SMALL = {
+    "d_model": 64,
+    "encoder_layers": 2,
+    "decoder_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 96,
+    "context_size": 48,
+}
 
 
 class FigaroReference(nn.Module):
     """FIGARO's Seq2SeqModule (description flavour), built the way its code builds it."""
 
-    def __init__(self, *, d_model: int, encoder_layers: int, decoder_layers: int, num_attention_heads: int,
-                 intermediate_size: int, context_size: int, relative_cross_attention: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        d_model: int,
+        encoder_layers: int,
+        decoder_layers: int,
+        num_attention_heads: int,
+        intermediate_size: int,
+        context_size: int,
+        relative_cross_attention: bool = False,
+    ) -> None:
         super().__init__()
         from transformers import BertConfig, EncoderDecoderConfig, EncoderDecoderModel
         from transformers.models.bert.modeling_bert import BertAttention
 
         def bert(layers: int):
-            return BertConfig(vocab_size=1, pad_token_id=0, hidden_size=d_model, num_hidden_layers=layers,
-                              num_attention_heads=num_attention_heads, intermediate_size=intermediate_size,
-                              max_position_embeddings=1024, position_embedding_type="relative_key_query")
+            return BertConfig(
+                vocab_size=1,
+                pad_token_id=0,
+                hidden_size=d_model,
+                num_hidden_layers=layers,
+                num_attention_heads=num_attention_heads,
+                intermediate_size=intermediate_size,
+                max_position_embeddings=1024,
+                position_embedding_type="relative_key_query",
+            )
 
         config = EncoderDecoderConfig.from_encoder_decoder_configs(bert(encoder_layers), bert(decoder_layers))
         self.transformer = EncoderDecoderModel(config)
@@ -57,17 +80,24 @@ class FigaroReference(nn.Module):
             dec_config = self.transformer.decoder.bert.config
             for i, layer in enumerate(self.transformer.decoder.bert.encoder.layer):
                 layer.crossattention = BertAttention(
-                    dec_config, position_embedding_type=dec_config.position_embedding_type, layer_idx=i)
+                    dec_config, position_embedding_type=dec_config.position_embedding_type, layer_idx=i
+                )
         self.context_size = context_size
         self.bar_embedding = nn.Embedding(context_size + 1, d_model)
         self.pos_embedding = nn.Embedding(512 + 1, d_model)
         self.desc_in = nn.Embedding(DESCRIPTION_VOCAB_SIZE, d_model)
         self.in_layer = nn.Embedding(REMI_VOCAB_SIZE, d_model)
         self.out_layer = nn.Linear(d_model, REMI_VOCAB_SIZE, bias=False)
-        self.hparams = {"d_model": d_model, "encoder_layers": encoder_layers,
-                        "decoder_layers": decoder_layers, "num_attention_heads": num_attention_heads,
-                        "intermediate_size": intermediate_size, "context_size": context_size,
-                        "description_flavor": "description", "description_options": None}
+        self.hparams = {
+            "d_model": d_model,
+            "encoder_layers": encoder_layers,
+            "decoder_layers": decoder_layers,
+            "num_attention_heads": num_attention_heads,
+            "intermediate_size": intermediate_size,
+            "context_size": context_size,
+            "description_flavor": "description",
+            "description_options": None,
+        }
 
     def encode(self, z, desc_bar_ids):
         z_emb = self.desc_in(z) + self.bar_embedding(desc_bar_ids)
@@ -78,10 +108,12 @@ class FigaroReference(nn.Module):
         seq_len = x.size(1)
         x_emb = self.in_layer(x) + self.bar_embedding(bar_ids) + self.pos_embedding(position_ids)
         padded = nn.utils.rnn.pad_sequence(
-            [x_emb.transpose(0, 1), encoder_hidden_states.transpose(0, 1)], batch_first=True)
+            [x_emb.transpose(0, 1), encoder_hidden_states.transpose(0, 1)], batch_first=True
+        )
         x_emb, encoder_hidden_states = padded.transpose(1, 2)
-        out = self.transformer.decoder(inputs_embeds=x_emb, encoder_hidden_states=encoder_hidden_states,
-                                       output_hidden_states=True)
+        out = self.transformer.decoder(
+            inputs_embeds=x_emb, encoder_hidden_states=encoder_hidden_states, output_hidden_states=True
+        )
         return out.hidden_states[-1][:, :seq_len]
 
     def forward(self, x, z, bar_ids, position_ids, desc_bar_ids):
@@ -155,8 +187,11 @@ def test_cross_attention_layouts_differ_and_are_detected():
 
 def test_parameter_count_is_figaro_minus_unused_weights():
     ref, ours = build_pair(True)
-    unused = sum(p.numel() for n, p in ref.named_parameters()
-                 if "word_embeddings" in n or "position_embeddings" in n or "pooler" in n or ".cls." in n)
+    unused = sum(
+        p.numel()
+        for n, p in ref.named_parameters()
+        if "word_embeddings" in n or "position_embeddings" in n or "pooler" in n or ".cls." in n
+    )
     token_type_rows_unused = 2 * SMALL["d_model"]  # row 1 of the encoder and decoder token-type tables
     total = sum(p.numel() for p in ref.parameters())
     assert ours.num_parameters() == total - unused - token_type_rows_unused
@@ -173,7 +208,7 @@ def test_our_cached_decoding_equals_whole_window_decoding(relative_cross_attenti
         cache = ours.start_cache(memory)
         steps = [ours.decode_cached(x[:, :7], bar[:, :7], pos[:, :7], cache)]  # prefill
         for i in range(7, 40):
-            steps.append(ours.decode_cached(x[:, i:i + 1], bar[:, i:i + 1], pos[:, i:i + 1], cache))
+            steps.append(ours.decode_cached(x[:, i : i + 1], bar[:, i : i + 1], pos[:, i : i + 1], cache))
     torch.testing.assert_close(steps[0], full[:, 6], atol=1e-4, rtol=0)
     torch.testing.assert_close(torch.stack(steps[1:], dim=1), full[:, 7:], atol=1e-4, rtol=0)
     assert cache.length == 40

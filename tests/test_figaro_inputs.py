@@ -101,7 +101,7 @@ def test_training_example_windows_and_description(reference):
         assert ex["input_ids"].shape == ex["labels"].shape == ex["bar_ids"].shape == ex["position_ids"].shape
         assert len(ex["input_ids"]) == context
         assert torch.equal(ex["labels"][:-1], ex["input_ids"][1:])
-        assert encode_remi(seq[start:end - 1]) == ex["input_ids"].tolist()
+        assert encode_remi(seq[start : end - 1]) == ex["input_ids"].tolist()
         first_bar = int(ex["bar_ids"][0])
         assert len(ex["description"]) == len(ex["desc_bar_ids"]) <= context
         if start == 0:
@@ -110,12 +110,13 @@ def test_training_example_windows_and_description(reference):
         else:
             # the description starts at the window's first bar
             bar_starts = [i for i, t in enumerate(desc_tokens) if t.startswith("Bar_")]
-            expected = [*desc_tokens[bar_starts[max(0, first_bar - 1)]:], "<eos>"][:context]
+            expected = [*desc_tokens[bar_starts[max(0, first_bar - 1)] :], "<eos>"][:context]
             assert ex["description"].tolist() == encode_description(expected)
             assert int(ex["desc_bar_ids"][0]) == max(1, first_bar)
     drawn = make_training_example(desc, remi, context, random.Random(3))
-    candidates = [make_training_example(desc, remi, context, window=w)["input_ids"]
-                  for w in range(len(windows))]
+    candidates = [
+        make_training_example(desc, remi, context, window=w)["input_ids"] for w in range(len(windows))
+    ]
     assert any(torch.equal(drawn["input_ids"], c) for c in candidates)
 
 

@@ -531,4 +531,3 @@ def test_our_extractor_emits_valid_descriptions(datasets_dir):
         assert parse(tokens).tokens() == tokens
         checked += 1
     assert checked >= 10
-

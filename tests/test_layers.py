@@ -60,9 +60,15 @@ def test_the_check_sees_every_form_of_import(tmp_path: Path, monkeypatch: pytest
     fake = tmp_path / "e2m_live" / "live"
     fake.mkdir(parents=True)
     module = fake / "fake.py"
-    module.write_text("def f():\n    from .. import cli\n    import e2m_live.commands.plan\n"
-                      "    from e2m_live.commands.errors import UsageError\n")
+    module.write_text(
+        "def f():\n    from .. import cli\n    import e2m_live.commands.plan\n"
+        "    from e2m_live.commands.errors import UsageError\n"
+    )
     monkeypatch.setattr(f"{__name__}.PACKAGE", tmp_path / "e2m_live")
     names = [name for _, name in _imported(module) if _in_cli_layer(name)]
-    assert names == ["e2m_live.cli", "e2m_live.commands.plan", "e2m_live.commands.errors",
-                     "e2m_live.commands.errors.UsageError"]
+    assert names == [
+        "e2m_live.cli",
+        "e2m_live.commands.plan",
+        "e2m_live.commands.errors",
+        "e2m_live.commands.errors.UsageError",
+    ]

@@ -19,7 +19,8 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "osc.md"
 
 def test_docs_osc_md_is_generated_from_the_table():
     assert DOC.read_text() == render_markdown(), (
-        "docs/osc.md is stale: run `python -m e2m_live.live.addresses > docs/osc.md`")
+        "docs/osc.md is stale: run `python -m e2m_live.live.addresses > docs/osc.md`"
+    )
 
 
 def test_table_is_complete_and_consistent():
@@ -44,30 +45,33 @@ def test_out_of_range_fader_is_clamped_with_a_note():
     assert parse_message("/e2m/time_signature", [2.6]).changes == {"time_signature": 3}
 
 
-@pytest.mark.parametrize("address,args,why", [
-    ("/e2m/energy", [math.nan], "finite"),
-    ("/e2m/energy", [math.inf], "finite"),
-    ("/e2m/energy", ["loud"], "number"),
-    ("/e2m/energy", [], "argument"),
-    ("/e2m/key", [12], "0..11"),
-    ("/e2m/key", ["H#"], "key"),
-    ("/e2m/mode", ["lydian"], "mode"),
-    ("/e2m/mood", ["ecstatic"], "mood must be one of"),
-    ("/e2m/features", [0.5] * 9, "10 argument"),
-    ("/e2m/bogus", [], "unknown address"),
-    ("/e2m/state/bar", [1, 2], "feedback address"),
-    ("/e2m/key_lock", [math.nan], "finite"),
-    ("/e2m/key_lock", [], "argument"),
-    ("/e2m/ensemble", ["disco"], "ensemble must be one of"),
-    ("/e2m/ensemble", [3], "ensemble must be one of"),
-    ("/e2m/instruments", ["electric"], "ambiguous"),
-    ("/e2m/instruments", ["kazoo"], "unknown instrument"),
-    ("/e2m/instruments", [128], "0..127"),
-    ("/e2m/instruments", [1.5], "program number"),
-    ("/e2m/mute", [], "argument"),
-    ("/e2m/mute", ["violin, cello"], "one instrument"),
-    ("/e2m/unmute", ["nothing at all"], "unknown instrument"),
-])
+@pytest.mark.parametrize(
+    "address,args,why",
+    [
+        ("/e2m/energy", [math.nan], "finite"),
+        ("/e2m/energy", [math.inf], "finite"),
+        ("/e2m/energy", ["loud"], "number"),
+        ("/e2m/energy", [], "argument"),
+        ("/e2m/key", [12], "0..11"),
+        ("/e2m/key", ["H#"], "key"),
+        ("/e2m/mode", ["lydian"], "mode"),
+        ("/e2m/mood", ["ecstatic"], "mood must be one of"),
+        ("/e2m/features", [0.5] * 9, "10 argument"),
+        ("/e2m/bogus", [], "unknown address"),
+        ("/e2m/state/bar", [1, 2], "feedback address"),
+        ("/e2m/key_lock", [math.nan], "finite"),
+        ("/e2m/key_lock", [], "argument"),
+        ("/e2m/ensemble", ["disco"], "ensemble must be one of"),
+        ("/e2m/ensemble", [3], "ensemble must be one of"),
+        ("/e2m/instruments", ["electric"], "ambiguous"),
+        ("/e2m/instruments", ["kazoo"], "unknown instrument"),
+        ("/e2m/instruments", [128], "0..127"),
+        ("/e2m/instruments", [1.5], "program number"),
+        ("/e2m/mute", [], "argument"),
+        ("/e2m/mute", ["violin, cello"], "one instrument"),
+        ("/e2m/unmute", ["nothing at all"], "unknown instrument"),
+    ],
+)
 def test_rejections_say_why(address, args, why):
     with pytest.raises(OscRejected, match=why):
         parse_message(address, args)
@@ -88,12 +92,20 @@ def test_names_numbers_and_flags():
     assert full.changes["key"] == 10 and full.changes["mode"] == 1 and full.changes["tempo"] == 100
 
 
-_osc_values = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**40), 2**40),
-                        st.text(max_size=12), st.booleans(), st.binary(max_size=8), st.none())
+_osc_values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(2**40), 2**40),
+    st.text(max_size=12),
+    st.booleans(),
+    st.binary(max_size=8),
+    st.none(),
+)
 
 
-@given(address=st.sampled_from([a.address for a in ADDRESSES] + ["/x", ""]),
-       args=st.lists(_osc_values, max_size=12))
+@given(
+    address=st.sampled_from([a.address for a in ADDRESSES] + ["/x", ""]),
+    args=st.lists(_osc_values, max_size=12),
+)
 def test_any_input_is_accepted_or_rejected_never_raises_otherwise(address, args):
     try:
         command = parse_message(address, args)
@@ -127,11 +139,22 @@ def test_arrangement_controls():
 
 def test_arrangement_feedback_is_in_the_table_and_the_docs():
     outputs = {a.address for a in ADDRESSES if a.direction == "out"}
-    assert {"/e2m/state/key_lock", "/e2m/state/ensemble", "/e2m/state/instruments",
-            "/e2m/state/muted"} <= outputs
+    assert {
+        "/e2m/state/key_lock",
+        "/e2m/state/ensemble",
+        "/e2m/state/instruments",
+        "/e2m/state/muted",
+    } <= outputs
     doc = render_markdown()
-    for address in ("/e2m/key_lock", "/e2m/ensemble", "/e2m/instruments", "/e2m/mute", "/e2m/unmute",
-                    "/e2m/state/instruments", "/e2m/state/muted"):
+    for address in (
+        "/e2m/key_lock",
+        "/e2m/ensemble",
+        "/e2m/instruments",
+        "/e2m/mute",
+        "/e2m/unmute",
+        "/e2m/state/instruments",
+        "/e2m/state/muted",
+    ):
         assert f"`{address}`" in doc
     assert "any number of `instrument`" in doc
 
@@ -149,7 +172,8 @@ def test_feature_arguments_and_feedback_follow_the_feature_schema():
             (state,) = outputs[address].arguments
             assert state.types == ("i" if spec.integer else "f") and (state.low, state.high) == RANGES[name]
     assert [a.types for a in outputs["/e2m/state/features"].arguments] == [
-        "i" if FEATURES[n].integer else "f" for n in FEATURE_ORDER]
+        "i" if FEATURES[n].integer else "f" for n in FEATURE_ORDER
+    ]
 
 
 def test_fractions_of_whole_number_features_round_or_are_rejected_as_the_schema_says():

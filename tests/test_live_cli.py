@@ -22,18 +22,39 @@ EXAMPLES = sorted((REPO / "examples").glob("*.toml"))
 
 
 def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "JACK_DEFAULT_SERVER": "e2m-none"})
+    return subprocess.run(
+        [*CLI, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "JACK_DEFAULT_SERVER": "e2m-none"},
+    )
 
 
 def test_serve_without_any_midi_backend_starts_and_stops_cleanly(tmp_path):
     # How fast it is ready is a benchmark figure (benchmarks/live_timing.py), not asserted here.
     record = tmp_path / "out.mid"
     proc = subprocess.Popen(
-        [*CLI, "serve", "--udp-port", "0", "--tcp-port", "0", "--autoplay",
-         "--record", str(record), "--tempo", "240"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "JACK_DEFAULT_SERVER": "e2m-none", "PYTHONUNBUFFERED": "1"})
+        [
+            *CLI,
+            "serve",
+            "--udp-port",
+            "0",
+            "--tcp-port",
+            "0",
+            "--autoplay",
+            "--record",
+            str(record),
+            "--tempo",
+            "240",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "JACK_DEFAULT_SERVER": "e2m-none", "PYTHONUNBUFFERED": "1"},
+    )
     lines = []
     for line in proc.stdout:
         lines.append(line)
@@ -59,8 +80,9 @@ def test_serve_without_any_midi_backend_starts_and_stops_cleanly(tmp_path):
     listen = next(line for line in text.splitlines() if line.strip().startswith("listen:"))
     assert "render the recording" in listen and str(record) in listen  # no sound card: how to hear it
     # The model generator when its weights are installed, otherwise rules with a warning.
-    assert "generator: model" in text or (
-        "generator: rules" in text and "falling back to 'rules'" in text), text
+    assert "generator: model" in text or ("generator: rules" in text and "falling back to 'rules'" in text), (
+        text
+    )
     assert record.stat().st_size > 100
 
 

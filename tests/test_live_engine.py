@@ -55,8 +55,13 @@ def test_change_is_coalesced_and_lands_on_the_next_bar_once_a_bar_ahead(engine):
     for energy in (0.3, 0.5, 0.7, 0.9):  # a fader drag: latest wins
         engine.set_features(engine.features.replace(energy=energy))
     # The new section takes over with one bar in hand (two decoded), the player's margin.
-    assert _wait(lambda: engine._pending is not None and len(engine._pending.bars) >= 2 and
-                 engine._pending.features.energy == 0.9)
+    assert _wait(
+        lambda: (
+            engine._pending is not None
+            and len(engine._pending.bars) >= 2
+            and engine._pending.features.energy == 0.9
+        )
+    )
     assert len(engine.sections) - sections_before <= 2
     planned = engine.next_bar()
     assert planned.bar.index == 0 and not planned.continues
@@ -111,8 +116,10 @@ def test_worker_exits_when_the_daemon_is_killed():
     import subprocess
     import sys
 
-    script = ("import time; from e2m_live.live.engine import Engine; e = Engine('rules'); e.start(); "
-              "e.wait_first_bar(8); print(e.worker_pid, flush=True); time.sleep(60)")
+    script = (
+        "import time; from e2m_live.live.engine import Engine; e = Engine('rules'); e.start(); "
+        "e.wait_first_bar(8); print(e.worker_pid, flush=True); time.sleep(60)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     worker = int(proc.stdout.readline())
     proc.kill()

@@ -85,8 +85,14 @@ def test_same_seed_same_music_and_prime_continues_the_line():
 
 def test_registry_falls_back_to_rules_when_a_generator_is_unavailable():
     # A generator whose check fails (as `model` does without weights) falls back to rules.
-    register(GeneratorEntry("missing-weights", lambda **options: RuleBasedGenerator(),
-                            lambda: "weights not found", "test entry"))
+    register(
+        GeneratorEntry(
+            "missing-weights",
+            lambda **options: RuleBasedGenerator(),
+            lambda: "weights not found",
+            "test entry",
+        )
+    )
     try:
         name, warning = resolve_generator("missing-weights")
     finally:

@@ -71,13 +71,14 @@ def test_adapt_leaves_the_decoded_bar_alone():
     changed = adapt(bar, planned, planned.replace(key=2, energy=0.9))
     assert changed is not bar and [n.pitch for n in bar.notes[:4]] == [60, 64, 67, 71]
     assert [n.pitch for n in changed.notes[:4]] == [62, 66, 69, 73]
-    assert loudness_gain(-20, -10) == pytest.approx(10 ** 0.25)
+    assert loudness_gain(-20, -10) == pytest.approx(10**0.25)
 
 
 def test_engine_adapts_the_bars_it_has_until_the_new_section_is_ready():
     # A slow worker (0.4 s a bar): the new section is far from ready when the next bar is asked for.
-    engine = Engine("rules", {"seconds_per_bar": 0.4}, EmotionFeatures(key=0, mode=1, energy=0.5),
-                    debounce=0.01, seed=3)
+    engine = Engine(
+        "rules", {"seconds_per_bar": 0.4}, EmotionFeatures(key=0, mode=1, energy=0.5), debounce=0.01, seed=3
+    )
     engine.start()
     try:
         assert engine.wait_first_bar(10)
@@ -99,8 +100,9 @@ def test_engine_adapts_the_bars_it_has_until_the_new_section_is_ready():
 
 
 def test_exact_answers_need_no_new_plan_other_changes_re_plan():
-    engine = Engine("rules", features=EmotionFeatures(key=0, mode=1), debounce=0.01, max_debounce=0.05,
-                    seed=2)
+    engine = Engine(
+        "rules", features=EmotionFeatures(key=0, mode=1), debounce=0.01, max_debounce=0.05, seed=2
+    )
     engine.start()
     try:
         assert engine.wait_first_bar(10)
@@ -129,16 +131,19 @@ class _Source:
 
 
 def test_the_player_schedules_exactly_what_adapt_builds():
-    bar = Bar([Note(60 + 2 * i, 40 + 10 * i, i * 0.5, 0.25, program=0) for i in range(8)]
-              + [Note(38, 90, 1.5, 0.1, is_drum=True)])
+    bar = Bar(
+        [Note(60 + 2 * i, 40 + 10 * i, i * 0.5, 0.25, program=0) for i in range(8)]
+        + [Note(38, 90, 1.5, 0.1, is_drum=True)]
+    )
     planned = EmotionFeatures(key=0, mode=1, energy=0.8)
     requested = EmotionFeatures(key=9, mode=0, energy=0.3)
     change = adaptation(bar, planned, requested)
     assert change is not None and change.dropped and change.offsets is not None
     expected = sorted((n.pitch, n.velocity) for n in adapt(bar, planned, requested).notes)
     capture = CaptureOutput()
-    player = Player(InternalClock(240.0), OutputSet([capture]), _Source(bar, None, change), tempo=240.0,
-                    realtime=False)
+    player = Player(
+        InternalClock(240.0), OutputSet([capture]), _Source(bar, None, change), tempo=240.0, realtime=False
+    )
     player.start_thread()
     player.play()
     try:
@@ -154,8 +159,9 @@ def test_player_applies_a_loudness_change_from_the_next_beat():
     # Four quarter notes a bar at 240 BPM (a beat is 0.25 s); the change lands mid-beat.
     bar = Bar([Note(60 + i, 64, float(i), 0.5) for i in range(4)])
     capture = CaptureOutput()
-    player = Player(InternalClock(240.0), OutputSet([capture]), _Source(bar, -20.0), tempo=240.0,
-                    realtime=False)
+    player = Player(
+        InternalClock(240.0), OutputSet([capture]), _Source(bar, -20.0), tempo=240.0, realtime=False
+    )
     player.set_loudness(-20.0)
     player.start_thread()
     player.play()
@@ -170,14 +176,17 @@ def test_player_applies_a_loudness_change_from_the_next_beat():
     before = [m for m in _ons(capture) if m[0] <= changed_at]
     after = [m for m in _ons(capture) if m[0] > changed_at]
     assert {m[1][2] for m in before} == {64}
-    assert [m[1][2] for m in after[:3]] == [round(64 * 10 ** 0.25)] * 3
+    assert [m[1][2] for m in after[:3]] == [round(64 * 10**0.25)] * 3
     beat = 0.25
     assert after[0][0] - changed_at < beat + 0.1  # the next note-on (on the next beat) is louder
 
 
 def _ons(capture: CaptureOutput) -> list:
-    return [(m.when, m.message) for m in list(capture.messages) if m.message[0] & 0xF0 == 0x90
-            and m.message[2] > 0]
+    return [
+        (m.when, m.message)
+        for m in list(capture.messages)
+        if m.message[0] & 0xF0 == 0x90 and m.message[2] > 0
+    ]
 
 
 def _wait(predicate, timeout: float = 5.0) -> bool:
@@ -241,4 +250,3 @@ def test_loudness_is_heard_from_the_next_beat(served):
     assert before and after
     mean = [sum(r.message[2] for r in part) / len(part) for part in (before, after)]
     assert mean[1] > 1.6 * mean[0], mean
-

@@ -105,8 +105,9 @@ def test_stop_and_panic_leave_no_open_notes(daemon, command):
     time.sleep(BAR)
     assert recorder.note_ons(quiet_since) == [], "notes after stop"
     if command == "/e2m/panic":
-        ccs = {(m.message[0] & 0x0F, m.message[1]) for m in recorder.snapshot()
-               if m.message[0] & 0xF0 == 0xB0}
+        ccs = {
+            (m.message[0] & 0x0F, m.message[1]) for m in recorder.snapshot() if m.message[0] & 0xF0 == 0xB0
+        }
         assert {(ch, cc) for ch in range(16) for cc in (120, 123)} <= ccs
     d.send("/e2m/energy", 0.1)
 
@@ -114,11 +115,36 @@ def test_stop_and_panic_leave_no_open_notes(daemon, command):
 def _fuzz_packets(rng: random.Random, count: int):
     # Transport, tempo and /e2m/features are left out: valid values there would legitimately stop
     # the music or change its grid; they get NaN and wrong types only (kind 3).
-    addresses = ["/e2m/energy", "/e2m/valence", "/e2m/loudness", "/e2m/key", "/e2m/mode", "/e2m/mood",
-                 "/e2m/xy", "/e2m/danceability", "/e2m/nope", "/e2m", "", "/e2m/state/bar"]
+    addresses = [
+        "/e2m/energy",
+        "/e2m/valence",
+        "/e2m/loudness",
+        "/e2m/key",
+        "/e2m/mode",
+        "/e2m/mood",
+        "/e2m/xy",
+        "/e2m/danceability",
+        "/e2m/nope",
+        "/e2m",
+        "",
+        "/e2m/state/bar",
+    ]
     guarded = ["/e2m/tempo", "/e2m/features", "/e2m/stop", "/e2m/time_signature", "/e2m/energy"]
-    values = [math.nan, math.inf, -math.inf, 1e38, -1e38, 2**31 - 1, -(2**31), "F#", "x" * 300, "", True,
-              0.5, 7]
+    values = [
+        math.nan,
+        math.inf,
+        -math.inf,
+        1e38,
+        -1e38,
+        2**31 - 1,
+        -(2**31),
+        "F#",
+        "x" * 300,
+        "",
+        True,
+        0.5,
+        7,
+    ]
     for i in range(count):
         kind = i % 5
         if kind == 0:
@@ -211,7 +237,7 @@ def test_sigterm_releases_everything_and_recording_matches(jack, tmp_path):  # n
         return sorted((t, (m[0] & 0x0F, m[1], m[2])) for t, m in timed if m[0] & 0xF0 == 0x90 and m[2] > 0)
 
     got = note_ons((r.jack_time, r.message) for r in received)
-    tail = note_ons(file_messages)[-len(got):]
+    tail = note_ons(file_messages)[-len(got) :]
     assert len(got) > 10 and len(tail) == len(got), (len(tail), len(got))
     chords = [i for i in range(1, len(tail)) if tail[i][0] != tail[i - 1][0]] + [len(tail)]
     for begin, stop in itertools.pairwise(chords):

@@ -1,4 +1,4 @@
-""""What is playing": features re-estimated from the notes played, sent as feedback over real
+""" "What is playing": features re-estimated from the notes played, sent as feedback over real
 loopback OSC by an in-process daemon (rule generator, 240 BPM: a bar a second)."""
 
 from __future__ import annotations
@@ -23,9 +23,18 @@ def _daemon(measure: bool) -> tuple[Daemon, socket.socket]:
     feedback = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     feedback.bind(("127.0.0.1", 0))
     feedback.settimeout(0.1)
-    config = build_config(overrides={
-        "udp_port": 0, "tcp_port": -1, "midi": False, "generator": "rules", "tempo": 240.0,
-        "feedback": [f"127.0.0.1:{feedback.getsockname()[1]}"], "debounce_ms": 10.0, "realtime": False})
+    config = build_config(
+        overrides={
+            "udp_port": 0,
+            "tcp_port": -1,
+            "midi": False,
+            "generator": "rules",
+            "tempo": 240.0,
+            "feedback": [f"127.0.0.1:{feedback.getsockname()[1]}"],
+            "debounce_ms": 10.0,
+            "realtime": False,
+        }
+    )
     d = Daemon(config, out=io.StringIO(), measure=measure)
     d.outputs.add(CaptureOutput())
     d.start()

@@ -30,8 +30,9 @@ def test_engine_with_the_model_generator_produces_bars(models: Path, monkeypatch
     monkeypatch.delenv("E2M_PLANNER_DIR", raising=False)
     monkeypatch.delenv("E2M_FIGARO_DIR", raising=False)
     features = EmotionFeatures(energy=0.6, time_signature=3, tempo=132.0)
-    engine = Engine("model", {"threads": 1, "max_tokens_per_bar": 48}, features,
-                    seed=3, debounce=0.01, max_debounce=0.05)
+    engine = Engine(
+        "model", {"threads": 1, "max_tokens_per_bar": 48}, features, seed=3, debounce=0.01, max_debounce=0.05
+    )
     engine.start(wait=60.0)
     try:
         assert engine.worker_pid is not None
@@ -76,10 +77,17 @@ def test_check_is_cheap_and_names_the_doctor(tmp_path: Path, monkeypatch: pytest
     monkeypatch.delenv("E2M_FIGARO_DIR", raising=False)
     reason = unavailable_reason("model")
     assert reason is not None and "e2m-live doctor" in reason and "planner" in reason
-    code = ("import sys; from e2m_live.generators.registry import unavailable_reason; "
-            "unavailable_reason('model'); print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "E2M_MODELS_DIR": str(tmp_path)})
+    code = (
+        "import sys; from e2m_live.generators.registry import unavailable_reason; "
+        "unavailable_reason('model'); print('torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "E2M_MODELS_DIR": str(tmp_path)},
+    )
     assert out.stdout.strip() == "False"
     assert GENERATORS["model"].description.startswith("planner")
 

@@ -24,10 +24,18 @@ def daemon():
     feedback = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     feedback.bind(("127.0.0.1", 0))
     feedback.settimeout(0.2)
-    config = build_config(overrides={
-        "udp_port": 0, "tcp_port": 0, "midi": False, "generator": "rules", "tempo": 240.0,
-        "feedback": [f"127.0.0.1:{feedback.getsockname()[1]}"], "debounce_ms": 10.0,
-        "realtime": False})
+    config = build_config(
+        overrides={
+            "udp_port": 0,
+            "tcp_port": 0,
+            "midi": False,
+            "generator": "rules",
+            "tempo": 240.0,
+            "feedback": [f"127.0.0.1:{feedback.getsockname()[1]}"],
+            "debounce_ms": 10.0,
+            "realtime": False,
+        }
+    )
     d = Daemon(config, out=io.StringIO())
     capture = CaptureOutput()
     d.outputs.add(capture)
@@ -68,8 +76,15 @@ def test_udp_rejects_nan_and_malformed_packets_with_an_error(daemon):
 def test_status_reply_has_the_full_state(daemon):
     d, _, _ = daemon
     replies = dict(_udp(d, "/e2m/status", wait=0.3))
-    for address in ("/e2m/state/playing", "/e2m/state/bar", "/e2m/state/features", "/e2m/state/lag",
-                    "/e2m/state/plan", "/e2m/state/loop", "/e2m/state/energy"):
+    for address in (
+        "/e2m/state/playing",
+        "/e2m/state/bar",
+        "/e2m/state/features",
+        "/e2m/state/lag",
+        "/e2m/state/plan",
+        "/e2m/state/loop",
+        "/e2m/state/energy",
+    ):
         assert address in replies
     assert len(replies["/e2m/state/features"]) == 10
     assert replies["/e2m/state/features"][1] == pytest.approx(d.engine.features.valence)
@@ -81,13 +96,19 @@ def test_tcp_framings(daemon, framing):
     packet = encode_message("/e2m/status", [])
     framed = length_prefix(packet) if framing == "1.0" else slip_encode(packet)
     with socket.create_connection(("127.0.0.1", d.osc.tcp_port), timeout=2) as sock:
-        sock.sendall(framed + (length_prefix(encode_message("/e2m/danceability", [0.25])) if framing == "1.0"
-                               else slip_encode(encode_message("/e2m/danceability", [0.25]))))
+        sock.sendall(
+            framed
+            + (
+                length_prefix(encode_message("/e2m/danceability", [0.25]))
+                if framing == "1.0"
+                else slip_encode(encode_message("/e2m/danceability", [0.25]))
+            )
+        )
         time.sleep(0.3)
         data = sock.recv(65536)
     if framing == "1.0":
         (length,) = struct.unpack("!I", data[:4])
-        first = OscMessage(data[4:4 + length])
+        first = OscMessage(data[4 : 4 + length])
     else:
         assert data[0] == 0xC0
         first = OscMessage(slip_decode(data[1:].split(b"\xc0")[0]))
@@ -127,8 +148,9 @@ def test_bundle_with_negative_element_size_is_rejected_not_looped():
 
     packet = b"#bundle\x00" + bytes(8) + struct.pack(">i", -4)
     result: list = []
-    worker = threading.Thread(target=lambda: result.append(handle_packet(packet, lambda a, args: [])),
-                              daemon=True)
+    worker = threading.Thread(
+        target=lambda: result.append(handle_packet(packet, lambda a, args: [])), daemon=True
+    )
     worker.start()
     worker.join(10.0)  # returns at all (python-osc loops forever); microseconds in practice
     assert not worker.is_alive() and result, "handle_packet did not return"

@@ -30,8 +30,14 @@ class ListSource:
 
 def _play(source, quarters: float, tempo=TEMPO, stop: str = "stop") -> tuple[Player, CaptureOutput]:
     capture = CaptureOutput()
-    player = Player(InternalClock(120), OutputSet([capture]), source,
-                    tempo=tempo if callable(tempo) else (lambda: tempo), record_timing=True, realtime=False)
+    player = Player(
+        InternalClock(120),
+        OutputSet([capture]),
+        source,
+        tempo=tempo if callable(tempo) else (lambda: tempo),
+        record_timing=True,
+        realtime=False,
+    )
     player.start_thread()
     player.play()
     time.sleep(0.05 + quarters * Q)
@@ -193,8 +199,14 @@ def test_lost_output_is_dropped_after_releasing_its_notes_and_others_play_on():
     bar = Bar([Note(60 + i, 100, i * 0.5, 4.0, 0) for i in range(6)], 4, 4)
     outputs = OutputSet([flaky, steady])
     lost = []
-    player = Player(InternalClock(), outputs, ListSource([PlannedBar(bar, 1, True)] * 3), tempo=TEMPO,
-                    realtime=False, on_output_lost=lambda name, why: lost.append((name, why)))
+    player = Player(
+        InternalClock(),
+        outputs,
+        ListSource([PlannedBar(bar, 1, True)] * 3),
+        tempo=TEMPO,
+        realtime=False,
+        on_output_lost=lambda name, why: lost.append((name, why)),
+    )
     player.start_thread()
     player.play()
     time.sleep(0.05 + 6 * Q)

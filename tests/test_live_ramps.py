@@ -43,9 +43,18 @@ def test_whole_number_features_switch_at_the_end_and_cancel_stops():
 
 @pytest.fixture(scope="module")
 def daemon():
-    config = build_config(overrides={
-        "udp_port": 0, "tcp_port": -1, "midi": False, "generator": "rules", "tempo": 240.0,
-        "debounce_ms": 10.0, "realtime": False, "autoplay": True})
+    config = build_config(
+        overrides={
+            "udp_port": 0,
+            "tcp_port": -1,
+            "midi": False,
+            "generator": "rules",
+            "tempo": 240.0,
+            "debounce_ms": 10.0,
+            "realtime": False,
+            "autoplay": True,
+        }
+    )
     d = Daemon(config, out=io.StringIO())
     capture = CaptureOutput()
     d.outputs.add(capture)
@@ -59,8 +68,11 @@ def _send(d: Daemon, sock: socket.socket, address: str, *args) -> None:
 
 
 def _mean_velocity(capture: CaptureOutput, start: float, end: float) -> float:
-    ons = [m.message[2] for m in list(capture.messages)
-           if m.message[0] & 0xF0 == 0x90 and m.message[2] > 0 and start <= m.when < end]
+    ons = [
+        m.message[2]
+        for m in list(capture.messages)
+        if m.message[0] & 0xF0 == 0x90 and m.message[2] > 0 and start <= m.when < end
+    ]
     return sum(ons) / len(ons)
 
 

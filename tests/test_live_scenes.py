@@ -47,9 +47,18 @@ def test_scenes_file_is_written_on_store_and_read_back(tmp_path):
 
 @pytest.fixture(scope="module")
 def daemon():
-    config = build_config(overrides={
-        "udp_port": 0, "tcp_port": -1, "midi": False, "generator": "rules", "tempo": 240.0,
-        "debounce_ms": 10.0, "realtime": False, "autoplay": True})
+    config = build_config(
+        overrides={
+            "udp_port": 0,
+            "tcp_port": -1,
+            "midi": False,
+            "generator": "rules",
+            "tempo": 240.0,
+            "debounce_ms": 10.0,
+            "realtime": False,
+            "autoplay": True,
+        }
+    )
     d = Daemon(config, out=io.StringIO())
     d.start()
     yield d

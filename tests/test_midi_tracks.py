@@ -96,8 +96,9 @@ def assert_clean(tracks: list[ReadTrack], end: int | None) -> None:
             assert max(stop for _, stop, _ in track.notes) <= end
 
 
-def note(pitch: int, start: float, duration: float, program: int = PIANO, velocity: int = 80,
-         drum: bool = False) -> Note:
+def note(
+    pitch: int, start: float, duration: float, program: int = PIANO, velocity: int = 80, drum: bool = False
+) -> Note:
     return Note(pitch=pitch, velocity=velocity, start=start, duration=duration, program=program, is_drum=drum)
 
 
@@ -122,8 +123,12 @@ def test_bars_to_smf_writes_one_clean_track_per_instrument() -> None:
     midi, tracks = read_tracks(bars_to_smf(SECTION))
     assert_clean(tracks, SECTION_END)
     playing = [t for t in tracks if t.notes]
-    assert [t.name for t in playing] == ["Drums", "Acoustic Grand Piano", "Electric Bass (finger)",
-                                         "String Ensemble 1"]  # drums first, then programs ascending
+    assert [t.name for t in playing] == [
+        "Drums",
+        "Acoustic Grand Piano",
+        "Electric Bass (finger)",
+        "String Ensemble 1",
+    ]  # drums first, then programs ascending
     assert not tracks[0].notes and len(tracks) == 5  # the tempo map's track and one per instrument
     assert {t.end_of_track for t in tracks} == {SECTION_END}  # every track ends at the last bar line
     piano = sorted(next(t for t in playing if t.name == "Acoustic Grand Piano").notes, key=lambda n: n[2])
@@ -150,16 +155,26 @@ def test_repeated_notes_keep_the_longer_then_the_louder() -> None:
 
 
 def test_clean_notes_rules() -> None:
-    notes = [(0, 100, 60, 80), (0, 50, 60, 127), (40, 60, 60, 70), (10, 20, 62, 90), (10, 20, 62, 99),
-             (300, 400, 64, 80), (90, 500, 65, 80)]
+    notes = [
+        (0, 100, 60, 80),
+        (0, 50, 60, 127),
+        (40, 60, 60, 70),
+        (10, 20, 62, 90),
+        (10, 20, 62, 99),
+        (300, 400, 64, 80),
+        (90, 500, 65, 80),
+    ]
     assert clean_notes(notes, 300) == [(0, 40, 60, 80), (10, 20, 62, 99), (40, 60, 60, 70), (90, 300, 65, 80)]
 
 
 def test_bars_to_midi_holds_the_same_music() -> None:
     pm = bars_to_midi(SECTION)
     assert [(i.name, i.program, i.is_drum) for i in pm.instruments] == [
-        ("Drums", 0, True), ("Acoustic Grand Piano", PIANO, False), ("Electric Bass (finger)", BASS, False),
-        ("String Ensemble 1", STRINGS, False)]
+        ("Drums", 0, True),
+        ("Acoustic Grand Piano", PIANO, False),
+        ("Electric Bass (finger)", BASS, False),
+        ("String Ensemble 1", STRINGS, False),
+    ]
     bar_end = pm.tick_to_time(SECTION_END)
     assert pm.get_end_time() == pytest.approx(bar_end)
     again = pretty_midi.PrettyMIDI(io.BytesIO(bars_to_smf(SECTION)))
@@ -167,7 +182,8 @@ def test_bars_to_midi_holds_the_same_music() -> None:
     for mine, read in zip(pm.instruments, again.instruments, strict=True):
         # the same times to the last bit
         assert sorted((n.start, n.end, n.pitch) for n in mine.notes) == sorted(
-            (n.start, n.end, n.pitch) for n in read.notes)
+            (n.start, n.end, n.pitch) for n in read.notes
+        )
 
 
 def test_exact_layout_keeps_every_note_as_given() -> None:
@@ -205,8 +221,18 @@ def test_write_midi_and_tokens_to_midi(tmp_path: Path) -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 47), st.integers(1, 96), st.integers(58, 62),
-                          st.sampled_from([PIANO, BASS, 128])), max_size=60))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2),
+            st.integers(0, 47),
+            st.integers(1, 96),
+            st.integers(58, 62),
+            st.sampled_from([PIANO, BASS, 128]),
+        ),
+        max_size=60,
+    )
+)
 def test_any_bars_make_a_clean_file(raw) -> None:
     bars = [Bar([], index=i) for i in range(3)]
     for bar, position, duration, pitch, program in raw:
@@ -220,6 +246,7 @@ def test_any_bars_make_a_clean_file(raw) -> None:
 
 
 # ---- the live recorder --------------------------------------------------------------------------
+
 
 def test_recorder_writes_one_clean_track_per_instrument(tmp_path: Path) -> None:
     path = tmp_path / "live.mid"
@@ -243,8 +270,13 @@ def test_recorder_writes_one_clean_track_per_instrument(tmp_path: Path) -> None:
     recorder.close()
     midi, tracks = read_tracks(path)
     assert_clean(tracks, None)
-    assert [t.name for t in tracks] == ["", "Drums", "Acoustic Grand Piano", "Electric Bass (finger)",
-                                        "String Ensemble 1"]
+    assert [t.name for t in tracks] == [
+        "",
+        "Drums",
+        "Acoustic Grand Piano",
+        "Electric Bass (finger)",
+        "String Ensemble 1",
+    ]
     tpb = midi.ticks_per_beat
     piano = tracks[2]
     assert sorted(piano.notes) == [(0, tpb, 60), (tpb, 3 * tpb, 60), (5 * tpb, 6 * tpb, 64)]
@@ -259,14 +291,30 @@ def test_recorder_writes_one_clean_track_per_instrument(tmp_path: Path) -> None:
 
 # ---- end to end ---------------------------------------------------------------------------------
 
+
 def test_generate_writes_one_track_per_instrument(tmp_path: Path, capsys) -> None:
     """``e2m-live generate`` through the shipped models (in process: the imports are the slow part)."""
     from e2m_live.cli import main
     from tests.test_pipeline import models_root
 
     out = tmp_path / "out.mid"
-    code = main(["generate", "--mood", "happy", "--bars", "2", "--seed", "3", "--max-tokens-per-bar", "64",
-                 "--model-dir", str(models_root(tmp_path)), "-o", str(out)])
+    code = main(
+        [
+            "generate",
+            "--mood",
+            "happy",
+            "--bars",
+            "2",
+            "--seed",
+            "3",
+            "--max-tokens-per-bar",
+            "64",
+            "--model-dir",
+            str(models_root(tmp_path)),
+            "-o",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     midi, tracks = read_tracks(out)
     (signature,) = [m for m in midi.tracks[0] if m.type == "time_signature"]

@@ -30,6 +30,7 @@ def rendered() -> dict[str, bytes]:
 
 # ---- generator ---------------------------------------------------------------------------------
 
+
 def test_committed_patches_are_what_the_generator_writes():
     stale = stale_files(PATCHES)
     assert stale == [], f"regenerate with `e2m-live patches --out patches/`: {stale}"
@@ -54,8 +55,12 @@ def test_an_input_control_the_layout_cannot_place_is_an_error():
 
 
 def test_a_new_fader_in_the_table_appears_in_every_file():
-    extra = OscAddress("/e2m/brightness", (Argument("brightness", "fi", 0.0, 1.0, default=0.5),),
-                       "Brightness", "a new control")
+    extra = OscAddress(
+        "/e2m/brightness",
+        (Argument("brightness", "fi", 0.0, 1.0, default=0.5),),
+        "Brightness",
+        "a new control",
+    )
     files = render_all(build_layout((*ADDRESSES, extra)))
     assert b"/e2m/brightness" in files["e2m-live.maxpat"]
     assert b"oscformat e2m brightness" in files["e2m-live.pd"]
@@ -81,6 +86,7 @@ def test_cli_reports_an_unwritable_folder(tmp_path, capsys):
 
 
 # ---- Max ---------------------------------------------------------------------------------------
+
 
 def _max_graph(patch: dict) -> tuple[dict[str, dict], dict[str, set[str]]]:
     boxes = {b["box"]["id"]: b["box"] for b in patch["patcher"]["boxes"]}
@@ -115,14 +121,21 @@ def test_max_patch_is_max_json_and_sends_every_address(rendered):
     assert len(senders) == 1
     assert boxes[senders[0]]["text"] == "udpsend 127.0.0.1 9000"
     for address in INPUTS:
-        sources = [i for i, b in boxes.items() if b["maxclass"] in ("newobj", "message")
-                   and re.fullmatch(rf"(prepend )?{re.escape(address)}( .*)?", b.get("text", ""))]
+        sources = [
+            i
+            for i, b in boxes.items()
+            if b["maxclass"] in ("newobj", "message")
+            and re.fullmatch(rf"(prepend )?{re.escape(address)}( .*)?", b.get("text", ""))
+        ]
         assert sources, address
         assert any(_reaches(edges, s, senders[0]) for s in sources), address
         feeding = [i for i, targets in edges.items() if set(sources) & targets]
         assert feeding, f"nothing drives {address}"
-        assert all(boxes[i]["maxclass"] in ("slider", "umenu", "flonum", "toggle", "button", "newobj",
-                                            "pictslider", "textedit") for i in feeding)
+        assert all(
+            boxes[i]["maxclass"]
+            in ("slider", "umenu", "flonum", "toggle", "button", "newobj", "pictslider", "textedit")
+            for i in feeding
+        )
 
 
 def test_max_patch_shows_feedback(rendered):
@@ -131,8 +144,15 @@ def test_max_patch_shows_feedback(rendered):
     assert len(receivers) == 1
     routes = [b["text"].split()[1:] for b in boxes.values() if b.get("text", "").startswith("route ")]
     routed = {a for r in routes for a in r}
-    for address in ("/e2m/state/bar", "/e2m/state/playing", "/e2m/state/lag", "/e2m/error",
-                    "/e2m/state/energy", "/e2m/state/key", "/e2m/state/tempo"):
+    for address in (
+        "/e2m/state/bar",
+        "/e2m/state/playing",
+        "/e2m/state/lag",
+        "/e2m/error",
+        "/e2m/state/energy",
+        "/e2m/state/key",
+        "/e2m/state/tempo",
+    ):
         assert address in routed
     sliders = [b for b in boxes.values() if b["maxclass"] == "slider"]
     loudness = [b for b in sliders if b["min"] == -60.0]
@@ -143,12 +163,17 @@ def test_max_patch_shows_feedback(rendered):
 
 def test_max_boxes_do_not_overlap(rendered):
     boxes = [b["box"]["patching_rect"] for b in json.loads(rendered["e2m-live.maxpat"])["patcher"]["boxes"]]
-    overlapping = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]
-                   if a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]]
+    overlapping = [
+        (a, b)
+        for i, a in enumerate(boxes)
+        for b in boxes[i + 1 :]
+        if a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+    ]
     assert overlapping == []
 
 
 # ---- Pure Data ---------------------------------------------------------------------------------
+
 
 def _pd_records(text: str) -> list[str]:
     """Pd file records (``;``-terminated, ``\\;`` escaped)."""
@@ -198,6 +223,7 @@ def test_pd_patch_is_pd_syntax_and_sends_every_address(rendered):
 
 # ---- TouchOSC ----------------------------------------------------------------------------------
 
+
 def _tosc_messages(root: ET.Element):
     for node in root.iter("node"):
         for osc in node.findall("./messages/osc"):
@@ -221,8 +247,14 @@ def test_touchosc_layout_is_lexml_3_and_sends_every_address(rendered):
     sent = {path for _, osc, path in _tosc_messages(root) if osc.findtext("send") == "1"}
     received = {path for _, osc, path in _tosc_messages(root) if osc.findtext("receive") == "1"}
     assert set(INPUTS) <= sent
-    assert {"/e2m/state/bar", "/e2m/state/playing", "/e2m/state/lag", "/e2m/error",
-            "/e2m/state/energy", "/e2m/state/key"} <= received
+    assert {
+        "/e2m/state/bar",
+        "/e2m/state/playing",
+        "/e2m/state/lag",
+        "/e2m/error",
+        "/e2m/state/energy",
+        "/e2m/state/key",
+    } <= received
     assert received <= FEEDBACK
 
 
@@ -243,6 +275,7 @@ def test_touchosc_faders_scale_to_the_daemon_ranges(rendered):
 
 
 # ---- Open Stage Control ------------------------------------------------------------------------
+
 
 def _osc_widgets(widget: dict):
     yield widget
@@ -270,14 +303,18 @@ def test_open_stage_control_session_sends_every_address(rendered):
 
 # ---- every patch asks for the state on load and follows the feedback of what it shows ----------
 
+
 def _feedback_of(name: str) -> str | None:
     """From the table alone: the feedback message that carries an argument's value in force."""
     exact = BY_ADDRESS.get(f"/e2m/state/{name}")
     if exact is not None and exact.direction == "out":
         return exact.address
     for entry in ADDRESSES:
-        if entry.direction == "out" and entry.address != "/e2m/state/features" \
-                and any(arg.name == name for arg in entry.arguments):
+        if (
+            entry.direction == "out"
+            and entry.address != "/e2m/state/features"
+            and any(arg.name == name for arg in entry.arguments)
+        ):
             return entry.address
     return None
 
@@ -334,18 +371,23 @@ def test_max_asks_for_state_on_load_and_follows_every_control(rendered):
     pairs = [(line["source"][0], line["source"][1], line["destination"][0]) for line in lines]
     by_outlet = _edges_by_outlet(pairs)
     loadbang = next(i for i, b in boxes.items() if b.get("text") == "loadbang")
-    status = next(i for i, b in boxes.items()
-                  if b.get("text") == "/e2m/status" and b["maxclass"] == "message")
+    status = next(
+        i for i, b in boxes.items() if b.get("text") == "/e2m/status" and b["maxclass"] == "message"
+    )
     sender = next(i for i, b in boxes.items() if b.get("text", "").startswith("udpsend "))
     assert _reaches(edges, loadbang, status) and _reaches(edges, status, sender)
     route = next(i for i, b in boxes.items() if b.get("text", "").startswith("route /e2m/"))
     routed = boxes[route]["text"].split()[1:]
     ui = {"slider", "umenu", "flonum", "number", "toggle", "pictslider"}
     for address, feedbacks in _expected_follows().items():
-        senders = [i for i, b in boxes.items() if re.fullmatch(rf"(prepend )?{re.escape(address)}( .*)?",
-                                                                  b.get("text", ""))]
-        widgets = {i for i, b in boxes.items()
-                   if b["maxclass"] in ui and any(_reaches(edges, i, s) for s in senders)}
+        senders = [
+            i
+            for i, b in boxes.items()
+            if re.fullmatch(rf"(prepend )?{re.escape(address)}( .*)?", b.get("text", ""))
+        ]
+        widgets = {
+            i for i, b in boxes.items() if b["maxclass"] in ui and any(_reaches(edges, i, s) for s in senders)
+        }
         for feedback in feedbacks:
             assert feedback in routed, (address, feedback)
             moved = _reached(by_outlet, (route, routed.index(feedback))) & widgets
@@ -358,8 +400,11 @@ def _pd_route_outlet(objects: list[str], by_outlet: dict[tuple, set], address: s
     outlet = 0
     for part in address.strip("/").split("/")[1:]:
         routes = [n for n in by_outlet[(node, outlet)] if " route " in objects[n]]
-        hit = [(n, objects[n].split(" route ")[1].split().index(part)) for n in routes
-               if part in objects[n].split(" route ")[1].split()]
+        hit = [
+            (n, objects[n].split(" route ")[1].split().index(part))
+            for n in routes
+            if part in objects[n].split(" route ")[1].split()
+        ]
         assert hit, f"{address}: no [route] takes {part}"
         node, outlet = hit[0]
     return node, outlet
@@ -380,8 +425,9 @@ def test_pd_asks_for_state_on_load_and_follows_every_control(rendered):
     for address, feedbacks in _expected_follows().items():
         parts = " ".join(address.strip("/").split("/"))
         formatter = next(i for i, r in enumerate(objects) if r.endswith(f" oscformat {parts}"))
-        widgets = {i for i, r in enumerate(objects)
-                   if any(k in r for k in ui) and _reaches(edges, i, formatter)}
+        widgets = {
+            i for i, r in enumerate(objects) if any(k in r for k in ui) and _reaches(edges, i, formatter)
+        }
         for feedback in feedbacks:
             moved = _reached(by_outlet, _pd_route_outlet(objects, by_outlet, feedback)) & widgets
             assert moved, f"{feedback} does not move the control of {address}"
@@ -390,17 +436,26 @@ def test_pd_asks_for_state_on_load_and_follows_every_control(rendered):
 def test_touchosc_asks_for_state_on_load_and_follows_every_control(rendered):
     root = ET.fromstring(zlib.decompress(rendered["e2m-live.tosc"]))
     top = root.find("node")
-    script = next(p.findtext("value") for p in top.findall("./properties/property")
-                  if p.findtext("key") == "script")
+    script = next(
+        p.findtext("value") for p in top.findall("./properties/property") if p.findtext("key") == "script"
+    )
     assert "function init()" in script and "sendOSC('/e2m/status')" in script
     nodes = {n.findtext("./properties/property[key='name']/value"): n for n in root.iter("node")}
     for address, feedbacks in _expected_follows().items():
-        senders = [node for node, osc, path in _tosc_messages(root)
-                   if path == address and osc.findtext("send") == "1"]
+        senders = [
+            node
+            for node, osc, path in _tosc_messages(root)
+            if path == address and osc.findtext("send") == "1"
+        ]
         assert senders, address
         title = nodes.get(address.removeprefix("/e2m/").replace("/", "_") + "_title")  # names shown there
-        received = {path for node in [*senders, title] if node is not None
-                    for n, osc, path in _tosc_messages(node) if n is node and osc.findtext("receive") == "1"}
+        received = {
+            path
+            for node in [*senders, title]
+            if node is not None
+            for n, osc, path in _tosc_messages(node)
+            if n is node and osc.findtext("receive") == "1"
+        }
         assert feedbacks <= received, (address, feedbacks - received)
 
 
@@ -415,8 +470,12 @@ def test_open_stage_control_asks_for_state_on_load_and_follows_every_control(ren
     for address, feedbacks in _expected_follows().items():
         ids = {w["id"] for w in widgets if w.get("address") == address and w["type"] != "variable"}
         for feedback in feedbacks:
-            setters = {t for w in variables if w["address"] == feedback for t in re.findall(r"set\('(\w+)'",
-                                                                                              w["onValue"])}
+            setters = {
+                t
+                for w in variables
+                if w["address"] == feedback
+                for t in re.findall(r"set\('(\w+)'", w["onValue"])
+            }
             assert ids & setters, f"{feedback} does not move the control of {address}"
     displays = {w["id"] for w in widgets if w["type"] == "text"}
     assert all(w.get("address", "") == "" for w in widgets if w["id"] in displays)  # set by a formatter

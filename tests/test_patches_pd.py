@@ -41,9 +41,16 @@ def _free_udp_port() -> int:
 @pytest.fixture
 def daemon_and_feedback_port() -> Iterator[tuple[Daemon, int]]:
     feedback_port = _free_udp_port()
-    config = build_config(overrides={
-        "udp_port": 0, "tcp_port": -1, "midi": False, "generator": "rules", "debounce_ms": 10.0,
-        "realtime": False})
+    config = build_config(
+        overrides={
+            "udp_port": 0,
+            "tcp_port": -1,
+            "midi": False,
+            "generator": "rules",
+            "debounce_ms": 10.0,
+            "realtime": False,
+        }
+    )
     daemon = Daemon(config, out=io.StringIO())
     daemon.start()
     yield daemon, feedback_port
@@ -52,41 +59,58 @@ def daemon_and_feedback_port() -> Iterator[tuple[Daemon, int]]:
 
 def _harness(daemon_port: int, feedback_port: int) -> str:
     """Connect, set controls by name, play; stop when the displayed bar count reaches 2."""
-    controls = ("e2m-mood calm", "e2m-xy 0.25 0.75", "e2m-energy 0.9", "e2m-key 5", "e2m-mode 0",
-                "e2m-time_signature 3", "e2m-tempo 240", "e2m-loop 1", "e2m-key_lock 1", "e2m-ensemble jazz",
-                "e2m-instruments 40", "e2m-mute drums", "e2m-play bang")
-    return "\n".join([
-        "#N canvas 0 50 600 400 12;",
-        "#X obj 10 10 loadbang;",
-        "#X obj 10 40 delay 300;",
-        f"#X msg 10 70 \\; e2m-netsend disconnect \\; e2m-netsend connect 127.0.0.1 {daemon_port} "
-        f"\\; e2m-listen listen {feedback_port};",
-        "#X obj 10 100 delay 1500;",
-        "#X msg 10 130 " + " ".join(f"\\; {c}" for c in controls) + ";",
-        "#X obj 10 160 r e2m-state-bar;",
-        "#X obj 10 190 print harness-bar;",
-        "#X obj 200 160 r e2m-state-playing;",
-        "#X obj 200 190 print harness-playing;",
-        "#X obj 10 220 moses 2;",
-        "#X msg 60 250 \\; e2m-stop bang;",
-        "#X obj 360 160 r e2m-state-error-1;",
-        "#X obj 360 190 print harness-error;",
-        "#X obj 360 220 r e2m-state-plan;",
-        "#X obj 360 250 print harness-plan;",
-        "#X obj 200 220 r e2m-state-instruments;",
-        "#X obj 200 250 print harness-instruments;",
-        "#X connect 0 0 1 0;",
-        "#X connect 1 0 2 0;",
-        "#X connect 0 0 3 0;",
-        "#X connect 3 0 4 0;",
-        "#X connect 5 0 6 0;",
-        "#X connect 7 0 8 0;",
-        "#X connect 5 0 9 0;",
-        "#X connect 9 1 10 0;",
-        "#X connect 11 0 12 0;",
-        "#X connect 13 0 14 0;",
-        "#X connect 15 0 16 0;",
-    ]) + "\n"
+    controls = (
+        "e2m-mood calm",
+        "e2m-xy 0.25 0.75",
+        "e2m-energy 0.9",
+        "e2m-key 5",
+        "e2m-mode 0",
+        "e2m-time_signature 3",
+        "e2m-tempo 240",
+        "e2m-loop 1",
+        "e2m-key_lock 1",
+        "e2m-ensemble jazz",
+        "e2m-instruments 40",
+        "e2m-mute drums",
+        "e2m-play bang",
+    )
+    return (
+        "\n".join(
+            [
+                "#N canvas 0 50 600 400 12;",
+                "#X obj 10 10 loadbang;",
+                "#X obj 10 40 delay 300;",
+                f"#X msg 10 70 \\; e2m-netsend disconnect \\; e2m-netsend connect 127.0.0.1 {daemon_port} "
+                f"\\; e2m-listen listen {feedback_port};",
+                "#X obj 10 100 delay 1500;",
+                "#X msg 10 130 " + " ".join(f"\\; {c}" for c in controls) + ";",
+                "#X obj 10 160 r e2m-state-bar;",
+                "#X obj 10 190 print harness-bar;",
+                "#X obj 200 160 r e2m-state-playing;",
+                "#X obj 200 190 print harness-playing;",
+                "#X obj 10 220 moses 2;",
+                "#X msg 60 250 \\; e2m-stop bang;",
+                "#X obj 360 160 r e2m-state-error-1;",
+                "#X obj 360 190 print harness-error;",
+                "#X obj 360 220 r e2m-state-plan;",
+                "#X obj 360 250 print harness-plan;",
+                "#X obj 200 220 r e2m-state-instruments;",
+                "#X obj 200 250 print harness-instruments;",
+                "#X connect 0 0 1 0;",
+                "#X connect 1 0 2 0;",
+                "#X connect 0 0 3 0;",
+                "#X connect 3 0 4 0;",
+                "#X connect 5 0 6 0;",
+                "#X connect 7 0 8 0;",
+                "#X connect 5 0 9 0;",
+                "#X connect 9 1 10 0;",
+                "#X connect 11 0 12 0;",
+                "#X connect 13 0 14 0;",
+                "#X connect 15 0 16 0;",
+            ]
+        )
+        + "\n"
+    )
 
 
 def _read_lines(proc: subprocess.Popen, lines: list[str]) -> None:
@@ -111,8 +135,9 @@ def test_pure_data_patch_drives_the_daemon(daemon_and_feedback_port, tmp_path):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             while time.monotonic() < deadline:
                 played = played or daemon.player.playing
-                stopped = stopped or (played and not daemon.player.playing
-                                      and any("harness-playing: 0" in x for x in lines))
+                stopped = stopped or (
+                    played and not daemon.player.playing and any("harness-playing: 0" in x for x in lines)
+                )
                 heard = any(x.startswith("harness-plan:") and "via-feedback-port" in x for x in lines)
                 if stopped and heard:
                     break
@@ -130,8 +155,9 @@ def test_pure_data_patch_drives_the_daemon(daemon_and_feedback_port, tmp_path):
     assert (features.key, features.mode, features.time_signature) == (5, 0, 3)
     assert features.tempo == pytest.approx(240.0)
     assert daemon.engine.loop is True
-    assert daemon.engine.arrangement == Arrangement(key_lock=1.0, ensemble="jazz", instruments=("Violin",),
-                                                    muted=frozenset({"drums"})), output
+    assert daemon.engine.arrangement == Arrangement(
+        key_lock=1.0, ensemble="jazz", instruments=("Violin",), muted=frozenset({"drums"})
+    ), output
     assert any(line.startswith("harness-instruments:") and "Violin" in line for line in lines), output
     assert played, f"the daemon never started playing:\n{output}"
     bars = [float(line.split(":")[1]) for line in lines if line.startswith("harness-bar:")]

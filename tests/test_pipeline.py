@@ -60,7 +60,8 @@ def test_bars_carry_the_plans_time_signature_and_the_requested_tempo(pipeline: P
     bars = list(pipeline.decode(description, features, seed=5, options=SMALL))
     assert [g.index for g in bars] == [0, 1, 2]
     assert [g.description for g in bars] == [
-        [f"Bar_{i}", *tokens[1:]] for i, tokens in enumerate(split_bars(description.tokens()), start=1)]
+        [f"Bar_{i}", *tokens[1:]] for i, tokens in enumerate(split_bars(description.tokens()), start=1)
+    ]
     for generated in bars:
         assert generated.tokens[0] == f"Bar_{generated.index + 1}"
         assert generated.tokens[1] == "Time Signature_3/4"
@@ -83,8 +84,13 @@ def test_same_seed_same_music_other_seed_other_music(pipeline: Pipeline) -> None
 
 
 def test_a_bar_becomes_prime_tokens_in_the_training_order() -> None:
-    bar = Bar([Note(60, 90, 0.0, 1.0, 0), Note(64, 80, 1.0, 0.5, 0), Note(36, 100, 0.0, 0.25, 0, True)],
-              4, 4, 120.0, 5)
+    bar = Bar(
+        [Note(60, 90, 0.0, 1.0, 0), Note(64, 80, 1.0, 0.5, 0), Note(36, 100, 0.0, 0.25, 0, True)],
+        4,
+        4,
+        120.0,
+        5,
+    )
     tokens = bar_to_tokens(bar)
     assert tokens is not None and tokens[:2] == ["Bar_1", "Time Signature_4/4"]
     assert [t for t in tokens if t.startswith("Pitch_")] == ["Pitch_drum_36", "Pitch_60", "Pitch_64"]
@@ -105,11 +111,16 @@ def test_tempo_tokens_are_the_nearest_bin() -> None:
     assert tempo_token(120.0) == f"Tempo_{list(TEMPO_BINS).index(120)}"
     assert tempo_token(1.0) == "Tempo_1"  # bin 0 (0 BPM) is never chosen
     assert impose_tempo(["Bar_1", "Position_0", "Tempo_3", "Position_12"], 240.0) == [
-        "Bar_1", "Position_0", "Tempo_32", "Position_12"]
+        "Bar_1",
+        "Position_0",
+        "Tempo_32",
+        "Position_12",
+    ]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"bars": 0}, "bars"), ({"seed": -1}, "seed"), ({"temperature": -1.0}, "temperature")])
+@pytest.mark.parametrize(
+    "kwargs, message", [({"bars": 0}, "bars"), ({"seed": -1}, "seed"), ({"temperature": -1.0}, "temperature")]
+)
 def test_bad_arguments_raise_one_clear_error(pipeline: Pipeline, kwargs: dict, message: str) -> None:
     with pytest.raises(PipelineError, match=message):
         pipeline.generate(EmotionFeatures(), **kwargs)
@@ -134,8 +145,10 @@ def test_missing_models_name_the_doctor(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_pipeline_sets_passive_openmp_before_openmp_loads() -> None:
-    code = ("import os, e2m_live.pipeline as p; import torch; "
-            "print(os.environ['OMP_WAIT_POLICY'], p._PASSIVE_OPENMP)")
+    code = (
+        "import os, e2m_live.pipeline as p; import torch; "
+        "print(os.environ['OMP_WAIT_POLICY'], p._PASSIVE_OPENMP)"
+    )
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.split() == ["PASSIVE", "True"]

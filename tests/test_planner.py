@@ -74,9 +74,10 @@ def test_plan_matches_its_row_in_a_batch_only_by_seed_not_by_accident(planner: P
 
 def test_temperature_zero_ignores_the_seed(planner: Planner) -> None:
     features = MOODS["calm"]
-    assert planner.plan(features, seed=1, temperature=0).tokens() == planner.plan(
-        features, seed=2, temperature=0
-    ).tokens()
+    assert (
+        planner.plan(features, seed=1, temperature=0).tokens()
+        == planner.plan(features, seed=2, temperature=0).tokens()
+    )
 
 
 @pytest.mark.parametrize("beats", [3, 4, 5, 6, 7])
@@ -93,6 +94,7 @@ def test_key_transposes_the_chords_exactly(planner: Planner) -> None:
     same progression a minor third apart."""
     in_a = planner.plan(MOODS["sad"].replace(key=9, mode=0), seed=5)
     in_c = planner.plan(MOODS["sad"].replace(key=0, mode=0), seed=5)
+
     def shift(chord: str, k: int) -> str:
         root, _, quality = chord.partition(":")
         return chord if root == "N" else f"{NAMES[(NAMES.index(root) + k) % 12]}:{quality}"
@@ -155,8 +157,10 @@ def test_steering_off_still_gives_valid_plans(planner: Planner) -> None:
         for description, features in zip(descriptions, moods, strict=True):
             validate(description.tokens())
             stats.append(plan_statistics(description, features.key, features.mode))
-        return {name: float(np.mean([s[name] for s in stats[0::2]]) - np.mean([s[name] for s in stats[1::2]]))
-                for name in ("major_share", "mean_velocity")}
+        return {
+            name: float(np.mean([s[name] for s in stats[0::2]]) - np.mean([s[name] for s in stats[1::2]]))
+            for name in ("major_share", "mean_velocity")
+        }
 
     shipped = planner.steering
     try:

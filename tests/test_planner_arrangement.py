@@ -91,8 +91,11 @@ def test_muting_every_instrument_is_a_plan_error(planner: Planner) -> None:
     with pytest.raises(PlanError, match="muted"):
         planner.plan(MOODS["sad"], seed=0, arrangement=Arrangement(muted=frozenset(INSTRUMENT_NAMES)))
     with pytest.raises(ArrangementError, match="muted"):  # a preset with all its instruments muted
-        planner.plan(MOODS["sad"], seed=0, arrangement=Arrangement(ensemble="piano", muted=frozenset(
-            {"Acoustic Grand Piano"})))
+        planner.plan(
+            MOODS["sad"],
+            seed=0,
+            arrangement=Arrangement(ensemble="piano", muted=frozenset({"Acoustic Grand Piano"})),
+        )
     with pytest.raises(PlanError, match="Arrangement"):
         planner.plan(MOODS["sad"], seed=0, arrangement="band")  # type: ignore[arg-type]
 
@@ -150,9 +153,14 @@ def test_temperature_zero_ignores_the_seed_under_an_arrangement(planner: Planner
 def random_features(rng: np.random.Generator) -> EmotionFeatures:
     unit = rng.uniform(size=5)
     return EmotionFeatures(
-        energy=float(unit[0]), valence=float(unit[1]), instrumentalness=float(unit[2]),
-        danceability=float(unit[3]), acousticness=float(unit[4]), key=int(rng.integers(0, 12)),
-        mode=int(rng.integers(0, 2)), time_signature=int(rng.integers(3, 8)),
+        energy=float(unit[0]),
+        valence=float(unit[1]),
+        instrumentalness=float(unit[2]),
+        danceability=float(unit[3]),
+        acousticness=float(unit[4]),
+        key=int(rng.integers(0, 12)),
+        mode=int(rng.integers(0, 2)),
+        time_signature=int(rng.integers(3, 8)),
     )
 
 
@@ -161,15 +169,17 @@ def test_random_features_and_arrangements_always_give_valid_plans(planner: Plann
     choices = [Arrangement(), *(Arrangement(ensemble=e) for e in ENSEMBLES)]
     for _ in range(12):
         names = rng.choice(len(INSTRUMENT_NAMES), size=int(rng.integers(1, 14)), replace=False)
-        choices.append(Arrangement(instruments=tuple(INSTRUMENT_NAMES[i] for i in names),
-                                   key_lock=float(rng.uniform())))
+        choices.append(
+            Arrangement(instruments=tuple(INSTRUMENT_NAMES[i] for i in names), key_lock=float(rng.uniform()))
+        )
     for index, arrangement in enumerate(choices):
         features = [random_features(rng) for _ in range(20)]
         bars = int(rng.integers(1, 17))
         temperature = float(rng.choice([0.0, 0.7, 1.0, 1.5]))
         palette = arrangement.palette()
-        for description in planner.plan_many(features, bars=bars, seed=index, temperature=temperature,
-                                             arrangement=arrangement):
+        for description in planner.plan_many(
+            features, bars=bars, seed=index, temperature=temperature, arrangement=arrangement
+        ):
             validate(description.tokens())
             assert len(description.bars) == bars
             if palette is not None:
@@ -196,8 +206,9 @@ def test_key_lock_favours_a_tonic_opening(planner: Planner) -> None:
 
 def test_key_lock_favours_a_cadence_into_the_tonic(planner: Planner) -> None:
     def ends_on_tonic(key_lock: float) -> float:
-        plans = planner.plan_many([MOODS["happy"], MOODS["sad"]] * 30, seed=12,
-                                  arrangement=Arrangement(key_lock=key_lock))
+        plans = planner.plan_many(
+            [MOODS["happy"], MOODS["sad"]] * 30, seed=12, arrangement=Arrangement(key_lock=key_lock)
+        )
         tonics = ("C:maj", "C:maj7", "A:min", "A:min7")  # happy is in C major, sad in A minor
         return float(np.mean([d.bars[-1].chords[-1] in tonics for d in plans]))
 
@@ -219,8 +230,10 @@ def test_choose_ensemble_is_a_function_of_its_draws_and_respects_exclusions() ->
 
 
 def test_schedule_keeps_the_core_in_every_bar_and_never_rests_the_last_bar() -> None:
-    ensemble = Ensemble(("Acoustic Grand Piano", "Electric Bass (finger)", "Voice Oohs", "drum"),
-                        frozenset({"Acoustic Grand Piano", "Electric Bass (finger)", "drum"}))
+    ensemble = Ensemble(
+        ("Acoustic Grand Piano", "Electric Bass (finger)", "Voice Oohs", "drum"),
+        frozenset({"Acoustic Grand Piano", "Electric Bass (finger)", "drum"}),
+    )
     rng = np.random.default_rng(1)
     rested = 0
     for _ in range(50):
@@ -258,8 +271,10 @@ def test_with_a_fixed_ensemble_seed_drums_come_in_once_as_danceability_rises(pla
     levels = np.linspace(0.0, 1.0, 21)
     for ensemble_seed in range(8):
         drums = [
-            "drum" in section_instruments(
-                planner.plan(EmotionFeatures(danceability=float(d)), seed=0, ensemble_seed=ensemble_seed))
+            "drum"
+            in section_instruments(
+                planner.plan(EmotionFeatures(danceability=float(d)), seed=0, ensemble_seed=ensemble_seed)
+            )
             for d in levels
         ]
         assert drums[-1] and not drums[0], drums

@@ -41,18 +41,46 @@ def test_no_flags_give_the_default_features() -> None:
 
 
 def test_explicit_flags_override_the_mood() -> None:
-    features = features_from_args(parse(["--mood", "sad", "--energy", "0.8", "--time-signature", "3",
-                                         "--key", "F#", "--mode", "major", "--tempo", "99.5"]))
+    features = features_from_args(
+        parse(
+            [
+                "--mood",
+                "sad",
+                "--energy",
+                "0.8",
+                "--time-signature",
+                "3",
+                "--key",
+                "F#",
+                "--mode",
+                "major",
+                "--tempo",
+                "99.5",
+            ]
+        )
+    )
     sad = MOODS["sad"]
     assert (features.energy, features.time_signature, features.key, features.mode, features.tempo) == (
-        0.8, 3, 6, 1, 99.5)
+        0.8,
+        3,
+        6,
+        1,
+        99.5,
+    )
     assert features.valence == sad.valence and features.loudness == sad.loudness
 
 
 @pytest.mark.parametrize(
     "argv",
-    [["--energy", "1.5"], ["--energy", "loud"], ["--key", "H"], ["--mode", "dorian"],
-     ["--time-signature", "9"], ["--time-signature", "3.5"], ["--loudness", "3"]],
+    [
+        ["--energy", "1.5"],
+        ["--energy", "loud"],
+        ["--key", "H"],
+        ["--mode", "dorian"],
+        ["--time-signature", "9"],
+        ["--time-signature", "3.5"],
+        ["--loudness", "3"],
+    ],
 )
 def test_bad_values_are_usage_errors(argv: list[str]) -> None:
     with pytest.raises(UsageError):
@@ -60,8 +88,9 @@ def test_bad_values_are_usage_errors(argv: list[str]) -> None:
 
 
 def test_plan_command_prints_json_with_tokens_and_bars(capsys) -> None:
-    code = cli.main(["plan", "--mood", "sad", "--valence", "0.2", "--time-signature", "3", "--seed", "4",
-                     "--json"])
+    code = cli.main(
+        ["plan", "--mood", "sad", "--valence", "0.2", "--time-signature", "3", "--seed", "4", "--json"]
+    )
     assert code == 0
     data = json.loads(capsys.readouterr().out)
     validate(data["tokens"])
@@ -89,27 +118,69 @@ def test_plan_command_errors_exit_2_with_one_line(argv: list[str], capsys) -> No
 
 def test_arrangement_flags() -> None:
     assert arrangement_from_args(parse([])) == Arrangement()
-    args = parse(["--key-lock", "0.4", "--ensemble", "Strings", "--instruments", "violin, 42,drums",
-                  "--mute", "drums", "--mute", "cello"])
-    assert arrangement_from_args(args) == Arrangement(key_lock=0.4, ensemble="strings",
-                                                      instruments=("Violin", "Cello", "drums"),
-                                                      muted=frozenset({"drums", "Cello"}))
+    args = parse(
+        [
+            "--key-lock",
+            "0.4",
+            "--ensemble",
+            "Strings",
+            "--instruments",
+            "violin, 42,drums",
+            "--mute",
+            "drums",
+            "--mute",
+            "cello",
+        ]
+    )
+    assert arrangement_from_args(args) == Arrangement(
+        key_lock=0.4,
+        ensemble="strings",
+        instruments=("Violin", "Cello", "drums"),
+        muted=frozenset({"drums", "Cello"}),
+    )
 
 
-@pytest.mark.parametrize("argv", [["--key-lock", "1.1"], ["--key-lock", "tight"], ["--ensemble", "polka"],
-                                  ["--instruments", "kazoo"], ["--mute", "kazooo"],
-                                  ["--ensemble", "piano", "--mute", "0"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--key-lock", "1.1"],
+        ["--key-lock", "tight"],
+        ["--ensemble", "polka"],
+        ["--instruments", "kazoo"],
+        ["--mute", "kazooo"],
+        ["--ensemble", "piano", "--mute", "0"],
+    ],
+)
 def test_bad_arrangement_flags_are_usage_errors(argv: list[str]) -> None:
     with pytest.raises(UsageError):
         arrangement_from_args(parse(argv))
 
 
 def test_plan_command_keeps_to_the_instruments_asked_for(capsys) -> None:
-    assert cli.main(["plan", "--mood", "happy", "--seed", "3", "--instruments", "violin,cello", "--mute",
-                     "cello", "--json"]) == 0
+    assert (
+        cli.main(
+            [
+                "plan",
+                "--mood",
+                "happy",
+                "--seed",
+                "3",
+                "--instruments",
+                "violin,cello",
+                "--mute",
+                "cello",
+                "--json",
+            ]
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
-    assert data["arrangement"] == {"key_lock": 0.9, "ensemble": "auto", "instruments": ["Violin", "Cello"],
-                                   "muted": ["Cello"]}
+    assert data["arrangement"] == {
+        "key_lock": 0.9,
+        "ensemble": "auto",
+        "instruments": ["Violin", "Cello"],
+        "muted": ["Cello"],
+    }
     assert all(set(bar["instruments"]) <= {"Violin"} for bar in data["bars"]), data["bars"]
     assert any(bar["instruments"] for bar in data["bars"])
 
@@ -121,4 +192,7 @@ def test_flag_help_and_metavar_come_from_the_feature_schema() -> None:
     for name, spec in FEATURES.items():
         assert actions[name].help == spec.flag_help()
     assert (actions["tempo"].help, actions["key"].metavar, actions["time_signature"].metavar) == (
-        "BPM, 40..240", "KEY", "N")
+        "BPM, 40..240",
+        "KEY",
+        "N",
+    )

@@ -71,7 +71,10 @@ def _random_ordered(
 ) -> OrderedClassLSTM:
     torch.manual_seed(1)
     config = OrderedLSTMConfig(
-        name="mean_pitch", hidden=24, layers=layers, instrument_embedding=instrument_embedding,
+        name="mean_pitch",
+        hidden=24,
+        layers=layers,
+        instrument_embedding=instrument_embedding,
         context=list(context),
     )
     return OrderedClassLSTM(config).eval()
@@ -85,8 +88,13 @@ def _random_stream(layers: int = 1) -> StreamLSTM:
 
 @pytest.mark.parametrize(
     ("layers", "instrument_embedding", "context"),
-    [(1, 0, ()), (2, 0, ()), (1, 8, ()), (1, 8, ("note_density", "mean_velocity")),
-     (2, 0, ("note_density",))],
+    [
+        (1, 0, ()),
+        (2, 0, ()),
+        (1, 8, ()),
+        (1, 8, ("note_density", "mean_velocity")),
+        (2, 0, ("note_density",)),
+    ],
 )
 def test_numpy_stepper_matches_torch_forward(layers: int, instrument_embedding: int, context: tuple) -> None:
     features = torch.rand(3, 10)
@@ -164,8 +172,10 @@ def test_soft_labels_are_gaussians_over_bins() -> None:
     assert labels.argmax(-1).tolist() == [0, 16, 32]
     assert labels[1, 15] == pytest.approx(labels[1, 17])
     assert labels[1, 15] < labels[1, 16]
-    assert torch.equal(soft_labels(torch.tensor([4]), 33, sigma=0.0)[0], torch.nn.functional.one_hot(
-        torch.tensor(4), 33).float())
+    assert torch.equal(
+        soft_labels(torch.tensor([4]), 33, sigma=0.0)[0],
+        torch.nn.functional.one_hot(torch.tensor(4), 33).float(),
+    )
 
 
 def test_kl_is_zero_for_a_perfect_soft_prediction_and_accuracy_counts_argmax() -> None:
@@ -198,8 +208,14 @@ def test_assemble_writes_figaro_order_and_rejects_invalid_bars() -> None:
     tokens = description.tokens()
     validate(tokens)
     assert tokens[:8] == [
-        "Bar_5", "Time Signature_3/4", "Note Density_5", "Mean Velocity_20", "Mean Pitch_15",
-        "Mean Duration_18", "Instrument_Acoustic Grand Piano", "Instrument_drum",
+        "Bar_5",
+        "Time Signature_3/4",
+        "Note Density_5",
+        "Mean Velocity_20",
+        "Mean Pitch_15",
+        "Mean Duration_18",
+        "Instrument_Acoustic Grand Piano",
+        "Instrument_drum",
     ]
     from e2m_live.description.grammar import GrammarError
 

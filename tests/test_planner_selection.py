@@ -17,8 +17,12 @@ MODELS = REPO / "models"
 
 @pytest.fixture(scope="module")
 def models() -> Path:
-    wanted = [MODELS / "planner", MODELS / "figaro-compact", MODELS / "planner-transformer",
-              MODELS / "planner-single-lstm"]
+    wanted = [
+        MODELS / "planner",
+        MODELS / "figaro-compact",
+        MODELS / "planner-transformer",
+        MODELS / "planner-single-lstm",
+    ]
     if not all(path.is_dir() for path in wanted):
         pytest.skip("shipped models missing")
     return MODELS
@@ -27,8 +31,23 @@ def models() -> Path:
 @pytest.mark.parametrize("name", PLANNER_NAMES)
 def test_generate_with_each_planner(name: str, models: Path, tmp_path: Path) -> None:
     out = tmp_path / f"{name}.mid"
-    code = main(["generate", "--planner", name, "--seed", "3", "--bars", "2", "--max-tokens-per-bar", "96",
-                 "--model-dir", str(models), "-o", str(out)])
+    code = main(
+        [
+            "generate",
+            "--planner",
+            name,
+            "--seed",
+            "3",
+            "--bars",
+            "2",
+            "--max-tokens-per-bar",
+            "96",
+            "--model-dir",
+            str(models),
+            "-o",
+            str(out),
+        ]
+    )
     assert code == 0
     midi = pretty_midi.PrettyMIDI(str(out))
     assert sum(len(i.notes) for i in midi.instruments) > 0

@@ -36,9 +36,20 @@ def test_tiny_training_run_writes_a_loadable_planner(reference_dir, tmp_path) ->
     held_out = set(songs[::5])
     train_examples = [e for e in examples if e.song_id not in held_out]
     val_examples = [e for e in examples if e.song_id in held_out]
-    cfg = TrainConfig(epochs=4, stream_epochs=4, eval_every=2, samples_per_epoch=64, batch_size=32,
-                      stream_batch_size=32, hidden=16, stream_hidden=24, threads=1, max_minutes=30.0,
-                      processes=1, instrument_embedding=4)
+    cfg = TrainConfig(
+        epochs=4,
+        stream_epochs=4,
+        eval_every=2,
+        samples_per_epoch=64,
+        batch_size=32,
+        stream_batch_size=32,
+        hidden=16,
+        stream_hidden=24,
+        threads=1,
+        max_minutes=30.0,
+        processes=1,
+        instrument_embedding=4,
+    )
     _, history = train(train_examples, val_examples, cfg, tmp_path)
 
     for name in ("note_density", "mean_velocity", "mean_pitch", "mean_duration", "instruments_chords"):

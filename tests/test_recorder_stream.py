@@ -105,8 +105,13 @@ def test_the_file_parses_between_the_two_writes_of_a_flush(tmp_path: Path, monke
     before = notes_of(path.read_bytes())[1]
     writes = []
     real = os.pwrite
-    monkeypatch.setattr(outputs.os, "pwrite", lambda fd, data, at: writes.append(at) or (
-        len(data) if at == stream._LENGTH_AT else real(fd, data, at)))  # the length patch never lands
+    monkeypatch.setattr(
+        outputs.os,
+        "pwrite",
+        lambda fd, data, at: (
+            writes.append(at) or (len(data) if at == stream._LENGTH_AT else real(fd, data, at))
+        ),
+    )  # the length patch never lands
     stream.append([(0.5, 3, (0x80, 60, 0), None), (0.6, 4, (0x90, 67, 80), None)])
     assert writes[-1] == stream._LENGTH_AT
     midi, notes, hanging = notes_of(path.read_bytes())
@@ -136,10 +141,30 @@ def test_sigkill_mid_performance_leaves_the_bars_played(tmp_path: Path) -> None:
     with mido and `e2m-live describe`, and holds the bars played up to the last bar line."""
     record = tmp_path / "gig.mid"
     proc = subprocess.Popen(
-        [*CLI, "serve", "--generator", "rules", "--no-midi", "--udp-port", "0", "--tcp-port", "-1",
-         "--autoplay", "--record", str(record), "--tempo", "240", "--no-web"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env={**os.environ, "JACK_DEFAULT_SERVER": "e2m-none", "PYTHONUNBUFFERED": "1"})
+        [
+            *CLI,
+            "serve",
+            "--generator",
+            "rules",
+            "--no-midi",
+            "--udp-port",
+            "0",
+            "--tcp-port",
+            "-1",
+            "--autoplay",
+            "--record",
+            str(record),
+            "--tempo",
+            "240",
+            "--no-web",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "JACK_DEFAULT_SERVER": "e2m-none", "PYTHONUNBUFFERED": "1"},
+    )
     try:
         lines = []
         assert proc.stdout is not None
@@ -173,7 +198,8 @@ def test_sigkill_mid_performance_leaves_the_bars_played(tmp_path: Path) -> None:
     last_note = max(end for _, end, _ in notes)
     # Bar lines written: every bar played but the one sounding (and the one being prepared).
     assert len(signatures) >= played - 2 and last_note >= (played - 2) * bar_ticks
-    described = subprocess.run([*CLI, "describe", str(record), "--json"], cwd=REPO, capture_output=True,
-                               text=True, timeout=120)
+    described = subprocess.run(
+        [*CLI, "describe", str(record), "--json"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert described.returncode == 0, described.stderr
     assert '"bars"' in described.stdout

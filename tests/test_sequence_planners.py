@@ -34,9 +34,17 @@ from e2m_live.planner.transformer_planner import (
 
 V = SEQUENCE_VOCAB
 #: The shipped planner's arrangement handling: auto ensemble, cadence at key lock > 0, steering.
-STEERED = Steering(energy_note_density=3.0, energy_mean_velocity=1.0, valence_major_chords=1.0,
-                   mode_major_chords=1.0, key_scale_chords=1.0, danceability_steady_density=2.0,
-                   tonic_opening=3.0, cadence=3.5, auto_ensemble=True)
+STEERED = Steering(
+    energy_note_density=3.0,
+    energy_mean_velocity=1.0,
+    valence_major_chords=1.0,
+    mode_major_chords=1.0,
+    key_scale_chords=1.0,
+    danceability_steady_density=2.0,
+    tonic_opening=3.0,
+    cadence=3.5,
+    auto_ensemble=True,
+)
 
 
 def _tiny(kind: str, seed: int = 0):
@@ -51,10 +59,18 @@ def _tiny(kind: str, seed: int = 0):
 
 def _random_features(rng: np.random.Generator, n: int) -> list[EmotionFeatures]:
     return [
-        EmotionFeatures(energy=rng.random(), valence=rng.random(), loudness=-30 * rng.random(),
-                        instrumentalness=rng.random(), danceability=rng.random(), acousticness=rng.random(),
-                        key=int(rng.integers(12)), mode=int(rng.integers(2)),
-                        time_signature=int(rng.integers(3, 8)), tempo=60 + 120 * rng.random())
+        EmotionFeatures(
+            energy=rng.random(),
+            valence=rng.random(),
+            loudness=-30 * rng.random(),
+            instrumentalness=rng.random(),
+            danceability=rng.random(),
+            acousticness=rng.random(),
+            key=int(rng.integers(12)),
+            mode=int(rng.integers(2)),
+            time_signature=int(rng.integers(3, 8)),
+            tempo=60 + 120 * rng.random(),
+        )
         for _ in range(n)
     ]
 
@@ -62,9 +78,18 @@ def _random_features(rng: np.random.Generator, n: int) -> list[EmotionFeatures]:
 def _description(bars: int = 3) -> Description:
     tokens = []
     for bar in range(1, bars + 1):
-        tokens += [f"Bar_{bar}", "Time Signature_4/4", f"Note Density_{bar}", "Mean Velocity_20",
-                   "Mean Pitch_14", "Mean Duration_9", "Instrument_Acoustic Grand Piano", "Instrument_drum",
-                   "Chord_A:min", "Chord_E:dom7"]
+        tokens += [
+            f"Bar_{bar}",
+            "Time Signature_4/4",
+            f"Note Density_{bar}",
+            "Mean Velocity_20",
+            "Mean Pitch_14",
+            "Mean Duration_9",
+            "Instrument_Acoustic Grand Piano",
+            "Instrument_drum",
+            "Chord_A:min",
+            "Chord_E:dom7",
+        ]
     return parse(tokens)
 
 
@@ -139,8 +164,9 @@ def test_transformer_stepper_matches_the_pytorch_forward_pass() -> None:
     state = stepper.select(state, np.array([2]))
     logits, _ = stepper.step(state, tokens[2:, 5], bars[2:, 5])
     with torch.no_grad():
-        expected = model(torch.from_numpy(features[2:]), torch.from_numpy(tokens[2:, :6]),
-                         torch.from_numpy(bars[2:, :6])).numpy()
+        expected = model(
+            torch.from_numpy(features[2:]), torch.from_numpy(tokens[2:, :6]), torch.from_numpy(bars[2:, :6])
+        ).numpy()
     np.testing.assert_allclose(logits[0], expected[0, 5], rtol=1e-4, atol=1e-4)
 
 
@@ -161,8 +187,12 @@ def test_lstm_stepper_matches_the_pytorch_forward_pass() -> None:
 def test_ten_thousand_random_plans_are_all_valid(kind: str) -> None:
     planner = _tiny(kind)
     rng = np.random.default_rng(7)
-    arrangements = [Arrangement(), Arrangement(ensemble="jazz"), Arrangement(key_lock=0.0),
-                    Arrangement(muted=frozenset({"drum", "Acoustic Grand Piano"}))]
+    arrangements = [
+        Arrangement(),
+        Arrangement(ensemble="jazz"),
+        Arrangement(key_lock=0.0),
+        Arrangement(muted=frozenset({"drum", "Acoustic Grand Piano"})),
+    ]
     valid = 0
     for batch in range(10):
         bars = int(rng.integers(1, 13))
@@ -170,8 +200,9 @@ def test_ten_thousand_random_plans_are_all_valid(kind: str) -> None:
         features = _random_features(rng, 1000)
         if batch == 3:  # the stream chooses the instruments (muted ones masked out)
             planner.set_steering(Steering.off())
-        plans = planner.plan_many(features, bars=bars, seed=batch, temperature=[0.5, 1.0, 2.0][batch % 3],
-                                  arrangement=arrangement)
+        plans = planner.plan_many(
+            features, bars=bars, seed=batch, temperature=[0.5, 1.0, 2.0][batch % 3], arrangement=arrangement
+        )
         planner.set_steering(STEERED)
         for description in plans:
             validate(description.tokens())
@@ -288,8 +319,19 @@ def test_tiny_training_run_writes_a_loadable_planner(reference_dir, tmp_path) ->
             examples.append(example_from_description(Description(bars[start : start + 12]), raw, path))
     train_arrays, val_arrays = sequence_arrays(examples[4:]), sequence_arrays(examples[:4])
     for kind in ("transformer", "single-lstm"):
-        cfg = SequenceTrainConfig(kind=kind, epochs=3, samples_per_epoch=64, batch_size=16, d_model=32,
-                                  heads=2, layers=1, ffn=32, hidden=32, embedding=8, max_minutes=5.0)
+        cfg = SequenceTrainConfig(
+            kind=kind,
+            epochs=3,
+            samples_per_epoch=64,
+            batch_size=16,
+            d_model=32,
+            heads=2,
+            layers=1,
+            ffn=32,
+            hidden=32,
+            embedding=8,
+            max_minutes=5.0,
+        )
         _, history = train(cfg, train_arrays, val_arrays, np.full(10, 0.5), STEERED, tmp_path / kind, {})
         assert history["train_loss"][-1] < history["train_loss"][0]
         final = history["val"][-1]

@@ -32,9 +32,24 @@ def soak_columns() -> tuple[str, ...]:
 @pytest.mark.skipif(not jack_available(), reason="jackd or python-rtmidi JACK support missing")
 def test_soak_runs_and_leaves_nothing_behind(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, str(SOAK), "--minutes", str(MINUTES), "--generator", "rules", "--record",
-         "--sample-every", "10", "--out", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=170)
+        [
+            sys.executable,
+            str(SOAK),
+            "--minutes",
+            str(MINUTES),
+            "--generator",
+            "rules",
+            "--record",
+            "--sample-every",
+            "10",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
     assert done.returncode in (0, 1), done.stderr[-3000:]  # 1: a timing target missed on a loaded machine
     with open(tmp_path / "soak.csv") as source:
         rows = list(csv.DictReader(source))
@@ -48,7 +63,13 @@ def test_soak_runs_and_leaves_nothing_behind(tmp_path: Path) -> None:
     recording = result["recording"]
     assert recording["describe_exit"] == 0 and recording["described_bars"] >= 4, recording
     assert recording["tracks"] >= 2  # rewritten on exit: the tempo map and one track per instrument
-    assert set(result["verdicts"]) >= {"rss_growth_le_5pct", "no_late_bars", "sender_p99_le_1ms",
-                                       "no_hanging_notes", "recording_reads_back", "no_crash"}
+    assert set(result["verdicts"]) >= {
+        "rss_growth_le_5pct",
+        "no_late_bars",
+        "sender_p99_le_1ms",
+        "no_hanging_notes",
+        "recording_reads_back",
+        "no_crash",
+    }
     if importlib.util.find_spec("matplotlib") is not None:  # the train extra
         assert (tmp_path / "soak.png").stat().st_size > 1000

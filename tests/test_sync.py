@@ -126,8 +126,15 @@ class _Bars:
 
 def _player(clock, quarters=3):
     notes, pulses = CaptureOutput("notes"), CaptureOutput("clock")
-    player = Player(clock, OutputSet([notes]), _Bars(quarters), tempo=lambda: 480.0, realtime=False,
-                    clock_out=OutputSet([pulses]), record_timing=True)
+    player = Player(
+        clock,
+        OutputSet([notes]),
+        _Bars(quarters),
+        tempo=lambda: 480.0,
+        realtime=False,
+        clock_out=OutputSet([pulses]),
+        record_timing=True,
+    )
     player.start_thread()
     return player, notes, pulses
 
@@ -161,7 +168,7 @@ def test_clock_out_pulses_start_stop_continue_on_the_note_deadlines():
     sixteenth = 6 * interval
     assert late[len(late) // 2] < 0.010, f"median pulse sent {late[len(late) // 2] * 1000:.1f} ms late"
     assert sum(e > sixteenth for e in late) <= len(late) // 10, [round(e * 1000, 1) for e in late[-10:]]
-    resumed = pulses.messages[len(first):]
+    resumed = pulses.messages[len(first) :]
     spp, cont = resumed[0].message, resumed[1].message
     assert spp[0] == SONG_POSITION and cont == (CONTINUE,)
     resume_beat = (spp[1] | spp[2] << 7) / 4
@@ -209,10 +216,18 @@ def daemon():
     feedback = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     feedback.bind(("127.0.0.1", 0))
     feedback.settimeout(0.1)
-    config = build_config(overrides={
-        "udp_port": 0, "tcp_port": -1, "midi": False, "generator": "rules", "tempo": 240.0,
-        "feedback": [f"127.0.0.1:{feedback.getsockname()[1]}"], "realtime": False,
-        "midi_api": "alsa"})
+    config = build_config(
+        overrides={
+            "udp_port": 0,
+            "tcp_port": -1,
+            "midi": False,
+            "generator": "rules",
+            "tempo": 240.0,
+            "feedback": [f"127.0.0.1:{feedback.getsockname()[1]}"],
+            "realtime": False,
+            "midi_api": "alsa",
+        }
+    )
     d = Daemon(config, out=io.StringIO())
     capture = CaptureOutput()
     d.outputs.add(capture)

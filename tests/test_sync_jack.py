@@ -86,8 +86,10 @@ def test_daemon_follows_midi_clock_tempo_bars_and_stop(jack_256):
     # moves the heard downbeat, not the daemon (CI once saw -24.6 ms against the late pulse).
     intended = [e + late for e, late in zip(figures.bar_errors, figures.downbeat_lateness, strict=True)]
     worst_bar = max(abs(e) for e in intended)
-    assert worst_bar <= ON_THE_PULSE, ([round(e * 1000, 2) for e in figures.bar_errors],
-                                       [round(e * 1000, 2) for e in figures.downbeat_lateness])
+    assert worst_bar <= ON_THE_PULSE, (
+        [round(e * 1000, 2) for e in figures.bar_errors],
+        [round(e * 1000, 2) for e in figures.downbeat_lateness],
+    )
     # 100 -> 140 BPM is a 40 % step; quiet runs follow it within 0.03 % (the benchmark's figure).
     assert len(figures.tempo_errors) == 2 and max(figures.tempo_errors) < 0.05, figures.tempo_errors
     assert figures.open_at_stop == 0, "notes still sounding one pulse after the master's Stop"

@@ -31,22 +31,36 @@ SMALL = {"mood": "happy", "bars": 2, "seed": 3, "max_tokens_per_bar": 64}
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[WebSurface]:
-    surface = WebSurface(lambda a, args: [], lambda: [], host="127.0.0.1", port=0,
-                         api=GenerationApi(JobRunner(queue_size=QUEUE_SIZE, idle_exit=120.0)))
+    surface = WebSurface(
+        lambda a, args: [],
+        lambda: [],
+        host="127.0.0.1",
+        port=0,
+        api=GenerationApi(JobRunner(queue_size=QUEUE_SIZE, idle_exit=120.0)),
+    )
     surface.start()
     yield surface
     surface.close()
 
 
-def _request(surface: WebSurface | SimpleNamespace, method: str, path: str, body: bytes | dict | None = None,
-             headers: dict | None = None) -> tuple[int, dict[str, str], bytes]:
+def _request(
+    surface: WebSurface | SimpleNamespace,
+    method: str,
+    path: str,
+    body: bytes | dict | None = None,
+    headers: dict | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     """One real HTTP request on loopback (urllib), any status returned, not raised."""
     import urllib.error
     import urllib.request
 
     data = json.dumps(body).encode() if isinstance(body, dict) else body
-    request = urllib.request.Request(f"http://127.0.0.1:{surface.port}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{surface.port}{path}",
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, dict(response.headers), response.read()
@@ -54,8 +68,9 @@ def _request(surface: WebSurface | SimpleNamespace, method: str, path: str, body
         return error.code, dict(error.headers), error.read()
 
 
-def _json(surface: WebSurface | SimpleNamespace, method: str, path: str,
-          body: bytes | dict | None = None) -> tuple[int, dict]:
+def _json(
+    surface: WebSurface | SimpleNamespace, method: str, path: str, body: bytes | dict | None = None
+) -> tuple[int, dict]:
     status, headers, data = _request(surface, method, path, body)
     assert headers["Content-Type"].startswith("application/json"), (status, data[:200])
     return status, json.loads(data)
@@ -74,6 +89,7 @@ def _wait_done(surface: WebSurface, job_id: str, timeout: float = 240.0) -> dict
 
 
 # ---- jobs --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.skipif(bool(missing_models()), reason="models not installed (make models)")
 @pytest.mark.skipif(find_soundfont() is None, reason="no soundfont installed")
@@ -135,30 +151,34 @@ def test_a_worker_that_fails_a_job_reports_it_and_the_results_are_kept_bounded(t
 
 # ---- bad requests ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("body", "field", "why"), [
-    (b"{not json", None, "not JSON"),
-    (b'{"bars": NaN}', None, "not JSON"),
-    (b"[1, 2]", None, "JSON object"),
-    (b"[" * 8000 + b"]" * 8000, None, "not JSON"),
-    (b"\xff\xfe{}", None, "not JSON"),
-    ({"features": {"energy": 1.5}}, "features.energy", "energy must be a number in 0..1, got 1.5"),
-    ({"features": {"tempo": "fast"}}, "features.tempo", "tempo must be a number in 40..240"),
-    ({"features": {"key": "H"}}, "features.key", "cannot parse 'H'"),
-    ({"features": {"brightness": 0.5}}, "features.brightness", "unknown feature"),
-    ({"features": [0.5]}, "features", "object of feature values"),
-    ({"colour": "blue"}, "colour", "unknown field(s) colour"),
-    ({"mood": "grumpy"}, "mood", "mood must be one of"),
-    ({"bars": 33}, "bars", "bars must be an integer in 1..32, got 33"),
-    ({"bars": 2.5}, "bars", "bars must be an integer in 1..32"),
-    ({"seed": -1}, "seed", "seed must be an integer in 0..2147483647 or null"),
-    ({"wav": "yes"}, "wav", "wav must be true or false"),
-    ({"ensemble": "kazoo"}, "ensemble", "ensemble must be one of auto, piano"),
-    ({"instruments": ["theremin-ish"]}, "instruments", "unknown instrument"),
-    ({"ensemble": "piano", "mute": ["piano"]}, "mute", "every instrument of the ensemble is muted"),
-    ({"key_lock": 2}, "key_lock", "key_lock must be a number in 0..1"),
-    ({"instruments": []}, "instruments", "at least one instrument"),
-    ({"mute": ["piano", 300]}, "mute", "mute: program number must be 0..127"),
-])
+
+@pytest.mark.parametrize(
+    ("body", "field", "why"),
+    [
+        (b"{not json", None, "not JSON"),
+        (b'{"bars": NaN}', None, "not JSON"),
+        (b"[1, 2]", None, "JSON object"),
+        (b"[" * 8000 + b"]" * 8000, None, "not JSON"),
+        (b"\xff\xfe{}", None, "not JSON"),
+        ({"features": {"energy": 1.5}}, "features.energy", "energy must be a number in 0..1, got 1.5"),
+        ({"features": {"tempo": "fast"}}, "features.tempo", "tempo must be a number in 40..240"),
+        ({"features": {"key": "H"}}, "features.key", "cannot parse 'H'"),
+        ({"features": {"brightness": 0.5}}, "features.brightness", "unknown feature"),
+        ({"features": [0.5]}, "features", "object of feature values"),
+        ({"colour": "blue"}, "colour", "unknown field(s) colour"),
+        ({"mood": "grumpy"}, "mood", "mood must be one of"),
+        ({"bars": 33}, "bars", "bars must be an integer in 1..32, got 33"),
+        ({"bars": 2.5}, "bars", "bars must be an integer in 1..32"),
+        ({"seed": -1}, "seed", "seed must be an integer in 0..2147483647 or null"),
+        ({"wav": "yes"}, "wav", "wav must be true or false"),
+        ({"ensemble": "kazoo"}, "ensemble", "ensemble must be one of auto, piano"),
+        ({"instruments": ["theremin-ish"]}, "instruments", "unknown instrument"),
+        ({"ensemble": "piano", "mute": ["piano"]}, "mute", "every instrument of the ensemble is muted"),
+        ({"key_lock": 2}, "key_lock", "key_lock must be a number in 0..1"),
+        ({"instruments": []}, "instruments", "at least one instrument"),
+        ({"mute": ["piano", 300]}, "mute", "mute: program number must be 0..127"),
+    ],
+)
 def test_bad_requests_get_400_with_the_field_and_the_range(server, body, field, why):
     status, error = _json(server, "POST", "/api/generate", body)
     assert status == 400, error
@@ -174,8 +194,11 @@ def test_an_oversize_body_gets_413(server):
 
 
 def test_unknown_jobs_and_results_get_404(server):
-    for path in ("/api/jobs/0123456789abcdef", "/api/jobs/0123456789abcdef/result.mid",
-                 "/api/jobs/0123456789abcdef/result.txt"):
+    for path in (
+        "/api/jobs/0123456789abcdef",
+        "/api/jobs/0123456789abcdef/result.mid",
+        "/api/jobs/0123456789abcdef/result.txt",
+    ):
         status, error = _json(server, "GET", path)
         assert status == 404 and "no " in error["error"], path
 
@@ -184,9 +207,13 @@ def test_the_openapi_document_lists_every_route(server):
     status, document = _json(server, "GET", "/api/openapi.json")
     assert status == 200 and document["openapi"].startswith("3.")
     assert set(routes_of(document)) == {
-        ("POST", "/api/generate"), ("GET", "/api/jobs"), ("GET", "/api/jobs/{id}"),
-        ("GET", "/api/jobs/{id}/result.mid"), ("GET", "/api/jobs/{id}/result.wav"),
-        ("GET", "/api/openapi.json")}
+        ("POST", "/api/generate"),
+        ("GET", "/api/jobs"),
+        ("GET", "/api/jobs/{id}"),
+        ("GET", "/api/jobs/{id}/result.mid"),
+        ("GET", "/api/jobs/{id}/result.wav"),
+        ("GET", "/api/openapi.json"),
+    }
     request = document["components"]["schemas"]["GenerateRequest"]["properties"]
     assert request["bars"] | {"minimum": 1, "maximum": 32} == request["bars"]
     energy = document["components"]["schemas"]["Features"]["properties"]["energy"]
@@ -209,8 +236,16 @@ def test_a_client_outside_the_allow_list_gets_403_as_json():
 
 
 def test_the_daemon_serves_the_api_and_the_worker_starts_only_with_a_job():
-    config = build_config(overrides={"udp_port": 0, "tcp_port": -1, "midi": False, "generator": "rules",
-                                     "http_port": 0, "realtime": False})
+    config = build_config(
+        overrides={
+            "udp_port": 0,
+            "tcp_port": -1,
+            "midi": False,
+            "generator": "rules",
+            "http_port": 0,
+            "realtime": False,
+        }
+    )
     daemon = Daemon(config, out=io.StringIO())
     daemon.start()
     try:
@@ -229,8 +264,10 @@ def test_the_standalone_api_command_serves_refuses_bad_input_and_stops_on_sigint
     import subprocess
     import sys
 
-    code = ("import argparse, sys; from e2m_live.commands import api; p = argparse.ArgumentParser(); "
-            "api.add_arguments(p); sys.exit(api.run(p.parse_args(sys.argv[1:])))")
+    code = (
+        "import argparse, sys; from e2m_live.commands import api; p = argparse.ArgumentParser(); "
+        "api.add_arguments(p); sys.exit(api.run(p.parse_args(sys.argv[1:])))"
+    )
     process = subprocess.Popen([sys.executable, "-c", code, "--port", "0"], stdout=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()

@@ -24,18 +24,30 @@ except ImportError:  # pragma: no cover - the dev extra installs it
     sync_playwright = None
 
 pytestmark = [
-    pytest.mark.skipif(sync_playwright is None,
-                       reason="playwright is not installed (pip install -e '.[dev]')"),
-    pytest.mark.skipif(CHROMIUM is None,
-                       reason="Debian's chromium is not installed (apt-get install chromium)"),
+    pytest.mark.skipif(
+        sync_playwright is None, reason="playwright is not installed (pip install -e '.[dev]')"
+    ),
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"
+    ),
 ]
 
 CONNECTED = "body[data-connected='1']"
 
 
 def _daemon(**overrides) -> Daemon:
-    config = build_config(overrides={"udp_port": 0, "tcp_port": -1, "midi": False, "generator": "rules",
-                                     "http_port": 0, "realtime": False, "debounce_ms": 10.0, **overrides})
+    config = build_config(
+        overrides={
+            "udp_port": 0,
+            "tcp_port": -1,
+            "midi": False,
+            "generator": "rules",
+            "http_port": 0,
+            "realtime": False,
+            "debounce_ms": 10.0,
+            **overrides,
+        }
+    )
     daemon = Daemon(config, out=io.StringIO())
     daemon.start()
     return daemon
@@ -97,14 +109,17 @@ def test_an_osc_message_from_another_client_moves_the_fader(browser, daemon):
     page = _open(browser, daemon.web.port)
     try:
         _osc(daemon, "/e2m/valence", 0.125)
-        page.wait_for_function("Math.abs(document.getElementById('ctl-valence').value - 0.125) < 0.003",
-                               timeout=5000)
+        page.wait_for_function(
+            "Math.abs(document.getElementById('ctl-valence').value - 0.125) < 0.003", timeout=5000
+        )
         assert "valence 0.13" in page.inner_text(".pad-readout")  # the pad follows too
         _osc(daemon, "/e2m/mode", 0)
         page.wait_for_selector("button.selected[data-address='/e2m/mode'][data-value='minor']", timeout=5000)
         _osc(daemon, "/e2m/tempo", 300.0)  # clamped: the error shows on the OSC sender, not here
-        page.wait_for_function("document.querySelector(\"input[type=number][aria-label='Tempo value']\")"
-                               ".value === '240'", timeout=5000)
+        page.wait_for_function(
+            "document.querySelector(\"input[type=number][aria-label='Tempo value']\").value === '240'",
+            timeout=5000,
+        )
     finally:
         page.close()
 
@@ -119,8 +134,9 @@ def test_a_page_opened_after_a_change_shows_the_current_state(browser, daemon):
         # sad, then key D: no preset matches, so no mood button is lit
         assert page.locator("button.selected[data-address='/e2m/mood']").count() == 0
         energy = daemon.engine.features.energy
-        page.wait_for_function(f"Math.abs(document.getElementById('ctl-energy').value - {energy}) < 0.003",
-                               timeout=5000)
+        page.wait_for_function(
+            f"Math.abs(document.getElementById('ctl-energy').value - {energy}) < 0.003", timeout=5000
+        )
         _osc(daemon, "/e2m/mood", "calm")
         page.wait_for_selector("button.selected[data-address='/e2m/mood'][data-value='calm']", timeout=5000)
     finally:
@@ -142,15 +158,21 @@ def test_errors_are_shown_in_full(browser, daemon):
 
 
 def test_touch_on_the_pad_sets_valence_and_energy(browser, daemon):
-    page = _open(browser, daemon.web.port, viewport={"width": 390, "height": 844}, is_mobile=True,
-                 has_touch=True)
+    page = _open(
+        browser, daemon.web.port, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+    )
     try:
         pad = page.locator("#ctl-xy")
         pad.scroll_into_view_if_needed()
         box = pad.bounding_box()
         page.touchscreen.tap(box["x"] + 0.25 * box["width"], box["y"] + 0.1 * box["height"])
-        assert wait_until(lambda: abs(daemon.engine.features.valence - 0.25) < 0.03
-                          and abs(daemon.engine.features.energy - 0.9) < 0.03, 5), daemon.engine.features
+        assert wait_until(
+            lambda: (
+                abs(daemon.engine.features.valence - 0.25) < 0.03
+                and abs(daemon.engine.features.energy - 0.9) < 0.03
+            ),
+            5,
+        ), daemon.engine.features
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390  # nothing wider than a phone in portrait
     finally:
@@ -162,8 +184,10 @@ def test_the_plan_strip_follows_the_bar_playing(browser, daemon):
     try:
         _osc(daemon, "/e2m/play")
         page.wait_for_selector("#strip .bar.now", timeout=15000)
-        page.wait_for_function("[...document.querySelectorAll('#strip .bar .chord')].some(c => c.textContent"
-                               " !== '·')", timeout=15000)
+        page.wait_for_function(
+            "[...document.querySelectorAll('#strip .bar .chord')].some(c => c.textContent !== '·')",
+            timeout=15000,
+        )
         assert page.locator("#strip .bar").count() == 12
         assert "section" in page.inner_text("#plan-text")
         page.wait_for_selector("#playing.on", timeout=5000)
@@ -179,10 +203,13 @@ def test_a_disallowed_client_is_refused(browser):
         response = page.goto(f"http://127.0.0.1:{daemon.web.port}/")
         assert response is not None and response.status == 403
         assert "allow-list" in page.inner_text("body")
-        opened = page.evaluate("""port => new Promise(resolve => {
+        opened = page.evaluate(
+            """port => new Promise(resolve => {
             const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`);
             ws.onopen = () => resolve(true); ws.onerror = () => resolve(false);
-        })""", daemon.web.port)
+        })""",
+            daemon.web.port,
+        )
         assert opened is False
     finally:
         page.close()
@@ -202,7 +229,8 @@ def test_the_page_reconnects_after_a_daemon_restart(browser):
         page.wait_for_selector(CONNECTED, timeout=20000)  # backoff is at most 5 s
         tense = second.engine.features
         page.wait_for_function(
-            f"Math.abs(document.getElementById('ctl-energy').value - {tense.energy}) < 0.003", timeout=5000)
+            f"Math.abs(document.getElementById('ctl-energy').value - {tense.energy}) < 0.003", timeout=5000
+        )
         page.wait_for_selector("button.selected[data-address='/e2m/mood'][data-value='tense']", timeout=5000)
     finally:
         page.close()
@@ -212,18 +240,36 @@ def test_the_page_reconnects_after_a_daemon_restart(browser):
 
 def test_an_address_added_to_the_table_appears_on_the_page(browser):
     """The page has no list of controls: a new fader in the table is on it, and it sends."""
-    extra = OscAddress("/e2m/brightness", (Argument("brightness", "fi", 0.0, 1.0, default=0.5),),
-                       "Brightness", "a control the page has never heard of", group="colour")
+    extra = OscAddress(
+        "/e2m/brightness",
+        (Argument("brightness", "fi", 0.0, 1.0, default=0.5),),
+        "Brightness",
+        "a control the page has never heard of",
+        group="colour",
+    )
     received: list[tuple[str, list]] = []
 
     def handle(address: str, args: list) -> list:
         received.append((address, args))
         return []
 
-    surface = WebSurface(handle, lambda: [("/e2m/state/brightness", [0.25])], port=0,
-                         addresses=(*ADDRESSES, extra,
-                                    OscAddress("/e2m/state/brightness", (Argument("brightness", "f"),),
-                                               "brightness", "echo", direction="out", group="state")))
+    surface = WebSurface(
+        handle,
+        lambda: [("/e2m/state/brightness", [0.25])],
+        port=0,
+        addresses=(
+            *ADDRESSES,
+            extra,
+            OscAddress(
+                "/e2m/state/brightness",
+                (Argument("brightness", "f"),),
+                "brightness",
+                "echo",
+                direction="out",
+                group="state",
+            ),
+        ),
+    )
     surface.start()
     page = _open(browser, surface.port)
     try:

@@ -25,8 +25,18 @@ from e2m_live.web.server import CLIENT_BACKLOG, _Client, interface_addresses
 
 
 def _daemon(**overrides) -> Daemon:
-    config = build_config(overrides={"udp_port": 0, "tcp_port": -1, "midi": False, "generator": "rules",
-                                     "http_port": 0, "realtime": False, "debounce_ms": 10.0, **overrides})
+    config = build_config(
+        overrides={
+            "udp_port": 0,
+            "tcp_port": -1,
+            "midi": False,
+            "generator": "rules",
+            "http_port": 0,
+            "realtime": False,
+            "debounce_ms": 10.0,
+            **overrides,
+        }
+    )
     daemon = Daemon(config, out=io.StringIO())
     daemon.start()
     return daemon
@@ -60,7 +70,9 @@ def _has(address: str, value=None):
     def predicate(frame: dict) -> bool:
         return frame["type"] == "osc" and any(
             a == address and (value is None or args[0] == pytest.approx(value))
-            for a, args in frame["messages"])
+            for a, args in frame["messages"]
+        )
+
     return predicate
 
 
@@ -69,6 +81,7 @@ def _run(coroutine):
 
 
 # ---- HTTP ----------------------------------------------------------------------------------------
+
 
 def test_page_assets_and_table_are_served(daemon):
     async def main():
@@ -95,8 +108,12 @@ def test_page_assets_and_table_are_served(daemon):
 
 
 def test_the_table_json_carries_a_new_address():
-    extra = OscAddress("/e2m/brightness", (Argument("brightness", "fi", 0.0, 1.0, default=0.5),),
-                       "Brightness", "a new control")
+    extra = OscAddress(
+        "/e2m/brightness",
+        (Argument("brightness", "fi", 0.0, 1.0, default=0.5),),
+        "Brightness",
+        "a new control",
+    )
     table = table_json((*ADDRESSES, extra))
     entry = table["addresses"][-1]
     assert entry["address"] == "/e2m/brightness" and entry["control"] == "fader"
@@ -109,10 +126,14 @@ def test_startup_report_prints_the_address(daemon):
 
 # ---- WebSocket -----------------------------------------------------------------------------------
 
+
 def test_a_websocket_control_changes_the_features_and_every_page_hears_it(daemon):
     async def main():
-        async with aiohttp.ClientSession() as session, \
-                session.ws_connect(_url(daemon, "/ws")) as a, session.ws_connect(_url(daemon, "/ws")) as b:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(_url(daemon, "/ws")) as a,
+            session.ws_connect(_url(daemon, "/ws")) as b,
+        ):
             await a.send_json({"type": "state"})
             await _frames_until(a, _has("/e2m/state/features"))
             await a.send_json({"address": "/e2m/energy", "args": [0.83]})
@@ -137,16 +158,19 @@ def test_an_osc_message_from_another_client_reaches_the_page(daemon):
     _run(main())
 
 
-@pytest.mark.parametrize(("payload", "why"), [
-    ("not json", "not JSON"),
-    ("[1, 2]", "JSON object"),
-    ('{"address": "energy", "args": [1]}', "OSC path"),
-    ('{"address": "/e2m/energy", "args": [NaN]}', "numbers, strings"),
-    ('{"address": "/e2m/energy", "args": "0.5"}', "numbers, strings"),
-    ('{"address": "/e2m/nothing", "args": []}', "unknown address"),
-    ('{"address": "/e2m/energy", "args": [2.5]}', "clamped to 1"),
-    ('{"address": "/e2m/mood", "args": ["grumpy"]}', "mood must be one of"),
-])
+@pytest.mark.parametrize(
+    ("payload", "why"),
+    [
+        ("not json", "not JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"address": "energy", "args": [1]}', "OSC path"),
+        ('{"address": "/e2m/energy", "args": [NaN]}', "numbers, strings"),
+        ('{"address": "/e2m/energy", "args": "0.5"}', "numbers, strings"),
+        ('{"address": "/e2m/nothing", "args": []}', "unknown address"),
+        ('{"address": "/e2m/energy", "args": [2.5]}', "clamped to 1"),
+        ('{"address": "/e2m/mood", "args": ["grumpy"]}', "mood must be one of"),
+    ],
+)
 def test_bad_input_gets_an_error_back_and_the_daemon_plays_on(daemon, payload, why):
     async def main():
         async with aiohttp.ClientSession() as session, session.ws_connect(_url(daemon, "/ws")) as ws:
@@ -194,8 +218,14 @@ def test_the_bar_strip_gets_chords_and_instruments(daemon):
 
 
 def test_chord_and_instrument_names():
-    a_minor = Bar([Note(57, 80, 0, 4, program=0), Note(60, 80, 0, 4, program=0),
-                   Note(64, 80, 0, 4, program=33), Note(36, 100, 0, 1, is_drum=True)])
+    a_minor = Bar(
+        [
+            Note(57, 80, 0, 4, program=0),
+            Note(60, 80, 0, 4, program=0),
+            Note(64, 80, 0, 4, program=33),
+            Note(36, 100, 0, 1, is_drum=True),
+        ]
+    )
     assert bar_chord(a_minor) == "Am"
     assert bar_chord(Bar([Note(40, 90, 0, 4), Note(60, 80, 0, 4), Note(67, 80, 0, 4)])) == "C/E"
     assert bar_chord(Bar([Note(36, 100, 0, 1, is_drum=True)])) == "-"
@@ -203,6 +233,7 @@ def test_chord_and_instrument_names():
 
 
 # ---- host policy, configuration, lifecycle ----------------------------------------------------------
+
 
 def test_a_client_outside_the_allow_list_gets_403():
     surface = WebSurface(lambda a, args: [], lambda: [], host="127.0.0.1", port=0, allow=["10.9.8.0/24"])

@@ -54,8 +54,13 @@ print(json.dumps({"rss": samples, "masks": len(model.pipeline.decoder.grammar._c
 
 
 def drive(sections: int, tokens_per_bar: int, *extra: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", DRIVER, str(sections), str(tokens_per_bar), *extra],
-                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER, str(sections), str(tokens_per_bar), *extra],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -22,15 +22,25 @@ from e2m_live.live.osc import ClientFilter
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8081, help="TCP port (0: any free port; default 8081)")
-    parser.add_argument("--allow", action="append", default=None, metavar="NET",
-                        help="clients allowed, an address or a network (repeatable; default loopback only)")
-    parser.add_argument("--queue-size", type=int, default=4,
-                        help="jobs queued or running at once (default 4)")
-    parser.add_argument("--keep", type=int, default=16,
-                        help="finished jobs whose results are kept (default 16)")
-    parser.add_argument("--model-dir", type=Path, default=None,
-                        help="folder holding planner/ and figaro-compact/ "
-                             "(default: models/ or $E2M_MODELS_DIR)")
+    parser.add_argument(
+        "--allow",
+        action="append",
+        default=None,
+        metavar="NET",
+        help="clients allowed, an address or a network (repeatable; default loopback only)",
+    )
+    parser.add_argument(
+        "--queue-size", type=int, default=4, help="jobs queued or running at once (default 4)"
+    )
+    parser.add_argument(
+        "--keep", type=int, default=16, help="finished jobs whose results are kept (default 16)"
+    )
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="folder holding planner/ and figaro-compact/ (default: models/ or $E2M_MODELS_DIR)",
+    )
 
 
 async def _serve(args: argparse.Namespace, allowed: ClientFilter) -> None:

@@ -50,8 +50,12 @@ from e2m_live.loudness import REFERENCE_DB
 #: the description alone decides; a MIDI file adds its key, mode and tempo.
 NEUTRAL = EmotionFeatures(loudness=REFERENCE_DB, danceability=0.4)
 #: Bar record field -> token key of the four bar means, in token order.
-_HEADER = {"note_density": NOTE_DENSITY_KEY, "mean_velocity": MEAN_VELOCITY_KEY, "mean_pitch": MEAN_PITCH_KEY,
-           "mean_duration": MEAN_DURATION_KEY}
+_HEADER = {
+    "note_density": NOTE_DENSITY_KEY,
+    "mean_velocity": MEAN_VELOCITY_KEY,
+    "mean_pitch": MEAN_PITCH_KEY,
+    "mean_duration": MEAN_DURATION_KEY,
+}
 _RECORD_FIELDS = frozenset({"index", "bar", "time_signature", *_HEADER, "instruments", "chords", "tokens"})
 _MIDI_SUFFIXES = (".mid", ".midi", ".kar", ".smf")
 
@@ -67,41 +71,97 @@ class Source:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("description", type=Path, metavar="DESCRIPTION",
-                        help="plan/describe JSON, a JSON token list, or a MIDI file ('-': JSON on stdin)")
+    parser.add_argument(
+        "description",
+        type=Path,
+        metavar="DESCRIPTION",
+        help="plan/describe JSON, a JSON token list, or a MIDI file ('-': JSON on stdin)",
+    )
     add_feature_arguments(parser)
     group = parser.add_argument_group("arrangement (applied to the description)")
-    group.add_argument("--key-lock", dest="key_lock", default=None, metavar="X",
-                       help="how strictly pitched instruments keep to the scale, 0..1 (default: the plan's, "
-                            f"else {DEFAULT_KEY_LOCK} when the key is known, else 0)")
-    group.add_argument("--instruments", default=None, metavar="NAME[,NAME...]",
-                       help="every bar that plays gets exactly these instruments (GM names, 0..127, drums)")
-    group.add_argument("--mute", dest="mute", action="append", default=None, metavar="NAME",
-                       help="take this instrument out of every bar (repeatable)")
-    parser.add_argument("--bars", default=None, metavar="START:END",
-                        help="only bars Bar_START..Bar_END of the description, END included (5:12, 3:, :8)")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="random seed; the decoder uses N + 1, as `generate --seed N` does")
-    parser.add_argument("--temperature", type=float, default=1.0,
-                        help="decoder sampling temperature; 0 = most likely (default 1.0)")
-    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.mid",
-                        help="MIDI file to write")
-    parser.add_argument("--wav", type=Path, default=None, metavar="OUT.wav",
-                        help="also render audio with FluidSynth")
-    parser.add_argument("--soundfont", type=Path, default=None,
-                        help="soundfont for --wav (default: default-GM.sf2, else pretty_midi's TimGM6mb)")
-    parser.add_argument("--plan-out", type=Path, default=None, metavar="PLAN.json",
-                        help='write what was decoded as {"features", "arrangement", "tokens", "bars"} JSON')
-    parser.add_argument("--model-dir", type=Path, default=None,
-                        help="folder holding planner/ and figaro-compact/ "
-                             "(default: models/ or $E2M_MODELS_DIR)")
+    group.add_argument(
+        "--key-lock",
+        dest="key_lock",
+        default=None,
+        metavar="X",
+        help="how strictly pitched instruments keep to the scale, 0..1 (default: the plan's, "
+        f"else {DEFAULT_KEY_LOCK} when the key is known, else 0)",
+    )
+    group.add_argument(
+        "--instruments",
+        default=None,
+        metavar="NAME[,NAME...]",
+        help="every bar that plays gets exactly these instruments (GM names, 0..127, drums)",
+    )
+    group.add_argument(
+        "--mute",
+        dest="mute",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="take this instrument out of every bar (repeatable)",
+    )
+    parser.add_argument(
+        "--bars",
+        default=None,
+        metavar="START:END",
+        help="only bars Bar_START..Bar_END of the description, END included (5:12, 3:, :8)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="random seed; the decoder uses N + 1, as `generate --seed N` does",
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="decoder sampling temperature; 0 = most likely (default 1.0)",
+    )
+    parser.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="OUT.mid", help="MIDI file to write"
+    )
+    parser.add_argument(
+        "--wav", type=Path, default=None, metavar="OUT.wav", help="also render audio with FluidSynth"
+    )
+    parser.add_argument(
+        "--soundfont",
+        type=Path,
+        default=None,
+        help="soundfont for --wav (default: default-GM.sf2, else pretty_midi's TimGM6mb)",
+    )
+    parser.add_argument(
+        "--plan-out",
+        type=Path,
+        default=None,
+        metavar="PLAN.json",
+        help='write what was decoded as {"features", "arrangement", "tokens", "bars"} JSON',
+    )
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="folder holding planner/ and figaro-compact/ (default: models/ or $E2M_MODELS_DIR)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for decoding (default 1)")
-    parser.add_argument("--top-p", type=float, default=None,
-                        help="decoder nucleus sampling: keep the most likely tokens up to this mass (0..1]")
-    parser.add_argument("--max-tokens-per-bar", type=int, default=512,
-                        help="decoder budget per bar (default 512; a bar that reaches it is closed)")
-    parser.add_argument("--float32", action="store_true",
-                        help="decode with float32 weights (default: int8 weights, faster on CPU)")
+    parser.add_argument(
+        "--top-p",
+        type=float,
+        default=None,
+        help="decoder nucleus sampling: keep the most likely tokens up to this mass (0..1]",
+    )
+    parser.add_argument(
+        "--max-tokens-per-bar",
+        type=int,
+        default=512,
+        help="decoder budget per bar (default 512; a bar that reaches it is closed)",
+    )
+    parser.add_argument(
+        "--float32",
+        action="store_true",
+        help="decode with float32 weights (default: int8 weights, faster on CPU)",
+    )
 
 
 # --- reading the input ---------------------------------------------------------------------------
@@ -189,10 +249,15 @@ def _warn_if_tokens_edited(path: Path, document: dict, tokens: list[str]) -> Non
     per_bar = [r.get("tokens") for r in records if isinstance(r, dict)]
     if per_bar and all(isinstance(t, list) for t in per_bar) and [t for b in per_bar for t in b] == given:
         return
-    first = next((i for i, (a, b) in enumerate(zip(given, tokens, strict=False)) if a != b),
-                 min(len(given), len(tokens)))
-    print(f"e2m-live decode: warning: {path}: 'tokens' differ from 'bars' from token {first} on; "
-          "decoding the bars (delete 'tokens' to silence this)", file=sys.stderr)
+    first = next(
+        (i for i, (a, b) in enumerate(zip(given, tokens, strict=False)) if a != b),
+        min(len(given), len(tokens)),
+    )
+    print(
+        f"e2m-live decode: warning: {path}: 'tokens' differ from 'bars' from token {first} on; "
+        "decoding the bars (delete 'tokens' to silence this)",
+        file=sys.stderr,
+    )
 
 
 def records_to_tokens(records: Any) -> list[str]:
@@ -216,8 +281,10 @@ def records_to_tokens(records: Any) -> list[str]:
         signature = record["time_signature"]
         if isinstance(signature, list):
             signature = "/".join(str(part) for part in signature)
-        tokens += [f"{BAR_KEY}_{number if given is None or isinstance(given, int) else given}",
-                   f"{TIME_SIGNATURE_KEY}_{signature}"]
+        tokens += [
+            f"{BAR_KEY}_{number if given is None or isinstance(given, int) else given}",
+            f"{TIME_SIGNATURE_KEY}_{signature}",
+        ]
         tokens += [f"{key}_{record[name]}" for name, key in _HEADER.items()]
         for name in ("instruments", "chords"):
             if not isinstance(record.get(name, []), list):
@@ -312,23 +379,32 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        pipeline = Pipeline.load(args.model_dir, threads=args.threads,
-                                 quantize=None if args.float32 else "int8")
+        pipeline = Pipeline.load(
+            args.model_dir, threads=args.threads, quantize=None if args.float32 else "int8"
+        )
     except ModelsMissing as error:
         raise UsageError(str(error)) from None
     loaded = time.perf_counter()
     most = min(pipeline.decoder.config.max_bars, 511)
     if len(description) > most:
-        raise UsageError(f"the description has {len(description)} bars, the model takes at most {most}: "
-                         "choose some with --bars START:END")
+        raise UsageError(
+            f"the description has {len(description)} bars, the model takes at most {most}: "
+            "choose some with --bars START:END"
+        )
     bars = []
-    progress = tqdm(total=len(description), unit="bar", desc="decoding", file=sys.stderr, disable=None,
-                    leave=False)
+    progress = tqdm(
+        total=len(description), unit="bar", desc="decoding", file=sys.stderr, disable=None, leave=False
+    )
     try:
-        stream = pipeline.decode(description, features, seed=None if args.seed is None else args.seed + 1,
-                                 options=DecodingOptions(temperature=args.temperature, top_p=args.top_p,
-                                                         max_tokens_per_bar=args.max_tokens_per_bar),
-                                 arrangement=arrangement)
+        stream = pipeline.decode(
+            description,
+            features,
+            seed=None if args.seed is None else args.seed + 1,
+            options=DecodingOptions(
+                temperature=args.temperature, top_p=args.top_p, max_tokens_per_bar=args.max_tokens_per_bar
+            ),
+            arrangement=arrangement,
+        )
         with progress:
             for generated in stream:
                 bars.append(generated.bar)
@@ -339,15 +415,24 @@ def run(args: argparse.Namespace) -> int:
     args.output.write_bytes(bars_to_smf(bars, default_tempo=features.tempo))
     music = section_duration(bars)
     notes = sum(len(b.notes) for b in bars)
-    print(f"wrote {args.output}: {len(bars)} bars, {notes} notes, "
-          f"{music:.1f} s of music at {features.tempo:g} BPM; "
-          f"decoded in {finished - loaded:.1f} s (+{loaded - started:.1f} s loading), "
-          f"{music / max(finished - loaded, 1e-9):.2f}x real time")
+    print(
+        f"wrote {args.output}: {len(bars)} bars, {notes} notes, "
+        f"{music:.1f} s of music at {features.tempo:g} BPM; "
+        f"decoded in {finished - loaded:.1f} s (+{loaded - started:.1f} s loading), "
+        f"{music / max(finished - loaded, 1e-9):.2f}x real time"
+    )
     if args.plan_out is not None:
-        args.plan_out.write_text(json.dumps({"features": features.to_dict(),
-                                             "arrangement": arrangement.to_dict(),
-                                             "tokens": description.tokens(),
-                                             "bars": description.to_json()["bars"]}) + "\n")
+        args.plan_out.write_text(
+            json.dumps(
+                {
+                    "features": features.to_dict(),
+                    "arrangement": arrangement.to_dict(),
+                    "tokens": description.tokens(),
+                    "bars": description.to_json()["bars"],
+                }
+            )
+            + "\n"
+        )
         print(f"wrote {args.plan_out}")
     if args.wav is not None:
         font = write_wav(bars_to_midi(bars, default_tempo=features.tempo), args.wav, args.soundfont)

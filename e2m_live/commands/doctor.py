@@ -6,8 +6,11 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--strict", action="store_true",
-                        help="exit 1 if anything is missing (default: only if nothing can play at all)")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 if anything is missing (default: only if nothing can play at all)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,11 +32,20 @@ def run(args: argparse.Namespace) -> int:
                     print(f"       fix: {check.fix}")
     generators_ok = any(c.ok for c in sections["Models"])
     by_name = {c.name: c.ok for checks in sections.values() for c in checks}
-    can_play = by_name.get("ALSA sequencer", False) or by_name.get("JACK server", False) or (
-        by_name.get("soundfont", False) and by_name.get("libfluidsynth", False))
+    can_play = (
+        by_name.get("ALSA sequencer", False)
+        or by_name.get("JACK server", False)
+        or (by_name.get("soundfont", False) and by_name.get("libfluidsynth", False))
+    )
     if problems:
-        print(f"{problems} item(s) need attention." + ("" if can_play else
-              " Nothing can be heard yet: start a JACK server or fix the audio items above."))
+        print(
+            f"{problems} item(s) need attention."
+            + (
+                ""
+                if can_play
+                else " Nothing can be heard yet: start a JACK server or fix the audio items above."
+            )
+        )
     else:
         print("Everything is in place.")
     if args.strict:

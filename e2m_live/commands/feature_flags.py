@@ -83,16 +83,35 @@ def add_arrangement_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--key-lock``, ``--ensemble``, ``--instruments`` and ``--mute`` (checked later, by
     :func:`arrangement_from_args`)."""
     group = parser.add_argument_group("arrangement (beside the features)")
-    group.add_argument("--key-lock", dest="key_lock", default=None, metavar="X",
-                       help="how strictly pitched instruments keep to the scale, 0..1 "
-                            f"(1: scale tones only, 0: free; default {DEFAULT_KEY_LOCK})")
-    group.add_argument("--ensemble", default=None, metavar="NAME",
-                       help=f"instruments: {', '.join(ENSEMBLE_NAMES)} (default auto: the features choose)")
-    group.add_argument("--instruments", default=None, metavar="NAME[,NAME...]",
-                       help="play exactly these instruments: GM names, program numbers 0..127, drums "
-                            "(replaces the ensemble)")
-    group.add_argument("--mute", dest="mute", action="append", default=None, metavar="NAME",
-                       help="leave this instrument out (repeatable)")
+    group.add_argument(
+        "--key-lock",
+        dest="key_lock",
+        default=None,
+        metavar="X",
+        help="how strictly pitched instruments keep to the scale, 0..1 "
+        f"(1: scale tones only, 0: free; default {DEFAULT_KEY_LOCK})",
+    )
+    group.add_argument(
+        "--ensemble",
+        default=None,
+        metavar="NAME",
+        help=f"instruments: {', '.join(ENSEMBLE_NAMES)} (default auto: the features choose)",
+    )
+    group.add_argument(
+        "--instruments",
+        default=None,
+        metavar="NAME[,NAME...]",
+        help="play exactly these instruments: GM names, program numbers 0..127, drums "
+        "(replaces the ensemble)",
+    )
+    group.add_argument(
+        "--mute",
+        dest="mute",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="leave this instrument out (repeatable)",
+    )
 
 
 def arrangement_from_args(args: argparse.Namespace) -> Arrangement:

@@ -34,34 +34,75 @@ from e2m_live.planner.registry import DEFAULT_PLANNER, PLANNER_NAMES
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_feature_arguments(parser)
     add_arrangement_arguments(parser)
-    parser.add_argument("--features", type=Path, default=None, metavar="FILE.json",
-                        help="start from the features in this JSON object (missing fields: defaults; "
-                             "flags override it)")
+    parser.add_argument(
+        "--features",
+        type=Path,
+        default=None,
+        metavar="FILE.json",
+        help="start from the features in this JSON object (missing fields: defaults; flags override it)",
+    )
     parser.add_argument("--bars", type=int, default=12, help="number of bars (default 12)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (same seed, same music)")
-    parser.add_argument("--temperature", type=float, default=1.0,
-                        help="sampling temperature of planner and decoder; 0 = most likely (default 1.0)")
-    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.mid",
-                        help="MIDI file to write")
-    parser.add_argument("--wav", type=Path, default=None, metavar="OUT.wav",
-                        help="also render audio with FluidSynth")
-    parser.add_argument("--soundfont", type=Path, default=None,
-                        help="soundfont for --wav (default: default-GM.sf2, else pretty_midi's TimGM6mb)")
-    parser.add_argument("--plan-out", type=Path, default=None, metavar="PLAN.json",
-                        help='write the plan as {"features", "arrangement", "tokens", "bars"} JSON')
-    parser.add_argument("--model-dir", type=Path, default=None,
-                        help="folder holding planner/ and figaro-compact/ "
-                             "(default: models/ or $E2M_MODELS_DIR)")
-    parser.add_argument("--planner", choices=PLANNER_NAMES, default=DEFAULT_PLANNER,
-                        help=f"which planner (default {DEFAULT_PLANNER}; see docs/planner_comparison.md)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads for decoding (default 1: faster than 2 for one-token steps)")
-    parser.add_argument("--top-p", type=float, default=None,
-                        help="decoder nucleus sampling: keep the most likely tokens up to this mass (0..1]")
-    parser.add_argument("--max-tokens-per-bar", type=int, default=512,
-                        help="decoder budget per bar (default 512; a bar that reaches it is closed)")
-    parser.add_argument("--float32", action="store_true",
-                        help="decode with float32 weights (default: int8 weights, faster on CPU)")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="sampling temperature of planner and decoder; 0 = most likely (default 1.0)",
+    )
+    parser.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="OUT.mid", help="MIDI file to write"
+    )
+    parser.add_argument(
+        "--wav", type=Path, default=None, metavar="OUT.wav", help="also render audio with FluidSynth"
+    )
+    parser.add_argument(
+        "--soundfont",
+        type=Path,
+        default=None,
+        help="soundfont for --wav (default: default-GM.sf2, else pretty_midi's TimGM6mb)",
+    )
+    parser.add_argument(
+        "--plan-out",
+        type=Path,
+        default=None,
+        metavar="PLAN.json",
+        help='write the plan as {"features", "arrangement", "tokens", "bars"} JSON',
+    )
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="folder holding planner/ and figaro-compact/ (default: models/ or $E2M_MODELS_DIR)",
+    )
+    parser.add_argument(
+        "--planner",
+        choices=PLANNER_NAMES,
+        default=DEFAULT_PLANNER,
+        help=f"which planner (default {DEFAULT_PLANNER}; see docs/planner_comparison.md)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for decoding (default 1: faster than 2 for one-token steps)",
+    )
+    parser.add_argument(
+        "--top-p",
+        type=float,
+        default=None,
+        help="decoder nucleus sampling: keep the most likely tokens up to this mass (0..1]",
+    )
+    parser.add_argument(
+        "--max-tokens-per-bar",
+        type=int,
+        default=512,
+        help="decoder budget per bar (default 512; a bar that reaches it is closed)",
+    )
+    parser.add_argument(
+        "--float32",
+        action="store_true",
+        help="decode with float32 weights (default: int8 weights, faster on CPU)",
+    )
 
 
 def _features(args: argparse.Namespace):
@@ -137,25 +178,42 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        pipeline = Pipeline.load(args.model_dir, threads=args.threads, planner=args.planner,
-                                 quantize=None if args.float32 else "int8")
+        pipeline = Pipeline.load(
+            args.model_dir,
+            threads=args.threads,
+            planner=args.planner,
+            quantize=None if args.float32 else "int8",
+        )
     except ModelsMissing as error:
         raise UsageError(str(error)) from None
     loaded = time.perf_counter()
     try:
-        description = pipeline.plan(features, bars=args.bars, seed=args.seed, temperature=args.temperature,
-                                    arrangement=arrangement)
-        stream = pipeline.decode(description, features, seed=None if args.seed is None else args.seed + 1,
-                                 options=DecodingOptions(temperature=args.temperature, top_p=args.top_p,
-                                                         max_tokens_per_bar=args.max_tokens_per_bar),
-                                 arrangement=arrangement)
+        description = pipeline.plan(
+            features, bars=args.bars, seed=args.seed, temperature=args.temperature, arrangement=arrangement
+        )
+        stream = pipeline.decode(
+            description,
+            features,
+            seed=None if args.seed is None else args.seed + 1,
+            options=DecodingOptions(
+                temperature=args.temperature, top_p=args.top_p, max_tokens_per_bar=args.max_tokens_per_bar
+            ),
+            arrangement=arrangement,
+        )
     except PipelineError as error:
         raise UsageError(str(error)) from None
     if args.plan_out is not None:
-        args.plan_out.write_text(json.dumps({"features": features.to_dict(),
-                                             "arrangement": arrangement.to_dict(),
-                                             "tokens": description.tokens(),
-                                             "bars": description.to_json()["bars"]}) + "\n")
+        args.plan_out.write_text(
+            json.dumps(
+                {
+                    "features": features.to_dict(),
+                    "arrangement": arrangement.to_dict(),
+                    "tokens": description.tokens(),
+                    "bars": description.to_json()["bars"],
+                }
+            )
+            + "\n"
+        )
     bars = []
     progress = tqdm(total=args.bars, unit="bar", desc="decoding", file=sys.stderr, disable=None, leave=False)
     with progress:
@@ -169,14 +227,15 @@ def run(args: argparse.Namespace) -> int:
     args.output.write_bytes(bars_to_smf(bars, default_tempo=features.tempo))
     music = section_duration(bars)
     notes = sum(len(b.notes) for b in bars)
-    print(f"wrote {args.output}: {len(bars)} bars, {notes} notes, "
-          f"{music:.1f} s of music at {features.tempo:g} BPM; "
-          f"generated in {finished - loaded:.1f} s (+{loaded - started:.1f} s loading), "
-          f"{music / max(finished - loaded, 1e-9):.2f}x real time")
+    print(
+        f"wrote {args.output}: {len(bars)} bars, {notes} notes, "
+        f"{music:.1f} s of music at {features.tempo:g} BPM; "
+        f"generated in {finished - loaded:.1f} s (+{loaded - started:.1f} s loading), "
+        f"{music / max(finished - loaded, 1e-9):.2f}x real time"
+    )
     if args.wav is not None:
         font = write_wav(bars_to_midi(bars, default_tempo=features.tempo), args.wav, args.soundfont)
         print(f"wrote {args.wav} ({font.name})")
     if args.plan_out is not None:
         print(f"wrote {args.plan_out}")
     return 0
-

@@ -12,10 +12,17 @@ from e2m_live.commands.errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="patches", metavar="FOLDER",
-                        help="folder to write the patches and their README into (default: patches)")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 and name the files that differ from the generator's")
+    parser.add_argument(
+        "--out",
+        default="patches",
+        metavar="FOLDER",
+        help="folder to write the patches and their README into (default: patches)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 and name the files that differ from the generator's",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

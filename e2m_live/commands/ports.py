@@ -8,8 +8,14 @@ import socket
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="OSC host to check (default: 127.0.0.1)")
-    parser.add_argument("--osc-port", type=int, action="append", dest="osc_ports", metavar="PORT",
-                        help="OSC port to check (repeatable; default: 9000 and 9001)")
+    parser.add_argument(
+        "--osc-port",
+        type=int,
+        action="append",
+        dest="osc_ports",
+        metavar="PORT",
+        help="OSC port to check (repeatable; default: 9000 and 9001)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     for port in args.osc_ports or [9000, 9001]:
         udp = diagnostics.port_in_use(args.host, port, socket.SOCK_DGRAM)
         tcp = diagnostics.port_in_use(args.host, port, socket.SOCK_STREAM)
-        state = ", ".join(f"{kind} {'in use' if used else 'free'}"
-                          for kind, used in (("udp", udp), ("tcp", tcp)))
+        state = ", ".join(
+            f"{kind} {'in use' if used else 'free'}" for kind, used in (("udp", udp), ("tcp", tcp))
+        )
         print(f"  {port}: {state}")
     return 0

@@ -88,8 +88,14 @@ CHORDS: tuple[str, ...] = tuple(t.removeprefix(CHORD_KEY + "_") for t in chord_t
 
 # Token kinds; a bar's header is BAR, TS, ND, MV, MP, MD in this order.
 _BAR, _TS, _ND, _MV, _MP, _MD, _INSTR, _CHORD, _EOS = range(9)
-_HEADER_KEYS = (BAR_KEY, TIME_SIGNATURE_KEY, NOTE_DENSITY_KEY, MEAN_VELOCITY_KEY, MEAN_PITCH_KEY,
-                MEAN_DURATION_KEY)
+_HEADER_KEYS = (
+    BAR_KEY,
+    TIME_SIGNATURE_KEY,
+    NOTE_DENSITY_KEY,
+    MEAN_VELOCITY_KEY,
+    MEAN_PITCH_KEY,
+    MEAN_DURATION_KEY,
+)
 _KIND_NAMES = (*_HEADER_KEYS, INSTRUMENT_KEY, CHORD_KEY, EOS_TOKEN)
 
 

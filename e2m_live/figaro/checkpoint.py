@@ -140,20 +140,23 @@ def config_from_figaro(hparams: dict, sd: dict[str, Tensor]) -> FigaroConfig:
         max_bars=int(sd["bar_embedding.weight"].shape[0] - 1),
         max_positions=int(sd["pos_embedding.weight"].shape[0] - 1),
         max_relative_positions=(int(sd[_ENCODER_DISTANCE].shape[0]) + 1) // 2,
-        relative_cross_attention=any(
-            k.endswith("crossattention.self.distance_embedding.weight") for k in sd
-        ),
+        relative_cross_attention=any(k.endswith("crossattention.self.distance_embedding.weight") for k in sd),
         description_options=hparams.get("description_options") or None,
     )
-    for key, ours in (("d_model", config.d_model), ("encoder_layers", config.encoder_layers),
-                      ("decoder_layers", config.decoder_layers), ("intermediate_size", config.ffn)):
+    for key, ours in (
+        ("d_model", config.d_model),
+        ("encoder_layers", config.encoder_layers),
+        ("decoder_layers", config.decoder_layers),
+        ("intermediate_size", config.ffn),
+    ):
         if key in hparams and int(hparams[key]) != ours:
             raise CheckpointError(f"hyper_parameters say {key}={hparams[key]} but the weights have {ours}")
     return config
 
 
-def load_figaro_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu"
-                           ) -> tuple[FigaroModel, FigaroConfig]:
+def load_figaro_checkpoint(
+    path: str | Path, *, map_location: str | torch.device = "cpu"
+) -> tuple[FigaroModel, FigaroConfig]:
     """Load an official FIGARO Lightning checkpoint (e.g. ``figaro-expert.ckpt``).
 
     Both cross-attention layouts are accepted (released checkpoints have relative terms there

@@ -39,9 +39,19 @@ class FigaroConfig:
     description_options: dict[str, bool] | None = field(default=None)
 
     def __post_init__(self) -> None:
-        for name in ("d_model", "encoder_layers", "decoder_layers", "heads", "ffn", "context_size",
-                     "remi_vocab_size", "description_vocab_size", "max_bars", "max_positions",
-                     "max_relative_positions"):
+        for name in (
+            "d_model",
+            "encoder_layers",
+            "decoder_layers",
+            "heads",
+            "ffn",
+            "context_size",
+            "remi_vocab_size",
+            "description_vocab_size",
+            "max_bars",
+            "max_positions",
+            "max_relative_positions",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"FigaroConfig.{name} must be a positive integer, got {value!r}")

@@ -201,9 +201,18 @@ class DecodeRules:
     @classmethod
     def off(cls) -> DecodeRules:
         """The grammar alone, as before issue 14."""
-        return cls(rising_pitches=False, section_end=False, max_duration=None, note_budget_margin=None,
-                   coverage=False, pitch_ranges=False, monophonic_voices=False, groove=False,
-                   pile_guard=False, chord_bias=0.0)
+        return cls(
+            rising_pitches=False,
+            section_end=False,
+            max_duration=None,
+            note_budget_margin=None,
+            coverage=False,
+            pitch_ranges=False,
+            monophonic_voices=False,
+            groove=False,
+            pile_guard=False,
+            chord_bias=0.0,
+        )
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.chord_bias) and self.chord_bias >= 0):
@@ -389,25 +398,31 @@ class RemiGrammar:
         pairs = list(zip(itos, self.token_class, strict=True))
         self.position_value = [int(t.split("_")[1]) if c == TokenClass.POSITION else -1 for t, c in pairs]
         self.bar_number = [int(t.split("_")[1]) if c == TokenClass.BAR else -1 for t, c in pairs]
-        self.pitch_value = [int(t.rsplit("_", 1)[1]) if c in (TokenClass.PITCH, TokenClass.DRUM_PITCH) else -1
-                            for t, c in pairs]
+        self.pitch_value = [
+            int(t.rsplit("_", 1)[1]) if c in (TokenClass.PITCH, TokenClass.DRUM_PITCH) else -1
+            for t, c in pairs
+        ]
         self.bar_id = {n: i for i, n in enumerate(self.bar_number) if n >= 0}
         self.position_id = {v: i for i, v in enumerate(self.position_value) if v >= 0}
         self.bar_positions: list[int | None] = [
-            bar_length_in_positions(t) if c == TokenClass.TIME_SIGNATURE else None
-            for t, c in pairs
+            bar_length_in_positions(t) if c == TokenClass.TIME_SIGNATURE else None for t, c in pairs
         ]
         self.beat_positions: list[int | None] = [
-            beat_length(t) if c == TokenClass.TIME_SIGNATURE else None for t, c in pairs]
-        self.duration_value = [int(DURATION_BINS[int(t.split("_")[1])]) if c == TokenClass.DURATION else 0
-                               for t, c in pairs]
+            beat_length(t) if c == TokenClass.TIME_SIGNATURE else None for t, c in pairs
+        ]
+        self.duration_value = [
+            int(DURATION_BINS[int(t.split("_")[1])]) if c == TokenClass.DURATION else 0 for t, c in pairs
+        ]
         self.drum_instrument_id = self.vocab[f"{INSTRUMENT_KEY}_{DRUM_INSTRUMENT}"]
         self.eos_id = self.vocab.eos_id
         names = {pretty_midi.program_to_instrument_name(p): p for p in range(128)}
         prefix = len(INSTRUMENT_KEY) + 1
         #: GM program of each pitched ``Instrument_*`` id (the drum id is not in it).
-        self.program = {i: names[t[prefix:]] for i, (t, c) in enumerate(pairs)
-                        if c == TokenClass.INSTRUMENT and t[prefix:] in names}
+        self.program = {
+            i: names[t[prefix:]]
+            for i, (t, c) in enumerate(pairs)
+            if c == TokenClass.INSTRUMENT and t[prefix:] in names
+        }
         self.voice_ids = frozenset(i for i, p in self.program.items() if p in VOICE_PROGRAMS)
         self.bass_ids = frozenset(i for i, p in self.program.items() if p in BASS_PROGRAMS)
         classes = torch.tensor([int(c) for c in self.token_class])
@@ -468,10 +483,16 @@ class RemiGrammar:
             return self._mask(key, self.ids(key[1]))
         if kind == "after_position":  # instruments (maybe restricted), chords and tempi (unless only notes)
             _, instrument_set, notes_only = key
-            instruments = self.ids(TokenClass.INSTRUMENT) if instrument_set is None \
+            instruments = (
+                self.ids(TokenClass.INSTRUMENT)
+                if instrument_set is None
                 else torch.tensor(sorted(instrument_set), dtype=torch.long)
-            parts = [instruments] if notes_only else \
-                [instruments, self.ids(TokenClass.CHORD), self.ids(TokenClass.TEMPO)]
+            )
+            parts = (
+                [instruments]
+                if notes_only
+                else [instruments, self.ids(TokenClass.CHORD), self.ids(TokenClass.TEMPO)]
+            )
             return self._mask(key, torch.cat(parts).long())
         if kind == "position":  # positions in [lo, hi), plus the given terminators
             _, lo, hi, terminators = key
@@ -483,9 +504,9 @@ class RemiGrammar:
             _, drum, lo, hi, lock, favoured = key
             ids = self.ids(TokenClass.DRUM_PITCH if drum else TokenClass.PITCH)
             mask = torch.full((self.size,), float("-inf"))
-            mask[ids[lo:hi + 1]] = 0.0
+            mask[ids[lo : hi + 1]] = 0.0
             if lock is not None and lock.active:
-                mask[ids[lo:hi + 1]] += torch.tensor(lock.bias()[lo:hi + 1], dtype=mask.dtype)
+                mask[ids[lo : hi + 1]] += torch.tensor(lock.bias()[lo : hi + 1], dtype=mask.dtype)
             if favoured is not None:
                 pitches, bonus = favoured
                 chosen = ids[[p for p in pitches if lo <= p <= hi]]
@@ -594,8 +615,9 @@ class GrammarState:
             self.max_notes = None
         else:
             # the groove's beats fit in the budget (energy still sets the notes between them)
-            self.max_notes = max(math.ceil(margin * plan.density_notes), described + len(self.beats),
-                                 MIN_NOTES_PER_BAR)
+            self.max_notes = max(
+                math.ceil(margin * plan.density_notes), described + len(self.beats), MIN_NOTES_PER_BAR
+            )
         # a voice still sounding from the bar before is heard in this bar
         self.played |= {v for v, end in self.sounding.items() if end > self.offset}
         length = self.bar_positions or 0
@@ -652,8 +674,9 @@ class GrammarState:
         if self.rules.pile_guard:
             blocked |= {i for i, n in self.chord_size.items() if n >= MAX_CHORD_NOTES}
         if self.rules.rising_pitches:
-            blocked |= {i for i, p in self.top_pitch.items()
-                        if p >= g.highest(i, self.rules.pitch_ranges, self.lock)}
+            blocked |= {
+                i for i, p in self.top_pitch.items() if p >= g.highest(i, self.rules.pitch_ranges, self.lock)
+            }
         if self.sounding:
             now = self.offset + self.position
             blocked |= {v for v, end in self.sounding.items() if end > now}
@@ -666,8 +689,13 @@ class GrammarState:
         drum = self.grammar.drum_instrument_id
         # a beat without its drum: the drum first (FIGARO lists drums first at a position); a downbeat
         # without its bass keeps the position (see _positions) and forces the bass only when room is short
-        here = frozenset().union(*(ids for pos, ids in duties if pos == self.position
-                                   and (drum in ids or self._room() <= len(duties))))
+        here = frozenset().union(
+            *(
+                ids
+                for pos, ids in duties
+                if pos == self.position and (drum in ids or self._room() <= len(duties))
+            )
+        )
         if here:
             allowed, notes_only = here, True
         else:
@@ -715,8 +743,12 @@ class GrammarState:
         if duties:  # not past a beat that still needs its drum; no bar end before
             hi, may_end = min(hi, min(pos for pos, _ in duties) + 1), False
         lo = self.position
-        if (self.rules.pile_guard and sum(self.chord_size.values()) >= MAX_NOTES_AT_POSITION
-                and lo + 1 < hi and not any(pos == lo for pos, _ in duties)):
+        if (
+            self.rules.pile_guard
+            and sum(self.chord_size.values()) >= MAX_NOTES_AT_POSITION
+            and lo + 1 < hi
+            and not any(pos == lo for pos, _ in duties)
+        ):
             lo += 1  # this position is full: move on
         return ("position", lo, hi, self._terminators() if may_end else frozenset())
 

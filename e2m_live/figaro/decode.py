@@ -70,8 +70,8 @@ class EncodedDescription:
         count = min(size, len(self.ids) - start)
         ids = torch.zeros(size, dtype=torch.long)
         bars = torch.zeros(size, dtype=torch.long)
-        ids[:count] = self.ids[start:start + count]
-        bars[:count] = self.bar_ids[start:start + count]
+        ids[:count] = self.ids[start : start + count]
+        bars[:count] = self.bar_ids[start : start + count]
         return ids, bars
 
 
@@ -79,8 +79,9 @@ def _renumber(bar: list[str], number: int) -> list[str]:
     return [f"{BAR_KEY}_{number}", *bar[1:]]
 
 
-def prepare_description(bars: Sequence[Sequence[str]],
-                        options: dict[str, bool] | None = None) -> EncodedDescription:
+def prepare_description(
+    bars: Sequence[Sequence[str]], options: dict[str, bool] | None = None
+) -> EncodedDescription:
     """``<bos>`` + bars (already numbered) + ``<eos>`` as ids with FIGARO's description bar ids."""
     vocab = description_vocab()
     tokens = [BOS_TOKEN]
@@ -117,8 +118,14 @@ def bar_plan(bar: Sequence[str], restrict_instruments: bool) -> BarPlan:
 class _Sampler:
     """Temperature / top-k / top-p sampling with its own generator (same seed, same tokens)."""
 
-    def __init__(self, temperature: float, top_k: int | None, top_p: float | None, seed: int | None,
-                 device: torch.device) -> None:
+    def __init__(
+        self,
+        temperature: float,
+        top_k: int | None,
+        top_p: float | None,
+        seed: int | None,
+        device: torch.device,
+    ) -> None:
         if temperature < 0 or not math.isfinite(temperature):
             raise ValueError("temperature must be >= 0 (0 = greedy)")
         if top_k is not None and top_k < 1:
@@ -166,8 +173,16 @@ class IncrementalDecoder:
     (CPU; about twice as fast at the official size, logits change slightly).
     """
 
-    def __init__(self, model: FigaroModel, *, device: str | torch.device = "cpu", constrained: bool = True,
-                 window_keep: int | None = None, use_cache: bool = True, quantize: str | None = None) -> None:
+    def __init__(
+        self,
+        model: FigaroModel,
+        *,
+        device: str | torch.device = "cpu",
+        constrained: bool = True,
+        window_keep: int | None = None,
+        use_cache: bool = True,
+        quantize: str | None = None,
+    ) -> None:
         self.device = torch.device(device)
         model = model.to(self.device).eval()
         if quantize == "int8":
@@ -231,16 +246,20 @@ class IncrementalDecoder:
             raise ValueError(f"max_tokens_per_bar must be >= {MIN_TOKENS_PER_BAR}")
         if not 0 <= min_tokens_per_bar <= max_tokens_per_bar - NOTE_LENGTH:
             raise ValueError(f"min_tokens_per_bar must be in [0, max_tokens_per_bar - {NOTE_LENGTH}]")
-        desc_bars = split_bars([t for t in description if t not in (BOS_TOKEN, EOS_TOKEN, PAD_TOKEN)],
-                               "description")
+        desc_bars = split_bars(
+            [t for t in description if t not in (BOS_TOKEN, EOS_TOKEN, PAD_TOKEN)], "description"
+        )
         prime_bars = split_bars(list(prime), "prime") if prime else []
         if prime_bars:
             prime_tokens = [t for bar in prime_bars[-1:] for t in bar]  # the last bar only
             bad = [t for t in prime_tokens if t not in self.vocab]
             if bad:
                 raise ValueError(f"unknown REMI tokens in prime: {bad[:5]}")
-            prime_desc = split_bars(list(prime_description), "prime_description")[:1] if prime_description \
+            prime_desc = (
+                split_bars(list(prime_description), "prime_description")[:1]
+                if prime_description
                 else desc_bars[:1]
+            )
             all_desc = prime_desc + desc_bars
         else:
             prime_tokens = []
@@ -258,17 +277,26 @@ class IncrementalDecoder:
         if lock is None and not 0.0 <= key_lock <= 1.0:
             raise ValueError(f"key_lock must be in 0..1, got {key_lock!r}")
         sampler = _Sampler(temperature, top_k, top_p, seed, self.device)
-        state = GrammarState(self.grammar, plans=plans, final_bar=final_bar, budget=max_tokens_per_bar,
-                             minimum=min_tokens_per_bar, rules=DecodeRules() if rules is None else rules,
-                             lock=lock if lock is not None and lock.active else None, groove=float(groove))
-        return self._run(desc, state, _renumber(prime_tokens, 1) if prime_tokens else [],
-                         len(desc_bars), sampler)
+        state = GrammarState(
+            self.grammar,
+            plans=plans,
+            final_bar=final_bar,
+            budget=max_tokens_per_bar,
+            minimum=min_tokens_per_bar,
+            rules=DecodeRules() if rules is None else rules,
+            lock=lock if lock is not None and lock.active else None,
+            groove=float(groove),
+        )
+        return self._run(
+            desc, state, _renumber(prime_tokens, 1) if prime_tokens else [], len(desc_bars), sampler
+        )
 
     # --- internals -----------------------------------------------------------------------
 
     @torch.inference_mode()
-    def _run(self, desc: EncodedDescription, state: GrammarState, prime: list[str], n_bars: int,
-             sampler: _Sampler) -> Iterator[list[str]]:
+    def _run(
+        self, desc: EncodedDescription, state: GrammarState, prime: list[str], n_bars: int, sampler: _Sampler
+    ) -> Iterator[list[str]]:
         vocab, grammar = self.vocab, self.grammar
         itos = vocab.itos
         budget = state.budget
@@ -397,9 +425,16 @@ class _Window:
 
 
 @torch.inference_mode()
-def figaro_reference_decode(model: FigaroModel, desc: EncodedDescription, n_tokens: int, *,
-                            greedy: bool = True, seed: int = 0, prefix: Sequence[int] = (),
-                            device: str | torch.device = "cpu") -> list[int]:
+def figaro_reference_decode(
+    model: FigaroModel,
+    desc: EncodedDescription,
+    n_tokens: int,
+    *,
+    greedy: bool = True,
+    seed: int = 0,
+    prefix: Sequence[int] = (),
+    device: str | torch.device = "cpu",
+) -> list[int]:
     """FIGARO's own sampler (``Seq2SeqModule.sample``), unconstrained: the whole window of the
     last ``context_size`` tokens is recomputed for every token. Starts from ``<bos>`` + ``prefix``
     and returns the ``n_tokens`` new ids. For checks and benchmarks."""

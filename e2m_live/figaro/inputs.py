@@ -54,9 +54,7 @@ def _remi_tables() -> tuple[Tensor, Tensor]:
     """Per REMI id: is it a bar token; its position value (-1 for non-position tokens)."""
     itos = remi_vocab().itos
     is_bar = torch.tensor([t.startswith(BAR_KEY + "_") for t in itos])
-    position = torch.tensor(
-        [int(t.split("_")[-1]) if t.startswith(POSITION_KEY + "_") else -1 for t in itos]
-    )
+    position = torch.tensor([int(t.split("_")[-1]) if t.startswith(POSITION_KEY + "_") else -1 for t in itos])
     position[is_bar] = 0
     return is_bar, position
 
@@ -182,8 +180,8 @@ def make_training_example(
     else:
         d_ids = torch.cat([desc, eos])
         d_bar_ids = torch.cat([d_bar_ids, zero])
-    d_ids = d_ids[start_idx:start_idx + context_size + 1][:context_size]
-    d_bar_ids = d_bar_ids[start_idx:start_idx + context_size + 1][:context_size]
+    d_ids = d_ids[start_idx : start_idx + context_size + 1][:context_size]
+    d_bar_ids = d_bar_ids[start_idx : start_idx + context_size + 1][:context_size]
 
     src = src[: context_size + 1]
     return {

@@ -35,7 +35,7 @@ def _relative_scores(q: Tensor, k: Tensor, table: Tensor, max_rel: int, q_offset
     """
     q_len, k_len = q.shape[-2], k.shape[-2]
     first = q_offset - (k_len - 1) + max_rel - 1  # table row of the smallest distance
-    rows = table[first:first + q_len + k_len - 1].to(q.dtype)  # (W, head_dim)
+    rows = table[first : first + q_len + k_len - 1].to(q.dtype)  # (W, head_dim)
     left = torch.arange(q_len, device=q.device).view(-1, 1)
     right = torch.arange(k_len, device=q.device).view(1, -1)
     index = left - right + (k_len - 1)  # (L, R): column of distance l - r
@@ -288,8 +288,13 @@ class FigaroModel(nn.Module):
         )
 
     def decode_cached(
-        self, remi_ids: Tensor, remi_bar_ids: Tensor, remi_position_ids: Tensor, cache: DecoderCache,
-        *, fast: bool = True,
+        self,
+        remi_ids: Tensor,
+        remi_bar_ids: Tensor,
+        remi_position_ids: Tensor,
+        cache: DecoderCache,
+        *,
+        fast: bool = True,
     ) -> Tensor:
         """Append ``n`` tokens ``(B, n)`` to ``cache`` and return the last token's logits ``(B, vocab)``.
 
@@ -338,8 +343,8 @@ class FigaroModel(nn.Module):
             qkv_proj, self_out, self_norm, query, cross_out, cross_norm, up, down, ffn_norm = ops
             qkv = qkv_proj(x).view(b, 3, h, 1, dh)
             kv = cache.self_kv[i]
-            kv[:, :, :, t:t + 1] = qkv[:, 1:]
-            keys, values = kv[:, 0, :, :t + 1], kv[:, 1, :, :t + 1]
+            kv[:, :, :, t : t + 1] = qkv[:, 1:]
+            keys, values = kv[:, 0, :, : t + 1], kv[:, 1, :, : t + 1]
             mixed = _step_attention(qkv[:, 0], keys, values, cache.self_tables[i], rel)
             x = F.layer_norm(self_out(mixed.view(b, d)) + x, (d,), *self_norm, eps)
             q = query(x).view(b, h, 1, dh)
@@ -363,9 +368,17 @@ class FigaroModel(nn.Module):
             return module.weight, module.bias
 
         layers = [
-            (proj(layer.self_attn.qkv), proj(layer.self_attn.out), norm(layer.self_attn.norm),
-             proj(layer.cross_attn.query), proj(layer.cross_attn.out), norm(layer.cross_attn.norm),
-             proj(layer.ffn.up), proj(layer.ffn.down), norm(layer.ffn.norm))
+            (
+                proj(layer.self_attn.qkv),
+                proj(layer.self_attn.out),
+                norm(layer.self_attn.norm),
+                proj(layer.cross_attn.query),
+                proj(layer.cross_attn.out),
+                norm(layer.cross_attn.norm),
+                proj(layer.ffn.up),
+                proj(layer.ffn.down),
+                norm(layer.ffn.norm),
+            )
             for layer in self.decoder_layers
         ]
         return layers, proj(self.output)
@@ -387,7 +400,7 @@ def _step_attention(
         return F.scaled_dot_product_attention(q, keys, values)
     table, scaled = tables
     n = keys.shape[-2]
-    e, e_scaled = table[first_row:first_row + n], scaled[first_row:first_row + n]
+    e, e_scaled = table[first_row : first_row + n], scaled[first_row : first_row + n]
     mask = torch.linalg.vecdot(keys, e_scaled).unsqueeze(-2)
     return F.scaled_dot_product_attention(q, keys + e, values, attn_mask=mask)
 

@@ -16,7 +16,11 @@ class SectionGenerator(Protocol):
     """Makes music one 12-bar section at a time."""
 
     def generate(
-        self, features: EmotionFeatures, *, prime: Bar | None = None, seed: int | None = None,
+        self,
+        features: EmotionFeatures,
+        *,
+        prime: Bar | None = None,
+        seed: int | None = None,
         arrangement: Arrangement | None = None,
     ) -> Iterator[Bar]:
         """Yield the bars of the next section one by one, as soon as each is ready.

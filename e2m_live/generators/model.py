@@ -29,10 +29,20 @@ class ModelGenerator:
     (and its description bar), any other bar is converted to tokens.
     """
 
-    def __init__(self, *, threads: int = 1, models_dir: str | None = None, quantize: str | None = "int8",
-                 temperature: float = 1.0, top_p: float | None = None, max_tokens_per_bar: int = 512,
-                 remember: int = 2 * SECTION_BARS, warm_start: bool = True,
-                 ensemble_seed: int | None = None, planner: str = "class-lstm") -> None:
+    def __init__(
+        self,
+        *,
+        threads: int = 1,
+        models_dir: str | None = None,
+        quantize: str | None = "int8",
+        temperature: float = 1.0,
+        top_p: float | None = None,
+        max_tokens_per_bar: int = 512,
+        remember: int = 2 * SECTION_BARS,
+        warm_start: bool = True,
+        ensemble_seed: int | None = None,
+        planner: str = "class-lstm",
+    ) -> None:
         import threading
 
         # Passive OpenMP waiting is already set: the package's import does it (e2m_live/__init__.py).
@@ -61,8 +71,9 @@ class ModelGenerator:
         try:
             from e2m_live.pipeline import Pipeline
 
-            self._pipeline = Pipeline.load(self.models_dir, threads=self.threads, quantize=self.quantize,
-                                           planner=self.planner)
+            self._pipeline = Pipeline.load(
+                self.models_dir, threads=self.threads, quantize=self.quantize, planner=self.planner
+            )
         except Exception as error:  # reported by generate(), in the worker's error channel
             self._error = error
         trim_native_heap()  # what loading and quantising freed
@@ -81,27 +92,40 @@ class ModelGenerator:
         return (tuple(bar.notes), bar.numerator, bar.denominator)
 
     def generate(
-        self, features: EmotionFeatures, *, prime: Bar | None = None, seed: int | None = None,
+        self,
+        features: EmotionFeatures,
+        *,
+        prime: Bar | None = None,
+        seed: int | None = None,
         arrangement: Arrangement | None = None,
     ) -> Iterator[Bar]:
         from e2m_live.pipeline import DecodingOptions
 
         first = 0
         if self.warm_start and self._loader.is_alive():
-            prime = next(iter(RuleBasedGenerator().generate(features, prime=prime, seed=seed,
-                                                            arrangement=arrangement)))
+            prime = next(
+                iter(RuleBasedGenerator().generate(features, prime=prime, seed=seed, arrangement=arrangement))
+            )
             yield prime
             first = 1
         pipeline = self.pipeline
-        options = DecodingOptions(temperature=self.temperature, top_p=self.top_p,
-                                  max_tokens_per_bar=self.max_tokens_per_bar)
+        options = DecodingOptions(
+            temperature=self.temperature, top_p=self.top_p, max_tokens_per_bar=self.max_tokens_per_bar
+        )
         known = self._made.get(self._key(prime)) if prime is not None else None
         prime_tokens: Any = known[0] if known else prime
         prime_description = known[1] if known else None
-        section = pipeline.generate(features, bars=SECTION_BARS - first, seed=seed,
-                                    temperature=self.temperature, prime=prime_tokens,
-                                    prime_description=prime_description, options=options,
-                                    arrangement=arrangement, ensemble_seed=self.ensemble_seed)
+        section = pipeline.generate(
+            features,
+            bars=SECTION_BARS - first,
+            seed=seed,
+            temperature=self.temperature,
+            prime=prime_tokens,
+            prime_description=prime_description,
+            options=options,
+            arrangement=arrangement,
+            ensemble_seed=self.ensemble_seed,
+        )
         try:
             for generated in section:
                 self._made[self._key(generated.bar)] = (generated.tokens, generated.description)

@@ -91,7 +91,19 @@ def create_generator(name: str, **options: Any) -> SectionGenerator:
     return entry.create(**options)
 
 
-register(GeneratorEntry("rules", lambda **options: RuleBasedGenerator(**options), lambda: None,
-                        "rule-based fallback, no weights"))
-register(GeneratorEntry("model", lambda **options: ModelGenerator(**options), model_unavailable_reason,
-                        "planner LSTMs + FIGARO decoder"))
+register(
+    GeneratorEntry(
+        "rules",
+        lambda **options: RuleBasedGenerator(**options),
+        lambda: None,
+        "rule-based fallback, no weights",
+    )
+)
+register(
+    GeneratorEntry(
+        "model",
+        lambda **options: ModelGenerator(**options),
+        model_unavailable_reason,
+        "planner LSTMs + FIGARO decoder",
+    )
+)

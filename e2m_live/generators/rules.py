@@ -80,8 +80,13 @@ def arranged_band(features: EmotionFeatures, arrangement: Arrangement | None) ->
         def keep(program: int | None) -> int | None:
             return None if program in muted else program
 
-        return Band(keep(band.lead), keep(band.chords), keep(band.bass), keep(band.pad),
-                    drums=DRUM_INSTRUMENT not in arrangement.excluded())
+        return Band(
+            keep(band.lead),
+            keep(band.chords),
+            keep(band.bass),
+            keep(band.pad),
+            drums=DRUM_INSTRUMENT not in arrangement.excluded(),
+        )
     drums = DRUM_INSTRUMENT in palette
     programs = [_program(n) for n in palette if n != DRUM_INSTRUMENT]
     if not programs:
@@ -113,7 +118,11 @@ class RuleBasedGenerator:
         self.seconds_per_bar = seconds_per_bar  # optional artificial decode time (tests)
 
     def generate(
-        self, features: EmotionFeatures, *, prime: Bar | None = None, seed: int | None = None,
+        self,
+        features: EmotionFeatures,
+        *,
+        prime: Bar | None = None,
+        seed: int | None = None,
         arrangement: Arrangement | None = None,
     ) -> Iterator[Bar]:
         rng = random.Random(seed)
@@ -175,8 +184,9 @@ class RuleBasedGenerator:
         return notes
 
     @staticmethod
-    def _comping(features: EmotionFeatures, band: Band, chord: list[int], beats: int,
-                 rng: random.Random) -> list[Note]:
+    def _comping(
+        features: EmotionFeatures, band: Band, chord: list[int], beats: int, rng: random.Random
+    ) -> list[Note]:
         lift = 12 + (12 if features.valence > 0.4 else 0)
         voicing = [p + lift for p in chord]
         vel = velocity_for(features, -8)
@@ -191,8 +201,15 @@ class RuleBasedGenerator:
         return [Note(p, vel, t, 0.45, band.chords) for t in sorted(hits) for p in voicing]
 
     @staticmethod
-    def _melody(features: EmotionFeatures, band: Band, scale: tuple[int, ...], chord: list[int], beats: int,
-                pitch: int, rng: random.Random) -> tuple[list[Note], int]:
+    def _melody(
+        features: EmotionFeatures,
+        band: Band,
+        scale: tuple[int, ...],
+        chord: list[int],
+        beats: int,
+        pitch: int,
+        rng: random.Random,
+    ) -> tuple[list[Note], int]:
         # Notes per beat grows with energy: 0.5 at rest, up to 4 (sixteenths) at full energy.
         per_beat = 0.5 + 3.5 * features.energy
         step = 1.0 / (2 ** round(max(0.0, min(2.0, per_beat / 1.5))))  # 1, 0.5 or 0.25 quarters
@@ -213,11 +230,20 @@ class RuleBasedGenerator:
                 pitch += 1
             if start == float(int(start)) and pitch % 12 not in chord_pcs:
                 # Strong beats land on chord tones.
-                pitch = min((p for p in range(pitch - 4, pitch + 5) if p % 12 in chord_pcs),
-                            key=lambda p: abs(p - pitch))
+                pitch = min(
+                    (p for p in range(pitch - 4, pitch + 5) if p % 12 in chord_pcs),
+                    key=lambda p: abs(p - pitch),
+                )
             accent = 8 if start == 0.0 else 0
-            notes.append(Note(pitch, velocity_for(features, accent), start, max(0.1, (end - start) * 0.95),
-                              band.lead or 0))
+            notes.append(
+                Note(
+                    pitch,
+                    velocity_for(features, accent),
+                    start,
+                    max(0.1, (end - start) * 0.95),
+                    band.lead or 0,
+                )
+            )
         return notes, pitch
 
     @staticmethod
@@ -240,8 +266,11 @@ class RuleBasedGenerator:
         sub = 0.25 if features.energy > 0.8 else 0.5
         t = 0.0
         while t < beats - 1e-9:
-            hit(OPEN_HAT if (features.danceability > 0.7 and t % 1 == 0.5) else CLOSED_HAT, t,
-                -15 if t % 1 else -8)
+            hit(
+                OPEN_HAT if (features.danceability > 0.7 and t % 1 == 0.5) else CLOSED_HAT,
+                t,
+                -15 if t % 1 else -8,
+            )
             t += sub
         if features.danceability < 0.4 and features.energy > 0.5:
             hit(KICK, beats - 0.5 if rng.random() < 0.5 else beats - 0.25, -5)  # looser, syncopated

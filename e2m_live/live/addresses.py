@@ -106,9 +106,16 @@ def _feature(name: str, detailed: bool = True) -> Argument:
     adds the names as choices and the unit (the one-feature addresses; ``/e2m/features`` omits them)."""
     spec = FEATURES[name]
     types = "is" if spec.names else ("i" if spec.integer else "fi")
-    return Argument(name, types, spec.low, spec.high, choices=spec.names if detailed else (),
-                    default=getattr(_DEFAULTS, name), unit=spec.unit if detailed else "",
-                    out_of_range=spec.out_of_range)
+    return Argument(
+        name,
+        types,
+        spec.low,
+        spec.high,
+        choices=spec.names if detailed else (),
+        default=getattr(_DEFAULTS, name),
+        unit=spec.unit if detailed else "",
+        out_of_range=spec.out_of_range,
+    )
 
 
 def _state(name: str) -> Argument:
@@ -132,181 +139,457 @@ QUICK_PICKS = "quick"
 
 ADDRESSES: tuple[OscAddress, ...] = (
     *(
-        OscAddress(f"{PREFIX}/{name}", (_feature(name),), name.capitalize(),
-                   f"set {name} ({_FADER_EFFECT[name]}); new material from the next ready bar")
+        OscAddress(
+            f"{PREFIX}/{name}",
+            (_feature(name),),
+            name.capitalize(),
+            f"set {name} ({_FADER_EFFECT[name]}); new material from the next ready bar",
+        )
         for name in ("energy", "valence", "danceability", "acousticness", "instrumentalness")
     ),
-    OscAddress(f"{PREFIX}/loudness", (_feature("loudness"),), "Loudness",
-               "set loudness (note velocities); new material from the next ready bar"),
-    OscAddress(f"{PREFIX}/key", (_feature("key"),), "Key",
-               "set the key (pitch class 0 = C, or a name such as F# or Bb)", control="menu"),
-    OscAddress(f"{PREFIX}/mode", (_feature("mode"),), "Mode", "set the mode: 0 minor, 1 major",
-               control="toggle"),
-    OscAddress(f"{PREFIX}/time_signature", (_feature("time_signature"),), "Beats per bar",
-               "set beats per bar (x/4); new material from the next ready bar",
-               control="number"),
-    OscAddress(f"{PREFIX}/tempo", (_feature("tempo"),), "Tempo",
-               "set the tempo; applies at the next bar line", control="number"),
-    OscAddress(f"{PREFIX}/features", tuple(_feature(n, detailed=False) for n in FEATURE_ORDER),
-               "All features", f"set all ten features at once, in the order {', '.join(FEATURE_ORDER)}",
-               control="multi"),
-    OscAddress(f"{PREFIX}/mood", (Argument("mood", "s", choices=tuple(MOODS), default="happy",
-                                           out_of_range="reject"),),
-               "Mood", "apply a mood preset (all ten features)", control="menu"),
-    OscAddress(f"{PREFIX}/xy", (_feature("valence", detailed=False), _feature("energy", detailed=False)),
-               "Valence / energy pad", "set valence (x) and energy (y) from an XY pad", control="xy"),
-    OscAddress(f"{PREFIX}/key_lock", (Argument("key_lock", "fi", 0.0, 1.0, default=DEFAULT_KEY_LOCK),),
-               "Key lock", "how strictly pitched instruments keep to the scale of key and mode: 1 scale "
-               "tones only, lower values admit chromatic notes with a penalty, 0 free; from the next "
-               "ready bar", group="arrangement"),
-    OscAddress(f"{PREFIX}/ensemble", (Argument("ensemble", "s", choices=ENSEMBLE_NAMES, default="auto",
-                                               out_of_range="reject"),),
-               "Ensemble", "auto (the features choose the instruments) or a preset band; an explicit "
-               "/e2m/instruments list takes precedence; from the next ready bar",
-               control="menu", group="arrangement"),
-    OscAddress(f"{PREFIX}/instruments", (_INSTRUMENT,), "Instruments",
-               "play exactly these instruments (each argument one instrument; a string may hold several "
-               "separated by commas); no argument, or auto, returns to the ensemble; unknown or "
-               "ambiguous names are rejected", control="entry", repeated=True, group="arrangement",
-               extra={QUICK_PICKS: (("auto", ()),)}),
-    OscAddress(f"{PREFIX}/mute", (_INSTRUMENT,), "Mute",
-               "leave one instrument out (of the ensemble, the list or auto) until unmuted; muting the "
-               "last instrument of a list or preset is rejected", control="entry", group="arrangement",
-               extra={QUICK_PICKS: (("drums", ("drums",)),)}),
-    OscAddress(f"{PREFIX}/unmute", (_INSTRUMENT,), "Unmute", "let a muted instrument play again",
-               control="entry", group="arrangement",
-               extra={QUICK_PICKS: (("drums", ("drums",)),)}),
-    OscAddress(f"{PREFIX}/play", (_FLAG,), "Play",
-               "start playing (a flag of 0 is ignored, so button releases do nothing)",
-               control="button", optional_arguments=True, group="transport"),
-    OscAddress(f"{PREFIX}/stop", (_FLAG,), "Stop", "stop at once; every sounding note is released",
-               control="button", optional_arguments=True, group="transport"),
-    OscAddress(f"{PREFIX}/continue", (_FLAG,), "Continue",
-               "resume: internal clock from the bar line after the stop (bar count and song position "
-               "kept); external clock at the master's next bar line",
-               control="button", optional_arguments=True, group="transport"),
-    OscAddress(f"{PREFIX}/panic", (_FLAG,), "Panic",
-               "stop; release every note, then All Notes Off (CC 123) and All Sound Off (CC 120) "
-               "on all 16 channels",
-               control="button", optional_arguments=True, group="transport"),
-    OscAddress(f"{PREFIX}/regenerate", (_FLAG,), "Regenerate",
-               "new 12-bar section under the same features (new seed), from the next ready bar",
-               control="button", optional_arguments=True, group="transport"),
-    OscAddress(f"{PREFIX}/loop", (Argument("loop", "iTF", 0, 1, default=0),), "Loop",
-               "1: repeat the current 12 bars; 0: endless (fresh sections under the same features)",
-               control="toggle", group="transport"),
-    OscAddress(f"{PREFIX}/sync", (Argument("source", "si", 0, len(SYNC_SOURCES) - 1, choices=SYNC_SOURCES,
-                                           default="internal", out_of_range="reject"),),
-               "Sync", "clock source: internal (own tempo), midi (follow MIDI clock in), link (join an "
-               "Ableton Link session; needs the link extra); switching stops, then follows the new "
-               "source's transport",
-               control="menu", group="sync"),
-    OscAddress(f"{PREFIX}/ramp", (Argument("feature", "si", 0, len(RAMPABLE) - 1, choices=RAMPABLE,
-                                           default=0, out_of_range="reject"),
-                                  Argument("target", "fi", default=0.5, unit="in the feature's range"),
-                                  Argument("bars", "i", 0, MAX_RAMP_BARS, default=4)),
-               "Ramp", "move one feature (a name, or its index in the list) smoothly to target over that "
-               "many bars (one step at each bar line, the engine re-plans along the way); a new value for "
-               "the feature cancels the ramp; 0 bars: at once; the target is clamped to the feature's range",
-               control="multi", group="ramp"),
-    OscAddress(f"{PREFIX}/scene/store", (Argument("slot", "i", 0, SCENE_SLOTS - 1, default=0,
-                                                  out_of_range="reject"),),
-               "Store scene", "store the ten features in force in a scene slot (kept for the daemon's "
-               "life, and in the --scenes file if one is given)", control="number", group="scene"),
-    OscAddress(f"{PREFIX}/scene/recall", (Argument("slot", "i", 0, SCENE_SLOTS - 1, default=0,
-                                                   out_of_range="reject"),),
-               "Recall scene", "recall a stored scene: at once, or with the optional second argument "
-               "over that many bars (every continuous feature ramps; key, mode and beats per bar "
-               "switch at the end)", control="number", group="scene",
-               optional=(Argument("bars", "i", 0, MAX_RAMP_BARS, default=0),)),
-    OscAddress(f"{PREFIX}/scene/morph", (Argument("a", "i", 0, SCENE_SLOTS - 1, default=0,
-                                                  out_of_range="reject"),
-                                         Argument("b", "i", 0, SCENE_SLOTS - 1, default=1,
-                                                  out_of_range="reject"),
-                                         Argument("x", "fi", 0.0, 1.0, default=0.5)),
-               "Morph scenes", "one fader between two stored scenes: x 0 is scene a, 1 is scene b, "
-               "continuous features in between; key, mode and beats per bar are a's below 0.5, b's "
-               "from 0.5; cancels ramps", control="multi", group="scene"),
-    OscAddress(f"{PREFIX}/status", (), "Status", "reply with the full state (all /e2m/state/* messages)",
-               control="button", group="transport"),
+    OscAddress(
+        f"{PREFIX}/loudness",
+        (_feature("loudness"),),
+        "Loudness",
+        "set loudness (note velocities); new material from the next ready bar",
+    ),
+    OscAddress(
+        f"{PREFIX}/key",
+        (_feature("key"),),
+        "Key",
+        "set the key (pitch class 0 = C, or a name such as F# or Bb)",
+        control="menu",
+    ),
+    OscAddress(
+        f"{PREFIX}/mode", (_feature("mode"),), "Mode", "set the mode: 0 minor, 1 major", control="toggle"
+    ),
+    OscAddress(
+        f"{PREFIX}/time_signature",
+        (_feature("time_signature"),),
+        "Beats per bar",
+        "set beats per bar (x/4); new material from the next ready bar",
+        control="number",
+    ),
+    OscAddress(
+        f"{PREFIX}/tempo",
+        (_feature("tempo"),),
+        "Tempo",
+        "set the tempo; applies at the next bar line",
+        control="number",
+    ),
+    OscAddress(
+        f"{PREFIX}/features",
+        tuple(_feature(n, detailed=False) for n in FEATURE_ORDER),
+        "All features",
+        f"set all ten features at once, in the order {', '.join(FEATURE_ORDER)}",
+        control="multi",
+    ),
+    OscAddress(
+        f"{PREFIX}/mood",
+        (Argument("mood", "s", choices=tuple(MOODS), default="happy", out_of_range="reject"),),
+        "Mood",
+        "apply a mood preset (all ten features)",
+        control="menu",
+    ),
+    OscAddress(
+        f"{PREFIX}/xy",
+        (_feature("valence", detailed=False), _feature("energy", detailed=False)),
+        "Valence / energy pad",
+        "set valence (x) and energy (y) from an XY pad",
+        control="xy",
+    ),
+    OscAddress(
+        f"{PREFIX}/key_lock",
+        (Argument("key_lock", "fi", 0.0, 1.0, default=DEFAULT_KEY_LOCK),),
+        "Key lock",
+        "how strictly pitched instruments keep to the scale of key and mode: 1 scale "
+        "tones only, lower values admit chromatic notes with a penalty, 0 free; from the next "
+        "ready bar",
+        group="arrangement",
+    ),
+    OscAddress(
+        f"{PREFIX}/ensemble",
+        (Argument("ensemble", "s", choices=ENSEMBLE_NAMES, default="auto", out_of_range="reject"),),
+        "Ensemble",
+        "auto (the features choose the instruments) or a preset band; an explicit "
+        "/e2m/instruments list takes precedence; from the next ready bar",
+        control="menu",
+        group="arrangement",
+    ),
+    OscAddress(
+        f"{PREFIX}/instruments",
+        (_INSTRUMENT,),
+        "Instruments",
+        "play exactly these instruments (each argument one instrument; a string may hold several "
+        "separated by commas); no argument, or auto, returns to the ensemble; unknown or "
+        "ambiguous names are rejected",
+        control="entry",
+        repeated=True,
+        group="arrangement",
+        extra={QUICK_PICKS: (("auto", ()),)},
+    ),
+    OscAddress(
+        f"{PREFIX}/mute",
+        (_INSTRUMENT,),
+        "Mute",
+        "leave one instrument out (of the ensemble, the list or auto) until unmuted; muting the "
+        "last instrument of a list or preset is rejected",
+        control="entry",
+        group="arrangement",
+        extra={QUICK_PICKS: (("drums", ("drums",)),)},
+    ),
+    OscAddress(
+        f"{PREFIX}/unmute",
+        (_INSTRUMENT,),
+        "Unmute",
+        "let a muted instrument play again",
+        control="entry",
+        group="arrangement",
+        extra={QUICK_PICKS: (("drums", ("drums",)),)},
+    ),
+    OscAddress(
+        f"{PREFIX}/play",
+        (_FLAG,),
+        "Play",
+        "start playing (a flag of 0 is ignored, so button releases do nothing)",
+        control="button",
+        optional_arguments=True,
+        group="transport",
+    ),
+    OscAddress(
+        f"{PREFIX}/stop",
+        (_FLAG,),
+        "Stop",
+        "stop at once; every sounding note is released",
+        control="button",
+        optional_arguments=True,
+        group="transport",
+    ),
+    OscAddress(
+        f"{PREFIX}/continue",
+        (_FLAG,),
+        "Continue",
+        "resume: internal clock from the bar line after the stop (bar count and song position "
+        "kept); external clock at the master's next bar line",
+        control="button",
+        optional_arguments=True,
+        group="transport",
+    ),
+    OscAddress(
+        f"{PREFIX}/panic",
+        (_FLAG,),
+        "Panic",
+        "stop; release every note, then All Notes Off (CC 123) and All Sound Off (CC 120) on all 16 channels",
+        control="button",
+        optional_arguments=True,
+        group="transport",
+    ),
+    OscAddress(
+        f"{PREFIX}/regenerate",
+        (_FLAG,),
+        "Regenerate",
+        "new 12-bar section under the same features (new seed), from the next ready bar",
+        control="button",
+        optional_arguments=True,
+        group="transport",
+    ),
+    OscAddress(
+        f"{PREFIX}/loop",
+        (Argument("loop", "iTF", 0, 1, default=0),),
+        "Loop",
+        "1: repeat the current 12 bars; 0: endless (fresh sections under the same features)",
+        control="toggle",
+        group="transport",
+    ),
+    OscAddress(
+        f"{PREFIX}/sync",
+        (
+            Argument(
+                "source",
+                "si",
+                0,
+                len(SYNC_SOURCES) - 1,
+                choices=SYNC_SOURCES,
+                default="internal",
+                out_of_range="reject",
+            ),
+        ),
+        "Sync",
+        "clock source: internal (own tempo), midi (follow MIDI clock in), link (join an "
+        "Ableton Link session; needs the link extra); switching stops, then follows the new "
+        "source's transport",
+        control="menu",
+        group="sync",
+    ),
+    OscAddress(
+        f"{PREFIX}/ramp",
+        (
+            Argument(
+                "feature", "si", 0, len(RAMPABLE) - 1, choices=RAMPABLE, default=0, out_of_range="reject"
+            ),
+            Argument("target", "fi", default=0.5, unit="in the feature's range"),
+            Argument("bars", "i", 0, MAX_RAMP_BARS, default=4),
+        ),
+        "Ramp",
+        "move one feature (a name, or its index in the list) smoothly to target over that "
+        "many bars (one step at each bar line, the engine re-plans along the way); a new value for "
+        "the feature cancels the ramp; 0 bars: at once; the target is clamped to the feature's range",
+        control="multi",
+        group="ramp",
+    ),
+    OscAddress(
+        f"{PREFIX}/scene/store",
+        (Argument("slot", "i", 0, SCENE_SLOTS - 1, default=0, out_of_range="reject"),),
+        "Store scene",
+        "store the ten features in force in a scene slot (kept for the daemon's "
+        "life, and in the --scenes file if one is given)",
+        control="number",
+        group="scene",
+    ),
+    OscAddress(
+        f"{PREFIX}/scene/recall",
+        (Argument("slot", "i", 0, SCENE_SLOTS - 1, default=0, out_of_range="reject"),),
+        "Recall scene",
+        "recall a stored scene: at once, or with the optional second argument "
+        "over that many bars (every continuous feature ramps; key, mode and beats per bar "
+        "switch at the end)",
+        control="number",
+        group="scene",
+        optional=(Argument("bars", "i", 0, MAX_RAMP_BARS, default=0),),
+    ),
+    OscAddress(
+        f"{PREFIX}/scene/morph",
+        (
+            Argument("a", "i", 0, SCENE_SLOTS - 1, default=0, out_of_range="reject"),
+            Argument("b", "i", 0, SCENE_SLOTS - 1, default=1, out_of_range="reject"),
+            Argument("x", "fi", 0.0, 1.0, default=0.5),
+        ),
+        "Morph scenes",
+        "one fader between two stored scenes: x 0 is scene a, 1 is scene b, "
+        "continuous features in between; key, mode and beats per bar are a's below 0.5, b's "
+        "from 0.5; cancels ramps",
+        control="multi",
+        group="scene",
+    ),
+    OscAddress(
+        f"{PREFIX}/status",
+        (),
+        "Status",
+        "reply with the full state (all /e2m/state/* messages)",
+        control="button",
+        group="transport",
+    ),
     # ---- feedback (daemon -> controller) ----
-    OscAddress(f"{PREFIX}/state/bar", (Argument("bar", "i", 0, None), Argument("bar_in_section", "i", 0, 11)),
-               "Bar", "the bar just started: running count, and its index in its 12-bar section",
-               direction="out", control="number", group="state"),
-    OscAddress(f"{PREFIX}/state/playing", (Argument("playing", "i", 0, 1),), "Playing",
-               "1 while playing, 0 when stopped", direction="out", control="toggle", group="state"),
-    OscAddress(f"{PREFIX}/state/loop", (Argument("loop", "i", 0, 1),), "Loop", "1 in loop mode",
-               direction="out", control="toggle", group="state"),
-    OscAddress(f"{PREFIX}/state/sync", (Argument("source", "s", choices=SYNC_SOURCES),
-                                        Argument("tempo", "f", unit="BPM"),
-                                        Argument("running", "i", 0, 1), Argument("peers", "i", 0, None)),
-               "Sync", "clock source, the tempo it runs at, 1 while its transport runs (internal: "
-               "always), and Link peers (0 otherwise); sent on every bar line and change",
-               direction="out", control="multi", group="state"),
-    OscAddress(f"{PREFIX}/state/features", tuple(_state(n) for n in FEATURE_ORDER),
-               "Features in force", "the ten features in force, in the order of /e2m/features",
-               direction="out", control="multi", group="state"),
+    OscAddress(
+        f"{PREFIX}/state/bar",
+        (Argument("bar", "i", 0, None), Argument("bar_in_section", "i", 0, 11)),
+        "Bar",
+        "the bar just started: running count, and its index in its 12-bar section",
+        direction="out",
+        control="number",
+        group="state",
+    ),
+    OscAddress(
+        f"{PREFIX}/state/playing",
+        (Argument("playing", "i", 0, 1),),
+        "Playing",
+        "1 while playing, 0 when stopped",
+        direction="out",
+        control="toggle",
+        group="state",
+    ),
+    OscAddress(
+        f"{PREFIX}/state/loop",
+        (Argument("loop", "i", 0, 1),),
+        "Loop",
+        "1 in loop mode",
+        direction="out",
+        control="toggle",
+        group="state",
+    ),
+    OscAddress(
+        f"{PREFIX}/state/sync",
+        (
+            Argument("source", "s", choices=SYNC_SOURCES),
+            Argument("tempo", "f", unit="BPM"),
+            Argument("running", "i", 0, 1),
+            Argument("peers", "i", 0, None),
+        ),
+        "Sync",
+        "clock source, the tempo it runs at, 1 while its transport runs (internal: "
+        "always), and Link peers (0 otherwise); sent on every bar line and change",
+        direction="out",
+        control="multi",
+        group="state",
+    ),
+    OscAddress(
+        f"{PREFIX}/state/features",
+        tuple(_state(n) for n in FEATURE_ORDER),
+        "Features in force",
+        "the ten features in force, in the order of /e2m/features",
+        direction="out",
+        control="multi",
+        group="state",
+    ),
     *(
-        OscAddress(f"{PREFIX}/state/{name}", (_state(name),),
-                   name, f"{name} in force (lets a controller's {name} widget follow other controllers)",
-                   direction="out", control="fader", group="state")
+        OscAddress(
+            f"{PREFIX}/state/{name}",
+            (_state(name),),
+            name,
+            f"{name} in force (lets a controller's {name} widget follow other controllers)",
+            direction="out",
+            control="fader",
+            group="state",
+        )
         for name in FEATURE_ORDER
     ),
-    OscAddress(f"{PREFIX}/state/key_lock", (Argument("key_lock", "f", 0.0, 1.0),), "key_lock",
-               "key lock in force", direction="out", control="fader", group="state"),
-    OscAddress(f"{PREFIX}/state/ensemble", (Argument("ensemble", "s", choices=ENSEMBLE_NAMES),), "Ensemble",
-               "ensemble in force", direction="out", control="text", group="state"),
-    OscAddress(f"{PREFIX}/state/instruments", (Argument("instrument", "s"),), "Instruments",
-               "the instruments the planner keeps to (one argument each, muted ones left out), or auto",
-               direction="out", control="text", repeated=True, group="state"),
-    OscAddress(f"{PREFIX}/state/muted", (Argument("instrument", "s"),), "Muted",
-               "the muted instruments (one argument each), or none", direction="out", control="text",
-               repeated=True, group="state"),
-    OscAddress(f"{PREFIX}/state/plan", (Argument("plan", "s"),), "Plan",
-               "the section being played: number, generator, key, metre, energy, valence, "
-               "arrangement (ensemble or own list, muted, key lock), bar position, bars ready",
-               direction="out", control="text", group="state"),
-    OscAddress(f"{PREFIX}/state/lag", (Argument("lag_bars", "i", 0, None), Argument("lag_ms", "f", 0, None)),
-               "Generation lag", "bars played as repeats because the next bar was late, and how late the "
-               "latest bar was in ms (0 0 when generation keeps up)",
-               direction="out", control="number", group="state"),
-    OscAddress(f"{PREFIX}/state/ramp", (Argument("feature", "s", choices=RAMPABLE), Argument("target", "f"),
-                                        Argument("bars_left", "i", 0, MAX_RAMP_BARS)),
-               "Ramp", "a ramp in progress: feature, target, bars to go (sent at every step; 0 when it "
-               "ends or is cancelled)", direction="out", control="multi", group="state"),
-    OscAddress(f"{PREFIX}/state/scene", (Argument("scene", "i", -1, SCENE_SLOTS - 1),), "Scene",
-               "the scene last stored or recalled (-1: none)", direction="out", control="number",
-               group="state"),
-    OscAddress(f"{PREFIX}/state/scenes", (Argument("scene", "i", 0, SCENE_SLOTS - 1),), "Stored scenes",
-               "the slots that hold a scene (one argument each)", direction="out", control="multi",
-               repeated=True, group="state"),
-    OscAddress(f"{PREFIX}/state/morph", (Argument("a", "i", 0, SCENE_SLOTS - 1),
-                                         Argument("b", "i", 0, SCENE_SLOTS - 1),
-                                         Argument("x", "f", 0.0, 1.0)),
-               "Morph", "the last scene morph: a, b and the position x", direction="out", control="multi",
-               group="state"),
-    OscAddress(f"{PREFIX}/state/measured", tuple(_state(n) for n in FEATURE_ORDER),
-               "Measured features", "the ten features re-estimated (e2m_live.analysis) from the notes "
-               "played in the last 4 bars, in the order of /e2m/features; sent every bar",
-               direction="out", control="multi", group="state"),
+    OscAddress(
+        f"{PREFIX}/state/key_lock",
+        (Argument("key_lock", "f", 0.0, 1.0),),
+        "key_lock",
+        "key lock in force",
+        direction="out",
+        control="fader",
+        group="state",
+    ),
+    OscAddress(
+        f"{PREFIX}/state/ensemble",
+        (Argument("ensemble", "s", choices=ENSEMBLE_NAMES),),
+        "Ensemble",
+        "ensemble in force",
+        direction="out",
+        control="text",
+        group="state",
+    ),
+    OscAddress(
+        f"{PREFIX}/state/instruments",
+        (Argument("instrument", "s"),),
+        "Instruments",
+        "the instruments the planner keeps to (one argument each, muted ones left out), or auto",
+        direction="out",
+        control="text",
+        repeated=True,
+        group="state",
+    ),
+    OscAddress(
+        f"{PREFIX}/state/muted",
+        (Argument("instrument", "s"),),
+        "Muted",
+        "the muted instruments (one argument each), or none",
+        direction="out",
+        control="text",
+        repeated=True,
+        group="state",
+    ),
+    OscAddress(
+        f"{PREFIX}/state/plan",
+        (Argument("plan", "s"),),
+        "Plan",
+        "the section being played: number, generator, key, metre, energy, valence, "
+        "arrangement (ensemble or own list, muted, key lock), bar position, bars ready",
+        direction="out",
+        control="text",
+        group="state",
+    ),
+    OscAddress(
+        f"{PREFIX}/state/lag",
+        (Argument("lag_bars", "i", 0, None), Argument("lag_ms", "f", 0, None)),
+        "Generation lag",
+        "bars played as repeats because the next bar was late, and how late the "
+        "latest bar was in ms (0 0 when generation keeps up)",
+        direction="out",
+        control="number",
+        group="state",
+    ),
+    OscAddress(
+        f"{PREFIX}/state/ramp",
+        (
+            Argument("feature", "s", choices=RAMPABLE),
+            Argument("target", "f"),
+            Argument("bars_left", "i", 0, MAX_RAMP_BARS),
+        ),
+        "Ramp",
+        "a ramp in progress: feature, target, bars to go (sent at every step; 0 when it "
+        "ends or is cancelled)",
+        direction="out",
+        control="multi",
+        group="state",
+    ),
+    OscAddress(
+        f"{PREFIX}/state/scene",
+        (Argument("scene", "i", -1, SCENE_SLOTS - 1),),
+        "Scene",
+        "the scene last stored or recalled (-1: none)",
+        direction="out",
+        control="number",
+        group="state",
+    ),
+    OscAddress(
+        f"{PREFIX}/state/scenes",
+        (Argument("scene", "i", 0, SCENE_SLOTS - 1),),
+        "Stored scenes",
+        "the slots that hold a scene (one argument each)",
+        direction="out",
+        control="multi",
+        repeated=True,
+        group="state",
+    ),
+    OscAddress(
+        f"{PREFIX}/state/morph",
+        (
+            Argument("a", "i", 0, SCENE_SLOTS - 1),
+            Argument("b", "i", 0, SCENE_SLOTS - 1),
+            Argument("x", "f", 0.0, 1.0),
+        ),
+        "Morph",
+        "the last scene morph: a, b and the position x",
+        direction="out",
+        control="multi",
+        group="state",
+    ),
+    OscAddress(
+        f"{PREFIX}/state/measured",
+        tuple(_state(n) for n in FEATURE_ORDER),
+        "Measured features",
+        "the ten features re-estimated (e2m_live.analysis) from the notes "
+        "played in the last 4 bars, in the order of /e2m/features; sent every bar",
+        direction="out",
+        control="multi",
+        group="state",
+    ),
     *(
-        OscAddress(f"{PREFIX}/state/measured/{name}", (_state(name),),
-                   f"measured {name}", f"{name} re-estimated from the notes played in the last 4 bars "
-                   "(beside /e2m/state/" + name + ", the one requested); sent every bar",
-                   direction="out", control="fader", group="state")
+        OscAddress(
+            f"{PREFIX}/state/measured/{name}",
+            (_state(name),),
+            f"measured {name}",
+            f"{name} re-estimated from the notes played in the last 4 bars "
+            "(beside /e2m/state/" + name + ", the one requested); sent every bar",
+            direction="out",
+            control="fader",
+            group="state",
+        )
         for name in FEATURE_ORDER
     ),
-    OscAddress(f"{PREFIX}/error", (Argument("address", "s"), Argument("message", "s")), "Error",
-               "a message was rejected or clamped: the address and why", direction="out",
-               control="text", group="state"),
+    OscAddress(
+        f"{PREFIX}/error",
+        (Argument("address", "s"), Argument("message", "s")),
+        "Error",
+        "a message was rejected or clamped: the address and why",
+        direction="out",
+        control="text",
+        group="state",
+    ),
 )
 
 BY_ADDRESS: dict[str, OscAddress] = {a.address: a for a in ADDRESSES}
 INPUTS: dict[str, OscAddress] = {a.address: a for a in ADDRESSES if a.direction == "in"}
 #: The feedback addresses under ``/e2m/state/`` by their short name (``STATE["bar"] ==
 #: "/e2m/state/bar"``, ``STATE["measured/energy"]``): the daemon sends only what the table documents.
-STATE: dict[str, str] = {a.address.removeprefix(f"{PREFIX}/state/"): a.address for a in ADDRESSES
-                         if a.direction == "out" and a.address.startswith(f"{PREFIX}/state/")}
+STATE: dict[str, str] = {
+    a.address.removeprefix(f"{PREFIX}/state/"): a.address
+    for a in ADDRESSES
+    if a.direction == "out" and a.address.startswith(f"{PREFIX}/state/")
+}
 
 
 class OscRejected(ValueError):
@@ -379,7 +662,7 @@ def parse_message(address: str, args: Sequence[Any]) -> Command:
             raise OscRejected(f"{address} is a feedback address (sent by the daemon), not a control")
         raise OscRejected(f"unknown address {_show(address)}; see /e2m/status or docs/osc.md")
     notes: list[str] = []
-    name = address[len(PREFIX) + 1:]
+    name = address[len(PREFIX) + 1 :]
     if entry.group == "arrangement":
         return _arrangement(name, entry, list(args), notes)
     if entry.group in ("ramp", "scene"):
@@ -389,9 +672,7 @@ def parse_message(address: str, args: Sequence[Any]) -> Command:
         notes.append(f"ignored {len(args) - expected} extra argument(s)")
         args = list(args)[:expected]
     if len(args) < expected and not (entry.optional_arguments and not args):
-        raise OscRejected(
-            f"{address} takes {expected} argument(s) ({entry.type_tags}), got {len(args)}"
-        )
+        raise OscRejected(f"{address} takes {expected} argument(s) ({entry.type_tags}), got {len(args)}")
     if entry.group == "transport":
         if name == "status":
             return Command("status", notes=notes)
@@ -413,8 +694,9 @@ def parse_message(address: str, args: Sequence[Any]) -> Command:
         if not isinstance(mood, str) or mood.strip().lower() not in MOODS:
             raise OscRejected(f"mood must be one of {', '.join(MOODS)}, got {_show(mood)}")
         return Command("mood", action=mood.strip().lower(), notes=notes)
-    changes = {arg.name: _feature_value(arg, value, notes)
-               for arg, value in zip(entry.arguments, args, strict=True)}
+    changes = {
+        arg.name: _feature_value(arg, value, notes) for arg, value in zip(entry.arguments, args, strict=True)
+    }
     return Command("features", changes=changes, notes=notes)
 
 
@@ -429,27 +711,40 @@ def _ramp_or_scene(name: str, entry: OscAddress, args: list[Any], notes: list[st
     """ramp, scene/store, scene/recall, scene/morph: checked against the table (slots, bars, range)."""
     required, optional = entry.arguments, entry.optional
     if len(args) < len(required):
-        raise OscRejected(f"{entry.address} takes {len(required)} argument(s) ({entry.type_tags}), "
-                          f"got {len(args)}")
+        raise OscRejected(
+            f"{entry.address} takes {len(required)} argument(s) ({entry.type_tags}), got {len(args)}"
+        )
     if len(args) > len(required) + len(optional):
         notes.append(f"ignored {len(args) - len(required) - len(optional)} extra argument(s)")
-        args = args[:len(required) + len(optional)]
+        args = args[: len(required) + len(optional)]
     if name == "ramp":
         feature, target, bars = args
         if isinstance(feature, int) and not isinstance(feature, bool) and 0 <= feature < len(RAMPABLE):
             feature = RAMPABLE[feature]  # a menu's index
         if not isinstance(feature, str) or feature.strip().lower() not in RAMPABLE:
-            raise OscRejected(f"a ramp moves one of {', '.join(RAMPABLE)} (or 0..{len(RAMPABLE) - 1}), "
-                              f"got {_show(feature)}")
+            raise OscRejected(
+                f"a ramp moves one of {', '.join(RAMPABLE)} (or 0..{len(RAMPABLE) - 1}), got {_show(feature)}"
+            )
         feature = feature.strip().lower()
         value = _number(_feature(feature, detailed=False), target, notes)
-        return Command("ramp", {"feature": feature, "target": value,
-                                "bars": _whole(required[2], bars, notes)}, action="ramp", notes=notes)
+        return Command(
+            "ramp",
+            {"feature": feature, "target": value, "bars": _whole(required[2], bars, notes)},
+            action="ramp",
+            notes=notes,
+        )
     action = name.rsplit("/", 1)[-1]
     if action == "morph":
-        return Command("scene", {"a": _whole(required[0], args[0], notes),
-                                 "b": _whole(required[1], args[1], notes),
-                                 "x": _number(required[2], args[2], notes)}, action=action, notes=notes)
+        return Command(
+            "scene",
+            {
+                "a": _whole(required[0], args[0], notes),
+                "b": _whole(required[1], args[1], notes),
+                "x": _number(required[2], args[2], notes),
+            },
+            action=action,
+            notes=notes,
+        )
     changes = {"scene": _whole(required[0], args[0], notes)}
     if action == "recall":
         changes["bars"] = _whole(optional[0], args[1], notes) if len(args) > 1 else 0
@@ -463,12 +758,17 @@ def _instrument_values(args: Iterable[Any]) -> list[str | int]:
     for value in args:
         if isinstance(value, str):
             values += split_names(value)
-        elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) \
-                and value == round(value):
+        elif (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and value == round(value)
+        ):
             values.append(int(value))
         else:
-            raise OscRejected(f"an instrument is a GM name, a program number 0..127 or drums, "
-                              f"got {_show(value)}")
+            raise OscRejected(
+                f"an instrument is a GM name, a program number 0..127 or drums, got {_show(value)}"
+            )
     return values
 
 
@@ -483,8 +783,9 @@ def _arrangement(name: str, entry: OscAddress, args: list[Any], notes: list[str]
             args = args[:1]
     try:
         if name == "key_lock":
-            return Command("arrangement", {"key_lock": _number(entry.arguments[0], args[0], notes)},
-                           notes=notes)
+            return Command(
+                "arrangement", {"key_lock": _number(entry.arguments[0], args[0], notes)}, notes=notes
+            )
         if name == "ensemble":
             ensemble = args[0]
             if isinstance(ensemble, str) and ensemble.strip().lower() in ENSEMBLE_NAMES:

@@ -34,8 +34,9 @@ class ChannelMap:
                 return channel
         return None
 
-    def assign(self, programs: Iterable[int], busy: set[int], bar_number: int
-               ) -> tuple[dict[int, int], list[tuple[int, int]]]:
+    def assign(
+        self, programs: Iterable[int], busy: set[int], bar_number: int
+    ) -> tuple[dict[int, int], list[tuple[int, int]]]:
         """Channels for one bar's melodic ``programs``.
 
         ``busy``: channels with sounding notes (not reassigned). Returns ``(program -> channel,

@@ -39,82 +39,177 @@ def _opt(help_text: str, **extra: Any) -> Any:
 class LiveConfig:
     """Every setting of ``e2m-live serve``."""
 
-    host: str = field(default="127.0.0.1", metadata=_opt(
-        "address the OSC servers and the browser surface bind to"))
+    host: str = field(
+        default="127.0.0.1", metadata=_opt("address the OSC servers and the browser surface bind to")
+    )
     udp_port: int = field(default=9000, metadata=_opt("OSC UDP port (0: any free port, -1: off)"))
-    tcp_port: int = field(default=9001, metadata=_opt(
-        "OSC TCP port, OSC 1.0 or 1.1 framing (0: any, -1: off)"))
-    allow: list[str] = field(default_factory=list, metadata=_opt(
-        "client addresses or networks allowed when bound wider than loopback (repeatable); "
-        "default: loopback only", list=True))
-    feedback: list[str] = field(default_factory=list, metadata=_opt(
-        "also send feedback to HOST:PORT over UDP (repeatable)", list=True))
-    http_port: int = field(default=8080, metadata=_opt(
-        "HTTP + WebSocket port of the browser control surface, on --host with the same allow-list "
-        "(0: any free port, -1: off)"))
-    web: bool = field(default=True, metadata=_opt(
-        "serve the browser control surface (--no-web: off, like --http-port -1)"))
-    planner: str = field(default="class-lstm", metadata=_opt(
-        "planner of the model generator (see docs/planner_comparison.md)",
-        choices=("class-lstm", "transformer", "single-lstm")))
-    scenes: str = field(default="", metadata=_opt(
-        "scene slots from and to this JSON file (read at startup, written on every /e2m/scene/store)"))
+    tcp_port: int = field(
+        default=9001, metadata=_opt("OSC TCP port, OSC 1.0 or 1.1 framing (0: any, -1: off)")
+    )
+    allow: list[str] = field(
+        default_factory=list,
+        metadata=_opt(
+            "client addresses or networks allowed when bound wider than loopback (repeatable); "
+            "default: loopback only",
+            list=True,
+        ),
+    )
+    feedback: list[str] = field(
+        default_factory=list,
+        metadata=_opt("also send feedback to HOST:PORT over UDP (repeatable)", list=True),
+    )
+    http_port: int = field(
+        default=8080,
+        metadata=_opt(
+            "HTTP + WebSocket port of the browser control surface, on --host with the same allow-list "
+            "(0: any free port, -1: off)"
+        ),
+    )
+    web: bool = field(
+        default=True, metadata=_opt("serve the browser control surface (--no-web: off, like --http-port -1)")
+    )
+    planner: str = field(
+        default="class-lstm",
+        metadata=_opt(
+            "planner of the model generator (see docs/planner_comparison.md)",
+            choices=("class-lstm", "transformer", "single-lstm"),
+        ),
+    )
+    scenes: str = field(
+        default="",
+        metadata=_opt(
+            "scene slots from and to this JSON file (read at startup, written on every /e2m/scene/store)"
+        ),
+    )
     midi: bool = field(default=True, metadata=_opt("play to a MIDI port"))
-    midi_api: str = field(default="auto", metadata=_opt(
-        "MIDI API: auto, alsa, jack, coremidi, winmm", choices=("auto", "alsa", "jack", "coremidi", "winmm")))
-    midi_port: str = field(default="", metadata=_opt("an existing MIDI port (name or part of it); "
-                                                      "default: a virtual port"))
+    midi_api: str = field(
+        default="auto",
+        metadata=_opt(
+            "MIDI API: auto, alsa, jack, coremidi, winmm",
+            choices=("auto", "alsa", "jack", "coremidi", "winmm"),
+        ),
+    )
+    midi_port: str = field(
+        default="", metadata=_opt("an existing MIDI port (name or part of it); default: a virtual port")
+    )
     midi_name: str = field(default="e2m-live", metadata=_opt("MIDI client name of the virtual port"))
     fluidsynth: bool = field(default=False, metadata=_opt("play audio through FluidSynth"))
-    audio_driver: str = field(default="", metadata=_opt(
-        "FluidSynth audio driver (pulseaudio, pipewire, alsa, jack, coreaudio, wasapi, file, ...); "
-        "default: FluidSynth's own default"))
-    audio_file: str = field(default="", metadata=_opt(
-        "with --audio-driver file: the WAV file FluidSynth writes (default: FluidSynth's fluidsynth.wav)"))
+    audio_driver: str = field(
+        default="",
+        metadata=_opt(
+            "FluidSynth audio driver (pulseaudio, pipewire, alsa, jack, coreaudio, wasapi, file, ...); "
+            "default: FluidSynth's own default"
+        ),
+    )
+    audio_file: str = field(
+        default="",
+        metadata=_opt(
+            "with --audio-driver file: the WAV file FluidSynth writes (default: FluidSynth's fluidsynth.wav)"
+        ),
+    )
     soundfont: str = field(default="", metadata=_opt("soundfont (.sf2); default: found automatically"))
     gain: float = field(default=0.4, metadata=_opt("FluidSynth gain"))
     record: str = field(default="", metadata=_opt("record the performance to this .mid file"))
-    generator: str = field(default="model", metadata=_opt(
-        "generator: model (planner + FIGARO; falls back to rules if the models are missing) or rules"))
-    mode: str = field(default="endless", metadata=_opt(
-        "endless: fresh 12-bar sections under the same features; loop: repeat the current 12 bars",
-        choices=("endless", "loop")))
+    generator: str = field(
+        default="model",
+        metadata=_opt(
+            "generator: model (planner + FIGARO; falls back to rules if the models are missing) or rules"
+        ),
+    )
+    mode: str = field(
+        default="endless",
+        metadata=_opt(
+            "endless: fresh 12-bar sections under the same features; loop: repeat the current 12 bars",
+            choices=("endless", "loop"),
+        ),
+    )
     mood: str = field(default="", metadata=_opt(f"starting mood preset ({', '.join(MOODS)})"))
-    tempo: float = field(default=0.0, metadata=_opt(
-        f"starting tempo in {FEATURES['tempo'].unit}, {FEATURES['tempo'].range} "
-        "(default: from the features)"))
+    tempo: float = field(
+        default=0.0,
+        metadata=_opt(
+            f"starting tempo in {FEATURES['tempo'].unit}, {FEATURES['tempo'].range} "
+            "(default: from the features)"
+        ),
+    )
     seed: int = field(default=-1, metadata=_opt("random seed (-1: random)"))
-    autoplay: bool = field(default=False, metadata=_opt(
-        "start playing at once (otherwise wait for /e2m/play)"))
-    sync: str = field(default="internal", metadata=_opt(
-        "clock source: internal (own tempo), midi (follow MIDI clock in), link (Ableton Link; "
-        "needs `pip install aalink`, GPL-3.0)", choices=("internal", "midi", "link")))
-    clock_in_port: str = field(default="", metadata=_opt(
-        "with --sync midi: follow MIDI clock from this input port (name or part of it); "
-        "default: the daemon's own virtual input '<midi-name>:clock_in'"))
-    clock_out: bool = field(default=False, metadata=_opt(
-        "send MIDI clock (24 ppqn, start/stop/continue, song position) on the MIDI output port"))
-    sync_offset_ms: float = field(default=0.0, metadata=_opt(
-        "with --sync midi/link: play this many ms ahead of the master's beat (output latency)"))
-    link_start_stop: bool = field(default=True, metadata=_opt(
-        "with --sync link: share start/stop with the session (/e2m/play and /e2m/stop start and "
-        "stop every peer); off: the session always runs"))
-    realtime: bool = field(default=True, metadata=_opt(
-        "SCHED_FIFO for the player thread (and, below it, the daemon's other threads) where permitted"))
+    autoplay: bool = field(
+        default=False, metadata=_opt("start playing at once (otherwise wait for /e2m/play)")
+    )
+    sync: str = field(
+        default="internal",
+        metadata=_opt(
+            "clock source: internal (own tempo), midi (follow MIDI clock in), link (Ableton Link; "
+            "needs `pip install aalink`, GPL-3.0)",
+            choices=("internal", "midi", "link"),
+        ),
+    )
+    clock_in_port: str = field(
+        default="",
+        metadata=_opt(
+            "with --sync midi: follow MIDI clock from this input port (name or part of it); "
+            "default: the daemon's own virtual input '<midi-name>:clock_in'"
+        ),
+    )
+    clock_out: bool = field(
+        default=False,
+        metadata=_opt(
+            "send MIDI clock (24 ppqn, start/stop/continue, song position) on the MIDI output port"
+        ),
+    )
+    sync_offset_ms: float = field(
+        default=0.0,
+        metadata=_opt("with --sync midi/link: play this many ms ahead of the master's beat (output latency)"),
+    )
+    link_start_stop: bool = field(
+        default=True,
+        metadata=_opt(
+            "with --sync link: share start/stop with the session (/e2m/play and /e2m/stop start and "
+            "stop every peer); off: the session always runs"
+        ),
+    )
+    realtime: bool = field(
+        default=True,
+        metadata=_opt(
+            "SCHED_FIFO for the player thread (and, below it, the daemon's other threads) where permitted"
+        ),
+    )
     debounce_ms: float = field(default=30.0, metadata=_opt("wait this long after the last control change"))
-    features: dict[str, Any] = field(default_factory=dict, metadata=_opt(
-        f"starting features ([features] table in TOML; keys: {', '.join(FEATURES)}; "
-        f"{' and '.join(n for n, s in FEATURES.items() if s.names)} also by name)", cli=False))
-    key_lock: float = field(default=DEFAULT_KEY_LOCK, metadata=_opt(
-        "how strictly pitched instruments keep to the scale, 0..1 (1: scale tones only, 0: free)"))
-    ensemble: str = field(default=AUTO, metadata=_opt(
-        f"instruments: {', '.join(ENSEMBLE_NAMES)} (auto: the features choose)"))
-    instruments: list[str] = field(default_factory=list, metadata=_opt(
-        "play exactly these instruments (GM names, program numbers 0..127, drums; comma-separated); "
-        "replaces the ensemble", instruments=True, metavar="NAME[,NAME...]"))
-    muted: list[str] = field(default_factory=list, metadata=_opt(
-        "leave this instrument out (repeatable)", list=True, instruments=True, flag="--mute",
-        metavar="NAME"))
+    features: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_opt(
+            f"starting features ([features] table in TOML; keys: {', '.join(FEATURES)}; "
+            f"{' and '.join(n for n, s in FEATURES.items() if s.names)} also by name)",
+            cli=False,
+        ),
+    )
+    key_lock: float = field(
+        default=DEFAULT_KEY_LOCK,
+        metadata=_opt(
+            "how strictly pitched instruments keep to the scale, 0..1 (1: scale tones only, 0: free)"
+        ),
+    )
+    ensemble: str = field(
+        default=AUTO, metadata=_opt(f"instruments: {', '.join(ENSEMBLE_NAMES)} (auto: the features choose)")
+    )
+    instruments: list[str] = field(
+        default_factory=list,
+        metadata=_opt(
+            "play exactly these instruments (GM names, program numbers 0..127, drums; comma-separated); "
+            "replaces the ensemble",
+            instruments=True,
+            metavar="NAME[,NAME...]",
+        ),
+    )
+    muted: list[str] = field(
+        default_factory=list,
+        metadata=_opt(
+            "leave this instrument out (repeatable)",
+            list=True,
+            instruments=True,
+            flag="--mute",
+            metavar="NAME",
+        ),
+    )
 
     @property
     def web_port(self) -> int | None:
@@ -136,9 +231,12 @@ class LiveConfig:
     def starting_arrangement(self) -> Arrangement:
         """Key lock, ensemble, instruments and muted instruments at startup."""
         arrangement = Arrangement()
-        steps = (("key_lock", {"key_lock": self.key_lock}), ("ensemble", {"ensemble": self.ensemble}),
-                 ("instruments", {"instruments": tuple(self.instruments) or None}),
-                 ("muted", {"muted": frozenset(self.muted)}))
+        steps = (
+            ("key_lock", {"key_lock": self.key_lock}),
+            ("ensemble", {"ensemble": self.ensemble}),
+            ("instruments", {"instruments": tuple(self.instruments) or None}),
+            ("muted", {"muted": frozenset(self.muted)}),
+        )
         for name, change in steps:  # one at a time, so the error names the key
             try:
                 arrangement = arrangement.replace(**change)
@@ -219,8 +317,9 @@ def _check_type(name: str, value: Any, default: Any) -> Any:
 _INSTRUMENT_FIELDS = {f.name for f in dataclasses.fields(LiveConfig) if f.metadata.get("instruments")}
 
 
-def build_config(file_values: dict[str, Any] | None = None,
-                 overrides: dict[str, Any] | None = None) -> LiveConfig:
+def build_config(
+    file_values: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None
+) -> LiveConfig:
     """Defaults < file < command line; every value type-checked."""
     config = LiveConfig()
     known = {f.name: f for f in dataclasses.fields(LiveConfig)}
@@ -245,24 +344,37 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         flag = meta.get("flag", "--" + f.name.replace("_", "-"))
         default = getattr(defaults, f.name)
-        help_text = f"{meta['help']} (default: {default!r})" if default not in ("", [], 0.0, -1) \
-            else meta["help"]
+        help_text = (
+            f"{meta['help']} (default: {default!r})" if default not in ("", [], 0.0, -1) else meta["help"]
+        )
         if isinstance(default, bool):
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                                help=help_text)
+            parser.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         elif meta.get("list"):
-            parser.add_argument(flag, dest=f.name, action="append", default=None, help=help_text,
-                                metavar=meta.get("metavar"))
+            parser.add_argument(
+                flag, dest=f.name, action="append", default=None, help=help_text, metavar=meta.get("metavar")
+            )
         elif meta.get("instruments"):
-            parser.add_argument(flag, dest=f.name, type=split_names, default=None, help=help_text,
-                                metavar=meta.get("metavar"))
+            parser.add_argument(
+                flag, dest=f.name, type=split_names, default=None, help=help_text, metavar=meta.get("metavar")
+            )
         else:
-            parser.add_argument(flag, dest=f.name, type=type(default), default=None, help=help_text,
-                                choices=meta.get("choices"))
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                type=type(default),
+                default=None,
+                help=help_text,
+                choices=meta.get("choices"),
+            )
 
 
 def config_from_args(args: argparse.Namespace) -> LiveConfig:
     file_values = load_toml(args.config) if getattr(args, "config", None) else {}
-    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(LiveConfig)
-                 if dict(f.metadata).get("cli") is not False}
+    overrides = {
+        f.name: getattr(args, f.name, None)
+        for f in dataclasses.fields(LiveConfig)
+        if dict(f.metadata).get("cli") is not False
+    }
     return build_config(file_values, overrides)

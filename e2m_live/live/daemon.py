@@ -44,6 +44,7 @@ from e2m_live.live.sync import describe_source, open_clock
 
 log = logging.getLogger(__name__)
 
+
 def default_audio_driver() -> str | None:
     """The audio driver FluidSynth plays to when none is configured: the platform's sound server,
     or ALSA with a sound card; None (no sound card): FluidSynth runs without one."""
@@ -75,9 +76,15 @@ class StartupReport:
 class Daemon:
     """The resident live engine."""
 
-    def __init__(self, config: LiveConfig, *, out: TextIO | None = None,
-                 generator_options: dict | None = None, record_timing: bool = False,
-                 measure: bool = True) -> None:
+    def __init__(
+        self,
+        config: LiveConfig,
+        *,
+        out: TextIO | None = None,
+        generator_options: dict | None = None,
+        record_timing: bool = False,
+        measure: bool = True,
+    ) -> None:
         self.config = config
         self.out = out or sys.stdout
         self.report = StartupReport()
@@ -122,30 +129,49 @@ class Daemon:
         options = dict(self._generator_options)
         if name.startswith("model") and config.planner != "class-lstm":
             options.setdefault("planner", config.planner)
-        self.engine = Engine(name, options, features, loop=config.mode == "loop",
-                             seed=None if config.seed < 0 else config.seed,
-                             debounce=config.debounce_ms / 1000, arrangement=config.starting_arrangement())
+        self.engine = Engine(
+            name,
+            options,
+            features,
+            loop=config.mode == "loop",
+            seed=None if config.seed < 0 else config.seed,
+            debounce=config.debounce_ms / 1000,
+            arrangement=config.starting_arrangement(),
+        )
         if self._measure:
             self.measured = MeasuredFeatures(self.engine.measure, self._feedback.put)
             self.engine.on_measured = self.measured.receive
         self.engine.start(wait=0)
         self.clock = self._open_clock(config.sync, features.tempo, features.time_signature)
-        self.player = Player(self.clock, self.outputs, self.engine,
-                             tempo=lambda: self.engine.tempo, on_bar=self._on_bar, on_state=self._on_state,
-                             record_timing=self._record_timing, realtime=config.realtime,
-                             on_output_lost=self._on_output_lost, clock_out=self.clock_out)
+        self.player = Player(
+            self.clock,
+            self.outputs,
+            self.engine,
+            tempo=lambda: self.engine.tempo,
+            on_bar=self._on_bar,
+            on_state=self._on_state,
+            record_timing=self._record_timing,
+            realtime=config.realtime,
+            on_output_lost=self._on_output_lost,
+            clock_out=self.clock_out,
+        )
         self.player.set_loudness(features.loudness)
         self.player.start_thread()
-        self.osc = OscServer(self.handle, host=config.host,
-                             udp_port=None if config.udp_port < 0 else config.udp_port,
-                             tcp_port=None if config.tcp_port < 0 else config.tcp_port,
-                             allow=config.allow, feedback=[parse_host_port(t) for t in config.feedback])
+        self.osc = OscServer(
+            self.handle,
+            host=config.host,
+            udp_port=None if config.udp_port < 0 else config.udp_port,
+            tcp_port=None if config.tcp_port < 0 else config.tcp_port,
+            allow=config.allow,
+            feedback=[parse_host_port(t) for t in config.feedback],
+        )
         self.osc.start()
         if self.osc.udp_port is not None:
             self.report.listening.append(f"OSC udp {config.host}:{self.osc.udp_port}")
         if self.osc.tcp_port is not None:
             self.report.listening.append(
-                f"OSC tcp {config.host}:{self.osc.tcp_port} (OSC 1.0 or 1.1 framing)")
+                f"OSC tcp {config.host}:{self.osc.tcp_port} (OSC 1.0 or 1.1 framing)"
+            )
         self._start_web_surface()
         self._feedback_thread.start()
         if config.host not in ("127.0.0.1", "::1", "localhost"):
@@ -165,8 +191,11 @@ class Daemon:
         thread, which only waits, is left alone); threads they start inherit it. Then freeze the
         heap so the cyclic GC has little to scan."""
         skip = {threading.main_thread(), self.player._thread if self.player else None}
-        granted = [make_realtime(t.native_id, DAEMON_PRIORITY) for t in threading.enumerate()
-                   if t not in skip and t.native_id is not None]
+        granted = [
+            make_realtime(t.native_id, DAEMON_PRIORITY)
+            for t in threading.enumerate()
+            if t not in skip and t.native_id is not None
+        ]
         if granted and not all(granted):
             log.info("real-time scheduling not permitted here; timing relies on the default scheduler")
         gc.collect()
@@ -195,8 +224,14 @@ class Daemon:
         if config.fluidsynth:
             try:
                 driver = config.audio_driver or default_audio_driver()
-                self.outputs.add(FluidSynthOutput(config.soundfont or None, driver,
-                                                  gain=config.gain, file_name=config.audio_file or None))
+                self.outputs.add(
+                    FluidSynthOutput(
+                        config.soundfont or None,
+                        driver,
+                        gain=config.gain,
+                        file_name=config.audio_file or None,
+                    )
+                )
             except OutputError as error:
                 self._warn(f"no FluidSynth audio: {error}")
         if config.record:
@@ -212,17 +247,23 @@ class Daemon:
 
     def _listen_hint(self) -> str:
         """How to hear the music when no output makes sound here (no FluidSynth audio driver)."""
-        if any(isinstance(o, FluidSynthOutput) and "no audio driver" not in o.name and "(file," not in o.name
-               for o in self.outputs.outputs):
+        if any(
+            isinstance(o, FluidSynthOutput) and "no audio driver" not in o.name and "(file," not in o.name
+            for o in self.outputs.outputs
+        ):
             return ""  # FluidSynth plays to a sound card
         record = next((o for o in self.outputs.outputs if isinstance(o, MidiFileRecorder)), None)
         font = find_soundfont(self.config.soundfont or None)
         if record is not None:
-            return (f"no audio output here; after stopping, render the recording: fluidsynth -ni -F out.wav "
-                    f"{font or 'SOUNDFONT.sf2'} {record.path} (or one section: e2m-live generate "
-                    f"--mood happy -o x.mid --wav x.wav); with a sound card add --fluidsynth")
-        return ("no audio output here: connect the MIDI port to a synth, add --fluidsynth (with a sound "
-                "card), or --record FILE.mid and render it with fluidsynth -F")
+            return (
+                f"no audio output here; after stopping, render the recording: fluidsynth -ni -F out.wav "
+                f"{font or 'SOUNDFONT.sf2'} {record.path} (or one section: e2m-live generate "
+                f"--mood happy -o x.mid --wav x.wav); with a sound card add --fluidsynth"
+            )
+        return (
+            "no audio output here: connect the MIDI port to a synth, add --fluidsynth (with a sound "
+            "card), or --record FILE.mid and render it with fluidsynth -F"
+        )
 
     def _warn(self, text: str) -> None:
         self.report.warnings.append(text)
@@ -264,11 +305,13 @@ class Daemon:
         elif command.kind == "ramp":
             changes = command.changes
             with self._control_lock:
-                first = self.ramps.start(engine.features.to_dict(), {changes["feature"]: changes["target"]},
-                                         changes["bars"])
+                first = self.ramps.start(
+                    engine.features.to_dict(), {changes["feature"]: changes["target"]}, changes["bars"]
+                )
                 self._set_features(engine.features.replace(**first), cancel=())
-            self._feedback.put([(STATE["ramp"], [changes["feature"], float(changes["target"]),
-                                                     max(0, changes["bars"] - 1)])])
+            self._feedback.put(
+                [(STATE["ramp"], [changes["feature"], float(changes["target"]), max(0, changes["bars"] - 1)])]
+            )
         elif command.kind == "scene":
             problem = self._scene(command)
             if problem:
@@ -281,8 +324,13 @@ class Daemon:
             engine.set_arrangement(arrangement)
             self._feedback.put(self._arrangement_messages(arrangement))
         elif command.kind == "transport" and command.flag:
-            note = {"play": self._play, "stop": self._stop, "continue": self._continue, "panic": self._panic,
-                    "regenerate": engine.regenerate}[command.action]()
+            note = {
+                "play": self._play,
+                "stop": self._stop,
+                "continue": self._continue,
+                "panic": self._panic,
+                "regenerate": engine.regenerate,
+            }[command.action]()
             if note:
                 replies.append((ERROR_ADDRESS, [address, note]))
         elif command.kind == "sync":
@@ -298,8 +346,9 @@ class Daemon:
             self._feedback.put(("targets", state))  # Max & co. receive on another socket
         return replies
 
-    def _set_features(self, features: EmotionFeatures, cancel: Any = None,
-                      loudness_after: float | None = None) -> None:
+    def _set_features(
+        self, features: EmotionFeatures, cancel: Any = None, loudness_after: float | None = None
+    ) -> None:
         """Apply features (caller holds the control lock): the engine re-plans and adapts the bars
         it has at once, the player's loudness gain follows from the next beat (after
         ``loudness_after``, if given); the ramps of the ``cancel`` features (None: all) stop, as a
@@ -311,8 +360,12 @@ class Daemon:
         if features.loudness != old.loudness:
             player.set_loudness(features.loudness, loudness_after)
         stopped = self.ramps.cancel(FEATURE_ORDER if cancel is None else cancel)
-        self._feedback.put([*self._feature_messages(features),
-                            *((STATE["ramp"], [r.feature, float(r.target), 0]) for r in stopped)])
+        self._feedback.put(
+            [
+                *self._feature_messages(features),
+                *((STATE["ramp"], [r.feature, float(r.target), 0]) for r in stopped),
+            ]
+        )
 
     def _scene(self, command: Command) -> str | None:
         """scene/store, scene/recall [bars], scene/morph; returns why not, or None."""
@@ -349,8 +402,9 @@ class Daemon:
             if not values:
                 return
             bar_seconds = info.numerator * 4.0 / info.denominator * 60.0 / info.tempo
-            self._set_features(engine.features.replace(**values), cancel=(),
-                               loudness_after=info.time + bar_seconds - 0.001)
+            self._set_features(
+                engine.features.replace(**values), cancel=(), loudness_after=info.time + bar_seconds - 0.001
+            )
         self._feedback.put(self._ramp_messages(ramps))
 
     @staticmethod
@@ -466,17 +520,23 @@ class Daemon:
     def _arrangement_messages(arrangement: Arrangement) -> list[Reply]:
         data = arrangement.to_dict()
         palette = arrangement.palette()
-        return [(STATE["key_lock"], [float(arrangement.key_lock)]),
-                (STATE["ensemble"], [arrangement.ensemble]),
-                (STATE["instruments"], list(palette) if palette is not None else ["auto"]),
-                (STATE["muted"], data["muted"] or ["none"])]
+        return [
+            (STATE["key_lock"], [float(arrangement.key_lock)]),
+            (STATE["ensemble"], [arrangement.ensemble]),
+            (STATE["instruments"], list(palette) if palette is not None else ["auto"]),
+            (STATE["muted"], data["muted"] or ["none"]),
+        ]
 
     @staticmethod
     def _feature_messages(features: EmotionFeatures) -> list[Reply]:
-        values = [int(getattr(features, n)) if n in INTEGER_FIELDS else float(getattr(features, n))
-                  for n in FEATURE_ORDER]
-        return [(STATE["features"], values),
-                *((STATE[n], [v]) for n, v in zip(FEATURE_ORDER, values, strict=True))]
+        values = [
+            int(getattr(features, n)) if n in INTEGER_FIELDS else float(getattr(features, n))
+            for n in FEATURE_ORDER
+        ]
+        return [
+            (STATE["features"], values),
+            *((STATE[n], [v]) for n, v in zip(FEATURE_ORDER, values, strict=True)),
+        ]
 
     def state_messages(self) -> list[Reply]:
         """The full state, as sent in reply to ``/e2m/status``."""
@@ -516,14 +576,22 @@ class Daemon:
             found = [s for s in (engine.sections if engine else []) if s.id == section]
             return list(found[-1].bars) if found else []
 
-        surface = WebSurface(self.handle, self.state_messages, host=self.config.host, port=port,
-                             allow=self.config.allow, section_bars=section_bars,
-                             realtime_priority=DAEMON_PRIORITY if self.config.realtime else None)
+        surface = WebSurface(
+            self.handle,
+            self.state_messages,
+            host=self.config.host,
+            port=port,
+            allow=self.config.allow,
+            section_bars=section_bars,
+            realtime_priority=DAEMON_PRIORITY if self.config.realtime else None,
+        )
         try:
             surface.start()
         except OSError as error:
-            self._warn(f"no browser surface: {error.strerror or error} (--http-port 0 takes any free "
-                       f"port, --no-web turns it off)")
+            self._warn(
+                f"no browser surface: {error.strerror or error} (--http-port 0 takes any free "
+                f"port, --no-web turns it off)"
+            )
             return
         self.web = surface
         self.add_feedback_listener(surface.publish)
@@ -541,17 +609,20 @@ class Daemon:
         self.outputs.mark_bar(info.time, info.tempo, info.numerator, info.denominator)
         if self.engine is not None:
             self.engine.bar_started(info)
-        messages: list[Reply] = [(STATE["bar"], [info.number, info.index]),
-                                 (STATE["lag"], [info.late_bars, float(info.lag_ms)]),
-                                 self.sync_message()]
+        messages: list[Reply] = [
+            (STATE["bar"], [info.number, info.index]),
+            (STATE["lag"], [info.late_bars, float(info.lag_ms)]),
+            self.sync_message(),
+        ]
         if isinstance(self.clock, LinkClock) and self.engine is not None:
             self.clock.quantum = self.engine.features.time_signature  # the bar is Link's quantum
         if info.plan != self._last_plan:
             self._last_plan = info.plan
             messages.append((STATE["plan"], [info.plan]))
         if info.repeated:
-            log.info("bar %d: next bar not ready, repeating material (%d late so far)", info.number,
-                     info.late_bars)
+            log.info(
+                "bar %d: next bar not ready, repeating material (%d late so far)", info.number, info.late_bars
+            )
         self._feedback.put(messages)
         self._feedback.put(("bar", info))  # ramps and "what is playing": on the feedback thread
 

@@ -30,8 +30,12 @@ def fluidsynth_drivers() -> list[str]:
     callback_type = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p)
     found: list[str] = []
     callback = callback_type(lambda _data, _name, option: found.append(option.decode()))
-    lib.fluid_settings_foreach_option.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p,
-                                                  callback_type]
+    lib.fluid_settings_foreach_option.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_void_p,
+        callback_type,
+    ]
     settings = fluidsynth.new_fluid_settings()
     try:
         lib.fluid_settings_foreach_option(settings, b"audio.driver", None, callback)
@@ -68,22 +72,50 @@ class Check:
 def midi_checks() -> list[Check]:
     checks = []
     apis = compiled_midi_apis()
-    checks.append(Check("python-rtmidi APIs", bool(apis), ", ".join(apis) or "none",
-                        "" if apis else "reinstall python-rtmidi with ALSA/JACK/CoreMIDI support"))
+    checks.append(
+        Check(
+            "python-rtmidi APIs",
+            bool(apis),
+            ", ".join(apis) or "none",
+            "" if apis else "reinstall python-rtmidi with ALSA/JACK/CoreMIDI support",
+        )
+    )
     default = default_midi_api()
     if default == "alsa":
         seq = Path("/dev/snd/seq").exists()
-        checks.append(Check("ALSA sequencer", seq, "/dev/snd/seq present" if seq else "/dev/snd/seq missing",
-                            "" if seq else "load the snd-seq kernel module (`sudo modprobe snd-seq`), or use "
-                                           "--midi-api jack with a running JACK server"))
+        checks.append(
+            Check(
+                "ALSA sequencer",
+                seq,
+                "/dev/snd/seq present" if seq else "/dev/snd/seq missing",
+                ""
+                if seq
+                else "load the snd-seq kernel module (`sudo modprobe snd-seq`), or use "
+                "--midi-api jack with a running JACK server",
+            )
+        )
     if "jack" in apis:
         running = jack_server_running()
-        checks.append(Check("JACK server", running, "running" if running else "not running",
-                            "" if running else "optional: start one (`jackd -d alsa` or `jackd -d dummy`, "
-                                               "or QjackCtl) to use --midi-api jack"))
+        checks.append(
+            Check(
+                "JACK server",
+                running,
+                "running" if running else "not running",
+                ""
+                if running
+                else "optional: start one (`jackd -d alsa` or `jackd -d dummy`, "
+                "or QjackCtl) to use --midi-api jack",
+            )
+        )
     if sys.platform.startswith("win"):
-        checks.append(Check("virtual MIDI ports", False, "Windows has no virtual MIDI ports",
-                            "install loopMIDI, create a port, pass --midi-port NAME"))
+        checks.append(
+            Check(
+                "virtual MIDI ports",
+                False,
+                "Windows has no virtual MIDI ports",
+                "install loopMIDI, create a port, pass --midi-port NAME",
+            )
+        )
     return checks
 
 
@@ -105,14 +137,27 @@ def audio_checks() -> list[Check]:
     fonts = soundfonts()
     sound_card = Path("/dev/snd").exists() or not sys.platform.startswith("linux")
     return [
-        Check("libfluidsynth", bool(drivers),
-              f"audio drivers: {', '.join(drivers)}" if drivers else "not loadable",
-              "" if drivers else "install libfluidsynth (Debian: libfluidsynth3)"),
-        Check("soundfont", bool(fonts), str(fonts[0]) if fonts else "none found",
-              "" if fonts else "install fluid-soundfont-gm or pass --soundfont FILE.sf2"),
-        Check("sound card", sound_card, "present" if sound_card else "no /dev/snd",
-              "" if sound_card else "FluidSynth can still render with --audio-driver file, or to a JACK "
-                                    "server; for MIDI use a JACK virtual port"),
+        Check(
+            "libfluidsynth",
+            bool(drivers),
+            f"audio drivers: {', '.join(drivers)}" if drivers else "not loadable",
+            "" if drivers else "install libfluidsynth (Debian: libfluidsynth3)",
+        ),
+        Check(
+            "soundfont",
+            bool(fonts),
+            str(fonts[0]) if fonts else "none found",
+            "" if fonts else "install fluid-soundfont-gm or pass --soundfont FILE.sf2",
+        ),
+        Check(
+            "sound card",
+            sound_card,
+            "present" if sound_card else "no /dev/snd",
+            ""
+            if sound_card
+            else "FluidSynth can still render with --audio-driver file, or to a JACK "
+            "server; for MIDI use a JACK virtual port",
+        ),
     ]
 
 

@@ -103,8 +103,14 @@ def _measure_loop(measures: mp.Queue, results: mp.Queue) -> None:
             results.put(("measured", features.to_dict()))
 
 
-def _worker_main(name: str, options: dict[str, Any], requests: mp.Queue, results: mp.Queue,
-                 niceness: int, measures: mp.Queue | None = None) -> None:
+def _worker_main(
+    name: str,
+    options: dict[str, Any],
+    requests: mp.Queue,
+    results: mp.Queue,
+    niceness: int,
+    measures: mp.Queue | None = None,
+) -> None:
     """The worker process: latest request wins, bars are sent as soon as each is ready; a thread
     estimates the features of what was played (``measures``)."""
     # Ctrl-C, and SIGTERM sent to the whole process group (``timeout``, service managers), reach
@@ -115,8 +121,9 @@ def _worker_main(name: str, options: dict[str, Any], requests: mp.Queue, results
         os.nice(niceness)
     generator = create_generator(name, **options)
     if measures is not None:
-        threading.Thread(target=_measure_loop, args=(measures, results), name="e2m-measure",
-                         daemon=True).start()
+        threading.Thread(
+            target=_measure_loop, args=(measures, results), name="e2m-measure", daemon=True
+        ).start()
     results.put(("ready", os.getpid()))
 
     parent = os.getppid()
@@ -145,8 +152,9 @@ def _worker_main(name: str, options: dict[str, Any], requests: mp.Queue, results
     while request is not None:
         newer: Request | str | None = "none"
         try:
-            for bar in generator.generate(request.features, prime=request.prime, seed=request.seed,
-                                          arrangement=request.arrangement):
+            for bar in generator.generate(
+                request.features, prime=request.prime, seed=request.seed, arrangement=request.arrangement
+            ):
                 results.put(("bar", request.section, bar))
                 try:
                     newer = latest(block=False)
@@ -175,10 +183,20 @@ def _arrangement_text(arrangement: Arrangement) -> str:
 class Engine:
     """Owns the worker process and the sections; :meth:`next_bar` feeds the player."""
 
-    def __init__(self, generator: str = "rules", generator_options: dict[str, Any] | None = None,
-                 features: EmotionFeatures | None = None, *, loop: bool = False, seed: int | None = None,
-                 debounce: float = 0.03, max_debounce: float = 0.25, niceness: int = 10,
-                 arrangement: Arrangement | None = None, margin_bars: int = 1) -> None:
+    def __init__(
+        self,
+        generator: str = "rules",
+        generator_options: dict[str, Any] | None = None,
+        features: EmotionFeatures | None = None,
+        *,
+        loop: bool = False,
+        seed: int | None = None,
+        debounce: float = 0.03,
+        max_debounce: float = 0.25,
+        niceness: int = 10,
+        arrangement: Arrangement | None = None,
+        margin_bars: int = 1,
+    ) -> None:
         self.generator = generator
         self.generator_options = dict(generator_options or {})
         self.features = features or EmotionFeatures()
@@ -260,9 +278,18 @@ class Engine:
         self._measures = self._ctx.Queue()
         self._ready.clear()
         self._process = self._ctx.Process(
-            target=_worker_main, name="e2m-generator", daemon=True,
-            args=(self.generator, self.generator_options, self._requests, self._results, self.niceness,
-                  self._measures))
+            target=_worker_main,
+            name="e2m-generator",
+            daemon=True,
+            args=(
+                self.generator,
+                self.generator_options,
+                self._requests,
+                self._results,
+                self.niceness,
+                self._measures,
+            ),
+        )
         self._process.start()
         self.worker_pid = self._process.pid
 
@@ -341,9 +368,17 @@ class Engine:
         pending = self._pending
         section = self._playing
         following = self._index + 1
-        if pending is not None and pending.immediate and pending.bars and (
-                len(pending.bars) >= 1 + self.margin_bars or pending.complete or section is None
-                or not following < len(section.bars)):
+        if (
+            pending is not None
+            and pending.immediate
+            and pending.bars
+            and (
+                len(pending.bars) >= 1 + self.margin_bars
+                or pending.complete
+                or section is None
+                or not following < len(section.bars)
+            )
+        ):
             # A change's section takes over once it is a bar ahead of the player (one-bar safety
             # margin; the immediate answers carry the change until then), or at once if the
             # playing section has nothing more to give.
@@ -391,18 +426,31 @@ class Engine:
         bar = section.bars[self._index]
         adapted = adaptation(bar, section.features, self.features)
         state = "complete" if section.complete else f"{len(section.bars)}/{SECTION_BARS} ready"
-        plan = (f"section {section.id} ({self.generator}, {_key_text(section.features)}, "
-                f"{section.features.time_signature}/4, energy {section.features.energy:.2f}, "
-                f"valence {section.features.valence:.2f}, {_arrangement_text(section.arrangement)}): "
-                f"bar {self._index + 1}/{SECTION_BARS}, {state}{', loop' if self.loop else ''}")
-        return PlannedBar(bar, section.id, continues=continues, plan=plan, loudness=section.features.loudness,
-                          adaptation=adapted)
+        plan = (
+            f"section {section.id} ({self.generator}, {_key_text(section.features)}, "
+            f"{section.features.time_signature}/4, energy {section.features.energy:.2f}, "
+            f"valence {section.features.valence:.2f}, {_arrangement_text(section.arrangement)}): "
+            f"bar {self._index + 1}/{SECTION_BARS}, {state}{', loop' if self.loop else ''}"
+        )
+        return PlannedBar(
+            bar,
+            section.id,
+            continues=continues,
+            plan=plan,
+            loudness=section.features.loudness,
+            adaptation=adapted,
+        )
 
     def _maybe_continue(self) -> None:
         """Endless mode: request the next section once the current one is complete."""
         section = self._playing
-        if (not self.loop and section is not None and section.complete and self._pending is None
-                and self._dirty_first is None):
+        if (
+            not self.loop
+            and section is not None
+            and section.complete
+            and self._pending is None
+            and self._dirty_first is None
+        ):
             self._mark_dirty(immediate=False, now=time.monotonic(), at_once=True)
 
     def bar_started(self, info: BarStarted) -> None:
@@ -452,8 +500,15 @@ class Engine:
             if now < due:
                 return max(0.0005, due - now)
             immediate = self._dirty_immediate
-            section = Section(next(self._ids), self.features, self._rng.randrange(2**31), immediate,
-                              changed_at=self._dirty_last, requested_at=now, arrangement=self.arrangement)
+            section = Section(
+                next(self._ids),
+                self.features,
+                self._rng.randrange(2**31),
+                immediate,
+                changed_at=self._dirty_last,
+                requested_at=now,
+                arrangement=self.arrangement,
+            )
             if immediate or self._playing is None:
                 prime = self._given_bar()
                 section.immediate = True

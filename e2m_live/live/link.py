@@ -23,8 +23,9 @@ from e2m_live.live.clock import ExternalClock
 
 log = logging.getLogger(__name__)
 
-LINK_EXTRA_HINT = ("Ableton Link needs the optional 'link' extra: pip install aalink "
-                   "(aalink and Ableton Link are GPL-3.0)")
+LINK_EXTRA_HINT = (
+    "Ableton Link needs the optional 'link' extra: pip install aalink (aalink and Ableton Link are GPL-3.0)"
+)
 
 
 class SyncUnavailable(RuntimeError):
@@ -82,8 +83,14 @@ def new_link_session(tempo: float, quantum: float = 4.0):
 class LinkClock(ExternalClock):
     """Follows an Ableton Link session (see the module docstring)."""
 
-    def __init__(self, tempo: float = 120.0, quantum: float = 4.0, start_stop_sync: bool = True,
-                 poll_seconds: float = 0.005, offset: float = 0.0) -> None:
+    def __init__(
+        self,
+        tempo: float = 120.0,
+        quantum: float = 4.0,
+        start_stop_sync: bool = True,
+        poll_seconds: float = 0.005,
+        offset: float = 0.0,
+    ) -> None:
         super().__init__(tempo)
         self.offset = offset
         self.start_stop_sync = start_stop_sync

@@ -1,4 +1,4 @@
-""""What is playing": the features re-estimated from the notes the player actually scheduled.
+""" "What is playing": the features re-estimated from the notes the player actually scheduled.
 
 The player hands every bar it schedules (after the immediate answers) with the loudness gain in
 force; :class:`MeasuredFeatures` keeps the last ``window`` bars and, at each bar, sends them to
@@ -34,10 +34,14 @@ Played = tuple[Bar, float, float, Adaptation | None]
 
 def measured_messages(features: EmotionFeatures) -> list[Reply]:
     """``/e2m/state/measured`` (all ten) and one ``/e2m/state/measured/<feature>`` each."""
-    values = [int(getattr(features, n)) if n in INTEGER_FIELDS else float(getattr(features, n))
-              for n in FEATURE_ORDER]
-    return [(STATE["measured"], values),
-            *((STATE[f"measured/{n}"], [v]) for n, v in zip(FEATURE_ORDER, values, strict=True))]
+    values = [
+        int(getattr(features, n)) if n in INTEGER_FIELDS else float(getattr(features, n))
+        for n in FEATURE_ORDER
+    ]
+    return [
+        (STATE["measured"], values),
+        *((STATE[f"measured/{n}"], [v]) for n, v in zip(FEATURE_ORDER, values, strict=True)),
+    ]
 
 
 def estimate(window: Sequence[Played]) -> EmotionFeatures | None:
@@ -48,8 +52,10 @@ def estimate(window: Sequence[Played]) -> EmotionFeatures | None:
     from e2m_live.loudness import scale_velocities
 
     played = [bar if change is None else change.apply(bar) for bar, _, _, change in window]
-    bars = [Bar(scale_velocities(bar.notes, gain), bar.numerator, bar.denominator, tempo, bar.index)
-            for bar, (_, gain, tempo, _) in zip(played, window, strict=True)]
+    bars = [
+        Bar(scale_velocities(bar.notes, gain), bar.numerator, bar.denominator, tempo, bar.index)
+        for bar, (_, gain, tempo, _) in zip(played, window, strict=True)
+    ]
     if not any(bar.notes for bar in bars):
         return None
     with np.errstate(all="ignore"):  # e.g. log2(0) of a window with no beat to fit
@@ -60,8 +66,12 @@ class MeasuredFeatures:
     """Keeps the last ``window`` bars played and submits them, once a bar, to ``submit`` (the
     engine's worker); :meth:`receive` publishes the answer."""
 
-    def __init__(self, submit: Callable[[list[Played]], None], publish: Callable[[list[Reply]], None],
-                 window: int = WINDOW_BARS) -> None:
+    def __init__(
+        self,
+        submit: Callable[[list[Played]], None],
+        publish: Callable[[list[Reply]], None],
+        window: int = WINDOW_BARS,
+    ) -> None:
         self.submit = submit
         self.publish = publish
         self.latest: EmotionFeatures | None = None

@@ -257,8 +257,14 @@ class MidiClockInput:
     """A MIDI input port feeding a :class:`MidiClockFollower`: the daemon's own virtual port
     (``port=None``, ``<client>:clock_in``) or an existing port whose name contains ``port``."""
 
-    def __init__(self, follower: MidiClockFollower, api: str = "auto", port: str | None = None,
-                 client_name: str = "e2m-live", port_name: str = "clock_in") -> None:
+    def __init__(
+        self,
+        follower: MidiClockFollower,
+        api: str = "auto",
+        port: str | None = None,
+        client_name: str = "e2m-live",
+        port_name: str = "clock_in",
+    ) -> None:
         from e2m_live.live.outputs import (
             OutputError,
             compiled_midi_apis,
@@ -293,8 +299,9 @@ class MidiClockInput:
         if port is None:
             if self.api == "winmm":
                 self._in.delete()
-                raise OutputError("Windows has no virtual MIDI ports: "
-                                  "pass --clock-in-port with a loopMIDI port")
+                raise OutputError(
+                    "Windows has no virtual MIDI ports: pass --clock-in-port with a loopMIDI port"
+                )
             self._in.open_virtual_port(port_name)
             self.name = f"{self.api} virtual port '{client_name}:{port_name}'"
         else:
@@ -302,8 +309,9 @@ class MidiClockInput:
             index = match_port(port, ports)
             if index is None:
                 self._in.delete()
-                raise OutputError(f"no {self.api} MIDI input matches {port!r}; "
-                                  f"inputs: {', '.join(ports) or 'none'}")
+                raise OutputError(
+                    f"no {self.api} MIDI input matches {port!r}; inputs: {', '.join(ports) or 'none'}"
+                )
             self._in.open_port(index, port_name)
             self.name = f"{self.api} port '{ports[index]}'"
         self._stamper = ArrivalStamper()

@@ -139,11 +139,11 @@ def parse_messages(data: bytes, depth: int = 0) -> list[OscMessage]:
     while index < len(data):
         if index + 4 > len(data):
             raise ValueError("truncated bundle element size")
-        (size,) = struct.unpack(">i", data[index:index + 4])
+        (size,) = struct.unpack(">i", data[index : index + 4])
         index += 4
         if size <= 0 or size % 4 or index + size > len(data):
             raise ValueError(f"bad bundle element size {size}")
-        messages += parse_messages(data[index:index + size], depth + 1)
+        messages += parse_messages(data[index : index + size], depth + 1)
         index += size
     return messages
 
@@ -182,8 +182,9 @@ class _UDPServer(socketserver.UDPServer):
     allow_reuse_address = True
     max_packet_size = MAX_PACKET
 
-    def __init__(self, address, handler: Handler, client_filter: ClientFilter,
-                 on_client: Callable[[tuple], None]) -> None:
+    def __init__(
+        self, address, handler: Handler, client_filter: ClientFilter, on_client: Callable[[tuple], None]
+    ) -> None:
         self.handler = handler
         self.filter = client_filter
         self.on_client = on_client
@@ -251,8 +252,8 @@ def _split_prefixed(buffer: bytes) -> tuple[list[bytes], bytes, str | None]:
             return packets, b"", f"OSC 1.0 packet length {length} exceeds {MAX_PACKET}: closing"
         if len(buffer) < 4 + length:
             break
-        packets.append(buffer[4:4 + length])
-        buffer = buffer[4 + length:]
+        packets.append(buffer[4 : 4 + length])
+        buffer = buffer[4 + length :]
     return packets, buffer, None
 
 
@@ -280,10 +281,17 @@ class OscServer:
     disables. :meth:`broadcast` sends feedback to recent UDP clients, TCP clients and the
     configured feedback targets."""
 
-    def __init__(self, handler: Handler, host: str = "127.0.0.1", udp_port: int | None = 9000,
-                 tcp_port: int | None = 9001, allow: Iterable[str] = (),
-                 feedback: Iterable[tuple[str, int]] = (), reply_to_senders: bool = True,
-                 max_udp_clients: int = 8) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        host: str = "127.0.0.1",
+        udp_port: int | None = 9000,
+        tcp_port: int | None = 9001,
+        allow: Iterable[str] = (),
+        feedback: Iterable[tuple[str, int]] = (),
+        reply_to_senders: bool = True,
+        max_udp_clients: int = 8,
+    ) -> None:
         quiet_python_osc_logging()
         self.host = host
         self.filter = ClientFilter(host, allow)
@@ -313,8 +321,9 @@ class OscServer:
     def start(self) -> None:
         for server, name in ((self.udp, "e2m-osc-udp"), (self.tcp, "e2m-osc-tcp")):
             if server is not None:
-                thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                                          name=name, daemon=True)
+                thread = threading.Thread(
+                    target=server.serve_forever, kwargs={"poll_interval": 0.2}, name=name, daemon=True
+                )
                 thread.start()
                 self._threads.append(thread)
 
@@ -335,7 +344,7 @@ class OscServer:
             if client in self._udp_clients:
                 self._udp_clients.remove(client)
             self._udp_clients.append(client)
-            del self._udp_clients[:-self._max_udp_clients]
+            del self._udp_clients[: -self._max_udp_clients]
 
     def send_to_feedback_targets(self, messages: Sequence[Reply]) -> None:
         """Send to the configured feedback targets only (e.g. a ``/e2m/status`` reply, for

@@ -63,6 +63,7 @@ class Output(ABC):
 
 # ---- MIDI ports -----------------------------------------------------------------------------------
 
+
 def import_rtmidi() -> ModuleType:
     """The ``rtmidi`` module (python-rtmidi), imported on first use: ports only, not every command."""
     import rtmidi
@@ -135,8 +136,13 @@ def midi_api_problem(api: str) -> str:
 class MidiPortOutput(Output):
     """A MIDI output port via python-rtmidi: virtual (``port=None``) or an existing port."""
 
-    def __init__(self, api: str = "auto", port: str | None = None, client_name: str = "e2m-live",
-                 port_name: str = "out") -> None:
+    def __init__(
+        self,
+        api: str = "auto",
+        port: str | None = None,
+        client_name: str = "e2m-live",
+        port_name: str = "out",
+    ) -> None:
         os.environ.setdefault("JACK_NO_START_SERVER", "1")
         rtmidi = import_rtmidi()
         api = default_midi_api() if api == "auto" else api
@@ -144,8 +150,10 @@ class MidiPortOutput(Output):
         if api not in names:
             raise OutputError(f"unknown MIDI API {api!r}; choose one of {', '.join(names)}")
         if api not in compiled_midi_apis():
-            raise OutputError(f"this python-rtmidi build has no {api} support "
-                              f"(it has: {', '.join(compiled_midi_apis()) or 'none'})")
+            raise OutputError(
+                f"this python-rtmidi build has no {api} support "
+                f"(it has: {', '.join(compiled_midi_apis()) or 'none'})"
+            )
         try:
             self._out = rtmidi.MidiOut(names[api], name=client_name)
         except Exception as error:
@@ -158,7 +166,8 @@ class MidiPortOutput(Output):
                 self._out.delete()
                 raise OutputError(
                     "Windows has no virtual MIDI ports: create one with loopMIDI and pass "
-                    f"--midi-port NAME; ports now: {', '.join(ports) or 'none'}")
+                    f"--midi-port NAME; ports now: {', '.join(ports) or 'none'}"
+                )
             self._out.open_virtual_port(port_name)
             self.name = f"{api} virtual port '{client_name}:{port_name}'"
         else:
@@ -194,8 +203,9 @@ def match_port(wanted: str, ports: list[str]) -> int | None:
     return None
 
 
-def open_default_midi(api: str = "auto", port: str | None = None, client_name: str = "e2m-live"
-                      ) -> tuple[MidiPortOutput | None, str | None]:
+def open_default_midi(
+    api: str = "auto", port: str | None = None, client_name: str = "e2m-live"
+) -> tuple[MidiPortOutput | None, str | None]:
     """Open the configured MIDI output, degrading gracefully.
 
     With ``api="auto"`` on Linux: ALSA first, then JACK if a server runs. Returns
@@ -210,12 +220,15 @@ def open_default_midi(api: str = "auto", port: str | None = None, client_name: s
             return MidiPortOutput(name, port, client_name), None
         except OutputError as error:
             tried.append(str(error))
-    hint = ("use --midi-api jack with a running JACK server, --fluidsynth for audio, "
-            "or --no-midi; see `e2m-live ports` and `e2m-live doctor`")
+    hint = (
+        "use --midi-api jack with a running JACK server, --fluidsynth for audio, "
+        "or --no-midi; see `e2m-live ports` and `e2m-live doctor`"
+    )
     return None, "no MIDI output: " + "; ".join(tried) + f". Playing on without MIDI ({hint})."
 
 
 # ---- FluidSynth ----------------------------------------------------------------------------------
+
 
 def find_soundfont(explicit: str | os.PathLike | None = None) -> Path | None:
     """The soundfont to use: ``explicit``; else the system GM soundfont
@@ -242,15 +255,32 @@ def bundled_soundfont() -> Path | None:
     return path if path.is_file() else None
 
 
-FLUIDSYNTH_DRIVERS = ("pulseaudio", "pipewire", "alsa", "jack", "coreaudio", "dsound", "wasapi", "oss",
-                      "sdl2", "portaudio", "file")
+FLUIDSYNTH_DRIVERS = (
+    "pulseaudio",
+    "pipewire",
+    "alsa",
+    "jack",
+    "coreaudio",
+    "dsound",
+    "wasapi",
+    "oss",
+    "sdl2",
+    "portaudio",
+    "file",
+)
 
 
 class FluidSynthOutput(Output):
     """Plays through FluidSynth. ``driver=None``: no audio device, pull audio with :meth:`render`."""
 
-    def __init__(self, soundfont: str | os.PathLike | None = None, driver: str | None = None,
-                 sample_rate: int = 48000, gain: float = 0.4, file_name: str | None = None) -> None:
+    def __init__(
+        self,
+        soundfont: str | os.PathLike | None = None,
+        driver: str | None = None,
+        sample_rate: int = 48000,
+        gain: float = 0.4,
+        file_name: str | None = None,
+    ) -> None:
         try:
             import fluidsynth
         except ImportError as error:  # pragma: no cover - dependency of the package
@@ -271,8 +301,10 @@ class FluidSynthOutput(Output):
             synth.audio_driver = fluidsynth.new_fluid_audio_driver(synth.settings, synth.synth)
             if not self._synth.audio_driver:
                 self._synth.delete()
-                raise OutputError(f"FluidSynth audio driver {driver!r} failed to start "
-                                  "(see `e2m-live ports` for the drivers compiled in)")
+                raise OutputError(
+                    f"FluidSynth audio driver {driver!r} failed to start "
+                    "(see `e2m-live ports` for the drivers compiled in)"
+                )
         self._font_id = self._synth.sfload(str(font))
         if self._font_id < 0:
             self._synth.delete()
@@ -305,6 +337,7 @@ class FluidSynthOutput(Output):
 
 
 # ---- recording -----------------------------------------------------------------------------------
+
 
 @dataclass(slots=True)
 class TimedMessage:
@@ -683,6 +716,7 @@ def _track(events: list[tuple[int, int, object]]):
 
 
 # ---- fan-out --------------------------------------------------------------------------------------
+
 
 class OutputSet:
     """Sends every message to every output; an output that fails is dropped, the rest go on."""

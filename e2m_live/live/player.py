@@ -116,14 +116,22 @@ class _Event:
 class Player:
     """Plays bars from ``source`` to ``outputs`` on ``clock``."""
 
-    def __init__(self, clock: Clock, outputs: OutputSet, source: BarSource, *,
-                 tempo: Callable[[], float] | float = 120.0,
-                 on_bar: Callable[[BarStarted], None] | None = None,
-                 on_state: Callable[[bool], None] | None = None,
-                 on_output_lost: Callable[[str, str], None] | None = None,
-                 prepare_ahead: float = 0.015, start_delay: float = 0.05,
-                 record_timing: bool = False, realtime: bool = True,
-                 clock_out: OutputSet | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        outputs: OutputSet,
+        source: BarSource,
+        *,
+        tempo: Callable[[], float] | float = 120.0,
+        on_bar: Callable[[BarStarted], None] | None = None,
+        on_state: Callable[[bool], None] | None = None,
+        on_output_lost: Callable[[str, str], None] | None = None,
+        prepare_ahead: float = 0.015,
+        start_delay: float = 0.05,
+        record_timing: bool = False,
+        realtime: bool = True,
+        clock_out: OutputSet | None = None,
+    ) -> None:
         self.clock = clock
         self.outputs = outputs
         self.clock_out = clock_out
@@ -431,9 +439,15 @@ class Player:
                     self.clock.start(self.clock.now() + self.prepare_ahead + 0.005)
                     self._next_bar_beat = 0.0
                 return False
-            planned = PlannedBar(self._last.bar, self._last.section, continues=False,
-                                 lag_ms=self._last.lag_ms, plan=self._last.plan, loudness=self._last.loudness,
-                                 adaptation=self._last.adaptation)
+            planned = PlannedBar(
+                self._last.bar,
+                self._last.section,
+                continues=False,
+                lag_ms=self._last.lag_ms,
+                plan=self._last.plan,
+                loudness=self._last.loudness,
+                adaptation=self._last.adaptation,
+            )
             repeated = True
         repeated = repeated or planned.repeat
         if repeated:
@@ -442,13 +456,24 @@ class Player:
         self.bar_number += 1
         self._last = planned
         if self.on_bar:
-            self.on_bar(BarStarted(
-                number=self.bar_number, index=planned.bar.index, section=planned.section, repeated=repeated,
-                late_bars=self.late_bars, lag_ms=planned.lag_ms, tempo=self._bar_tempo,
-                time=self.clock.time_of(self._next_bar_beat - planned.bar.quarters), plan=planned.plan,
-                numerator=planned.bar.numerator, denominator=planned.bar.denominator, bar=planned.bar,
-                adaptation=planned.adaptation,
-                gain=self._bar_gain(planned)))
+            self.on_bar(
+                BarStarted(
+                    number=self.bar_number,
+                    index=planned.bar.index,
+                    section=planned.section,
+                    repeated=repeated,
+                    late_bars=self.late_bars,
+                    lag_ms=planned.lag_ms,
+                    tempo=self._bar_tempo,
+                    time=self.clock.time_of(self._next_bar_beat - planned.bar.quarters),
+                    plan=planned.plan,
+                    numerator=planned.bar.numerator,
+                    denominator=planned.bar.denominator,
+                    bar=planned.bar,
+                    adaptation=planned.adaptation,
+                    gain=self._bar_gain(planned),
+                )
+            )
         return True
 
     def _bar_gain(self, planned: PlannedBar) -> float:

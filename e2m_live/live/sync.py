@@ -17,14 +17,14 @@ def open_clock(source: str, config: LiveConfig, tempo: float, beats_per_bar: flo
     if source == "midi":
         follower = MidiClockFollower(tempo, offset=offset)
         try:
-            follower.input = MidiClockInput(follower, config.midi_api, config.clock_in_port or None,
-                                            client_name=config.midi_name)
+            follower.input = MidiClockInput(
+                follower, config.midi_api, config.clock_in_port or None, client_name=config.midi_name
+            )
         except OutputError as error:
             raise SyncUnavailable(str(error)) from None
         return follower
     if source == "link":
-        return LinkClock(tempo, quantum=beats_per_bar, start_stop_sync=config.link_start_stop,
-                         offset=offset)
+        return LinkClock(tempo, quantum=beats_per_bar, start_stop_sync=config.link_start_stop, offset=offset)
     raise SyncUnavailable(f"unknown sync source {source!r}; choose internal, midi or link")
 
 
@@ -34,6 +34,8 @@ def describe_source(clock: Clock) -> str:
         where = clock.input.name if clock.input is not None else "no port"
         return f"MIDI clock in from {where}"
     if isinstance(clock, LinkClock):
-        return f"Ableton Link session (quantum {clock.quantum:g}, start/stop sync " \
-               f"{'on' if clock.start_stop_sync else 'off'})"
+        return (
+            f"Ableton Link session (quantum {clock.quantum:g}, start/stop sync "
+            f"{'on' if clock.start_stop_sync else 'off'})"
+        )
     return f"internal clock, {clock.tempo:g} BPM"

@@ -50,15 +50,19 @@ def pitch_map(from_key: int, from_mode: int, to_key: int, to_mode: int) -> tuple
     return tuple(offsets)
 
 
-def transpose_notes(notes: list[Note], from_key: int, from_mode: int, to_key: int,
-                    to_mode: int) -> list[Note]:
+def transpose_notes(
+    notes: list[Note], from_key: int, from_mode: int, to_key: int, to_mode: int
+) -> list[Note]:
     """Pitched notes moved into ``to_key``/``to_mode`` (see the module doc); drums untouched."""
     if from_key == to_key and from_mode == to_mode:
         return list(notes)
     offsets = pitch_map(from_key, from_mode, to_key, to_mode)
-    return [note if note.is_drum
-            else dataclasses.replace(note, pitch=_in_range(note.pitch + offsets[note.pitch % 12]))
-            for note in notes]
+    return [
+        note
+        if note.is_drum
+        else dataclasses.replace(note, pitch=_in_range(note.pitch + offsets[note.pitch % 12]))
+        for note in notes
+    ]
 
 
 def energy_notes(notes: list[Note], from_energy: float, to_energy: float, beat: float = 1.0) -> list[Note]:
@@ -102,8 +106,11 @@ class Adaptation:
         return note.velocity if self.factor == 1.0 else min(127, max(1, round(note.velocity * self.factor)))
 
     def apply(self, bar: Bar) -> Bar:
-        notes = [Note(self.pitch(n), self.velocity(n), n.start, n.duration, n.program, n.is_drum)
-                 for i, n in enumerate(bar.notes) if i not in self.dropped]
+        notes = [
+            Note(self.pitch(n), self.velocity(n), n.start, n.duration, n.program, n.is_drum)
+            for i, n in enumerate(bar.notes)
+            if i not in self.dropped
+        ]
         return Bar(notes, bar.numerator, bar.denominator, bar.tempo, bar.index)
 
 

@@ -54,5 +54,8 @@ def write_all(folder: str | Path, layout: Layout | None = None) -> list[Path]:
 def stale_files(folder: str | Path, layout: Layout | None = None) -> list[str]:
     """Names of the files in ``folder`` that are missing or differ from the generator's output."""
     folder = Path(folder)
-    return [name for name, content in render_all(layout).items()
-            if not (folder / name).is_file() or (folder / name).read_bytes() != content]
+    return [
+        name
+        for name, content in render_all(layout).items()
+        if not (folder / name).is_file() or (folder / name).read_bytes() != content
+    ]

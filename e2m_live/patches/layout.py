@@ -125,11 +125,10 @@ class Layout:
 
 
 def _name(entry: OscAddress) -> str:
-    return entry.address[len(PREFIX) + 1:]
+    return entry.address[len(PREFIX) + 1 :]
 
 
-def feedback_for(argument_name: str, addresses: tuple[OscAddress, ...] = ADDRESSES
-                 ) -> tuple[str, int] | None:
+def feedback_for(argument_name: str, addresses: tuple[OscAddress, ...] = ADDRESSES) -> tuple[str, int] | None:
     """The feedback message that carries an argument's value in force, and the argument's index in
     it: ``/e2m/state/<name>`` first, else any feedback message with an argument of that name
     (the sync source is the first argument of ``/e2m/state/sync``); None when the daemon reports
@@ -190,9 +189,21 @@ def _menu(entry: OscAddress) -> Control:
     low_value = 0 if isinstance(values[0], str) else values[0]
     high_value = len(values) - 1 if isinstance(values[0], str) else values[-1]
     named = isinstance(values[0], str)
-    return Control("menu", name, entry.address, entry.label, low_value, high_value, default,
-                   integer=not named, labels=labels, values=values,
-                   unit=arg.unit, effect=entry.effect, **_follow_fields(arg.name))
+    return Control(
+        "menu",
+        name,
+        entry.address,
+        entry.label,
+        low_value,
+        high_value,
+        default,
+        integer=not named,
+        labels=labels,
+        values=values,
+        unit=arg.unit,
+        effect=entry.effect,
+        **_follow_fields(arg.name),
+    )
 
 
 def _is_menu(entry: OscAddress) -> bool:
@@ -200,8 +211,11 @@ def _is_menu(entry: OscAddress) -> bool:
     args = entry.arguments
     if len(args) != 1:
         return False
-    return entry.control == "menu" or (entry.control == "toggle" and bool(args[0].choices)) or \
-        (entry.control == "number" and args[0].types == "i")
+    return (
+        entry.control == "menu"
+        or (entry.control == "toggle" and bool(args[0].choices))
+        or (entry.control == "number" and args[0].types == "i")
+    )
 
 
 def build_layout(addresses: tuple[OscAddress, ...] = ADDRESSES) -> Layout:
@@ -221,45 +235,118 @@ def build_layout(addresses: tuple[OscAddress, ...] = ADDRESSES) -> Layout:
         args = entry.arguments
         if control == "fader" and len(args) == 1:
             low, high = _number_range(entry)
-            faders.append(Control("fader", name, entry.address, entry.label, low, high, args[0].default,
-                                  unit=args[0].unit, follow=_follow(args[0].name), effect=entry.effect))
+            faders.append(
+                Control(
+                    "fader",
+                    name,
+                    entry.address,
+                    entry.label,
+                    low,
+                    high,
+                    args[0].default,
+                    unit=args[0].unit,
+                    follow=_follow(args[0].name),
+                    effect=entry.effect,
+                )
+            )
         elif control == "xy" and len(args) == 2:
-            pads.append(Control("xy", name, entry.address, entry.label, 0.0, 1.0,
-                                tuple(a.default for a in args), axes=tuple(a.name for a in args),
-                                effect=entry.effect, axes_follow=tuple(_follow(a.name) for a in args)))
+            pads.append(
+                Control(
+                    "xy",
+                    name,
+                    entry.address,
+                    entry.label,
+                    0.0,
+                    1.0,
+                    tuple(a.default for a in args),
+                    axes=tuple(a.name for a in args),
+                    effect=entry.effect,
+                    axes_follow=tuple(_follow(a.name) for a in args),
+                )
+            )
         elif _is_menu(entry):
             menus.append(_menu(entry))
         elif control == "number" and len(args) == 1:
             low, high = _number_range(entry)
-            numbers.append(Control("number", name, entry.address, entry.label, low, high, args[0].default,
-                                   unit=args[0].unit, follow=_follow(args[0].name), effect=entry.effect))
+            numbers.append(
+                Control(
+                    "number",
+                    name,
+                    entry.address,
+                    entry.label,
+                    low,
+                    high,
+                    args[0].default,
+                    unit=args[0].unit,
+                    follow=_follow(args[0].name),
+                    effect=entry.effect,
+                )
+            )
         elif control == "toggle" and len(args) == 1:
-            toggles.append(Control("toggle", name, entry.address, entry.label, 0, 1, args[0].default,
-                                   integer=True, follow=_follow(name), effect=entry.effect))
+            toggles.append(
+                Control(
+                    "toggle",
+                    name,
+                    entry.address,
+                    entry.label,
+                    0,
+                    1,
+                    args[0].default,
+                    integer=True,
+                    follow=_follow(name),
+                    effect=entry.effect,
+                )
+            )
         elif control == "button":
             buttons.append(Control("button", name, entry.address, entry.label, effect=entry.effect))
         elif control == "entry" and len(args) == 1:
             quick = entry.extra.get(QUICK_PICKS, ())
-            entries.append(Control("entry", name, entry.address, entry.label,
-                                   labels=tuple(label for label, _ in quick),
-                                   values=tuple(tuple(send) for _, send in quick), effect=entry.effect))
+            entries.append(
+                Control(
+                    "entry",
+                    name,
+                    entry.address,
+                    entry.label,
+                    labels=tuple(label for label, _ in quick),
+                    values=tuple(tuple(send) for _, send in quick),
+                    effect=entry.effect,
+                )
+            )
         elif control == "multi":
             defaults = tuple(a.default for a in args)
-            buttons.append(Control("button", name, entry.address, "Defaults", send=defaults,
-                                   effect=f"{entry.effect} (sends the defaults)"))
+            buttons.append(
+                Control(
+                    "button",
+                    name,
+                    entry.address,
+                    "Defaults",
+                    send=defaults,
+                    effect=f"{entry.effect} (sends the defaults)",
+                )
+            )
         else:
-            raise LayoutError(f"{entry.address}: no controller widget for control {control!r} "
-                              f"with {len(args)} argument(s)")
+            raise LayoutError(
+                f"{entry.address}: no controller widget for control {control!r} with {len(args)} argument(s)"
+            )
     for c in (*faders, *menus, *numbers, *toggles):
         if c.follow and len(BY_ADDRESS[c.follow].arguments) == 1:  # more (sync): still displayed
             follows.add(c.follow)
     if len(pads) != 1 or len(numbers) != 1:
-        raise LayoutError(f"expected one XY pad and one number box (tempo), found {len(pads)} and "
-                          f"{len(numbers)}")
+        raise LayoutError(
+            f"expected one XY pad and one number box (tempo), found {len(pads)} and {len(numbers)}"
+        )
     displays = tuple(_displays(addresses, follows))
     buttons.sort(key=lambda b: bool(b.send))  # transport first, the Defaults preset last
-    return Layout(tuple(faders), pads[0], tuple(menus), numbers[0], tuple(toggles), tuple(buttons),
-                  displays, tuple(entries))
+    return Layout(
+        tuple(faders),
+        pads[0],
+        tuple(menus),
+        numbers[0],
+        tuple(toggles),
+        tuple(buttons),
+        displays,
+        tuple(entries),
+    )
 
 
 def _displays(addresses: tuple[OscAddress, ...], follows: set[str]) -> list[Display]:
@@ -270,11 +357,21 @@ def _displays(addresses: tuple[OscAddress, ...], follows: set[str]) -> list[Disp
             continue
         if entry.control == "fader":  # a feature echo with no control to move (none today)
             continue
-        kind: DisplayKind = "toggle" if entry.control == "toggle" else \
-            "text" if entry.control == "text" else "number"
-        displays.append(Display(kind, entry.address.rsplit("/", 1)[-1], entry.address, entry.label,
-                                tuple(a.name for a in entry.arguments),
-                                tuple(a.types[0] for a in entry.arguments), entry.effect, entry.repeated))
+        kind: DisplayKind = (
+            "toggle" if entry.control == "toggle" else "text" if entry.control == "text" else "number"
+        )
+        displays.append(
+            Display(
+                kind,
+                entry.address.rsplit("/", 1)[-1],
+                entry.address,
+                entry.label,
+                tuple(a.name for a in entry.arguments),
+                tuple(a.types[0] for a in entry.arguments),
+                entry.effect,
+                entry.repeated,
+            )
+        )
     return displays
 
 

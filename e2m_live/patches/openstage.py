@@ -26,10 +26,16 @@ SESSION_VERSION = "1.26.2"
 
 def _fader(control: Control, horizontal: bool = False) -> dict[str, Any]:
     return {
-        "type": "fader", "id": control.id, "html": _caption(control), "expand": True,
-        "horizontal": horizontal, "range": {"min": control.low, "max": control.high},
-        "default": control.default, "decimals": 0 if horizontal else 2,
-        "address": control.address, "typeTags": "f",
+        "type": "fader",
+        "id": control.id,
+        "html": _caption(control),
+        "expand": True,
+        "horizontal": horizontal,
+        "range": {"min": control.low, "max": control.high},
+        "default": control.default,
+        "decimals": 0 if horizontal else 2,
+        "address": control.address,
+        "typeTags": "f",
     }
 
 
@@ -40,17 +46,25 @@ def _caption(control: Control) -> str:
 
 def _menu(control: Control) -> dict[str, Any]:
     return {
-        "type": "dropdown", "id": control.id, "label": f"{control.label}: %key", "expand": True,
+        "type": "dropdown",
+        "id": control.id,
+        "label": f"{control.label}: %key",
+        "expand": True,
         "values": {"labels": list(control.labels), "values": list(control.values)},
-        "default": control.default, "address": control.address,
+        "default": control.default,
+        "address": control.address,
         "typeTags": "s" if control.string_values else "i",
     }
 
 
 def _button(control: Control) -> dict[str, Any]:
     widget: dict[str, Any] = {
-        "type": "button", "id": control.id, "label": control.label, "expand": True,
-        "mode": "momentary", "address": control.address,
+        "type": "button",
+        "id": control.id,
+        "label": control.label,
+        "expand": True,
+        "mode": "momentary",
+        "address": control.address,
     }
     if control.send:  # the Defaults preset: the ten values, typed as the daemon expects them
         widget["preArgs"] = list(control.send)
@@ -59,8 +73,15 @@ def _button(control: Control) -> dict[str, Any]:
 
 
 def _entry(control: Control) -> dict[str, Any]:
-    return {"type": "input", "id": control.id, "html": f"{control.label} (names or numbers, commas)",
-            "expand": True, "default": "", "address": control.address, "typeTags": "s"}
+    return {
+        "type": "input",
+        "id": control.id,
+        "html": f"{control.label} (names or numbers, commas)",
+        "expand": True,
+        "default": "",
+        "address": control.address,
+        "typeTags": "s",
+    }
 
 
 def _follower(control: Control, also: str = "") -> dict[str, Any]:
@@ -69,7 +90,9 @@ def _follower(control: Control, also: str = "") -> dict[str, Any]:
     if control.follow_name and not control.string_values:  # a name to an index menu (sync)
         value = f"{json.dumps(list(control.labels))}.indexOf({value}) + {format_number(control.values[0])}"
     return {
-        "type": "variable", "id": f"follow_{control.id}", "address": control.follow,
+        "type": "variable",
+        "id": f"follow_{control.id}",
+        "address": control.follow,
         "onValue": f"set('{control.id}', {value}, {{send: false}})" + also,
     }
 
@@ -85,8 +108,14 @@ def _pad_followers(pad: Control) -> list[dict[str, Any]]:
         if address is None:
             continue
         point = f"[value, get('{pad.id}')[1]]" if axis == 0 else f"[get('{pad.id}')[0], value]"
-        followers.append({"type": "variable", "id": f"follow_{pad.id}_{pad.axes[axis]}", "address": address,
-                          "onValue": f"set('{pad.id}', {point}, {{send: false}})"})
+        followers.append(
+            {
+                "type": "variable",
+                "id": f"follow_{pad.id}_{pad.axes[axis]}",
+                "address": address,
+                "onValue": f"set('{pad.id}', {point}, {{send: false}})",
+            }
+        )
     return followers
 
 
@@ -102,12 +131,16 @@ def _mood_follower(layout: Layout) -> list[dict[str, Any]]:
     if not any(m.name == "mood" for m in layout.menus) or "/e2m/state/features" not in BY_ADDRESS:
         return []
     presets = json.dumps({m: [getattr(f, n) for n in FEATURE_ORDER] for m, f in MOODS.items()})
-    return [_script_follower(
-        "follow_mood", "/e2m/state/features",
-        f"var presets = {presets}; var found = ''; "
-        "Object.keys(presets).forEach(function (m) { if (presets[m].every(function (v, i) "
-        "{ return Math.abs(v - value[i]) < 0.001 })) found = m }); "
-        "set('mood', found, {send: false})")]
+    return [
+        _script_follower(
+            "follow_mood",
+            "/e2m/state/features",
+            f"var presets = {presets}; var found = ''; "
+            "Object.keys(presets).forEach(function (m) { if (presets[m].every(function (v, i) "
+            "{ return Math.abs(v - value[i]) < 0.001 })) found = m }); "
+            "set('mood', found, {send: false})",
+        )
+    ]
 
 
 #: How a display shows its message (``value`` is the argument, or the list of arguments).
@@ -125,38 +158,75 @@ def _display_follower(name: str, address: str) -> dict[str, Any]:
     return _script_follower(f"show_{name}", address, f"set('state_{name}', {text})")
 
 
-def _panel(panel_id: str, widgets: list[dict[str, Any]], height: str, layout: str = "horizontal"
-           ) -> dict[str, Any]:
-    return {"type": "panel", "id": f"panel_{panel_id}", "layout": layout, "height": height,
-            "innerPadding": True, "widgets": widgets}
+def _panel(
+    panel_id: str, widgets: list[dict[str, Any]], height: str, layout: str = "horizontal"
+) -> dict[str, Any]:
+    return {
+        "type": "panel",
+        "id": f"panel_{panel_id}",
+        "layout": layout,
+        "height": height,
+        "innerPadding": True,
+        "widgets": widgets,
+    }
 
 
 def build_session(layout: Layout) -> dict[str, Any]:
     """The session as a JSON-ready dict."""
     faders = [_fader(f) for f in layout.faders]
     pad = layout.pad
-    xy = {"type": "xy", "id": pad.id, "html": f"{pad.label}: {pad.axes[0]} (x), {pad.axes[1]} (y)",
-          "expand": True,
-          "rangeX": {"min": pad.low, "max": pad.high}, "rangeY": {"min": pad.low, "max": pad.high},
-          "default": list(pad.default), "address": pad.address, "typeTags": "ff"}
+    xy = {
+        "type": "xy",
+        "id": pad.id,
+        "html": f"{pad.label}: {pad.axes[0]} (x), {pad.axes[1]} (y)",
+        "expand": True,
+        "rangeX": {"min": pad.low, "max": pad.high},
+        "rangeY": {"min": pad.low, "max": pad.high},
+        "default": list(pad.default),
+        "address": pad.address,
+        "typeTags": "ff",
+    }
     tempo = _fader(layout.tempo, horizontal=True)
     menus = [_menu(m) for m in layout.menus]
-    toggles = [{"type": "button", "id": t.id, "label": t.label, "expand": True, "mode": "toggle",
-                "on": 1, "off": 0, "address": t.address, "typeTags": "i"} for t in layout.toggles]
+    toggles = [
+        {
+            "type": "button",
+            "id": t.id,
+            "label": t.label,
+            "expand": True,
+            "mode": "toggle",
+            "on": 1,
+            "off": 0,
+            "address": t.address,
+            "typeTags": "i",
+        }
+        for t in layout.toggles
+    ]
     buttons = [_button(b) for b in layout.buttons]
     entries = [_entry(e) for e in layout.entries]
     wide = ("error", "plan")
-    displays = [{"type": "text", "id": f"state_{d.name}", "expand": 3 if d.name in wide else True,
-                 "html": f"<b>{d.label}</b>", "default": "-", "wrap": "soft", "address": ""}
-                for d in layout.displays]
+    displays = [
+        {
+            "type": "text",
+            "id": f"state_{d.name}",
+            "expand": 3 if d.name in wide else True,
+            "html": f"<b>{d.label}</b>",
+            "default": "-",
+            "wrap": "soft",
+            "address": "",
+        }
+        for d in layout.displays
+    ]
     followed = [c for c in (*layout.faders, *layout.menus, layout.tempo, *layout.toggles) if c.follow]
     content = {
-        "type": "root", "id": "root", "layout": "vertical",
+        "type": "root",
+        "id": "root",
+        "layout": "vertical",
         # the daemon's state at once, not the built-in defaults; send(target, address): false = the
         # server's default target (--send)
         "onCreate": "send(false, '/e2m/status')",
         "comments": "e2m-live controller, generated by `e2m-live patches` from the daemon's OSC table; "
-                    "do not edit. Start the server with --send 127.0.0.1:9000. See patches/README.md",
+        "do not edit. Start the server with --send 127.0.0.1:9000. See patches/README.md",
         "widgets": [
             _panel("features", [*faders, xy], "38%"),
             _panel("tempo_row", [tempo], "9%"),
@@ -171,8 +241,12 @@ def build_session(layout: Layout) -> dict[str, Any]:
         ],
         "tabs": [],
     }
-    return {"createdWith": "Open Stage Control", "version": SESSION_VERSION, "type": "session",
-            "content": content}
+    return {
+        "createdWith": "Open Stage Control",
+        "version": SESSION_VERSION,
+        "type": "session",
+        "content": content,
+    }
 
 
 def render_session(layout: Layout) -> str:

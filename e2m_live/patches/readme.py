@@ -38,8 +38,10 @@ def _display_rows(layout: Layout, source: str) -> list[str]:
 
 def picture_max(layout: Layout) -> list[str]:
     lines = ["e2m-live (Max)"]
-    lines += _fader_rows(layout, ["+-------------+", "| pictslider  |", "| x: valence  |", "| y: energy   |",
-                                  "+-------------+"])
+    lines += _fader_rows(
+        layout,
+        ["+-------------+", "| pictslider  |", "| x: valence  |", "| y: energy   |", "+-------------+"],
+    )
     for menu in layout.menus:
         lines.append(f"{menu.label:<14} [{menu.labels[0]} v]  (umenu: {' '.join(menu.labels[:4])} ...)")
     lines.append(f"{layout.tempo.label:<14} [{format_number(layout.tempo.default)}]  (number box)")
@@ -53,8 +55,16 @@ def picture_max(layout: Layout) -> list[str]:
 
 def picture_pd(layout: Layout) -> list[str]:
     lines = ["e2m-live (Pure Data)"]
-    lines += _fader_rows(layout, ["+--------+ |", "|  pad   | | vsl: energy (y)", "|        | |",
-                                  "+--------+ |", "[==hsl==]  hsl: valence (x)"])
+    lines += _fader_rows(
+        layout,
+        [
+            "+--------+ |",
+            "|  pad   | | vsl: energy (y)",
+            "|        | |",
+            "+--------+ |",
+            "[==hsl==]  hsl: valence (x)",
+        ],
+    )
     for menu in layout.menus:
         cells = "".join("[ ]" for _ in menu.values)
         lines.append(f"{menu.label:<14} {cells}  (hradio: {' '.join(menu.labels[:4])} ...)")
@@ -105,13 +115,25 @@ def picture_openstage(layout: Layout) -> list[str]:
 
 #: What each controller costs the performer: (controller, install, platforms, price).
 COSTS = (
-    ("browser surface (built in)", "nothing: open the address `serve` prints",
-     "any browser: phone, tablet, laptop", "free"),
+    (
+        "browser surface (built in)",
+        "nothing: open the address `serve` prints",
+        "any browser: phone, tablet, laptop",
+        "free",
+    ),
     ("Pure Data (`e2m-live.pd`)", "Pd vanilla (Debian: `puredata`)", "Linux, macOS, Windows", "free"),
-    ("Open Stage Control (`e2m-live.json`)", "gone from npm, upstream repository emptied: build a "
-     "fork's source (1.26.x)", "server on a computer, surface in any browser", "free, but a build"),
-    ("TouchOSC (`e2m-live.tosc`)", "the app from its store", "iOS, Android, macOS, Windows, Linux",
-     "paid app"),
+    (
+        "Open Stage Control (`e2m-live.json`)",
+        "gone from npm, upstream repository emptied: build a fork's source (1.26.x)",
+        "server on a computer, surface in any browser",
+        "free, but a build",
+    ),
+    (
+        "TouchOSC (`e2m-live.tosc`)",
+        "the app from its store",
+        "iOS, Android, macOS, Windows, Linux",
+        "paid app",
+    ),
     ("Max (`e2m-live.maxpat`)", "Max 8 or newer", "macOS, Windows", "paid licence"),
 )
 
@@ -125,8 +147,9 @@ def render_readme(layout: Layout) -> str:
     host, port, feedback = layout.daemon_host, layout.daemon_port, layout.feedback_port
     addresses = "\n".join(f"| `{c.address}` | {c.label} | {c.kind} |" for c in layout.controls)
     displays = "\n".join(f"| `{d.address}` | {d.label} | {', '.join(d.arguments)} |" for d in layout.displays)
-    followed = ", ".join(dict.fromkeys(c.follow.removeprefix("/e2m/state/")
-                                       for c in layout.controls if c.follow))
+    followed = ", ".join(
+        dict.fromkeys(c.follow.removeprefix("/e2m/state/") for c in layout.controls if c.follow)
+    )
     follows = textwrap.fill(
         f"Every control that shows a value follows the daemon's feedback for it ({followed}; the pad "
         "follows valence and energy), so a change made on one controller shows on the others: Max "
@@ -134,7 +157,9 @@ def render_readme(layout: Layout) -> str:
         "the name in force in its title), Open Stage Control uses `variable` widgets (its mood menu "
         "also shows the preset the features in force match). Each patch asks for `/e2m/status` when "
         "it opens, so it starts from the daemon's state, not from its own defaults. "
-        "`tests/test_patches.py` checks both for every control, from the address table.", width=96)
+        "`tests/test_patches.py` checks both for every control, from the address table.",
+        width=96,
+    )
 
     costs = _cost_table()
 

@@ -55,19 +55,25 @@ class OscMessage:
     triggers: tuple[tuple[str, str], ...] = (("x", "ANY"),)
 
     def xml(self) -> str:
-        triggers = "".join(f"<trigger><var>{_cdata(var)}</var><condition>{condition}</condition></trigger>"
-                           for var, condition in self.triggers)
+        triggers = "".join(
+            f"<trigger><var>{_cdata(var)}</var><condition>{condition}</condition></trigger>"
+            for var, condition in self.triggers
+        )
         path = _partial("CONSTANT", "STRING", self.path, 0, 1)
         arguments = "".join(_partial(*a) for a in self.arguments)
-        return (f"<osc><enabled>1</enabled><send>{int(self.send)}</send>"
-                f"<receive>{int(self.receive)}</receive>"
-                f"<feedback>0</feedback><connections>00001</connections><triggers>{triggers}</triggers>"
-                f"<path>{path}</path><arguments>{arguments}</arguments></osc>")
+        return (
+            f"<osc><enabled>1</enabled><send>{int(self.send)}</send>"
+            f"<receive>{int(self.receive)}</receive>"
+            f"<feedback>0</feedback><connections>00001</connections><triggers>{triggers}</triggers>"
+            f"<path>{path}</path><arguments>{arguments}</arguments></osc>"
+        )
 
 
 def _partial(kind: str, conversion: str, value: str, low: float, high: float) -> str:
-    return (f"<partial><type>{kind}</type><conversion>{conversion}</conversion><value>{_cdata(value)}</value>"
-            f"<scaleMin>{_num(low)}</scaleMin><scaleMax>{_num(high)}</scaleMax></partial>")
+    return (
+        f"<partial><type>{kind}</type><conversion>{conversion}</conversion><value>{_cdata(value)}</value>"
+        f"<scaleMin>{_num(low)}</scaleMin><scaleMax>{_num(high)}</scaleMax></partial>"
+    )
 
 
 @dataclass
@@ -87,11 +93,20 @@ class Node:
     def xml(self, path: str = "") -> str:
         node_path = f"{path}/{self.name}"
         props: dict[str, tuple[str, object]] = {
-            "background": ("b", 1), "color": ("c", self.colour), "cornerRadius": ("f", 4),
-            "frame": ("r", self.frame), "grabFocus": ("b", int(self.interactive)),
-            "interactive": ("b", int(self.interactive)), "locked": ("b", 0), "name": ("s", self.name),
-            "orientation": ("i", 0), "outline": ("b", 1), "outlineStyle": ("i", 1),
-            "pointerPriority": ("i", 0), "shape": ("i", 1), "visible": ("b", 1),
+            "background": ("b", 1),
+            "color": ("c", self.colour),
+            "cornerRadius": ("f", 4),
+            "frame": ("r", self.frame),
+            "grabFocus": ("b", int(self.interactive)),
+            "interactive": ("b", int(self.interactive)),
+            "locked": ("b", 0),
+            "name": ("s", self.name),
+            "orientation": ("i", 0),
+            "outline": ("b", 1),
+            "outlineStyle": ("i", 1),
+            "pointerPriority": ("i", 0),
+            "shape": ("i", 1),
+            "visible": ("b", 1),
         }
         props.update(self.properties)
         properties = "".join(_property(key, *props[key]) for key in sorted(props))
@@ -99,15 +114,18 @@ class Node:
         value_xml = "".join(
             f"<value><key>{_cdata(key)}</key><locked>0</locked><lockedDefaultCurrent>0</lockedDefaultCurrent>"
             f"<default>{_cdata(values[key])}</default><defaultPull>0</defaultPull></value>"
-            for key in sorted(values))
+            for key in sorted(values)
+        )
         messages = "".join(m.xml() for m in self.messages)
         children = "".join(child.xml(node_path) for child in self.children)
         node_id = uuid.uuid5(_NAMESPACE, node_path)
-        return (f"<node ID='{node_id}' type='{self.kind}'><properties>{properties}</properties>"
-                f"<values>{value_xml}</values>"
-                + (f"<messages>{messages}</messages>" if messages else "")
-                + (f"<children>{children}</children>" if children else "")
-                + "</node>")
+        return (
+            f"<node ID='{node_id}' type='{self.kind}'><properties>{properties}</properties>"
+            f"<values>{value_xml}</values>"
+            + (f"<messages>{messages}</messages>" if messages else "")
+            + (f"<children>{children}</children>" if children else "")
+            + "</node>"
+        )
 
 
 def _property(key: str, kind: str, value: object) -> str:
@@ -124,13 +142,25 @@ def _property(key: str, kind: str, value: object) -> str:
     return f"<property type='{kind}'><key>{_cdata(key)}</key><value>{body}</value></property>"
 
 
-def _label(name: str, text: str, frame: tuple[int, int, int, int], size: int = 14,
-           colour: Colour = (0.0, 0.0, 0.0, 0.0), script: str = "",
-           messages: Iterable[OscMessage] = ()) -> Node:
+def _label(
+    name: str,
+    text: str,
+    frame: tuple[int, int, int, int],
+    size: int = 14,
+    colour: Colour = (0.0, 0.0, 0.0, 0.0),
+    script: str = "",
+    messages: Iterable[OscMessage] = (),
+) -> Node:
     properties: dict[str, tuple[str, object]] = {
-        "font": ("i", 0), "textAlignH": ("i", 2), "textAlignV": ("i", 2), "textClip": ("b", 1),
-        "textColor": ("c", WHITE), "textLength": ("i", 0), "textSize": ("i", size),
-        "outline": ("b", 0), "background": ("b", int(colour[3] > 0)),
+        "font": ("i", 0),
+        "textAlignH": ("i", 2),
+        "textAlignV": ("i", 2),
+        "textClip": ("b", 1),
+        "textColor": ("c", WHITE),
+        "textLength": ("i", 0),
+        "textSize": ("i", size),
+        "outline": ("b", 0),
+        "background": ("b", int(colour[3] > 0)),
     }
     if script:
         properties["script"] = ("s", script)
@@ -144,27 +174,51 @@ def _normalised(control: Control, value: float) -> float:
 def _fader(control: Control, frame: tuple[int, int, int, int], horizontal: bool = False) -> Node:
     messages = [OscMessage(control.address, [("VALUE", "FLOAT", "x", control.low, control.high)])]
     if control.follow:
-        messages.append(OscMessage(control.follow, [("VALUE", "FLOAT", "x", control.low, control.high)],
-                                   send=False, receive=True))
+        messages.append(
+            OscMessage(
+                control.follow, [("VALUE", "FLOAT", "x", control.low, control.high)], send=False, receive=True
+            )
+        )
     properties: dict[str, tuple[str, object]] = {
-        "bar": ("b", 1), "barDisplay": ("i", 0), "cursor": ("b", 1), "cursorDisplay": ("i", 0),
-        "grid": ("b", 1), "gridSteps": ("i", 10), "response": ("i", 0), "responseFactor": ("i", 100),
+        "bar": ("b", 1),
+        "barDisplay": ("i", 0),
+        "cursor": ("b", 1),
+        "cursorDisplay": ("i", 0),
+        "grid": ("b", 1),
+        "gridSteps": ("i", 10),
+        "response": ("i", 0),
+        "responseFactor": ("i", 100),
         "orientation": ("i", 1 if horizontal else 0),
     }
-    return Node("FADER", control.id, frame, FEATURE, properties,
-                {"x": _num(_normalised(control, control.default))}, messages)
+    return Node(
+        "FADER",
+        control.id,
+        frame,
+        FEATURE,
+        properties,
+        {"x": _num(_normalised(control, control.default))},
+        messages,
+    )
 
 
-def _button(name: str, address: str, arguments: list[tuple[str, str, str, float, float]],
-            frame: tuple[int, int, int, int], colour: Colour, toggle: bool = False,
-            follow: str | None = None) -> Node:
+def _button(
+    name: str,
+    address: str,
+    arguments: list[tuple[str, str, str, float, float]],
+    frame: tuple[int, int, int, int],
+    colour: Colour,
+    toggle: bool = False,
+    follow: str | None = None,
+) -> Node:
     """A momentary button sends on press only (a release would send again); a toggle sends both."""
     trigger = (("x", "ANY"),) if toggle else (("x", "RISE"),)
     messages = [OscMessage(address, arguments, triggers=trigger)]
     if follow:
         messages.append(OscMessage(follow, [("VALUE", "INTEGER", "x", 0, 1)], send=False, receive=True))
     properties: dict[str, tuple[str, object]] = {
-        "buttonType": ("i", 1 if toggle else 0), "press": ("b", 1), "release": ("b", 1),
+        "buttonType": ("i", 1 if toggle else 0),
+        "press": ("b", 1),
+        "release": ("b", 1),
         "valuePosition": ("b", 0),
     }
     return Node("BUTTON", name, frame, colour, properties, {"x": "0"}, messages)
@@ -185,14 +239,18 @@ def _radio(control: Control, frame: tuple[int, int, int, int]) -> list[Node]:
     if control.follow and not control.follow_name:  # a name: the title shows it (_title)
         messages.append(OscMessage(control.follow, [scale], send=False, receive=True))
     properties: dict[str, tuple[str, object]] = {
-        "orientation": ("i", 1), "radioType": ("i", 0), "steps": ("i", len(control.values)),
+        "orientation": ("i", 1),
+        "radioType": ("i", 0),
+        "steps": ("i", len(control.values)),
     }
     default = control.values.index(control.default) if control.default in control.values else 0
     radio = Node("RADIO", control.id, frame, MENU, properties, {"x": str(default)}, messages)
     x, y, w, h = frame
     cell = w // len(control.labels)
-    labels = [_label(f"{control.id}_{i}", text, (x + i * cell, y, cell, h), size=16)
-              for i, text in enumerate(control.labels)]
+    labels = [
+        _label(f"{control.id}_{i}", text, (x + i * cell, y, cell, h), size=16)
+        for i, text in enumerate(control.labels)
+    ]
     return [radio, *labels]
 
 
@@ -201,9 +259,13 @@ def _choice_buttons(control: Control, x: int, y: int, width: int, height: int) -
     nodes: list[Node] = []
     conversion = "STRING" if control.string_values else "INTEGER"
     for index, (label, value) in enumerate(zip(control.labels, control.values, strict=True)):
-        button = _button(f"{control.id}_{index}", control.address,
-                         [("CONSTANT", conversion, str(value), 0, 1)],
-                         (x + index * (width + 6), y, width, height), MENU)
+        button = _button(
+            f"{control.id}_{index}",
+            control.address,
+            [("CONSTANT", conversion, str(value), 0, 1)],
+            (x + index * (width + 6), y, width, height),
+            MENU,
+        )
         nodes += _labelled(button, label)
     return nodes
 
@@ -249,8 +311,9 @@ def _title(menu: Control, frame: tuple[int, int, int, int]) -> Node:
     in force ("Sync: midi"): a radio can only take an index, buttons have no selected state."""
     if not (menu.follow and menu.follow_name):
         return _label(f"{menu.id}_title", menu.label, frame)
-    script = _NAME_SCRIPT.format(address=menu.follow, label=menu.label.replace("'", ""),
-                                 index=menu.follow_index + 1)
+    script = _NAME_SCRIPT.format(
+        address=menu.follow, label=menu.label.replace("'", ""), index=menu.follow_index + 1
+    )
     receive = OscMessage(menu.follow, [("VALUE", "STRING", "text", 0, 1)], send=False, receive=True)
     return _label(f"{menu.id}_title", menu.label, frame, script=script, messages=[receive])
 
@@ -258,14 +321,22 @@ def _title(menu: Control, frame: tuple[int, int, int, int]) -> Node:
 def _display(display: Display, frame: tuple[int, int, int, int]) -> Node:
     script = _DISPLAY_SCRIPT.format(address=display.address, label=display.label.replace("'", ""))
     receive = OscMessage(display.address, [("VALUE", "STRING", "text", 0, 1)], send=False, receive=True)
-    return _label(f"state_{display.name}", f"{display.label}: -", frame, size=14, colour=DISPLAY,
-                  script=script, messages=[receive])
+    return _label(
+        f"state_{display.name}",
+        f"{display.label}: -",
+        frame,
+        size=14,
+        colour=DISPLAY,
+        script=script,
+        messages=[receive],
+    )
 
 
 def build_root(layout: Layout) -> Node:
     """The root GROUP with every control laid out on a WIDTH x HEIGHT page."""
-    children: list[Node] = [_label("title", "e2m-live  (generated by e2m-live patches)", (0, 0, WIDTH, 40),
-                                   size=20)]
+    children: list[Node] = [
+        _label("title", "e2m-live  (generated by e2m-live patches)", (0, 0, WIDTH, 40), size=20)
+    ]
     top, height = 80, 260  # faders, pad and tempo
     below = top + height + 5  # their names
     for index, fader in enumerate(layout.faders):
@@ -275,23 +346,53 @@ def build_root(layout: Layout) -> Node:
     pad_x = 20 + len(layout.faders) * 95 + 10
     pad_w = 1060 - pad_x
     pad = layout.pad
-    messages = [OscMessage(pad.address, [("VALUE", "FLOAT", "x", pad.low, pad.high),
-                                         ("VALUE", "FLOAT", "y", pad.low, pad.high)],
-                           triggers=(("x", "ANY"), ("y", "ANY")))]
+    messages = [
+        OscMessage(
+            pad.address,
+            [("VALUE", "FLOAT", "x", pad.low, pad.high), ("VALUE", "FLOAT", "y", pad.low, pad.high)],
+            triggers=(("x", "ANY"), ("y", "ANY")),
+        )
+    ]
     for axis, feature in zip("xy", pad.axes, strict=True):  # the pad follows its two features
         follow = next((f.follow for f in layout.faders if f.name == feature and f.follow), None)
         if follow:
-            messages.append(OscMessage(follow, [("VALUE", "FLOAT", axis, pad.low, pad.high)], send=False,
-                                       receive=True, triggers=((axis, "ANY"),)))
+            messages.append(
+                OscMessage(
+                    follow,
+                    [("VALUE", "FLOAT", axis, pad.low, pad.high)],
+                    send=False,
+                    receive=True,
+                    triggers=((axis, "ANY"),),
+                )
+            )
     xy_properties: dict[str, tuple[str, object]] = {
-        "cursor": ("b", 1), "cursorDisplay": ("i", 0), "gridStepsX": ("i", 10), "gridStepsY": ("i", 10),
-        "gridX": ("b", 1), "gridY": ("b", 1), "lines": ("b", 1), "linesDisplay": ("i", 0),
-        "lockX": ("b", 0), "lockY": ("b", 0), "response": ("i", 0), "responseFactor": ("i", 100),
+        "cursor": ("b", 1),
+        "cursorDisplay": ("i", 0),
+        "gridStepsX": ("i", 10),
+        "gridStepsY": ("i", 10),
+        "gridX": ("b", 1),
+        "gridY": ("b", 1),
+        "lines": ("b", 1),
+        "linesDisplay": ("i", 0),
+        "lockX": ("b", 0),
+        "lockY": ("b", 0),
+        "response": ("i", 0),
+        "responseFactor": ("i", 100),
     }
-    children.append(Node("XY", pad.name, (pad_x, top, pad_w, height), FEATURE, xy_properties,
-                         {"x": _num(pad.default[0]), "y": _num(pad.default[1])}, messages))
-    children.append(_label("xy_name", f"{pad.label}: {pad.axes[0]} (x), {pad.axes[1]} (y)",
-                           (pad_x, below, pad_w, 30)))
+    children.append(
+        Node(
+            "XY",
+            pad.name,
+            (pad_x, top, pad_w, height),
+            FEATURE,
+            xy_properties,
+            {"x": _num(pad.default[0]), "y": _num(pad.default[1])},
+            messages,
+        )
+    )
+    children.append(
+        _label("xy_name", f"{pad.label}: {pad.axes[0]} (x), {pad.axes[1]} (y)", (pad_x, below, pad_w, 30))
+    )
     tempo = layout.tempo
     children.append(_fader(tempo, (1080, top, 180, height)))
     tempo_range = f"{format_number(tempo.low)}-{format_number(tempo.high)} {tempo.unit}"
@@ -327,16 +428,28 @@ def build_root(layout: Layout) -> Node:
 
     for button in layout.buttons:
         colour = DANGER if button.name in ("panic", "stop") else TRANSPORT
-        arguments = [("CONSTANT", "INTEGER" if isinstance(v, int) else "FLOAT", format_number(v), 0, 1)
-                     for v in button.send]
+        arguments = [
+            ("CONSTANT", "INTEGER" if isinstance(v, int) else "FLOAT", format_number(v), 0, 1)
+            for v in button.send
+        ]
         bx, by = next_cell()
-        children += _labelled(_button(button.name, button.address, arguments, (bx, by, 106, 50), colour),
-                              button.label)
+        children += _labelled(
+            _button(button.name, button.address, arguments, (bx, by, 106, 50), colour), button.label
+        )
     for toggle in layout.toggles:
         bx, by = next_cell()
-        children += _labelled(_button(toggle.name, toggle.address, [("VALUE", "INTEGER", "x", 0, 1)],
-                                      (bx, by, 106, 50), MENU, toggle=True, follow=toggle.follow),
-                              toggle.label)
+        children += _labelled(
+            _button(
+                toggle.name,
+                toggle.address,
+                [("VALUE", "INTEGER", "x", 0, 1)],
+                (bx, by, 106, 50),
+                MENU,
+                toggle=True,
+                follow=toggle.follow,
+            ),
+            toggle.label,
+        )
     for entry in layout.entries:  # no text entry in TouchOSC: the quick picks
         for index, (label, send) in enumerate(zip(entry.labels, entry.values, strict=True)):
             arguments = [("CONSTANT", "STRING", str(v), 0, 1) for v in send]
@@ -352,8 +465,15 @@ def build_root(layout: Layout) -> Node:
             x, y = 20, y + 46
         children.append(_display(display, (x, y, width, 40)))
         x += width + 8
-    return Node("GROUP", "e2m-live", (0, 0, WIDTH, HEIGHT), BACKGROUND,
-                {"outline": ("b", 0), "script": ("s", ON_LOAD_SCRIPT)}, children=children, interactive=False)
+    return Node(
+        "GROUP",
+        "e2m-live",
+        (0, 0, WIDTH, HEIGHT),
+        BACKGROUND,
+        {"outline": ("b", 0), "script": ("s", ON_LOAD_SCRIPT)},
+        children=children,
+        interactive=False,
+    )
 
 
 def render_tosc_xml(layout: Layout) -> str:

@@ -155,6 +155,7 @@ MAX_CHORDS_PER_BAR = 4
 
 # -- instrument families (for the acousticness / instrumentalness controls) ------------------
 
+
 def _programs(*ranges: range | int) -> frozenset[int]:
     out: set[int] = set()
     for r in ranges:
@@ -166,14 +167,37 @@ def _programs(*ranges: range | int) -> frozenset[int]:
 #: accordions, harmonica, nylon/steel guitars, acoustic bass, orchestral strings and string
 #: ensembles, choirs, brass, reeds, pipes, ethnic instruments, acoustic percussion.
 ACOUSTIC_PROGRAMS: frozenset[int] = _programs(
-    0, 1, 3, 6, range(8, 16), range(19, 26), 32, range(40, 50), 52, 53, range(56, 62), range(64, 80),
+    0,
+    1,
+    3,
+    6,
+    range(8, 16),
+    range(19, 26),
+    32,
+    range(40, 50),
+    52,
+    53,
+    range(56, 62),
+    range(64, 80),
     range(104, 118),
 )
 #: Electric and electronic sound sources: electric pianos, clavinet and organs, electric guitars
 #: and basses, synth bass, strings, voice and brass, synth leads, pads and effects, synth drums,
 #: sound effects.
 ELECTRIC_PROGRAMS: frozenset[int] = _programs(
-    2, 4, 5, 7, range(16, 19), range(26, 32), range(33, 40), 50, 51, 54, 62, 63, range(80, 104),
+    2,
+    4,
+    5,
+    7,
+    range(16, 19),
+    range(26, 32),
+    range(33, 40),
+    50,
+    51,
+    54,
+    62,
+    63,
+    range(80, 104),
     range(118, 128),
 )
 #: Voice-like programs (choir, voice oohs, synth voice, voice lead): the sung part of a song.

@@ -96,9 +96,7 @@ class LSTMStepper:
             self.w_out = model.head.weight.detach().cpu().numpy().astype(np.float32).T.copy()  # [H, C]
             self.b_out = model.head.bias.detach().cpu().numpy().astype(np.float32)
             mask = getattr(model, "feature_mask", None)
-            self.feature_mask = (
-                None if mask is None else mask.detach().cpu().numpy().astype(np.float32)
-            )
+            self.feature_mask = None if mask is None else mask.detach().cpu().numpy().astype(np.float32)
 
     def start(self, features: np.ndarray) -> tuple[np.ndarray, StepState]:
         """Per-plan constant ``[B, 4H]`` (features times weights, plus biases) and a zero state."""

@@ -172,6 +172,7 @@ class StreamLSTM(nn.Module):
 
 # -- persistence -------------------------------------------------------------------------------
 
+
 def save_model(model: OrderedClassLSTM | StreamLSTM, path: Path) -> None:
     """Write ``model``'s weights to ``path`` (safetensors)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}

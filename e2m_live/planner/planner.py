@@ -122,8 +122,13 @@ class Planner:
         fader crosses a role's threshold once (drums come in as danceability rises, and stay).
         """
         return self.plan_many(
-            [features], bars=bars, seed=seed, temperature=temperature, first_bar=first_bar,
-            arrangement=arrangement, ensemble_seed=ensemble_seed,
+            [features],
+            bars=bars,
+            seed=seed,
+            temperature=temperature,
+            first_bar=first_bar,
+            arrangement=arrangement,
+            ensemble_seed=ensemble_seed,
         )[0]
 
     def plan_many(
@@ -139,8 +144,13 @@ class Planner:
         """One description per entry of ``features``, sampled together (fast for many plans), all
         under the same ``arrangement``."""
         plans = self.sample_bars(
-            features, bars=bars, seed=seed, temperature=temperature, first_bar=first_bar,
-            arrangement=arrangement, ensemble_seed=ensemble_seed,
+            features,
+            bars=bars,
+            seed=seed,
+            temperature=temperature,
+            first_bar=first_bar,
+            arrangement=arrangement,
+            ensemble_seed=ensemble_seed,
         )
         return [
             assemble(bar_plans, self.time_signature_for(f), first_bar)

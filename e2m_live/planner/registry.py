@@ -46,8 +46,9 @@ def default_directory(name: str) -> Path:
     return Path(cls.default_dir)
 
 
-def load_planner(name: str = DEFAULT_PLANNER, directory: str | Path | None = None, *,
-                 steering: Steering | None = None) -> Any:
+def load_planner(
+    name: str = DEFAULT_PLANNER, directory: str | Path | None = None, *, steering: Steering | None = None
+) -> Any:
     """Load the planner ``name`` from ``directory`` (default: its folder under ``models/``).
 
     Raises :class:`PlanError` for an unknown name or unusable model files.

@@ -148,8 +148,12 @@ class SequenceVocab:
         checking unmasked output with the FIGARO grammar."""
         numerator, denominator = time_signature
         header = f"Time Signature_{numerator}/{denominator}"
-        prefixes = {"note_density": "Note Density", "mean_velocity": "Mean Velocity",
-                    "mean_pitch": "Mean Pitch", "mean_duration": "Mean Duration"}
+        prefixes = {
+            "note_density": "Note Density",
+            "mean_velocity": "Mean Velocity",
+            "mean_pitch": "Mean Pitch",
+            "mean_duration": "Mean Duration",
+        }
         bars: list[list[str]] = [[]]
         first_meta: list[int | None] = [None]
         for token_id in ids:
@@ -420,8 +424,9 @@ def sample_sequences(
                 logits = _biased(logits, bias, row, bar, n_chords, previous_density, bars)
             if forced is not None:
                 in_instruments = row < _CHORD_ROW
-                scheduled = forced[rows, np.minimum(bar, forced.shape[1] - 1),
-                                   np.minimum(n_inst, MAX_INSTRUMENTS_PER_BAR)]
+                scheduled = forced[
+                    rows, np.minimum(bar, forced.shape[1] - 1), np.minimum(n_inst, MAX_INSTRUMENTS_PER_BAR)
+                ]
                 choosing = in_instruments & (scheduled != STREAM_VOCAB.END_INSTRUMENTS)
                 row = np.where(in_instruments & ~choosing, _NO_MORE_INSTRUMENTS_ROW, row)
             allowed = _MASKS[row]
@@ -468,8 +473,15 @@ def sample_sequences(
     return [[t for t in out_row if t != _V.PAD] for out_row in out.tolist()]
 
 
-def _biased(logits: np.ndarray, bias: SequenceBias, row: np.ndarray, bar: np.ndarray,
-            n_chords: np.ndarray, previous_density: np.ndarray, bars: int) -> np.ndarray:
+def _biased(
+    logits: np.ndarray,
+    bias: SequenceBias,
+    row: np.ndarray,
+    bar: np.ndarray,
+    n_chords: np.ndarray,
+    previous_density: np.ndarray,
+    bars: int,
+) -> np.ndarray:
     if bias.full is not None:
         logits = logits + bias.full
     if bias.steady is not None:
@@ -483,8 +495,12 @@ def _biased(logits: np.ndarray, bias: SequenceBias, row: np.ndarray, bar: np.nda
         first = chords & (bar == 0) & (n_chords == 0)
         approach = chords & (bar == bars - 2) & (bars >= 3)
         closing = chords & (bar == bars - 1) & (bars >= 2)
-        logits = (logits + first[:, None] * bias.first + approach[:, None] * bias.approach
-                  + closing[:, None] * bias.last)
+        logits = (
+            logits
+            + first[:, None] * bias.first
+            + approach[:, None] * bias.approach
+            + closing[:, None] * bias.last
+        )
     return logits
 
 
@@ -520,8 +536,8 @@ class SequencePlanner:
         self.metadata = dict(metadata or {})
         self.set_steering(Steering() if steering is None else steering)
         #: Longest run of bars sampled as one sequence (``None``: any; a Transformer's positions end).
-        self.section_bars: int | None = None if self.stepper.max_tokens is None else int(
-            self.model.config.plan_bars
+        self.section_bars: int | None = (
+            None if self.stepper.max_tokens is None else int(self.model.config.plan_bars)
         )
 
     # -- to be given by subclasses --------------------------------------------------------------
@@ -550,26 +566,61 @@ class SequencePlanner:
         return int(numerator), int(denominator)
 
     # -- planning -----------------------------------------------------------------------------
-    def plan(self, features: EmotionFeatures, bars: int = 12, seed: int | None = None,
-             temperature: float = 1.0, first_bar: int = 1, arrangement: Arrangement | None = None,
-             ensemble_seed: int | None = None) -> Description:
+    def plan(
+        self,
+        features: EmotionFeatures,
+        bars: int = 12,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        first_bar: int = 1,
+        arrangement: Arrangement | None = None,
+        ensemble_seed: int | None = None,
+    ) -> Description:
         """One description; arguments as :meth:`Planner.plan <e2m_live.planner.Planner.plan>`."""
-        return self.plan_many([features], bars=bars, seed=seed, temperature=temperature,
-                              first_bar=first_bar, arrangement=arrangement, ensemble_seed=ensemble_seed)[0]
+        return self.plan_many(
+            [features],
+            bars=bars,
+            seed=seed,
+            temperature=temperature,
+            first_bar=first_bar,
+            arrangement=arrangement,
+            ensemble_seed=ensemble_seed,
+        )[0]
 
-    def plan_many(self, features: Sequence[EmotionFeatures], bars: int = 12, seed: int | None = None,
-                  temperature: float = 1.0, first_bar: int = 1, arrangement: Arrangement | None = None,
-                  ensemble_seed: int | None = None) -> list[Description]:
+    def plan_many(
+        self,
+        features: Sequence[EmotionFeatures],
+        bars: int = 12,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        first_bar: int = 1,
+        arrangement: Arrangement | None = None,
+        ensemble_seed: int | None = None,
+    ) -> list[Description]:
         """One description per entry of ``features``, sampled together."""
-        plans = self.sample_bars(features, bars=bars, seed=seed, temperature=temperature,
-                                 first_bar=first_bar, arrangement=arrangement, ensemble_seed=ensemble_seed)
+        plans = self.sample_bars(
+            features,
+            bars=bars,
+            seed=seed,
+            temperature=temperature,
+            first_bar=first_bar,
+            arrangement=arrangement,
+            ensemble_seed=ensemble_seed,
+        )
         return [
             assemble(p, self.time_signature_for(f), first_bar) for f, p in zip(features, plans, strict=True)
         ]
 
-    def sample_bars(self, features: Sequence[EmotionFeatures], bars: int = 12, seed: int | None = None,
-                    temperature: float = 1.0, first_bar: int = 1, arrangement: Arrangement | None = None,
-                    ensemble_seed: int | None = None) -> list[list[BarPlan]]:
+    def sample_bars(
+        self,
+        features: Sequence[EmotionFeatures],
+        bars: int = 12,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        first_bar: int = 1,
+        arrangement: Arrangement | None = None,
+        ensemble_seed: int | None = None,
+    ) -> list[list[BarPlan]]:
         """The per-bar choices behind :meth:`plan_many`. The instruments are chosen as the shipped
         planner chooses them (same draws from the same seed), so for the same seed and arrangement
         both plan the same instruments and differ in what their models choose."""
@@ -601,8 +652,14 @@ class SequencePlanner:
                     plans[row] += _V.bar_plans(ids, int(f.key))
         return plans
 
-    def sample_unmasked(self, features: Sequence[EmotionFeatures], bars: int = 12, seed: int | None = None,
-                        temperature: float = 1.0, max_tokens: int | None = None) -> list[list[str]]:
+    def sample_unmasked(
+        self,
+        features: Sequence[EmotionFeatures],
+        bars: int = 12,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        max_tokens: int | None = None,
+    ) -> list[list[str]]:
         """The learned model alone, no mask and no steering: FIGARO tokens of what it writes (may be
         invalid; check with :func:`unmasked_validity`)."""
         features = list(features)
@@ -610,22 +667,34 @@ class SequencePlanner:
         vectors = np.stack([f.to_vector() for f in features])
         rng = np.random.default_rng(seed)
         with single_threaded_blas():
-            sequences = sample_sequences(self.stepper, vectors, bars, rng, float(temperature), masked=False,
-                                         max_tokens=max_tokens)
+            sequences = sample_sequences(
+                self.stepper, vectors, bars, rng, float(temperature), masked=False, max_tokens=max_tokens
+            )
         return [
             _V.figaro_tokens(ids, int(f.key), self.time_signature_for(f))
             + ([] if _V.END in ids else ["<cut>"])
             for f, ids in zip(features, sequences, strict=True)
         ]
 
-    def ensembles(self, features: Sequence[EmotionFeatures], arrangement: Arrangement,
-                  rng: np.random.Generator, greedy: bool = False) -> list[Ensemble] | None:
+    def ensembles(
+        self,
+        features: Sequence[EmotionFeatures],
+        arrangement: Arrangement,
+        rng: np.random.Generator,
+        greedy: bool = False,
+    ) -> list[Ensemble] | None:
         """Each plan's instruments, chosen exactly as :meth:`Planner.ensembles` chooses them."""
         return choose_ensembles(features, arrangement, self.steering, rng, greedy)
 
-    def _instrument_masks(self, features: list[EmotionFeatures], bars: int, arrangement: Arrangement,
-                          ensemble_rng: np.random.Generator, rng: np.random.Generator,
-                          greedy: bool) -> InstrumentMasks | None:
+    def _instrument_masks(
+        self,
+        features: list[EmotionFeatures],
+        bars: int,
+        arrangement: Arrangement,
+        ensemble_rng: np.random.Generator,
+        rng: np.random.Generator,
+        greedy: bool,
+    ) -> InstrumentMasks | None:
         ensembles = self.ensembles(features, arrangement, ensemble_rng, greedy)
         return instrument_masks(ensembles, arrangement, bars, rng, greedy)
 
@@ -662,8 +731,10 @@ class SequencePlanner:
         except ValueError as error:
             raise PlanError(f"{config_path}: invalid JSON ({error})") from None
         if config.get("format") != CONFIG_FORMAT or config.get("kind") != cls.kind:
-            raise PlanError(f"{config_path}: not a {cls.kind!r} planner (format {config.get('format')!r}, "
-                            f"kind {config.get('kind')!r})")
+            raise PlanError(
+                f"{config_path}: not a {cls.kind!r} planner (format {config.get('format')!r}, "
+                f"kind {config.get('kind')!r})"
+            )
         if list(config.get("feature_order", [])) != list(FEATURE_ORDER):
             raise PlanError(f"{config_path}: trained on another feature order {config.get('feature_order')}")
         weights = root / WEIGHTS_NAME
@@ -707,11 +778,20 @@ class SingleLSTMPlanner(SequencePlanner):
         return model
 
 
-def single_lstm(hidden: int = 128, embedding: int = 48, dropout: float = 0.1, plan_bars: int = 12,
-                layers: int = 1) -> StreamLSTM:
+def single_lstm(
+    hidden: int = 128, embedding: int = 48, dropout: float = 0.1, plan_bars: int = 12, layers: int = 1
+) -> StreamLSTM:
     """A fresh single LSTM over the whole description."""
-    return StreamLSTM(StreamLSTMConfig(vocab_size=_V.size, embedding=embedding, hidden=hidden, layers=layers,
-                                       dropout=dropout, plan_bars=plan_bars))
+    return StreamLSTM(
+        StreamLSTMConfig(
+            vocab_size=_V.size,
+            embedding=embedding,
+            hidden=hidden,
+            layers=layers,
+            dropout=dropout,
+            plan_bars=plan_bars,
+        )
+    )
 
 
 def unmasked_validity(tokens: Sequence[str], bars: int) -> dict[str, bool]:
@@ -726,6 +806,8 @@ def unmasked_validity(tokens: Sequence[str], bars: int) -> dict[str, bool]:
 
     description = parse(tokens)
     right_length = len(description.bars) == bars
-    fits = all(1 <= len(b.instruments) <= MAX_INSTRUMENTS_PER_BAR and 1 <= len(b.chords) <= MAX_CHORDS_PER_BAR
-               for b in description.bars)
+    fits = all(
+        1 <= len(b.instruments) <= MAX_INSTRUMENTS_PER_BAR and 1 <= len(b.chords) <= MAX_CHORDS_PER_BAR
+        for b in description.bars
+    )
     return {"grammar": True, "bars": right_length, "planner": right_length and fits}

@@ -91,10 +91,12 @@ class Steering:
 _CADENCE_CHORDS: dict[str, frozenset[RelativeChord]] = {
     "tonic_1": frozenset({RelativeChord(0, "maj"), RelativeChord(0, "maj7")}),
     "tonic_0": frozenset({RelativeChord(0, "min"), RelativeChord(0, "min7")}),
-    "approach_1": frozenset({RelativeChord(7, "maj"), RelativeChord(7, "dom7"), RelativeChord(5, "maj"),
-                             RelativeChord(5, "maj7")}),
-    "approach_0": frozenset({RelativeChord(7, "maj"), RelativeChord(7, "dom7"), RelativeChord(5, "min"),
-                             RelativeChord(5, "min7")}),
+    "approach_1": frozenset(
+        {RelativeChord(7, "maj"), RelativeChord(7, "dom7"), RelativeChord(5, "maj"), RelativeChord(5, "maj7")}
+    ),
+    "approach_0": frozenset(
+        {RelativeChord(7, "maj"), RelativeChord(7, "dom7"), RelativeChord(5, "min"), RelativeChord(5, "min7")}
+    ),
 }
 
 

@@ -166,8 +166,18 @@ class TransformerStepper:
             qkv[:, : self.d] *= scale
             qkv_b[: self.d] *= scale
             up, up_b = folded(b.norm2, b.up)
-            self.blocks.append((qkv, qkv_b, array(b.out.weight).T.copy(), array(b.out.bias), up, up_b,
-                                array(b.down.weight).T.copy(), array(b.down.bias)))
+            self.blocks.append(
+                (
+                    qkv,
+                    qkv_b,
+                    array(b.out.weight).T.copy(),
+                    array(b.out.bias),
+                    up,
+                    up_b,
+                    array(b.down.weight).T.copy(),
+                    array(b.down.bias),
+                )
+            )
         self.w_out, self.b_out = folded(model.norm, model.head)
 
     def start(self, features: np.ndarray) -> tuple[np.ndarray, list, int]:
@@ -175,21 +185,28 @@ class TransformerStepper:
         constant = features.astype(np.float32) @ self.w_features + self.b_features
         dh = self.d // self.heads
         caches = [
-            (np.zeros((batch, self.heads, dh, self.max_tokens), np.float32),  # keys, transposed
-             np.zeros((batch, self.heads, self.max_tokens, dh), np.float32))
+            (
+                np.zeros((batch, self.heads, dh, self.max_tokens), np.float32),  # keys, transposed
+                np.zeros((batch, self.heads, self.max_tokens, dh), np.float32),
+            )
             for _ in self.blocks
         ]
         return constant, caches, 0
 
-    def step(self, state: tuple[np.ndarray, list, int], tokens: np.ndarray,
-             bars: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, list, int]]:
+    def step(
+        self, state: tuple[np.ndarray, list, int], tokens: np.ndarray, bars: np.ndarray
+    ) -> tuple[np.ndarray, tuple[np.ndarray, list, int]]:
         constant, caches, t = state
         if t >= self.max_tokens:
             raise ValueError(f"the model has {self.max_tokens} positions")
         batch = len(tokens)
         heads, d, dh = self.heads, self.d, self.d // self.heads
-        x = (self.token_table[tokens] + self.position_table[t]
-             + self.bar_table[np.minimum(bars, self.plan_bars - 1)] + constant)
+        x = (
+            self.token_table[tokens]
+            + self.position_table[t]
+            + self.bar_table[np.minimum(bars, self.plan_bars - 1)]
+            + constant
+        )
         for (qkv_w, qkv_b, out_w, out_b, up_w, up_b, down_w, down_b), (keys, values) in zip(
             self.blocks, caches, strict=True
         ):
@@ -215,8 +232,11 @@ class TransformerStepper:
 def save_transformer(model: DescriptionTransformer, path: Path) -> None:
     """Weights as safetensors, the config as JSON in its metadata (nothing is pickled)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata={"config": json.dumps(asdict(model.config)),
-                                            "kind": "description-transformer"})
+    save_file(
+        tensors,
+        str(path),
+        metadata={"config": json.dumps(asdict(model.config)), "kind": "description-transformer"},
+    )
 
 
 def load_transformer(path: Path) -> DescriptionTransformer:

@@ -69,11 +69,30 @@ class DaemonProcess:
 def start_daemon(*extra: str, midi_name: str | None = None, timeout: float = 15.0) -> DaemonProcess:
     """Start ``e2m-live serve`` on free ports with a JACK virtual output; wait until ready."""
     midi_name = midi_name or f"e2m-live-test-{os.getpid()}-{time.monotonic_ns() % 100000}"
-    command = [*CLI, "serve", "--generator", "rules", "--midi-api", "jack",
-               "--midi-name", midi_name, "--udp-port", "0", "--tcp-port", "0", *extra]
+    command = [
+        *CLI,
+        "serve",
+        "--generator",
+        "rules",
+        "--midi-api",
+        "jack",
+        "--midi-name",
+        midi_name,
+        "--udp-port",
+        "0",
+        "--tcp-port",
+        "0",
+        *extra,
+    ]
     started = time.monotonic()
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        command,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     lines: list[str] = []
     udp = tcp = None
     deadline = time.monotonic() + timeout

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from e2m_live.testing.jack import Received, jack_seconds
 
 
-def clock_schedule(start: float, segments: list[tuple[float, float]], pre_roll_beats: float = 1.0,
-                   stop_after: bool = True) -> tuple[list[tuple[float, tuple[int, ...]]], list[float]]:
+def clock_schedule(
+    start: float, segments: list[tuple[float, float]], pre_roll_beats: float = 1.0, stop_after: bool = True
+) -> tuple[list[tuple[float, tuple[int, ...]]], list[float]]:
     """A master's performance: ``pre_roll_beats`` of clock with the transport stopped, then Start
     (half a pulse before beat 0), then ``(bpm, beats)`` segments, then Stop. Returns the events
     and the deadline of every beat from beat 0 (the last entry is where Stop falls)."""
@@ -37,14 +38,14 @@ def clock_schedule(start: float, segments: list[tuple[float, float]], pre_roll_b
     return events, beats
 
 
-def resume_schedule(after: float, position_beats: float, bpm: float, beats: float
-                    ) -> list[tuple[float, tuple[int, ...]]]:
+def resume_schedule(
+    after: float, position_beats: float, bpm: float, beats: float
+) -> list[tuple[float, tuple[int, ...]]]:
     """A master's Song Position + Continue ``after`` seconds (monotonic), then ``beats`` of clock
     from ``position_beats`` (a bar line), then Stop."""
     interval = 60.0 / (bpm * 24)
     sixteenths = round(position_beats * 4)
-    events = [(after, (0xF2, sixteenths & 0x7F, sixteenths >> 7)),
-              (after + 0.2 - interval / 2, (0xFB,))]
+    events = [(after, (0xF2, sixteenths & 0x7F, sixteenths >> 7)), (after + 0.2 - interval / 2, (0xFB,))]
     t = after + 0.2
     for _ in range(round(beats * 24)):
         events.append((t, (0xF8,)))
@@ -67,7 +68,7 @@ def _lateness(pulses: list[float], k: int, window: int = 24) -> float:
     if k < window:
         return 0.0
     xs = [float(i) for i in range(k - window, k)]
-    a, b = _fit(xs, pulses[k - window:k])
+    a, b = _fit(xs, pulses[k - window : k])
     return pulses[k] - (a + b * k)
 
 
@@ -86,12 +87,19 @@ class FollowFigures:
     stop_to_silence: float  # seconds from Stop (at the recorder) to the last note-off
 
 
-def follow_figures(master: list[Received], daemon: list[Received], segments: list[tuple[float, float]],
-                   beats_per_bar: int, settle_beats: float = 2.0) -> FollowFigures:
+def follow_figures(
+    master: list[Received],
+    daemon: list[Received],
+    segments: list[tuple[float, float]],
+    beats_per_bar: int,
+    settle_beats: float = 2.0,
+) -> FollowFigures:
     """Compare the daemon's note-ons with the master's pulses, each heard by its own JACK recorder
     (one port fed by both would merge them, and JACK drops events when a merged buffer fills)."""
-    events = sorted([*zip(jack_seconds(master), master, strict=True),
-                     *zip(jack_seconds(daemon), daemon, strict=True)], key=lambda e: e[0])
+    events = sorted(
+        [*zip(jack_seconds(master), master, strict=True), *zip(jack_seconds(daemon), daemon, strict=True)],
+        key=lambda e: e[0],
+    )
     start_at = next(t for t, r in events if r.message[0] == 0xFA)
     stop_at = next((t for t, r in events if r.message[0] == 0xFC), float("inf"))
     resumed_at = next((t for t, r in events if r.message[0] == 0xFB), float("inf"))
@@ -141,21 +149,26 @@ def follow_figures(master: list[Received], daemon: list[Received], segments: lis
             offs[key] = t
     after = [t for t in onsets if stop_at + 0.002 < t < resumed_at]
     last_off = max((t for t in offs.values() if stop_at <= t < resumed_at), default=stop_at)
-    return FollowFigures(bar_errors, lateness, missing, tempo_errors, len(after), len(sounding),
-                         last_off - stop_at)
+    return FollowFigures(
+        bar_errors, lateness, missing, tempo_errors, len(after), len(sounding), last_off - stop_at
+    )
 
 
 def continue_error(master: list[Received], daemon: list[Received]) -> float | None:
     """The daemon's first note-on after the master's Continue minus the first pulse after it
     (the bar line the master resumes on), in seconds; None if either is missing."""
-    events = sorted([*zip(jack_seconds(master), master, strict=True),
-                     *zip(jack_seconds(daemon), daemon, strict=True)], key=lambda e: e[0])
+    events = sorted(
+        [*zip(jack_seconds(master), master, strict=True), *zip(jack_seconds(daemon), daemon, strict=True)],
+        key=lambda e: e[0],
+    )
     resumed_at = next((t for t, r in events if r.message[0] == 0xFB), None)
     if resumed_at is None:
         return None
     pulse = next((t for t, r in events if r.message[0] == 0xF8 and t > resumed_at), None)
-    onset = next((t for t, r in events if r.message[0] & 0xF0 == 0x90 and r.message[2] > 0
-                  and t > resumed_at - 0.05), None)
+    onset = next(
+        (t for t, r in events if r.message[0] & 0xF0 == 0x90 and r.message[2] > 0 and t > resumed_at - 0.05),
+        None,
+    )
     return None if pulse is None or onset is None else onset - pulse
 
 

@@ -34,8 +34,13 @@ def jack_server(name: str | None = None, period: int = 256, rate: int = 48000) -
     name = name or f"e2mtest{os.getpid()}p{period}"
     env = {**os.environ, "JACK_NO_START_SERVER": "1"}
     log = open(f"/tmp/jackd-{name}.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", str(rate), "-p", str(period)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        ["jackd", "-n", name, "-d", "dummy", "-r", str(rate), "-p", str(period)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     old = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
     os.environ["JACK_DEFAULT_SERVER"] = name
     os.environ["JACK_NO_START_SERVER"] = "1"
@@ -138,8 +143,11 @@ class JackMidiRecorder:
             self.received.clear()
 
     def note_ons(self, since: float = 0.0, until: float = float("inf")) -> list[Received]:
-        return [r for r in self.snapshot() if r.message[0] & 0xF0 == 0x90 and r.message[2] > 0
-                and since <= r.arrival < until]
+        return [
+            r
+            for r in self.snapshot()
+            if r.message[0] & 0xF0 == 0x90 and r.message[2] > 0 and since <= r.arrival < until
+        ]
 
     def open_notes(self) -> set[tuple[int, int]]:
         """(channel, pitch) with a note-on and no note-off yet (CC 123/120 are not counted)."""

@@ -32,7 +32,11 @@ class CpuLoadGenerator:
         self.size = size
 
     def generate(
-        self, features: EmotionFeatures, *, prime: Bar | None = None, seed: int | None = None,
+        self,
+        features: EmotionFeatures,
+        *,
+        prime: Bar | None = None,
+        seed: int | None = None,
         arrangement: Arrangement | None = None,
     ) -> Iterator[Bar]:
         import torch

@@ -21,8 +21,10 @@ def __getattr__(name: str) -> Any:
     # Lazy: the generation API's worker process imports e2m_live.web.jobs and must not pay for aiohttp.
     if name == "WebSurface":
         from e2m_live.web.server import WebSurface
+
         return WebSurface
     if name == "table_json":
         from e2m_live.web.table import table_json
+
         return table_json
     raise AttributeError(name)

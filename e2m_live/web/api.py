@@ -75,10 +75,16 @@ class Option:
                 raise RequestError(self.name, f"{self.name} must be one of {choices}, got {value!r}")
             return value
         if self.type == "instruments":
-            if (not isinstance(value, list) or len(value) > MAX_INSTRUMENTS
-                    or not all(isinstance(v, str | int) and not isinstance(v, bool) for v in value)):
-                raise RequestError(self.name, f"{self.name} must be a list of at most {MAX_INSTRUMENTS} "
-                                              "instrument names or program numbers")
+            if (
+                not isinstance(value, list)
+                or len(value) > MAX_INSTRUMENTS
+                or not all(isinstance(v, str | int) and not isinstance(v, bool) for v in value)
+            ):
+                raise RequestError(
+                    self.name,
+                    f"{self.name} must be a list of at most {MAX_INSTRUMENTS} "
+                    "instrument names or program numbers",
+                )
             return value
         ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
         if ok and self.type == "integer":
@@ -87,29 +93,55 @@ class Option:
             ok = self.low <= value <= self.high
         if not ok:
             kind = "an integer" if self.type == "integer" else "a number"
-            span = (f"{int(self.low)}..{int(self.high)}" if self.type == "integer"  # type: ignore[arg-type]
-                    else f"{self.low:g}..{self.high:g}")
-            raise RequestError(self.name, f"{self.name} must be {kind} in {span}"
-                                          f"{' or null' if self.nullable else ''}, got {value!r}")
+            span = (
+                f"{int(self.low)}..{int(self.high)}"
+                if self.type == "integer"  # type: ignore[arg-type]
+                else f"{self.low:g}..{self.high:g}"
+            )
+            raise RequestError(
+                self.name,
+                f"{self.name} must be {kind} in {span}{' or null' if self.nullable else ''}, got {value!r}",
+            )
         return int(value) if self.type == "integer" else float(value)
 
 
 #: The options of ``POST /api/generate`` beside ``mood`` and ``features``.
 OPTIONS: tuple[Option, ...] = (
     Option("bars", "integer", 12, "bars to generate", 1, 32),
-    Option("seed", "integer", None, "random seed (same seed and options, same music); null: random",
-           0, 2**31 - 1, nullable=True),
-    Option("temperature", "number", 1.0, "sampling temperature of planner and decoder; 0: most likely",
-           0, 10),
+    Option(
+        "seed",
+        "integer",
+        None,
+        "random seed (same seed and options, same music); null: random",
+        0,
+        2**31 - 1,
+        nullable=True,
+    ),
+    Option(
+        "temperature", "number", 1.0, "sampling temperature of planner and decoder; 0: most likely", 0, 10
+    ),
     Option("top_p", "number", None, "decoder nucleus sampling mass; null: off", 0.01, 1, nullable=True),
-    Option("max_tokens_per_bar", "integer", 512, "decoder budget per bar (a bar that reaches it is closed)",
-           16, 1024),
-    Option("key_lock", "number", DEFAULT_KEY_LOCK, "how strictly pitched instruments keep to the scale",
-           0, 1),
-    Option("ensemble", "string", "auto", "instrument preset; auto: the features choose",
-           choices=ENSEMBLE_NAMES),
-    Option("instruments", "instruments", None, "play exactly these instruments (GM names, program "
-           "numbers, drums); replaces the ensemble", nullable=True),
+    Option(
+        "max_tokens_per_bar",
+        "integer",
+        512,
+        "decoder budget per bar (a bar that reaches it is closed)",
+        16,
+        1024,
+    ),
+    Option(
+        "key_lock", "number", DEFAULT_KEY_LOCK, "how strictly pitched instruments keep to the scale", 0, 1
+    ),
+    Option(
+        "ensemble", "string", "auto", "instrument preset; auto: the features choose", choices=ENSEMBLE_NAMES
+    ),
+    Option(
+        "instruments",
+        "instruments",
+        None,
+        "play exactly these instruments (GM names, program numbers, drums); replaces the ensemble",
+        nullable=True,
+    ),
     Option("mute", "instruments", [], "leave these instruments out"),
     Option("wav", "boolean", False, "also render a WAV with FluidSynth (result.wav)"),
 )
@@ -128,18 +160,19 @@ class RequestError(ValueError):
 def parse_request(data: Any) -> dict[str, Any]:
     """A ``POST /api/generate`` body -> the worker's request (plain, picklable); :class:`RequestError`."""
     if not isinstance(data, dict):
-        raise RequestError("", "the body must be a JSON object, e.g. {\"mood\": \"happy\", \"bars\": 4}")
+        raise RequestError("", 'the body must be a JSON object, e.g. {"mood": "happy", "bars": 4}')
     unknown = sorted(set(data) - set(_TOP_LEVEL))
     if unknown:
-        raise RequestError(unknown[0], f"unknown field(s) {', '.join(unknown)}; fields are "
-                                       f"{', '.join(_TOP_LEVEL)}")
+        raise RequestError(
+            unknown[0], f"unknown field(s) {', '.join(unknown)}; fields are {', '.join(_TOP_LEVEL)}"
+        )
     mood = data.get("mood")
     if mood is not None and mood not in MOODS:
         raise RequestError("mood", f"mood must be one of {', '.join(MOODS)}, got {mood!r}")
     features = MOODS[mood] if mood is not None else EmotionFeatures()
     given = data.get("features", {})
     if not isinstance(given, dict):
-        raise RequestError("features", "features must be an object of feature values, e.g. {\"energy\": 0.8}")
+        raise RequestError("features", 'features must be an object of feature values, e.g. {"energy": 0.8}')
     for name, value in given.items():  # one at a time, so the error names the field
         try:
             features = features.replace(**{name: value})
@@ -153,16 +186,23 @@ def parse_request(data: Any) -> dict[str, Any]:
         except ArrangementError as error:
             raise RequestError(name, f"{name}: {error}") from None
     try:
-        arrangement = Arrangement(key_lock=options["key_lock"], ensemble=options["ensemble"],
-                                  instruments=options["instruments"], muted=frozenset(options["mute"]))
+        arrangement = Arrangement(
+            key_lock=options["key_lock"],
+            ensemble=options["ensemble"],
+            instruments=options["instruments"],
+            muted=frozenset(options["mute"]),
+        )
     except ArrangementError as error:  # an empty list
         raise RequestError("instruments", str(error)) from None
     try:
         arrangement.palette()  # everything muted: an error now, not in the worker
     except ArrangementError as error:
         raise RequestError("mute", str(error)) from None
-    return {"features": features.to_dict(), "arrangement": arrangement.to_dict(),
-            **{k: options[k] for k in ("bars", "seed", "temperature", "top_p", "max_tokens_per_bar", "wav")}}
+    return {
+        "features": features.to_dict(),
+        "arrangement": arrangement.to_dict(),
+        **{k: options[k] for k in ("bars", "seed", "temperature", "top_p", "max_tokens_per_bar", "wav")},
+    }
 
 
 def _error(status: int, message: str, field: str = "", **extra: Any) -> web.Response:
@@ -230,18 +270,27 @@ class GenerationApi:
         if job is None:
             return _unknown(job_id)
         if kind == "wav" and not job.request["wav"]:
-            return _error(404, f"job {job_id} was submitted without \"wav\": true, so it has no WAV")
+            return _error(404, f'job {job_id} was submitted without "wav": true, so it has no WAV')
         if job.state == FAILED:
             return _error(409, f"job {job_id} failed: {job.error}", state=job.state)
         if job.state != DONE:
-            return _error(409, f"job {job_id} is {job.state} ({job.bars_done}/{job.bars} bars); "
-                               f"poll /api/jobs/{job_id} until its state is done", state=job.state)
+            return _error(
+                409,
+                f"job {job_id} is {job.state} ({job.bars_done}/{job.bars} bars); "
+                f"poll /api/jobs/{job_id} until its state is done",
+                state=job.state,
+            )
         path = job.midi if kind == "mid" else job.wav
         if path is None or not path.exists():
             return _unknown(job_id)
         media = "audio/midi" if kind == "mid" else "audio/wav"
-        return web.FileResponse(path, headers={
-            "Content-Type": media, "Content-Disposition": f'attachment; filename="e2m-{job_id}.{kind}"'})
+        return web.FileResponse(
+            path,
+            headers={
+                "Content-Type": media,
+                "Content-Disposition": f'attachment; filename="e2m-{job_id}.{kind}"',
+            },
+        )
 
     async def openapi(self, _request: web.Request) -> web.Response:
         return web.json_response(openapi_document())
@@ -249,11 +298,17 @@ class GenerationApi:
     def _status(self, job: Job) -> dict[str, Any]:
         base = f"/api/jobs/{job.id}"
         status: dict[str, Any] = {
-            "id": job.id, "state": job.state, "status_url": base,
-            "midi_url": f"{base}/result.mid", "wav_url": f"{base}/result.wav" if job.request["wav"] else None,
+            "id": job.id,
+            "state": job.state,
+            "status_url": base,
+            "midi_url": f"{base}/result.mid",
+            "wav_url": f"{base}/result.wav" if job.request["wav"] else None,
             "progress": {"bars_done": job.bars_done, "bars": job.bars},
-            "error": job.error, "request": job.request,
-            "created": job.created, "started": job.started, "finished": job.finished,
+            "error": job.error,
+            "request": job.request,
+            "created": job.created,
+            "started": job.started,
+            "finished": job.finished,
         }
         if job.state == QUEUED:
             status["queue_position"] = self.runner.position(job)
@@ -272,23 +327,30 @@ def _no_constant(name: str) -> None:
 
 # ---- OpenAPI ---------------------------------------------------------------------------------------------
 
+
 def _feature_schema(name: str) -> dict[str, Any]:
     low, high = RANGES[name]
     number = {"type": "integer" if name in INTEGER_FIELDS else "number", "minimum": low, "maximum": high}
     if name == "key":
-        return {"oneOf": [number, {"type": "string", "example": "F#"}],
-                "description": f"pitch class 0..11 or a name ({', '.join(KEY_NAMES)}, flats too)"}
+        return {
+            "oneOf": [number, {"type": "string", "example": "F#"}],
+            "description": f"pitch class 0..11 or a name ({', '.join(KEY_NAMES)}, flats too)",
+        }
     if name == "mode":
-        return {"oneOf": [number, {"type": "string", "enum": ["major", "minor"]}],
-                "description": "0 minor, 1 major"}
+        return {
+            "oneOf": [number, {"type": "string", "enum": ["major", "minor"]}],
+            "description": "0 minor, 1 major",
+        }
     return number
 
 
 def _option_schema(option: Option) -> dict[str, Any]:
     if option.type == "instruments":
-        schema: dict[str, Any] = {"type": "array", "maxItems": MAX_INSTRUMENTS,
-                                  "items": {"oneOf": [{"type": "string"},
-                                                      {"type": "integer", "minimum": 0, "maximum": 127}]}}
+        schema: dict[str, Any] = {
+            "type": "array",
+            "maxItems": MAX_INSTRUMENTS,
+            "items": {"oneOf": [{"type": "string"}, {"type": "integer", "minimum": 0, "maximum": 127}]},
+        }
     elif option.type == "string":
         schema = {"type": "string", "enum": list(option.choices)}
     else:
@@ -302,67 +364,154 @@ def _option_schema(option: Option) -> dict[str, Any]:
 
 def openapi_document() -> dict[str, Any]:
     """This API as an OpenAPI 3.0 document (built from :data:`OPTIONS` and the feature ranges)."""
+
     def json_of(what: str, schema: str) -> dict[str, Any]:
-        return {"description": what,
-                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+        return {
+            "description": what,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+        }
 
     error, job = json_of("error", "Error"), json_of("the job", "Job")
     job_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 
     def file(media: str, what: str) -> dict[str, Any]:
-        return {"get": {"summary": f"The {what} of a finished job", "parameters": [job_id],
-                        "responses": {"200": {"description": what, "content": {media: {"schema": {
-                            "type": "string", "format": "binary"}}}},
-                            "404": error, "409": error, "403": error}}}
+        return {
+            "get": {
+                "summary": f"The {what} of a finished job",
+                "parameters": [job_id],
+                "responses": {
+                    "200": {
+                        "description": what,
+                        "content": {media: {"schema": {"type": "string", "format": "binary"}}},
+                    },
+                    "404": error,
+                    "409": error,
+                    "403": error,
+                },
+            }
+        }
 
     return {
         "openapi": "3.0.3",
-        "info": {"title": "e2m-live generation API", "version": "1",
-                 "description": "Emotion features (or a mood) to MIDI and WAV, generated in a worker process "
-                                "beside the live player. See docs/web.md."},
+        "info": {
+            "title": "e2m-live generation API",
+            "version": "1",
+            "description": "Emotion features (or a mood) to MIDI and WAV, generated in a worker process "
+            "beside the live player. See docs/web.md.",
+        },
         "paths": {
-            "/api/generate": {"post": {
-                "summary": "Queue a generation job",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "$ref": "#/components/schemas/GenerateRequest"}}}},
-                "responses": {"202": job, "400": error, "403": error, "413": error, "429": error}}},
-            "/api/jobs": {"get": {"summary": "The jobs kept, oldest first", "responses": {"200": {
-                "description": "jobs", "content": {"application/json": {"schema": {
-                    "type": "object", "properties": {"jobs": {"type": "array", "items": {
-                        "$ref": "#/components/schemas/Job"}}}}}}}, "403": error}}},
-            "/api/jobs/{id}": {"get": {"summary": "A job's state and progress", "parameters": [job_id],
-                                       "responses": {"200": job, "404": error, "403": error}}},
+            "/api/generate": {
+                "post": {
+                    "summary": "Queue a generation job",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/GenerateRequest"}}
+                        },
+                    },
+                    "responses": {"202": job, "400": error, "403": error, "413": error, "429": error},
+                }
+            },
+            "/api/jobs": {
+                "get": {
+                    "summary": "The jobs kept, oldest first",
+                    "responses": {
+                        "200": {
+                            "description": "jobs",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {
+                                            "jobs": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/Job"},
+                                            }
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        "403": error,
+                    },
+                }
+            },
+            "/api/jobs/{id}": {
+                "get": {
+                    "summary": "A job's state and progress",
+                    "parameters": [job_id],
+                    "responses": {"200": job, "404": error, "403": error},
+                }
+            },
             "/api/jobs/{id}/result.mid": file("audio/midi", "MIDI file"),
             "/api/jobs/{id}/result.wav": file("audio/wav", "WAV file (jobs submitted with wav: true)"),
-            "/api/openapi.json": {"get": {"summary": "This document", "responses": {"200": {
-                "description": "OpenAPI 3 document", "content": {"application/json": {}}}}}},
+            "/api/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {
+                        "200": {"description": "OpenAPI 3 document", "content": {"application/json": {}}}
+                    },
+                }
+            },
         },
-        "components": {"schemas": {
-            "Features": {"type": "object", "additionalProperties": False,
-                         "description": "any of the ten features; the rest from the mood (or the defaults)",
-                         "properties": {name: _feature_schema(name) for name in FEATURE_ORDER}},
-            "GenerateRequest": {"type": "object", "additionalProperties": False, "properties": {
-                "mood": {"type": "string", "enum": list(MOODS), "description": "start from this preset"},
-                "features": {"$ref": "#/components/schemas/Features"},
-                **{o.name: _option_schema(o) for o in OPTIONS}}},
-            "Job": {"type": "object", "properties": {
-                "id": {"type": "string"},
-                "state": {"type": "string", "enum": ["queued", "running", "done", "failed"]},
-                "status_url": {"type": "string"}, "midi_url": {"type": "string"},
-                "wav_url": {"type": "string", "nullable": True},
-                "progress": {"type": "object", "properties": {"bars_done": {"type": "integer"},
-                                                              "bars": {"type": "integer"}}},
-                "queue_position": {"type": "integer", "description": "while queued: 0 runs next"},
-                "error": {"type": "string", "nullable": True},
-                "request": {"type": "object", "description": "the request as the worker runs it"},
-                "result": {"type": "object", "properties": {"notes": {"type": "integer"},
-                                                            "seconds": {"type": "number"}}},
-                "created": {"type": "number"}, "started": {"type": "number", "nullable": True},
-                "finished": {"type": "number", "nullable": True}}},
-            "Error": {"type": "object", "required": ["error"], "properties": {
-                "error": {"type": "string"},
-                "field": {"type": "string", "description": "the field to blame, e.g. features.energy"}}},
-        }},
+        "components": {
+            "schemas": {
+                "Features": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "description": "any of the ten features; the rest from the mood (or the defaults)",
+                    "properties": {name: _feature_schema(name) for name in FEATURE_ORDER},
+                },
+                "GenerateRequest": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "mood": {
+                            "type": "string",
+                            "enum": list(MOODS),
+                            "description": "start from this preset",
+                        },
+                        "features": {"$ref": "#/components/schemas/Features"},
+                        **{o.name: _option_schema(o) for o in OPTIONS},
+                    },
+                },
+                "Job": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "state": {"type": "string", "enum": ["queued", "running", "done", "failed"]},
+                        "status_url": {"type": "string"},
+                        "midi_url": {"type": "string"},
+                        "wav_url": {"type": "string", "nullable": True},
+                        "progress": {
+                            "type": "object",
+                            "properties": {"bars_done": {"type": "integer"}, "bars": {"type": "integer"}},
+                        },
+                        "queue_position": {"type": "integer", "description": "while queued: 0 runs next"},
+                        "error": {"type": "string", "nullable": True},
+                        "request": {"type": "object", "description": "the request as the worker runs it"},
+                        "result": {
+                            "type": "object",
+                            "properties": {"notes": {"type": "integer"}, "seconds": {"type": "number"}},
+                        },
+                        "created": {"type": "number"},
+                        "started": {"type": "number", "nullable": True},
+                        "finished": {"type": "number", "nullable": True},
+                    },
+                },
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {"type": "string"},
+                        "field": {
+                            "type": "string",
+                            "description": "the field to blame, e.g. features.energy",
+                        },
+                    },
+                },
+            }
+        },
     }
 
 
@@ -371,5 +520,13 @@ def routes_of(document: dict[str, Any]) -> list[tuple[str, str]]:
     return [(method.upper(), path) for path, item in document["paths"].items() for method in item]
 
 
-__all__ = ["MAX_BODY", "OPTIONS", "GenerationApi", "Option", "RequestError", "openapi_document",
-           "parse_request", "routes_of"]
+__all__ = [
+    "MAX_BODY",
+    "OPTIONS",
+    "GenerationApi",
+    "Option",
+    "RequestError",
+    "openapi_document",
+    "parse_request",
+    "routes_of",
+]

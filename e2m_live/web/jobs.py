@@ -74,13 +74,20 @@ def _generate(pipeline: Any, job_id: str, request: dict[str, Any], folder: Path,
     features = EmotionFeatures.from_dict(request["features"])
     arrangement = Arrangement.from_dict(request["arrangement"])
     seed, temperature = request["seed"], request["temperature"]
-    description = pipeline.plan(features, bars=request["bars"], seed=seed, temperature=temperature,
-                                arrangement=arrangement)
-    options = DecodingOptions(temperature=temperature, top_p=request["top_p"],
-                              max_tokens_per_bar=request["max_tokens_per_bar"])
+    description = pipeline.plan(
+        features, bars=request["bars"], seed=seed, temperature=temperature, arrangement=arrangement
+    )
+    options = DecodingOptions(
+        temperature=temperature, top_p=request["top_p"], max_tokens_per_bar=request["max_tokens_per_bar"]
+    )
     bars = []
-    for generated in pipeline.decode(description, features, seed=None if seed is None else seed + 1,
-                                     options=options, arrangement=arrangement):
+    for generated in pipeline.decode(
+        description,
+        features,
+        seed=None if seed is None else seed + 1,
+        options=options,
+        arrangement=arrangement,
+    ):
         bars.append(generated.bar)
         results.put(("progress", job_id, len(bars)))
     midi = folder / f"{job_id}.mid"
@@ -91,18 +98,24 @@ def _generate(pipeline: Any, job_id: str, request: dict[str, Any], folder: Path,
 
         wav = folder / f"{job_id}.wav"
         render_wav(bars_to_midi(bars, default_tempo=features.tempo), wav)
-    return {"midi": str(midi), "wav": str(wav) if wav else None,
-            "notes": sum(len(b.notes) for b in bars), "seconds": section_duration(bars)}
+    return {
+        "midi": str(midi),
+        "wav": str(wav) if wav else None,
+        "notes": sum(len(b.notes) for b in bars),
+        "seconds": section_duration(bars),
+    }
 
 
-def worker_main(requests: mp.Queue, results: mp.Queue, model_dir: str | None, niceness: int,
-                idle_exit: float) -> None:
+def worker_main(
+    requests: mp.Queue, results: mp.Queue, model_dir: str | None, niceness: int, idle_exit: float
+) -> None:
     """The worker process: one job at a time, models loaded on the first job and kept."""
     with contextlib.suppress(OSError):  # at least ``niceness``, before the slow imports
         os.setpriority(os.PRIO_PROCESS, 0, max(niceness, os.getpriority(os.PRIO_PROCESS, 0)))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when the worker ends
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     import e2m_live.pipeline as pipeline_module  # before the models: it sets OpenMP's wait policy
+
     parent = os.getppid()
     pipeline = None
     idle_since = time.monotonic()
@@ -133,9 +146,16 @@ def worker_main(requests: mp.Queue, results: mp.Queue, model_dir: str | None, ni
 class JobRunner:
     """Job records, the bounded queue and the worker process (see the module doc). Thread-safe."""
 
-    def __init__(self, *, queue_size: int = 4, keep: int = 16, max_bytes: int = 256 << 20,
-                 model_dir: str | os.PathLike | None = None, niceness: int = 15,
-                 idle_exit: float = 600.0) -> None:
+    def __init__(
+        self,
+        *,
+        queue_size: int = 4,
+        keep: int = 16,
+        max_bytes: int = 256 << 20,
+        model_dir: str | os.PathLike | None = None,
+        niceness: int = 15,
+        idle_exit: float = 600.0,
+    ) -> None:
         self.queue_size = queue_size
         self.keep = keep
         self.max_bytes = max_bytes
@@ -164,8 +184,10 @@ class JobRunner:
                 raise QueueFull("the server is stopping")
             unfinished = sum(1 for j in self._jobs.values() if j.state in (QUEUED, RUNNING))
             if unfinished >= self.queue_size:
-                raise QueueFull(f"{unfinished} jobs are queued or running (the limit is {self.queue_size}); "
-                                "try again when one is done")
+                raise QueueFull(
+                    f"{unfinished} jobs are queued or running (the limit is {self.queue_size}); "
+                    "try again when one is done"
+                )
             job = Job(secrets.token_hex(8), request)
             self._jobs[job.id] = job
             self._waiting.append(job.id)
@@ -242,9 +264,12 @@ class JobRunner:
         # The worker inherits passive OpenMP waiting from this process (set by e2m_live/__init__.py).
         context = mp.get_context("spawn")
         self._requests, self._results = context.Queue(), context.Queue()
-        self._process = context.Process(target=worker_main, name="e2m-api-worker", daemon=True,
-                                        args=(self._requests, self._results, self.model_dir, self.niceness,
-                                              self.idle_exit))
+        self._process = context.Process(
+            target=worker_main,
+            name="e2m-api-worker",
+            daemon=True,
+            args=(self._requests, self._results, self.model_dir, self.niceness, self.idle_exit),
+        )
         self._process.start()
 
     def _follow(self, job: Job) -> None:
@@ -258,8 +283,12 @@ class JobRunner:
                     self._finish(job, FAILED, error="the server stopped")
                     return
                 if not self._process.is_alive():
-                    self._finish(job, FAILED, error=f"the worker process ended (exit code "
-                                                    f"{self._process.exitcode}) during this job")
+                    self._finish(
+                        job,
+                        FAILED,
+                        error=f"the worker process ended (exit code "
+                        f"{self._process.exitcode}) during this job",
+                    )
                     return
                 continue
             if kind == "exit":  # the worker timed out idle just as this job was sent: a new one takes it

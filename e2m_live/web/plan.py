@@ -47,5 +47,6 @@ def bar_instruments(bar: Bar) -> list[str]:
 
 def summarise(bars: Iterable[Bar]) -> list[dict[str, Any]]:
     """``[{"index", "chord", "instruments"}]`` for the page's bar strip."""
-    return [{"index": bar.index, "chord": bar_chord(bar), "instruments": bar_instruments(bar)}
-            for bar in bars]
+    return [
+        {"index": bar.index, "chord": bar_chord(bar), "instruments": bar_instruments(bar)} for bar in bars
+    ]

@@ -62,8 +62,11 @@ BLOCKING = frozenset({"/e2m/sync"})
 
 
 def _arguments_ok(args: Any) -> bool:
-    return isinstance(args, list) and len(args) <= 64 and all(
-        isinstance(a, str | bool | int) or (isinstance(a, float) and math.isfinite(a)) for a in args)
+    return (
+        isinstance(args, list)
+        and len(args) <= 64
+        and all(isinstance(a, str | bool | int) or (isinstance(a, float) and math.isfinite(a)) for a in args)
+    )
 
 
 class _Client:
@@ -94,11 +97,19 @@ class WebSurface:
     ``/api/`` (default: :class:`~e2m_live.web.api.GenerationApi` with its defaults; closed with the
     server)."""
 
-    def __init__(self, handle: Handler, state: Callable[[], list[Reply]], *, host: str = "127.0.0.1",
-                 port: int = 8080, allow: Iterable[str] = (),
-                 section_bars: Callable[[int], Sequence[Bar]] | None = None,
-                 addresses: tuple[OscAddress, ...] | None = None,
-                 realtime_priority: int | None = None, api: GenerationApi | None = None) -> None:
+    def __init__(
+        self,
+        handle: Handler,
+        state: Callable[[], list[Reply]],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        allow: Iterable[str] = (),
+        section_bars: Callable[[int], Sequence[Bar]] | None = None,
+        addresses: tuple[OscAddress, ...] | None = None,
+        realtime_priority: int | None = None,
+        api: GenerationApi | None = None,
+    ) -> None:
         self._handle = handle
         self.api = api or GenerationApi()
         self.api.runner.thread_setup = self._raise_priority
@@ -114,8 +125,9 @@ class WebSurface:
         self._runner: web.AppRunner | None = None
         # One worker: controls apply in the order they came, and never on the event loop.
         self._priority = realtime_priority
-        self._apply = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="e2m-web-apply",
-                                                            initializer=self._raise_priority)
+        self._apply = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="e2m-web-apply", initializer=self._raise_priority
+        )
         self._section: int | None = None
         self._bars: list[dict[str, Any]] = []
         self._table = json.dumps(table_json(ADDRESSES if addresses is None else addresses))
@@ -207,8 +219,9 @@ class WebSurface:
         remote = request.remote or ""
         if not self.filter.allows(remote):
             if request.path.startswith("/api/"):
-                return web.json_response({"error": f"{remote} is not in the daemon's allow-list (--allow)"},
-                                         status=403)
+                return web.json_response(
+                    {"error": f"{remote} is not in the daemon's allow-list (--allow)"}, status=403
+                )
             return web.Response(status=403, text=f"{remote} is not in the daemon's allow-list (--allow)\n")
         return await handler(request)
 
@@ -257,7 +270,7 @@ class WebSurface:
         try:
             request = json.loads(data)
         except ValueError:
-            self._reply(client, [(ERROR_ADDRESS, ["", "not JSON: send {\"address\": ..., \"args\": [...]}"])])
+            self._reply(client, [(ERROR_ADDRESS, ["", 'not JSON: send {"address": ..., "args": [...]}'])])
             return
         if not isinstance(request, dict):
             self._reply(client, [(ERROR_ADDRESS, ["", "send a JSON object"])])
@@ -292,12 +305,14 @@ class WebSurface:
             client.offer(self._bars_frame())
 
     def _reply(self, client: _Client, messages: Sequence[Reply]) -> None:
-        client.offer(json.dumps({"type": "osc", "reply": True,
-                                 "messages": [[a, list(args)] for a, args in messages]}))
+        client.offer(
+            json.dumps({"type": "osc", "reply": True, "messages": [[a, list(args)] for a, args in messages]})
+        )
 
     def _fan_out(self, messages: list[Reply]) -> None:
-        text = json.dumps({"type": "osc", "reply": False,
-                           "messages": [[a, list(args)] for a, args in messages]})
+        text = json.dumps(
+            {"type": "osc", "reply": False, "messages": [[a, list(args)] for a, args in messages]}
+        )
         for client in list(self._clients):
             client.offer(text)
         if self._update_bars(messages):

@@ -11,20 +11,35 @@ from e2m_live.live.addresses import ADDRESSES, Argument, OscAddress
 
 
 def _argument(arg: Argument) -> dict[str, Any]:
-    return {"name": arg.name, "types": arg.types, "low": arg.low, "high": arg.high,
-            "choices": list(arg.choices), "default": arg.default, "unit": arg.unit,
-            "out_of_range": arg.out_of_range}
+    return {
+        "name": arg.name,
+        "types": arg.types,
+        "low": arg.low,
+        "high": arg.high,
+        "choices": list(arg.choices),
+        "default": arg.default,
+        "unit": arg.unit,
+        "out_of_range": arg.out_of_range,
+    }
 
 
 def _entry(entry: OscAddress) -> dict[str, Any]:
     extra = {key: value for key, value in entry.extra.items() if key == "quick"}
     if "quick" in extra:
         extra["quick"] = [[label, list(send)] for label, send in extra["quick"]]
-    return {"address": entry.address, "label": entry.label, "effect": entry.effect,
-            "direction": entry.direction, "control": entry.control, "group": entry.group,
-            "optional_arguments": entry.optional_arguments, "repeated": entry.repeated,
-            "arguments": [_argument(a) for a in entry.arguments],
-            "optional": [_argument(a) for a in getattr(entry, "optional", ())], "extra": extra}
+    return {
+        "address": entry.address,
+        "label": entry.label,
+        "effect": entry.effect,
+        "direction": entry.direction,
+        "control": entry.control,
+        "group": entry.group,
+        "optional_arguments": entry.optional_arguments,
+        "repeated": entry.repeated,
+        "arguments": [_argument(a) for a in entry.arguments],
+        "optional": [_argument(a) for a in getattr(entry, "optional", ())],
+        "extra": extra,
+    }
 
 
 def table_json(addresses: tuple[OscAddress, ...] = ADDRESSES) -> dict[str, Any]:

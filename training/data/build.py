@@ -356,8 +356,12 @@ class _WithoutDocsOrTypes(ast.NodeTransformer):
 
     def _body(self, node: ast.AST) -> ast.AST:
         body = getattr(node, "body", None)
-        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                and isinstance(body[0].value.value, str):
+        if (
+            body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             node.body = body[1:] or [ast.Pass()]  # type: ignore[attr-defined]
         return self.generic_visit(node)
 
@@ -1198,9 +1202,7 @@ def format_report(manifest: dict) -> str:
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.data.build", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m training.data.build", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--datasets", type=Path, default=None, help="datasets root (default: shared/datasets)"
     )

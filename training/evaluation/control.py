@@ -34,6 +34,7 @@ decoded bars against the plan's bars, with the planned instruments the decoder f
 ``control.json``, ``control_table.md`` and ``control_features.png`` to ``--out`` (and each sample to
 ``control_samples.jsonl`` as it completes).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -180,8 +181,9 @@ def build_grid(quick: bool, seeds: int) -> list[GridRow]:
         keys = [(0, 1), (9, 0), (7, 1), (2, 0), (5, 1)]
     for repeat in range(key_seeds(seeds)):
         for i, (key, mode) in enumerate(keys):
-            features = base.replace(key=key, mode=mode, time_signature=TIME_SIGNATURES[i % 5],
-                                    tempo=TEMPOS[(i * 2) % 5])
+            features = base.replace(
+                key=key, mode=mode, time_signature=TIME_SIGNATURES[i % 5], tempo=TEMPOS[(i * 2) % 5]
+            )
             grid.append(GridRow("key", i + repeat * len(keys), features))
     for ensemble in ENSEMBLE_SWEEP:
         grid += [GridRow("ensemble", seed, base, ensemble) for seed in range(seeds)]
@@ -461,6 +463,8 @@ def markdown_table(summary: dict) -> str:
             f"not played: {fails} | {_fmt(f1)}{_mark(f1, TARGETS['inst_f1'])} | ≥ {TARGETS['inst_f1']} |"
         )
     return "\n".join(lines) + "\n"
+
+
 def plot(samples: list[Sample], summary: dict, path: Path) -> None:
     import matplotlib
 
@@ -524,9 +528,17 @@ def _work(job: tuple[int, GridRow, int, DecodingOptions, float]) -> tuple[int, S
     return index, generate_sample(_WORKER["pipeline"], row, bars, options, key_lock)
 
 
-def run_grid(grid: list[GridRow], *, bars: int, options: DecodingOptions, key_lock: float,
-             model_dir: Path | None, threads: int, workers: int,
-             on_sample: Callable[[Sample], None] | None = None) -> list[Sample]:
+def run_grid(
+    grid: list[GridRow],
+    *,
+    bars: int,
+    options: DecodingOptions,
+    key_lock: float,
+    model_dir: Path | None,
+    threads: int,
+    workers: int,
+    on_sample: Callable[[Sample], None] | None = None,
+) -> list[Sample]:
     """Generate every row, in this process (``workers`` 1) or in worker processes of one torch thread;
     ``on_sample`` sees each sample as it completes."""
     total = len(grid)
@@ -542,11 +554,17 @@ def run_grid(grid: list[GridRow], *, bars: int, options: DecodingOptions, key_lo
             shown = f"{getattr(est, sweep):.3g}"
         else:
             shown = f"{est.key}/{est.mode}/{est.time_signature}"
-        asked = getattr(sample.requested, sweep) if sweep in CONTINUOUS else (
-            sample.ensemble if sweep == "ensemble" else (sample.requested.key, sample.requested.mode))
-        print(f"[{done}/{total}] {sweep} seed {sample.seed}: requested {asked}, estimated {shown}; "
-              f"{sample.notes} notes, instruments {list(sample.counts.instruments)}, "
-              f"{sample.seconds:.1f} s", flush=True)
+        asked = (
+            getattr(sample.requested, sweep)
+            if sweep in CONTINUOUS
+            else (sample.ensemble if sweep == "ensemble" else (sample.requested.key, sample.requested.mode))
+        )
+        print(
+            f"[{done}/{total}] {sweep} seed {sample.seed}: requested {asked}, estimated {shown}; "
+            f"{sample.notes} notes, instruments {list(sample.counts.instruments)}, "
+            f"{sample.seconds:.1f} s",
+            flush=True,
+        )
 
     if workers <= 1:
         pipeline = Pipeline.load(model_dir, threads=threads)
@@ -559,8 +577,9 @@ def run_grid(grid: list[GridRow], *, bars: int, options: DecodingOptions, key_lo
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(name, "1")
     results: dict[int, Sample] = {}
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_worker,
-                             initargs=(model_dir,)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=_start_worker, initargs=(model_dir,)
+    ) as pool:
         futures = [pool.submit(_work, (i, row, bars, options, key_lock)) for i, row in enumerate(grid)]
         for future in as_completed(futures):
             index, sample = future.result()
@@ -630,18 +649,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bars", type=int, default=None, help="bars per sample (default 12; quick 2)")
     parser.add_argument("--max-tokens-per-bar", type=int, default=512, help="decoder budget per bar")
     parser.add_argument("--top-p", type=float, default=None, help="decoder nucleus sampling (default off)")
-    parser.add_argument("--key-lock", type=float, default=DEFAULT_KEY_LOCK,
-                        help=f"key lock of every sample (default {DEFAULT_KEY_LOCK})")
-    parser.add_argument("--sweeps", nargs="+", default=None, choices=SWEEPS,
-                        help="only these sweeps (default: all)")
+    parser.add_argument(
+        "--key-lock",
+        type=float,
+        default=DEFAULT_KEY_LOCK,
+        help=f"key lock of every sample (default {DEFAULT_KEY_LOCK})",
+    )
+    parser.add_argument(
+        "--sweeps", nargs="+", default=None, choices=SWEEPS, help="only these sweeps (default: all)"
+    )
     parser.add_argument("--model-dir", type=Path, default=None, help="models/ folder (default: shipped)")
     parser.add_argument("--threads", type=int, default=1, help="decoder threads with --workers 1 (default 1)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="worker processes of one decoder thread each (default 1; 2 on a 2-core machine)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes of one decoder thread each (default 1; 2 on a 2-core machine)",
+    )
     parser.add_argument("--limit", type=int, default=0, help="only the first N samples (debug, tests)")
-    parser.add_argument("--from-samples", type=Path, nargs="+", default=None, metavar="FILE",
-                        help="generate nothing: report on the samples of earlier runs (control_samples.jsonl "
-                             "or control.json; several files are merged)")
+    parser.add_argument(
+        "--from-samples",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="generate nothing: report on the samples of earlier runs (control_samples.jsonl "
+        "or control.json; several files are merged)",
+    )
     parser.add_argument(
         "--out", type=Path, default=Path("training/reports"), help="where to write the report"
     )
@@ -678,9 +712,16 @@ def main(argv: list[str] | None = None) -> int:
                 partial.flush()
 
             try:
-                samples = run_grid(grid, bars=bars, options=options, key_lock=args.key_lock,
-                                   model_dir=args.model_dir, threads=args.threads, workers=args.workers,
-                                   on_sample=keep)
+                samples = run_grid(
+                    grid,
+                    bars=bars,
+                    options=options,
+                    key_lock=args.key_lock,
+                    model_dir=args.model_dir,
+                    threads=args.threads,
+                    workers=args.workers,
+                    on_sample=keep,
+                )
             except (FileNotFoundError, ValueError, BrokenProcessPool) as error:  # e.g. models missing
                 print(f"evaluate_control: {error}", file=sys.stderr)
                 return 2

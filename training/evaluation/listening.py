@@ -82,13 +82,27 @@ def plot_piano_roll(bars: list[Bar], title: str, path: Path) -> None:
             if note.is_drum:  # drum notes are short: draw each hit a sixth of a quarter wide
                 ax.add_patch(plt.Rectangle((x, note.pitch - 0.5), 1 / 6, 1.0, color=colours[slot], lw=0))
             else:
-                ax.add_patch(plt.Rectangle((x, note.pitch - 0.45), note.duration, 0.9, color=colours[slot],
-                                           alpha=0.35 + 0.6 * note.velocity / 127, lw=0))
+                ax.add_patch(
+                    plt.Rectangle(
+                        (x, note.pitch - 0.45),
+                        note.duration,
+                        0.9,
+                        color=colours[slot],
+                        alpha=0.35 + 0.6 * note.velocity / 127,
+                        lw=0,
+                    )
+                )
             pitches.append(note.pitch)
     for x in starts:
         ax.axvline(x, color="grey", lw=0.6, ls=":")
-    ax.set_xlim(0, max(starts[-1], max((o + n.end for o, b in zip(starts, bars, strict=False)
-                                            for n in b.notes), default=0.0)) + 0.5)
+    ax.set_xlim(
+        0,
+        max(
+            starts[-1],
+            max((o + n.end for o, b in zip(starts, bars, strict=False) for n in b.notes), default=0.0),
+        )
+        + 0.5,
+    )
     ax.set_ylim((min(pitches) - 2, max(pitches) + 2) if pitches else (48, 84))
     ax.set_xticks(starts[:-1] + 0.0, [str(i + 1) for i in range(len(bars))])
     ax.set_xlabel("bar")
@@ -106,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for the .mid, .png (and .wav) files")
     parser.add_argument("--wav", action="store_true", help="also render each piece with FluidSynth")
     parser.add_argument("--soundfont", type=Path, default=None, help="soundfont for --wav")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                        help=f"seed of every piece (default {DEFAULT_SEED})")
+    parser.add_argument(
+        "--seed", type=int, default=DEFAULT_SEED, help=f"seed of every piece (default {DEFAULT_SEED})"
+    )
     parser.add_argument("--bars", type=int, default=12, help="bars per piece (default 12)")
     parser.add_argument("--only", nargs="+", default=None, help="only these pieces (e.g. mood-happy)")
     parser.add_argument("--model-dir", type=Path, default=None, help="models/ folder (default: shipped)")
@@ -133,17 +148,36 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / f"{piece.name}.mid").write_bytes(bars_to_smf(bars, default_tempo=piece.features.tempo))
         plot_piano_roll(bars, f"{piece.name}: {settings}", args.out / f"{piece.name}.png")
         if args.wav:
-            render_wav(bars_to_midi(bars, default_tempo=piece.features.tempo), args.out / f"{piece.name}.wav",
-                       args.soundfont)
+            render_wav(
+                bars_to_midi(bars, default_tempo=piece.features.tempo),
+                args.out / f"{piece.name}.wav",
+                args.soundfont,
+            )
         counts = pathology.count_piece(bars, piece.features.key, piece.features.mode)
-        planned = sorted({t.removeprefix("Instrument_") for g in generated for t in g.description
-                          if t.startswith("Instrument_")})
-        rows.append({"piece": piece.name, "settings": settings, "seconds": seconds, "planned": planned,
-                     "counts": counts.to_dict()})
-        print(f"{piece.name}: {counts.notes} notes, instruments {list(counts.instruments)}, "
-              f"{seconds:.1f} s", flush=True)
-    (args.out / "listening.json").write_text(json.dumps({"arrangement_passed": arranged, "pieces": rows},
-                                                        indent=1, default=float) + "\n")
+        planned = sorted(
+            {
+                t.removeprefix("Instrument_")
+                for g in generated
+                for t in g.description
+                if t.startswith("Instrument_")
+            }
+        )
+        rows.append(
+            {
+                "piece": piece.name,
+                "settings": settings,
+                "seconds": seconds,
+                "planned": planned,
+                "counts": counts.to_dict(),
+            }
+        )
+        print(
+            f"{piece.name}: {counts.notes} notes, instruments {list(counts.instruments)}, {seconds:.1f} s",
+            flush=True,
+        )
+    (args.out / "listening.json").write_text(
+        json.dumps({"arrangement_passed": arranged, "pieces": rows}, indent=1, default=float) + "\n"
+    )
     (args.out / "index.md").write_text(index_table(rows))
     print(f"wrote {len(rows)} pieces to {args.out}")
     return 0

@@ -247,4 +247,3 @@ def summarise(pieces: Sequence[PieceCounts]) -> dict[str, float]:
         "in_scale_share": float(scale.mean()) if len(scale) else math.nan,
         "in_scale_min": float(scale.min()) if len(scale) else math.nan,
     }
-

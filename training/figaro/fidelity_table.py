@@ -130,9 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, run in runs:
         result = against_baseline(run)
         by = {r: sorted(k for k, v in result.items() if v == r) for r in ("win", "tie", "loss")}
-        print(f"{label} against the baseline: better on {len(by['win'])}, equal on {len(by['tie'])}, "
-              f"worse on {len(by['loss'])} of {len(result)} metrics"
-              + (f" ({', '.join(by['loss'])})" if by["loss"] else ""))
+        print(
+            f"{label} against the baseline: better on {len(by['win'])}, equal on {len(by['tie'])}, "
+            f"worse on {len(by['loss'])} of {len(result)} metrics"
+            + (f" ({', '.join(by['loss'])})" if by["loss"] else "")
+        )
     return 0
 
 

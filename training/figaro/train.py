@@ -933,14 +933,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=JSON",
         help="override any config key, e.g. --set val_max_windows=64 (repeatable)",
     )
-    p.add_argument("--init", dest="init_from", metavar="MODEL_DIR",
-                   help="fine-tune this exported model (config.json + safetensors) instead of a fresh one")
+    p.add_argument(
+        "--init",
+        dest="init_from",
+        metavar="MODEL_DIR",
+        help="fine-tune this exported model (config.json + safetensors) instead of a fresh one",
+    )
     p.add_argument("--resume", help="checkpoint to resume from, or 'auto' for OUT_DIR/checkpoints/last.pt")
     p.add_argument("--export", metavar="DIR", help="after training, write fp16 safetensors + config here")
     p.add_argument("--export-from", metavar="CKPT", help="only export this checkpoint to --export DIR")
     p.add_argument("--pack", metavar="OUT.npz", help="only write a compact pack of --data (train + val)")
-    p.add_argument("--pack-max-segments", type=int, metavar="N",
-                   help="with --pack: at most N training segments (a seeded random subset)")
+    p.add_argument(
+        "--pack-max-segments",
+        type=int,
+        metavar="N",
+        help="with --pack: at most N training segments (a seeded random subset)",
+    )
     p.add_argument("--plot", metavar="RUN_DIR", help="only draw RUN_DIR/loss_curves.png from its log")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
     return p

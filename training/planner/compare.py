@@ -60,9 +60,11 @@ def stream_item_accuracy(planner: Any, val: Any) -> float:
     with torch.no_grad():
         for start in range(0, len(val.stream_rows), 256):
             rows = val.stream_rows[start : start + 256]
-            logits = model(torch.from_numpy(val.features[rows]),
-                           torch.from_numpy(val.stream_inputs[start : start + 256]),
-                           torch.from_numpy(val.stream_bars[start : start + 256]))
+            logits = model(
+                torch.from_numpy(val.features[rows]),
+                torch.from_numpy(val.stream_inputs[start : start + 256]),
+                torch.from_numpy(val.stream_bars[start : start + 256]),
+            )
             target = torch.from_numpy(val.stream_targets[start : start + 256])
             items = target >= STREAM_VOCAB.FIRST_INSTRUMENT
             correct += int((logits[items].argmax(-1) == target[items]).sum())
@@ -70,16 +72,23 @@ def stream_item_accuracy(planner: Any, val: Any) -> float:
     return correct / max(count, 1)
 
 
-def heldout(planners: dict[str, Any], data: Path, split: str, corpora: list[str] | None,
-            baseline_stride: int) -> dict[str, dict]:
+def heldout(
+    planners: dict[str, Any], data: Path, split: str, corpora: list[str] | None, baseline_stride: int
+) -> dict[str, dict]:
     from training.planner.evaluate import heldout_metrics as class_metrics
     from training.planner.train import load_examples
     from training.planner.train_sequence import fit_positions
     from training.planner.train_sequence import heldout_metrics as sequence_metrics
 
     val_examples = load_examples(data, split, 0, corpora)
-    out: dict[str, dict] = {"_data": {"split": split, "corpora": corpora, "segments": len(val_examples),
-                                      "songs": len({e.song_id for e in val_examples})}}
+    out: dict[str, dict] = {
+        "_data": {
+            "split": split,
+            "corpora": corpora,
+            "segments": len(val_examples),
+            "songs": len({e.song_id for e in val_examples}),
+        }
+    }
     arrays = sequence_arrays(val_examples)
     for name, planner in planners.items():
         started = time.monotonic()
@@ -106,10 +115,18 @@ def heldout(planners: dict[str, Any], data: Path, split: str, corpora: list[str]
 def random_features(n: int, seed: int) -> list[EmotionFeatures]:
     rng = np.random.default_rng(seed)
     return [
-        EmotionFeatures(energy=rng.random(), valence=rng.random(), loudness=-30 * rng.random(),
-                        instrumentalness=rng.random(), danceability=rng.random(), acousticness=rng.random(),
-                        key=int(rng.integers(12)), mode=int(rng.integers(2)),
-                        time_signature=int(rng.integers(3, 8)), tempo=60 + 120 * rng.random())
+        EmotionFeatures(
+            energy=rng.random(),
+            valence=rng.random(),
+            loudness=-30 * rng.random(),
+            instrumentalness=rng.random(),
+            danceability=rng.random(),
+            acousticness=rng.random(),
+            key=int(rng.integers(12)),
+            mode=int(rng.integers(2)),
+            time_signature=int(rng.integers(3, 8)),
+            tempo=60 + 120 * rng.random(),
+        )
         for _ in range(n)
     ]
 
@@ -180,8 +197,10 @@ def validity(planners: dict[str, Any], n: int, bars: int, seed: int) -> dict[str
         out[name] = {
             "plans": n,
             "masked_valid": masked_valid,
-            **{f"unmasked_{k}": float(np.mean([c[k] for c in checks]))
-               for k in ("grammar", "bars", "planner")},
+            **{
+                f"unmasked_{k}": float(np.mean([c[k] for c in checks]))
+                for k in ("grammar", "bars", "planner")
+            },
         }
         print(f"validity {name}: {out[name]}", flush=True)
     return out
@@ -209,11 +228,14 @@ def speed(planners: dict[str, Any], plans: int, bars: int = 12) -> dict[str, dic
                 tokens[name].append(len(description.tokens()))
     load = _load_average()
     return {
-        name: {"cpu_ms_median": 1000 * float(np.median(cpu[name])),
-               "wall_ms_median": 1000 * float(np.median(wall[name])),
-               "wall_ms_p90": 1000 * float(np.percentile(wall[name], 90)),
-               "tokens_mean": float(np.mean(tokens[name])),
-               "plans": plans, "load_average": load}
+        name: {
+            "cpu_ms_median": 1000 * float(np.median(cpu[name])),
+            "wall_ms_median": 1000 * float(np.median(wall[name])),
+            "wall_ms_p90": 1000 * float(np.percentile(wall[name], 90)),
+            "tokens_mean": float(np.mean(tokens[name])),
+            "plans": plans,
+            "load_average": load,
+        }
         for name in planners
     }
 
@@ -245,12 +267,20 @@ def end_to_end_from_samples(path: Path) -> dict[str, dict]:
     for record in records:
         by_planner.setdefault(record["planner"], []).append(record)
     complete = min(len(rows) for rows in by_planner.values())
-    return {name: summarise([sample_from_record(r) for r in rows[:complete]], DEFAULT_KEY_LOCK)
-            for name, rows in by_planner.items()}
+    return {
+        name: summarise([sample_from_record(r) for r in rows[:complete]], DEFAULT_KEY_LOCK)
+        for name, rows in by_planner.items()
+    }
 
 
-def end_to_end(planners: dict[str, Any], seeds: int, bars: int, sweeps: list[str], samples_path: Path | None,
-               max_tokens_per_bar: int) -> dict[str, dict]:
+def end_to_end(
+    planners: dict[str, Any],
+    seeds: int,
+    bars: int,
+    sweeps: list[str],
+    samples_path: Path | None,
+    max_tokens_per_bar: int,
+) -> dict[str, dict]:
     from e2m_live.arrangement import DEFAULT_KEY_LOCK
     from e2m_live.pipeline import DecodingOptions, Pipeline
     from training.evaluation.control import (
@@ -275,8 +305,10 @@ def end_to_end(planners: dict[str, Any], seeds: int, bars: int, sweeps: list[str
                 if handle:
                     handle.write(json.dumps({"planner": name, **sample_record(sample)}, default=float) + "\n")
                     handle.flush()
-            print(f"[{i + 1}/{len(grid)}] {row.sweep} seed {row.seed}: {time.monotonic() - started:.0f} s",
-                  flush=True)
+            print(
+                f"[{i + 1}/{len(grid)}] {row.sweep} seed {row.seed}: {time.monotonic() - started:.0f} s",
+                flush=True,
+            )
     finally:
         if handle:
             handle.close()
@@ -300,8 +332,10 @@ def markdown(results: dict) -> str:
         from training.planner.evaluate import REPORT_TABLE1
 
         h = results["heldout"]
-        lines += ["| class | report acc / KL | " + " | ".join(f"{n} acc / KL" for n in names) + " |",
-                  "|---|---|" + "---|" * len(names)]
+        lines += [
+            "| class | report acc / KL | " + " | ".join(f"{n} acc / KL" for n in names) + " |",
+            "|---|---|" + "---|" * len(names),
+        ]
         for cls in CLASS_ROWS:
             acc, kl = REPORT_TABLE1[cls]
             cells = []
@@ -309,37 +343,51 @@ def markdown(results: dict) -> str:
                 m = h[n][cls]
                 if cls == "instruments_chords":
                     item = m.get("item_accuracy", m["accuracy"])
-                    cells.append(f"{_f(item)}" + (f" ({_f(m['accuracy'])} with end markers)"
-                                                  if "item_accuracy" in m else ""))
+                    cells.append(
+                        f"{_f(item)}"
+                        + (f" ({_f(m['accuracy'])} with end markers)" if "item_accuracy" in m else "")
+                    )
                 else:
                     cells.append(f"{_f(m['accuracy'])} / {_f(m['kl'])}")
             lines.append(f"| {cls.replace('_', ' ')} | {acc:.2f} / {_f(kl)} | " + " | ".join(cells) + " |")
         lines.append("")
     if "validity" in results:
         v = results["validity"]
-        lines += ["| planner | with the mask: valid | without: grammar-valid | without: valid, right bar "
-                  "count | without: also 1-10 instruments, 1-4 chords a bar |", "|---|---|---|---|---|"]
+        lines += [
+            "| planner | with the mask: valid | without: grammar-valid | without: valid, right bar "
+            "count | without: also 1-10 instruments, 1-4 chords a bar |",
+            "|---|---|---|---|---|",
+        ]
         for n in names:
             r = v[n]
-            lines.append(f"| {n} | {r['masked_valid']} / {r['plans']} | {_f(r['unmasked_grammar'], 3)} | "
-                         f"{_f(r['unmasked_bars'], 3)} | {_f(r['unmasked_planner'], 3)} |")
+            lines.append(
+                f"| {n} | {r['masked_valid']} / {r['plans']} | {_f(r['unmasked_grammar'], 3)} | "
+                f"{_f(r['unmasked_bars'], 3)} | {_f(r['unmasked_planner'], 3)} |"
+            )
         lines.append("")
     if "speed" in results:
         s = results["speed"]
         base = s.get("class-lstm", {}).get("cpu_ms_median")
-        lines += ["| planner | CPU ms / 12-bar plan (median) | wall ms (median, p90) | ratio to class-lstm | "
-                  "tokens / plan |", "|---|---|---|---|---|"]
+        lines += [
+            "| planner | CPU ms / 12-bar plan (median) | wall ms (median, p90) | ratio to class-lstm | "
+            "tokens / plan |",
+            "|---|---|---|---|---|",
+        ]
         for n in names:
             r = s[n]
             ratio = r["cpu_ms_median"] / base if base else float("nan")
-            lines.append(f"| {n} | {_f(r['cpu_ms_median'], 1)} | {_f(r['wall_ms_median'], 1)}, "
-                         f"{_f(r['wall_ms_p90'], 1)} | {_f(ratio)} | {_f(r['tokens_mean'], 0)} |")
+            lines.append(
+                f"| {n} | {_f(r['cpu_ms_median'], 1)} | {_f(r['wall_ms_median'], 1)}, "
+                f"{_f(r['wall_ms_p90'], 1)} | {_f(ratio)} | {_f(r['tokens_mean'], 0)} |"
+            )
         lines.append(f"\nLoad average during the speed run: {_f(s[names[0]]['load_average'], 1)}.\n")
     if "plan_control" in results:
         c = results["plan_control"]
         keys = [k for k in c[names[0]] if "spearman" in c[names[0]][k]]
-        lines += ["| feature -> plan statistic (Spearman, 1,944 plans) | " + " | ".join(names) + " |",
-                  "|---|" + "---|" * len(names)]
+        lines += [
+            "| feature -> plan statistic (Spearman, 1,944 plans) | " + " | ".join(names) + " |",
+            "|---|" + "---|" * len(names),
+        ]
         for k in keys:
             lines.append(f"| {k} | " + " | ".join(f"{c[n][k]['spearman']:+.2f}" for n in names) + " |")
         for k in ("chords in the requested key's scale", "plans whose chords fit the requested key best"):
@@ -347,25 +395,41 @@ def markdown(results: dict) -> str:
         lines.append("")
     if "end_to_end" in results:
         e = results["end_to_end"]
-        lines += ["| end to end (decoded, re-estimated) | " + " | ".join(names) + " |",
-                  "|---|" + "---|" * len(names)]
+        lines += [
+            "| end to end (decoded, re-estimated) | " + " | ".join(names) + " |",
+            "|---|" + "---|" * len(names),
+        ]
         features = [f for f in e[names[0]]["features"] if e[names[0]]["features"][f]["n"]]
         for f in features:
-            lines.append(f"| {f}: estimated at low -> high request (Spearman) | " + " | ".join(
-                " -> ".join(_f(x) for x in e[n]["features"][f]["by_level"].values())
-                + f" ({_f(e[n]['features'][f]['rho'])})" for n in names) + " |")
-        rows = (("key + mode exact", lambda r: r["exact"]["key_mode"]),
-                ("pitched time on the plan's chord tones (tritone chance)",
-                 lambda r: f"{_f(r['chords']['on_plan_chords'])} ({_f(r['chords']['tritone_chance'])})"),
-                ("in-scale share", lambda r: r["key_lock"]["in_scale_share"]),
-                ("repeated notes per piece", lambda r: r["pathology"]["repeated_per_piece"]),
-                ("longest note, bars (p90)", lambda r: r["pathology"]["longest_p90"]),
-                ("overhang max, bars", lambda r: r["pathology"]["overhang_max"]),
-                ("tracks per instrument, max", lambda r: r["pathology"]["tracks_per_instrument_max"]),
-                ("solo / drum / bass share", lambda r: " / ".join(
-                    _f(r["pathology"][k]) for k in ("solo_share", "drum_share", "bass_share"))),
-                ("notes per sample", lambda r: r["speed"]["notes"] / max(r["speed"]["samples"], 1)),
-                ("real-time factor of decoding", lambda r: r["speed"]["realtime_factor"]))
+            lines.append(
+                f"| {f}: estimated at low -> high request (Spearman) | "
+                + " | ".join(
+                    " -> ".join(_f(x) for x in e[n]["features"][f]["by_level"].values())
+                    + f" ({_f(e[n]['features'][f]['rho'])})"
+                    for n in names
+                )
+                + " |"
+            )
+        rows = (
+            ("key + mode exact", lambda r: r["exact"]["key_mode"]),
+            (
+                "pitched time on the plan's chord tones (tritone chance)",
+                lambda r: f"{_f(r['chords']['on_plan_chords'])} ({_f(r['chords']['tritone_chance'])})",
+            ),
+            ("in-scale share", lambda r: r["key_lock"]["in_scale_share"]),
+            ("repeated notes per piece", lambda r: r["pathology"]["repeated_per_piece"]),
+            ("longest note, bars (p90)", lambda r: r["pathology"]["longest_p90"]),
+            ("overhang max, bars", lambda r: r["pathology"]["overhang_max"]),
+            ("tracks per instrument, max", lambda r: r["pathology"]["tracks_per_instrument_max"]),
+            (
+                "solo / drum / bass share",
+                lambda r: " / ".join(
+                    _f(r["pathology"][k]) for k in ("solo_share", "drum_share", "bass_share")
+                ),
+            ),
+            ("notes per sample", lambda r: r["speed"]["notes"] / max(r["speed"]["samples"], 1)),
+            ("real-time factor of decoding", lambda r: r["speed"]["realtime_factor"]),
+        )
         for label, get in rows:
             lines.append(f"| {label} | " + " | ".join(_f(get(e[n])) for n in names) + " |")
         lines.append("")
@@ -376,20 +440,33 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data/dataset"))
     parser.add_argument("--split", default="val", choices=("val", "test"))
-    parser.add_argument("--corpora", nargs="+", default=None,
-                        help="held-out corpora (default: those the class-lstm planner was trained on)")
+    parser.add_argument(
+        "--corpora",
+        nargs="+",
+        default=None,
+        help="held-out corpora (default: those the class-lstm planner was trained on)",
+    )
     parser.add_argument("--planners", nargs="+", default=list(PLANNER_NAMES), choices=PLANNER_NAMES)
-    parser.add_argument("--dir", action="append", default=[], metavar="NAME=PATH",
-                        help="a planner's folder (default: its folder under models/)")
-    parser.add_argument("--parts", nargs="+",
-                        default=["heldout", "validity", "speed", "plan_control", "end_to_end"])
+    parser.add_argument(
+        "--dir",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a planner's folder (default: its folder under models/)",
+    )
+    parser.add_argument(
+        "--parts", nargs="+", default=["heldout", "validity", "speed", "plan_control", "end_to_end"]
+    )
     parser.add_argument("--plans", type=int, default=10_000, help="plans for the validity check")
     parser.add_argument("--speed-plans", type=int, default=40)
     parser.add_argument("--baseline-stride", type=int, default=12, help="train segments for the baselines")
     parser.add_argument("--control-seeds", type=int, default=1)
     parser.add_argument("--control-bars", type=int, default=4)
-    parser.add_argument("--control-sweeps", nargs="+",
-                        default=["energy", "valence", "loudness", "danceability", "default", "key"])
+    parser.add_argument(
+        "--control-sweeps",
+        nargs="+",
+        default=["energy", "valence", "loudness", "danceability", "default", "key"],
+    )
     parser.add_argument("--max-tokens-per-bar", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("training/reports/planner_comparison.json"))
@@ -413,8 +490,14 @@ def main(argv: list[str] | None = None) -> int:
         "speed": lambda: speed(planners, args.speed_plans),
         "plan_control": lambda: plan_control(planners, args.seed),
         "end_to_end_from_samples": lambda: end_to_end_from_samples(args.out.with_suffix(".samples.jsonl")),
-        "end_to_end": lambda: end_to_end(planners, args.control_seeds, args.control_bars, args.control_sweeps,
-                                         args.out.with_suffix(".samples.jsonl"), args.max_tokens_per_bar),
+        "end_to_end": lambda: end_to_end(
+            planners,
+            args.control_seeds,
+            args.control_bars,
+            args.control_sweeps,
+            args.out.with_suffix(".samples.jsonl"),
+            args.max_tokens_per_bar,
+        ),
     }
     for part in args.parts:
         started = time.monotonic()

@@ -143,14 +143,25 @@ def sweep(planner: Planner, feature: str, seeds: int) -> dict[str, object]:
     rows = plan_rows(planner, [f for _, f in grid], seeds)
     levels = np.array([level for _ in range(seeds) for level, _ in grid])
     table = {
-        str(level): {k: float(np.mean([r[k] for r, lv in zip(rows, levels, strict=True) if lv == level]))
-                     for k in rows[0]}
+        str(level): {
+            k: float(np.mean([r[k] for r, lv in zip(rows, levels, strict=True) if lv == level]))
+            for k in rows[0]
+        }
         for level in levels_swept
     }
     rho = {
         k: float(spearmanr(levels, [r[k] for r in rows]).statistic)
-        for k in ("drums", "bass", "groove", "acoustic_share", "voice_lead", "note_density", "mean_velocity",
-                  "mean_duration", "steady_density")
+        for k in (
+            "drums",
+            "bass",
+            "groove",
+            "acoustic_share",
+            "voice_lead",
+            "note_density",
+            "mean_velocity",
+            "mean_duration",
+            "steady_density",
+        )
         if np.ptp([r[k] for r in rows]) > 0
     }
     return {"levels": table, "spearman": rho}
@@ -191,8 +202,10 @@ def measure(planner: Planner, seeds: int) -> dict[str, object]:
                 for p in palette:
                     share[p].append(np.mean([p in b.instruments for b in d.bars]))
                 outside += sum(n not in palette for b in d.bars for n in b.instruments)
-        presets[name] = {"least_bar_share": float(min(np.mean(v) for v in share.values())),
-                         "outside_palette": outside}
+        presets[name] = {
+            "least_bar_share": float(min(np.mean(v) for v in share.values())),
+            "outside_palette": outside,
+        }
     out["presets"] = presets
     return out
 
@@ -200,12 +213,16 @@ def measure(planner: Planner, seeds: int) -> dict[str, object]:
 def print_report(result: dict[str, object], label: str) -> None:
     print(f"## {label} ({result['seeds']} seeds x 9 bases per level)\n")
     for feature, data in result["sweeps"].items():  # type: ignore[union-attr]
-        print(f"{feature}: level | drums | bass | single | acoustic | voice lead | density | velocity | "
-              "duration | steady")
+        print(
+            f"{feature}: level | drums | bass | single | acoustic | voice lead | density | velocity | "
+            "duration | steady"
+        )
         for level, row in data["levels"].items():
-            print(f"  {level} | {row['drums']:.2f} | {row['bass']:.2f} | {row['single']:.2f} | "
-                  f"{row['acoustic_share']:.2f} | {row['voice_lead']:.2f} | {row['note_density']:.2f} | "
-                  f"{row['mean_velocity']:.2f} | {row['mean_duration']:.2f} | {row['steady_density']:.2f}")
+            print(
+                f"  {level} | {row['drums']:.2f} | {row['bass']:.2f} | {row['single']:.2f} | "
+                f"{row['acoustic_share']:.2f} | {row['voice_lead']:.2f} | {row['note_density']:.2f} | "
+                f"{row['mean_velocity']:.2f} | {row['mean_duration']:.2f} | {row['steady_density']:.2f}"
+            )
         rho = ", ".join(f"{k} {v:+.2f}" for k, v in data["spearman"].items())
         print(f"  Spearman vs {feature}: {rho}\n")
     single = result["single_share"]
@@ -214,12 +231,20 @@ def print_report(result: dict[str, object], label: str) -> None:
     for name, row in result["ensembles"].items():  # type: ignore[union-attr]
         sizes = " / ".join(f"{v:.2f}" for v in row["sizes"].values())
         print(f"  {name}: {sizes}; mean {row['mean_size']:.1f}; drums {row['drums']:.2f}")
-    print("tonic first bar / cadence by key lock: " + ", ".join(
-        f"{lock}: {v['tonic_first']:.2f} / {v['cadence']:.2f}" for lock, v in result["cadence"].items()  # type: ignore[union-attr]
-    ))
-    print("presets (least bar share of a palette instrument, slots outside the palette): " + ", ".join(
-        f"{k} {v['least_bar_share']:.2f}/{v['outside_palette']}" for k, v in result["presets"].items()  # type: ignore[union-attr]
-    ))
+    print(
+        "tonic first bar / cadence by key lock: "
+        + ", ".join(
+            f"{lock}: {v['tonic_first']:.2f} / {v['cadence']:.2f}"
+            for lock, v in result["cadence"].items()  # type: ignore[union-attr]
+        )
+    )
+    print(
+        "presets (least bar share of a palette instrument, slots outside the palette): "
+        + ", ".join(
+            f"{k} {v['least_bar_share']:.2f}/{v['outside_palette']}"
+            for k, v in result["presets"].items()  # type: ignore[union-attr]
+        )
+    )
     print()
 
 

@@ -73,12 +73,20 @@ class SequenceTrainConfig:
 def make_model(cfg: SequenceTrainConfig, plan_bars: int) -> nn.Module:
     """A fresh model of ``cfg.kind``."""
     if cfg.kind == "transformer":
-        return DescriptionTransformer(TransformerConfig(
-            d_model=cfg.d_model, heads=cfg.heads, layers=cfg.layers, ffn=cfg.ffn, dropout=cfg.dropout,
-            plan_bars=plan_bars))
+        return DescriptionTransformer(
+            TransformerConfig(
+                d_model=cfg.d_model,
+                heads=cfg.heads,
+                layers=cfg.layers,
+                ffn=cfg.ffn,
+                dropout=cfg.dropout,
+                plan_bars=plan_bars,
+            )
+        )
     if cfg.kind == "single-lstm":
-        return single_lstm(hidden=cfg.hidden, embedding=cfg.embedding, dropout=cfg.dropout,
-                           plan_bars=plan_bars)
+        return single_lstm(
+            hidden=cfg.hidden, embedding=cfg.embedding, dropout=cfg.dropout, plan_bars=plan_bars
+        )
     raise ValueError(f"unknown kind {cfg.kind!r}; kinds are {', '.join(KINDS)}")
 
 
@@ -91,16 +99,27 @@ def fit_positions(arrays: tuple, max_tokens: int) -> tuple:
     return features[keep], inputs[keep, :max_tokens], targets[keep, :max_tokens], bars[keep, :max_tokens]
 
 
-def teacher_forced_logits(model: nn.Module, features: np.ndarray, inputs: np.ndarray, bars: np.ndarray,
-                          start: int, stop: int) -> torch.Tensor:
+def teacher_forced_logits(
+    model: nn.Module, features: np.ndarray, inputs: np.ndarray, bars: np.ndarray, start: int, stop: int
+) -> torch.Tensor:
     with torch.no_grad():
         width = int((inputs[start:stop] != _V.PAD).sum(1).max())
-        return model(torch.from_numpy(features[start:stop]), torch.from_numpy(inputs[start:stop, :width]),
-                     torch.from_numpy(bars[start:stop, :width]))
+        return model(
+            torch.from_numpy(features[start:stop]),
+            torch.from_numpy(inputs[start:stop, :width]),
+            torch.from_numpy(bars[start:stop, :width]),
+        )
 
 
-def heldout_metrics(model: nn.Module, features: np.ndarray, inputs: np.ndarray, targets: np.ndarray,
-                    bars: np.ndarray, sigma: float = 1.0, chunk: int = 128) -> dict[str, dict]:
+def heldout_metrics(
+    model: nn.Module,
+    features: np.ndarray,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    bars: np.ndarray,
+    sigma: float = 1.0,
+    chunk: int = 128,
+) -> dict[str, dict]:
     """The report's Table 1 per class, teacher-forced: for the four meta classes the accuracy of the
     most likely bin and KL(soft label || prediction), both over that class's 33 bins (the grammar
     says which class comes next, as the class LSTMs know it); for instruments + chords the accuracy
@@ -144,8 +163,15 @@ def shipped_steering(directory: Path) -> Steering:
     return Steering.from_dict(json.loads(path.read_text()).get("steering", {}))
 
 
-def train(cfg: SequenceTrainConfig, train_arrays: tuple, val_arrays: tuple, feature_means: np.ndarray,
-          steering: Steering, out: Path | None, provenance: dict) -> tuple[SequencePlanner, dict]:
+def train(
+    cfg: SequenceTrainConfig,
+    train_arrays: tuple,
+    val_arrays: tuple,
+    feature_means: np.ndarray,
+    steering: Steering,
+    out: Path | None,
+    provenance: dict,
+) -> tuple[SequencePlanner, dict]:
     """Train one model; write the planner to ``out`` unless it is ``None``."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
@@ -178,8 +204,9 @@ def train(cfg: SequenceTrainConfig, train_arrays: tuple, val_arrays: tuple, feat
             idx = torch.from_numpy(chunks[c])
             width = int(lengths[chunks[c]].max())
             logits = model(x[idx], tokens[idx, :width], bar[idx, :width])
-            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                               y[idx, :width].reshape(-1), ignore_index=_V.PAD)
+            loss = nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), y[idx, :width].reshape(-1), ignore_index=_V.PAD
+            )
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -190,10 +217,16 @@ def train(cfg: SequenceTrainConfig, train_arrays: tuple, val_arrays: tuple, feat
         history["train_loss"].append(float(np.mean(losses)))
         history["val"].append(metrics)
         history["seconds"].append(round(time.monotonic() - started, 1))
-        log.info("%s epoch %d  train %.3f  val %.3f  density %.3f velocity %.3f pitch %.3f duration %.3f "
-                 "inst+chords %.3f", cfg.kind, epoch, history["train_loss"][-1], metrics["all"]["loss"],
-                 *(metrics[n]["accuracy"] for n in ORDERED_CLASSES),
-                 metrics["instruments_chords"]["accuracy"])
+        log.info(
+            "%s epoch %d  train %.3f  val %.3f  density %.3f velocity %.3f pitch %.3f duration %.3f "
+            "inst+chords %.3f",
+            cfg.kind,
+            epoch,
+            history["train_loss"][-1],
+            metrics["all"]["loss"],
+            *(metrics[n]["accuracy"] for n in ORDERED_CLASSES),
+            metrics["instruments_chords"]["accuracy"],
+        )
         if time.monotonic() > deadline:
             break
     model.eval()
@@ -222,14 +255,34 @@ def main(argv: list[str] | None = None) -> int:
     defaults = SequenceTrainConfig()
     parser.add_argument("--kind", choices=KINDS, required=True)
     parser.add_argument("--data", type=Path, default=Path("data/dataset"))
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default models/planner-KIND)")
-    parser.add_argument("--corpora", nargs="+", default=None,
-                        help="only these corpora (default: those the --steering-from planner was trained on)")
-    parser.add_argument("--steering-from", type=Path, default=Path("models/planner"),
-                        help="the planner whose steering strengths (and default corpora) to take")
-    for name in ("epochs", "samples_per_epoch", "batch_size", "d_model", "heads", "layers", "ffn", "hidden",
-                 "embedding", "seed", "threads", "segment_stride", "val_limit"):
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default models/planner-KIND)")
+    parser.add_argument(
+        "--corpora",
+        nargs="+",
+        default=None,
+        help="only these corpora (default: those the --steering-from planner was trained on)",
+    )
+    parser.add_argument(
+        "--steering-from",
+        type=Path,
+        default=Path("models/planner"),
+        help="the planner whose steering strengths (and default corpora) to take",
+    )
+    for name in (
+        "epochs",
+        "samples_per_epoch",
+        "batch_size",
+        "d_model",
+        "heads",
+        "layers",
+        "ffn",
+        "hidden",
+        "embedding",
+        "seed",
+        "threads",
+        "segment_stride",
+        "val_limit",
+    ):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     for name in ("learning_rate", "dropout", "max_minutes", "sigma"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
@@ -265,8 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     feature_means = np.stack([e.features for e in train_examples]).mean(axis=0)
     out = args.out or Path("models") / f"planner-{cfg.kind}"
     provenance = {"dataset": str(args.data), "corpora": corpora, "steering_from": str(args.steering_from)}
-    _, history = train(cfg, train_arrays, val_arrays, feature_means, shipped_steering(args.steering_from),
-                       out, provenance)
+    _, history = train(
+        cfg, train_arrays, val_arrays, feature_means, shipped_steering(args.steering_from), out, provenance
+    )
     final = history["val"][-1]
     for name in (*ORDERED_CLASSES, "instruments_chords"):
         kl = f"  KL {final[name]['kl']:.3f}" if "kl" in final[name] else ""
