@@ -10,10 +10,12 @@ serve: setup
 
 test: setup
 	.venv/bin/python -m ruff check .
+	.venv/bin/python -m ruff format --check .
 	.venv/bin/python -m pytest -q
 
 lint: setup
 	.venv/bin/python -m ruff check .
+	.venv/bin/python -m ruff format --check .
 
 # Quick modes; a `-` line reports and carries on when a benchmark misses its budget.
 BENCH = .venv/bin/python benchmarks
