@@ -458,3 +458,19 @@ def test_cache_key_ignores_layout_docstrings_comments_and_type_hints() -> None:
     other = b"def f(x: int) -> int:\n    y: int = x * 3\n    return y\n"
     assert extractor_source(name, code) == extractor_source(name, same)
     assert extractor_source(name, code) != extractor_source(name, other)
+
+
+def test_markdown_report_lists_every_corpus_and_the_totals(built, capsys):
+    """`--markdown` prints the docs' per-corpus table of a build: one row per corpus with its files,
+    skips and reasons, and a total row whose segments are the corpora's sum."""
+    from training.data.build import main
+
+    out, manifest, _ = built
+    assert main(["--markdown", "--out", str(out)]) == 0
+    table = capsys.readouterr().out.strip().splitlines()
+    rows = {line.split("|")[1].strip(): line.split("|") for line in table[2:]}
+    assert set(rows) == {*manifest["corpora"], "**total**"}
+    segments = {name: int(cells[7].replace(",", "")) for name, cells in rows.items()}
+    assert segments["**total**"] == sum(v for k, v in segments.items() if k != "**total**") > 0
+    assert "unreadable" in rows["nottingham"][5] or "MidiError" in rows["nottingham"][5]
+    assert main(["--markdown", "--out", str(out / "missing")]) == 2

@@ -1201,6 +1201,51 @@ def format_report(manifest: dict) -> str:
     return "\n".join(lines)
 
 
+def _count(value: int) -> str:
+    return f"{value:,}"
+
+
+def markdown_report(manifest: dict) -> str:
+    """The per-corpus table of ``docs/dataset.md``: files read, used, skipped with reasons, songs,
+    segments, tokens, share with drums, instruments per segment, single-instrument share, Spotify."""
+    lines = [
+        "| corpus | licence | files | used | skipped (reasons) | songs | segments | REMI+ tokens "
+        "| description tokens | with drums | instruments / segment | single-instrument | Spotify files |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    total: Counter = Counter()
+    for corpus, info in manifest["corpora"].items():
+        counts: Counter = Counter()
+        for split_counts in info["splits"].values():
+            counts.update(split_counts)
+        reasons = sorted(info["skipped"].items(), key=lambda kv: -kv[1])
+        skipped = "; ".join(f"{n:,} {why}" for why, n in reasons)
+        lines.append(
+            f"| {corpus} | {info['licence']} | {_count(info['files_found'])} "
+            f"| {_count(counts['files_used'])} "
+            f"| {skipped or '0'} | {_count(counts['songs'])} | {_count(counts['segments'])} "
+            f"| {_count(counts['remi_tokens'])} | {_count(counts['description_tokens'])} "
+            f"| {100 * info['share_segments_with_drums']:.1f} % | {info['instruments_per_segment']:.2f} "
+            f"| {100 * info['share_segments_single_instrument']:.1f} % | {_count(info['files_spotify'])} |"
+        )
+        total.update(counts)
+        total["files_found"] += info["files_found"]
+        total["files_spotify"] += info["files_spotify"]
+        segments = counts["segments"]
+        total["drums"] += round(info["share_segments_with_drums"] * segments)
+        total["single"] += round(info["share_segments_single_instrument"] * segments)
+        total["instruments"] += info["instruments_per_segment"] * segments
+    n = max(total["segments"], 1)
+    lines.append(
+        f"| **total** | | {_count(total['files_found'])} | {_count(total['files_used'])} | "
+        f"| {_count(total['songs'])} | {_count(total['segments'])} | {_count(total['remi_tokens'])} "
+        f"| {_count(total['description_tokens'])} | {100 * total['drums'] / n:.1f} % "
+        f"| {total['instruments'] / n:.2f} | {100 * total['single'] / n:.1f} % "
+        f"| {_count(total['files_spotify'])} |"
+    )
+    return "\n".join(lines)
+
+
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.data.build", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -1246,6 +1291,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument(
         "--merge", action="store_true", help="write the shards from the cache filled by --shard tasks"
     )
+    parser.add_argument(
+        "--markdown", action="store_true", help="only print the per-corpus table of the build in --out"
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     argv = list(argv) if argv is not None else sys.argv[1:]
     if argv[:1] == ["merge"]:  # `python -m training.data.build merge ...`
@@ -1254,6 +1302,13 @@ def main(argv: Iterable[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
+    if args.markdown:
+        try:
+            print(markdown_report(json.loads((args.out / MANIFEST).read_text())))
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"error: no readable build in {args.out}: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if args.relabel:
         try:
             count = relabel(args.out, args.calibration)
