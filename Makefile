@@ -11,11 +11,13 @@ serve: setup
 test: setup
 	.venv/bin/python -m ruff check .
 	.venv/bin/python -m ruff format --check .
+	.venv/bin/python -m mypy
 	.venv/bin/python -m pytest -q
 
 lint: setup
 	.venv/bin/python -m ruff check .
 	.venv/bin/python -m ruff format --check .
+	.venv/bin/python -m mypy
 
 # Quick modes; a `-` line reports and carries on when a benchmark misses its budget.
 BENCH = .venv/bin/python benchmarks

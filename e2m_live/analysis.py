@@ -240,7 +240,8 @@ def _note_table(source: Source) -> _NoteTable:
             raise ValueError(f"cannot read MIDI file {path}: {error}") from error
         return _table_from_pretty_midi(midi)
     if isinstance(source, Sequence) and not isinstance(source, bytes):
-        return _table_from_bars(source)
+        # mypy keeps ``str`` here (a str is a Sequence) though the branch above returned for it
+        return _table_from_bars(source)  # type: ignore[arg-type]
     raise TypeError(f"source must be a PrettyMIDI, a path or a list of Bar, got {type(source).__name__}")
 
 
@@ -252,7 +253,8 @@ def _value_in_force(times: np.ndarray, values: np.ndarray, start: float, end: fl
     weights = hi - lo
     if weights.sum() <= 0:  # the segment starts after the last change
         weights = np.zeros(len(values))
-        weights[max(np.searchsorted(times, start, side="right") - 1, 0)] = 1.0
+        # max() of a NumPy integer and 0 is an int at run time; the stubs only promise a comparable
+        weights[max(np.searchsorted(times, start, side="right") - 1, 0)] = 1.0  # type: ignore[call-overload]
     return weights
 
 
@@ -823,7 +825,7 @@ def features_from_descriptors(
     """The ten features from :func:`describe_segment`'s output."""
     calibration = calibration or load_calibration()
     raw = composite_scores(descriptors, calibration.stats, calibration.composites)
-    values: dict[str, float | int] = {}
+    values: dict[str, Any] = {}
     for name in CALIBRATED_FEATURES:
         low, high = RANGES[name]
         values[name] = float(np.clip(calibration.map(name, raw[name]), low, high))

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+from types import ModuleType
 
 from e2m_live.commands.errors import UsageError
 
@@ -29,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _load(name: str):
+def _load(name: str) -> ModuleType:
     module_name, _ = COMMANDS[name]
     return importlib.import_module(f"e2m_live.commands.{module_name}")
 

@@ -272,7 +272,7 @@ class EmotionFeatures:
             raise FeatureError(f"feature vector must have shape ({len(FEATURE_ORDER)},), got {values.shape}")
         if not np.all(np.isfinite(values)):
             raise FeatureError(f"feature vector must be finite, got {values.tolist()}")
-        fields: dict[str, int | float] = {}
+        fields: dict[str, Any] = {}
         for name, scaled in zip(FEATURE_ORDER, values, strict=True):
             if not -1e-6 <= scaled <= 1 + 1e-6:
                 raise FeatureError(f"{name}: vector entry must be in 0..1, got {scaled:g}")
@@ -335,7 +335,7 @@ class EmotionFeatures:
 #: valence (minor for the negative moods); tempo follows arousal. Table and method:
 #: docs/features.md. One row per mood, values in FEATURE_ORDER: energy, valence, loudness,
 #: instrumentalness, danceability, acousticness, key, mode, time_signature, tempo.
-_MOOD_TABLE: dict[str, tuple[float, ...]] = {
+_MOOD_TABLE: dict[str, tuple[float, float, float, float, float, float, int, int, int, float]] = {
     "happy": (0.75, 0.85, -7.5, 0.0, 0.68, 0.14, 0, 1, 4, 120.0),
     "sad": (0.25, 0.15, -13.6, 0.0, 0.36, 0.69, 9, 0, 4, 72.0),
     "calm": (0.2, 0.55, -14.4, 0.0, 0.47, 0.65, 5, 1, 4, 80.0),

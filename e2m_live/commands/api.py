@@ -45,12 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def _serve(args: argparse.Namespace, allowed: ClientFilter) -> None:
     from aiohttp import web
+    from aiohttp.typedefs import Handler
 
     from e2m_live.web.api import MAX_BODY, GenerationApi
     from e2m_live.web.jobs import JobRunner
 
     @web.middleware
-    async def policy(request: web.Request, handler):  # the daemon's allow-list rule
+    async def policy(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """The daemon's allow-list rule."""
         remote = request.remote or ""
         if not allowed.allows(remote):
             return web.json_response({"error": f"{remote} is not in the allow-list (--allow)"}, status=403)

@@ -246,7 +246,7 @@ def _warn_if_tokens_edited(path: Path, document: dict, tokens: list[str]) -> Non
     if not isinstance(given, list) or given == tokens:
         return
     records = document["bars"]
-    per_bar = [r.get("tokens") for r in records if isinstance(r, dict)]
+    per_bar: list[Any] = [r.get("tokens") for r in records if isinstance(r, dict)]
     if per_bar and all(isinstance(t, list) for t in per_bar) and [t for b in per_bar for t in b] == given:
         return
     first = next(
@@ -329,7 +329,8 @@ def _arranged(description: Description, arrangement: Arrangement) -> Description
         if names:
             bars.append(dataclasses.replace(bar, instruments=names))
         else:
-            bars.append(dataclasses.replace(bar, instruments=(), **dict.fromkeys(_HEADER, 0)))
+            silent: dict[str, Any] = dict.fromkeys(_HEADER, 0)
+            bars.append(dataclasses.replace(bar, instruments=(), **silent))
     return Description(bars)
 
 
@@ -337,7 +338,7 @@ def _select(description: Description, spec: str | None) -> Description:
     """Bars ``Bar_START..Bar_END`` (by their numbers, END included)."""
     if spec is None:
         return description
-    numbers = [bar.index for bar in description.bars]
+    numbers = description.numbers()
     start_text, sep, end_text = spec.partition(":")
     try:
         start = int(start_text) if start_text.strip() else numbers[0]
@@ -348,7 +349,9 @@ def _select(description: Description, spec: str | None) -> Description:
         end = start
     if start < 1 or end < start:
         raise UsageError(f"--bars {spec!r}: need 1 <= START <= END")
-    kept: list[BarDescription] = [bar for bar in description.bars if start <= bar.index <= end]
+    kept: list[BarDescription] = [
+        bar for bar, number in zip(description.bars, numbers, strict=True) if start <= number <= end
+    ]
     if not kept:
         raise UsageError(f"--bars {spec!r}: the description has bars Bar_{numbers[0]}..Bar_{numbers[-1]}")
     return Description(kept)

@@ -14,12 +14,18 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from e2m_live.audio import AudioError, render_wav
 from e2m_live.commands.errors import UsageError
 
 # e2m_live.pipeline sets OpenMP's wait policy: it must be imported before anything loads OpenMP.
 from e2m_live.pipeline import DecodingOptions, Pipeline, PipelineError, section_duration
+
+if TYPE_CHECKING:
+    import pretty_midi
+
+    from e2m_live.features import EmotionFeatures
 
 # isort: split
 from e2m_live.commands.feature_flags import (
@@ -105,7 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _features(args: argparse.Namespace):
+def _features(args: argparse.Namespace) -> EmotionFeatures:
     from e2m_live.features import FEATURE_ORDER, EmotionFeatures, FeatureError
 
     flagged = features_from_args(args)  # validates every flag
@@ -159,7 +165,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
     check_decoding_arguments(args)
 
 
-def write_wav(midi, path: Path, soundfont: Path | None = None) -> Path:
+def write_wav(midi: pretty_midi.PrettyMIDI, path: Path, soundfont: Path | None = None) -> Path:
     """:func:`e2m_live.audio.render_wav`, its errors as usage errors; returns the soundfont used."""
     try:
         return render_wav(midi, path, soundfont)

@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from e2m_live.commands.errors import UsageError
+
+if TYPE_CHECKING:
+    from e2m_live.description.extract import Extraction
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +45,7 @@ def bar_range(bars: list[list[str]], spec: str | None) -> list[list[str]]:
     return bars[start - 1 : end]
 
 
-def extract_or_usage_error(path: Path):
+def extract_or_usage_error(path: Path) -> Extraction:
     """Extract a file, turning any MIDI problem into a one-line usage error (exit code 2)."""
     from e2m_live.description.extract import MidiError, extract
 

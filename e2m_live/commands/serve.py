@@ -7,6 +7,7 @@ import faulthandler
 import signal
 import sys
 import threading
+from types import FrameType
 
 from e2m_live.commands.errors import UsageError
 
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     sys.setswitchinterval(0.0005)
     stop = threading.Event()
 
-    def on_signal(signum: int, _frame) -> None:
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}

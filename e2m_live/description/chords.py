@@ -166,7 +166,14 @@ def _beat_columns(times: np.ndarray, width: int, fs: int) -> tuple[np.ndarray, n
     return idx, lo[idx], hi[idx]
 
 
-def _dense_beat_roll(inst, times, fs, end_time, width, pedals) -> np.ndarray:
+def _dense_beat_roll(
+    inst: pretty_midi.Instrument,
+    times: np.ndarray,
+    fs: int,
+    end_time: float,
+    width: int,
+    pedals: list[tuple[int, int]],
+) -> np.ndarray:
     """Frame-by-frame piano roll (needed when pitch bends mix neighbouring pitches)."""
     roll = np.zeros((128, width))
     for n in inst.notes:

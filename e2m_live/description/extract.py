@@ -172,7 +172,8 @@ class _TickMap:
     """Vectorised ``PrettyMIDI.time_to_tick`` (same rounding, same extrapolation past the end)."""
 
     def __init__(self, pm: pretty_midi.PrettyMIDI) -> None:
-        self.table = np.asarray(pm._PrettyMIDI__tick_to_time, dtype=float)  # pretty_midi's own map
+        # pretty_midi's own map (private: name-mangled, so no type checker sees it)
+        self.table = np.asarray(pm._PrettyMIDI__tick_to_time, dtype=float)  # type: ignore[attr-defined, type-var]
         self.final_scale = pm._tick_scales[-1][1]
 
     def ticks(self, times: np.ndarray | Sequence[float]) -> np.ndarray:
@@ -248,6 +249,7 @@ def _pedal_end(inst: pretty_midi.Instrument, starts: np.ndarray, ends: np.ndarra
 
 def _read_notes(pm: pretty_midi.PrettyMIDI, ticks: _TickMap, end_tick: int) -> _Notes:
     parts = []
+    order: int | np.ndarray  # the instrument's order in the file, later the notes' sort order
     for order, inst in enumerate(pm.instruments):
         if not inst.notes:
             continue
@@ -272,7 +274,7 @@ def _read_notes(pm: pretty_midi.PrettyMIDI, ticks: _TickMap, end_tick: int) -> _
     # Quantise: move each start back to the nearest grid point at or before it (FIGARO's grid).
     res = pm.resolution
     grid = np.arange(0, max(res, end_tick), res / POSITIONS_PER_QUARTER)
-    g = np.searchsorted(grid, start_t, side="right")
+    g: np.ndarray = np.searchsorted(grid, start_t, side="right")
     g = np.where(g > 0, g - 1, g)
     shift = np.rint(grid[g]).astype(np.int64) - start_t
     q_start, q_end = start_t + shift, end_t + shift
@@ -314,7 +316,9 @@ def _downbeats(pm: pretty_midi.PrettyMIDI, beats: np.ndarray) -> np.ndarray:
     return downbeats[downbeats >= 0]
 
 
-def _time_signature_at(sig_ticks: list[int], sigs: list[pretty_midi.TimeSignature], tick: int):
+def _time_signature_at(
+    sig_ticks: list[int], sigs: list[pretty_midi.TimeSignature], tick: int
+) -> pretty_midi.TimeSignature:
     """The reference's lookup: the change whose span [tick_i, tick_i+1) holds ``tick``, else the last."""
     for i in range(len(sigs) - 1):
         if sig_ticks[i] <= tick < sig_ticks[i + 1]:
@@ -334,7 +338,7 @@ def _tempo_items(pm: pretty_midi.PrettyMIDI, ticks: _TickMap, max_tick: int) -> 
     times, tempi = pm.get_tempo_changes()
     by_time = {float(t): int(q) for t, q in zip(times, tempi, strict=True)}
     wanted = np.arange(0, max_tick + 1, _TEMPO_SAMPLE_TICKS)
-    values = np.empty(len(wanted), dtype=np.int64)
+    values: np.ndarray = np.empty(len(wanted), dtype=np.int64)
     current = None
     for i, w in enumerate(wanted):
         current = by_time.get(float(w), current)
@@ -342,7 +346,9 @@ def _tempo_items(pm: pretty_midi.PrettyMIDI, ticks: _TickMap, max_tick: int) -> 
     return ticks.ticks(wanted.astype(float)), values
 
 
-def _chord_items(pm: pretty_midi.PrettyMIDI, beats: np.ndarray, ticks: _TickMap, end_tick: int):
+def _chord_items(
+    pm: pretty_midi.PrettyMIDI, beats: np.ndarray, ticks: _TickMap, end_tick: int
+) -> tuple[list[int], list[str]] | None:
     """(start tick, value) of each recognised chord, in the reference's order (``N:N`` fill-in last).
 
     A file written by :mod:`.remi` carries its chords as ``e2m-chord:`` markers; they are taken
@@ -437,14 +443,29 @@ def _checked_downbeats(downbeats: Sequence[float]) -> np.ndarray:
 class _Builder:
     """Turns grouped items into REMI+ events and description tokens, bar by bar."""
 
-    def __init__(self, pm, notes: _Notes, others, sigs, sig_ticks) -> None:
+    def __init__(
+        self,
+        pm: pretty_midi.PrettyMIDI,
+        notes: _Notes,
+        others: list[tuple[int, int, object, int]],
+        sigs: list[pretty_midi.TimeSignature],
+        sig_ticks: list[int],
+    ) -> None:
         self.pm = pm
         self.notes = notes
         self.others = others
         self.sigs = sigs
         self.sig_ticks = sig_ticks
 
-    def build(self, kept, bar_lo, n_lo, n_hi, o_lo, o_hi) -> Extraction:
+    def build(
+        self,
+        kept: range,
+        bar_lo: np.ndarray,
+        n_lo: np.ndarray,
+        n_hi: np.ndarray,
+        o_lo: np.ndarray,
+        o_hi: np.ndarray,
+    ) -> Extraction:
         pm, notes = self.pm, self.notes
         res = pm.resolution
         names = _instrument_names()
@@ -461,9 +482,9 @@ class _Builder:
 
         remi: list[str] = []
         desc: list[str] = []
-        remi_chord = None  # current chord value (REMI)
-        remi_tempo = None  # current tempo value (REMI)
-        desc_chord = None  # current chord value (description)
+        remi_chord: str | None = None  # current chord value (REMI)
+        remi_tempo: int | None = None  # current tempo value (REMI)
+        desc_chord: str | None = None  # current chord value (description)
         bar_rows = []  # (n_notes, positions_per_bar, velocity sum, pitch sum, duration sum)
         bar_desc_tail: list[list[str]] = []
         bar_desc_head: list[list[str]] = []
@@ -494,16 +515,17 @@ class _Builder:
             for ni in range(i0, i1 + 1):
                 limit = int(notes.start[ni]) if ni < i1 else None
                 while oi < n_other and (limit is None or other_items[oi][0] <= limit):
+                    # value: a chord label (str) for kind 0, else a tempo (int); the ignores below say so
                     _, kind, value, _ = other_items[oi]
                     pos = f"{POSITION_KEY}_{other_pos[oi]}"
                     if kind == 0:
-                        bar_chords.append(value)
+                        bar_chords.append(value)  # type: ignore[arg-type]
                         if value != remi_chord:
                             remi += [pos, f"{CHORD_KEY}_{value}"]
-                            remi_chord = value
+                            remi_chord = value  # type: ignore[assignment]
                     elif value != remi_tempo:
-                        remi += [pos, f"{TEMPO_KEY}_{_tempo_bin(value)}"]
-                        remi_tempo = value
+                        remi += [pos, f"{TEMPO_KEY}_{_tempo_bin(value)}"]  # type: ignore[arg-type]
+                        remi_tempo = value  # type: ignore[assignment]
                     oi += 1
                 if ni < i1:
                     remi += [
@@ -538,7 +560,7 @@ class _Builder:
             desc += tail
         return Extraction(remi=remi, description=desc, midi=pm)
 
-    def _meta_tokens(self, rows) -> list[list[str]]:
+    def _meta_tokens(self, rows: list[tuple[int, int, int, int]]) -> list[list[str]]:
         """Note density and mean velocity/pitch/duration bins of every bar at once."""
         notes = self.notes
         n = np.array([r[0] for r in rows], dtype=np.int64)

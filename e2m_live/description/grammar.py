@@ -241,7 +241,9 @@ class DescriptionState:
         if phase == _P_DONE:
             return (phase,)
         can_end = self._bar_can_end()
-        next_bar = self._next_bar if can_end and self._next_bar <= MAX_BAR_INDEX else None
+        next_bar = self._next_bar
+        if not can_end or next_bar is None or next_bar > MAX_BAR_INDEX:
+            next_bar = None
         need_instrument = self._used == 0 and not self._means_zero
         used = self._used if phase == _P_INSTR else _ALL_INSTRUMENTS_USED
         return (phase, used, need_instrument, next_bar, can_end and self._eos)
@@ -572,7 +574,8 @@ class BarDescription:
         for name in ("instruments", "chords"):
             if not isinstance(data.get(name, []), list):
                 raise GrammarError(f"bar field {name!r} must be a list")
-        ts = tuple(data["time_signature"]) if isinstance(data["time_signature"], list) else None
+        # Anything but a list becomes None, which the validation below rejects with its message.
+        ts: Any = tuple(data["time_signature"]) if isinstance(data["time_signature"], list) else None
         return cls(
             time_signature=ts,
             note_density=data["note_density"],
@@ -618,6 +621,10 @@ class Description:
 
     def __len__(self) -> int:
         return len(self.bars)
+
+    def numbers(self) -> list[int]:
+        """Each bar's number (its ``Bar_`` index; a description numbers every bar)."""
+        return [bar.index for bar in self.bars if bar.index is not None]
 
     def tokens(self) -> list[str]:
         """The token sequence (``parse(d.tokens()) == d``)."""

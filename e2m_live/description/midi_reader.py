@@ -50,6 +50,13 @@ class _Event:
     """The attributes of a mido message that pretty_midi reads."""
 
     __slots__ = ("channel", "control", "note", "pitch", "program", "time", "type", "value", "velocity")
+    # Set by the reader for the message types that have them (as mido's attributes).
+    control: int
+    note: int
+    pitch: int
+    program: int
+    value: int
+    velocity: int
 
     def __init__(self, type_: str, time: int, channel: int = 0) -> None:
         self.type = type_
@@ -201,7 +208,7 @@ def read(data: bytes) -> pretty_midi.PrettyMIDI | None:
 
 def set_chord_markers(pm: pretty_midi.PrettyMIDI, chords: list[tuple[int, str]]) -> None:
     """Attach chord labels (tick, label) to a PrettyMIDI, which has no place of its own for markers."""
-    pm.e2m_chord_markers = list(chords)
+    pm.e2m_chord_markers = list(chords)  # type: ignore[attr-defined]  # our own attribute
 
 
 def chord_markers(pm: pretty_midi.PrettyMIDI) -> list[tuple[int, str]]:

@@ -181,7 +181,13 @@ def _decode(tokens: Sequence[str]) -> _Decoded:
     return _Decoded(bars, chords, any(b.tempo for b in bars))
 
 
-def _add_note(bar: Bar, position, instrument, pending, duration_positions: int) -> bool:
+def _add_note(
+    bar: Bar,
+    position: int | None,
+    instrument: tuple[int, bool] | None,
+    pending: list[int],
+    duration_positions: int,
+) -> bool:
     """Add the pending note to the bar if it is playable there; say whether it was."""
     pitch, drum_pitch, velocity = pending
     if position is None or instrument is None or position >= _positions_in(bar):

@@ -715,7 +715,7 @@ class GrammarState:
         lo, hi = g.pitch_range(self.instrument, self.rules.pitch_ranges)
         if self.rules.rising_pitches:
             lo = max(lo, self.top_pitch.get(self.instrument, -1) + 1)
-        favoured = None
+        favoured: tuple[tuple[int, ...], float] | None = None
         if self.drum and self.groove > 0 and self.bar_positions:
             beat = self.beat
             if self.position % beat == 0:

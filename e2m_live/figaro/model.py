@@ -15,9 +15,10 @@ and ``decode_cached`` which extends a :class:`DecoderCache` by one or more token
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -152,6 +153,15 @@ class EmbeddingInput(nn.Module):
         return self.norm(x + self.token_type)
 
 
+_Projection = Callable[[Tensor], Tensor]
+_Norm = tuple[Tensor, Tensor]  # a LayerNorm's weight and bias
+#: One decoder layer for a one-token step: self-attention (qkv, out, norm), cross-attention
+#: (query, out, norm), feed-forward (up, down, norm).
+_LayerOps = tuple[
+    _Projection, _Projection, _Norm, _Projection, _Projection, _Norm, _Projection, _Projection, _Norm
+]
+
+
 @dataclass
 class DecoderCache:
     """Keys/values of every decoder layer for one decoder window, preallocated to ``capacity``.
@@ -170,7 +180,7 @@ class DecoderCache:
     self_tables: list[tuple[Tensor, Tensor] | None]
     cross_tables: list[tuple[Tensor, Tensor] | None]
     length: int = 0
-    step_ops: tuple | None = None  # filled by the first one-token step
+    step_ops: tuple[list[_LayerOps], _Projection] | None = None  # filled by the first one-token step
 
     @property
     def capacity(self) -> int:
@@ -270,6 +280,11 @@ class FigaroModel(nn.Module):
         memory = self.encode(desc_ids, desc_bar_ids)
         return self.decode(remi_ids, memory, remi_bar_ids, remi_position_ids, return_hidden=return_hidden)
 
+    @property
+    def _decoders(self) -> Sequence[DecoderLayer]:
+        """The decoder layers, typed (iterating an ``nn.ModuleList`` gives plain ``nn.Module``)."""
+        return cast("Sequence[DecoderLayer]", self.decoder_layers)
+
     # --- incremental decoding ------------------------------------------------------------
 
     def start_cache(self, memory: Tensor, capacity: int | None = None) -> DecoderCache:
@@ -278,13 +293,13 @@ class FigaroModel(nn.Module):
         if memory.shape[1] < capacity:  # FIGARO's zero-padding, see ``decode``
             memory = F.pad(memory, (0, 0, 0, capacity - memory.shape[1]))
         b, h, dh = memory.shape[0], self.config.heads, self.config.head_dim
-        cross = [layer.cross_attn.project_memory(memory) for layer in self.decoder_layers]
+        cross = [layer.cross_attn.project_memory(memory) for layer in self._decoders]
         return DecoderCache(
-            self_kv=[memory.new_empty((b, 2, h, capacity, dh)) for _ in self.decoder_layers],
+            self_kv=[memory.new_empty((b, 2, h, capacity, dh)) for _ in self._decoders],
             cross_k=[k.contiguous() for k, _ in cross],
             cross_v=[v.contiguous() for _, v in cross],
-            self_tables=[_reversed_tables(layer.self_attn) for layer in self.decoder_layers],
-            cross_tables=[_reversed_tables(layer.cross_attn) for layer in self.decoder_layers],
+            self_tables=[_reversed_tables(layer.self_attn) for layer in self._decoders],
+            cross_tables=[_reversed_tables(layer.cross_attn) for layer in self._decoders],
         )
 
     def decode_cached(
@@ -308,7 +323,7 @@ class FigaroModel(nn.Module):
         x = self.embed_remi(remi_ids, remi_bar_ids, remi_position_ids)
         if n == 1 and fast:
             return self._decode_one(x.view(x.shape[0], -1), cache)
-        for i, layer in enumerate(self.decoder_layers):
+        for i, layer in enumerate(self._decoders):
             x = _cached_self_attention(layer.self_attn, x, cache.self_kv[i], start)
             x = _cached_cross_attention(layer.cross_attn, x, cache.cross_k[i], cache.cross_v[i], start)
             x = layer.ffn(x)
@@ -354,7 +369,7 @@ class FigaroModel(nn.Module):
         cache.length = t + 1
         return output(x)
 
-    def _step_ops(self) -> tuple[list[tuple], Callable[[Tensor], Tensor]]:
+    def _step_ops(self) -> tuple[list[_LayerOps], _Projection]:
         """The projections and norms of every decoder layer as plain callables / tensor pairs, so a
         step skips ``nn.Module`` dispatch. Float ``nn.Linear`` becomes ``F.linear`` with its tensors;
         any other projection (e.g. an int8 dynamic-quantized Linear) keeps its own ``forward``."""
@@ -379,7 +394,7 @@ class FigaroModel(nn.Module):
                 proj(layer.ffn.down),
                 norm(layer.ffn.norm),
             )
-            for layer in self.decoder_layers
+            for layer in self._decoders
         ]
         return layers, proj(self.output)
 

@@ -129,7 +129,7 @@ class Daemon:
         options = dict(self._generator_options)
         if name.startswith("model") and config.planner != "class-lstm":
             options.setdefault("planner", config.planner)
-        self.engine = Engine(
+        self.engine = engine = Engine(
             name,
             options,
             features,
@@ -147,7 +147,7 @@ class Daemon:
             self.clock,
             self.outputs,
             self.engine,
-            tempo=lambda: self.engine.tempo,
+            tempo=lambda: engine.tempo,
             on_bar=self._on_bar,
             on_state=self._on_state,
             record_timing=self._record_timing,

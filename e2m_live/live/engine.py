@@ -272,6 +272,12 @@ class Engine:
                 self._process.kill()
                 self._process.join(1)
 
+    def _request_queue(self) -> mp.Queue:
+        """The generation worker's request queue (there is one from :meth:`start` on)."""
+        if self._requests is None:
+            raise RuntimeError("the engine has no generation worker yet: call start() first")
+        return self._requests
+
     def _spawn(self) -> None:
         self._requests = self._ctx.Queue()
         self._results = self._ctx.Queue()
@@ -491,7 +497,7 @@ class Engine:
     def _send_request_if_due(self) -> float:
         """Send the coalesced request once its debounce is over; returns how long to sleep."""
         with self._lock:
-            if self._dirty_first is None:
+            if self._dirty_first is None or self._dirty_last is None:  # set together by _mark_dirty
                 return 0.1
             if not self._ready.is_set():
                 return 0.01
@@ -521,7 +527,7 @@ class Engine:
             self._inflight = Request(section.id, section.features, prime, section.seed, section.arrangement)
             request = self._inflight
         try:
-            self._requests.put(request)
+            self._request_queue().put(request)
         except (OSError, ValueError) as error:
             log.error("cannot send a request to the generation worker: %s", error)
         return 0.0
@@ -586,7 +592,7 @@ class Engine:
             if self._pending is not None and self._pending.id == request.section:
                 self._pending.bars.clear()  # the new worker makes the whole section again
                 self._inflight = request
-                self._requests.put(request)
+                self._request_queue().put(request)
             elif self._playing is not None and self._playing.id == request.section:
                 self._playing.complete = True  # play the bars we have, then a fresh section
                 self._maybe_continue()

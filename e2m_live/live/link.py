@@ -18,10 +18,13 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from e2m_live.live.clock import ExternalClock
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LINK_EXTRA_HINT = (
     "Ableton Link needs the optional 'link' extra: pip install aalink (aalink and Ableton Link are GPL-3.0)"
@@ -50,8 +53,8 @@ class _EventLoopThread:
         self.thread = threading.Thread(target=self.loop.run_forever, name="e2m-link-loop", daemon=True)
         self.thread.start()
 
-    def call(self, function):
-        async def run():
+    def call(self, function: Callable[[], T]) -> T:
+        async def run() -> T:
             return function()
 
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(5.0)
@@ -61,7 +64,7 @@ class _EventLoopThread:
         self.thread.join(1.0)
 
 
-def new_link_session(tempo: float, quantum: float = 4.0):
+def new_link_session(tempo: float, quantum: float = 4.0) -> tuple[Any, Callable[[], None]]:
     """An enabled ``aalink.Link`` on its own event-loop thread; returns (link, closer)."""
     problem = link_available()
     if problem:

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from e2m_live.features import FEATURE_ORDER, INTEGER_FIELDS, EmotionFeatures
 from e2m_live.live.addresses import STATE
+from e2m_live.live.osc import Reply
 from e2m_live.live.transform import Adaptation
 from e2m_live.music import Bar
 
-Reply = tuple[str, list[Any]]
 #: Bars the estimate looks back over.
 WINDOW_BARS = 4
 #: One bar of the window: the bar as decoded, the loudness gain its notes went out with, its tempo,

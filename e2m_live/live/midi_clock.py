@@ -282,19 +282,20 @@ class MidiClockInput:
         if api == "auto":
             apis = [default_midi_api()] + (["jack"] if default_midi_api() == "alsa" else [])
         problems = []
-        self._in = None
+        midi_in = None
         for name in apis:
             if name not in compiled_midi_apis():
                 problems.append(f"this python-rtmidi build has no {name} support")
                 continue
             try:
-                self._in = rtmidi.MidiIn(midi_api_names()[name], name=client_name, queue_size_limit=4096)
+                midi_in = rtmidi.MidiIn(midi_api_names()[name], name=client_name, queue_size_limit=4096)
                 self.api = name
                 break
             except Exception as error:
                 problems.append(f"cannot open {name} MIDI input: {midi_api_problem(name)} ({error})")
-        if self._in is None:
+        if midi_in is None:
             raise OutputError("no MIDI clock input: " + "; ".join(problems))
+        self._in = midi_in
         self._in.ignore_types(sysex=True, timing=False, active_sense=True)
         if port is None:
             if self.api == "winmm":

@@ -93,7 +93,7 @@ class ClientFilter:
             ip = ipaddress.ip_address(client_ip.split("%")[0])
         except ValueError:
             return False
-        if getattr(ip, "ipv4_mapped", None):
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
             ip = ip.ipv4_mapped
         ok = any(ip in network for network in self.networks if network.version == ip.version)
         if not ok and client_ip not in self._warned:
@@ -183,7 +183,11 @@ class _UDPServer(socketserver.UDPServer):
     max_packet_size = MAX_PACKET
 
     def __init__(
-        self, address, handler: Handler, client_filter: ClientFilter, on_client: Callable[[tuple], None]
+        self,
+        address: tuple[str, int],
+        handler: Handler,
+        client_filter: ClientFilter,
+        on_client: Callable[[tuple], None],
     ) -> None:
         self.handler = handler
         self.filter = client_filter
@@ -245,7 +249,7 @@ class _TCPHandler(socketserver.BaseRequestHandler):
 
 
 def _split_prefixed(buffer: bytes) -> tuple[list[bytes], bytes, str | None]:
-    packets = []
+    packets: list[bytes] = []
     while len(buffer) >= 4:
         (length,) = struct.unpack("!I", buffer[:4])
         if length > MAX_PACKET:
@@ -268,7 +272,7 @@ class _TCPServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
 
-    def __init__(self, address, handler: Handler, client_filter: ClientFilter) -> None:
+    def __init__(self, address: tuple[str, int], handler: Handler, client_filter: ClientFilter) -> None:
         self.handler = handler
         self.filter = client_filter
         self.connections: set[TcpConnection] = set()

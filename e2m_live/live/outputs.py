@@ -22,6 +22,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +330,7 @@ class FluidSynthOutput(Output):
             elif status == PROGRAM_CHANGE:
                 self._synth.program_select(channel, self._font_id, 128 if channel == 9 else 0, message[1])
 
-    def render(self, frames: int):
+    def render(self, frames: int) -> np.ndarray:
         """Pull ``frames`` stereo frames (int16, interleaved) when no audio driver runs."""
         with self._lock:
             return self._synth.get_samples(frames)
@@ -632,9 +636,10 @@ def _rewrite_by_instrument(path: Path, ticks_per_beat: int) -> None:
     os.replace(tmp, path)
 
 
-def _dedupe_conductor(conductor: list[tuple[int, int, object]]) -> list[tuple[int, int, object]]:
+def _dedupe_conductor(conductor: list[tuple[int, int, Any]]) -> list[tuple[int, int, Any]]:
     """Tempo and time signature only where they change (the stream repeats them at every bar line)."""
-    kept, last = [], {}
+    kept: list[tuple[int, int, Any]] = []
+    last: dict[str, object] = {}
     for tick, order, message in conductor:
         value = message.tempo if message.type == "set_tempo" else (message.numerator, message.denominator)
         if last.get(message.type) != value:
@@ -702,7 +707,7 @@ def _instrument_tracks(timed: list[tuple[int, tuple[int, ...]]]) -> list[tuple[s
     return tracks
 
 
-def _track(events: list[tuple[int, int, object]]):
+def _track(events: list[tuple[int, int, Any]]) -> Any:
     """A mido track from (tick, order, message), sorted by tick then order (stable), with end of track."""
     import mido
 

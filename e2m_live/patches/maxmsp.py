@@ -247,8 +247,8 @@ def render_maxpat(layout: Layout) -> str:
             if menu.follow_name:  # select the item by its text (umenu's setsymbol does not output)
                 followers.setdefault(menu.follow, []).append(Follower(umenu, chain, setter="setsymbol"))
             else:
-                offset = (f"- {menu.values[0]}",) if menu.values[0] else ()
-                followers.setdefault(menu.follow, []).append(Follower(umenu, chain + offset))
+                unoffset = (f"- {menu.values[0]}",) if menu.values[0] else ()
+                followers.setdefault(menu.follow, []).append(Follower(umenu, chain + unoffset))
         y += 40
 
     # tempo, loop

@@ -6,6 +6,7 @@ Generated with the patches (so ports, addresses and control names cannot drift e
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Iterable
 
 from e2m_live.patches.layout import Layout, format_number
 from e2m_live.patches.touchosc import HEIGHT, WIDTH
@@ -17,7 +18,7 @@ def _box(lines: list[str]) -> list[str]:
     return [border, *(f"| {line:<{width - 4}} |" for line in lines), border]
 
 
-def _names(controls, attribute: str = "name") -> str:
+def _names(controls: Iterable[object], attribute: str = "name") -> str:
     return " ".join(f"[{getattr(c, attribute)}]" for c in controls)
 
 

@@ -19,6 +19,7 @@ import uuid
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from e2m_live.patches.layout import Control, Display, Layout, format_number
 
@@ -128,17 +129,17 @@ class Node:
         )
 
 
-def _property(key: str, kind: str, value: object) -> str:
+def _property(key: str, kind: str, value: Any) -> str:
     if kind == "c":
-        r, g, b, a = value  # type: ignore[misc]
+        r, g, b, a = value
         body = f"<r>{_num(r)}</r><g>{_num(g)}</g><b>{_num(b)}</b><a>{_num(a)}</a>"
     elif kind == "r":
-        x, y, w, h = value  # type: ignore[misc]
+        x, y, w, h = value
         body = f"<x>{x}</x><y>{y}</y><w>{w}</w><h>{h}</h>"
     elif kind == "s":
         body = _cdata(str(value))
     else:
-        body = _num(value)  # type: ignore[arg-type]
+        body = _num(value)
     return f"<property type='{kind}'><key>{_cdata(key)}</key><value>{body}</value></property>"
 
 
@@ -428,7 +429,7 @@ def build_root(layout: Layout) -> Node:
 
     for button in layout.buttons:
         colour = DANGER if button.name in ("panic", "stop") else TRANSPORT
-        arguments = [
+        arguments: list[tuple[str, str, str, float, float]] = [
             ("CONSTANT", "INTEGER" if isinstance(v, int) else "FLOAT", format_number(v), 0, 1)
             for v in button.send
         ]
@@ -454,8 +455,8 @@ def build_root(layout: Layout) -> Node:
         for index, (label, send) in enumerate(zip(entry.labels, entry.values, strict=True)):
             arguments = [("CONSTANT", "STRING", str(v), 0, 1) for v in send]
             bx, by = next_cell()
-            button = _button(f"{entry.name}_{index}", entry.address, arguments, (bx, by, 106, 50), MENU)
-            children += _labelled(button, f"{entry.label} {label}")
+            node = _button(f"{entry.name}_{index}", entry.address, arguments, (bx, by, 106, 50), MENU)
+            children += _labelled(node, f"{entry.label} {label}")
     y += 60
     widths = {"text": 350}
     x = 20

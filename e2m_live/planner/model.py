@@ -141,6 +141,8 @@ class OrderedClassLSTM(nn.Module):
 class StreamLSTM(nn.Module):
     """Predicts the next token of the instruments + chords stream."""
 
+    feature_mask: torch.Tensor  # a buffer (register_buffer), 0 for the ignored features
+
     def __init__(self, config: StreamLSTMConfig) -> None:
         super().__init__()
         self.config = config

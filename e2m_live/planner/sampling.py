@@ -312,14 +312,14 @@ def sample_plans(
     for row, key in enumerate(keys):
         bar_plans = []
         for bar in range(bars):
-            instruments, chords = STREAM_VOCAB.decode_bar(streams[row][bar], key)
+            bar_instruments, chords = STREAM_VOCAB.decode_bar(streams[row][bar], key)
             bar_plans.append(
                 BarPlan(
                     note_density=bins["note_density"][row][bar],
                     mean_velocity=bins["mean_velocity"][row][bar],
                     mean_pitch=bins["mean_pitch"][row][bar],
                     mean_duration=bins["mean_duration"][row][bar],
-                    instruments=instruments,
+                    instruments=bar_instruments,
                     chords=chords,
                 )
             )

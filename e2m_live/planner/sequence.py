@@ -190,7 +190,8 @@ class SequenceVocab:
         for token_id in ids:
             token_id = int(token_id)
             if token_id in (self.BAR, self.END):
-                plans.append(BarPlan(*bins, tuple(instruments), tuple(chords)))
+                density, velocity, pitch, duration = bins
+                plans.append(BarPlan(density, velocity, pitch, duration, tuple(instruments), tuple(chords)))
                 instruments, chords = [], []
                 if token_id == self.END:
                     break
@@ -292,7 +293,9 @@ _ANY_BUT_PAD = np.arange(_V.size) != _V.PAD
 class Stepper(Protocol):
     """One model's incremental inference: a state per batch row, one token per step."""
 
-    max_tokens: int | None
+    @property
+    def max_tokens(self) -> int | None:
+        """The longest sequence the model takes (``None``: no limit)."""
 
     def start(self, features: np.ndarray) -> Any: ...
 

@@ -30,6 +30,7 @@ Set every strength to 0 (``Steering.off()``) to sample the learned model alone.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -83,7 +84,10 @@ class Steering:
         unknown = sorted(set(data) - set(kinds))
         if unknown:
             raise ValueError(f"unknown steering strength(s): {', '.join(unknown)}")
-        return cls(**{k: bool(v) if kinds[k] in ("bool", bool) else float(v) for k, v in data.items()})
+        values: dict[str, Any] = {
+            k: bool(v) if kinds[k] in ("bool", bool) else float(v) for k, v in data.items()
+        }
+        return cls(**values)
 
 
 #: Chords of the tonic opening and the cadence, by mode (1 major, 0 minor): the tonic triad or
@@ -175,7 +179,7 @@ class SteeringBias:
     def ordered(self, name: str, features: np.ndarray, n_classes: int) -> np.ndarray | None:
         """Bias ``[B, n_classes]`` for ordered class ``name``, or ``None`` if not steered."""
         s = self.steering
-        slope = np.zeros((features.shape[0], 1), dtype=np.float32)
+        slope: np.ndarray = np.zeros((features.shape[0], 1), dtype=np.float32)
         if name == "note_density":
             if s.energy_note_density:
                 slope = slope + s.energy_note_density * self._delta(features, "energy")

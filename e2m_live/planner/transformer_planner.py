@@ -22,9 +22,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -84,6 +85,8 @@ class Block(nn.Module):
 
 class DescriptionTransformer(nn.Module):
     """Features + previous tokens -> next-token logits over the whole-description sequence."""
+
+    feature_mask: torch.Tensor  # a buffer (register_buffer), 0 for the ignored features
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
@@ -161,7 +164,7 @@ class TransformerStepper:
         self.b_features = array(model.features.bias)
         self.blocks = []
         scale = 1.0 / math.sqrt(self.d // self.heads)
-        for b in model.blocks:
+        for b in cast("Sequence[Block]", model.blocks):  # an nn.ModuleList of Blocks
             qkv, qkv_b = folded(b.norm1, b.qkv)
             qkv[:, : self.d] *= scale
             qkv_b[: self.d] *= scale

@@ -94,8 +94,8 @@ class Option:
         if not ok:
             kind = "an integer" if self.type == "integer" else "a number"
             span = (
-                f"{int(self.low)}..{int(self.high)}"
-                if self.type == "integer"  # type: ignore[arg-type]
+                f"{int(self.low)}..{int(self.high)}"  # type: ignore[arg-type]
+                if self.type == "integer"
                 else f"{self.low:g}..{self.high:g}"
             )
             raise RequestError(
