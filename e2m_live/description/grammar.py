@@ -330,7 +330,9 @@ class DescriptionState:
 
     # -- transitions -----------------------------------------------------------------------
 
-    def advance(self, tok: str) -> None:
+    # The token state machine: one branch per grammar phase, inline because it runs for every
+    # token the decoder samples (C901 counts the branches).
+    def advance(self, tok: str) -> None:  # noqa: C901
         """Accept one token or raise ``GrammarError`` (the state is then unchanged)."""
         try:
             info = _TOKEN_INFO.get(tok)

@@ -64,7 +64,9 @@ class _Event:
         self.channel = channel
 
 
-def _read_track(data: bytes, pos: int, end: int, markers: list[int]) -> list:
+# A byte parser's flat dispatch: one branch per MIDI event kind, in one loop because it reads every
+# event of a 30k-file corpus (C901 counts the branches).
+def _read_track(data: bytes, pos: int, end: int, markers: list[int]) -> list:  # noqa: C901
     """Events of one track; the index of each marker meta event is appended to ``markers``."""
     events: list = []
     append = events.append

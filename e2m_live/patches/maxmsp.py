@@ -162,6 +162,32 @@ def _slider(p: MaxPatcher, x: float, y: float, fader: Control) -> str:
     )
 
 
+def _menu(p: MaxPatcher, menu: Control, y: float, send: str, followers: dict[str, list[Follower]]) -> None:
+    """One menu row at ``y``: a umenu sending its value (or its text) and following the feedback."""
+    p.comment(20, y, menu.label, width=120)
+    items: list[str] = []
+    for label in menu.labels:
+        items += [label, ","]
+    umenu = p.add("umenu", (140.0, y, 110.0, 22.0), items=items[:-1])
+    prepend = p.obj(420, y, f"prepend {menu.address}", width=170)
+    p.connect(prepend, 0, send)
+    if menu.string_values:
+        p.connect(umenu, 1, prepend)  # the item's text
+    elif menu.values[0]:
+        offset = p.obj(300, y, f"+ {menu.values[0]}")
+        p.connect(umenu, 0, offset)
+        p.connect(offset, 0, prepend)
+    else:
+        p.connect(umenu, 0, prepend)
+    if menu.follow:
+        chain = (f"zl nth {menu.follow_index + 1}",) if len(_arguments(menu.follow)) > 1 else ()
+        if menu.follow_name:  # select the item by its text (umenu's setsymbol does not output)
+            followers.setdefault(menu.follow, []).append(Follower(umenu, chain, setter="setsymbol"))
+        else:
+            unoffset = (f"- {menu.values[0]}",) if menu.values[0] else ()
+            followers.setdefault(menu.follow, []).append(Follower(umenu, chain + unoffset))
+
+
 def render_maxpat(layout: Layout) -> str:
     """The patcher as Max 8 JSON text (deterministic)."""
     p = MaxPatcher()
@@ -227,28 +253,7 @@ def render_maxpat(layout: Layout) -> str:
     # menus
     y = 340.0
     for menu in layout.menus:
-        p.comment(20, y, menu.label, width=120)
-        items: list[str] = []
-        for label in menu.labels:
-            items += [label, ","]
-        umenu = p.add("umenu", (140.0, y, 110.0, 22.0), items=items[:-1])
-        prepend = p.obj(420, y, f"prepend {menu.address}", width=170)
-        p.connect(prepend, 0, send)
-        if menu.string_values:
-            p.connect(umenu, 1, prepend)  # the item's text
-        elif menu.values[0]:
-            offset = p.obj(300, y, f"+ {menu.values[0]}")
-            p.connect(umenu, 0, offset)
-            p.connect(offset, 0, prepend)
-        else:
-            p.connect(umenu, 0, prepend)
-        if menu.follow:
-            chain = (f"zl nth {menu.follow_index + 1}",) if len(_arguments(menu.follow)) > 1 else ()
-            if menu.follow_name:  # select the item by its text (umenu's setsymbol does not output)
-                followers.setdefault(menu.follow, []).append(Follower(umenu, chain, setter="setsymbol"))
-            else:
-                unoffset = (f"- {menu.values[0]}",) if menu.values[0] else ()
-                followers.setdefault(menu.follow, []).append(Follower(umenu, chain + unoffset))
+        _menu(p, menu, y, send, followers)
         y += 40
 
     # tempo, loop

@@ -21,7 +21,9 @@ slider (valence, x) under it and a vertical slider (energy, y) beside it; either
 
 from __future__ import annotations
 
-from e2m_live.patches.layout import Display, Layout, format_number
+from dataclasses import dataclass, field
+
+from e2m_live.patches.layout import Control, Display, Layout, format_number
 
 HEADER = "#N canvas 20 40 1640 1100 12;"
 _COLORS = "#fcfcfc #000000 #000000"
@@ -111,11 +113,22 @@ def _receive(canvas: PdCanvas, x: int, y: int, name: str, widget: int) -> None:
     canvas.connect(receiver, 0, widget)
 
 
+@dataclass
+class _Followers:
+    """What the feedback section wires, gathered while the controls are laid out."""
+
+    #: feedback address -> (widget, object between the reply and the widget's ``set``, or "")
+    inlets: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: feedback address -> (radio, entry names, argument index): a radio that follows a name
+    named: dict[str, tuple[int, tuple[str, ...], int]] = field(default_factory=dict)
+    #: feedback address -> more widgets set by the same reply
+    also: dict[str, list[int]] = field(default_factory=dict)
+
+
 def render_pd(layout: Layout) -> str:
     """The patch as Pd file text (deterministic)."""
     c = PdCanvas()
-    follow_inlets: dict[str, tuple[int, str]] = {}  # feedback address -> (widget, pre-object)
-    named_follow: dict[str, tuple[int, tuple[str, ...], int]] = {}  # address -> (radio, names, argument)
+    follow = _Followers()
     c.comment(
         20,
         10,
@@ -128,19 +141,34 @@ def render_pd(layout: Layout) -> str:
         f"sends to {layout.daemon_host}:{layout.daemon_port} (UDP) and shows the daemon's "
         f"replies - also listens on {layout.feedback_port} for --feedback",
     )
+    x = _faders(c, layout, follow)
+    _pad(c, layout, follow, x + 20, 100)
+    y = 380
+    for menu in layout.menus:
+        y = _menu(c, menu, follow, y)
+    _entries(c, layout, y)
+    _transport(c, layout, follow, 700, 420)
+    nx, ny = 1200, 60
+    netsend = _network(c, layout, nx, ny)
+    _feedback(c, layout, follow, netsend, nx, ny + 200)
+    return c.render()
 
-    # ---- faders -------------------------------------------------------------------------------
+
+def _faders(c: PdCanvas, layout: Layout, follow: _Followers) -> int:
+    """The faders side by side from the left; returns the x where the next control goes."""
     x = 20
     for fader in layout.faders:
         _receive(c, x, 70, fader.name, slider := c.vslider(x, 120, fader.low, fader.high, fader.name))
         c.connect(slider, 0, _osc_out(c, x, 300, fader.address))
         if fader.follow:
-            follow_inlets[fader.follow] = (slider, "")
+            follow.inlets[fader.follow] = (slider, "")
         x += 110
+    return x
 
-    # ---- valence / energy pad -----------------------------------------------------------------
+
+def _pad(c: PdCanvas, layout: Layout, follow: _Followers, px: int, py: int) -> None:
+    """The valence / energy pad: two sliders packed into one message; it follows both features."""
     pad = layout.pad
-    px, py = x + 20, 100
     c.obj(px, py, "cnv 15 160 160 empty empty valence_(x)_/_energy_(y) 4 12 0 12 #e0e0e0 #404040 0")
     horizontal = c.hslider(px, py + 170, pad.low, pad.high, pad.axes[0])
     vertical = c.vslider(px + 170, py, pad.low, pad.high, pad.axes[1])
@@ -153,54 +181,54 @@ def render_pd(layout: Layout) -> str:
     c.connect(packer, 0, _osc_out(c, px, py + 280, pad.address))
     pad_in = c.obj(px + 110, py + 240, f"r e2m-{pad.name}")
     c.connect(pad_in, 0, packer, 0)
-    also_follow: dict[str, list[int]] = {}  # feedback address -> more widgets to set
     for index, slider in enumerate((horizontal, vertical)):
         setter = c.msg(px + 110 + 60 * index, py + 280, f"set ${index + 1}")
         c.connect(pad_in, 0, setter)
         c.connect(setter, 0, slider)
-        also_follow[f"/e2m/state/{pad.axes[index]}"] = [slider]  # the pad follows its two features
+        follow.also[f"/e2m/state/{pad.axes[index]}"] = [slider]  # the pad follows its two features
 
-    # ---- menus --------------------------------------------------------------------------------
-    y = 380
-    for menu in layout.menus:
-        c.comment(20, y, f"{menu.label}: {' '.join(menu.labels)}")
-        radio = c.hradio(20, y + 24, len(menu.values), "empty")
-        receiver = c.obj(360, y + 24, f"r e2m-{menu.name}")
-        formatter = _osc_out(c, 460, y + 24, menu.address)
-        if menu.string_values:  # mood: an index picks a name
-            selector = c.obj(360, y + 56, "sel " + " ".join(str(i) for i in range(len(menu.values))))
-            c.connect(radio, 0, selector)
-            for index, value in enumerate(menu.values):
-                name = c.msg(20 + 70 * index, y + 86, f"symbol {value}")
-                c.connect(selector, index, name)
-                c.connect(name, 0, formatter)
-            as_list = c.obj(460, y + 56, "list")  # `e2m-mood calm` arrives as the selector calm
-            c.connect(receiver, 0, as_list)
-            c.connect(as_list, 0, formatter)
-            if menu.follow:
-                named_follow[menu.follow] = (radio, menu.labels, menu.follow_index)
-            y += 130
-            continue
-        first = menu.values[0]
-        if menu.follow and menu.follow_name:  # the feedback names the entry (sync)
-            named_follow[menu.follow] = (radio, menu.labels, menu.follow_index)
-        if first:
-            offset = c.obj(360, y + 56, f"+ {first}")
-            unoffset = c.obj(420, y + 56, f"- {first}")
-            c.connect(radio, 0, offset)
-            c.connect(offset, 0, formatter)
-            c.connect(receiver, 0, unoffset)
-            c.connect(unoffset, 0, radio)
-            if menu.follow and not menu.follow_name:
-                follow_inlets[menu.follow] = (radio, f"- {first}")
-        else:
-            c.connect(radio, 0, formatter)
-            c.connect(receiver, 0, radio)
-            if menu.follow and not menu.follow_name:
-                follow_inlets[menu.follow] = (radio, "")
-        y += 90
 
-    # ---- instrument entries -------------------------------------------------------------------
+def _menu(c: PdCanvas, menu: Control, follow: _Followers, y: int) -> int:
+    """One menu as a radio row at ``y``; returns the y of the next one."""
+    c.comment(20, y, f"{menu.label}: {' '.join(menu.labels)}")
+    radio = c.hradio(20, y + 24, len(menu.values), "empty")
+    receiver = c.obj(360, y + 24, f"r e2m-{menu.name}")
+    formatter = _osc_out(c, 460, y + 24, menu.address)
+    if menu.string_values:  # mood: an index picks a name
+        selector = c.obj(360, y + 56, "sel " + " ".join(str(i) for i in range(len(menu.values))))
+        c.connect(radio, 0, selector)
+        for index, value in enumerate(menu.values):
+            name = c.msg(20 + 70 * index, y + 86, f"symbol {value}")
+            c.connect(selector, index, name)
+            c.connect(name, 0, formatter)
+        as_list = c.obj(460, y + 56, "list")  # `e2m-mood calm` arrives as the selector calm
+        c.connect(receiver, 0, as_list)
+        c.connect(as_list, 0, formatter)
+        if menu.follow:
+            follow.named[menu.follow] = (radio, menu.labels, menu.follow_index)
+        return y + 130
+    first = menu.values[0]
+    if menu.follow and menu.follow_name:  # the feedback names the entry (sync)
+        follow.named[menu.follow] = (radio, menu.labels, menu.follow_index)
+    if first:
+        offset = c.obj(360, y + 56, f"+ {first}")
+        unoffset = c.obj(420, y + 56, f"- {first}")
+        c.connect(radio, 0, offset)
+        c.connect(offset, 0, formatter)
+        c.connect(receiver, 0, unoffset)
+        c.connect(unoffset, 0, radio)
+        if menu.follow and not menu.follow_name:
+            follow.inlets[menu.follow] = (radio, f"- {first}")
+    else:
+        c.connect(radio, 0, formatter)
+        c.connect(receiver, 0, radio)
+        if menu.follow and not menu.follow_name:
+            follow.inlets[menu.follow] = (radio, "")
+    return y + 90
+
+
+def _entries(c: PdCanvas, layout: Layout, y: int) -> None:
+    """The instrument entries (a symbol atom each), from ``y`` down."""
     for entry in layout.entries:
         c.comment(20, y, f"{entry.label} (type, then return)")
         field = c.symbolatom(20, y + 24, 24)
@@ -212,21 +240,22 @@ def render_pd(layout: Layout) -> str:
         c.connect(as_list, 0, formatter)
         y += 100
 
-    # ---- tempo, loop, transport ---------------------------------------------------------------
-    tx, ty = 700, 420
+
+def _transport(c: PdCanvas, layout: Layout, follow: _Followers, tx: int, ty: int) -> None:
+    """Tempo, the toggles (loop, ...) and the transport buttons."""
     tempo = layout.tempo
     atom = c.floatatom(tx, ty, 6, tempo.low, tempo.high, f"{tempo.name}_({tempo.unit})")
     _receive(c, tx + 140, ty, tempo.name, atom)
     c.connect(atom, 0, _osc_out(c, tx + 140, ty + 30, tempo.address))
     if tempo.follow:
-        follow_inlets[tempo.follow] = (atom, "")
+        follow.inlets[tempo.follow] = (atom, "")
     ty += 90
     for toggle in layout.toggles:
         widget = c.toggle(tx, ty, toggle.label)
         _receive(c, tx + 140, ty, toggle.name, widget)
         c.connect(widget, 0, _osc_out(c, tx + 140, ty + 30, toggle.address))
         if toggle.follow:
-            follow_inlets[toggle.follow] = (widget, "")
+            follow.inlets[toggle.follow] = (widget, "")
         ty += 70
     for index, button in enumerate(layout.buttons):
         bxx, byy = tx + 160 * (index % 2), ty + 130 * (index // 2)
@@ -240,8 +269,9 @@ def render_pd(layout: Layout) -> str:
         else:
             c.connect(widget, 0, formatter)
 
-    # ---- network ------------------------------------------------------------------------------
-    nx, ny = 1200, 60
+
+def _network(c: PdCanvas, layout: Layout, nx: int, ny: int) -> int:
+    """The UDP sender (connects on load, then asks for the full state); returns the netsend."""
     c.comment(nx, ny - 20, "network")
     loadbang = c.obj(nx, ny, "loadbang")
     connect = c.msg(nx, ny + 30, f"connect {layout.daemon_host} {layout.daemon_port}")
@@ -261,9 +291,12 @@ def render_pd(layout: Layout) -> str:
     c.connect(outgoing, 0, prepend)
     c.connect(prepend, 0, trim)
     c.connect(trim, 0, netsend)
+    return netsend
 
-    # ---- feedback -----------------------------------------------------------------------------
-    fy = ny + 200
+
+def _feedback(c: PdCanvas, layout: Layout, follow: _Followers, netsend: int, nx: int, fy: int) -> None:
+    """The replies (and ``--feedback``) parsed and routed, by address group, to the widgets that
+    follow them and to the displays."""
     listen = c.obj(nx + 120, fy, "r e2m-listen")
     netreceive = c.obj(nx, fy + 30, f"netreceive -u -b {layout.feedback_port}")
     parse = c.obj(nx, fy + 60, "oscparse")
@@ -274,9 +307,9 @@ def render_pd(layout: Layout) -> str:
     c.connect(netsend, 1, parse)  # the daemon's replies come back on the sending socket too
     c.connect(parse, 0, trim_in)
     c.connect(trim_in, 0, route_prefix)
-    feedback = [(d.address, d) for d in layout.displays]
+    displays = {d.address: d for d in layout.displays}
     routed: dict[str, list[str]] = {}
-    for address in dict.fromkeys([*follow_inlets, *named_follow, *(a for a, _ in feedback)]):
+    for address in dict.fromkeys([*follow.inlets, *follow.named, *displays]):
         parts = address.strip("/").split("/")[1:]  # after "e2m"
         routed.setdefault(parts[0], []).append(address)
     groups = sorted(routed)
@@ -294,23 +327,30 @@ def render_pd(layout: Layout) -> str:
             outlets = {a: i for i, a in enumerate(addresses)}
             dy += 30
         for address, outlet in outlets.items():
-            if address in named_follow:
-                dy = _follow_name(c, nx, dy, source, outlet, *named_follow[address])
-            if address in follow_inlets:
-                widget, pre = follow_inlets[address]
-                head = source
-                if pre:
-                    step = c.obj(nx + 150, dy, pre)
-                    c.connect(source, outlet, step)
-                    head, outlet = step, 0
-                setter = c.msg(nx + 210, dy, "set $1")
-                c.connect(head, outlet, setter)
-                for target in (widget, *also_follow.get(address, ())):
-                    c.connect(setter, 0, target)
-                dy += 26
-            if address in dict(feedback):
-                dy = _display(c, nx, dy, source, outlet, dict(feedback)[address])
-    return c.render()
+            if address in follow.named:
+                dy = _follow_name(c, nx, dy, source, outlet, *follow.named[address])
+            if address in follow.inlets:
+                dy = _follow_value(c, nx, dy, source, outlet, follow, address)
+            if address in displays:
+                dy = _display(c, nx, dy, source, outlet, displays[address])
+
+
+def _follow_value(
+    c: PdCanvas, x: int, y: int, source: int, outlet: int, follow: _Followers, address: str
+) -> int:
+    """``[set $1(`` into the widget that follows ``address`` (and any others), through its
+    pre-object if it has one."""
+    widget, pre = follow.inlets[address]
+    head = source
+    if pre:
+        step = c.obj(x + 150, y, pre)
+        c.connect(source, outlet, step)
+        head, outlet = step, 0
+    setter = c.msg(x + 210, y, "set $1")
+    c.connect(head, outlet, setter)
+    for target in (widget, *follow.also.get(address, ())):
+        c.connect(setter, 0, target)
+    return y + 26
 
 
 def _follow_name(

@@ -374,6 +374,42 @@ class SequenceBias:
 # -- sampling ----------------------------------------------------------------------------------
 
 
+def _permitted_tokens(masks: InstrumentMasks | None) -> np.ndarray | None:
+    """The sequence tokens an arrangement's instrument restriction leaves (``None``: all)."""
+    if masks is None or masks.permitted is None:
+        return None
+    permitted = np.ones(_V.size, dtype=bool)
+    permitted[_V.first_instrument : _V.first_chord] = masks.permitted[
+        STREAM_VOCAB.FIRST_INSTRUMENT : STREAM_VOCAB.first_chord
+    ]
+    return permitted
+
+
+def _allowed(row: np.ndarray, permitted: np.ndarray | None) -> np.ndarray:
+    """The grammar's mask for each row's position, less the tokens the arrangement rules out."""
+    allowed = _MASKS[row]
+    return allowed if permitted is None else allowed & permitted
+
+
+def _masked_row(
+    row: np.ndarray,
+    token: np.ndarray,
+    is_instrument: np.ndarray,
+    n_inst: np.ndarray,
+    bar: np.ndarray,
+    bars: int,
+) -> np.ndarray:
+    """The mask rows after ``token`` under the plan's limits: no instrument past the most a bar
+    holds, and ``END`` after the last bar's last meta token."""
+    if is_instrument.any():
+        full = is_instrument & (n_inst >= MAX_INSTRUMENTS_PER_BAR)
+        row = np.where(full, _NO_MORE_INSTRUMENTS_ROW, row)
+    closing = _IS_LAST_META[token]
+    if closing.any():
+        row = np.where(closing & (bar + 1 >= bars), _END_ROW, row)
+    return row
+
+
 def sample_sequences(
     stepper: Stepper,
     features: np.ndarray,
@@ -409,12 +445,7 @@ def sample_sequences(
     previous_density = np.zeros(batch, dtype=np.int64)
     out = np.full((batch, limit), _V.PAD, dtype=np.int64)
     forced = masks.forced if (masks is not None and masked) else None
-    permitted = None
-    if masks is not None and masks.permitted is not None and masked:
-        permitted = np.ones(_V.size, dtype=bool)
-        permitted[_V.first_instrument : _V.first_chord] = masks.permitted[
-            STREAM_VOCAB.FIRST_INSTRUMENT : STREAM_VOCAB.first_chord
-        ]
+    permitted = _permitted_tokens(masks) if masked else None
     steady = bias is not None and masked and bias.steady is not None
     finished = False
     for step in range(limit):
@@ -432,9 +463,7 @@ def sample_sequences(
                 ]
                 choosing = in_instruments & (scheduled != STREAM_VOCAB.END_INSTRUMENTS)
                 row = np.where(in_instruments & ~choosing, _NO_MORE_INSTRUMENTS_ROW, row)
-            allowed = _MASKS[row]
-            if permitted is not None:
-                allowed = allowed & permitted
+            allowed = _allowed(row, permitted)
         else:
             allowed = _ANY_BUT_PAD
         logits = np.where(allowed, logits, -np.inf)
@@ -451,12 +480,7 @@ def sample_sequences(
         n_chords = np.where(is_bar, 0, n_chords + is_chord)
         row = _ROW_AFTER[token] + is_chord * (np.minimum(n_chords, MAX_CHORDS_PER_BAR) - 1)
         if masked:
-            if is_instrument.any():
-                full = is_instrument & (n_inst >= MAX_INSTRUMENTS_PER_BAR)
-                row = np.where(full, _NO_MORE_INSTRUMENTS_ROW, row)
-            closing = _IS_LAST_META[token]
-            if closing.any():
-                row = np.where(closing & (bar + 1 >= bars), _END_ROW, row)
+            row = _masked_row(row, token, is_instrument, n_inst, bar, bars)
         if steady:
             previous_density = np.where(_V.meta_class[token] == 0, _V.meta_bin[token], previous_density)
         bar = bar + is_bar
