@@ -1,5 +1,6 @@
 # Quick start: `make serve` (the daemon on the shipped models) and `make test`.
 # `make bench`: every benchmark's quick mode (a few minutes; docs/benchmarks.md has the full runs).
+# `make lint`: ruff check, ruff format --check and mypy (what the pre-commit hooks run).
 .PHONY: setup serve test lint bench
 
 setup:
@@ -29,3 +30,6 @@ bench: setup
 	-$(BENCH)/extract_speed.py --per-corpus 2 --repeat 1
 	-$(BENCH)/live_timing.py --quick
 	-$(BENCH)/sync.py --quick
+	-$(BENCH)/key_lock.py --key-lock 0 1 --seeds 1 --bars 4 --keys 2
+	-$(BENCH)/web_load.py --seconds 5 --repeats 1
+	-$(BENCH)/soak.py --minutes 1 --sample-every 5

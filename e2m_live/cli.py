@@ -13,6 +13,7 @@ import logging
 import sys
 from types import ModuleType
 
+from e2m_live import __version__
 from e2m_live.commands.errors import UsageError
 
 #: subcommand name -> (module under e2m_live.commands, one-line help)
@@ -37,6 +38,7 @@ def _load(name: str) -> ModuleType:
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="e2m-live", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
