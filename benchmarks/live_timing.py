@@ -377,7 +377,13 @@ def _energy_heard(notes: list[list[int]], line, change: dict, sections: dict) ->
         answered = energy_notes(line.bar.notes, made_for, energy)
         return sum(min(127, max(1, round(n.velocity * line.gain))) for n in answered)
 
-    return _closer_to_new(sum(m[2] for m in notes), level(change["old"]), level(change["new"]))
+    heard, old, new = sum(m[2] for m in notes), level(change["old"]), level(change["new"])
+    ENERGY_LEVELS.append((line.section, line.index, heard, old, new))
+    return _closer_to_new(heard, old, new)
+
+
+#: (section, index, heard, old, new) velocity sums of every bar judged, for the misses' report.
+ENERGY_LEVELS: list[tuple[int, int, float, float, float]] = []
 
 
 def first_audible(
@@ -430,7 +436,15 @@ def first_audible(
                     hit = _key_heard(notes, change["old"], change["new"])
                 else:
                     hit = _energy_heard(notes, lines[k], change, by_id)
-                    seen.append((hit, lines[k].section, lines[k].index, lines[k].repeated))
+                    levels = next(
+                        (
+                            v[2:]
+                            for v in reversed(ENERGY_LEVELS)
+                            if v[:2] == (lines[k].section, lines[k].index)
+                        ),
+                        None,
+                    )
+                    seen.append((hit, lines[k].section, lines[k].index, lines[k].repeated, levels))
                     hit = hit is None or hit
                 if hit:
                     found = lines[k].time
@@ -442,7 +456,7 @@ def first_audible(
             on_time[kind].append(expected is not None and abs(found - expected) < 1e-6)
         if not on_time[kind][-1] and kind != "key":
             what = (
-                "bars (heard, section, index, repeated)"
+                "bars (heard, section, index, repeated, velocity sums heard/old/new)"
                 if kind == "energy"
                 else "beats (s after the change, heard)"
             )
