@@ -358,9 +358,10 @@ class Player:
         """Send every event whose deadline has come (they share the wake-up)."""
         clock = self.clock
         now = clock.now()
-        if self._gain_request is not self._gain_seen:  # a new loudness: from the next beat on
+        request = self._gain_request
+        if request is not None and request is not self._gain_seen:  # a new loudness: from the next beat on
             first = self._gain_seen is None
-            self._gain_seen = request = self._gain_request
+            self._gain_seen = request
             self._gain, self._gain_next = (request[0] if first else self._gain_next), request[0]
             self._gain_from = math.ceil(clock.beat_at(request[1]) - 1e-6)
         while self._heap:
