@@ -51,38 +51,28 @@ class PlanError(ValueError):
     """Bad planner input (features, bar count, temperature, seed) or unusable model files."""
 
 
-class Planner:
-    """Plans descriptions from :class:`EmotionFeatures` with the five class LSTMs."""
+class PlannerBase:
+    """What every planner shares (the class LSTMs' :class:`Planner` and the sequence planners):
+    feature means and steering, the time signatures, ``plan``/``plan_many`` on top of the
+    subclass's ``sample_bars``, and the instrument choice (the same draws from the same seed)."""
 
-    def __init__(
+    feature_means: np.ndarray
+    time_signatures: dict[int, tuple[int, int]]
+    metadata: dict[str, Any]
+    steering: Steering
+
+    def _set_up(
         self,
-        ordered: Mapping[str, OrderedClassLSTM],
-        stream: StreamLSTM,
-        *,
-        feature_means: Sequence[float] | np.ndarray | None = None,
-        steering: Steering | None = None,
-        time_signatures: Mapping[int, tuple[int, int]] | None = None,
-        metadata: Mapping[str, Any] | None = None,
+        feature_means: Sequence[float] | np.ndarray | None,
+        steering: Steering | None,
+        time_signatures: Mapping[int, tuple[int, int]] | None,
+        metadata: Mapping[str, Any] | None,
     ) -> None:
-        missing = [name for name in ORDERED_CLASSES if name not in ordered]
-        if missing:
-            raise PlanError(f"missing ordered-class model(s): {', '.join(missing)}")
-        self.ordered_models = {name: ordered[name].eval() for name in ORDERED_CLASSES}
-        for position, name in enumerate(ORDERED_CLASSES):
-            for other in self.ordered_models[name].config.context:
-                if other not in ORDERED_CLASSES[:position]:
-                    raise PlanError(f"{name} model's context {other!r} is not sampled before it")
-        self.stream_model = stream.eval()
-        self._ordered = {name: LSTMStepper(model) for name, model in self.ordered_models.items()}
-        self._stream = LSTMStepper(self.stream_model)
         means = np.full(len(FEATURE_ORDER), 0.5) if feature_means is None else np.asarray(feature_means)
         if means.shape != (len(FEATURE_ORDER),):
             raise PlanError(f"feature_means must have {len(FEATURE_ORDER)} entries")
         self.feature_means = means.astype(np.float32)
         self.time_signatures = dict(DEFAULT_TIME_SIGNATURES if time_signatures is None else time_signatures)
-        for beats, signature in self.time_signatures.items():
-            if tuple(signature) not in TIME_SIGNATURES:
-                raise PlanError(f"time signature {signature} for {beats} beats has no FIGARO token")
         self.metadata = dict(metadata or {})
         self.set_steering(Steering() if steering is None else steering)
 
@@ -168,10 +158,24 @@ class Planner:
         ensemble_seed: int | None = None,
     ) -> list[list[BarPlan]]:
         """The per-bar choices behind :meth:`plan_many` (no description assembled)."""
+        raise NotImplementedError
+
+    def _start_sampling(
+        self,
+        features: Sequence[EmotionFeatures],
+        bars: int,
+        seed: int | None,
+        temperature: float,
+        first_bar: int,
+        arrangement: Arrangement | None,
+        ensemble_seed: int | None,
+    ) -> tuple[list[EmotionFeatures], Arrangement, np.ndarray, np.random.Generator, np.random.Generator]:
+        """``sample_bars``' checked arguments: the features as a list, the arrangement (default
+        ``Arrangement()``), the feature vectors, the generator and the ensemble draw's generator."""
         features = list(features)
-        _check_arguments(features, bars, seed, temperature, first_bar)
+        check_plan_arguments(features, bars, seed, temperature, first_bar)
         if ensemble_seed is not None:
-            _check_arguments(features, bars, ensemble_seed, temperature, first_bar)
+            check_plan_arguments(features, bars, ensemble_seed, temperature, first_bar)
         if arrangement is None:
             arrangement = Arrangement()
         elif not isinstance(arrangement, Arrangement):
@@ -179,21 +183,7 @@ class Planner:
         vectors = np.stack([f.to_vector() for f in features])
         rng = np.random.default_rng(seed)
         ensemble_rng = rng if ensemble_seed is None else np.random.default_rng(ensemble_seed)
-        greedy = temperature == 0
-        masks = self._instrument_masks(features, bars, arrangement, ensemble_rng, rng, greedy=greedy)
-        with single_threaded_blas():
-            return sample_plans(
-                self._ordered,
-                self._stream,
-                vectors,
-                [int(f.key) for f in features],
-                bars,
-                rng,
-                float(temperature),
-                self._bias,
-                masks,
-                arrangement.key_lock,
-            )
+        return features, arrangement, vectors, rng, ensemble_rng
 
     def ensembles(
         self,
@@ -216,6 +206,66 @@ class Planner:
     ) -> InstrumentMasks | None:
         ensembles = self.ensembles(features, arrangement, ensemble_rng, greedy)
         return instrument_masks(ensembles, arrangement, bars, rng, greedy)
+
+
+class Planner(PlannerBase):
+    """Plans descriptions from :class:`EmotionFeatures` with the five class LSTMs."""
+
+    def __init__(
+        self,
+        ordered: Mapping[str, OrderedClassLSTM],
+        stream: StreamLSTM,
+        *,
+        feature_means: Sequence[float] | np.ndarray | None = None,
+        steering: Steering | None = None,
+        time_signatures: Mapping[int, tuple[int, int]] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        missing = [name for name in ORDERED_CLASSES if name not in ordered]
+        if missing:
+            raise PlanError(f"missing ordered-class model(s): {', '.join(missing)}")
+        self.ordered_models = {name: ordered[name].eval() for name in ORDERED_CLASSES}
+        for position, name in enumerate(ORDERED_CLASSES):
+            for other in self.ordered_models[name].config.context:
+                if other not in ORDERED_CLASSES[:position]:
+                    raise PlanError(f"{name} model's context {other!r} is not sampled before it")
+        self.stream_model = stream.eval()
+        self._ordered = {name: LSTMStepper(model) for name, model in self.ordered_models.items()}
+        self._stream = LSTMStepper(self.stream_model)
+        self._set_up(feature_means, steering, time_signatures, metadata)
+        for beats, signature in self.time_signatures.items():
+            if tuple(signature) not in TIME_SIGNATURES:
+                raise PlanError(f"time signature {signature} for {beats} beats has no FIGARO token")
+
+    def sample_bars(
+        self,
+        features: Sequence[EmotionFeatures],
+        bars: int = 12,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        first_bar: int = 1,
+        arrangement: Arrangement | None = None,
+        ensemble_seed: int | None = None,
+    ) -> list[list[BarPlan]]:
+        """The per-bar choices behind :meth:`plan_many` (no description assembled)."""
+        features, arrangement, vectors, rng, ensemble_rng = self._start_sampling(
+            features, bars, seed, temperature, first_bar, arrangement, ensemble_seed
+        )
+        greedy = temperature == 0
+        masks = self._instrument_masks(features, bars, arrangement, ensemble_rng, rng, greedy=greedy)
+        with single_threaded_blas():
+            return sample_plans(
+                self._ordered,
+                self._stream,
+                vectors,
+                [int(f.key) for f in features],
+                bars,
+                rng,
+                float(temperature),
+                self._bias,
+                masks,
+                arrangement.key_lock,
+            )
 
     # -- persistence ---------------------------------------------------------------------------
     @classmethod
@@ -277,9 +327,11 @@ class Planner:
         (root / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
 
 
-def _check_arguments(
+def check_plan_arguments(
     features: list[EmotionFeatures], bars: Any, seed: Any, temperature: Any, first_bar: Any
 ) -> None:
+    """Raise :class:`PlanError` for arguments no planner takes (no features, a bad bar count, seed,
+    temperature or first bar)."""
     if not features:
         raise PlanError("no features to plan for")
     for f in features:

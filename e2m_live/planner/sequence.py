@@ -38,9 +38,8 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from e2m_live.arrangement import Arrangement
-from e2m_live.description.grammar import Description, GrammarError, validate
+from e2m_live.description.grammar import GrammarError, validate
 from e2m_live.features import FEATURE_ORDER, EmotionFeatures
-from e2m_live.planner.assemble import assemble
 from e2m_live.planner.classes import (
     INSTRUMENT_NAMES,
     MAX_CHORDS_PER_BAR,
@@ -49,17 +48,10 @@ from e2m_live.planner.classes import (
     ORDERED_CLASSES,
     STREAM_VOCAB,
 )
-from e2m_live.planner.ensemble import Ensemble
 from e2m_live.planner.examples import PlannerExample
 from e2m_live.planner.inference import LSTMStepper, single_threaded_blas
 from e2m_live.planner.model import StreamLSTM, StreamLSTMConfig, load_model, save_model
-from e2m_live.planner.planner import (
-    DEFAULT_TIME_SIGNATURES,
-    PlanError,
-    _check_arguments,
-    choose_ensembles,
-    instrument_masks,
-)
+from e2m_live.planner.planner import PlanError, PlannerBase, check_plan_arguments
 from e2m_live.planner.sampling import BarPlan, InstrumentMasks
 from e2m_live.planner.steering import Steering, SteeringBias
 
@@ -534,11 +526,13 @@ def _biased(
 # -- the planner -------------------------------------------------------------------------------
 
 
-class SequencePlanner:
+class SequencePlanner(PlannerBase):
     """A planner over the whole-description sequence; subclasses give the model and its stepper.
 
-    Same interface as :class:`~e2m_live.planner.Planner`: ``plan``, ``plan_many``, ``sample_bars``,
-    ``load`` / ``save``, ``steering``, ``set_steering``, ``time_signature_for``.
+    Same interface as :class:`~e2m_live.planner.Planner`, most of it shared through
+    :class:`~e2m_live.planner.planner.PlannerBase` (``plan``, ``plan_many``, ``steering``,
+    ``set_steering``, ``time_signature_for``, the instrument choice); ``sample_bars`` and
+    ``load`` / ``save`` are its own.
     """
 
     kind: ClassVar[str] = ""
@@ -555,13 +549,7 @@ class SequencePlanner:
     ) -> None:
         self.model = model.eval()
         self.stepper = self.make_stepper(self.model)
-        means = np.full(len(FEATURE_ORDER), 0.5) if feature_means is None else np.asarray(feature_means)
-        if means.shape != (len(FEATURE_ORDER),):
-            raise PlanError(f"feature_means must have {len(FEATURE_ORDER)} entries")
-        self.feature_means = means.astype(np.float32)
-        self.time_signatures = dict(DEFAULT_TIME_SIGNATURES if time_signatures is None else time_signatures)
-        self.metadata = dict(metadata or {})
-        self.set_steering(Steering() if steering is None else steering)
+        self._set_up(feature_means, steering, time_signatures, metadata)
         #: Longest run of bars sampled as one sequence (``None``: any; a Transformer's positions end).
         self.section_bars: int | None = (
             None if self.stepper.max_tokens is None else int(self.model.config.plan_bars)
@@ -580,64 +568,6 @@ class SequencePlanner:
     def load_weights(path: Path) -> Any:
         raise NotImplementedError
 
-    # -- configuration ------------------------------------------------------------------------
-    def set_steering(self, steering: Steering) -> None:
-        """Replace the explicit conditioning (``Steering.off()``: the learned model alone)."""
-        self.steering = steering
-        self._bias = SteeringBias(steering, self.feature_means)
-
-    def time_signature_for(self, features: EmotionFeatures) -> tuple[int, int]:
-        """The time signature a plan for ``features`` uses (numerator = beats per bar)."""
-        beats = int(features.time_signature)
-        numerator, denominator = self.time_signatures.get(beats, (beats, 4))
-        return int(numerator), int(denominator)
-
-    # -- planning -----------------------------------------------------------------------------
-    def plan(
-        self,
-        features: EmotionFeatures,
-        bars: int = 12,
-        seed: int | None = None,
-        temperature: float = 1.0,
-        first_bar: int = 1,
-        arrangement: Arrangement | None = None,
-        ensemble_seed: int | None = None,
-    ) -> Description:
-        """One description; arguments as :meth:`Planner.plan <e2m_live.planner.Planner.plan>`."""
-        return self.plan_many(
-            [features],
-            bars=bars,
-            seed=seed,
-            temperature=temperature,
-            first_bar=first_bar,
-            arrangement=arrangement,
-            ensemble_seed=ensemble_seed,
-        )[0]
-
-    def plan_many(
-        self,
-        features: Sequence[EmotionFeatures],
-        bars: int = 12,
-        seed: int | None = None,
-        temperature: float = 1.0,
-        first_bar: int = 1,
-        arrangement: Arrangement | None = None,
-        ensemble_seed: int | None = None,
-    ) -> list[Description]:
-        """One description per entry of ``features``, sampled together."""
-        plans = self.sample_bars(
-            features,
-            bars=bars,
-            seed=seed,
-            temperature=temperature,
-            first_bar=first_bar,
-            arrangement=arrangement,
-            ensemble_seed=ensemble_seed,
-        )
-        return [
-            assemble(p, self.time_signature_for(f), first_bar) for f, p in zip(features, plans, strict=True)
-        ]
-
     def sample_bars(
         self,
         features: Sequence[EmotionFeatures],
@@ -651,17 +581,9 @@ class SequencePlanner:
         """The per-bar choices behind :meth:`plan_many`. The instruments are chosen as the shipped
         planner chooses them (same draws from the same seed), so for the same seed and arrangement
         both plan the same instruments and differ in what their models choose."""
-        features = list(features)
-        _check_arguments(features, bars, seed, temperature, first_bar)
-        if ensemble_seed is not None:
-            _check_arguments(features, bars, ensemble_seed, temperature, first_bar)
-        if arrangement is None:
-            arrangement = Arrangement()
-        elif not isinstance(arrangement, Arrangement):
-            raise PlanError(f"arrangement must be an Arrangement, got {type(arrangement).__name__}")
-        vectors = np.stack([f.to_vector() for f in features])
-        rng = np.random.default_rng(seed)
-        ensemble_rng = rng if ensemble_seed is None else np.random.default_rng(ensemble_seed)
+        features, arrangement, vectors, rng, ensemble_rng = self._start_sampling(
+            features, bars, seed, temperature, first_bar, arrangement, ensemble_seed
+        )
         masks = self._instrument_masks(features, bars, arrangement, ensemble_rng, rng, temperature == 0)
         section = self.section_bars or bars
         plans: list[list[BarPlan]] = [[] for _ in features]
@@ -690,7 +612,7 @@ class SequencePlanner:
         """The learned model alone, no mask and no steering: FIGARO tokens of what it writes (may be
         invalid; check with :func:`unmasked_validity`)."""
         features = list(features)
-        _check_arguments(features, bars, seed, temperature, 1)
+        check_plan_arguments(features, bars, seed, temperature, 1)
         vectors = np.stack([f.to_vector() for f in features])
         rng = np.random.default_rng(seed)
         with single_threaded_blas():
@@ -702,28 +624,6 @@ class SequencePlanner:
             + ([] if _V.END in ids else ["<cut>"])
             for f, ids in zip(features, sequences, strict=True)
         ]
-
-    def ensembles(
-        self,
-        features: Sequence[EmotionFeatures],
-        arrangement: Arrangement,
-        rng: np.random.Generator,
-        greedy: bool = False,
-    ) -> list[Ensemble] | None:
-        """Each plan's instruments, chosen exactly as :meth:`Planner.ensembles` chooses them."""
-        return choose_ensembles(features, arrangement, self.steering, rng, greedy)
-
-    def _instrument_masks(
-        self,
-        features: list[EmotionFeatures],
-        bars: int,
-        arrangement: Arrangement,
-        ensemble_rng: np.random.Generator,
-        rng: np.random.Generator,
-        greedy: bool,
-    ) -> InstrumentMasks | None:
-        ensembles = self.ensembles(features, arrangement, ensemble_rng, greedy)
-        return instrument_masks(ensembles, arrangement, bars, rng, greedy)
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, directory: str | Path, training: dict[str, Any] | None = None) -> None:
