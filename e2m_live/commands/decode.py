@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from e2m_live.commands.errors import UsageError
-from e2m_live.commands.generate import check_decoding_arguments
+from e2m_live.commands.generate import add_output_arguments, check_decoding_arguments
 
 # e2m_live.pipeline sets OpenMP's wait policy: it must be imported before anything loads OpenMP.
 from e2m_live.pipeline import DecodingOptions, Pipeline, PipelineError, section_duration
@@ -119,25 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="decoder sampling temperature; 0 = most likely (default 1.0)",
     )
-    parser.add_argument(
-        "-o", "--output", type=Path, required=True, metavar="OUT.mid", help="MIDI file to write"
-    )
-    parser.add_argument(
-        "--wav", type=Path, default=None, metavar="OUT.wav", help="also render audio with FluidSynth"
-    )
-    parser.add_argument(
-        "--soundfont",
-        type=Path,
-        default=None,
-        help="soundfont for --wav (default: default-GM.sf2, else pretty_midi's TimGM6mb)",
-    )
-    parser.add_argument(
-        "--plan-out",
-        type=Path,
-        default=None,
-        metavar="PLAN.json",
-        help='write what was decoded as {"features", "arrangement", "tokens", "bars"} JSON',
-    )
+    add_output_arguments(parser, plan_out="write what was decoded")
     parser.add_argument(
         "--model-dir",
         type=Path,

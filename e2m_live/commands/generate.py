@@ -37,6 +37,30 @@ from e2m_live.commands.feature_flags import (
 from e2m_live.planner.registry import DEFAULT_PLANNER, PLANNER_NAMES
 
 
+def add_output_arguments(parser: argparse.ArgumentParser, *, plan_out: str) -> None:
+    """The files ``generate`` and ``decode`` write: ``-o OUT.mid``, ``--wav``, ``--soundfont`` and
+    ``--plan-out`` (its help starts with ``plan_out``)."""
+    parser.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="OUT.mid", help="MIDI file to write"
+    )
+    parser.add_argument(
+        "--wav", type=Path, default=None, metavar="OUT.wav", help="also render audio with FluidSynth"
+    )
+    parser.add_argument(
+        "--soundfont",
+        type=Path,
+        default=None,
+        help="soundfont for --wav (default: default-GM.sf2, else pretty_midi's TimGM6mb)",
+    )
+    parser.add_argument(
+        "--plan-out",
+        type=Path,
+        default=None,
+        metavar="PLAN.json",
+        help=f'{plan_out} as {{"features", "arrangement", "tokens", "bars"}} JSON',
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_feature_arguments(parser)
     add_arrangement_arguments(parser)
@@ -55,25 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="sampling temperature of planner and decoder; 0 = most likely (default 1.0)",
     )
-    parser.add_argument(
-        "-o", "--output", type=Path, required=True, metavar="OUT.mid", help="MIDI file to write"
-    )
-    parser.add_argument(
-        "--wav", type=Path, default=None, metavar="OUT.wav", help="also render audio with FluidSynth"
-    )
-    parser.add_argument(
-        "--soundfont",
-        type=Path,
-        default=None,
-        help="soundfont for --wav (default: default-GM.sf2, else pretty_midi's TimGM6mb)",
-    )
-    parser.add_argument(
-        "--plan-out",
-        type=Path,
-        default=None,
-        metavar="PLAN.json",
-        help='write the plan as {"features", "arrangement", "tokens", "bars"} JSON',
-    )
+    add_output_arguments(parser, plan_out="write the plan")
     parser.add_argument(
         "--model-dir",
         type=Path,
