@@ -109,6 +109,21 @@ def run_receiver(port_part: str, out_file: str, seconds: float) -> None:
 # ---- the benchmark --------------------------------------------------------------------------------
 
 
+def pair_messages(
+    sent: list[tuple[int, ...]], heard: list[tuple[int, ...]], lookahead: int = 64
+) -> list[tuple[int, int]]:
+    """(sent index, heard index) of the same messages, in order: a heard message with no sent twin
+    (the receiver's extras) or a sent one never heard is skipped, so one lost or extra message does not
+    shift every later pair (pairing by position did: receiver errors of 0.1-2 s)."""
+    pairs, j = [], 0
+    for i, message in enumerate(sent):
+        match = next((k for k in range(j, min(j + lookahead, len(heard))) if heard[k] == message), None)
+        if match is not None:
+            pairs.append((i, match))
+            j = match + 1
+    return pairs
+
+
 def run_benchmark(args: argparse.Namespace) -> dict:
     from e2m_live.live.config import build_config
     from e2m_live.live.daemon import Daemon
@@ -150,8 +165,14 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         bars: list = []
         original_on_bar = daemon._on_bar
 
+        known: dict = {}  # every section a bar was played from (the engine keeps only the last 32)
+
         def on_bar(info) -> None:
             bars.append(info)
+            if info.section not in known:
+                known[info.section] = next(
+                    (s for s in reversed(daemon.engine.sections) if s.id == info.section), None
+                )
             original_on_bar(info)
 
         daemon._on_bar = on_bar  # type: ignore[method-assign]
@@ -204,7 +225,13 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         sock.sendto(encode_message("/e2m/stop", []), target)
         time.sleep(0.3)
         timing = list(daemon.player.timing)  # (deadline, actual send time) of every message
-        sections = list(daemon.engine.sections)
+        sent_messages = list(daemon.player.sent_messages or [])
+        sections = list(
+            {
+                **{k: v for k, v in known.items() if v is not None},
+                **{s.id: s for s in daemon.engine.sections},
+            }.values()
+        )
         margins = list(daemon.engine.margins)
         measured = daemon.measured.estimates if daemon.measured is not None else 0
         late_bars = daemon.player.late_bars
@@ -231,12 +258,16 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 
     # Receiver: JACK time of each message against its deadline, minus the constant offset.
     # Messages arrive in order; the receiver also gets the stop's note-offs and CCs after these.
-    n = min(len(timing), len(received))
-    offsets = [received[i][0] - timing[i][0] for i in range(n)]
+    pairs = pair_messages(sent_messages, [tuple(r[1]) for r in received])
+    offsets = [received[j][0] - timing[i][0] for i, j in pairs]
     if offsets:
         constant = statistics.median(offsets)
         result["receiver_error_ms"] = _percentiles([abs(o - constant) * 1000 for o in offsets])
-        result["receiver_messages"] = {"scheduled": len(timing), "received": len(received)}
+        result["receiver_messages"] = {
+            "scheduled": len(timing),
+            "received": len(received),
+            "paired": len(pairs),
+        }
     result["jack_period_ms"] = 1000 * JACK_PERIOD_FRAMES / JACK_RATE
 
     # Changes: OSC arrival -> first bar of the new material; and whether it took the first bar line
@@ -358,12 +389,13 @@ def _loudness_heard(
     return _closer_to_new(_median([m[2] for m in notes]), level(change["old"]), level(change["new"]))
 
 
-def _energy_heard(notes: list[list[int]], line, change: dict, sections: dict) -> bool | None:
+def _energy_heard(notes: list[list[int]], line, change: dict, sections: dict, until: float) -> bool | None:
     """Whether a bar went out with the new energy's answer rather than the old one's: its velocity
     sum against its decoded bar answered for the old and for the new energy (thinning and velocity),
     at the loudness gain it was scheduled with (the model's bars differ too much from one to the
-    next to compare with the bar before). True: the bar comes from a section planned after the
-    change (the new plan). None: its section is no longer known."""
+    next to compare with the bar before), over the notes before ``until`` (the next loudness
+    change: its gain would move the sum too). True: the bar comes from a section planned after the
+    change (the new plan). None: nothing to compare."""
     from e2m_live.live.transform import energy_notes
 
     section = sections.get(line.section)
@@ -372,12 +404,19 @@ def _energy_heard(notes: list[list[int]], line, change: dict, sections: dict) ->
     if section.changed_at >= change["at"]:
         return True
     made_for = section.features.energy
+    seconds_per_quarter = 60.0 / line.tempo
 
     def level(energy: float) -> float:
         answered = energy_notes(line.bar.notes, made_for, energy)
-        return sum(min(127, max(1, round(n.velocity * line.gain))) for n in answered)
+        return sum(
+            min(127, max(1, round(n.velocity * line.gain)))
+            for n in answered
+            if line.time + n.start * seconds_per_quarter < until - 1e-4
+        )
 
     heard, old, new = sum(m[2] for m in notes), level(change["old"]), level(change["new"])
+    if not notes or not old or not new:
+        return None
     ENERGY_LEVELS.append((line.section, line.index, heard, old, new))
     return _closer_to_new(heard, old, new)
 
@@ -397,13 +436,13 @@ def first_audible(
     lines = sorted({round(b.time, 6): b for b in bars}.values(), key=lambda b: b.time)
     latencies: dict[str, list[float]] = {"loudness": [], "key": [], "energy": []}
     missed: list[dict] = []
+    unjudged = 0
     on_time: dict[str, list[bool]] = {"loudness": [], "key": [], "energy": []}
     for change in changes:
         at, kind = change["at"], change["kind"]
         index = next((i for i, b in enumerate(lines) if b.time >= at + prepare_ahead + REACTION_S), None)
         if index is None or index == 0 or index + 4 >= len(lines):
             continue
-        next_line = lines[index]
         found, expected = None, None
         seen: list = []
         if kind == "loudness":
@@ -424,18 +463,17 @@ def first_audible(
                     found = window[0]
                     break
         else:
-            expected = next_line.time
+            # The next loudness change moves velocities too: energy is judged on the notes before it.
+            until = next((c["at"] for c in changes if c["kind"] == "loudness" and c["at"] > at), math.inf)
             for k in range(index, index + 4):
+                end = lines[k + 1].time if kind == "key" else min(lines[k + 1].time, until)
                 notes = _note_ons(
-                    heard,
-                    lines[k].time - HEARD_EARLY_S,
-                    lines[k + 1].time - HEARD_EARLY_S,
-                    pitched=kind == "key",
+                    heard, lines[k].time - HEARD_EARLY_S, end - HEARD_EARLY_S, pitched=kind == "key"
                 )
                 if kind == "key":
                     hit = _key_heard(notes, change["old"], change["new"])
                 else:
-                    hit = _energy_heard(notes, lines[k], change, by_id)
+                    hit = _energy_heard(notes, lines[k], change, by_id, until)
                     levels = next(
                         (
                             v[2:]
@@ -444,11 +482,18 @@ def first_audible(
                         ),
                         None,
                     )
-                    seen.append((hit, lines[k].section, lines[k].index, lines[k].repeated, levels))
-                    hit = hit is None or hit
+                    answer = lines[k].adaptation
+                    factor = None if answer is None else round(answer.factor, 3)
+                    seen.append((hit, lines[k].section, lines[k].index, lines[k].repeated, levels, factor))
+                if hit is None:
+                    continue  # this bar cannot be judged: the answer is due at the next one
+                expected = lines[k].time if expected is None else expected
                 if hit:
                     found = lines[k].time
                     break
+        if expected is None:
+            unjudged += 1  # nothing in the next beats or bars could be compared (no notes)
+            continue
         if found is None:
             on_time[kind].append(False)
         else:
@@ -456,7 +501,7 @@ def first_audible(
             on_time[kind].append(expected is not None and abs(found - expected) < 1e-6)
         if not on_time[kind][-1] and kind != "key":
             what = (
-                "bars (heard, section, index, repeated, velocity sums heard/old/new)"
+                "bars (heard, section, index, repeated, velocity sums heard/old/new, energy factor)"
                 if kind == "energy"
                 else "beats (s after the change, heard)"
             )
@@ -473,7 +518,11 @@ def first_audible(
         }
         for kind in latencies
         if on_time[kind]
-    } | {"all_at_next_line": f"{heard_in_time}/{sum(len(v) for v in on_time.values())}", "missed": missed}
+    } | {
+        "all_at_next_line": f"{heard_in_time}/{sum(len(v) for v in on_time.values())}",
+        "missed": missed,
+        "unjudged": unjudged,
+    }
 
 
 def main() -> int:

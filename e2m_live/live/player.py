@@ -145,6 +145,9 @@ class Player:
         self.realtime = realtime
         #: (deadline, actual send time) of every message, when ``record_timing``.
         self.timing: list[tuple[float, float]] | None = [] if record_timing else None
+        #: With ``record_timing``: every message sent, in the order of :attr:`timing` (benchmarks
+        #: pair them with what a receiver heard).
+        self.sent_messages: list[tuple[int, ...]] | None = [] if record_timing else None
         #: (deadline, actual send time) of every clock pulse sent, when ``record_timing``.
         self.pulse_timing: list[tuple[float, float]] = []
         self.playing = False
@@ -398,6 +401,8 @@ class Player:
         lost = self.outputs.send(message, deadline)
         if self.timing is not None:
             self.timing.append((deadline, time.monotonic()))
+            if self.sent_messages is not None:
+                self.sent_messages.append(message)
         for output in lost:
             self._farewell(output, deadline)
 
