@@ -295,6 +295,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     }
     result["measured_estimates"] = measured
     result["late_bars"] = late_bars
+    # When: the first sections are the model's warm start (the first change comes 4 bars in).
+    result["late_bar_times_s"] = [round(b.time - started, 1) for b in bars if b.repeated]
     result["bars_played"] = len(bars)
     result["cpu_s"] = {"daemon": round(cpu_main, 2), "worker": round(cpu_worker, 2), "wall": round(wall, 1)}
     result["peak_rss_mb"] = {"daemon": round(rss_main / 2**20, 1), "worker": round(rss_worker / 2**20, 1)}
