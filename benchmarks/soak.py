@@ -363,6 +363,59 @@ class Soak:
         return proc
 
 
+def track_sounding(received: list, sounding: set[tuple[int, int]]) -> list[float]:
+    """Update the (channel, pitch) keys sounding at the receiver from ``received`` (note-ons, note-offs,
+    All Notes / Sound Off); returns the JACK times of the note-ons."""
+    note_ons = []
+    for r in received:
+        message = r.message
+        if len(message) < 3:
+            continue
+        status, key = message[0] & 0xF0, (message[0] & 0x0F, message[1])
+        if status == 0x90 and message[2] > 0:
+            sounding.add(key)
+            note_ons.append(r.jack_time)
+        elif status in (0x80, 0x90):
+            sounding.discard(key)
+        elif status == 0xB0 and message[1] in (120, 123):
+            for other in [k for k in sounding if k[0] == key[0]]:
+                sounding.discard(other)
+    return note_ons
+
+
+def sample_row(
+    soak: Soak,
+    pid: int,
+    t_s: float,
+    note_ons: list[float],
+    timing: dict,
+    open_notes: int,
+    record: Path | None,
+) -> dict:
+    """One CSV row: memory of the daemon and its children, bars, sender timing, the receiver's grid."""
+    args = soak.args
+    # Grid timing only over windows the grid did not move in (tempo, sync, transport).
+    steady = time.monotonic() - soak.controls.grid_moved_at > args.sample_every + 4 * soak.bar_seconds()
+    grid = grid_errors(note_ons, soak.controls.tempo) if steady else []
+    daemon_rss = rss_mb(pid) or 0.0
+    children_rss = sum(rss_mb(child) or 0.0 for child in descendants(pid))
+    return {
+        "t_s": round(t_s, 1),
+        "rss_daemon_mb": round(daemon_rss, 1),
+        "rss_children_mb": round(children_rss, 1),
+        "rss_total_mb": round(daemon_rss + children_rss, 1),
+        "children": len(descendants(pid)),
+        "bars": soak.feedback["bar"],
+        "late_bars": soak.feedback["late_bars"],
+        **timing,
+        "receiver_note_ons": len(note_ons),
+        "receiver_grid_p99_ms": _round(percentile(grid, 0.99)),
+        "open_notes": open_notes,
+        "record_bytes": record.stat().st_size if record and record.exists() else 0,
+        "changes": soak.controls.sent,
+    }
+
+
 def run(args: argparse.Namespace) -> dict:
     from e2m_live.testing.jack import JackMidiRecorder, jack_server
 
@@ -392,7 +445,6 @@ def run(args: argparse.Namespace) -> dict:
         result["t0_monotonic"] = t0
         end = t0 + args.minutes * 60
         sounding: set[tuple[int, int]] = set()
-        note_times: list[float] = []
         timing_offset = 0
         next_sample = t0 + args.sample_every
         next_change = t0 + 4 * soak.bar_seconds()
@@ -408,42 +460,9 @@ def run(args: argparse.Namespace) -> dict:
                 if now >= next_sample:
                     received = receiver.snapshot()
                     receiver.clear()
-                    window_ons = []
-                    for r in received:
-                        status, message = r.message[0] & 0xF0, r.message
-                        if len(message) < 3:
-                            continue
-                        key = (message[0] & 0x0F, message[1])
-                        if status == 0x90 and message[2] > 0:
-                            sounding.add(key)
-                            window_ons.append(r.jack_time)
-                        elif status in (0x80, 0x90):
-                            sounding.discard(key)
-                        elif status == 0xB0 and message[1] in (120, 123):
-                            sounding = {k for k in sounding if k[0] != key[0]}
-                    # Grid timing only over windows the grid did not move in (tempo, sync, transport).
-                    steady = now - soak.controls.grid_moved_at > args.sample_every + 4 * soak.bar_seconds()
-                    grid = grid_errors(window_ons, soak.controls.tempo) if steady else []
-                    note_times += window_ons
+                    window_ons = track_sounding(received, sounding)
                     timing, timing_offset = read_timing(timing_file, timing_offset)
-                    daemon_rss = rss_mb(proc.pid) or 0.0
-                    kids = [(pid, rss_mb(pid) or 0.0) for pid in descendants(proc.pid)]
-                    children_rss = sum(r for _, r in kids)
-                    row = {
-                        "t_s": round(now - t0, 1),
-                        "rss_daemon_mb": round(daemon_rss, 1),
-                        "rss_children_mb": round(children_rss, 1),
-                        "rss_total_mb": round(daemon_rss + children_rss, 1),
-                        "children": len(kids),
-                        "bars": soak.feedback["bar"],
-                        "late_bars": soak.feedback["late_bars"],
-                        **timing,
-                        "receiver_note_ons": len(window_ons),
-                        "receiver_grid_p99_ms": _round(percentile(grid, 0.99)),
-                        "open_notes": len(sounding),
-                        "record_bytes": record.stat().st_size if record and record.exists() else 0,
-                        "changes": soak.controls.sent,
-                    }
+                    row = sample_row(soak, proc.pid, now - t0, window_ons, timing, len(sounding), record)
                     rows.append(row)
                     write_csv(out / "soak.csv", rows)
                     if args.verbose:
@@ -466,15 +485,7 @@ def run(args: argparse.Namespace) -> dict:
                 proc.kill()
             received = receiver.snapshot()
             receiver.close()
-        for r in received:
-            status, message = r.message[0] & 0xF0, r.message
-            if len(message) < 3:
-                continue
-            key = (message[0] & 0x0F, message[1])
-            if status == 0x90 and message[2] > 0:
-                sounding.add(key)
-            elif status in (0x80, 0x90):
-                sounding.discard(key)
+        track_sounding(received, sounding)
     with open(out / "changes.jsonl", "w") as log:  # what was sent when (s into the run)
         for when, address, values in soak.controls.log:
             log.write(json.dumps([round(when - result.get("t0_monotonic", when), 2), address, values]) + "\n")
