@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from e2m_live.commands.errors import UsageError
-from e2m_live.commands.generate import add_output_arguments, check_decoding_arguments
+from e2m_live.commands.generate import add_decoder_arguments, add_output_arguments, check_decoding_arguments
 
 # e2m_live.pipeline sets OpenMP's wait policy: it must be imported before anything loads OpenMP.
 from e2m_live.pipeline import DecodingOptions, Pipeline, PipelineError, section_duration
@@ -127,23 +127,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder holding planner/ and figaro-compact/ (default: models/ or $E2M_MODELS_DIR)",
     )
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for decoding (default 1)")
-    parser.add_argument(
-        "--top-p",
-        type=float,
-        default=None,
-        help="decoder nucleus sampling: keep the most likely tokens up to this mass (0..1]",
-    )
-    parser.add_argument(
-        "--max-tokens-per-bar",
-        type=int,
-        default=512,
-        help="decoder budget per bar (default 512; a bar that reaches it is closed)",
-    )
-    parser.add_argument(
-        "--float32",
-        action="store_true",
-        help="decode with float32 weights (default: int8 weights, faster on CPU)",
-    )
+    add_decoder_arguments(parser)
 
 
 # --- reading the input ---------------------------------------------------------------------------

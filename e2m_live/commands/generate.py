@@ -98,23 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="CPU threads for decoding (default 1: faster than 2 for one-token steps)",
     )
-    parser.add_argument(
-        "--top-p",
-        type=float,
-        default=None,
-        help="decoder nucleus sampling: keep the most likely tokens up to this mass (0..1]",
-    )
-    parser.add_argument(
-        "--max-tokens-per-bar",
-        type=int,
-        default=512,
-        help="decoder budget per bar (default 512; a bar that reaches it is closed)",
-    )
-    parser.add_argument(
-        "--float32",
-        action="store_true",
-        help="decode with float32 weights (default: int8 weights, faster on CPU)",
-    )
+    add_decoder_arguments(parser)
 
 
 def _features(args: argparse.Namespace) -> EmotionFeatures:
@@ -251,3 +235,24 @@ def run(args: argparse.Namespace) -> int:
     if args.plan_out is not None:
         print(f"wrote {args.plan_out}")
     return 0
+
+
+def add_decoder_arguments(parser: argparse.ArgumentParser) -> None:
+    """The decoder's sampling and weight flags, shared by ``generate`` and ``decode``."""
+    parser.add_argument(
+        "--top-p",
+        type=float,
+        default=None,
+        help="decoder nucleus sampling: keep the most likely tokens up to this mass (0..1]",
+    )
+    parser.add_argument(
+        "--max-tokens-per-bar",
+        type=int,
+        default=512,
+        help="decoder budget per bar (default 512; a bar that reaches it is closed)",
+    )
+    parser.add_argument(
+        "--float32",
+        action="store_true",
+        help="decode with float32 weights (default: int8 weights, faster on CPU)",
+    )
