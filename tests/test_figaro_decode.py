@@ -287,3 +287,18 @@ def test_sampler_draws_from_the_right_distribution():
     nucleus = _Sampler(1.0, None, 0.85, 1, torch.device("cpu"))  # 0.5 + 0.3 < 0.85: needs 0.15 too
     assert {nucleus(logits) for _ in range(2000)} == {0, 2, 3}
     assert _Sampler(0.0, None, None, None, torch.device("cpu"))(logits) == 0
+
+
+def test_int8_step_calls_the_quantized_operator_directly_with_the_same_result():
+    from e2m_live.figaro.model import _int8_linear
+    from e2m_live.figaro.quantize import quantize_int8
+
+    model = quantize_int8(random_model(9))
+    layers, output = model._step_ops()
+    modules = [layer.self_attn.qkv for layer in model._decoders] + [model.output]
+    direct = [ops[0] for ops in layers] + [output]
+    x = torch.randn(1, model.config.d_model)
+    for module, call in zip(modules, direct, strict=True):
+        assert _int8_linear(module) is not None
+        assert torch.equal(call(x), module(x))
+    assert _int8_linear(torch.nn.Linear(4, 4)) is None  # float layers keep F.linear

@@ -112,6 +112,38 @@ def test_slow_generator_makes_the_player_hold_material():
         engine.close()
 
 
+def test_a_superseded_sections_bars_bridge_instead_of_a_repeat():
+    # A change every bar or two: the second change supersedes the first one's section before it
+    # starts. When the playing section runs out before the newest has a bar, the player goes on
+    # with the superseded section's bars (adapted), not with a repeated bar.
+    engine = Engine("rules", {"seconds_per_bar": 0.5}, EmotionFeatures(energy=0.2), debounce=0.01, seed=3)
+    engine.start()
+    try:
+        assert engine.wait_first_bar(8)
+        first = engine.next_bar()
+        engine.set_features(engine.features.replace(energy=0.5))
+        assert _wait(lambda: engine._pending is not None and engine._pending.features.energy == 0.5)
+        superseded = engine._pending
+        assert _wait(lambda: len(superseded.bars) >= 1, 5)
+        engine.set_features(engine.features.replace(energy=0.8))
+        assert _wait(lambda: engine._pending is not None and engine._pending.features.energy == 0.8)
+        newest = engine._pending
+        played = [engine.next_bar() for _ in range(SECTION_BARS)]  # far more than are decoded
+        from_playing = [p for p in played if p.section == first.section]
+        bridge = played[len(from_playing)]
+        assert not newest.bars, "the newest section was too quick for this test's window"
+        assert bridge.section == superseded.id and bridge.bar.index == 0
+        assert not bridge.repeat and not bridge.continues
+        assert engine.bridged == 1
+        # Once the newest section has its bars, it takes over from the bridge.
+        assert _wait(lambda: len(newest.bars) >= 2, 8)
+        taken = engine.next_bar()
+        assert taken.section == newest.id and taken.bar.index == 0
+        assert engine._bridge is None
+    finally:
+        engine.close()
+
+
 def test_worker_exits_when_the_daemon_is_killed():
     import subprocess
     import sys

@@ -16,6 +16,11 @@
   nothing more). In endless mode the next section (same features, primed with the section's last
   bar) is requested as soon as the current one is complete; in loop mode the current 12 bars
   repeat.
+* A change that supersedes a section still waiting to start keeps that section's bars as a
+  *bridge*: if the playing section runs out before the newest one has a bar, the player goes on
+  with the bridge's bars (adapted to the features in force) instead of repeating a bar. The bars
+  were decoded anyway; with a change every bar or two the worker is often a section behind, and
+  this turns most would-be repeats into new material (:attr:`Engine.bridged` counts them).
 * If a bar is late the player gets the bar being played again (adapted), and the lag is
   reported; :attr:`Engine.margins` records the bars decoded ahead at every bar, for benchmarks.
 """
@@ -221,6 +226,9 @@ class Engine:
         self._playing: Section | None = None
         self._index = -1
         self._pending: Section | None = None  # the newest requested section not yet playing
+        self._bridge: Section | None = None  # a superseded section's bars, played if all else is late
+        #: Bars played from a superseded section instead of a repeat (see the module's docstring).
+        self.bridged = 0
         self._last_given: PlannedBar | None = None  # the prime of a re-plan (adapted when it is sent)
         self._waiting_since: float | None = None
         self._inflight: Request | None = None
@@ -395,6 +403,8 @@ class Engine:
             if following < len(section.bars):
                 self._index = following
                 return self._planned(section, continues=True)
+            if self._bridge is not None:
+                return self._cross_bridge()
             # Late: the bar being played again, adapted to the features requested now.
             planned = self._planned(section, continues=False)
             planned.repeat = True
@@ -402,6 +412,8 @@ class Engine:
         # The section is over (or ended early).
         if not self.loop and pending is not None and pending.bars:
             return self._switch_to(pending, continues=True)
+        if not self.loop and self._bridge is not None:
+            return self._cross_bridge()
         self._index = 0  # loop mode, or the next section is late: repeat this one
         planned = self._planned(section, continues=False)
         planned.repeat = not self.loop
@@ -418,13 +430,30 @@ class Engine:
         """Bars decoded and not yet handed to the player (what it can play without a repeat)."""
         section, pending = self._playing, self._pending
         ahead = len(section.bars) - 1 - self._index if section is not None else 0
+        if self._bridge is not None:
+            ahead += len(self._bridge.bars)
         if pending is not None and (pending.immediate or (section is not None and section.complete)):
             ahead = max(ahead, len(pending.bars)) if pending.immediate else ahead + len(pending.bars)
         return max(0, ahead)
 
     def _switch_to(self, section: Section, continues: bool) -> PlannedBar:
         self._playing, self._pending, self._index = section, None, 0
+        self._bridge = None  # older than what plays now
         return self._planned(section, continues)
+
+    def _cross_bridge(self) -> PlannedBar:
+        """Play a superseded section's first bar rather than repeat one; the newest section, still
+        being decoded, stays pending and takes over as usual."""
+        bridge, self._bridge = self._bridge, None
+        assert bridge is not None and bridge.bars  # a bridge is only kept with bars
+        self._playing, self._index = bridge, 0
+        self.bridged += 1
+        log.info(
+            "section %d late: bridging with superseded section %d",
+            self._pending.id if self._pending else 0,
+            bridge.id,
+        )
+        return self._planned(bridge, continues=False)
 
     def _planned(self, section: Section, continues: bool) -> PlannedBar:
         # Immediate answer: the decoded bar follows the key, mode and energy requested since (the
@@ -522,6 +551,9 @@ class Engine:
                 prime = self._playing.bars[-1] if self._playing.bars else self._given_bar()
             self._dirty_first = self._dirty_last = None
             self._dirty_immediate = False
+            superseded = self._pending
+            if superseded is not None and superseded.bars and superseded is not self._playing:
+                self._bridge = superseded
             self._pending = section
             self.sections = [*self.sections[-31:], section]
             self._inflight = Request(section.id, section.features, prime, section.seed, section.arrangement)
@@ -551,9 +583,11 @@ class Engine:
             log.debug("measuring the features played failed: %s", item[1])
             return
         with self._lock:
-            section = next((s for s in (self._pending, self._playing) if s and s.id == item[1]), None)
-            if section is None:
-                return  # superseded
+            section = next(
+                (s for s in (self._pending, self._playing, self._bridge) if s and s.id == item[1]), None
+            )
+            if section is None or (section is self._bridge and kind != "bar"):
+                return  # superseded (a bridge only collects the bar that was being decoded)
             if kind == "bar":
                 bar = item[2]
                 bar.index = len(section.bars)
