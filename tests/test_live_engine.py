@@ -112,6 +112,23 @@ def test_slow_generator_makes_the_player_hold_material():
         engine.close()
 
 
+def test_a_change_waits_for_the_playing_sections_next_bar_when_none_is_in_hand():
+    engine = Engine("rules", {"seconds_per_bar": 0.4}, EmotionFeatures(energy=0.2), debounce=0.01, seed=2)
+    engine.start()
+    try:
+        assert engine.wait_first_bar(8)
+        first = engine.next_bar()  # nothing decoded in hand: the worker is making bar 2
+        playing = engine._playing
+        assert playing is not None and len(playing.bars) == 1
+        engine.set_features(engine.features.replace(energy=0.6))
+        assert _wait(lambda: engine._pending is not None and engine._pending.features.energy == 0.6)
+        # The request went out only once the playing section's next bar was in hand.
+        assert len(playing.bars) >= 1 + engine.hold_bars
+        assert engine.next_bar().section == first.section  # and the player has it
+    finally:
+        engine.close()
+
+
 def test_a_superseded_sections_bars_bridge_instead_of_a_repeat():
     # A change every bar or two: the second change supersedes the first one's section before it
     # starts. When the playing section runs out before the newest has a bar, the player goes on

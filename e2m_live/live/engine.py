@@ -16,6 +16,10 @@
   nothing more). In endless mode the next section (same features, primed with the section's last
   bar) is requested as soon as the current one is complete; in loop mode the current 12 bars
   repeat.
+* A change that arrives while the worker is decoding the playing section's *next* bar (nothing
+  decoded in hand) waits for that bar plus ``hold_bars`` - 1 more (at most ``max_hold`` s) before
+  the worker leaves the section: the immediate answers carry the change meanwhile, and the new
+  section then starts with bars in hand rather than a repeat.
 * A change that supersedes a section still waiting to start keeps that section's bars as a
   *bridge*: if the playing section runs out before the newest one has a bar, the player goes on
   with the bridge's bars (adapted to the features in force) instead of repeating a bar. The bars
@@ -201,6 +205,8 @@ class Engine:
         niceness: int = 10,
         arrangement: Arrangement | None = None,
         margin_bars: int = 1,
+        hold_bars: int = 1,
+        max_hold: float = 3.0,
     ) -> None:
         self.generator = generator
         self.generator_options = dict(generator_options or {})
@@ -216,6 +222,9 @@ class Engine:
         #: (time, bars decoded ahead) at every bar handed to the player, for benchmarks.
         self.margins: collections.deque[tuple[float, int]] = collections.deque(maxlen=4096)
         self.margin_bars = margin_bars
+        #: Decoded bars of the playing section a change's request waits for (0: never waits).
+        self.hold_bars = hold_bars
+        self.max_hold = max_hold
         self._rng = random.Random(seed)
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
@@ -535,6 +544,8 @@ class Engine:
             if now < due:
                 return max(0.0005, due - now)
             immediate = self._dirty_immediate
+            if immediate and now - self._dirty_first < self.max_hold and self._holding():
+                return 0.05  # a bar's arrival wakes the loop earlier
             section = Section(
                 next(self._ids),
                 self.features,
@@ -563,6 +574,16 @@ class Engine:
         except (OSError, ValueError) as error:
             log.error("cannot send a request to the generation worker: %s", error)
         return 0.0
+
+    def _holding(self) -> bool:
+        """Whether the worker is decoding the playing section with fewer than ``hold_bars`` of its
+        bars decoded and not yet played (a change's request then waits, see the module's docstring)."""
+        section, inflight = self._playing, self._inflight
+        if self.hold_bars <= 0 or section is None or section.complete:
+            return False
+        if inflight is None or inflight.section != section.id:
+            return False
+        return len(section.bars) - 1 - self._index < self.hold_bars
 
     def _receive(self, item: tuple) -> None:
         kind = item[0]
