@@ -178,6 +178,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         daemon._on_bar = on_bar  # type: ignore[method-assign]
         if args.hold_bars is not None:
             daemon.engine.hold_bars = args.hold_bars
+        daemon.engine.bridge = args.bridge
         started = time.monotonic()
         daemon.start()
         result["startup_s"] = time.monotonic() - started
@@ -302,6 +303,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     result["bars_played"] = len(bars)
     result["bridged_bars"] = daemon.engine.bridged  # played from a superseded section, not repeated
     result["hold_bars"] = daemon.engine.hold_bars
+    result["bridge"] = daemon.engine.bridge
     result["cpu_s"] = {"daemon": round(cpu_main, 2), "worker": round(cpu_worker, 2), "wall": round(wall, 1)}
     result["peak_rss_mb"] = {"daemon": round(rss_main / 2**20, 1), "worker": round(rss_worker / 2**20, 1)}
     result["settings"] = {
@@ -566,6 +568,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--hold-bars", type=int, help="the engine's hold_bars (default: the engine's; 0 turns holding off)"
+    )
+    parser.add_argument(
+        "--no-bridge", dest="bridge", action="store_false", help="no bars from superseded sections (A/B)"
     )
     parser.add_argument("--startup-runs", type=int, default=3, help="times `e2m-live serve` is started")
     parser.add_argument("--quick", action="store_true", help="15 s and one startup (make bench)")

@@ -207,6 +207,7 @@ class Engine:
         margin_bars: int = 1,
         hold_bars: int = 1,
         max_hold: float = 3.0,
+        bridge: bool = True,
     ) -> None:
         self.generator = generator
         self.generator_options = dict(generator_options or {})
@@ -225,6 +226,8 @@ class Engine:
         #: Decoded bars of the playing section a change's request waits for (0: never waits).
         self.hold_bars = hold_bars
         self.max_hold = max_hold
+        #: Keep a superseded section's bars to play instead of a repeat (see the module's docstring).
+        self.bridge = bridge
         self._rng = random.Random(seed)
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
@@ -563,7 +566,7 @@ class Engine:
             self._dirty_first = self._dirty_last = None
             self._dirty_immediate = False
             superseded = self._pending
-            if superseded is not None and superseded.bars and superseded is not self._playing:
+            if self.bridge and superseded is not None and superseded.bars and superseded is not self._playing:
                 self._bridge = superseded
             self._pending = section
             self.sections = [*self.sections[-31:], section]
