@@ -176,11 +176,12 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             original_on_bar(info)
 
         daemon._on_bar = on_bar  # type: ignore[method-assign]
+        started = time.monotonic()
+        daemon.start()
+        assert daemon.engine is not None  # made by start(); its policies are read as bars come
         if args.hold_bars is not None:
             daemon.engine.hold_bars = args.hold_bars
         daemon.engine.bridge = args.bridge
-        started = time.monotonic()
-        daemon.start()
         result["startup_s"] = time.monotonic() - started
         make_realtime(threading.get_native_id(), DAEMON_PRIORITY)  # as `e2m-live serve` does
         receiver_file = Path(tmp) / "received.json"
