@@ -22,9 +22,8 @@
   section then starts with bars in hand rather than a repeat.
 * A change that supersedes a section still waiting to start keeps that section's bars as a
   *bridge*: if the playing section runs out before the newest one has a bar, the player goes on
-  with the bridge's bars (adapted to the features in force) instead of repeating a bar. The bars
-  were decoded anyway; with a change every bar or two the worker is often a section behind, and
-  this turns most would-be repeats into new material (:attr:`Engine.bridged` counts them).
+  with the bridge's bars (adapted to the features in force) instead of repeating a bar: they were
+  decoded anyway (:attr:`Engine.bridged` counts them; docs/live.md has the A/B).
 * If a bar is late the player gets the bar being played again (adapted), and the lag is
   reported; :attr:`Engine.margins` records the bars decoded ahead at every bar, for benchmarks.
 """
