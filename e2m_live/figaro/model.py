@@ -406,8 +406,8 @@ def _int8_linear(module: nn.Module) -> Callable[[Tensor], Tensor] | None:
     """An int8 dynamic-quantized Linear as a direct call of its operator, or None for anything else.
 
     Same operator and arguments as the module's ``forward`` (bit-identical), without the module's
-    checks and the operator packet's Python dispatch: ~13 % of a decoding step's time here
-    (``benchmarks/decode_speed.py --quantize int8``, docs/figaro.md).
+    checks and the operator packet's Python dispatch (those were ~12 % of a step's profile; the
+    CPU per decoded bar fell ~8 %, docs/live.md).
     """
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
