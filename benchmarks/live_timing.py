@@ -160,7 +160,12 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         )
         options = {"seconds_per_bar": args.load_per_bar} if args.generator == LOAD_GENERATOR else {}
         daemon = Daemon(
-            config, out=io.StringIO(), generator_options=options, record_timing=True, measure=args.measure
+            config,
+            out=io.StringIO(),
+            generator_options=options,
+            record_timing=True,
+            record_messages=True,
+            measure=args.measure,
         )
         bars: list = []
         original_on_bar = daemon._on_bar

@@ -116,11 +116,6 @@ def serve_child(timing_file: str, serve_args: list[str]) -> int:
                 if player is None or player.timing is None:
                     continue
                 taken, player.timing = player.timing, []
-                # record_timing also keeps every message sent and clock pulse (for live_timing's
-                # pairing): unread here, they grew the daemon ~0.2 MB a minute, which earlier
-                # runs counted as the daemon's own creep.
-                player.sent_messages = [] if player.sent_messages is not None else None
-                player.pulse_timing = []
                 errors = [abs(sent - deadline) * 1000 for deadline, sent in taken]
                 out.write(
                     json.dumps(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -96,11 +97,20 @@ def test_crashed_worker_is_restarted_and_music_goes_on(engine):
     assert "restarted" in engine.errors[-1]
 
 
-def test_slow_generator_makes_the_player_hold_material():
-    engine = Engine("rules", {"seconds_per_bar": 0.3}, EmotionFeatures(), debounce=0.01)
+@contextlib.contextmanager
+def _slow_engine(seconds_per_bar: float, features: EmotionFeatures, **options):
+    """A started rule-generator engine that takes ``seconds_per_bar`` per bar, its first bar ready."""
+    engine = Engine("rules", {"seconds_per_bar": seconds_per_bar}, features, debounce=0.01, **options)
     engine.start()
     try:
         assert engine.wait_first_bar(8)
+        yield engine
+    finally:
+        engine.close()
+
+
+def test_slow_generator_makes_the_player_hold_material():
+    with _slow_engine(0.3, EmotionFeatures()) as engine:
         first = engine.next_bar()
         assert first is not None
         held = engine.next_bar()  # bar 2 is still being made: bar 1 again, marked as a repeat
@@ -108,15 +118,10 @@ def test_slow_generator_makes_the_player_hold_material():
         assert _wait(lambda: engine.status()["bars_ready"] >= 2, 3)
         second = engine.next_bar()
         assert second.bar.index == 1 and second.lag_ms > 0
-    finally:
-        engine.close()
 
 
 def test_a_change_waits_for_the_playing_sections_next_bar_when_none_is_in_hand():
-    engine = Engine("rules", {"seconds_per_bar": 0.4}, EmotionFeatures(energy=0.2), debounce=0.01, seed=2)
-    engine.start()
-    try:
-        assert engine.wait_first_bar(8)
+    with _slow_engine(0.4, EmotionFeatures(energy=0.2), seed=2) as engine:
         first = engine.next_bar()  # nothing decoded in hand: the worker is making bar 2
         playing = engine._playing
         assert playing is not None and len(playing.bars) == 1
@@ -125,18 +130,13 @@ def test_a_change_waits_for_the_playing_sections_next_bar_when_none_is_in_hand()
         # The request went out only once the playing section's next bar was in hand.
         assert len(playing.bars) >= 1 + engine.hold_bars
         assert engine.next_bar().section == first.section  # and the player has it
-    finally:
-        engine.close()
 
 
 def test_a_superseded_sections_bars_bridge_instead_of_a_repeat():
     # A change every bar or two: the second change supersedes the first one's section before it
     # starts. When the playing section runs out before the newest has a bar, the player goes on
     # with the superseded section's bars (adapted), not with a repeated bar.
-    engine = Engine("rules", {"seconds_per_bar": 0.5}, EmotionFeatures(energy=0.2), debounce=0.01, seed=3)
-    engine.start()
-    try:
-        assert engine.wait_first_bar(8)
+    with _slow_engine(0.5, EmotionFeatures(energy=0.2), seed=3) as engine:
         first = engine.next_bar()
         engine.set_features(engine.features.replace(energy=0.5))
         assert _wait(lambda: engine._pending is not None and engine._pending.features.energy == 0.5)
@@ -157,8 +157,6 @@ def test_a_superseded_sections_bars_bridge_instead_of_a_repeat():
         taken = engine.next_bar()
         assert taken.section == newest.id and taken.bar.index == 0
         assert engine._bridge is None
-    finally:
-        engine.close()
 
 
 def test_worker_exits_when_the_daemon_is_killed():

@@ -83,6 +83,7 @@ class Daemon:
         out: TextIO | None = None,
         generator_options: dict | None = None,
         record_timing: bool = False,
+        record_messages: bool = False,
         measure: bool = True,
     ) -> None:
         self.config = config
@@ -91,6 +92,7 @@ class Daemon:
         self.outputs = OutputSet()
         self._generator_options = generator_options or {}
         self._record_timing = record_timing
+        self._record_messages = record_messages
         # A list: feedback for every listener; ("targets", list): for the --feedback targets only;
         # ("bar", BarStarted): a bar line (ramps step, the bar is measured).
         self._feedback: queue.SimpleQueue[list[Reply] | tuple[str, Any] | None] = queue.SimpleQueue()
@@ -151,6 +153,7 @@ class Daemon:
             on_bar=self._on_bar,
             on_state=self._on_state,
             record_timing=self._record_timing,
+            record_messages=self._record_messages,
             realtime=config.realtime,
             on_output_lost=self._on_output_lost,
             clock_out=self.clock_out,

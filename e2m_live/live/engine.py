@@ -440,12 +440,16 @@ class Engine:
     def _bars_ahead(self) -> int:
         """Bars decoded and not yet handed to the player (what it can play without a repeat)."""
         section, pending = self._playing, self._pending
-        ahead = len(section.bars) - 1 - self._index if section is not None else 0
+        ahead = self._playing_ahead()
         if self._bridge is not None:
             ahead += len(self._bridge.bars)
         if pending is not None and (pending.immediate or (section is not None and section.complete)):
             ahead = max(ahead, len(pending.bars)) if pending.immediate else ahead + len(pending.bars)
         return max(0, ahead)
+
+    def _playing_ahead(self) -> int:
+        """Bars of the playing section decoded and not yet handed to the player."""
+        return len(self._playing.bars) - 1 - self._index if self._playing is not None else 0
 
     def _switch_to(self, section: Section, continues: bool) -> PlannedBar:
         self._playing, self._pending, self._index = section, None, 0
@@ -585,7 +589,7 @@ class Engine:
             return False
         if inflight is None or inflight.section != section.id:
             return False
-        return len(section.bars) - 1 - self._index < self.hold_bars
+        return self._playing_ahead() < self.hold_bars
 
     def _receive(self, item: tuple) -> None:
         kind = item[0]

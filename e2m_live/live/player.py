@@ -129,6 +129,7 @@ class Player:
         prepare_ahead: float = 0.015,
         start_delay: float = 0.05,
         record_timing: bool = False,
+        record_messages: bool = False,
         realtime: bool = True,
         clock_out: OutputSet | None = None,
     ) -> None:
@@ -145,11 +146,9 @@ class Player:
         self.realtime = realtime
         #: (deadline, actual send time) of every message, when ``record_timing``.
         self.timing: list[tuple[float, float]] | None = [] if record_timing else None
-        #: With ``record_timing``: every message sent, in the order of :attr:`timing` (benchmarks
+        #: With ``record_messages``: every message sent, in the order of :attr:`timing` (benchmarks
         #: pair them with what a receiver heard).
-        self.sent_messages: list[tuple[int, ...]] | None = [] if record_timing else None
-        #: (deadline, actual send time) of every clock pulse sent, when ``record_timing``.
-        self.pulse_timing: list[tuple[float, float]] = []
+        self.sent_messages: list[tuple[int, ...]] | None = [] if record_messages else None
         self.playing = False
         self.late_bars = 0
         self.bar_number = -1
@@ -401,16 +400,14 @@ class Player:
         lost = self.outputs.send(message, deadline)
         if self.timing is not None:
             self.timing.append((deadline, time.monotonic()))
-            if self.sent_messages is not None:
-                self.sent_messages.append(message)
+        if self.sent_messages is not None:
+            self.sent_messages.append(message)
         for output in lost:
             self._farewell(output, deadline)
 
     def _send_clock(self, message: tuple[int, ...], deadline: float) -> None:
         assert self.clock_out is not None
         self.clock_out.send(message, deadline)
-        if self.timing is not None and message[0] == CLOCK:
-            self.pulse_timing.append((deadline, time.monotonic()))
 
     def _farewell(self, output: Output, when: float) -> None:
         """An output failed and was dropped: best effort, release its notes and close it."""
