@@ -136,12 +136,14 @@ def test_a_superseded_sections_bars_bridge_instead_of_a_repeat():
     # A change every bar or two: the second change supersedes the first one's section before it
     # starts. When the playing section runs out before the newest has a bar, the player goes on
     # with the superseded section's bars (adapted), not with a repeated bar.
-    with _slow_engine(0.5, EmotionFeatures(energy=0.2), seed=3) as engine:
+    # A bar takes 1 s, so the newest section has no bar for at least 1 s after its request: the
+    # window in which the test drains the playing section, wide enough for a busy machine.
+    with _slow_engine(1.0, EmotionFeatures(energy=0.2), seed=3) as engine:
         first = engine.next_bar()
         engine.set_features(engine.features.replace(energy=0.5))
         assert _wait(lambda: engine._pending is not None and engine._pending.features.energy == 0.5)
         superseded = engine._pending
-        assert _wait(lambda: len(superseded.bars) >= 1, 5)
+        assert _wait(lambda: len(superseded.bars) >= 1, 8)
         engine.set_features(engine.features.replace(energy=0.8))
         assert _wait(lambda: engine._pending is not None and engine._pending.features.energy == 0.8)
         newest = engine._pending
@@ -153,7 +155,7 @@ def test_a_superseded_sections_bars_bridge_instead_of_a_repeat():
         assert not bridge.repeat and not bridge.continues
         assert engine.bridged == 1
         # Once the newest section has its bars, it takes over from the bridge.
-        assert _wait(lambda: len(newest.bars) >= 2, 8)
+        assert _wait(lambda: len(newest.bars) >= 2, 12)
         taken = engine.next_bar()
         assert taken.section == newest.id and taken.bar.index == 0
         assert engine._bridge is None
