@@ -197,8 +197,10 @@ def _dense_beat_roll(
     if times.shape[0] < 2:
         return out
     idx, lo, hi = _beat_columns(times, width, fs)
-    for n, a, b in zip(idx, lo, hi, strict=True):
-        out[:, n] = np.mean(roll[:, a:b], axis=1)
+    # np.add.reduce and a division are what np.mean does, bit for bit, without its per-call
+    # overhead (a third of this function's time over a song's thousands of beats).
+    for n, a, b in zip(idx.tolist(), lo.tolist(), hi.tolist(), strict=True):
+        out[:, n] = np.add.reduce(roll[:, a:b], axis=1) / (b - a)
     return out
 
 
