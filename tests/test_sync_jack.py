@@ -3,9 +3,9 @@
 daemon; then the daemon's own MIDI clock out is measured while its worker generates (192 kHz,
 128 frames: 0.67 ms periods, since a JACK receiver sees every message at its period's start).
 
-loaded 2-core machine with a wide margin (a bar starts within a clock pulse of the master's downbeat; the
-starts on the master's downbeat pulse, not a neighbouring one; the tempo is followed; pulses keep
-their count and rate). The precise figures (bar start error, p99 pulse interval error) belong to
+The bounds here are functional and hold on a loaded 2-core machine with a wide margin (a bar
+starts within a clock pulse of the master's downbeat; the tempo is followed; pulses keep their
+count and rate). The precise figures (bar start error, p99 pulse interval error) belong to
 ``benchmarks/sync.py``; see docs/benchmarks.md."""
 
 from __future__ import annotations
