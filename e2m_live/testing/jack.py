@@ -109,9 +109,11 @@ class JackMidiRecorder:
         # Real-time where permitted: preempted while holding this process's GIL, this thread
         # would stall a JackClockMaster in the same process (priority inversion).
         make_realtime(threading.get_native_id(), 25)
-        while not self._closed.is_set():
+        while True:
             event = self.midi_in.get_message()
             if event is None:
+                if self._closed.is_set():
+                    break  # closed and drained: what arrived before close() is kept
                 time.sleep(0.0005)
                 continue
             self._on_message(event)
