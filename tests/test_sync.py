@@ -18,6 +18,7 @@ from e2m_live.live.link import link_available
 from e2m_live.live.midi_clock import (
     CLOCK,
     CONTINUE,
+    FOLLOW_TEMPO_RANGE,
     PPQN,
     SONG_POSITION,
     START,
@@ -60,6 +61,25 @@ def test_estimator_settles_within_one_beat_and_ignores_a_late_pulse():
         if beats_in >= 1.0:  # one beat after the start and after the change
             worst_settled = max(worst_settled, abs(tempo / bpm - 1))
     assert worst_settled < 0.01, f"tempo off by {worst_settled:.2%} one beat after a change"
+
+
+@pytest.mark.parametrize("spacing", [0.0, 1e-6])
+def test_a_burst_of_pulses_is_not_a_tempo(spacing):
+    # A master catching up (or a driver delivering several cycles at once) sends pulses stamped at
+    # one time: followed as a tempo (6 million BPM once), it made the player race a section.
+    follower = MidiClockFollower(120)
+    follower.feed([START], 10.0)
+    t, tempi = 10.0, []
+    for k in range(12):  # half a beat in one burst
+        follower.feed([CLOCK], t + k * spacing)
+        tempi.append(follower.tempo)
+    interval = 60.0 / (100 * PPQN)
+    for k in range(1, 3 * PPQN):  # then three beats at 100 BPM
+        follower.feed([CLOCK], t + k * interval)
+        tempi.append(follower.tempo)
+    low, high = FOLLOW_TEMPO_RANGE
+    assert all(low <= tempo <= high for tempo in tempi), (min(tempi), max(tempi))
+    assert follower.tempo == pytest.approx(100, rel=0.01)  # the burst has left the window
 
 
 def test_follower_transport_and_song_position():

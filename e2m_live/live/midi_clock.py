@@ -35,6 +35,10 @@ CLOCK, START, CONTINUE, STOP, SONG_POSITION = 0xF8, 0xFA, 0xFB, 0xFC, 0xF2
 #: How often the input thread drains the driver's queue (the timing comes from the driver's
 #: timestamps; this only bounds how late a Stop is acted on).
 POLL_SECONDS = 0.001
+#: Tempi a master can plausibly send (BPM). A fitted line outside is a burst of pulses (a master
+#: catching up, a driver that delivered several cycles at once), not a tempo: followed, 6 million
+#: BPM made the player race through a section in milliseconds.
+FOLLOW_TEMPO_RANGE = (20.0, 480.0)
 #: No pulse for this long (or four pulse intervals, if shorter): the master's clock paused; the
 #: next pulse starts a fresh fit (keeping the last tempo as a first guess).
 PULSE_GAP_SECONDS = 0.5
@@ -130,14 +134,27 @@ class PulseTempoEstimator:
         suspect = set(self._suspect)
         used = [(i, x) for i, x in self._points if i not in suspect] or [self._points[-1]]
         if len(used) >= 2:
-            return _least_squares(used)
+            line = _least_squares(used)
+            if _plausible(line.interval):
+                return line
+            # A burst: keep the tempo in force, on the newest pulse, until the pulses space out.
+            self._points.clear()
+            self._points.append(used[-1])
+            self._suspect.clear()
         index, t = used[-1]
         interval = self.line.interval if self.line is not None else 60.0 / (120.0 * PPQN)
-        return PulseLine(index, t, interval)
+        return PulseLine(index, t, interval if _plausible(interval) else 60.0 / (120.0 * PPQN))
+
+
+def _plausible(interval: float) -> bool:
+    """Whether a pulse interval (seconds) is a tempo inside :data:`FOLLOW_TEMPO_RANGE`."""
+    low, high = FOLLOW_TEMPO_RANGE
+    return 60.0 / (high * PPQN) <= interval <= 60.0 / (low * PPQN)
 
 
 def _least_squares(points: Sequence[tuple[int, float]]) -> PulseLine:
-    """Line through (index, time) points, centred on the newest for precision."""
+    """Line through (index, time) points, centred on the newest for precision (its interval may
+    be 0 or implausible: pulses stamped at one time; :meth:`PulseTempoEstimator._fit` checks)."""
     origin, t0 = points[-1]
     n = len(points)
     xs = [i - origin for i, _ in points]
@@ -148,8 +165,6 @@ def _least_squares(points: Sequence[tuple[int, float]]) -> PulseLine:
     slope = sxy / sxx if sxx > 0 else 0.0
     if not slope > 0:
         slope = (ys[-1] - ys[0]) / (xs[-1] - xs[0]) if xs[-1] != xs[0] else 0.0
-    if not slope > 0:
-        slope = 60.0 / (120.0 * PPQN)
     return PulseLine(origin, t0 + mean_y - slope * mean_x, slope)
 
 
