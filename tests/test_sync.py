@@ -329,12 +329,13 @@ def test_two_link_peers_agree_on_tempo_and_phase():
             after = time.monotonic()
             errors.append(abs(clock.beat_at((before + after) / 2) - beat) * 60.0 / 137.0)
             time.sleep(0.01)
-        # One beat grid: the median within 1 ms, every sample within 20 ms (a sample preempted
-        # between its two clock reads is off by the preemption). Quiet runs: max 0.015 ms, the
+        # One beat grid: the median within 1 ms, every sample within 50 ms, under half a sixteenth
+        # (a sample preempted between its two clock reads is off by the preemption, which a
+        # loaded machine without real-time scheduling stretches). Quiet runs: max 0.015 ms, the
         # figure benchmarks/sync.py reports.
         errors.sort()
         assert errors[len(errors) // 2] < 0.001, f"phase differs by {errors[len(errors) // 2] * 1000:.2f} ms"
-        assert errors[-1] < 0.02, f"phase differs by up to {errors[-1] * 1000:.2f} ms"
+        assert errors[-1] < 0.05, f"phase differs by up to {errors[-1] * 1000:.2f} ms"
         # Bars begin on the session's bar phase: our beat within the bar is the peer's phase.
         before = time.monotonic()
         phase = peer.phase
