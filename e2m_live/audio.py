@@ -31,7 +31,7 @@ def render_wav(
             "fluid-soundfont-gm or pass --soundfont FILE.sf2"
         )
     try:
-        audio = midi.fluidsynth(fs=sample_rate, sf2_path=str(font))
+        audio = midi.fluidsynth(fs=sample_rate, synthesizer=str(font))
     except ImportError as error:
         raise AudioError(f"FluidSynth is not available ({error}); install libfluidsynth3") from None
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
