@@ -10,7 +10,7 @@ from e2m_live.description.grammar import validate
 from e2m_live.features import MOODS, EmotionFeatures
 from e2m_live.planner import PlanError, Planner, Steering
 from e2m_live.planner.classes import INSTRUMENT_NAMES, MAX_INSTRUMENTS_PER_BAR
-from e2m_live.planner.ensemble import DRAWS_PER_PLAN, Ensemble, choose_ensemble, core_of, schedule
+from e2m_live.planner.ensemble import DRAWS_PER_PLAN, LEAD, Ensemble, choose_ensemble, core_of, schedule
 
 MOOD_LIST = list(MOODS.values())
 
@@ -227,6 +227,54 @@ def test_choose_ensemble_is_a_function_of_its_draws_and_respects_exclusions() ->
         assert chosen.core <= set(chosen.instruments)
     with pytest.raises(ValueError, match="muted"):
         choose_ensemble(features, u, set(INSTRUMENT_NAMES))
+
+
+BRIGHT = {
+    "Trumpet",
+    "Brass Section",
+    "Synth Brass 1",
+    "Electric Guitar (clean)",
+    "Acoustic Guitar (steel)",
+    "Flute",
+}
+DARK = {"Distortion Guitar", "Rock Organ", "String Ensemble 1", "Violin", "Choir Aahs", "Synth Strings 1"}
+
+
+def timbre_shares(features: EmotionFeatures, draws: np.ndarray) -> tuple[float, float]:
+    """The mean number of bright and of dark instruments per auto ensemble over ``draws``."""
+    bands = [set(choose_ensemble(features, u).instruments) for u in draws]
+    return float(np.mean([len(b & BRIGHT) for b in bands])), float(np.mean([len(b & DARK) for b in bands]))
+
+
+def test_valence_picks_the_timbres_of_the_same_draws() -> None:
+    # The eight moods once made two bands (one per side of acousticness): valence picked nothing.
+    draws = np.random.default_rng(5).random((300, DRAWS_PER_PLAN))
+    for acousticness in (0.1, 0.7):
+        features = EmotionFeatures(energy=0.7, acousticness=acousticness, instrumentalness=0.8)
+        bright_high, dark_high = timbre_shares(features.replace(valence=0.9), draws)
+        bright_low, dark_low = timbre_shares(features.replace(valence=0.1), draws)
+        assert bright_high > 1.5 * bright_low and dark_low > 1.5 * dark_high, (
+            acousticness,
+            (bright_high, bright_low),
+            (dark_high, dark_low),
+        )
+    same = [
+        choose_ensemble(MOODS["happy"], u).instruments == choose_ensemble(MOODS["angry"], u).instruments
+        for u in draws
+    ]
+    assert np.mean(same) < 0.05  # same draws, two moods: two bands (it was 10 %)
+
+
+def test_a_high_energy_band_has_a_lead_beside_its_voice() -> None:
+    draws = np.random.default_rng(6).random((300, DRAWS_PER_PLAN))
+    leads = {name for name, _ in (*LEAD.acoustic, *LEAD.electric)}
+
+    def lead_share(energy: float) -> float:
+        features = EmotionFeatures(energy=energy, instrumentalness=0.0)
+        return float(np.mean([bool(set(choose_ensemble(features, u).instruments) & leads) for u in draws]))
+
+    assert lead_share(0.95) >= 0.7
+    assert lead_share(0.5) <= 0.1
 
 
 def test_schedule_keeps_the_core_in_every_bar_and_never_rests_the_last_bar() -> None:

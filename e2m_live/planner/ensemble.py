@@ -22,14 +22,17 @@ options are listed acoustic / electric:
   bass under acoustic instruments is what the re-estimator heard as "not acoustic" most);
 * drums, with ``sigmoid(12 (danceability - 0.5))``: the drum kit;
 * melody: a voice with ``sigmoid(10 (0.5 - instrumentalness))`` (voice oohs, choir aahs / synth
-  choir), else with probability 0.5 an instrumental lead (flute, alto sax, trumpet, clarinet,
-  violin, harmonica / overdriven or distortion guitar, sawtooth lead);
-* colour, with ``0.15 + 0.4 energy``: string ensemble, steel guitar, brass section / muted guitar,
+  choir); an instrumental lead (flute, alto sax, trumpet, clarinet, violin, harmonica / overdriven
+  or distortion guitar, sawtooth lead) without a voice with ``0.15 + 0.7 energy``, beside one with
+  ``sigmoid(10 (energy - 0.8))``;
+* colour, with ``sigmoid(8 (energy - 0.55))``: string ensemble, steel guitar, brass section / muted guitar,
   rock organ, synth strings, synth brass.
 
 Each other role is acoustic with probability ``sigmoid(5 (acousticness - 0.3))`` (drawn per role), then
-one option by weight. Muted instruments are never drawn (a role whose options are all muted is left
-out; a muted harmony falls back to any other unmuted instrument). Options are common in the
+one option by weight, tilted by valence and energy (:data:`TIMBRE`: bright timbres for pleasant
+moods, dark or strained ones for unpleasant, soft ones for calm). Muted instruments are never
+drawn (a role whose options are all muted is left out; a muted harmony falls back to any other
+unmuted instrument). Options are common in the
 corpora FIGARO was trained on: the Beatles Lakh transcriptions, its only multi-instrument corpus,
 have piano, the guitars, the basses, voice oohs and choir aahs each in 70-165 of 472 files, the
 leads and colours in 17-95 (rarer programs such as voice lead or warm pad are left out).
@@ -106,6 +109,44 @@ COLOUR = Role(
         ("Synth Brass 1", 0.5),
     ),
 )
+#: Where each option sits on the circumplex, as the affinity of its timbre for (valence, energy),
+#: each in -1..1: bright, open timbres (trumpet, brass, clean guitar, flute) for pleasant moods, dark
+#: or strained ones (distortion, organ, bowed strings, choir aahs) for unpleasant ones, soft ones
+#: (nylon guitar, electric piano, fretless, pads) for calm. Options not listed are neutral.
+#: :func:`timbre_weight` tilts an option's weight by it, so valence picks instruments too (it
+#: picked none: the eight moods made two ensembles, one per side of acousticness).
+TIMBRE: dict[str, tuple[float, float]] = {
+    "Acoustic Guitar (steel)": (0.5, 0.2),
+    "Acoustic Guitar (nylon)": (-0.2, -0.6),
+    "Electric Guitar (clean)": (0.6, 0.2),
+    "Electric Guitar (jazz)": (0.0, -0.6),
+    "Electric Piano 1": (0.3, -0.7),
+    "Rock Organ": (-0.5, 0.6),
+    "Fretless Bass": (0.0, -0.6),
+    "Electric Bass (pick)": (-0.2, 0.7),
+    "Contrabass": (-0.4, -0.2),
+    "Voice Oohs": (0.3, -0.4),
+    "Choir Aahs": (-0.6, 0.2),
+    "Synth Choir": (-0.1, -0.5),
+    "Flute": (0.5, -0.4),
+    "Alto Sax": (-0.2, 0.2),
+    "Trumpet": (0.7, 0.6),
+    "Clarinet": (0.1, -0.5),
+    "Violin": (-0.7, -0.1),
+    "Harmonica": (0.3, 0.0),
+    "Overdriven Guitar": (-0.3, 0.7),
+    "Distortion Guitar": (-0.7, 0.9),
+    "Lead 2 (sawtooth)": (-0.1, 0.5),
+    "String Ensemble 1": (-0.6, -0.3),
+    "Brass Section": (0.6, 0.7),
+    "Electric Guitar (muted)": (-0.3, 0.4),
+    "Synth Strings 1": (-0.3, -0.4),
+    "Synth Brass 1": (0.5, 0.6),
+}
+#: How strongly valence and energy tilt the option weights: ``exp(TILT * (affinity . offset))``
+#: with the features' offsets from 0.5 doubled (-1..1), so a mood at a corner of the circumplex
+#: weighs an option that sits there up to ~6x and one at the opposite corner down as much.
+TIMBRE_TILT = 1.5
 #: Acousticness from which the bass is always acoustic (below it always electric).
 ACOUSTIC_BASS_FROM = 0.35
 #: Uniform draws :func:`choose_ensemble` takes per plan (fixed, so plans stay aligned with seeds).
@@ -126,6 +167,8 @@ def role_probabilities(features: EmotionFeatures) -> dict[str, float]:
         # Energy brings in the band's upper layers (a lead, a colour layer), so a busier, fuller
         # ensemble is heard as more energetic, as the re-estimator (onset rate) hears it too.
         "lead": 0.15 + 0.7 * features.energy,
+        # Beside a voice, only a high-energy band has a lead too (the guitar of a rock song).
+        "lead_with_voice": _sigmoid(10.0 * (features.energy - 0.8)),
         "colour": _sigmoid(8.0 * (features.energy - 0.55)),
         "acoustic": _sigmoid(5.0 * (features.acousticness - 0.3)),
     }
@@ -158,6 +201,18 @@ def _order(names: Collection[str]) -> tuple[str, ...]:
     return tuple(sorted(names, key=INSTRUMENT_NAMES.index))
 
 
+def timbre_weight(name: str, features: EmotionFeatures) -> float:
+    """The factor on an option's weight for ``features``' valence and energy (see :data:`TIMBRE`)."""
+    valence_affinity, energy_affinity = TIMBRE.get(name, (0.0, 0.0))
+    valence, energy = 2.0 * features.valence - 1.0, 2.0 * features.energy - 1.0
+    offset = valence_affinity * valence + energy_affinity * energy
+    return math.exp(TIMBRE_TILT * offset)
+
+
+def _tilted(options: Options, features: EmotionFeatures) -> Options:
+    return tuple((name, weight * timbre_weight(name, features)) for name, weight in options)
+
+
 def _pick(options: Options, taken: Collection[str], u: float, greedy: bool) -> str | None:
     free = [(name, weight) for name, weight in options if name not in taken]
     if not free:
@@ -170,10 +225,16 @@ def _pick(options: Options, taken: Collection[str], u: float, greedy: bool) -> s
 
 
 def _role(
-    role: Role, p_acoustic: float, taken: Collection[str], u: Sequence[float], greedy: bool
+    role: Role,
+    p_acoustic: float,
+    taken: Collection[str],
+    u: Sequence[float],
+    greedy: bool,
+    features: EmotionFeatures,
 ) -> str | None:
     acoustic = p_acoustic >= 0.5 if greedy else u[0] < p_acoustic
     first, second = (role.acoustic, role.electric) if acoustic else (role.electric, role.acoustic)
+    first, second = _tilted(first, features), _tilted(second, features)
     return _pick(first, taken, u[1], greedy) or _pick(second, taken, u[1], greedy)
 
 
@@ -198,7 +259,7 @@ def choose_ensemble(
     def plays(role: str, draw: float) -> bool:
         return p[role] >= 0.5 if greedy else draw < p[role]
 
-    harmony = _role(HARMONY, p["acoustic"], taken, u[0:2], greedy)
+    harmony = _role(HARMONY, p["acoustic"], taken, u[0:2], greedy, features)
     if harmony is None:  # every harmony option muted: any other unmuted instrument leads
         free = [name for name in INSTRUMENT_NAMES if name not in taken]
         if not free:
@@ -207,15 +268,16 @@ def choose_ensemble(
     take(harmony, True)
     if plays("bass", u[2]):
         acoustic_bass = 1.0 if features.acousticness >= ACOUSTIC_BASS_FROM else 0.0
-        take(_role(BASS, acoustic_bass, taken, u[3:5], greedy), True)
+        take(_role(BASS, acoustic_bass, taken, u[3:5], greedy, features), True)
     if plays("drums", u[5]) and DRUM_INSTRUMENT not in taken:
         take(DRUM_INSTRUMENT, True)
-    if plays("voice", u[6]):
-        take(_role(VOICE, p["acoustic"], taken, u[7:9], greedy), False)
-    elif plays("lead", u[9]):
-        take(_role(LEAD, p["acoustic"], taken, u[10:12], greedy), False)
+    voice = plays("voice", u[6])
+    if voice:
+        take(_role(VOICE, p["acoustic"], taken, u[7:9], greedy, features), False)
+    if plays("lead_with_voice" if voice else "lead", u[9]):
+        take(_role(LEAD, p["acoustic"], taken, u[10:12], greedy, features), False)
     if plays("colour", u[12]):
-        take(_role(COLOUR, p["acoustic"], taken, u[13:15], greedy), False)
+        take(_role(COLOUR, p["acoustic"], taken, u[13:15], greedy, features), False)
     return Ensemble(_order(chosen), frozenset(core))
 
 
