@@ -337,3 +337,35 @@ def test_eval_chords_on_a_few_pop909_songs(datasets_dir):
 def test_bad_downbeats_are_refused(downbeats):
     with pytest.raises(ValueError, match="downbeats"):
         extract(_midi([(60, 0.0, 0.5, 80)]), downbeats=downbeats)
+
+
+def test_a_file_past_pretty_midis_tick_limit_reads_at_a_coarser_resolution() -> None:
+    """Past 10^7 ticks pretty_midi says "likely corrupt"; the reader divides ticks and division by a divisor
+    of the division instead, so notes and chord markers keep their times."""
+    import io
+
+    import mido
+
+    late = 12_000_001  # ~104 minutes at 960 ticks a quarter and 120 BPM
+    track = mido.MidiTrack(
+        [
+            mido.MetaMessage("set_tempo", tempo=500_000, time=0),
+            mido.Message("note_on", note=60, velocity=90, time=0),
+            mido.Message("note_off", note=60, velocity=0, time=480),
+            mido.MetaMessage("marker", text=midi_reader.CHORD_MARKER_PREFIX + "A:min", time=late - 480),
+            mido.Message("note_on", note=57, velocity=90, time=0),
+            mido.Message("note_off", note=57, velocity=0, time=960),
+        ]
+    )
+    midi = mido.MidiFile(ticks_per_beat=960)
+    midi.tracks.append(track)
+    buffer = io.BytesIO()
+    midi.save(file=buffer)
+    pm = load_midi(buffer.getvalue())
+    assert pm.resolution == 480  # the smallest divisor of 960 that is enough
+    notes = sorted(pm.instruments[0].notes, key=lambda n: n.start)
+    seconds = late / 960 / 2
+    assert [n.pitch for n in notes] == [60, 57]
+    assert abs(notes[1].start - seconds) < 1e-3 and abs(notes[1].end - seconds - 0.5) < 1e-3
+    [(tick, label)] = midi_reader.chord_markers(pm)
+    assert label == "A:min" and abs(pm.tick_to_time(tick) - seconds) < 1e-3

@@ -203,3 +203,24 @@ def test_sigkill_mid_performance_leaves_the_bars_played(tmp_path: Path) -> None:
     )
     assert described.returncode == 0, described.stderr
     assert '"bars"' in described.stdout
+
+
+def test_a_three_hour_recording_reads_back(tmp_path: Path) -> None:
+    """pretty_midi refuses files past 10^7 ticks as corrupt; three hours at 960 ticks a quarter and 120 BPM
+    are 20.7 million: the reader takes such a file at a coarser resolution, with times still exact."""
+    from e2m_live.description.extract import extract, load_midi
+
+    path = tmp_path / "three-hours.mid"
+    recorder = MidiFileRecorder(path)
+    bars = 3 * 3600 // 2  # 2-s bars
+    for number in range(bars):
+        play_bar(recorder, number)
+    recorder.close()
+    assert mido.MidiFile(path).ticks_per_beat == 960
+    pm = load_midi(path)
+    starts = sorted(n.start for i in pm.instruments for n in i.notes)
+    assert len(starts) == bars * 8
+    assert abs(starts[-1] - ((bars - 1) * 4 + 3) * BEAT) < 0.002  # the last beat, where it was played
+    assert abs(pm.get_end_time() - 3 * 3600) < 1.0
+    description = extract(path).description
+    assert sum(token.startswith("Bar_") for token in description) >= bars - 1

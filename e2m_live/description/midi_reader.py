@@ -10,6 +10,12 @@ pretty_midi's own reader, which produces its exact result or error.
 
 pretty_midi drops marker meta events; this reader keeps the ``e2m-chord:`` ones that
 :mod:`.remi` writes (:func:`chord_markers`), so a decoded file gives back its chords.
+
+pretty_midi refuses a file whose last tick is above ``MAX_TICK`` (10^7) as "likely corrupt": it
+builds an array of one float per tick. A well-formed long file (a recording of a two-hour set at
+960 ticks a quarter has ~12-17 million) is read at a coarser resolution instead: every tick and the
+division are divided by the smallest divisor of the division that brings it under the limit, so
+times in seconds stay exact up to that rounding (:func:`coarsen`).
 """
 
 from __future__ import annotations
@@ -179,6 +185,30 @@ def _read_tracks(data: bytes) -> tuple[int, list[list], list[tuple[int, str]]]:
     return division, tracks, markers
 
 
+def _last_tick(tracks: list[list]) -> int:
+    return max((sum(event.time for event in track) for track in tracks), default=0)
+
+
+def coarsen(
+    division: int, tracks: list[list], markers: list[tuple[int, str]], limit: float
+) -> tuple[int, list[tuple[int, str]]] | None:
+    """Bring the last tick of ``tracks`` (delta times, changed in place) to at most ``limit`` by
+    dividing every tick and the division by the smallest divisor of ``division`` that does it.
+    Returns the new division and markers, or ``None`` if no divisor of the division is enough."""
+    last = _last_tick(tracks) + 1  # pretty_midi's count
+    factor = next((k for k in range(2, division + 1) if division % k == 0 and last / k <= limit), None)
+    if factor is None:
+        return None
+    half = factor // 2
+    for track in tracks:
+        tick = placed = 0
+        for event in track:
+            tick += event.time
+            coarse = (tick + half) // factor
+            event.time, placed = coarse - placed, coarse
+    return division // factor, [((tick + half) // factor, text) for tick, text in markers]
+
+
 def read(data: bytes) -> pretty_midi.PrettyMIDI | None:
     """PrettyMIDI of a well-formed MIDI file's bytes, or ``None`` when it needs pretty_midi's own reader."""
     if build_meta_message is None:
@@ -189,6 +219,11 @@ def read(data: bytes) -> pretty_midi.PrettyMIDI | None:
         return None
     except Exception:  # mido's meta decoding refused something: let the full reader report it
         return None
+    if division > 0 and _last_tick(tracks) + 1 > pretty_midi.pretty_midi.MAX_TICK:
+        coarser = coarsen(division, tracks, markers, pretty_midi.pretty_midi.MAX_TICK)
+        if coarser is None:
+            return None
+        division, markers = coarser
     midi = mido.MidiFile()
     midi.ticks_per_beat = division
     midi.tracks = tracks
