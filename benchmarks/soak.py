@@ -88,12 +88,16 @@ def serve_child(timing_file: str, serve_args: list[str]) -> int:
     """``e2m-live serve`` as ``e2m_live.commands.serve.run`` does it, keeping the player's send times."""
     import argparse as ap
     import faulthandler
+    import logging
 
     from e2m_live.commands.serve import add_arguments
     from e2m_live.live.config import config_from_args
     from e2m_live.live.daemon import Daemon
     from e2m_live.live.realtime import DAEMON_PRIORITY, make_realtime
 
+    # The daemon's log says why a bar was late (engine: when each section's bars arrived).
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("e2m_live.live.engine").setLevel(logging.DEBUG)
     parser = ap.ArgumentParser(prog="soak-serve")
     add_arguments(parser)
     config = config_from_args(parser.parse_args(serve_args))

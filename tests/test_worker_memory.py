@@ -25,6 +25,8 @@ import json, os, random, sys
 import e2m_live.generators.model as generation  # the module whose heap helpers ModelGenerator calls
 if "--no-fix" in sys.argv:
     generation.bound_native_heap = generation.trim_native_heap = lambda: None
+if "--trim-only" in sys.argv:
+    generation.bound_native_heap = lambda: None
 from e2m_live.arrangement import Arrangement
 from e2m_live.features import EmotionFeatures
 

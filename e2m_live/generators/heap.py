@@ -9,8 +9,16 @@ import sys
 
 #: glibc's ``mallopt`` parameter numbers (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-#: Blocks from this size up are mmap()ed and go back to the system when freed.
-MMAP_THRESHOLD = 128 * 1024
+#: Blocks from this size up are mmap()ed and go back to the system when freed. Fixed (which turns
+#: glibc's sliding threshold off) but above every per-step temporary of the decoder: at 128 KiB the
+#: attention's 200-300 KB intermediates were each an mmap, page faults and an munmap, and decoding
+#: ran at 140 instead of 200 tokens a second (session 8, docs/live.md).
+MMAP_THRESHOLD = 4 * 1024 * 1024
+#: Free memory at the top of the heap is given back from this size up (fixing the mmap threshold
+#: fixes this one too, at glibc's 128 KiB default unless set): high, so that a decoding step's
+#: frees do not shrink the heap that the next step grows again; :func:`trim_native_heap` gives it
+#: back after every section.
+TRIM_THRESHOLD = 64 * 1024 * 1024
 
 
 @functools.cache
@@ -32,15 +40,17 @@ def bound_native_heap() -> bool:
     Python objects (``tracemalloc``: +0.5 MB over 34 sections). glibc raises its mmap threshold to the
     largest block freed so far (up to 32 MB; loading the weights frees large ones), so the decoder's
     per-window buffers (KV cache, cross-attention keys and values: 0.25-2 MB each) then come from the
-    heap, which fragments as they are freed and reallocated. A fixed threshold (setting it turns the
-    sliding one off) sends them back to mmap; the worker also trims after every section
-    (:func:`trim_native_heap`). Returns False where this is not glibc.
+    heap, which fragments as they are freed and reallocated. Trimming after every section
+    (:func:`trim_native_heap`) returns what they leave free (alone it keeps the worker flat:
+    ``tests/test_worker_memory.py``, ``--trim-only``); a fixed threshold (:data:`MMAP_THRESHOLD`, which
+    turns the sliding one off) keeps the large blocks out of the heap. Returns False where this is
+    not glibc.
     """
     libc = _glibc()
     if libc is None:
         return False
     ok: bool = libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-    trim: bool = libc.mallopt(_M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD) == 1
+    trim: bool = libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
     return trim and ok
 
 

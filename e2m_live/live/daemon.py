@@ -625,7 +625,10 @@ class Daemon:
             messages.append((STATE["plan"], [info.plan]))
         if info.repeated:
             log.info(
-                "bar %d: next bar not ready, repeating material (%d late so far)", info.number, info.late_bars
+                "bar %d: next bar not ready, repeating material (%d late so far): %s",
+                info.number,
+                info.late_bars,
+                self.engine.late_reason if self.engine is not None else "no generator",
             )
         self._feedback.put(messages)
         self._feedback.put(("bar", info))  # ramps and "what is playing": on the feedback thread

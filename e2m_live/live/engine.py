@@ -240,6 +240,8 @@ class Engine:
         self._bridge: Section | None = None  # a superseded section's bars, played if all else is late
         #: Bars played from a superseded section instead of a repeat (see the module's docstring).
         self.bridged = 0
+        #: What the last repeat waited for (the log says it with the repeat).
+        self.late_reason = ""
         self._last_given: PlannedBar | None = None  # the prime of a re-plan (adapted when it is sent)
         self._waiting_since: float | None = None
         self._inflight: Request | None = None
@@ -417,6 +419,7 @@ class Engine:
             if self._bridge is not None:
                 return self._cross_bridge()
             # Late: the bar being played again, adapted to the features requested now.
+            self.late_reason = self._why_late(now)
             planned = self._planned(section, continues=False)
             planned.repeat = True
             return planned
@@ -428,7 +431,26 @@ class Engine:
         self._index = 0  # loop mode, or the next section is late: repeat this one
         planned = self._planned(section, continues=False)
         planned.repeat = not self.loop
+        if planned.repeat:
+            self.late_reason = self._why_late(now)
         return planned
+
+    def _why_late(self, now: float) -> str:
+        """What a repeat waits for, for the log (the lock is held)."""
+        section, pending, inflight = self._playing, self._pending, self._inflight
+        parts = []
+        if section is not None:
+            state = "complete" if section.complete else "being decoded"
+            parts.append(
+                f"section {section.id} played bar {self._index + 1} of {len(section.bars)} ({state})"
+            )
+        if pending is not None:
+            parts.append(
+                f"section {pending.id} requested {now - pending.requested_at:.2f} s ago "
+                f"({now - pending.changed_at:.2f} s after its change), {len(pending.bars)} bars ready"
+            )
+        parts.append(f"worker on section {inflight.section if inflight else 'none'}")
+        return "; ".join(parts)
 
     def _given_bar(self) -> Bar | None:
         """The bar last handed to the player, as it sounded (engine thread: builds the notes)."""
@@ -618,9 +640,16 @@ class Engine:
             if kind == "bar":
                 bar = item[2]
                 bar.index = len(section.bars)
+                now = time.monotonic()
                 if section.first_ready_at is None:
-                    section.first_ready_at = time.monotonic()
+                    section.first_ready_at = now
                 section.bars.append(bar)
+                log.debug(
+                    "section %d: bar %d ready %.2f s after the request",
+                    section.id,
+                    bar.index + 1,
+                    now - section.requested_at,
+                )
             elif kind == "done":
                 section.complete = True
                 if not section.bars:
