@@ -50,7 +50,7 @@ def _openmp_loaded() -> bool:
 # environment asked for another policy and something loaded OpenMP first.
 _PASSIVE_OPENMP = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" or not _openmp_loaded()
 
-from collections.abc import Iterator, Sequence  # noqa: E402
+from collections.abc import Callable, Iterator, Sequence  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
@@ -156,6 +156,8 @@ class DecodingOptions:
     top_p: float | None = None
     max_tokens_per_bar: int = DEFAULT_MAX_TOKENS_PER_BAR
     rules: DecodeRules = field(default_factory=DecodeRules)  # the clean-note rules of the grammar mask
+    #: Asked every few tokens; True ends the decoding where it is (the live worker's newer request).
+    interrupt: Callable[[], bool] | None = None
 
 
 def _check_seed(seed: object) -> None:
@@ -283,6 +285,7 @@ class Pipeline:
                 top_p=options.top_p,
                 seed=seed,
                 max_tokens_per_bar=options.max_tokens_per_bar,
+                interrupt=options.interrupt,
                 rules=options.rules,
                 scale=(int(features.key), int(features.mode)),
                 key_lock=float(arrangement.key_lock),

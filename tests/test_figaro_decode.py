@@ -12,6 +12,7 @@ from e2m_live.description.vocab import split_bars
 from e2m_live.figaro.config import FigaroConfig
 from e2m_live.figaro.constraints import bar_length_in_positions
 from e2m_live.figaro.decode import (
+    INTERRUPT_EVERY,
     IncrementalDecoder,
     figaro_reference_decode,
     prepare_description,
@@ -302,3 +303,22 @@ def test_int8_step_calls_the_quantized_operator_directly_with_the_same_result():
         assert _int8_linear(module) is not None
         assert torch.equal(call(x), module(x))
     assert _int8_linear(torch.nn.Linear(4, 4)) is None  # float layers keep F.linear
+
+
+def test_an_interrupt_ends_the_run_mid_bar():
+    """The live worker leaves a section for a newer request without finishing the bar it is making."""
+    decoder = IncrementalDecoder(random_model(), constrained=True)
+    full = list(decoder.generate_bars(DESCRIPTION, seed=0, max_tokens_per_bar=40, interrupt=lambda: False))
+    assert not decoder.interrupted and len(full) > 1 and len(full[1]) > 2 * INTERRUPT_EVERY
+    stop_at = len(full[0]) + 1 + INTERRUPT_EVERY  # the first bar and its closing token, then a little
+    asked = []
+
+    def interrupt() -> bool:
+        asked.append(decoder.tokens_generated)
+        return decoder.tokens_generated >= stop_at
+
+    bars = list(decoder.generate_bars(DESCRIPTION, seed=0, max_tokens_per_bar=40, interrupt=interrupt))
+    assert decoder.interrupted
+    assert bars == full[:1]  # the bar being made is dropped
+    assert stop_at <= decoder.tokens_generated < stop_at + INTERRUPT_EVERY  # asked every few tokens
+    assert len(asked) >= stop_at // INTERRUPT_EVERY

@@ -193,3 +193,52 @@ def test_the_spawned_worker_imports_a_generator_named_by_path():
         assert not engine.errors
     finally:
         engine.close()
+
+
+class _StuckGenerator:
+    """One bar at once, then a bar that is never finished unless interrupted (a dense bar that takes
+    longer than the change that supersedes it)."""
+
+    def __init__(self) -> None:
+        self.interrupt = None
+
+    def generate(self, features, *, prime=None, seed=None, arrangement=None):
+        from e2m_live.music import Bar
+
+        yield Bar(numerator=4, denominator=4, tempo=120.0, index=0)
+        deadline = time.monotonic() + 20.0
+        while time.monotonic() < deadline:
+            if self.interrupt is not None and self.interrupt():
+                return
+            time.sleep(0.005)
+        yield Bar(numerator=4, denominator=4, tempo=120.0, index=1)
+
+
+def test_a_newer_request_interrupts_the_bar_being_made():
+    """The worker leaves a section mid-bar for a newer request, and does not report it done."""
+    import multiprocessing as mp
+    import queue
+    import threading
+
+    from e2m_live.live.engine import Request, _serve_requests
+
+    requests, results = mp.Queue(), mp.Queue()
+    worker = threading.Thread(
+        target=_serve_requests, args=(_StuckGenerator(), requests, results), daemon=True
+    )
+    worker.start()
+    try:
+        requests.put(Request(1, EmotionFeatures(), None, 1))
+        assert results.get(timeout=10)[:2] == ("bar", 1)
+        time.sleep(0.1)  # the worker is inside section 1's second bar
+        asked = time.monotonic()
+        requests.put(Request(2, EmotionFeatures(energy=0.9), None, 2))
+        first = results.get(timeout=10)
+        assert first[:2] == ("bar", 2), first
+        assert time.monotonic() - asked < 5.0  # not after the stuck bar's 20 s
+        with pytest.raises(queue.Empty):
+            results.get(timeout=0.3)  # section 2 is stuck in its second bar; no "done" for 1
+    finally:
+        requests.put(None)
+        worker.join(5)
+    assert not worker.is_alive()

@@ -13,7 +13,7 @@ each window is a context FIGARO was trained on (training windows start anywhere)
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -52,6 +52,8 @@ from e2m_live.figaro.quantize import quantize_int8
 #: ``tests/test_worker_memory.py``'s driver). The grammar's own bound (4096, 22 MB) made a 22 MB sawtooth
 #: in the worker's RSS over a long session (issue 20); 512 keeps it under 3 MB.
 MASK_CACHE_SIZE = 512
+#: Tokens between two calls of a run's ``interrupt`` (~40 ms of decoding on one core).
+INTERRUPT_EVERY = 8
 
 
 @dataclass
@@ -203,6 +205,7 @@ class IncrementalDecoder:
         self.grammar = RemiGrammar(self.vocab, self.device)
         self.grammar.MAX_CACHED_MASKS = MASK_CACHE_SIZE
         self.tokens_generated = 0  # statistics of the last run
+        self.interrupted = False  # the last run ended on its ``interrupt``
         self.windows_started = 0
         self.token_ids: list[int] = []  # every token id the last run chose (forced ones included)
         self.forced_at: list[int] = []  # indices into token_ids where a bar was forced closed
@@ -225,6 +228,7 @@ class IncrementalDecoder:
         scale: tuple[int, int] | None = None,
         key_lock: float = 0.0,
         groove: float = 0.0,
+        interrupt: Callable[[], bool] | None = None,
     ) -> Iterator[list[str]]:
         """Yield the REMI+ tokens of each described bar as soon as it is complete.
 
@@ -241,6 +245,9 @@ class IncrementalDecoder:
         ``DecodeRules.off()`` for the grammar alone). ``scale`` ``(key, mode)`` with ``key_lock`` in 0..1
         keeps pitched instruments to that scale (:class:`ScaleLock`; 0 or no scale: no lock). ``groove``
         0..1 is the groove strength of the rules (:class:`GrammarState`; 0: no groove rules).
+        ``interrupt``, asked every :data:`INTERRUPT_EVERY` tokens, ends the run where it is when it
+        returns True (the bar being decoded is dropped; :attr:`interrupted` says so): the live worker
+        leaves a section for a newer request without finishing a bar nobody will play.
         """
         if max_tokens_per_bar < MIN_TOKENS_PER_BAR:
             raise ValueError(f"max_tokens_per_bar must be >= {MIN_TOKENS_PER_BAR}")
@@ -287,15 +294,20 @@ class IncrementalDecoder:
             lock=lock if lock is not None and lock.active else None,
             groove=float(groove),
         )
-        return self._run(
-            desc, state, _renumber(prime_tokens, 1) if prime_tokens else [], len(desc_bars), sampler
-        )
+        prime_ids = _renumber(prime_tokens, 1) if prime_tokens else []
+        return self._run(desc, state, prime_ids, len(desc_bars), sampler, interrupt)
 
     # --- internals -----------------------------------------------------------------------
 
     @torch.inference_mode()
     def _run(
-        self, desc: EncodedDescription, state: GrammarState, prime: list[str], n_bars: int, sampler: _Sampler
+        self,
+        desc: EncodedDescription,
+        state: GrammarState,
+        prime: list[str],
+        n_bars: int,
+        sampler: _Sampler,
+        interrupt: Callable[[], bool] | None = None,
     ) -> Iterator[list[str]]:
         vocab, grammar = self.vocab, self.grammar
         itos = vocab.itos
@@ -308,6 +320,7 @@ class IncrementalDecoder:
             state.advance(token_id)
         state.last_class = TokenClass.OTHER  # the next token opens a new bar
         self.tokens_generated = 0
+        self.interrupted = False
         self.windows_started = 0
         self.token_ids = []
         self.forced_at = []
@@ -317,6 +330,9 @@ class IncrementalDecoder:
         since_bar = 0
         done = 0
         while True:
+            if interrupt is not None and since_bar % INTERRUPT_EVERY == 0 and interrupt():
+                self.interrupted = True
+                return
             if self.constrained:
                 token_id = sampler(logits + state.mask())
                 if state.groove > 0 and grammar.token_class[token_id] == TokenClass.POSITION:

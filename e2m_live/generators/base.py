@@ -13,7 +13,12 @@ SECTION_BARS = 12
 
 
 class SectionGenerator(Protocol):
-    """Makes music one 12-bar section at a time."""
+    """Makes music one 12-bar section at a time.
+
+    A generator that takes a while per bar may also have an ``interrupt`` attribute (a callable or
+    ``None``): the generation worker sets it to "a newer request is waiting", and the generator then
+    ends the section where it is, without finishing the bar it is making (the model generator does).
+    """
 
     def generate(
         self,

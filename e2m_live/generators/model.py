@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from e2m_live.arrangement import Arrangement
@@ -55,6 +55,9 @@ class ModelGenerator:
         self.warm_start = warm_start
         self.remember = remember
         self.load_seconds: float | None = None
+        #: Asked every few tokens while decoding: True leaves the section at once (the generation
+        #: worker sets it to "a newer request is waiting"; see SectionGenerator).
+        self.interrupt: Callable[[], bool] | None = None
         self._pipeline: Any = None
         self._error: BaseException | None = None
         self._made: dict[_BarKey, tuple[list[str], list[str]]] = {}  # our bars -> (tokens, description)
@@ -110,7 +113,10 @@ class ModelGenerator:
             first = 1
         pipeline = self.pipeline
         options = DecodingOptions(
-            temperature=self.temperature, top_p=self.top_p, max_tokens_per_bar=self.max_tokens_per_bar
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens_per_bar=self.max_tokens_per_bar,
+            interrupt=self.interrupt,
         )
         known = self._made.get(self._key(prime)) if prime is not None else None
         prime_tokens: Any = known[0] if known else prime

@@ -133,30 +133,38 @@ def _worker_main(
             target=_measure_loop, args=(measures, results), name="e2m-measure", daemon=True
         ).start()
     results.put(("ready", os.getpid()))
+    _serve_requests(generator, requests, results)
 
-    parent = os.getppid()
 
-    def wait_for_request() -> Request | None:
+def _latest(requests: mp.Queue, block: bool, parent: int) -> Request | None:
+    """The newest request (older ones are dropped); ``None``: quit. Without ``block``, raises
+    ``queue.Empty`` if none is waiting."""
+    if block:
         while True:
             try:
-                return requests.get(timeout=1.0)
+                item = requests.get(timeout=1.0)
+                break
             except queue.Empty:
                 if os.getppid() != parent:  # the daemon died without telling us: don't linger
                     return None
+    else:
+        item = requests.get_nowait()
+    while item is not None:
+        try:
+            item = requests.get_nowait()
+        except queue.Empty:
+            return item
+    return None
 
-    def latest(block: bool) -> Request | None:
-        item = wait_for_request() if block else requests.get_nowait()
-        if item is None:
-            return None
-        while True:
-            try:
-                item = requests.get_nowait()
-            except queue.Empty:
-                return item
-            if item is None:
-                return None
 
-    request = latest(block=True)
+def _serve_requests(generator: Any, requests: mp.Queue, results: mp.Queue) -> None:
+    """Generate the latest request's bars, sending each as soon as it is ready, until told to quit."""
+    parent = os.getppid()
+    if hasattr(generator, "interrupt"):
+        # A newer request ends the section mid-bar: finishing a bar of a superseded section cost
+        # up to a bar's decoding (2-3 s for a dense band) before the new section began.
+        generator.interrupt = lambda: not requests.empty()
+    request = _latest(requests, True, parent)
     while request is not None:
         newer: Request | str | None = "none"
         try:
@@ -165,15 +173,18 @@ def _worker_main(
             ):
                 results.put(("bar", request.section, bar))
                 try:
-                    newer = latest(block=False)
+                    newer = _latest(requests, False, parent)
                 except queue.Empty:
                     continue
                 break
             else:
-                results.put(("done", request.section))
+                try:  # interrupted: the section ended early for the request waiting
+                    newer = _latest(requests, False, parent)
+                except queue.Empty:
+                    results.put(("done", request.section))
         except Exception as error:  # a generator bug must not kill the daemon's music
             results.put(("error", request.section, f"{type(error).__name__}: {error}"))
-        request = latest(block=True) if newer == "none" else newer  # type: ignore[assignment]
+        request = _latest(requests, True, parent) if newer == "none" else newer  # type: ignore[assignment]
 
 
 def _key_text(features: EmotionFeatures) -> str:
