@@ -11,6 +11,7 @@ from e2m_live.arrangement import Arrangement
 from e2m_live.features import EmotionFeatures
 from e2m_live.generators.base import SECTION_BARS, GeneratorUnavailable
 from e2m_live.generators.heap import bound_native_heap, trim_native_heap
+from e2m_live.generators.realtime import DecodeRate, cap_density
 from e2m_live.generators.rules import RuleBasedGenerator
 from e2m_live.music import Bar, Note
 
@@ -42,6 +43,7 @@ class ModelGenerator:
         warm_start: bool = True,
         ensemble_seed: int | None = None,
         planner: str = "class-lstm",
+        realtime_density: bool = True,
     ) -> None:
         import threading
 
@@ -53,6 +55,10 @@ class ModelGenerator:
         self.top_p = top_p
         self.max_tokens_per_bar = max_tokens_per_bar
         self.warm_start = warm_start
+        #: Plan no denser than this machine decodes in time (:mod:`~e2m_live.generators.realtime`).
+        self.realtime_density = realtime_density
+        self.rate = DecodeRate()
+        self.capped_bars = 0  # bars whose density the real-time cap lowered, over the generator's life
         self.remember = remember
         self.load_seconds: float | None = None
         #: Asked every few tokens while decoding: True leaves the section at once (the generation
@@ -121,19 +127,34 @@ class ModelGenerator:
         known = self._made.get(self._key(prime)) if prime is not None else None
         prime_tokens: Any = known[0] if known else prime
         prime_description = known[1] if known else None
-        section = pipeline.generate(
+        started = time.monotonic()
+        description: Any = pipeline.plan(
             features,
             bars=SECTION_BARS - first,
             seed=seed,
             temperature=self.temperature,
-            prime=prime_tokens,
-            prime_description=prime_description,
-            options=options,
             arrangement=arrangement,
             ensemble_seed=self.ensemble_seed,
         )
+        if self.realtime_density:
+            tokens, capped = cap_density(
+                description.tokens(), float(features.tempo), self.rate.tokens_per_second
+            )
+            description, self.capped_bars = tokens, self.capped_bars + capped
+        section = pipeline.decode(  # as Pipeline.generate does it: the decoder's seed is the planner's + 1
+            description,
+            features,
+            prime=prime_tokens,
+            prime_description=prime_description,
+            seed=None if seed is None else seed + 1,
+            options=options,
+            arrangement=arrangement,
+        )
         try:
             for generated in section:
+                now = time.monotonic()
+                self.rate.add(len(generated.tokens), now - started)
+                started = now
                 self._made[self._key(generated.bar)] = (generated.tokens, generated.description)
                 while len(self._made) > self.remember:
                     self._made.pop(next(iter(self._made)))
