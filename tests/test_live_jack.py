@@ -164,6 +164,12 @@ def _fuzz_packets(rng: random.Random, count: int):
             yield header + struct.pack(">i", rng.randint(-5, 9999))
 
 
+def _grid_p95(times: list[float], origin: float) -> float:
+    """p95 of the distance of ``times`` to the sixteenth grid through ``origin``."""
+    offsets = sorted(abs(((t - origin + GRID / 2) % GRID) - GRID / 2) for t in times)
+    return offsets[int(0.95 * (len(offsets) - 1))]
+
+
 def test_fuzzed_osc_leaves_daemon_alive_and_in_time(daemon):
     d, recorder = daemon
     d.send("/e2m/energy", 0.5)
@@ -191,12 +197,12 @@ def test_fuzzed_osc_leaves_daemon_alive_and_in_time(daemon):
     time.sleep(3 * BAR)
     ons = recorder.note_ons()
     assert len(ons) > 10
-    origin = ons[0].jack_time
     # 95 % within a period plus 10 ms (quiet runs: every one within a period). Not the worst one:
     # folded onto the grid it is at most half a sixteenth anyway, and a loaded machine without
-    # real-time scheduling delivers a rare straggler 30 ms late (seen in the SIGTERM test).
-    offsets = sorted(abs(((r.jack_time - origin + GRID / 2) % GRID) - GRID / 2) for r in ons)
-    p95 = offsets[int(0.95 * (len(offsets) - 1))]
+    # real-time scheduling delivers a rare straggler 30 ms late (seen in the SIGTERM test). The
+    # grid's phase is the one that fits the note-ons best, not the first note-on's (CI once had a
+    # 31-ms straggler first, and every other note "off the grid" by it).
+    p95 = min(_grid_p95([r.jack_time for r in ons], origin.jack_time) for origin in ons)
     assert p95 <= ON_THE_GRID, f"note-ons {p95 * 1000:.2f} ms off the grid (p95)"
     _stop(d, recorder)
 

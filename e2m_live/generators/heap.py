@@ -16,8 +16,9 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 4 * 1024 * 1024
 #: Free memory at the top of the heap is given back from this size up (fixing the mmap threshold
 #: fixes this one too, at glibc's 128 KiB default unless set): high, so that a decoding step's
-#: frees do not shrink the heap that the next step grows again; :func:`trim_native_heap` gives it
-#: back after every section.
+#: frees do not shrink the heap that the next step grows again; the model generator gives it back
+#: with :func:`trim_native_heap` after every bar (0.2 ms; after every section only, the worker's RSS
+#: swung by 50 MB in a soak).
 TRIM_THRESHOLD = 64 * 1024 * 1024
 
 

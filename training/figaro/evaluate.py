@@ -119,10 +119,12 @@ def steered_decoder_class() -> type:
     from e2m_live.figaro.decode import IncrementalDecoder
 
     class SteeredDecoder(IncrementalDecoder):
-        def _run(self, desc: Any, state: Any, prime: list[str], n_bars: int, sampler: Any) -> Any:
+        def _run(
+            self, desc: Any, state: Any, prime: list[str], n_bars: int, sampler: Any, interrupt: Any = None
+        ) -> Any:
             if not any(plan.chords for plan in state.plans.values()):
                 state.plans = steer_plans(state.plans, desc.tokens)
-            return super()._run(desc, state, prime, n_bars, sampler)
+            return super()._run(desc, state, prime, n_bars, sampler, interrupt)
 
     return SteeredDecoder
 
