@@ -15,7 +15,8 @@ worker), bars played and repeated (``/e2m/state/lag`` feedback), the daemon's ow
 note-ons against the position grid, notes open at the receiver, the recording's size. At the end:
 stop, SIGTERM, notes left open at the receiver, ``e2m-live describe`` on the recording, a PNG plot
 and the verdicts on the targets of issue 20 (files in ``--out``: ``soak.csv``, ``soak.png``,
-``soak.json``, ``sender_timing.jsonl``, ``changes.jsonl``, ``daemon.log``, ``soak.mid``; ``--analyse``
+``soak.json``, ``sender_timing.jsonl``, ``changes.jsonl``, ``daemon.log`` (what each repeated bar waited
+for; ``E2M_SOAK_ENGINE_DEBUG=1``: also when every bar arrived), ``soak.mid``; ``--analyse``
 recomputes verdicts and plot from them):
 
 * resident memory (daemon + children) after minute 5 grows <= 5 %;
@@ -95,9 +96,11 @@ def serve_child(timing_file: str, serve_args: list[str]) -> int:
     from e2m_live.live.daemon import Daemon
     from e2m_live.live.realtime import DAEMON_PRIORITY, make_realtime
 
-    # The daemon's log says why a bar was late (engine: when each section's bars arrived).
+    # The daemon's log says why a bar was late; E2M_SOAK_ENGINE_DEBUG=1 adds when each section's bars
+    # arrived (a line a second from the engine thread).
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("e2m_live.live.engine").setLevel(logging.DEBUG)
+    if os.environ.get("E2M_SOAK_ENGINE_DEBUG"):
+        logging.getLogger("e2m_live.live.engine").setLevel(logging.DEBUG)
     parser = ap.ArgumentParser(prog="soak-serve")
     add_arguments(parser)
     config = config_from_args(parser.parse_args(serve_args))
