@@ -589,6 +589,14 @@ def verdicts(rows: list[dict], result: dict, args: argparse.Namespace) -> dict:
             "settle_s": settle,
         }
         out["rss_growth_pct"] = round(100 * (peak - base) / base, 2) if base else None
+        # The worker's RSS swings with the section it decodes (tens of MB between samples), so a single
+        # sample at minute 5 against the highest one after mixes swing into growth; the medians of the
+        # first and the last minute after settling show the trend alone (reported, not a verdict).
+        first = [r["rss_total_mb"] for r in after if r["t_s"] < after[0]["t_s"] + 60]
+        last = [r["rss_total_mb"] for r in after if r["t_s"] > after[-1]["t_s"] - 60]
+        if len(after) >= 4 and statistics.median(first):
+            trend = 100 * (statistics.median(last) - statistics.median(first)) / statistics.median(first)
+            out["rss_mb"]["trend_pct_minute_medians"] = round(trend, 2)
     warm = [r for r in rows if r["t_s"] >= min(60.0, args.minutes * 60 / 2)]
     late_start = warm[0]["late_bars"] if warm else 0
     out["late_bars"] = {
