@@ -131,7 +131,12 @@ def test_clock_out_pulse_intervals_while_generating(jack_fast):
         recorder.close()
         d.terminate()
     statuses = [r.message[0] for r in received if r.message[0] in (0xFA, 0xFB, 0xFC)]
-    assert statuses == [0xFA, 0xFC]
+    # Start then Stop. Like a pulse, a status may only be missing where JACK dropped a late client's
+    # cycle (CI once lost the Start with 3,170 XRuns logged on a jittery machine), never out of order.
+    if jack_xruns(jack_fast):
+        assert statuses in ([0xFA, 0xFC], [0xFA], [0xFC]), statuses
+    else:
+        assert statuses == [0xFA, 0xFC]
     errors, lost = pulse_interval_errors(received, tempo)
     assert len(errors) > 250
     # Pulses keep their count: one may only be missing where JACK dropped a late client's cycle
