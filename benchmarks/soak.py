@@ -330,6 +330,7 @@ class Soak:
             "--no-web",
         ]
         serve += ["--record", str(record)] if record else []
+        serve += ["--keep-awake"] if self.args.keep_awake else []
         if self.args.plain:
             command = [
                 sys.executable,
@@ -745,6 +746,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--plain", action="store_true", help="run `e2m-live serve` itself (no sender figures)"
+    )
+    parser.add_argument(
+        "--keep-awake", action="store_true", help="serve with --keep-awake (idle CPUs never halt)"
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default="soak-out", help="folder for soak.csv, soak.png, soak.json")

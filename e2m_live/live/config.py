@@ -173,6 +173,13 @@ class LiveConfig:
             "SCHED_FIFO for the player thread (and, below it, the daemon's other threads) where permitted"
         ),
     )
+    keep_awake: bool = field(
+        default=False,
+        metadata=_opt(
+            "keep idle CPUs from halting (a SCHED_IDLE spinner each) so the player wakes on time in a "
+            "virtual machine; costs power"
+        ),
+    )
     debounce_ms: float = field(default=30.0, metadata=_opt("wait this long after the last control change"))
     features: dict[str, Any] = field(
         default_factory=dict,

@@ -25,6 +25,7 @@ from e2m_live.live.addresses import SCENE_SLOTS, STATE, Command, OscRejected, pa
 from e2m_live.live.clock import Clock, InternalClock
 from e2m_live.live.config import LiveConfig, parse_host_port
 from e2m_live.live.engine import Engine
+from e2m_live.live.keep_awake import KeepAwake
 from e2m_live.live.link import LinkClock, SyncUnavailable
 from e2m_live.live.measured import MeasuredFeatures, measured_messages
 from e2m_live.live.osc import ERROR_ADDRESS, OscServer, Reply
@@ -90,6 +91,7 @@ class Daemon:
         self.out = out or sys.stdout
         self.report = StartupReport()
         self.outputs = OutputSet()
+        self.keep_awake = KeepAwake()
         self._generator_options = generator_options or {}
         self._record_timing = record_timing
         self._record_messages = record_messages
@@ -182,6 +184,8 @@ class Daemon:
             self._warn(f"OSC bound to {config.host}; clients allowed: {allowed}")
         if config.realtime:
             self._raise_thread_priorities()
+        if config.keep_awake and not self.keep_awake.start():
+            self._warn("--keep-awake: SCHED_IDLE is not available here; CPUs may halt between notes")
         if not self.engine.wait_first_bar(8.0):
             self._warn("the generator has not produced a bar yet; playback starts when it does")
         if config.autoplay:
@@ -690,6 +694,7 @@ class Daemon:
             self.engine.close()
         if self.clock is not None:
             self.clock.close()
+        self.keep_awake.close()
 
     def wait(self, stop: threading.Event) -> None:
         """Block until ``stop`` is set (signals set it)."""
