@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from e2m_live.live.config import build_config
-from e2m_live.live.keep_awake import KeepAwake
+from e2m_live.live.diagnostics import timing_checks
+from e2m_live.live.keep_awake import KeepAwake, measure_wake_lateness
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only")
 
@@ -69,3 +70,19 @@ def test_spinners_exit_when_their_daemon_is_killed() -> None:
 def test_the_flag_is_off_by_default_and_on_by_request() -> None:
     assert build_config({}, {}).keep_awake is False
     assert build_config({"keep_awake": True}, {}).keep_awake is True
+
+
+def test_the_wake_probe_measures_every_sleep() -> None:
+    wake = measure_wake_lateness(samples=40, nap=0.001)
+    assert wake.samples == 40
+    assert 0.0 <= wake.p99_ms <= wake.max_ms
+    assert 0 <= wake.over_budget <= 40
+    assert wake.share_over_budget == wake.over_budget / 40
+
+
+def test_doctor_reports_timer_wake_ups_and_suggests_keep_awake_when_late() -> None:
+    checks = {c.name: c for c in timing_checks()}
+    wake = checks["timer wake-ups"]
+    assert "ms late" in wake.detail
+    assert wake.ok or "--keep-awake" in wake.fix
+    assert "real-time scheduling" in checks

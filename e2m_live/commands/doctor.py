@@ -20,6 +20,7 @@ def run(args: argparse.Namespace) -> int:
         "Models": diagnostics.model_checks(),
         "MIDI": diagnostics.midi_checks(),
         "Audio": diagnostics.audio_checks(),
+        "Timing": diagnostics.timing_checks(),
     }
     problems = 0
     for title, checks in sections.items():

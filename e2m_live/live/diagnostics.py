@@ -161,5 +161,40 @@ def audio_checks() -> list[Check]:
     ]
 
 
+def timing_checks() -> list[Check]:
+    """Real-time scheduling, and how late this machine's timers wake a sleeping player."""
+    import threading
+
+    from e2m_live.live.keep_awake import measure_wake_lateness
+    from e2m_live.live.realtime import PLAYER_PRIORITY, make_realtime
+
+    granted: list[bool] = []
+    probe = threading.Thread(
+        target=lambda: granted.append(make_realtime(threading.get_native_id(), PLAYER_PRIORITY))
+    )
+    probe.start()
+    probe.join()
+    wake = measure_wake_lateness()
+    ok = wake.share_over_budget <= 0.01
+    return [
+        Check(
+            "real-time scheduling",
+            granted == [True],
+            "SCHED_FIFO granted" if granted == [True] else "not permitted",
+            "" if granted == [True] else "run with rtprio limits (e.g. the audio group) or as root",
+        ),
+        Check(
+            "timer wake-ups",
+            ok,
+            f"p99 {wake.p99_ms:.2f} ms late, max {wake.max_ms:.2f} ms; "
+            f"{wake.over_budget} of {wake.samples} late enough to delay a note by over 1 ms",
+            ""
+            if ok
+            else "serve with --keep-awake (idle CPUs never halt; typical of virtual machines and "
+            "deep C-states)",
+        ),
+    ]
+
+
 def midi_ports_by_api() -> dict[str, list[str] | None]:
     return {api: list_midi_ports(api) for api in compiled_midi_apis()}

@@ -9,6 +9,7 @@ else wants it, so it costs the daemon and the generation worker nothing, but the
 The price is power: every idle CPU shows as busy. So it is off by default (a laptop's fans).
 
 Each spinner checks that its parent is alive and exits when the daemon dies, even by SIGKILL.
+:func:`measure_wake_lateness` is ``e2m-live doctor``'s probe: how late timers wake a sleeping thread.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ import logging
 import os
 import subprocess
 import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from e2m_live.live.clock import SPIN_SECONDS
+from e2m_live.live.realtime import PLAYER_PRIORITY, make_realtime
 
 log = logging.getLogger(__name__)
 
@@ -66,3 +73,43 @@ class KeepAwake:
         for spinner in self.spinners:
             spinner.wait()
         self.spinners.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class WakeLateness:
+    """How late ``samples`` timed sleeps of ``nap`` seconds woke, in ms."""
+
+    samples: int
+    p99_ms: float
+    max_ms: float
+    #: Wake-ups later than the player's spin stretch plus 1 ms: a message more than 1 ms late.
+    over_budget: int
+
+    @property
+    def share_over_budget(self) -> float:
+        return self.over_budget / self.samples if self.samples else 0.0
+
+
+def measure_wake_lateness(samples: int = 300, nap: float = 0.003) -> WakeLateness:
+    """Sleep ``samples`` times for ``nap`` seconds (in a SCHED_FIFO thread where permitted, as the
+    player does) and measure how late each wake-up was."""
+    late: list[float] = []
+
+    def sleeper() -> None:
+        make_realtime(threading.get_native_id(), PLAYER_PRIORITY)
+        for _ in range(samples):
+            deadline = time.monotonic() + nap
+            time.sleep(nap)
+            late.append(max(0.0, time.monotonic() - deadline) * 1000)
+
+    thread = threading.Thread(target=sleeper, name="e2m-wake-probe", daemon=True)
+    thread.start()
+    thread.join()
+    late.sort()
+    budget_ms = (SPIN_SECONDS + 0.001) * 1000
+    return WakeLateness(
+        samples=len(late),
+        p99_ms=late[min(len(late) - 1, int(len(late) * 0.99))] if late else 0.0,
+        max_ms=late[-1] if late else 0.0,
+        over_budget=sum(ms > budget_ms for ms in late),
+    )
