@@ -41,6 +41,7 @@ from e2m_live.live.player import BarStarted, Player
 from e2m_live.live.ramps import Ramp, Ramps
 from e2m_live.live.realtime import DAEMON_PRIORITY, make_realtime
 from e2m_live.live.scenes import SceneBook, SceneError, morph
+from e2m_live.live.send_watch import SendWatch
 from e2m_live.live.sync import describe_source, open_clock
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class Daemon:
         self.report = StartupReport()
         self.outputs = OutputSet()
         self.keep_awake = KeepAwake()
+        self._send_watch = SendWatch(config.keep_awake)
         self._generator_options = generator_options or {}
         self._record_timing = record_timing
         self._record_messages = record_messages
@@ -643,6 +645,9 @@ class Daemon:
             self._advance_ramps(info)
             if self.measured is not None and info.bar is not None:
                 self.measured.add_bar(info.bar, info.gain, info.tempo, info.adaptation)
+            hint = self._send_watch.add(info.time, info.messages_sent, info.messages_late)
+            if hint:
+                log.warning("%s", hint)
         except Exception:
             log.exception("bar-line work failed")
 

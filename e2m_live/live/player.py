@@ -48,6 +48,7 @@ from e2m_live.live.outputs import (
     OutputSet,
 )
 from e2m_live.live.realtime import PLAYER_PRIORITY, make_realtime
+from e2m_live.live.send_watch import LATE_SEND_SECONDS
 from e2m_live.live.transform import Adaptation
 from e2m_live.loudness import DB_PER_VELOCITY_DECADE
 from e2m_live.music import DRUM_CHANNEL, Bar
@@ -99,6 +100,8 @@ class BarStarted:
     numerator: int = 4  # time signature of the bar
     denominator: int = 4
     bar: Bar | None = None  # the bar as decoded
+    messages_sent: int = 0  # so far, and how many of them more than LATE_SEND_SECONDS late
+    messages_late: int = 0
     adaptation: Adaptation | None = None  # and the immediate answers it was scheduled with
     gain: float = 1.0  # the loudness gain in force when it was scheduled
 
@@ -151,6 +154,9 @@ class Player:
         self.sent_messages: list[tuple[int, ...]] | None = [] if record_messages else None
         self.playing = False
         self.late_bars = 0
+        #: Messages sent, and those sent more than LATE_SEND_SECONDS after their deadline.
+        self.messages_sent = 0
+        self.messages_late = 0
         self.bar_number = -1
         self._commands: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._wake = threading.Event()
@@ -398,8 +404,12 @@ class Player:
 
     def _send(self, message: tuple[int, ...], deadline: float) -> None:
         lost = self.outputs.send(message, deadline)
+        sent = time.monotonic()
+        self.messages_sent += 1
+        if sent - deadline > LATE_SEND_SECONDS:
+            self.messages_late += 1
         if self.timing is not None:
-            self.timing.append((deadline, time.monotonic()))
+            self.timing.append((deadline, sent))
         if self.sent_messages is not None:
             self.sent_messages.append(message)
         for output in lost:
@@ -473,6 +483,8 @@ class Player:
                     numerator=planned.bar.numerator,
                     denominator=planned.bar.denominator,
                     bar=planned.bar,
+                    messages_sent=self.messages_sent,
+                    messages_late=self.messages_late,
                     adaptation=planned.adaptation,
                     gain=self._bar_gain(planned),
                 )
