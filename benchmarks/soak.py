@@ -371,9 +371,10 @@ class Soak:
         return proc
 
 
-def track_sounding(received: list, sounding: set[tuple[int, int]]) -> list[float]:
-    """Update the (channel, pitch) keys sounding at the receiver from ``received`` (note-ons, note-offs,
-    All Notes / Sound Off); returns the JACK times of the note-ons."""
+def track_sounding(received: list, sounding: dict[tuple[int, int], float]) -> list[float]:
+    """Update the (channel, pitch) keys sounding at the receiver, each with its note-on's arrival
+    (monotonic), from ``received`` (note-ons, note-offs, All Notes / Sound Off); returns the JACK
+    times of the note-ons."""
     note_ons = []
     for r in received:
         message = r.message
@@ -381,14 +382,23 @@ def track_sounding(received: list, sounding: set[tuple[int, int]]) -> list[float
             continue
         status, key = message[0] & 0xF0, (message[0] & 0x0F, message[1])
         if status == 0x90 and message[2] > 0:
-            sounding.add(key)
+            sounding[key] = r.arrival
             note_ons.append(r.jack_time)
         elif status in (0x80, 0x90):
-            sounding.discard(key)
+            sounding.pop(key, None)
         elif status == 0xB0 and message[1] in (120, 123):
             for other in [k for k in sounding if k[0] == key[0]]:
-                sounding.discard(other)
+                del sounding[other]
     return note_ons
+
+
+def all_notes_off_channels(received: list, since: float) -> set[int]:
+    """Channels on which an All Notes Off (CC 123) arrived at ``since`` (monotonic) or later."""
+    return {
+        r.message[0] & 0x0F
+        for r in received
+        if r.arrival >= since and len(r.message) >= 2 and r.message[0] & 0xF0 == 0xB0 and r.message[1] == 123
+    }
 
 
 def sample_row(
@@ -425,7 +435,7 @@ def sample_row(
 
 
 def run(args: argparse.Namespace) -> dict:
-    from e2m_live.testing.jack import JackMidiRecorder, jack_server
+    from e2m_live.testing.jack import JackMidiRecorder, jack_server, jack_xruns
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -439,7 +449,7 @@ def run(args: argparse.Namespace) -> dict:
         "settings": vars(args),
         "machine": {"cpus": os.cpu_count(), "load_avg_before": os.getloadavg()},
     }
-    with jack_server(f"e2msoak{os.getpid()}"):
+    with jack_server(f"e2msoak{os.getpid()}") as server:
         started = time.monotonic()
         proc = soak.start_daemon(midi_name, timing_file, record)
         result["ready_s"] = round(time.monotonic() - started, 2)
@@ -452,7 +462,9 @@ def run(args: argparse.Namespace) -> dict:
         t0 = time.monotonic()
         result["t0_monotonic"] = t0
         end = t0 + args.minutes * 60
-        sounding: set[tuple[int, int]] = set()
+        sounding: dict[tuple[int, int], float] = {}
+        ending: list = []  # what arrived after the last sample
+        terminated = float("inf")
         timing_offset = 0
         next_sample = t0 + args.sample_every
         next_change = t0 + 4 * soak.bar_seconds()
@@ -466,9 +478,7 @@ def run(args: argparse.Namespace) -> dict:
                     soak.change()
                     next_change = time.monotonic() + args.change_every * soak.bar_seconds()
                 if now >= next_sample:
-                    received = receiver.snapshot()
-                    receiver.clear()
-                    window_ons = track_sounding(received, sounding)
+                    window_ons = track_sounding(receiver.take(), sounding)
                     timing, timing_offset = read_timing(timing_file, timing_offset)
                     row = sample_row(soak, proc.pid, now - t0, window_ons, timing, len(sounding), record)
                     rows.append(row)
@@ -480,24 +490,34 @@ def run(args: argparse.Namespace) -> dict:
             # The end: stop, let the releases arrive, then SIGTERM.
             soak.send("/e2m/stop")
             time.sleep(1.0)
+            terminated = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             try:
                 result["exit_code"] = proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 result["exit_code"] = "killed after 60 s"
-            time.sleep(0.5)
+            # The daemon's last word is CC 123 on all 16 channels: wait for it, not a fixed time.
+            settled = time.monotonic() + 5.0
+            while len(all_notes_off_channels(ending, terminated)) < 16 and time.monotonic() < settled:
+                ending += receiver.take()
+                time.sleep(0.05)
         finally:
             soak._quit.set()
             if proc.poll() is None:
                 proc.kill()
-            received = receiver.snapshot()
             receiver.close()
-        track_sounding(received, sounding)
+            ending += receiver.take()
+        track_sounding(ending, sounding)
+        result["jack_xruns"] = jack_xruns(server)
     with open(out / "changes.jsonl", "w") as log:  # what was sent when (s into the run)
         for when, address, values in soak.controls.log:
             log.write(json.dumps([round(when - result.get("t0_monotonic", when), 2), address, values]) + "\n")
     result["hanging_notes_at_end"] = len(sounding)
+    # Each (channel, pitch, its note-on in s into the run): enough to find it in the recording.
+    t0 = result.get("t0_monotonic", 0.0)
+    result["hanging_notes"] = [[ch, pitch, round(at - t0, 3)] for (ch, pitch), at in sorted(sounding.items())]
+    result["all_notes_off_channels_at_end"] = len(all_notes_off_channels(ending, terminated))
     result["osc_errors"] = soak.errors
     result["changes_sent"] = soak.controls.sent
     result["rows"] = len(rows)

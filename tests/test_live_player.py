@@ -222,3 +222,28 @@ def test_lost_output_is_dropped_after_releasing_its_notes_and_others_play_on():
             sounding.discard(m.message[1])
     assert flaky.messages and not sounding  # its two sounding notes were released on the way out
     assert len(_ons(steady)) > 3 and _balanced(steady)
+
+
+class SlowOutput(CaptureOutput):
+    """Each send takes 20 ms: the player thread's last word (32 CCs) outlasts a short join."""
+
+    def send(self, message, when):
+        time.sleep(0.02)
+        super().send(message, when)
+
+
+def test_shutdown_returns_only_after_the_threads_last_word_went_out():
+    slow = SlowOutput()
+    bar = Bar([Note(60 + i, 100, 0.0, 8.0, 0) for i in range(4)], 4, 4)
+    source = ListSource([PlannedBar(bar, 1, True)] * 3)
+    player = Player(InternalClock(), OutputSet([slow]), source, tempo=TEMPO, realtime=False)
+    player.start_thread()
+    player.play()
+    time.sleep(0.05 + 2 * Q)
+    player.shutdown(timeout=0.05)  # the thread is still sending when the join gives up
+    count = len(slow.messages)
+    time.sleep(0.2)
+    assert len(slow.messages) == count  # nothing went out after shutdown returned
+    ccs = [m.message for m in slow.messages if m.message[0] & 0xF0 == 0xB0]
+    assert sorted(ccs) == sorted((0xB0 | ch, cc, 0) for ch in range(16) for cc in (120, 123))
+    assert player.open_notes == 0 and _balanced(slow)

@@ -60,6 +60,8 @@ _TRANSPORT, _PULSE, _CUT, _OFF, _PROGRAM, _ON = -2, -1, 0, 1, 2, 3
 #: On an external clock, a bar line passed by less than this is still played (e.g. the master's
 #: Start arrives with, not before, its first pulse): its first notes go out at once.
 _LATE_START_SECONDS = 0.03
+#: How long shutdown waits for a send in progress on the player thread (one blocked output).
+_LAST_WORD_SECONDS = 5.0
 _MIN_DURATION = 1e-3  # quarters; a zero-length note still gets a note-off after its note-on
 
 
@@ -175,6 +177,8 @@ class Player:
         self._next_clock: Clock | None = None
         self._thread = threading.Thread(target=self._run, name="e2m-player", daemon=True)
         self._stopped = threading.Event()
+        # Held around every send: after the last word (from whichever thread) nothing goes out.
+        self._send_lock = threading.RLock()
         # Loudness as a gain on note-on velocities (immediate answer): requested from any thread as
         # (gain, time); the player applies it from the first beat after that time.
         self._gain_request: tuple[float, float] | None = None  # None: velocities go out as made
@@ -213,8 +217,11 @@ class Player:
         if self._thread.is_alive():
             self._command("quit")
             self._thread.join(timeout)
-        if self._thread.is_alive() or not self._stopped.is_set():
-            self._last_word()  # thread stuck or never started: do it from here
+            if self._thread.is_alive():
+                log.warning("the player thread did not stop within %.1f s; releasing notes here", timeout)
+        # A no-op once the thread said it; waits for it while it says it; else (never started, or
+        # stuck before it) says it from here.
+        self._last_word(_LAST_WORD_SECONDS)
 
     def set_loudness(self, loudness_db: float, after: float | None = None) -> None:
         """The requested loudness: note-on velocities are scaled from the first beat after
@@ -403,7 +410,10 @@ class Player:
         self._send(message, deadline)
 
     def _send(self, message: tuple[int, ...], deadline: float) -> None:
-        lost = self.outputs.send(message, deadline)
+        with self._send_lock:
+            if self._stopped.is_set():
+                return  # after the last word (said from shutdown while this thread was busy)
+            lost = self.outputs.send(message, deadline)
         sent = time.monotonic()
         self.messages_sent += 1
         if sent - deadline > LATE_SEND_SECONDS:
@@ -417,7 +427,9 @@ class Player:
 
     def _send_clock(self, message: tuple[int, ...], deadline: float) -> None:
         assert self.clock_out is not None
-        self.clock_out.send(message, deadline)
+        with self._send_lock:
+            if not self._stopped.is_set():
+                self.clock_out.send(message, deadline)
 
     def _farewell(self, output: Output, when: float) -> None:
         """An output failed and was dropped: best effort, release its notes and close it."""
@@ -553,17 +565,25 @@ class Player:
             self._send((CONTROL_CHANGE | channel, ALL_SOUND_OFF, 0), when)
         self._channels.reset()  # program changes are sent again after a panic
 
-    def _last_word(self) -> None:
-        if self._stopped.is_set():
+    def _last_word(self, timeout: float = -1) -> None:
+        """Release every note and send CC 123 + 120 on all channels, once; nothing goes out after.
+        From :meth:`shutdown` it waits (up to ``timeout`` s) for the thread's sending to finish."""
+        if not self._send_lock.acquire(timeout=timeout):
+            log.warning("the player thread is stuck sending; closing anyway")
             return
-        self._stopped.set()
-        now = time.monotonic()
-        if self.playing and self.clock_out is not None:
-            self._send_clock((STOP,), now)
-        self._release_all(now)
-        self._heap.clear()
-        self._controllers_off(now)
-        self.playing = False
+        try:
+            if self._stopped.is_set():
+                return
+            now = time.monotonic()
+            if self.playing and self.clock_out is not None:
+                self._send_clock((STOP,), now)
+            self._release_all(now)
+            self._heap.clear()
+            self._controllers_off(now)
+            self.playing = False
+            self._stopped.set()
+        finally:
+            self._send_lock.release()
 
 
 def _try_realtime_priority() -> None:

@@ -144,6 +144,13 @@ class JackMidiRecorder:
         with self._lock:
             self.received.clear()
 
+    def take(self) -> list[Received]:
+        """What arrived since the last take, cleared in the same step (``snapshot`` then ``clear``
+        would lose what arrives between the two)."""
+        with self._lock:
+            taken, self.received = self.received, []
+        return taken
+
     def note_ons(self, since: float = 0.0, until: float = float("inf")) -> list[Received]:
         return [
             r
