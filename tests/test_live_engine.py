@@ -11,7 +11,7 @@ import pytest
 
 from e2m_live.features import EmotionFeatures
 from e2m_live.generators.base import SECTION_BARS
-from e2m_live.live.engine import Engine
+from e2m_live.live.engine import REPLAN_TEMPO_RISE, Engine
 from e2m_live.testing.load import LOAD_GENERATOR
 
 
@@ -242,3 +242,35 @@ def test_a_newer_request_interrupts_the_bar_being_made():
         requests.put(None)
         worker.join(5)
     assert not worker.is_alive()
+
+
+def test_a_much_faster_tempo_asks_for_a_section_planned_at_it():
+    """With a generator whose density follows the tempo (the model's real-time cap), a tempo
+    REPLAN_TEMPO_RISE above the newest section's asks for a new section; a smaller rise does not
+    (200 BPM: above 1.15 times the first section and the continuation planned at the smaller rise)."""
+    engine = Engine(
+        "rules",
+        features=EmotionFeatures(energy=0.2, tempo=120),
+        debounce=0.01,
+        max_debounce=0.05,
+        seed=1,
+        replan_on_tempo_rise=True,
+    )
+    engine.start()
+    try:
+        assert engine.wait_first_bar(8)
+        engine.next_bar()
+        changes = len([s for s in engine.sections if s.immediate])
+        engine.set_features(engine.features.replace(tempo=round(120 * REPLAN_TEMPO_RISE) - 1))
+        time.sleep(0.3)
+        assert len([s for s in engine.sections if s.immediate]) == changes
+        engine.set_features(engine.features.replace(tempo=200))
+        assert _wait(lambda: any(s.immediate and s.features.tempo == 200 for s in engine.sections))
+    finally:
+        engine.close()
+
+
+def test_only_the_model_generator_replans_on_tempo_by_default():
+    assert Engine("model").replan_on_tempo_rise
+    assert not Engine("model", {"realtime_density": False}).replan_on_tempo_rise
+    assert not Engine("rules").replan_on_tempo_rise

@@ -190,12 +190,11 @@ def _last_tick(tracks: list[list]) -> int:
 
 
 def coarsen(
-    division: int, tracks: list[list], markers: list[tuple[int, str]], limit: float
+    division: int, tracks: list[list], markers: list[tuple[int, str]], last: int, limit: float
 ) -> tuple[int, list[tuple[int, str]]] | None:
-    """Bring the last tick of ``tracks`` (delta times, changed in place) to at most ``limit`` by
-    dividing every tick and the division by the smallest divisor of ``division`` that does it.
-    Returns the new division and markers, or ``None`` if no divisor of the division is enough."""
-    last = _last_tick(tracks) + 1  # pretty_midi's count
+    """Bring ``last`` (pretty_midi's tick count of ``tracks``, delta times, changed in place) to at
+    most ``limit`` by dividing every tick and the division by the smallest divisor of ``division``
+    that does it. Returns the new division and markers, or ``None`` if no divisor is enough."""
     factor = next((k for k in range(2, division + 1) if division % k == 0 and last / k <= limit), None)
     if factor is None:
         return None
@@ -219,8 +218,9 @@ def read(data: bytes) -> pretty_midi.PrettyMIDI | None:
         return None
     except Exception:  # mido's meta decoding refused something: let the full reader report it
         return None
-    if division > 0 and _last_tick(tracks) + 1 > pretty_midi.pretty_midi.MAX_TICK:
-        coarser = coarsen(division, tracks, markers, pretty_midi.pretty_midi.MAX_TICK)
+    last = _last_tick(tracks) + 1  # pretty_midi's count
+    if division > 0 and last > pretty_midi.pretty_midi.MAX_TICK:
+        coarser = coarsen(division, tracks, markers, last, pretty_midi.pretty_midi.MAX_TICK)
         if coarser is None:
             return None
         division, markers = coarser

@@ -163,25 +163,16 @@ def audio_checks() -> list[Check]:
 
 def timing_checks() -> list[Check]:
     """Real-time scheduling, and how late this machine's timers wake a sleeping player."""
-    import threading
-
     from e2m_live.live.keep_awake import measure_wake_lateness
-    from e2m_live.live.realtime import PLAYER_PRIORITY, make_realtime
 
-    granted: list[bool] = []
-    probe = threading.Thread(
-        target=lambda: granted.append(make_realtime(threading.get_native_id(), PLAYER_PRIORITY))
-    )
-    probe.start()
-    probe.join()
     wake = measure_wake_lateness()
     ok = wake.share_over_budget <= 0.01
     return [
         Check(
             "real-time scheduling",
-            granted == [True],
-            "SCHED_FIFO granted" if granted == [True] else "not permitted",
-            "" if granted == [True] else "run with rtprio limits (e.g. the audio group) or as root",
+            wake.realtime,
+            "SCHED_FIFO granted" if wake.realtime else "not permitted",
+            "" if wake.realtime else "run with rtprio limits (e.g. the audio group) or as root",
         ),
         Check(
             "timer wake-ups",

@@ -6,7 +6,8 @@
 * Every control change is heard at once: each bar handed to the player is first adapted to the
   features requested since it was planned (:func:`~e2m_live.live.transform.adapt`: key, mode,
   energy); loudness is the player's gain. Tempo, loudness and a key change within the mode are
-  exact that way and need no new material.
+  exact that way and need no new material, except a tempo :data:`REPLAN_TEMPO_RISE` times the
+  newest section's with the model generator, whose density was capped for the slower tempo.
 * Other changes (features, and the :class:`~e2m_live.arrangement.Arrangement` beside them:
   key lock, ensemble, instruments, muted) are coalesced (latest wins) and debounced: a request
   goes out ``debounce`` seconds after the last change, or ``max_debounce`` after the first of a
@@ -54,6 +55,12 @@ from e2m_live.live.transform import adaptation
 from e2m_live.music import Bar
 
 log = logging.getLogger(__name__)
+
+#: The model generator caps each section's note density to what decodes in time at the tempo it was
+#: asked for (:mod:`e2m_live.generators.realtime`, 20 % slack). A tempo this much above that makes
+#: its bars too long to decode in time, so the engine asks for a new section, planned at the new
+#: tempo (the two-hour soak: 84 -> 144 BPM within a section, three repeated bars in a row).
+REPLAN_TEMPO_RISE = 1.15
 
 
 @dataclass(slots=True)
@@ -218,6 +225,7 @@ class Engine:
         hold_bars: int = 1,
         max_hold: float = 3.0,
         bridge: bool = True,
+        replan_on_tempo_rise: bool | None = None,
     ) -> None:
         self.generator = generator
         self.generator_options = dict(generator_options or {})
@@ -238,6 +246,12 @@ class Engine:
         self.max_hold = max_hold
         #: Keep a superseded section's bars to play instead of a repeat (see the module's docstring).
         self.bridge = bridge
+        if replan_on_tempo_rise is None:  # the generators whose density follows the tempo
+            replan_on_tempo_rise = generator == "model" and self.generator_options.get(
+                "realtime_density", True
+            )
+        #: A tempo :data:`REPLAN_TEMPO_RISE` times the newest section's asks for a new section.
+        self.replan_on_tempo_rise = bool(replan_on_tempo_rise)
         self._rng = random.Random(seed)
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
@@ -337,11 +351,23 @@ class Engine:
         (:func:`~e2m_live.live.transform.adapt` on the bars already decoded, the player's loudness
         gain). Tempo, loudness and a key change within the mode are exact that way and need no new
         material (the next section is planned with them); anything else also requests a new
-        section after the debounce."""
+        section after the debounce, and so does a tempo too fast for the newest section's density
+        (:data:`REPLAN_TEMPO_RISE`)."""
         with self._lock:
             old, self.features = self.features, features
-            if old.replace(tempo=features.tempo, loudness=features.loudness, key=features.key) != features:
+            if old.replace(
+                tempo=features.tempo, loudness=features.loudness, key=features.key
+            ) != features or self._outpaces_density(float(features.tempo)):
                 self._mark_dirty(immediate=True, now=time.monotonic())
+
+    def _outpaces_density(self, tempo: float) -> bool:
+        """Is ``tempo`` too fast for the bars the newest section was planned with? (lock held)"""
+        newest = self._pending or self._playing
+        return (
+            self.replan_on_tempo_rise
+            and newest is not None
+            and tempo > float(newest.features.tempo) * REPLAN_TEMPO_RISE
+        )
 
     def set_arrangement(self, arrangement: Arrangement) -> None:
         """A new arrangement (latest wins): like a feature change, a new section after the debounce,

@@ -84,6 +84,8 @@ class WakeLateness:
     max_ms: float
     #: Wake-ups later than the player's spin stretch plus 1 ms: a message more than 1 ms late.
     over_budget: int
+    #: Whether the probe thread got SCHED_FIFO, as the player asks for.
+    realtime: bool = False
 
     @property
     def share_over_budget(self) -> float:
@@ -94,9 +96,10 @@ def measure_wake_lateness(samples: int = 300, nap: float = 0.003) -> WakeLatenes
     """Sleep ``samples`` times for ``nap`` seconds (in a SCHED_FIFO thread where permitted, as the
     player does) and measure how late each wake-up was."""
     late: list[float] = []
+    granted: list[bool] = []
 
     def sleeper() -> None:
-        make_realtime(threading.get_native_id(), PLAYER_PRIORITY)
+        granted.append(make_realtime(threading.get_native_id(), PLAYER_PRIORITY))
         for _ in range(samples):
             deadline = time.monotonic() + nap
             time.sleep(nap)
@@ -112,4 +115,5 @@ def measure_wake_lateness(samples: int = 300, nap: float = 0.003) -> WakeLatenes
         p99_ms=late[min(len(late) - 1, int(len(late) * 0.99))] if late else 0.0,
         max_ms=late[-1] if late else 0.0,
         over_budget=sum(ms > budget_ms for ms in late),
+        realtime=granted == [True],
     )
