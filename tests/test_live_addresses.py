@@ -7,12 +7,22 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from e2m_live.arrangement import ENSEMBLE_NAMES, Arrangement
 from e2m_live.features import FEATURE_ORDER, FEATURES, RANGES
-from e2m_live.live.addresses import ADDRESSES, INPUTS, STATE, OscRejected, parse_message, render_markdown
+from e2m_live.live.addresses import (
+    ADDRESSES,
+    INPUTS,
+    MAX_RAMP_BARS,
+    RAMPABLE,
+    SCENE_SLOTS,
+    STATE,
+    OscRejected,
+    parse_message,
+    render_markdown,
+)
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "osc.md"
 
@@ -106,6 +116,11 @@ _osc_values = st.one_of(
     address=st.sampled_from([a.address for a in ADDRESSES] + ["/x", ""]),
     args=st.lists(_osc_values, max_size=12),
 )
+@example(address="/e2m/scene/store", args=[0.0])  # valid ramps and scenes (CI's hypothesis found one)
+@example(address="/e2m/scene/recall", args=[7, 64.0])
+@example(address="/e2m/scene/morph", args=[0, 1, 0.25])
+@example(address="/e2m/ramp", args=["energy", 0.8, 4])
+@example(address="/e2m/ramp", args=[0, -3.0, 0])
 def test_any_input_is_accepted_or_rejected_never_raises_otherwise(address, args):
     try:
         command = parse_message(address, args)
@@ -116,7 +131,17 @@ def test_any_input_is_accepted_or_rejected_never_raises_otherwise(address, args)
         muted = {changes.pop(k) for k in ("mute", "unmute") if k in changes}
         Arrangement(muted=frozenset(muted)).replace(**changes)
         return
-    for name, value in command.changes.items():
+    changes = dict(command.changes)
+    if command.kind == "ramp":  # a feature's name, a target in its range, whole bars
+        assert changes.pop("feature") in RAMPABLE
+        assert 0 <= changes.pop("bars") <= MAX_RAMP_BARS
+        changes = {command.changes["feature"]: changes["target"]}
+    elif command.kind == "scene":  # slots, whole bars, a morph's position
+        bounds = {"scene": SCENE_SLOTS - 1, "a": SCENE_SLOTS - 1, "b": SCENE_SLOTS - 1, "bars": MAX_RAMP_BARS}
+        assert all(0 <= changes[k] <= high for k, high in bounds.items() if k in changes)
+        assert "x" not in changes or 0.0 <= changes["x"] <= 1.0
+        return
+    for name, value in changes.items():
         low, high = RANGES[name]
         assert low <= value <= high and math.isfinite(value)
 

@@ -274,3 +274,27 @@ def test_only_the_model_generator_replans_on_tempo_by_default():
     assert Engine("model").replan_on_tempo_rise
     assert not Engine("model", {"realtime_density": False}).replan_on_tempo_rise
     assert not Engine("rules").replan_on_tempo_rise
+
+
+def test_bars_given_back_after_a_stop_are_handed_out_again(engine):
+    assert _wait(lambda: engine._pending is not None and engine._pending.complete)
+    _, second, third = _take(engine, 3)
+    engine.give_back(2)  # the player stopped during the second bar, the third already fetched
+    again = engine.next_bar()
+    assert (again.section, again.bar.index) == (second.section, second.bar.index)
+    assert not again.repeat
+    assert engine.next_bar().bar.index == third.bar.index
+    engine.give_back(0)
+    assert engine.next_bar().bar.index == third.bar.index + 1
+
+
+def test_a_give_back_never_rewinds_into_a_superseded_section(engine):
+    assert _wait(lambda: engine._pending is not None and engine._pending.complete)
+    old = engine.next_bar()
+    engine.set_features(engine.features.replace(energy=0.9))
+    assert _wait(lambda: engine._pending is not None and len(engine._pending.bars) >= 2)
+    new = engine.next_bar()
+    assert new.section != old.section and new.bar.index == 0
+    engine.give_back(2)  # both unheard: only the playing section's bar comes back
+    again = engine.next_bar()
+    assert (again.section, again.bar.index) == (new.section, 0)

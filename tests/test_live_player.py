@@ -247,3 +247,63 @@ def test_shutdown_returns_only_after_the_threads_last_word_went_out():
     ccs = [m.message for m in slow.messages if m.message[0] & 0xF0 == 0xB0]
     assert sorted(ccs) == sorted((0xB0 | ch, cc, 0) for ch in range(16) for cc in (120, 123))
     assert player.open_notes == 0 and _balanced(slow)
+
+
+class RewindSource:
+    """Bars in order; :meth:`give_back` steps back, as the engine does."""
+
+    def __init__(self, bars: list[Bar]) -> None:
+        self.bars = bars
+        self.index = 0
+        self.given_back: list[int] = []
+
+    def next_bar(self):
+        if self.index >= len(self.bars):
+            return None
+        self.index += 1
+        return PlannedBar(self.bars[self.index - 1], 1, continues=self.index > 1)
+
+    def give_back(self, bars: int) -> None:
+        self.given_back.append(bars)
+        self.index -= bars
+
+
+def test_a_stop_gives_back_the_bars_not_heard_and_play_starts_with_them():
+    # One pitch per bar: 60, 61, 62, ... (a bar of 4 quarters at 240 BPM lasts 1 s).
+    bars = [Bar([Note(60 + i, 90, q, 0.5, 0) for q in range(4)], 4, 4) for i in range(6)]
+    source = RewindSource(bars)
+    capture = CaptureOutput()
+    player = Player(
+        InternalClock(120),
+        OutputSet([capture]),
+        source,
+        tempo=lambda: 240.0,
+        prepare_ahead=0.6,
+        realtime=False,
+    )
+    player.start_thread()
+    try:
+        player.play()
+        # Bar 1 plays from 0.05 s; bar 2 is fetched at 0.45 s (0.6 s ahead of its bar line).
+        time.sleep(0.7)
+        player.stop()
+        assert _wait_for(lambda: source.given_back == [2])
+        heard_before = {m.message[1] for m in _ons(capture)}
+        assert heard_before <= {60}, "bar 2 must not have started"
+        capture.messages.clear()
+        player.play()
+        time.sleep(0.3)
+        player.stop()
+        assert _wait_for(lambda: len(source.given_back) == 2)
+    finally:
+        player.shutdown()
+    assert [m.message[1] for m in _ons(capture)][:1] == [60], "play starts with the interrupted bar"
+
+
+def _wait_for(predicate, timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False

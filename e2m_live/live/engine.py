@@ -25,6 +25,9 @@
   *bridge*: if the playing section runs out before the newest one has a bar, the player goes on
   with the bridge's bars (adapted to the features in force) instead of repeating a bar: they were
   decoded anyway (:attr:`Engine.bridged` counts them; docs/live.md has the A/B).
+* Bars the player got but nobody heard in full when it stopped (stop, panic, restart) come back
+  (:meth:`Engine.give_back`): the first bar after play is the interrupted one again, so a stop does
+  not cost the worker a bar of its lead (a repeated bar after panic/play in both two-hour soaks).
 * If a bar is late the player gets the bar being played again (adapted), and the lag is
   reported; :attr:`Engine.margins` records the bars decoded ahead at every bar, for benchmarks.
 """
@@ -268,6 +271,8 @@ class Engine:
         #: What the last repeat waited for (the log says it with the repeat).
         self.late_reason = ""
         self._last_given: PlannedBar | None = None  # the prime of a re-plan (adapted when it is sent)
+        #: (section id, bar index) of the last bars handed out (not repeats), for :meth:`give_back`.
+        self._handed: collections.deque[tuple[int, int]] = collections.deque(maxlen=4)
         self._waiting_since: float | None = None
         self._inflight: Request | None = None
         self._ctx = mp.get_context("spawn")
@@ -424,9 +429,24 @@ class Engine:
                 planned.lag_ms = 0.0 if self._waiting_since is None else (now - self._waiting_since) * 1000
                 self._waiting_since = None
             self._last_given = planned
+            if not planned.repeat and self._playing is not None:
+                self._handed.append((self._playing.id, self._index))
             self._maybe_continue()
             self.margins.append((now, self._bars_ahead()))
             return planned
+
+    def give_back(self, bars: int) -> None:
+        """The player stopped before the last ``bars`` bars it got were heard in full: hand out
+        the playing section's among them again (a superseded section's are let go)."""
+        with self._lock:
+            rewind_to = None
+            for _ in range(bars):
+                if not self._handed or self._playing is None or self._handed[-1][0] != self._playing.id:
+                    break
+                rewind_to = self._handed.pop()[1]
+            if rewind_to is not None:
+                self._index = rewind_to - 1
+            self._handed.clear()
 
     def _choose(self, now: float) -> PlannedBar | None:
         pending = self._pending

@@ -18,11 +18,15 @@ Guarantees:
   goes out from the same deadline heap as the notes;
 * on an external clock (MIDI clock in, Link) the first bar starts on the master's next bar line
   (bar lines are multiples of the bar length in the master's beats); while the master's
-  transport is stopped nothing is scheduled.
+  transport is stopped nothing is scheduled;
+* on stop, panic or a restart, the bars the source handed out and nobody heard in full (the bar
+  being played, one fetched for the next bar line) go back to it (``give_back``, optional), so a
+  stop costs the generator no material: the first bar after play is the interrupted one again.
 """
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import logging
@@ -83,6 +87,15 @@ class PlannedBar:
 class BarSource(Protocol):
     def next_bar(self) -> PlannedBar | None:
         """The bar to play next, or None if none is ready (never blocks)."""
+        ...
+
+
+class GivesBack(Protocol):
+    """A source that takes bars back (optional beside :class:`BarSource`)."""
+
+    def give_back(self, bars: int) -> None:
+        """The player stopped before the last ``bars`` bars it got (repeats not counted) were heard
+        in full: hand them out again."""
         ...
 
 
@@ -173,6 +186,8 @@ class Player:
         self._align_pending = False  # external clock: find the master's next bar line first
         self._held: PlannedBar | None = None  # the bar fetched to align on
         self._bar_lines: list[float] = []  # start beats of the bars scheduled lately
+        #: (start beat, quarters) of the bars lately fetched from the source (not repeats).
+        self._fetched: collections.deque[tuple[float, float]] = collections.deque(maxlen=4)
         self._resume_beat: float | None = None
         self._next_clock: Clock | None = None
         self._thread = threading.Thread(target=self._run, name="e2m-player", daemon=True)
@@ -290,6 +305,7 @@ class Player:
         self._heap.clear()
         self._held = None
         self._bar_lines.clear()
+        self._fetched.clear()
         if clock.follows_external_tempo:
             self._align_pending = True
         elif resume and self._resume_beat is not None and isinstance(clock, InternalClock):
@@ -327,6 +343,7 @@ class Player:
             self._resume_beat = min(ahead) if ahead else self._next_bar_beat
             if self.clock_out is not None:
                 self._send_clock((STOP,), now)
+            self._give_back(beat_now)
         self._heap.clear()
         self._held = None
         self._align_pending = False
@@ -335,6 +352,19 @@ class Player:
         was_playing, self.playing = self.playing, False
         if was_playing and notify and self.on_state:
             self.on_state(False)
+
+    def _give_back(self, beat_now: float) -> None:
+        """Return to the source the bars it handed out that were not heard in full."""
+        unheard = sum(1 for start, quarters in self._fetched if start + quarters > beat_now)
+        if self._held is not None and not self._held.repeat:
+            unheard += 1  # fetched to align on an external clock, never scheduled
+        self._fetched.clear()
+        give_back = getattr(self.source, "give_back", None)
+        if unheard and give_back is not None:
+            try:
+                give_back(unheard)
+            except Exception:
+                log.exception("the bar source could not take %d bars back", unheard)
 
     def _align_to_master(self) -> bool:
         """External clock: hold the first bar and start it on the master's next bar line."""
@@ -477,6 +507,8 @@ class Player:
         repeated = repeated or planned.repeat
         if repeated:
             self.late_bars += 1
+        else:
+            self._fetched.append((self._next_bar_beat, planned.bar.quarters))
         self._schedule(planned)
         self.bar_number += 1
         self._last = planned

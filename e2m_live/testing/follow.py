@@ -5,7 +5,7 @@ what two :class:`~e2m_live.testing.jack.JackMidiRecorder` heard (the master's pu
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from e2m_live.testing.jack import Received, jack_seconds
 
@@ -85,6 +85,8 @@ class FollowFigures:
     notes_after_stop: int
     open_at_stop: int  # notes sounding one pulse after the master's Stop
     stop_to_silence: float  # seconds from Stop (at the recorder) to the last note-off
+    #: (bar, nearest note-on to its downbeat in seconds, None if none) of each bar without an onset
+    missing_bars: list[tuple[int, float | None]] = field(default_factory=list)
 
 
 def follow_figures(
@@ -107,6 +109,7 @@ def follow_figures(
     onsets = [t for t, r in events if r.message[0] & 0xF0 == 0x90 and r.message[2] > 0]
     per_bar = 24 * beats_per_bar
     bar_errors, lateness, missing = [], [], 0
+    missing_bars: list[tuple[int, float | None]] = []
     for k in range(0, len(pulses), per_bar):
         near = [t - pulses[k] for t in onsets if abs(t - pulses[k]) < 0.06]
         if near:
@@ -114,6 +117,8 @@ def follow_figures(
             lateness.append(_lateness(pulses, k))
         else:
             missing += 1
+            nearest = min((t - pulses[k] for t in onsets), key=abs, default=None)
+            missing_bars.append((k // per_bar, nearest))
     tempo_errors = []
     first = 0
     for bpm, beats in segments:
@@ -150,7 +155,14 @@ def follow_figures(
     after = [t for t in onsets if stop_at + 0.002 < t < resumed_at]
     last_off = max((t for t in offs.values() if stop_at <= t < resumed_at), default=stop_at)
     return FollowFigures(
-        bar_errors, lateness, missing, tempo_errors, len(after), len(sounding), last_off - stop_at
+        bar_errors,
+        lateness,
+        missing,
+        tempo_errors,
+        len(after),
+        len(sounding),
+        last_off - stop_at,
+        missing_bars,
     )
 
 
