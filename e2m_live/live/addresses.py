@@ -251,7 +251,8 @@ ADDRESSES: tuple[OscAddress, ...] = (
         f"{PREFIX}/play",
         (_FLAG,),
         "Play",
-        "start playing (a flag of 0 is ignored, so button releases do nothing)",
+        "start playing; after a stop, with the bar the stop interrupted (a flag of 0 is "
+        "ignored, so button releases do nothing)",
         control="button",
         optional_arguments=True,
         group="transport",
@@ -270,7 +271,8 @@ ADDRESSES: tuple[OscAddress, ...] = (
         (_FLAG,),
         "Continue",
         "resume: internal clock from the bar line after the stop (bar count and song position "
-        "kept); external clock at the master's next bar line",
+        "kept); external clock at the master's next bar line; the music goes on with the bar "
+        "the stop interrupted",
         control="button",
         optional_arguments=True,
         group="transport",
