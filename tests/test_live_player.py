@@ -11,6 +11,7 @@ from e2m_live.live.clock import InternalClock
 from e2m_live.live.outputs import CaptureOutput, OutputSet
 from e2m_live.live.player import PlannedBar, Player
 from e2m_live.music import DRUM_CHANNEL, Bar, Note
+from e2m_live.testing.daemon import wait_until
 
 TEMPO = 480.0
 Q = 60.0 / TEMPO  # seconds per quarter: 0.125
@@ -284,26 +285,17 @@ def test_a_stop_gives_back_the_bars_not_heard_and_play_starts_with_them():
     player.start_thread()
     try:
         player.play()
-        # Bar 1 plays from 0.05 s; bar 2 is fetched at 0.45 s (0.6 s ahead of its bar line).
-        time.sleep(0.7)
+        # Bar 2 is fetched 0.6 s ahead of its bar line: stop while bar 1 plays and bar 2 waits.
+        assert wait_until(lambda: source.index == 2, timeout=3.0)
         player.stop()
-        assert _wait_for(lambda: source.given_back == [2])
+        assert wait_until(lambda: source.given_back == [2], timeout=3.0), source.given_back
         heard_before = {m.message[1] for m in _ons(capture)}
         assert heard_before <= {60}, "bar 2 must not have started"
         capture.messages.clear()
         player.play()
-        time.sleep(0.3)
+        assert wait_until(lambda: _ons(capture), timeout=3.0)
         player.stop()
-        assert _wait_for(lambda: len(source.given_back) == 2)
+        assert wait_until(lambda: len(source.given_back) == 2, timeout=3.0)
     finally:
         player.shutdown()
     assert [m.message[1] for m in _ons(capture)][:1] == [60], "play starts with the interrupted bar"
-
-
-def _wait_for(predicate, timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False

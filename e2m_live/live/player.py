@@ -85,17 +85,12 @@ class PlannedBar:
 
 
 class BarSource(Protocol):
+    """Where the player's bars come from. A source may also have ``give_back(bars: int)``: the
+    player stopped before the last ``bars`` bars it got (repeats not counted) were heard in full,
+    and they should be handed out again (optional: the player looks it up)."""
+
     def next_bar(self) -> PlannedBar | None:
         """The bar to play next, or None if none is ready (never blocks)."""
-        ...
-
-
-class GivesBack(Protocol):
-    """A source that takes bars back (optional beside :class:`BarSource`)."""
-
-    def give_back(self, bars: int) -> None:
-        """The player stopped before the last ``bars`` bars it got (repeats not counted) were heard
-        in full: hand them out again."""
         ...
 
 

@@ -108,7 +108,7 @@ def follow_figures(
     pulses = [t for t, r in events if r.message[0] == 0xF8 and start_at <= t < stop_at]
     onsets = [t for t, r in events if r.message[0] & 0xF0 == 0x90 and r.message[2] > 0]
     per_bar = 24 * beats_per_bar
-    bar_errors, lateness, missing = [], [], 0
+    bar_errors, lateness = [], []
     missing_bars: list[tuple[int, float | None]] = []
     for k in range(0, len(pulses), per_bar):
         near = [t - pulses[k] for t in onsets if abs(t - pulses[k]) < 0.06]
@@ -116,7 +116,6 @@ def follow_figures(
             bar_errors.append(min(near, key=abs))
             lateness.append(_lateness(pulses, k))
         else:
-            missing += 1
             nearest = min((t - pulses[k] for t in onsets), key=abs, default=None)
             missing_bars.append((k // per_bar, nearest))
     tempo_errors = []
@@ -157,7 +156,7 @@ def follow_figures(
     return FollowFigures(
         bar_errors,
         lateness,
-        missing,
+        len(missing_bars),
         tempo_errors,
         len(after),
         len(sounding),
