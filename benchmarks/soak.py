@@ -11,8 +11,10 @@ later: alone in a Link session nothing starts the transport), transport stop the
 play. Every ``--sample-every``
 seconds one CSV row: resident memory of the daemon and of each of its descendants (the generation
 worker), bars played and repeated (``/e2m/state/lag`` feedback), the daemon's own send error
-(deadline vs the time the message went out, collected in the daemon process), the receiver's
-note-ons against the position grid, notes open at the receiver, the recording's size. At the end:
+(collected in the daemon process: with the frame-accurate JACK output, how far after its frame each
+message was written; with ``--jack-latency-ms 0`` (rtmidi), deadline vs the time it went out), the
+receiver's note-ons against the position grid (the receiver stamps each message with its JACK frame:
+what a DAW would record), notes open at the receiver, the recording's size. At the end:
 stop, SIGTERM, notes left open at the receiver, ``e2m-live describe`` on the recording, a PNG plot
 and the verdicts on the targets of issue 20 (files in ``--out``: ``soak.csv``, ``soak.png``,
 ``soak.json``, ``sender_timing.jsonl``, ``changes.jsonl``, ``daemon.log`` (what each repeated bar waited
@@ -73,6 +75,7 @@ COLUMNS = (
     "sender_max_ms",
     "receiver_note_ons",
     "receiver_grid_p99_ms",
+    "xruns",
     "open_notes",
     "record_bytes",
     "changes",
@@ -96,6 +99,7 @@ def serve_child(timing_file: str, serve_args: list[str]) -> int:
     from e2m_live.commands.serve import add_arguments
     from e2m_live.live.config import config_from_args
     from e2m_live.live.daemon import Daemon
+    from e2m_live.live.jack_midi import JackMidiOutput
     from e2m_live.live.realtime import DAEMON_PRIORITY, make_realtime
 
     # The daemon's log says why a bar was late; E2M_SOAK_ENGINE_DEBUG=1 adds when each section's bars
@@ -119,13 +123,22 @@ def serve_child(timing_file: str, serve_args: list[str]) -> int:
     def drain() -> None:
         if config.realtime:  # holding the GIL, it must not be preempted (see e2m_live/live/realtime.py)
             make_realtime(threading.get_native_id(), DAEMON_PRIORITY)
+        # A frame-accurate JACK output: a message's error is how far after its frame it was written
+        # (its send's own lateness is absorbed by the output's constant latency: "wake" figures).
+        framed = next((o for o in daemon.outputs.outputs if isinstance(o, JackMidiOutput)), None)
+        if framed is not None:
+            framed.timing = []
         with open(timing_file, "a") as out:
             while not stop.wait(TIMING_EVERY_S):
                 player = daemon.player
                 if player is None or player.timing is None:
                     continue
                 taken, player.timing = player.timing, []
-                errors = [abs(sent - deadline) * 1000 for deadline, sent in taken]
+                wake = [abs(sent - deadline) * 1000 for deadline, sent in taken]
+                errors = wake
+                if framed is not None and framed.timing is not None:
+                    frames, framed.timing = framed.timing, []
+                    errors = [f * 1000 / framed.rate for f in frames]
                 out.write(
                     json.dumps(
                         {
@@ -135,6 +148,12 @@ def serve_child(timing_file: str, serve_args: list[str]) -> int:
                             "p99": percentile(errors, 0.99),
                             "max": max(errors, default=None),
                             "over_1ms": sum(e > 1.0 for e in errors),
+                            "framed": framed is not None,
+                            "wake_p99": percentile(wake, 0.99),
+                            "wake_over_1ms": sum(e > 1.0 for e in wake),
+                            "callbacks": framed.callbacks if framed else None,
+                            "slow_callbacks": framed.slow_callbacks if framed else None,
+                            "worst_callback_start": framed.worst_callback_start if framed else None,
                         }
                     )
                     + "\n"
@@ -185,16 +204,24 @@ def descendants(pid: int) -> list[int]:
 def grid_errors(times: list[float], tempo: float) -> list[float]:
     """|error| (ms) of note-on times against the position grid (12 a quarter) at ``tempo``, phase fitted.
 
-    The grid's phase is the circular mean of the times modulo one position; the constant offset
-    left (the port's latency) is the median residual."""
+    The grid's phase is the circular mean of the times modulo one position; what is left is
+    detrended (least squares): the receiver stamps frames, and the dummy driver's frame clock runs
+    a little slower than the wall clock the daemon plays by (about 0.05 % here), a steady drift,
+    not jitter. The constant offset (the port's latency) goes with it."""
     if len(times) < 8:
         return []
     step = 60.0 / tempo / POSITIONS_PER_QUARTER
     angles = [2 * math.pi * ((t / step) % 1.0) for t in times]
     phase = math.atan2(sum(map(math.sin, angles)), sum(map(math.cos, angles))) / (2 * math.pi) * step
     residuals = [((t - phase + step / 2) % step) - step / 2 for t in times]
-    middle = statistics.median(residuals)
-    return [abs(r - middle) * 1000 for r in residuals]
+    mean_t, mean_r = statistics.fmean(times), statistics.fmean(residuals)
+    spread = sum((t - mean_t) ** 2 for t in times)
+    slope = (
+        sum((t - mean_t) * (r - mean_r) for t, r in zip(times, residuals, strict=True)) / spread
+        if spread
+        else 0.0
+    )
+    return [abs(r - mean_r - slope * (t - mean_t)) * 1000 for t, r in zip(times, residuals, strict=True)]
 
 
 # ---- the run -------------------------------------------------------------------------------------
@@ -332,6 +359,8 @@ class Soak:
             "--no-web",
         ]
         serve += ["--record", str(record)] if record else []
+        if self.args.jack_latency_ms is not None:
+            serve += ["--jack-latency-ms", str(self.args.jack_latency_ms)]
         serve += ["--keep-awake"] if self.args.keep_awake else []
         if self.args.plain:
             command = [
@@ -411,11 +440,13 @@ def sample_row(
     timing: dict,
     open_notes: int,
     record: Path | None,
+    xruns: int = 0,
 ) -> dict:
     """One CSV row: memory of the daemon and its children, bars, sender timing, the receiver's grid."""
     args = soak.args
     # Grid timing only over windows the grid did not move in (tempo, sync, transport).
     steady = time.monotonic() - soak.controls.grid_moved_at > args.sample_every + 4 * soak.bar_seconds()
+    steady = steady and not xruns  # an XRun steps the dummy driver's frame clock (see JackFrameRecorder)
     grid = grid_errors(note_ons, soak.controls.tempo) if steady else []
     daemon_rss = rss_mb(pid) or 0.0
     children_rss = sum(rss_mb(child) or 0.0 for child in descendants(pid))
@@ -430,6 +461,7 @@ def sample_row(
         **timing,
         "receiver_note_ons": len(note_ons),
         "receiver_grid_p99_ms": _round(percentile(grid, 0.99)),
+        "xruns": xruns,
         "open_notes": open_notes,
         "record_bytes": record.stat().st_size if record and record.exists() else 0,
         "changes": soak.controls.sent,
@@ -437,7 +469,7 @@ def sample_row(
 
 
 def run(args: argparse.Namespace) -> dict:
-    from e2m_live.testing.jack import JackMidiRecorder, jack_server, jack_xruns
+    from e2m_live.testing.jack import JackFrameRecorder, jack_server, jack_xruns
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -455,7 +487,7 @@ def run(args: argparse.Namespace) -> dict:
         started = time.monotonic()
         proc = soak.start_daemon(midi_name, timing_file, record)
         result["ready_s"] = round(time.monotonic() - started, 2)
-        receiver = JackMidiRecorder(f"e2m-soak-receiver-{os.getpid()}")
+        receiver = JackFrameRecorder(f"e2m-soak-receiver-{os.getpid()}")
         receiver.connect(midi_name)
         listener = threading.Thread(target=soak.listen, daemon=True)
         listener.start()
@@ -468,6 +500,7 @@ def run(args: argparse.Namespace) -> dict:
         ending: list = []  # what arrived after the last sample
         terminated = float("inf")
         timing_offset = 0
+        xruns_seen = receiver.xruns
         next_sample = t0 + args.sample_every
         next_change = t0 + 4 * soak.bar_seconds()
         try:
@@ -482,7 +515,10 @@ def run(args: argparse.Namespace) -> dict:
                 if now >= next_sample:
                     window_ons = track_sounding(receiver.take(), sounding)
                     timing, timing_offset = read_timing(timing_file, timing_offset)
-                    row = sample_row(soak, proc.pid, now - t0, window_ons, timing, len(sounding), record)
+                    xruns, xruns_seen = receiver.xruns - xruns_seen, receiver.xruns
+                    row = sample_row(
+                        soak, proc.pid, now - t0, window_ons, timing, len(sounding), record, xruns
+                    )
                     rows.append(row)
                     write_csv(out / "soak.csv", rows)
                     if args.verbose:
@@ -790,6 +826,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--keep-awake", action="store_true", help="serve with --keep-awake (idle CPUs never halt)"
+    )
+    parser.add_argument(
+        "--jack-latency-ms",
+        type=float,
+        default=None,
+        help="the daemon's --jack-latency-ms (default: its own, frame-accurate; 0: rtmidi sends at once)",
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default="soak-out", help="folder for soak.csv, soak.png, soak.json")

@@ -93,6 +93,14 @@ class LiveConfig:
         default="", metadata=_opt("an existing MIDI port (name or part of it); default: a virtual port")
     )
     midi_name: str = field(default="e2m-live", metadata=_opt("MIDI client name of the virtual port"))
+    jack_latency_ms: float = field(
+        default=10.0,
+        metadata=_opt(
+            "with --midi-api jack: write each message on its exact JACK frame this many ms after its "
+            "deadline (absorbs the sender's wake-up jitter; a constant latency a DAW compensates, and "
+            "--sync plays that much ahead); 0: send at once through python-rtmidi (quantised to the period)"
+        ),
+    )
     fluidsynth: bool = field(default=False, metadata=_opt("play audio through FluidSynth"))
     audio_driver: str = field(
         default="",
@@ -267,6 +275,8 @@ class LiveConfig:
             raise ConfigError(f"sync: {self.sync!r} is not 'internal', 'midi' or 'link'")
         if not -1000 <= self.sync_offset_ms <= 1000:
             raise ConfigError("sync_offset_ms must be within -1000..1000")
+        if not 0 <= self.jack_latency_ms <= 200:
+            raise ConfigError("jack_latency_ms must be within 0..200")
         if self.debounce_ms < 0:
             raise ConfigError("debounce_ms must be >= 0")
         self.starting_features()

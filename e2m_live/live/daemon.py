@@ -107,6 +107,7 @@ class Daemon:
         self.osc: OscServer | None = None
         self.clock: Clock | None = None
         self.clock_out: OutputSet | None = None
+        self._output_latency = 0.0  # seconds: a frame-accurate JACK output plays this late
         self._sync_lock = threading.Lock()
         #: The performer's transport intent (play pressed, not stopped since): a sync switch keeps
         #: it, so switching to a Link session nobody starts and back resumes playing.
@@ -223,9 +224,12 @@ class Daemon:
     def _open_outputs(self) -> None:
         config = self.config
         if config.midi:
-            midi, problem = open_default_midi(config.midi_api, config.midi_port or None, config.midi_name)
+            midi, problem = open_default_midi(
+                config.midi_api, config.midi_port or None, config.midi_name, config.jack_latency_ms
+            )
             if midi is not None:
                 self.outputs.add(midi)
+                self._output_latency = getattr(midi, "latency", 0.0)
                 if config.clock_out:
                     self.clock_out = OutputSet([midi])
             else:
@@ -461,7 +465,7 @@ class Daemon:
     def _open_clock(self, source: str, tempo: float, beats_per_bar: float) -> Clock:
         """The clock at startup; an unavailable source falls back to the internal clock."""
         try:
-            clock = open_clock(source, self.config, tempo, beats_per_bar)
+            clock = open_clock(source, self.config, tempo, beats_per_bar, self._output_latency)
         except SyncUnavailable as error:
             self._warn(f"sync {source} unavailable ({error}); using the internal clock")
             clock = InternalClock(tempo)
@@ -479,7 +483,9 @@ class Daemon:
                 return None
             features = engine.features
             try:
-                clock = open_clock(source, self.config, features.tempo, features.time_signature)
+                clock = open_clock(
+                    source, self.config, features.tempo, features.time_signature, self._output_latency
+                )
             except SyncUnavailable as error:
                 return f"cannot sync to {source}: {error}"
             was_playing = player.playing or self._play_wanted

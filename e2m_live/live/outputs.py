@@ -218,11 +218,13 @@ def match_port(wanted: str, ports: list[str]) -> int | None:
 
 
 def open_default_midi(
-    api: str = "auto", port: str | None = None, client_name: str = "e2m-live"
-) -> tuple[MidiPortOutput | None, str | None]:
+    api: str = "auto", port: str | None = None, client_name: str = "e2m-live", jack_latency_ms: float = 0.0
+) -> tuple[Output | None, str | None]:
     """Open the configured MIDI output, degrading gracefully.
 
-    With ``api="auto"`` on Linux: ALSA first, then JACK if a server runs. Returns
+    With ``api="auto"`` on Linux: ALSA first, then JACK if a server runs. JACK with
+    ``jack_latency_ms > 0`` places messages on exact frames (:mod:`e2m_live.live.jack_midi`), else
+    (or without the JACK-Client package) python-rtmidi sends them at once. Returns
     ``(output, None)`` or ``(None, message)`` saying why there is no MIDI output and what to do.
     """
     tried = []
@@ -230,6 +232,19 @@ def open_default_midi(
     if api == "auto" and candidates[0] == "alsa":
         candidates.append("jack")
     for name in candidates:
+        if name == "jack" and jack_latency_ms > 0:
+            from e2m_live.live.jack_midi import JackMidiOutput, import_jack
+
+            try:
+                import_jack()
+            except OutputError as error:
+                log.warning("%s; sending through python-rtmidi (quantised to the JACK period)", error)
+            else:
+                try:
+                    return JackMidiOutput(port, client_name, latency_ms=jack_latency_ms), None
+                except OutputError as error:
+                    tried.append(str(error))
+                    continue
         try:
             return MidiPortOutput(name, port, client_name), None
         except OutputError as error:

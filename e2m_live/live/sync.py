@@ -9,9 +9,14 @@ from e2m_live.live.midi_clock import MidiClockFollower, MidiClockInput
 from e2m_live.live.outputs import OutputError
 
 
-def open_clock(source: str, config: LiveConfig, tempo: float, beats_per_bar: float) -> Clock:
-    """The clock for ``source``; raises :class:`SyncUnavailable` saying why it cannot open."""
-    offset = config.sync_offset_ms / 1000.0
+def open_clock(
+    source: str, config: LiveConfig, tempo: float, beats_per_bar: float, output_latency: float = 0.0
+) -> Clock:
+    """The clock for ``source``; raises :class:`SyncUnavailable` saying why it cannot open.
+
+    ``output_latency`` (seconds, a frame-accurate JACK output's) is added to ``--sync-offset-ms``:
+    following a master, the notes sound on its beat."""
+    offset = config.sync_offset_ms / 1000.0 + output_latency
     if source == "internal":
         return InternalClock(tempo)
     if source == "midi":

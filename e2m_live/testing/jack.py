@@ -84,7 +84,50 @@ class Received:
     message: list[int]
 
 
-class JackMidiRecorder:
+class _Recording:
+    """What a recorder client received, shared by both recorders."""
+
+    received: list[Received]
+    _lock: threading.Lock
+
+    def snapshot(self) -> list[Received]:
+        with self._lock:
+            return list(self.received)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.received.clear()
+
+    def take(self) -> list[Received]:
+        """What arrived since the last take, cleared in the same step (``snapshot`` then ``clear``
+        would lose what arrives between the two)."""
+        with self._lock:
+            taken, self.received = self.received, []
+        return taken
+
+    def note_ons(self, since: float = 0.0, until: float = float("inf")) -> list[Received]:
+        return [
+            r
+            for r in self.snapshot()
+            if r.message[0] & 0xF0 == 0x90 and r.message[2] > 0 and since <= r.arrival < until
+        ]
+
+    def open_notes(self) -> set[tuple[int, int]]:
+        """(channel, pitch) with a note-on and no note-off yet (CC 123/120 are not counted)."""
+        sounding: set[tuple[int, int]] = set()
+        for r in self.snapshot():
+            status, data = r.message[0] & 0xF0, r.message
+            if len(data) < 3:
+                continue
+            key = (data[0] & 0x0F, data[1])
+            if status == 0x90 and data[2] > 0:
+                sounding.add(key)
+            elif status in (0x80, 0x90):
+                sounding.discard(key)
+        return sounding
+
+
+class JackMidiRecorder(_Recording):
     """A second JACK client that connects to the daemon's port and records what arrives."""
 
     def __init__(self, client_name: str = "e2m-test-recorder", timing: bool = False) -> None:
@@ -136,47 +179,63 @@ class JackMidiRecorder:
             time.sleep(0.05)
         raise AssertionError(f"no JACK MIDI port containing {port_part!r}: {self.midi_in.get_ports()}")
 
-    def snapshot(self) -> list[Received]:
-        with self._lock:
-            return list(self.received)
-
-    def clear(self) -> None:
-        with self._lock:
-            self.received.clear()
-
-    def take(self) -> list[Received]:
-        """What arrived since the last take, cleared in the same step (``snapshot`` then ``clear``
-        would lose what arrives between the two)."""
-        with self._lock:
-            taken, self.received = self.received, []
-        return taken
-
-    def note_ons(self, since: float = 0.0, until: float = float("inf")) -> list[Received]:
-        return [
-            r
-            for r in self.snapshot()
-            if r.message[0] & 0xF0 == 0x90 and r.message[2] > 0 and since <= r.arrival < until
-        ]
-
-    def open_notes(self) -> set[tuple[int, int]]:
-        """(channel, pitch) with a note-on and no note-off yet (CC 123/120 are not counted)."""
-        sounding: set[tuple[int, int]] = set()
-        for r in self.snapshot():
-            status, data = r.message[0] & 0xF0, r.message
-            if len(data) < 3:
-                continue
-            key = (data[0] & 0x0F, data[1])
-            if status == 0x90 and data[2] > 0:
-                sounding.add(key)
-            elif status in (0x80, 0x90):
-                sounding.discard(key)
-        return sounding
-
     def close(self) -> None:
         self._closed.set()
         self._poller.join(1.0)
         self.midi_in.close_port()
         self.midi_in.delete()
+
+
+class JackFrameRecorder(_Recording):
+    """A JACK client (the JACK-Client package) that stamps each message with the frame it arrived
+    at: sample-exact times, where rtmidi stamps a whole process cycle with the time it read it.
+    ``jack_time`` is that frame in seconds (``frame / rate``, unwrapped)."""
+
+    def __init__(self, client_name: str = "e2m-test-frames") -> None:
+        import jack
+
+        self.client = jack.Client(client_name, no_start_server=True)
+        self.rate = self.client.samplerate
+        self.port = self.client.midi_inports.register("in")
+        self.received = []
+        self._lock = threading.Lock()
+        self._last_start: int | None = None
+        self._wraps = 0
+        #: XRuns the server reported: the dummy driver's frame clock falls behind the wall clock at
+        #: each, so frame-stamped timing across one has a step that is the driver's, not the sender's.
+        self.xruns = 0
+        self.client.set_process_callback(self._process)
+        self.client.set_xrun_callback(self._on_xrun)
+        self.client.activate()
+
+    def _process(self, frames: int) -> None:
+        start = self.client.last_frame_time
+        if self._last_start is not None and start < self._last_start:
+            self._wraps += 1
+        self._last_start = start
+        base = start + (self._wraps << 32)
+        now = time.monotonic()
+        events = [(base + offset, list(bytes(data))) for offset, data in self.port.incoming_midi_events()]
+        if events:
+            with self._lock:
+                self.received += [Received(now, frame / self.rate, message) for frame, message in events]
+
+    def _on_xrun(self, _delay: float) -> None:
+        self.xruns += 1
+
+    def connect(self, port_part: str, timeout: float = 5.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for port in self.client.get_ports(is_midi=True, is_output=True):
+                if port_part in port.name:
+                    self.client.connect(port, self.port)
+                    return str(port.name)
+            time.sleep(0.05)
+        raise AssertionError(f"no JACK MIDI output port containing {port_part!r}")
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()
 
 
 def jack_seconds(received: list[Received]) -> list[float]:

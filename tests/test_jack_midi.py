@@ -1,0 +1,162 @@
+"""The frame-accurate JACK output against a second JACK client that stamps what arrives by frame.
+
+The player's sends come late by a wake-up (0.1 ms at the median, a few ms in a busy minute);
+rtmidi's JACK backend then adds up to a period of quantisation. Here every message must land on
+its deadline's frame plus the constant latency, whatever the send's lateness within the slack."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+
+import pytest
+
+from e2m_live.live.outputs import MidiPortOutput, OutputError, open_default_midi
+from e2m_live.testing.daemon import wait_until
+from e2m_live.testing.jack import JackFrameRecorder
+from tests.live_helpers import jack  # noqa: F401
+
+pytestmark = pytest.mark.jack
+jack_client = pytest.importorskip("jack")
+
+from e2m_live.live.jack_midi import JackMidiOutput  # noqa: E402
+
+STEP = 0.0125  # 600 frames at 48 kHz
+
+
+@pytest.fixture
+def pair(jack):  # noqa: F811 - the fixture is imported above
+    out = JackMidiOutput(client_name="e2m-frames-out", latency_ms=12.0)
+    recorder = JackFrameRecorder("e2m-frames-in")
+    recorder.connect("e2m-frames-out")
+    yield out, recorder
+    recorder.close()
+
+
+def _send_late(out, count: int, lateness: list[float]) -> list[float]:
+    """Send ``count`` note-ons on a 12.5 ms grid, each after its deadline by a drawn lateness."""
+    t0 = time.monotonic() + 0.05
+    deadlines = [t0 + i * STEP for i in range(count)]
+    rng = random.Random(3)
+    for i, deadline in enumerate(deadlines):
+        time.sleep(max(0.0, deadline + rng.choice(lateness) - time.monotonic()))
+        out.send([0x90, 60 + i % 12, 100], deadline)
+    return deadlines
+
+
+def test_messages_land_on_their_frames_whatever_the_send_lateness(pair):
+    out, recorder = pair
+    _send_late(out, 200, [0.0, 0.0, 0.001, 0.003])
+    assert wait_until(lambda: len(recorder.snapshot()) >= 200, 5.0), len(recorder.snapshot())
+    out.close()
+    frames = [round(r.jack_time * recorder.rate) for r in recorder.snapshot()]
+    spacing = [b - a for a, b in itertools.pairwise(frames)]
+    # 600 frames apart, up to a few frames for JACK's estimate of "now" (one frame: 21 us).
+    assert max(abs(s - 600) for s in spacing) <= 8, sorted(spacing)[:3] + sorted(spacing)[-3:]
+    assert out.late == 0, (out.late, out.worst_late_frames)
+
+
+def test_a_message_later_than_the_slack_goes_out_at_once_and_is_counted(pair):
+    out, recorder = pair
+    out.timing = []
+    out.send([0x90, 60, 100], time.monotonic() - 0.2)
+    assert wait_until(lambda: recorder.snapshot(), 2.0)
+    assert out.late == 1 and out.worst_late_frames > 0.15 * out.rate
+    assert out.timing == [out.worst_late_frames]
+    out.close()
+
+
+def test_close_lets_the_last_word_out(pair):
+    """Queued messages due after close() was called still go out before the port goes."""
+    out, recorder = pair
+    now = time.monotonic()
+    for channel in range(16):
+        out.send([0xB0 | channel, 123, 0], now)
+    out.close()
+    channels = {r.message[0] & 0x0F for r in recorder.snapshot() if r.message[1] == 123}
+    assert channels == set(range(16))
+
+
+def test_a_chord_keeps_its_order_and_its_frame(pair):
+    """Simultaneous messages share a frame, in the order sent (a retrigger's note-off first)."""
+    out, recorder = pair
+    when = time.monotonic() + 0.02
+    chord = [[0x80, 60, 0], [0x90, 60, 90], [0x90, 64, 90], [0x90, 67, 90]]
+    for message in chord:
+        out.send(message, when)
+    assert wait_until(lambda: len(recorder.snapshot()) >= 4, 2.0)
+    out.close()
+    got = recorder.snapshot()
+    assert [r.message for r in got] == chord
+    frames = [round(r.jack_time * recorder.rate) for r in got]
+    assert max(frames) - min(frames) <= 4, frames
+
+
+def test_the_port_connects_to_an_existing_input_by_name(jack):  # noqa: F811
+    recorder = JackFrameRecorder("e2m-frames-named")
+    out = JackMidiOutput("e2m-frames-named", client_name="e2m-frames-out2", latency_ms=10.0)
+    try:
+        assert "e2m-frames-named:in" in out.describe()
+        out.send([0x90, 62, 80], time.monotonic())
+        assert wait_until(lambda: recorder.snapshot(), 2.0)
+    finally:
+        out.close()
+        recorder.close()
+    with pytest.raises(OutputError, match="no jack MIDI port matches"):
+        JackMidiOutput("no-such-port-anywhere", client_name="e2m-frames-out3")
+
+
+def test_latency_under_a_period_is_raised_to_one_period_and_a_millisecond(jack):  # noqa: F811
+    out = JackMidiOutput(client_name="e2m-frames-short", latency_ms=1.0)
+    try:
+        period = out._client.blocksize / out.rate
+        assert out.latency == pytest.approx(period + 0.001)
+    finally:
+        out.close()
+
+
+def test_open_default_midi_chooses_frames_or_rtmidi_by_latency(jack):  # noqa: F811
+    framed, problem = open_default_midi("jack", None, "e2m-choose-a", jack_latency_ms=10.0)
+    plain, problem2 = open_default_midi("jack", None, "e2m-choose-b", jack_latency_ms=0.0)
+    try:
+        assert problem is None and problem2 is None
+        assert isinstance(framed, JackMidiOutput) and "frame-accurate, +10.0 ms" in framed.describe()
+        assert isinstance(plain, MidiPortOutput)
+    finally:
+        for output in (framed, plain):
+            if output is not None:
+                output.close()
+
+
+def test_no_server_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", "e2m-no-such-server")
+    with pytest.raises(OutputError, match="no JACK server is running"):
+        JackMidiOutput(client_name="e2m-frames-none")
+
+
+def test_a_server_that_dies_drops_the_output_with_a_clear_error():
+    """The JACK server goes away mid-performance: the next send says so (the player then drops the
+    output and plays on elsewhere) and close() returns."""
+    import subprocess
+
+    from e2m_live.testing.jack import jack_available, jack_server
+
+    if not jack_available():
+        pytest.skip("jackd missing")
+    with jack_server("e2mdying") as name:
+        out = JackMidiOutput(client_name="e2m-frames-dying")
+        out.send([0x90, 60, 100], time.monotonic())
+        subprocess.run(["pkill", "-KILL", "-f", f"jackd -n {name} "], check=False)
+
+        def refused() -> bool:
+            try:
+                out.send([0x80, 60, 0], time.monotonic())
+            except OutputError:
+                return True
+            return False
+
+        assert wait_until(refused, 10.0), "sends still accepted after the server died"
+        started = time.monotonic()
+        out.close()
+        assert time.monotonic() - started < 5.0
