@@ -160,3 +160,18 @@ def test_a_server_that_dies_drops_the_output_with_a_clear_error():
         started = time.monotonic()
         out.close()
         assert time.monotonic() - started < 5.0
+
+
+def test_a_stop_drops_the_queued_note_ons_and_keeps_the_rest(pair):
+    """Stopping, the player discards what it sent ahead: note-ons due after the stop never sound,
+    note-offs and controllers still go out."""
+    out, recorder = pair
+    later = time.monotonic() + 0.3  # queued for 300 ms from now: still pending at the stop
+    queued = [[0x90, 60, 100], [0x80, 55, 0], [0x90, 64, 0], [0xB0, 7, 90], [0x90, 67, 100]]
+    for message in queued:
+        out.send(message, later)
+    assert out.pending() == len(queued)
+    out.discard_pending_notes()
+    assert wait_until(lambda: out.pending() == 0, 2.0)
+    out.close()
+    assert [r.message for r in recorder.snapshot()] == [[0x80, 55, 0], [0x90, 64, 0], [0xB0, 7, 90]]

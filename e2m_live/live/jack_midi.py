@@ -45,6 +45,10 @@ def import_jack() -> Any:
     return jack
 
 
+def _is_note_on(data: bytes) -> bool:
+    return len(data) >= 3 and data[0] & 0xF0 == 0x90 and data[2] > 0
+
+
 class JackMidiOutput(Output):
     """A JACK MIDI port (virtual, optionally connected to ``port``) writing at exact frames."""
 
@@ -150,6 +154,15 @@ class JackMidiOutput(Output):
                 self.worst_late_frames = max(self.worst_late_frames, late)
             if timing is not None:
                 timing.append(late)
+
+    def discard_pending_notes(self) -> None:
+        """Drop the queued note-ons: at a stop they are due after it (within the latency; following
+        a master, after its Stop). Everything else stays: note-offs of notes that did start, CCs."""
+        with self._lock:
+            # The callback may pop from the old queue meanwhile: a message it writes and that is
+            # kept here goes out twice, harmless for what is kept (no note-on is kept).
+            kept = deque(item for item in list(self._queue) if not _is_note_on(item[1]))
+            self._queue = kept
 
     def _on_shutdown(self, status: Any, reason: str) -> None:
         self._gone = f"the JACK server shut the client down ({reason or status})"

@@ -1,7 +1,8 @@
 """Outputs: where the player's MIDI messages go. Any number at once.
 
 * :class:`MidiPortOutput`: a MIDI port through python-rtmidi: a virtual port (ALSA, CoreMIDI,
-  JACK) or an existing port by name. Windows has no virtual ports.
+  JACK) or an existing port by name. Windows has no virtual ports. On JACK,
+  :func:`open_default_midi` prefers :class:`e2m_live.live.jack_midi.JackMidiOutput` (exact frames).
 * :class:`FluidSynthOutput`: audio through FluidSynth (pyfluidsynth), any audio driver, or none
   (then :meth:`FluidSynthOutput.render` pulls samples: tests, offline use).
 * :class:`MidiFileRecorder`: a ``.mid`` of the whole performance.
@@ -64,6 +65,9 @@ class Output(ABC):
 
     def mark_bar(self, when: float, tempo: float, numerator: int, denominator: int) -> None:  # noqa: B027
         """A bar line at ``when`` (monotonic seconds); recorders use it for their tempo map."""
+
+    def discard_pending_notes(self) -> None:  # noqa: B027 - optional hook
+        """Transport stop: drop note-ons sent but not yet out (outputs that play a latency late)."""
 
     def describe(self) -> str:
         return self.name
@@ -779,6 +783,14 @@ class OutputSet:
                 output.mark_bar(when, tempo, numerator, denominator)
             except Exception as error:
                 log.warning("marking a bar on %s failed: %s", output.describe(), error)
+
+    def discard_pending_notes(self) -> None:
+        """Tell every output the transport stopped (see :meth:`Output.discard_pending_notes`)."""
+        for output in self.outputs:
+            try:
+                output.discard_pending_notes()
+            except Exception as error:
+                log.warning("discarding queued notes on %s failed: %s", output.describe(), error)
 
     def close(self) -> None:
         for output in self.outputs:

@@ -330,6 +330,8 @@ class Player:
 
     def _stop_playing(self, panic: bool, notify: bool = True) -> None:
         now = self.clock.now()
+        with self._send_lock:
+            self.outputs.discard_pending_notes()  # sent ahead of a stop they come after
         self._release_all(now)
         if self.playing:
             # Continue resumes at the first bar line not yet reached.
@@ -604,6 +606,7 @@ class Player:
             now = time.monotonic()
             if self.playing and self.clock_out is not None:
                 self._send_clock((STOP,), now)
+            self.outputs.discard_pending_notes()
             self._release_all(now)
             self._heap.clear()
             self._controllers_off(now)
