@@ -27,7 +27,8 @@ STEP = 0.0125  # 600 frames at 48 kHz
 
 @pytest.fixture
 def pair(jack):  # noqa: F811 - the fixture is imported above
-    out = JackMidiOutput(client_name="e2m-frames-out", latency_ms=12.0)
+    # 50 ms of latency: 44 ms of slack, so a busy machine's late sends still land on their frames.
+    out = JackMidiOutput(client_name="e2m-frames-out", latency_ms=50.0)
     recorder = JackFrameRecorder("e2m-frames-in")
     recorder.connect("e2m-frames-out")
     yield out, recorder
