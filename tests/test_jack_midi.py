@@ -7,12 +7,15 @@ its deadline's frame plus the constant latency, whatever the send's lateness wit
 from __future__ import annotations
 
 import itertools
+import os
 import random
+import threading
 import time
 
 import pytest
 
 from e2m_live.live.outputs import MidiPortOutput, OutputError, open_default_midi
+from e2m_live.live.realtime import DAEMON_PRIORITY, JACK_CALLBACK_PRIORITY, make_realtime
 from e2m_live.testing.daemon import wait_until
 from e2m_live.testing.jack import JackFrameRecorder
 from tests.live_helpers import jack  # noqa: F401
@@ -65,6 +68,26 @@ def test_a_message_later_than_the_slack_goes_out_at_once_and_is_counted(pair):
     assert wait_until(lambda: recorder.snapshot(), 2.0)
     assert out.late == 1 and out.worst_late_frames > 0.15 * out.rate
     assert out.timing == [out.worst_late_frames]
+    out.close()
+
+
+def _fifo_permitted() -> bool:
+    granted: list[bool] = []
+    probe = threading.Thread(target=lambda: granted.append(make_realtime(threading.get_native_id(), 1)))
+    probe.start()
+    probe.join()
+    return granted[0]
+
+
+def test_the_callback_thread_runs_above_the_daemon_and_the_jack_server(pair):
+    out, _ = pair
+    assert wait_until(lambda: out.callback_priority is not None, 2.0)
+    if not _fifo_permitted():
+        pytest.skip("SCHED_FIFO is not permitted here: the callback keeps JACK's priority")
+    assert out.callback_priority >= JACK_CALLBACK_PRIORITY > DAEMON_PRIORITY
+    # Read back from the kernel: one thread of this process (the output's JACK thread) runs there.
+    priorities = [os.sched_getparam(int(tid)).sched_priority for tid in os.listdir("/proc/self/task")]
+    assert max(priorities) >= JACK_CALLBACK_PRIORITY, priorities
     out.close()
 
 

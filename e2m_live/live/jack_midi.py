@@ -22,6 +22,7 @@ from collections import deque
 from typing import Any
 
 from e2m_live.live.outputs import Message, Output, OutputError, match_port, midi_api_problem
+from e2m_live.live.realtime import JACK_CALLBACK_PRIORITY, raise_realtime
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ class JackMidiOutput(Output):
         self.callbacks = 0
         self.slow_callbacks = 0
         self.worst_callback_start = 0
+        #: The SCHED_FIFO priority the callback's thread runs at (None until the first callback).
+        self.callback_priority: int | None = None
         self._port = client.midi_outports.register(port_name)
         client.set_process_callback(self._process)
         client.set_shutdown_callback(self._on_shutdown)
@@ -124,6 +127,10 @@ class JackMidiOutput(Output):
         # How far into the cycle this callback began: it waits for this process's GIL, and one that
         # starts after its period is over makes the server's cycle late (an XRun for every client).
         entered = self._client.frames_since_cycle_start
+        if self.callback_priority is None:
+            # jackd2 gives its clients' threads the server's priority minus 5 (5 by default),
+            # below the daemon's player; raise it, once, from inside the thread.
+            self.callback_priority = raise_realtime(JACK_CALLBACK_PRIORITY)
         self.callbacks += 1
         if entered > frames // 2:
             self.slow_callbacks += 1
