@@ -154,6 +154,7 @@ def serve_child(timing_file: str, serve_args: list[str]) -> int:
                             "callbacks": framed.callbacks if framed else None,
                             "slow_callbacks": framed.slow_callbacks if framed else None,
                             "worst_callback_start": framed.worst_callback_start if framed else None,
+                            "callback_priority": framed.callback_priority if framed else None,
                         }
                     )
                     + "\n"
