@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from e2m_live.live.outputs import MidiPortOutput, OutputError, open_default_midi
+from e2m_live.live.outputs import CaptureOutput, MidiPortOutput, OutputError, OutputSet, open_default_midi
 from e2m_live.live.realtime import DAEMON_PRIORITY, JACK_CALLBACK_PRIORITY, make_realtime
 from e2m_live.testing.daemon import wait_until
 from e2m_live.testing.jack import JackFrameRecorder
@@ -68,6 +68,18 @@ def test_a_message_later_than_the_slack_goes_out_at_once_and_is_counted(pair):
     assert wait_until(lambda: recorder.snapshot(), 2.0)
     assert out.late == 1 and out.worst_late_frames > 0.15 * out.rate
     assert out.timing == [out.worst_late_frames]
+    assert out.delivery_counts() == (1, 1)  # what the daemon's "machine is busy" hint counts
+    out.close()
+
+
+def test_an_output_set_counts_delivery_only_where_an_output_places_messages_itself(pair):
+    out, recorder = pair
+    assert OutputSet([CaptureOutput()]).delivery_counts() is None  # the send is the delivery there
+    both = OutputSet([CaptureOutput(), out])
+    both.send([0x90, 60, 100], time.monotonic())  # on time: lands on its frame
+    both.send([0x90, 62, 100], time.monotonic() - 0.2)  # later than the slack
+    assert wait_until(lambda: len(recorder.snapshot()) >= 2, 2.0)
+    assert both.delivery_counts() == (2, 1)
     out.close()
 
 

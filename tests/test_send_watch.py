@@ -60,3 +60,11 @@ def test_restarted_counters_start_a_new_window() -> None:
     watch = SendWatch(keep_awake=False)
     _feed(watch, 100, per_bar=100, late_per_bar=0)
     assert watch.add(102.0, 10, 9) is None  # fewer than before: a new player, nothing to judge yet
+
+
+def test_counts_from_a_frame_accurate_output_are_named_as_frames() -> None:
+    watch = SendWatch(keep_awake=True)
+    hint = None
+    for bar in range(1, 40):
+        hint = hint or watch.add(2.0 * bar, 100 * bar, 5 * bar, framed=True)
+    assert hint is not None and "JACK frame late" in hint and "--jack-latency-ms" in hint

@@ -651,7 +651,12 @@ class Daemon:
             self._advance_ramps(info)
             if self.measured is not None and info.bar is not None:
                 self.measured.add_bar(info.bar, info.gain, info.tempo, info.adaptation)
-            hint = self._send_watch.add(info.time, info.messages_sent, info.messages_late)
+            # A frame-accurate output absorbs sends up to its latency late: count what it wrote late.
+            delivered = self.outputs.delivery_counts()
+            if delivered is not None:
+                hint = self._send_watch.add(info.time, *delivered, framed=True)
+            else:
+                hint = self._send_watch.add(info.time, info.messages_sent, info.messages_late)
             if hint:
                 log.warning("%s", hint)
         except Exception:

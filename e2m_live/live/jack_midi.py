@@ -174,6 +174,10 @@ class JackMidiOutput(Output):
     def _on_shutdown(self, status: Any, reason: str) -> None:
         self._gone = f"the JACK server shut the client down ({reason or status})"
 
+    def delivery_counts(self) -> tuple[int, int]:
+        """Messages written and those written after their frame (sent later than the slack)."""
+        return self.written, self.late
+
     def pending(self) -> int:
         """Messages queued and not yet written."""
         return len(self._queue)

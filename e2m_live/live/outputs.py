@@ -69,6 +69,11 @@ class Output(ABC):
     def discard_pending_notes(self) -> None:  # noqa: B027 - optional hook
         """Transport stop: drop note-ons sent but not yet out (outputs that play a latency late)."""
 
+    def delivery_counts(self) -> tuple[int, int] | None:
+        """Messages written so far and those written after their time, where the output itself
+        places them in time (a frame-accurate JACK port); None where the send is the delivery."""
+        return None
+
     def describe(self) -> str:
         return self.name
 
@@ -791,6 +796,13 @@ class OutputSet:
                 output.discard_pending_notes()
             except Exception as error:
                 log.warning("discarding queued notes on %s failed: %s", output.describe(), error)
+
+    def delivery_counts(self) -> tuple[int, int] | None:
+        """The outputs' :meth:`Output.delivery_counts` summed; None where none of them counts."""
+        counts = [c for c in (output.delivery_counts() for output in self.outputs) if c is not None]
+        if not counts:
+            return None
+        return sum(written for written, _ in counts), sum(late for _, late in counts)
 
     def close(self) -> None:
         for output in self.outputs:

@@ -1,7 +1,8 @@
 """Watch how late the player sends, and say once when the machine, not the music, is the cause.
 
 The player counts the messages it sends and those more than :data:`LATE_SEND_SECONDS` after their
-deadline (two integers, no list). At each bar line :class:`SendWatch` looks at the last
+deadline (two integers, no list); a frame-accurate JACK output counts those it wrote after their
+frame instead (a send within its latency lands on time). At each bar line :class:`SendWatch` looks at the last
 :data:`WINDOW_SECONDS`; when more than :data:`LATE_SHARE` of a window's messages were late, it
 returns a hint for the log: on a virtual machine or a laptop with deep C-states that is almost always
 halted CPUs waking late, which ``--keep-awake`` cures (see ``keep_awake.py``).
@@ -39,8 +40,9 @@ class SendWatch:
         self._counts: deque[_Count] = deque()
         self._quiet_until = float("-inf")
 
-    def add(self, time: float, sent: int, late: int) -> str | None:
-        """Counts at bar line ``time`` (monotonic seconds); a hint for the log, or None."""
+    def add(self, time: float, sent: int, late: int, framed: bool = False) -> str | None:
+        """Counts at bar line ``time`` (monotonic seconds); a hint for the log, or None.
+        ``framed``: the counts are a frame-accurate output's (written, written after their frame)."""
         counts = self._counts
         if counts and (sent < counts[-1].sent or late < counts[-1].late):
             counts.clear()  # the counters restarted (a new player)
@@ -55,10 +57,12 @@ class SendWatch:
             return None
         self._quiet_until = time + QUIET_SECONDS
         share = 100.0 * window_late / window_sent
-        text = (
-            f"{window_late} of {window_sent} MIDI messages ({share:.1f} %) went out more than "
-            f"{LATE_SEND_SECONDS * 1000:.0f} ms late in the last {span:.0f} s"
+        how = (
+            "reached their JACK frame late (sent later than --jack-latency-ms allows)"
+            if framed
+            else f"went out more than {LATE_SEND_SECONDS * 1000:.0f} ms late"
         )
+        text = f"{window_late} of {window_sent} MIDI messages ({share:.1f} %) {how} in the last {span:.0f} s"
         if self.keep_awake:
             return text + "; the machine is busy or its timers are coarse (see e2m-live doctor)"
         return (
