@@ -21,14 +21,14 @@ CLI = (sys.executable, "-c", "import sys; from e2m_live.cli import main; sys.exi
 EXAMPLES = sorted((REPO / "examples").glob("*.toml"))
 
 
-def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def _cli(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*CLI, *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "JACK_DEFAULT_SERVER": "e2m-none"},
+        env={**os.environ, "JACK_DEFAULT_SERVER": "e2m-none", **env},
     )
 
 
@@ -136,3 +136,13 @@ def test_doctor_reports_and_suggests_fixes():
     assert "generator rules" in result.stdout
     if not Path("/dev/snd/seq").exists():
         assert "ALSA sequencer" in result.stdout and "fix:" in result.stdout
+    assert "[ok] frame-accurate JACK output" in result.stdout  # JACK-Client is a dependency
+
+
+def test_doctor_says_when_the_frame_accurate_jack_output_cannot_load(tmp_path):
+    (tmp_path / "jack.py").write_text("raise OSError('libjack.so.0: cannot open shared object file')\n")
+    result = _cli("doctor", PYTHONPATH=str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = next(x for x in result.stdout.splitlines() if "frame-accurate JACK output" in x)
+    assert line.lstrip().startswith("[!!]") and "libjack.so.0" in line
+    assert "pip install JACK-Client" in result.stdout

@@ -50,6 +50,18 @@ def soundfonts() -> list[Path]:
     return [p for p in ordered if p is not None and p.is_file()]
 
 
+def frame_output_problem() -> str | None:
+    """Why the frame-accurate JACK output (``jack_midi.py``) cannot load here; None if it can."""
+    from e2m_live.live.jack_midi import import_jack
+    from e2m_live.live.outputs import OutputError
+
+    try:
+        import_jack()
+    except OutputError as error:
+        return str(error)
+    return None
+
+
 def port_in_use(host: str, port: int, kind: int) -> bool:
     """True if ``port`` cannot be bound on ``host`` (another program, or a running daemon)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -105,6 +117,19 @@ def midi_checks() -> list[Check]:
                 if running
                 else "optional: start one (`jackd -d alsa` or `jackd -d dummy`, "
                 "or QjackCtl) to use --midi-api jack",
+            )
+        )
+    if not sys.platform.startswith("win"):
+        problem = frame_output_problem()
+        checks.append(
+            Check(
+                "frame-accurate JACK output",
+                problem is None,
+                "JACK-Client and libjack load" if problem is None else problem,
+                ""
+                if problem is None
+                else "pip install JACK-Client and install libjack (Debian: libjack-jackd2-0); until "
+                "then --midi-api jack sends through python-rtmidi, up to a JACK period coarser",
             )
         )
     if sys.platform.startswith("win"):
