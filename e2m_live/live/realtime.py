@@ -2,8 +2,10 @@
 
 The player thread gets SCHED_FIFO above the daemon's other threads, and those (OSC, engine,
 feedback) get SCHED_FIFO too, below it: a Python thread that holds the GIL must not be preempted
-by ordinary processes while the player waits for that GIL (priority inversion). Children get
-SCHED_RESET_ON_FORK, so the generation worker runs as an ordinary, niced process.
+by ordinary processes while the player waits for that GIL (priority inversion), but below JACK's
+own threads. The JACK output's process callback runs just under the player (``raise_realtime``
+from inside JACK's thread). Children get SCHED_RESET_ON_FORK, so the generation worker runs as an
+ordinary, niced process.
 """
 
 from __future__ import annotations
