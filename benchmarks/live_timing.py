@@ -21,6 +21,9 @@ random point in the bar, and measures from the JACK receiver's notes when each i
 from when the first bar of the re-planned section starts. ``--changes energy``: the old energy
 flips. ``--no-measure`` turns the "what is playing" estimate off (compare the sender figures).
 
+The receiver stamps messages by JACK frame (``JackFrameRecorder``), as a DAW records them; the
+daemon's JACK output is the frame-accurate one (``--jack-latency-ms``, default 10 ms).
+
 Targets: p99 send error <= 1 ms, max <= 5 ms; p99 at the receiver <= one JACK period + 1 ms; a
 change first heard at the next bar line (next beat for loudness) for >= 99 %; no repeated bars;
 RSS <= 600 MB; serve ready within 5 s.
@@ -78,32 +81,34 @@ def _proc_stats(pid: int) -> tuple[float, int]:
 
 
 def run_receiver(port_part: str, out_file: str, seconds: float) -> None:
-    import rtmidi
+    """Record what arrives at a JACK input as a DAW does: each message at its frame (seconds), and
+    the XRuns the server reported (the dummy driver's frame clock steps at each)."""
+    from e2m_live.testing.jack import JackFrameRecorder
 
-    midi_in = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name="e2m-bench-recorder")
-    events: list[tuple[float, list[int]]] = []
-    clock = [0.0]
-
-    def on_message(event, _data=None) -> None:
-        message, delta = event
-        clock[0] += delta
-        events.append((clock[0], message))
-
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        ports = midi_in.get_ports()
-        match = [i for i, name in enumerate(ports) if port_part in name]
-        if match:
-            midi_in.open_port(match[0], "in")
-            break
-        time.sleep(0.05)
-    else:
-        raise SystemExit(f"receiver: no port {port_part!r}")
-    midi_in.set_callback(on_message)
+    recorder = JackFrameRecorder("e2m-bench-recorder")
+    try:
+        recorder.connect(port_part, timeout=10.0)
+    except AssertionError as error:
+        raise SystemExit(f"receiver: {error}") from None
     print("receiver ready", flush=True)
     time.sleep(seconds)
-    midi_in.cancel_callback()
-    Path(out_file).write_text(json.dumps(events))
+    received, xruns = recorder.snapshot(), recorder.xruns
+    recorder.close()
+    events = [(r.jack_time, r.message) for r in received]
+    Path(out_file).write_text(json.dumps({"events": events, "xruns": xruns}))
+
+
+def drift_line(times: list[float], offsets: list[float]) -> tuple[float, float]:
+    """Least-squares ``offset = a + b * time``: the constant latency and the drift of the dummy
+    driver's frame clock against the wall clock (about 0.05 % here, 30 ms a minute)."""
+    mean_t, mean_o = statistics.fmean(times), statistics.fmean(offsets)
+    spread = sum((t - mean_t) ** 2 for t in times)
+    slope = (
+        sum((t - mean_t) * (o - mean_o) for t, o in zip(times, offsets, strict=True)) / spread
+        if spread
+        else 0.0
+    )
+    return mean_o - slope * mean_t, slope
 
 
 # ---- the benchmark --------------------------------------------------------------------------------
@@ -156,6 +161,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                 "tempo": args.tempo,
                 "mood": "happy",
                 "debounce_ms": 30.0,
+                "jack_latency_ms": args.jack_latency_ms,
             }
         )
         options = {"seconds_per_bar": args.load_per_bar} if args.generator == LOAD_GENERATOR else {}
@@ -246,7 +252,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         late_bars = daemon.player.late_bars
         daemon.shutdown()
         receiver.wait(timeout=30)
-        received = json.loads(receiver_file.read_text())
+        recorded = json.loads(receiver_file.read_text())
+        received, result["receiver_xruns"] = recorded["events"], recorded["xruns"]
     wall = time.monotonic() - started
 
     # Sender: actual send time minus deadline.
@@ -265,13 +272,16 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         for i in worst
     ]
 
-    # Receiver: JACK time of each message against its deadline, minus the constant offset.
+    # Receiver: the frame (seconds) of each message against its deadline, minus the constant latency
+    # and the frame clock's drift (a line fitted to all pairs; an XRun's step stays in the figure).
     # Messages arrive in order; the receiver also gets the stop's note-offs and CCs after these.
     pairs = pair_messages(sent_messages, [tuple(r[1]) for r in received])
     offsets = [received[j][0] - timing[i][0] for i, j in pairs]
     if offsets:
-        constant = statistics.median(offsets)
-        result["receiver_error_ms"] = _percentiles([abs(o - constant) * 1000 for o in offsets])
+        base, slope = drift_line([timing[i][0] for i, _ in pairs], offsets)
+        residuals = [o - base - slope * timing[i][0] for o, (i, _) in zip(offsets, pairs, strict=True)]
+        result["receiver_error_ms"] = _percentiles([abs(r) * 1000 for r in residuals])
+        result["receiver_drift_ppm"] = round(slope * 1e6, 1)
         result["receiver_messages"] = {
             "scheduled": len(timing),
             "received": len(received),
@@ -295,7 +305,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     result["change_to_first_bar_decoded_ms"] = _percentiles(to_first_bar)
     result["change_on_first_bar_line_after_decode"] = f"{sum(on_first_line)}/{len(on_first_line)}"
     if offsets:
-        heard = [(r[0] - constant, r[1]) for r in received]  # receiver notes on the deadline timeline
+        # Receiver notes on the deadline timeline (frame = deadline * (1 + slope) + base).
+        heard = [((r[0] - base) / (1 + slope), r[1]) for r in received]
         result["first_audible"] = first_audible(changes, heard, bars, daemon.player.prepare_ahead, sections)
     ahead = [bars_ahead * bar_seconds for t, bars_ahead in margins if t >= first_change]  # after startup
     result["decoded_ahead_s"] = {
@@ -320,6 +331,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "change_every_bars": args.change_every,
         "changes": args.changes,
         "measure": args.measure,
+        "jack_latency_ms": args.jack_latency_ms,
     }
     return result
 
@@ -334,9 +346,10 @@ INITIAL = {"loudness": -10.0, "key": 0, "energy": 0.8}
 #: packet, the daemon's handler and the player's wake-up take a few milliseconds, and no ear tells
 #: a change 20 ms before a beat from one 20 ms after it.
 REACTION_S = 0.020
-#: The receiver hears a message at the start of a JACK period, so a note on a beat or bar line is
-#: heard up to half a period either side of it (after the constant offset is removed): windows of
-#: heard notes start this much early, so the note on the line falls in the window it belongs to.
+#: With python-rtmidi's output (``--jack-latency-ms 0``) a message is heard at the start of a JACK
+#: period, so a note on a beat or bar line lands up to half a period either side of it (after the
+#: constant offset is removed): windows of heard notes start this much early, so the note on the
+#: line falls in the window it belongs to. The frame-accurate output needs none of it.
 HEARD_EARLY_S = 0.5 * JACK_PERIOD_FRAMES / JACK_RATE + 0.0005
 
 
@@ -546,6 +559,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--tempo", type=float, default=120.0)
+    parser.add_argument(
+        "--jack-latency-ms",
+        type=float,
+        default=10.0,
+        help="the frame-accurate JACK output's latency; 0: python-rtmidi's output (to compare)",
+    )
     parser.add_argument(
         "--generator",
         default=LOAD_GENERATOR,
