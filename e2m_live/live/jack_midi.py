@@ -33,6 +33,9 @@ DEFAULT_LATENCY_MS = 10.0
 #: How long :meth:`JackMidiOutput.close` waits for the queue to drain before it lets the port go.
 DRAIN_TIMEOUT_SECONDS = 1.0
 FRAME_MASK, HALF_RANGE = 0xFFFFFFFF, 0x80000000
+#: A frame/clock reading taken over a longer gap than this (the thread was preempted) is retaken,
+#: up to :data:`MAPPING_ATTEMPTS` times; two frames at 48 kHz.
+MAPPING_TOLERANCE_SECONDS, MAPPING_ATTEMPTS = 0.00005, 3
 
 
 def import_jack() -> Any:
@@ -116,11 +119,22 @@ class JackMidiOutput(Output):
         if self._gone:
             raise OutputError(self._gone)
         with self._lock:
-            # Read back to back, the frame JACK estimates for now and our clock's now: the offset
-            # between the two timelines, follows the audio clock's drift.
-            frame, now = self._client.frame_time, time.monotonic()
+            frame, now = self._now()
             target = frame + round((when - now) * self.rate) + self._latency_frames
             self._queue.append((target & FRAME_MASK, bytes(message)))
+
+    def _now(self) -> tuple[int, float]:
+        """The frame JACK estimates for now and our clock's now, read back to back (the offset
+        between the two timelines follows the audio clock's drift). A thread preempted between the
+        two reads would map every message of that send by the gap: read again if it exceeds
+        :data:`MAPPING_TOLERANCE_SECONDS` (a sender without real-time priority on a busy machine)."""
+        for _ in range(MAPPING_ATTEMPTS):
+            before = time.monotonic()
+            frame = self._client.frame_time
+            after = time.monotonic()
+            if after - before <= MAPPING_TOLERANCE_SECONDS:
+                break
+        return frame, (before + after) / 2
 
     def _process(self, frames: int) -> None:
         """JACK's thread, once a period: write every queued message whose frame is in this cycle."""
