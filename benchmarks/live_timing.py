@@ -98,19 +98,6 @@ def run_receiver(port_part: str, out_file: str, seconds: float) -> None:
     Path(out_file).write_text(json.dumps({"events": events, "xruns": xruns}))
 
 
-def drift_line(times: list[float], offsets: list[float]) -> tuple[float, float]:
-    """Least-squares ``offset = a + b * time``: the constant latency and the drift of the dummy
-    driver's frame clock against the wall clock (about 0.05 % here, 30 ms a minute)."""
-    mean_t, mean_o = statistics.fmean(times), statistics.fmean(offsets)
-    spread = sum((t - mean_t) ** 2 for t in times)
-    slope = (
-        sum((t - mean_t) * (o - mean_o) for t, o in zip(times, offsets, strict=True)) / spread
-        if spread
-        else 0.0
-    )
-    return mean_o - slope * mean_t, slope
-
-
 # ---- the benchmark --------------------------------------------------------------------------------
 
 
@@ -277,8 +264,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     # Messages arrive in order; the receiver also gets the stop's note-offs and CCs after these.
     pairs = pair_messages(sent_messages, [tuple(r[1]) for r in received])
     offsets = [received[j][0] - timing[i][0] for i, j in pairs]
-    if offsets:
-        base, slope = drift_line([timing[i][0] for i, _ in pairs], offsets)
+    if len(offsets) >= 2:
+        # Least squares: the constant latency and the dummy driver's frame clock drift.
+        slope, base = statistics.linear_regression([timing[i][0] for i, _ in pairs], offsets)
         residuals = [o - base - slope * timing[i][0] for o, (i, _) in zip(offsets, pairs, strict=True)]
         result["receiver_error_ms"] = _percentiles([abs(r) * 1000 for r in residuals])
         result["receiver_drift_ppm"] = round(slope * 1e6, 1)
@@ -304,7 +292,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     result["change_latency_ms"] = _percentiles(latencies)
     result["change_to_first_bar_decoded_ms"] = _percentiles(to_first_bar)
     result["change_on_first_bar_line_after_decode"] = f"{sum(on_first_line)}/{len(on_first_line)}"
-    if offsets:
+    if len(offsets) >= 2:
         # Receiver notes on the deadline timeline (frame = deadline * (1 + slope) + base).
         heard = [((r[0] - base) / (1 + slope), r[1]) for r in received]
         result["first_audible"] = first_audible(changes, heard, bars, daemon.player.prepare_ahead, sections)

@@ -215,14 +215,11 @@ def grid_errors(times: list[float], tempo: float) -> list[float]:
     angles = [2 * math.pi * ((t / step) % 1.0) for t in times]
     phase = math.atan2(sum(map(math.sin, angles)), sum(map(math.cos, angles))) / (2 * math.pi) * step
     residuals = [((t - phase + step / 2) % step) - step / 2 for t in times]
-    mean_t, mean_r = statistics.fmean(times), statistics.fmean(residuals)
-    spread = sum((t - mean_t) ** 2 for t in times)
-    slope = (
-        sum((t - mean_t) * (r - mean_r) for t, r in zip(times, residuals, strict=True)) / spread
-        if spread
-        else 0.0
-    )
-    return [abs(r - mean_r - slope * (t - mean_t)) * 1000 for t, r in zip(times, residuals, strict=True)]
+    try:
+        slope, intercept = statistics.linear_regression(times, residuals)
+    except statistics.StatisticsError:  # every note at one instant (a single chord)
+        slope, intercept = 0.0, statistics.fmean(residuals)
+    return [abs(r - intercept - slope * t) * 1000 for t, r in zip(times, residuals, strict=True)]
 
 
 # ---- the run -------------------------------------------------------------------------------------

@@ -9,9 +9,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from e2m_live.live.jack_midi import import_jack
 from e2m_live.live.outputs import (
     SOUNDFONT_CANDIDATES,
     SYSTEM_SOUNDFONT,
+    OutputError,
     bundled_soundfont,
     compiled_midi_apis,
     default_midi_api,
@@ -52,9 +54,6 @@ def soundfonts() -> list[Path]:
 
 def frame_output_problem() -> str | None:
     """Why the frame-accurate JACK output (``jack_midi.py``) cannot load here; None if it can."""
-    from e2m_live.live.jack_midi import import_jack
-    from e2m_live.live.outputs import OutputError
-
     try:
         import_jack()
     except OutputError as error:
