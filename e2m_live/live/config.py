@@ -25,6 +25,7 @@ from e2m_live.arrangement import (
     split_names,
 )
 from e2m_live.features import FEATURES, MOODS, EmotionFeatures, FeatureError
+from e2m_live.live.jack_midi import DEFAULT_LATENCY_MS
 
 
 class ConfigError(ValueError):
@@ -94,7 +95,7 @@ class LiveConfig:
     )
     midi_name: str = field(default="e2m-live", metadata=_opt("MIDI client name of the virtual port"))
     jack_latency_ms: float = field(
-        default=10.0,
+        default=DEFAULT_LATENCY_MS,
         metadata=_opt(
             "with --midi-api jack: write each message on its exact JACK frame this many ms after its "
             "deadline (absorbs the sender's wake-up jitter; a constant latency a DAW compensates, and "
