@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -84,6 +85,60 @@ def test_serve_without_any_midi_backend_starts_and_stops_cleanly(tmp_path):
         text
     )
     assert record.stat().st_size > 100
+
+
+#: `serve` whose stop hangs in a native call that keeps the GIL (as closing a port whose JACK server
+#: died can): ctypes.PyDLL calls do not release it, so no Python thread could end the process.
+STUCK_SERVE = """
+import ctypes, sys
+import e2m_live.commands.serve as serve
+from e2m_live.cli import main
+from e2m_live.live.daemon import Daemon
+
+serve.SHUTDOWN_LIMIT_SECONDS = 2.0
+def stuck_in_native_close(self):
+    ctypes.PyDLL(None).sleep(300)
+Daemon.shutdown = stuck_in_native_close
+sys.exit(main())
+"""
+
+
+def test_a_stop_stuck_in_native_code_still_ends_the_daemon_and_keeps_the_recording(tmp_path):
+    record = tmp_path / "out.mid"
+    serve = ["serve", "--generator", "rules", "--no-web", "--autoplay", "--udp-port", "0", "--tcp-port", "-1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STUCK_SERVE, *serve, "--record", str(record), "--tempo", "240"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "JACK_DEFAULT_SERVER": "e2m-none", "PYTHONUNBUFFERED": "1"},
+    )
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.strip().startswith("ready"):
+            break
+    port = int(re.search(r"OSC udp 127\.0\.0\.1:(\d+)", "".join(lines)).group(1))
+
+    def bars_started() -> int:
+        return int(dict(osc_request(port, "/e2m/status", wait=0.5)).get("/e2m/state/bar", [0])[0])
+
+    assert wait_until(lambda: bars_started() >= 3, 90), "".join(lines)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)  # the limit is 2 s; without the watchdog it sleeps 300 s
+    assert proc.returncode == 1, err[-2000:]
+    assert "Timeout" in err and "stuck_in_native_close" in err  # every thread's stack, the stuck call in it
+    bars = describe_bars(record)  # the streamed recording, up to the last bar line written
+    assert bars >= 1
+
+
+def describe_bars(path: Path) -> int:
+    done = subprocess.run(
+        [*CLI, "describe", str(path), "--json"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return len(json.loads(done.stdout)["bars"])
 
 
 def test_bad_config_is_a_one_line_usage_error(tmp_path):

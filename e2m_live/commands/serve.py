@@ -11,6 +11,14 @@ from types import FrameType
 
 from e2m_live.commands.errors import UsageError
 
+#: The longest a stop may take (notes released, worker and ports closed, the recording rewritten by
+#: instrument: a second or two, a few more for hours of recording). Past it every thread's stack is
+#: printed and the process exits with status 1: a stop stuck in a native call (a MIDI port whose
+#: JACK server died) no longer leaves a daemon that ignores SIGTERM. The recording stays readable
+#: (the rewrite replaces the streamed file only when done). faulthandler's watchdog is a C thread:
+#: it needs no GIL.
+SHUTDOWN_LIMIT_SECONDS = 60.0
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from e2m_live.live.config import add_config_arguments
@@ -50,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         daemon.wait(stop)
     finally:
+        faulthandler.dump_traceback_later(SHUTDOWN_LIMIT_SECONDS, exit=True)
         daemon.shutdown()
+        faulthandler.cancel_dump_traceback_later()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         print("e2m-live serve: stopped, all notes released", flush=True)
