@@ -25,6 +25,7 @@ from e2m_live.arrangement import (
     split_names,
 )
 from e2m_live.features import FEATURES, MOODS, EmotionFeatures, FeatureError
+from e2m_live.live.allocator import AllocatorError, worker_library
 from e2m_live.live.jack_midi import DEFAULT_LATENCY_MS
 
 
@@ -123,6 +124,13 @@ class LiveConfig:
         default="model",
         metadata=_opt(
             "generator: model (planner + FIGARO; falls back to rules if the models are missing) or rules"
+        ),
+    )
+    worker_allocator: str = field(
+        default="auto",
+        metadata=_opt(
+            "memory allocator of the generation worker: auto (jemalloc when installed, e.g. "
+            "apt install libjemalloc2: its memory stays flat for hours), glibc, or a library path"
         ),
     )
     mode: str = field(
@@ -280,6 +288,10 @@ class LiveConfig:
             raise ConfigError("jack_latency_ms must be within 0..200")
         if self.debounce_ms < 0:
             raise ConfigError("debounce_ms must be >= 0")
+        try:
+            worker_library(self.worker_allocator)
+        except AllocatorError as error:
+            raise ConfigError(str(error)) from None
         self.starting_features()
         self.starting_arrangement()
 

@@ -144,6 +144,7 @@ class Daemon:
             seed=None if config.seed < 0 else config.seed,
             debounce=config.debounce_ms / 1000,
             arrangement=config.starting_arrangement(),
+            allocator=config.worker_allocator,
         )
         if self._measure:
             self.measured = MeasuredFeatures(self.engine.measure, self._feedback.put)
@@ -286,7 +287,9 @@ class Daemon:
         lines = ["e2m-live serve"]
         lines += [f"  listening: {item}" for item in self.report.listening]
         lines += [f"  playing to: {item}" for item in self.report.outputs] or ["  playing to: nothing"]
-        lines.append(f"  generator: {self.report.generator}, mode: {self.config.mode}")
+        allocator = self.engine.worker_allocator if self.engine is not None else "unknown"
+        mode = self.config.mode
+        lines.append(f"  generator: {self.report.generator}, mode: {mode}, worker allocator: {allocator}")
         clock_out = ", MIDI clock out on the MIDI port" if self.clock_out else ""
         lines.append(f"  sync: {self.report.sync}{clock_out}")
         lines += [f"  warning: {w}" for w in self.report.warnings]

@@ -53,6 +53,7 @@ from e2m_live.arrangement import Arrangement
 from e2m_live.features import KEY_NAMES, EmotionFeatures
 from e2m_live.generators.base import SECTION_BARS
 from e2m_live.generators.registry import create_generator
+from e2m_live.live.allocator import AUTO, allocator_of, preloaded, worker_library
 from e2m_live.live.player import BarStarted, PlannedBar
 from e2m_live.live.transform import adaptation
 from e2m_live.music import Bar
@@ -229,8 +230,12 @@ class Engine:
         max_hold: float = 3.0,
         bridge: bool = True,
         replan_on_tempo_rise: bool | None = None,
+        allocator: str = AUTO,
     ) -> None:
         self.generator = generator
+        #: The worker's memory allocator: auto (jemalloc when installed), glibc or a library path
+        #: (e2m_live/live/allocator.py); checked here, so a bad path fails before anything starts.
+        self.allocator_library = worker_library(allocator)
         self.generator_options = dict(generator_options or {})
         self.features = features or EmotionFeatures()
         self.arrangement = arrangement or Arrangement()
@@ -347,8 +352,14 @@ class Engine:
                 self._measures,
             ),
         )
-        self._process.start()
+        with preloaded(self.allocator_library):
+            self._process.start()
         self.worker_pid = self._process.pid
+
+    @property
+    def worker_allocator(self) -> str:
+        """The allocator the running worker has (``jemalloc``, ``system``; ``unknown`` without one)."""
+        return allocator_of(self.worker_pid) if self.worker_pid is not None else "unknown"
 
     # ---- controls (any thread) ---------------------------------------------------------------------
     def set_features(self, features: EmotionFeatures) -> None:
