@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # chromium: the browser the web-surface tests drive through Playwright (never a downloaded one).
-APT_PACKAGES=(jackd2 libfluidsynth3 fluid-soundfont-gm puredata-core chromium)
+# libjemalloc2: the generation worker's allocator (e2m_live/live/allocator.py: glibc's heap fragments).
+APT_PACKAGES=(jackd2 libfluidsynth3 fluid-soundfont-gm puredata-core chromium libjemalloc2)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
