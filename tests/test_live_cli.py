@@ -114,19 +114,24 @@ def test_a_stop_stuck_in_native_code_still_ends_the_daemon_and_keeps_the_recordi
         text=True,
         env={**os.environ, "JACK_DEFAULT_SERVER": "e2m-none", "PYTHONUNBUFFERED": "1"},
     )
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.strip().startswith("ready"):
-            break
-    port = int(re.search(r"OSC udp 127\.0\.0\.1:(\d+)", "".join(lines)).group(1))
+    try:  # a stuck daemon spins its real-time player: it must never outlive the test
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.strip().startswith("ready"):
+                break
+        port = int(re.search(r"OSC udp 127\.0\.0\.1:(\d+)", "".join(lines)).group(1))
 
-    def bars_started() -> int:
-        return int(dict(osc_request(port, "/e2m/status", wait=0.5)).get("/e2m/state/bar", [0])[0])
+        def bars_started() -> int:
+            return int(dict(osc_request(port, "/e2m/status", wait=0.5)).get("/e2m/state/bar", [0])[0])
 
-    assert wait_until(lambda: bars_started() >= 3, 90), "".join(lines)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)  # the limit is 2 s; without the watchdog it sleeps 300 s
+        assert wait_until(lambda: bars_started() >= 3, 90), "".join(lines)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)  # the limit is 2 s; without the watchdog it sleeps 300 s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 1, err[-2000:]
     assert "Timeout" in err and "stuck_in_native_close" in err  # every thread's stack, the stuck call in it
     bars = describe_bars(record)  # the streamed recording, up to the last bar line written
