@@ -4,6 +4,7 @@ benchmarks use them too)."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import time
@@ -67,3 +68,22 @@ def jack_connect(source: str, destination: str) -> None:
 def jack_port_names() -> list[str]:
     result = subprocess.run(["jack_lsp"], capture_output=True, text=True, timeout=10)
     return result.stdout.split("\n")
+
+
+def read_until_ready(proc: subprocess.Popen) -> tuple[list[str], int]:
+    """The lines `e2m-live serve` printed up to ``ready``, and its OSC UDP port."""
+    lines: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if line.strip().startswith("ready"):
+            break
+    found = re.search(r"OSC udp 127\.0\.0\.1:(\d+)", "".join(lines))
+    assert found, "".join(lines)
+    return lines, int(found.group(1))
+
+
+def bars_started(port: int) -> int:
+    """The daemon's bar count (``/e2m/state/bar``), asked over OSC."""
+    replies = dict(osc_request(port, "/e2m/status", wait=0.5))
+    return int(replies.get("/e2m/state/bar", [0])[0])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import pytest
 from e2m_live.features import FEATURE_ORDER, MOODS, EmotionFeatures
 from e2m_live.live.config import ConfigError, build_config, load_toml
 from e2m_live.testing.daemon import wait_until
-from tests.live_helpers import osc_request
+from tests.live_helpers import bars_started, read_until_ready
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = (sys.executable, "-c", "import sys; from e2m_live.cli import main; sys.exit(main())")
@@ -56,21 +55,11 @@ def test_serve_without_any_midi_backend_starts_and_stops_cleanly(tmp_path):
         text=True,
         env={**os.environ, "JACK_DEFAULT_SERVER": "e2m-none", "PYTHONUNBUFFERED": "1"},
     )
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.strip().startswith("ready"):
-            break
+    lines, port = read_until_ready(proc)
     assert lines and lines[-1].strip().startswith("ready"), "".join(lines)
-    port = int(re.search(r"OSC udp 127\.0\.0\.1:(\d+)", "".join(lines)).group(1))
-
-    def bars_started() -> int:
-        replies = dict(osc_request(port, "/e2m/status", wait=0.5))
-        return int(replies.get("/e2m/state/bar", [0])[0])
-
     # Two bar lines passed, so the recording holds a bar: the first one waits for the (niced)
     # generator, which a loaded machine can hold up for seconds.
-    assert wait_until(lambda: bars_started() >= 2, 90, step=0.2), "".join(lines)
+    assert wait_until(lambda: bars_started(port) >= 2, 90, step=0.2), "".join(lines)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=15)
     text = "".join(lines) + out
@@ -115,17 +104,8 @@ def test_a_stop_stuck_in_native_code_still_ends_the_daemon_and_keeps_the_recordi
         env={**os.environ, "JACK_DEFAULT_SERVER": "e2m-none", "PYTHONUNBUFFERED": "1"},
     )
     try:  # a stuck daemon spins its real-time player: it must never outlive the test
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line.strip().startswith("ready"):
-                break
-        port = int(re.search(r"OSC udp 127\.0\.0\.1:(\d+)", "".join(lines)).group(1))
-
-        def bars_started() -> int:
-            return int(dict(osc_request(port, "/e2m/status", wait=0.5)).get("/e2m/state/bar", [0])[0])
-
-        assert wait_until(lambda: bars_started() >= 3, 90), "".join(lines)
+        lines, port = read_until_ready(proc)
+        assert wait_until(lambda: bars_started(port) >= 3, 90), "".join(lines)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)  # the limit is 2 s; without the watchdog it sleeps 300 s
     finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import mido
 
 from e2m_live.live.outputs import MidiFileRecorder
 from e2m_live.testing.daemon import wait_until
-from tests.live_helpers import osc_request
+from tests.live_helpers import bars_started, read_until_ready
 from tests.test_midi_tracks import assert_clean, read_tracks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -166,20 +165,9 @@ def test_sigkill_mid_performance_leaves_the_bars_played(tmp_path: Path) -> None:
         env={**os.environ, "JACK_DEFAULT_SERVER": "e2m-none", "PYTHONUNBUFFERED": "1"},
     )
     try:
-        lines = []
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if line.strip().startswith("ready"):
-                break
-        port = int(re.search(r"OSC udp 127\.0\.0\.1:(\d+)", "".join(lines)).group(1))
-
-        def bars_started() -> int:
-            replies = dict(osc_request(port, "/e2m/status", wait=0.5))
-            return int(replies.get("/e2m/state/bar", [0])[0])
-
-        assert wait_until(lambda: bars_started() >= 8, 120, step=0.2), "".join(lines)
-        played = bars_started()
+        lines, port = read_until_ready(proc)
+        assert wait_until(lambda: bars_started(port) >= 8, 120, step=0.2), "".join(lines)
+        played = bars_started(port)
         os.kill(proc.pid, signal.SIGKILL)  # the daemon alone; its worker notices and exits
         proc.wait(10)
     finally:
