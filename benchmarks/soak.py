@@ -29,6 +29,9 @@ recomputes verdicts and plot from them):
   the messages of each span sent more than 1 ms from their deadline;
 * 0 notes hanging at the receiver at the end; the recording reads back with ``e2m-live describe``.
 
+Ctrl-C or SIGTERM ends a run early the way its end does (stop, SIGTERM, checks, ``soak.json``
+with ``interrupted_at_s``); its ``ran_full_length`` verdict is then false.
+
 The daemon process is ``e2m-live serve`` with the same flags, started by this script (``--serve-child``)
 only so that the player keeps each message's deadline and send time (drained every 5 s into a
 summary file, so it does not grow). ``--plain`` runs the ``e2m-live serve`` command itself (no sender
@@ -502,27 +505,33 @@ def run(args: argparse.Namespace) -> dict:
         next_sample = t0 + args.sample_every
         next_change = t0 + 4 * soak.bar_seconds()
         try:
-            while time.monotonic() < end:
-                now = time.monotonic()
-                if proc.poll() is not None:
-                    result["crash"] = f"daemon exited with {proc.returncode}"
-                    break
-                if now >= next_change:
-                    soak.change()
-                    next_change = time.monotonic() + args.change_every * soak.bar_seconds()
-                if now >= next_sample:
-                    window_ons = track_sounding(receiver.take(), sounding)
-                    timing, timing_offset = read_timing(timing_file, timing_offset)
-                    xruns, xruns_seen = receiver.xruns - xruns_seen, receiver.xruns
-                    row = sample_row(
-                        soak, proc.pid, now - t0, window_ons, timing, len(sounding), record, xruns
-                    )
-                    rows.append(row)
-                    write_csv(out / "soak.csv", rows)
-                    if args.verbose:
-                        print(json.dumps(row), flush=True)
-                    next_sample += args.sample_every
-                time.sleep(0.01)
+            try:
+                while time.monotonic() < end:
+                    now = time.monotonic()
+                    if proc.poll() is not None:
+                        result["crash"] = f"daemon exited with {proc.returncode}"
+                        break
+                    if now >= next_change:
+                        soak.change()
+                        next_change = time.monotonic() + args.change_every * soak.bar_seconds()
+                    if now >= next_sample:
+                        window_ons = track_sounding(receiver.take(), sounding)
+                        timing, timing_offset = read_timing(timing_file, timing_offset)
+                        xruns, xruns_seen = receiver.xruns - xruns_seen, receiver.xruns
+                        row = sample_row(
+                            soak, proc.pid, now - t0, window_ons, timing, len(sounding), record, xruns
+                        )
+                        rows.append(row)
+                        write_csv(out / "soak.csv", rows)
+                        if args.verbose:
+                            print(json.dumps(row), flush=True)
+                        next_sample += args.sample_every
+                    time.sleep(0.01)
+            except KeyboardInterrupt:
+                # Ctrl-C or SIGTERM mid-run: end it as a finished run ends, so the summary, the
+                # hanging-note check and the recording's check still come out (marked short).
+                result["interrupted_at_s"] = round(time.monotonic() - t0, 1)
+                print(f"interrupted at {result['interrupted_at_s']} s: stopping", file=sys.stderr)
             # The end: stop, let the releases arrive, then SIGTERM.
             soak.send("/e2m/stop")
             time.sleep(1.0)
@@ -709,6 +718,7 @@ def verdicts(rows: list[dict], result: dict, args: argparse.Namespace) -> dict:
         "no_hanging_notes": result.get("hanging_notes_at_end") == 0,
         "recording_reads_back": None if recording is None else recording.get("describe_exit") == 0,
         "no_crash": "crash" not in result and result.get("exit_code") == 0,
+        "ran_full_length": "interrupted_at_s" not in result,
     }
     out["verdicts"] = checks
     return out

@@ -8,8 +8,10 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,38 @@ def test_soak_runs_and_leaves_nothing_behind(tmp_path: Path) -> None:
     }
     if importlib.util.find_spec("matplotlib") is not None:  # the train extra
         assert (tmp_path / "soak.png").stat().st_size > 1000
+
+
+@pytest.mark.skipif(not jack_available(), reason="jackd or python-rtmidi JACK support missing")
+def test_an_interrupted_soak_still_stops_cleanly_and_writes_its_summary(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, str(SOAK), "--minutes", "10", "--generator", "rules", "--record"),
+            *("--sample-every", "2", "--out", str(tmp_path)),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        csv_file = tmp_path / "soak.csv"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            if csv_file.exists() and len(csv_file.read_text().splitlines()) >= 4:  # header + 3 rows
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, stderr[-3000:]  # a short run is not a passing soak
+    result = json.loads((tmp_path / "soak.json").read_text())
+    assert 0 < result["interrupted_at_s"] < 120
+    assert result["verdicts"]["ran_full_length"] is False
+    assert result["exit_code"] == 0 and result["hanging_notes_at_end"] == 0
+    assert result["all_notes_off_channels_at_end"] == 16
+    assert result["recording"]["describe_exit"] == 0

@@ -25,6 +25,7 @@ from e2m_live.arrangement import (
     split_names,
 )
 from e2m_live.features import FEATURES, MOODS, EmotionFeatures, FeatureError
+from e2m_live.live.allocator import AUTO as AUTO_ALLOCATOR
 from e2m_live.live.allocator import AllocatorError, worker_library
 from e2m_live.live.jack_midi import DEFAULT_LATENCY_MS
 
@@ -127,7 +128,7 @@ class LiveConfig:
         ),
     )
     worker_allocator: str = field(
-        default="auto",
+        default=AUTO_ALLOCATOR,
         metadata=_opt(
             "memory allocator of the generation worker: auto (jemalloc when installed, e.g. "
             "apt install libjemalloc2: its memory stays flat for hours), glibc, or a library path"
