@@ -8,10 +8,10 @@ machine, same minutes, so their speeds compare): a new request every section (fe
 ensemble and key lock drawn from one seed), each abandoned after two bars or earlier, mid-bar, after
 a random number of tokens (the worker's ``interrupt``), as a performer's changes every two bars do.
 Reports, per allocator, the resident memory over the first and the last quarter of the run, its growth,
-the sections decoded (the speed ratio), and for glibc its heap statistics (``mallinfo2``: in use,
-free, free chunks): a heap whose free chunks and size grow while its memory in use stays flat is
-fragmenting. jemalloc comes from ``e2m_live.live.allocator.find_jemalloc`` (``apt install
-libjemalloc2``); without it only glibc runs.
+the sections decoded (the speed ratio), and the allocator's statistics: for glibc ``mallinfo2`` (in
+use, free, free chunks: a heap whose free chunks and size grow while its memory in use stays flat is
+fragmenting), for jemalloc ``mallctl``'s ``stats.allocated`` (in use) and ``stats.resident``. jemalloc comes
+from ``e2m_live.live.allocator.find_jemalloc`` (``apt install libjemalloc2``); without it only glibc runs.
 """
 
 from __future__ import annotations
@@ -39,12 +39,22 @@ class MallInfo2(ctypes.Structure):
                 "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = MallInfo2
+process = ctypes.CDLL(None)
+mallctl = getattr(process, "mallctl", None)  # jemalloc's, when it is preloaded
+
+def jemalloc_mb(name):
+    epoch, value, size = ctypes.c_uint64(1), ctypes.c_size_t(0), ctypes.c_size_t(8)
+    mallctl(b"epoch", None, None, ctypes.byref(epoch), ctypes.c_size_t(8))  # refresh the statistics
+    mallctl(name, ctypes.byref(value), ctypes.byref(size), None, ctypes.c_size_t(0))
+    return value.value / 2**20
 
 def rss_mb():
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS"))
 
 def heap():
+    if mallctl is not None:
+        return {"in_use_mb": jemalloc_mb(b"stats.allocated"), "resident_mb": jemalloc_mb(b"stats.resident")}
     info = libc.mallinfo2()
     return {"in_use_mb": info.uordblks / 2**20, "free_mb": info.fordblks / 2**20, "free_chunks": info.ordblks}
 
@@ -130,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"; heap in use {first['in_use_mb']:.0f} -> {last['in_use_mb']:.0f} MB, free "
                 f"{first['free_mb']:.0f} -> {last['free_mb']:.0f} MB in {first['free_chunks']} -> "
                 f"{last['free_chunks']} chunks"
+            )
+        else:
+            line += (
+                f"; in use {first['in_use_mb']:.0f} -> {last['in_use_mb']:.0f} MB, jemalloc resident "
+                f"{first['resident_mb']:.0f} -> {last['resident_mb']:.0f} MB"
             )
         print(line)
     return 0
