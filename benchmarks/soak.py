@@ -504,32 +504,37 @@ def run(args: argparse.Namespace) -> dict:
         xruns_seen = receiver.xruns
         next_sample = t0 + args.sample_every
         next_change = t0 + 4 * soak.bar_seconds()
+        # Ctrl-C or SIGTERM mid-run ends it as a finished run ends, so the summary, the hanging-note
+        # check and the recording's check still come out (marked short); a second one aborts.
+        stopping = threading.Event()
+        previous = {
+            sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
         try:
-            try:
-                while time.monotonic() < end:
-                    now = time.monotonic()
-                    if proc.poll() is not None:
-                        result["crash"] = f"daemon exited with {proc.returncode}"
-                        break
-                    if now >= next_change:
-                        soak.change()
-                        next_change = time.monotonic() + args.change_every * soak.bar_seconds()
-                    if now >= next_sample:
-                        window_ons = track_sounding(receiver.take(), sounding)
-                        timing, timing_offset = read_timing(timing_file, timing_offset)
-                        xruns, xruns_seen = receiver.xruns - xruns_seen, receiver.xruns
-                        row = sample_row(
-                            soak, proc.pid, now - t0, window_ons, timing, len(sounding), record, xruns
-                        )
-                        rows.append(row)
-                        write_csv(out / "soak.csv", rows)
-                        if args.verbose:
-                            print(json.dumps(row), flush=True)
-                        next_sample += args.sample_every
-                    time.sleep(0.01)
-            except KeyboardInterrupt:
-                # Ctrl-C or SIGTERM mid-run: end it as a finished run ends, so the summary, the
-                # hanging-note check and the recording's check still come out (marked short).
+            while time.monotonic() < end and not stopping.is_set():
+                now = time.monotonic()
+                if proc.poll() is not None:
+                    result["crash"] = f"daemon exited with {proc.returncode}"
+                    break
+                if now >= next_change:
+                    soak.change()
+                    next_change = time.monotonic() + args.change_every * soak.bar_seconds()
+                if now >= next_sample:
+                    window_ons = track_sounding(receiver.take(), sounding)
+                    timing, timing_offset = read_timing(timing_file, timing_offset)
+                    xruns, xruns_seen = receiver.xruns - xruns_seen, receiver.xruns
+                    row = sample_row(
+                        soak, proc.pid, now - t0, window_ons, timing, len(sounding), record, xruns
+                    )
+                    rows.append(row)
+                    write_csv(out / "soak.csv", rows)
+                    if args.verbose:
+                        print(json.dumps(row), flush=True)
+                    next_sample += args.sample_every
+                time.sleep(0.01)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if stopping.is_set():
                 result["interrupted_at_s"] = round(time.monotonic() - t0, 1)
                 print(f"interrupted at {result['interrupted_at_s']} s: stopping", file=sys.stderr)
             # The end: stop, let the releases arrive, then SIGTERM.

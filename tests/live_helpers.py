@@ -4,16 +4,23 @@ benchmarks use them too)."""
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from e2m_live.live.osc import encode_message
 from e2m_live.testing.jack import jack_available, jack_server
+
+REPO = Path(__file__).resolve().parents[1]
+#: ``e2m-live`` as a subprocess of this interpreter (no console script needed).
+CLI = (sys.executable, "-c", "import sys; from e2m_live.cli import main; sys.exit(main())")
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +94,12 @@ def bars_started(port: int) -> int:
     """The daemon's bar count (``/e2m/state/bar``), asked over OSC."""
     replies = dict(osc_request(port, "/e2m/status", wait=0.5))
     return int(replies.get("/e2m/state/bar", [0])[0])
+
+
+def described_bars(path: Path) -> int:
+    """How many bars ``e2m-live describe --json`` reads in ``path`` (asserting that it succeeds)."""
+    done = subprocess.run(
+        [*CLI, "describe", str(path), "--json"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return len(json.loads(done.stdout)["bars"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,10 +13,8 @@ import pytest
 from e2m_live.features import FEATURE_ORDER, MOODS, EmotionFeatures
 from e2m_live.live.config import ConfigError, build_config, load_toml
 from e2m_live.testing.daemon import wait_until
-from tests.live_helpers import bars_started, read_until_ready
+from tests.live_helpers import CLI, REPO, bars_started, described_bars, read_until_ready
 
-REPO = Path(__file__).resolve().parents[1]
-CLI = (sys.executable, "-c", "import sys; from e2m_live.cli import main; sys.exit(main())")
 EXAMPLES = sorted((REPO / "examples").glob("*.toml"))
 
 
@@ -114,16 +111,8 @@ def test_a_stop_stuck_in_native_code_still_ends_the_daemon_and_keeps_the_recordi
             proc.communicate()
     assert proc.returncode == 1, err[-2000:]
     assert "Timeout" in err and "stuck_in_native_close" in err  # every thread's stack, the stuck call in it
-    bars = describe_bars(record)  # the streamed recording, up to the last bar line written
+    bars = described_bars(record)  # the streamed recording, up to the last bar line written
     assert bars >= 1
-
-
-def describe_bars(path: Path) -> int:
-    done = subprocess.run(
-        [*CLI, "describe", str(path), "--json"], cwd=REPO, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return len(json.loads(done.stdout)["bars"])
 
 
 def test_bad_config_is_a_one_line_usage_error(tmp_path):
